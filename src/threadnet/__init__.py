@@ -1,0 +1,20 @@
+"""threadnet: the Internet of Threads in Python.
+
+Virtual Ethernets that run in user space (interoperable with VDE), and, on top of
+them, user-space TCP/IP stacks that turn threads and processes into network nodes.
+"""
+
+from threadnet.errors import LinkError, ThreadnetError, URLError
+from threadnet.link import Link, open_link, register_scheme
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Link",
+    "LinkError",
+    "ThreadnetError",
+    "URLError",
+    "open_link",
+    "register_scheme",
+    "__version__",
+]

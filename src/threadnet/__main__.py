@@ -1,0 +1,5 @@
+import sys
+
+from threadnet.cli import main
+
+sys.exit(main())

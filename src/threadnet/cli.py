@@ -1,0 +1,380 @@
+"""The ``threadnet`` command.
+
+    threadnet up                      bring up the default virtual network
+    threadnet switch -s DIR -M MGMT   a vde_switch-compatible switch
+    threadnet plug URL [URL2]         join stdin/stdout to a network, or cable two networks
+    threadnet wirefilter -v D1:D2     an emulated cable (loss, delay, bandwidth ...)
+    threadnet capture URL -w FILE     capture what a link receives to pcap
+    threadnet console MGMT [CMD]      talk to a switch or wirefilter console
+    threadnet bench switch            benchmarks, side by side with the real peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from threadnet.errors import ThreadnetError
+
+PROG = "threadnet"
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid mode {text!r}: expected octal, e.g. 0660") from None
+    if not 0 <= value <= 0o7777:
+        raise argparse.ArgumentTypeError(f"invalid mode {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+# -- switch ------------------------------------------------------------------------
+def _add_switch_args(p: argparse.ArgumentParser, default_dir: str | None) -> None:
+    p.add_argument("-s", "--sock", "--vdesock", "--unix", dest="sock", default=default_dir,
+                   metavar="DIR", help="control directory (default: %(default)s)")
+    p.add_argument("-M", "--mgmt", metavar="PATH", help="management console socket")
+    p.add_argument("-n", "--numports", type=positive, default=32, help="number of ports (32)")
+    p.add_argument("-x", "--hub", action="store_true", help="hub mode: flood every frame")
+    p.add_argument("-m", "--mode", type=octal, default=0o600, help="mode of the sockets (0600)")
+    p.add_argument("-g", "--group", help="group of the sockets")
+    p.add_argument("--dirmode", type=octal, help="mode of the control directory")
+    p.add_argument("--mgmtmode", type=octal, default=0o600, help="mode of the console socket")
+    p.add_argument("--mgmtgroup", help="group of the console socket")
+    p.add_argument("-H", "--hashsize", type=positive, default=128, help="hash table size")
+    p.add_argument("--macaddr", help="the switch's MAC address")
+    p.add_argument("-f", "--rcfile", help="run these console commands at start")
+    p.add_argument("--pcap", metavar="FILE", help="capture every frame the switch receives")
+    p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
+    p.add_argument("-p", "--pidfile", help="write the process id here")
+    p.add_argument("--nostdin", action="store_true", help="no console on standard input")
+    p.add_argument("-F", "--fstp", action="store_true", help=argparse.SUPPRESS)
+
+
+def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] | None = None) -> int:
+    from threadnet.switch.server import SwitchServer
+    from threadnet.wire.ethernet import mac_from_str
+
+    if args.fstp:
+        raise UsageError(f"{PROG} switch: -F (fast spanning tree) is not implemented yet")
+    if args.sock is None:
+        raise UsageError(f"{PROG} switch: -s DIR is required")
+    mac = None
+    if args.macaddr:
+        try:
+            mac = mac_from_str(args.macaddr)
+        except ValueError as exc:
+            raise UsageError(f"{PROG} switch: {exc}") from None
+    if args.pidfile and not args.daemon:
+        pass
+    server = SwitchServer(args.sock, mgmt=args.mgmt, numports=args.numports, hub=args.hub,
+                          mode=args.mode, group=args.group, dirmode=args.dirmode,
+                          mgmtmode=args.mgmtmode, mgmtgroup=args.mgmtgroup,
+                          hashsize=args.hashsize, mac=mac, rcfile=args.rcfile, pcap=args.pcap)
+    if announce is not None:
+        announce(server)
+    if args.daemon:
+        from threadnet.daemon import daemonize
+
+        daemonize(args.pidfile)
+    elif args.pidfile:
+        from threadnet.daemon import write_pidfile
+
+        write_pidfile(args.pidfile)
+    server.loop.stop_on_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    if not args.daemon and not args.nostdin and sys.stdin is not None and sys.stdin.isatty():
+        _stdin_console(server)
+    server.serve_forever()
+    return 0
+
+
+def _stdin_console(server: object) -> None:
+    """vde_switch's foreground console: commands on stdin, replies on stdout."""
+    from threadnet.mgmt.console import format_reply
+
+    loop = server.loop  # type: ignore[attr-defined]
+    table = server.table  # type: ignore[attr-defined]
+    sys.stdout.write("vde$ ")
+    sys.stdout.flush()
+
+    def readable() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            loop.remove_reader(sys.stdin)
+            return
+        line = line.strip()
+        if line == "shutdown":
+            loop.stop()
+            return
+        if line:
+            err, out, _ = table.run(line)
+            sys.stdout.write(format_reply(err, out))
+        sys.stdout.write("vde$ ")
+        sys.stdout.flush()
+
+    loop.add_reader(sys.stdin, readable)
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    return _start_switch(args)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from threadnet.link.vde import default_switch_dir
+
+    if args.sock is None:
+        args.sock = default_switch_dir()
+    if args.mgmt is None:
+        args.mgmt = args.sock.rstrip("/") + ".mgmt"
+    if args.pidfile is None:
+        args.pidfile = args.sock.rstrip("/") + ".pid"
+
+    def announce(server: object) -> None:
+        sock = args.sock
+        print(f"threadnet: virtual network up: switch at vde://{os.path.abspath(sock)}", flush=True)
+        print(f"  console:  threadnet console {args.mgmt} help   (or: unixterm {args.mgmt})")
+        print("  attach:   threadnet plug ''   |   vde_plug   |   open_link('') in Python")
+        print(f"            qemu ... -nic vde,sock={sock}   |   vde_plug2tap -s {sock} TAP")
+        print(f"  stop:     {'threadnet down' if args.daemon else 'Ctrl-C'}", flush=True)
+
+    return _start_switch(args, announce)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    import time
+
+    from threadnet.link.vde import default_switch_dir
+
+    sock = args.sock or default_switch_dir()
+    pidfile = args.pidfile or sock.rstrip("/") + ".pid"
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        print(f"{PROG} down: no running network (no pidfile {pidfile})", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        os.unlink(pidfile)
+        print(f"{PROG} down: process {pid} was not running; removed stale {pidfile}", file=sys.stderr)
+        return 1
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"threadnet: network at {sock} is down")
+            return 0
+        time.sleep(0.05)
+    print(f"{PROG} down: process {pid} did not stop", file=sys.stderr)
+    return 1
+
+
+# -- plug --------------------------------------------------------------------------
+def cmd_plug(args: argparse.Namespace) -> int:
+    from threadnet.link import open_link
+    from threadnet.link.cable import Cable
+    from threadnet.loop import EventLoop
+
+    urls = list(args.urls)
+    command = None
+    if "=" in urls:
+        i = urls.index("=")
+        urls, command = urls[:i], urls[i + 1:]
+        if not command:
+            raise UsageError(f"{PROG} plug: '=' needs a command after it")
+    if len(urls) > 2 or (command and len(urls) > 1):
+        raise UsageError(f"{PROG} plug: at most two URLs")
+    first = open_link(urls[0] if urls else "", description=args.descr)
+    try:
+        if command:
+            import shlex
+
+            second = open_link("cmd://" + shlex.join(command))
+        elif len(urls) == 2:
+            second = open_link(urls[1], description=args.descr)
+        else:
+            second = open_link("stdio://")
+    except BaseException:
+        first.close()
+        raise
+    if args.daemon:
+        from threadnet.daemon import daemonize
+
+        daemonize(args.pidfile)
+    elif args.pidfile:
+        from threadnet.daemon import write_pidfile
+
+        write_pidfile(args.pidfile)
+    loop = EventLoop()
+    loop.stop_on_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    cable = Cable(loop, first, second)
+    try:
+        loop.run()
+    finally:
+        cable.close()
+        loop.close()
+    return 0
+
+
+# -- console -----------------------------------------------------------------------
+def cmd_console(args: argparse.Namespace) -> int:
+    from threadnet.mgmt.client import ConsoleClient
+
+    with ConsoleClient(args.mgmt) as client:
+        if not args.command:
+            return client.interactive()
+        line = " ".join(args.command)
+        err, lines, text = client.run(line)
+        for out in lines:
+            print(out)
+        if err:
+            print(f"{PROG} console: {line}: {text}", file=sys.stderr)
+            return 1
+    return 0
+
+
+# -- capture -----------------------------------------------------------------------
+def cmd_capture(args: argparse.Namespace) -> int:
+    import time
+
+    from threadnet.link import open_link
+    from threadnet.wire.pcap import PcapWriter
+
+    link = open_link(args.url, description=f"threadnet capture pid={os.getpid()}")
+    stop = False
+
+    def handler(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    count = 0
+    deadline = time.monotonic() + args.duration if args.duration else None
+    with link, PcapWriter(args.write) as writer:
+        while not stop and (args.count is None or count < args.count):
+            timeout = 0.2
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    break
+            if not link.wait_readable(timeout):
+                continue
+            writer.write(link.recv(), time.time())
+            count += 1
+            if args.flush:
+                writer.flush()
+    print(f"threadnet capture: {count} frames written to {args.write}", file=sys.stderr)
+    return 0
+
+
+# -- wirefilter / bench are in their own modules -----------------------------------
+def cmd_wirefilter(args: argparse.Namespace) -> int:
+    from threadnet.wirefilter.app import run
+
+    return run(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"threadnet.bench.{args.what}")
+    return module.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="threadnet: the Internet of Threads in Python")
+    from threadnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"threadnet {__version__}")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("up", help="bring up the default virtual network")
+    _add_switch_args(p, None)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the default virtual network")
+    p.add_argument("-s", "--sock", metavar="DIR")
+    p.add_argument("-p", "--pidfile")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("switch", help="run a vde_switch-compatible switch")
+    _add_switch_args(p, None)
+    p.set_defaults(func=cmd_switch)
+
+    p = sub.add_parser("plug", help="join stdin/stdout to a network, or cable two networks")
+    p.add_argument("urls", nargs="*", metavar="URL", help="one or two link URLs ('' = default)")
+    p.add_argument("-D", "--descr", help="description shown by the switch")
+    p.add_argument("-d", "--daemon", action="store_true")
+    p.add_argument("-p", "--pidfile")
+    p.set_defaults(func=cmd_plug)
+
+    p = sub.add_parser("console", help="run commands on a switch or wirefilter console")
+    p.add_argument("mgmt", metavar="MGMT", help="console socket path")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("capture", help="capture the frames a link receives to a pcap file")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("-w", "--write", required=True, metavar="FILE")
+    p.add_argument("-c", "--count", type=positive)
+    p.add_argument("-t", "--duration", type=float, metavar="SECONDS")
+    p.add_argument("--flush", action="store_true", help="flush after every frame")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("wirefilter", help="an emulated cable between two networks")
+    from threadnet.wirefilter.options import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_wirefilter)
+
+    p = sub.add_parser("bench", help="benchmarks against the real peers")
+    p.add_argument("what", choices=["switch"], help="what to measure")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (ThreadnetError, OSError, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

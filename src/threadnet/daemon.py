@@ -1,0 +1,53 @@
+"""Running as a daemon: detach from the terminal, write a pidfile, remove it at exit."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+
+
+def daemonize(pidfile: str | None = None) -> None:
+    """Double fork, new session, stdio on /dev/null. The original process exits 0 once
+    the daemon has written its pidfile, so the caller may read it at once.
+
+    Call it after the sockets are set up, so that set-up errors reach the caller's
+    terminal and a zero exit means the service is ready.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_w)
+        ok = os.read(ready_r, 1)  # wait for the grandchild (EOF if it died)
+        os._exit(0 if ok == b"1" else 1)
+    os.close(ready_r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    if pidfile:
+        write_pidfile(pidfile)
+    os.write(ready_w, b"1")
+    os.close(ready_w)
+
+
+def write_pidfile(pidfile: str) -> None:
+    path = os.path.abspath(pidfile)
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    pid = os.getpid()
+
+    def remove() -> None:
+        # only the process that wrote it removes it (not a forked child)
+        if os.getpid() == pid:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    atexit.register(remove)

@@ -1,0 +1,139 @@
+"""A small event loop: readiness callbacks on descriptors plus timers on the monotonic clock.
+
+One loop drives a whole switch or wirefilter. Protocol cores never read the clock; the
+loop passes ``now`` to them. ``stop()`` is safe to call from signal handlers and other
+threads (it writes to a wake-up socket).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+monotonic = time.monotonic
+
+
+class Timer:
+    """A scheduled call; ``cancel()`` removes it."""
+
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], Any]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._running = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeup)
+        self._old_signals: dict[int, Any] = {}
+
+    # -- descriptors ---------------------------------------------------------------
+    def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+        self._sel.register(fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj: Any) -> None:
+        try:
+            self._sel.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
+    def has_reader(self, fileobj: Any) -> bool:
+        try:
+            self._sel.get_key(fileobj)
+            return True
+        except (KeyError, ValueError):
+            return False
+
+    # -- timers --------------------------------------------------------------------
+    def call_at(self, when: float, callback: Callable[[], Any]) -> Timer:
+        t = Timer(when, callback)
+        heapq.heappush(self._timers, (when, next(self._seq), t))
+        return t
+
+    def call_later(self, delay: float, callback: Callable[[], Any]) -> Timer:
+        return self.call_at(monotonic() + delay, callback)
+
+    def call_every(self, interval: float, callback: Callable[[], Any]) -> Timer:
+        """Call ``callback`` every ``interval`` seconds; cancel the returned handle to stop."""
+        handle = Timer(0.0, callback)
+
+        def tick() -> None:
+            if handle.cancelled:
+                return
+            callback()
+            if not handle.cancelled:
+                handle.when = monotonic() + interval
+                heapq.heappush(self._timers, (handle.when, next(self._seq), inner))
+
+        inner = Timer(0.0, tick)
+        handle.when = monotonic() + interval
+        heapq.heappush(self._timers, (handle.when, next(self._seq), inner))
+        return handle
+
+    # -- running -------------------------------------------------------------------
+    def stop(self) -> None:
+        self._running = False
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def stop_on_signals(self, *signums: int) -> None:
+        """Stop cleanly on these signals (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in signums or (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._old_signals[s] = signal.signal(s, lambda *_: self.stop())
+
+    def run(self) -> None:
+        self._running = True
+        sel = self._sel
+        timers = self._timers
+        while self._running:
+            timeout = None
+            if timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
+            for key, _ in sel.select(timeout):
+                key.data()
+                if not self._running:
+                    break
+            if timers:
+                now = monotonic()
+                while timers and timers[0][0] <= now:
+                    _, _, t = heapq.heappop(timers)
+                    if not t.cancelled:
+                        t.callback()
+
+    def close(self) -> None:
+        for s, old in self._old_signals.items():
+            signal.signal(s, old)
+        self._old_signals.clear()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()

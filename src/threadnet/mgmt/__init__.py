@@ -1,0 +1,1 @@
+"""Management: the vde_switch console protocol and the command tables behind it."""

@@ -1,0 +1,355 @@
+"""Ports, VLANs and frame forwarding (vde-2 port.c semantics), with no I/O of its own.
+
+An Endpoint is anything with ``send(data)``; the server's endpoints wrap datagram
+sockets, tests use lists. ``Switch.input(port, view, n, now)`` forwards one frame that
+arrived on ``port``: it learns the source, then sends to the learned port or floods the
+frame's VLAN, adding or removing the 802.1Q tag per output port.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+from threadnet.switch.fdb import ForwardingTable
+
+NUMPORTS = 32
+NOVLAN = 0xFFF  # an untagged VLAN of 4095 means "untagged frames are dropped"
+MAX_FRAME = 1518  # 1500 + 14 + one 802.1Q tag; longer datagrams are dropped
+_TPID = b"\x81\x00"
+_VLAN_SUFFIX = [v.to_bytes(2, "big") for v in range(4096)]
+
+
+class Endpoint:
+    """One client connection on a port. Subclasses override ``send`` and ``close``."""
+
+    def __init__(self, ident: int, description: str = "", uid: int = -1, module: str = "unix") -> None:
+        self.ident = ident
+        self.description = description
+        self.uid = uid
+        self.module = module
+        self.port: Port | None = None
+        self.drops = 0
+
+    def send(self, data: bytes | memoryview) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Port:
+    """A switch port: its endpoints, VLAN membership, ACL and counters."""
+
+    __slots__ = ("number", "endpoints", "vlan", "tagged", "user", "group", "allocatable",
+                 "persistent", "in_pkts", "in_bytes", "out_pkts", "out_bytes", "capture")
+
+    def __init__(self, number: int, *, allocatable: bool = True, persistent: bool = False) -> None:
+        self.number = number
+        self.endpoints: list[Endpoint] = []
+        self.vlan = 0
+        self.tagged: set[int] = set()
+        self.user: int | None = None
+        self.group: int | None = None
+        self.allocatable = allocatable
+        self.persistent = persistent
+        self.capture: Callable[[bytes | memoryview], None] | None = None
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        self.in_pkts = self.in_bytes = self.out_pkts = self.out_bytes = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.endpoints)
+
+    def send(self, data: bytes | memoryview, n: int) -> None:
+        self.out_pkts += 1
+        self.out_bytes += n
+        if self.capture is not None:
+            self.capture(data)
+        for ep in self.endpoints:
+            ep.send(data)
+
+
+class Switch:
+    """The forwarding plane and its configuration. Not thread-safe: one loop drives it."""
+
+    def __init__(self, numports: int = NUMPORTS, *, hub: bool = False,
+                 fdb: ForwardingTable | None = None, max_frame: int = MAX_FRAME) -> None:
+        if numports < 1:
+            raise ValueError("a switch needs at least one port")
+        self.numports = numports
+        self.hub = hub
+        self.fdb = fdb if fdb is not None else ForwardingTable()
+        self.max_frame = max_frame
+        self.ports: dict[int, Port] = {}
+        self.vlans: set[int] = {0}
+        self.dropped_short = 0
+        self.dropped_long = 0
+        self.dropped_vlan = 0
+        self._flood: dict[int, list[tuple[Port, bool]]] = {}
+        self._active: list[Port] = []
+        self.on_capture: Callable[[bytes | memoryview], None] | None = None
+
+    # -- ports and endpoints -------------------------------------------------------
+    def free_port(self) -> int | None:
+        """The first port (from 1) that an unnamed request may take."""
+        for n in range(1, self.numports):
+            p = self.ports.get(n)
+            if p is None or (not p.endpoints and p.allocatable):
+                return n
+        return None
+
+    def may_attach(self, port: Port, uid: int, gids: set[int]) -> bool:
+        """Port ACL (port/setuser, port/setgroup); uid 0 is always allowed."""
+        if uid == 0:
+            return True
+        if port.user is not None and port.user != uid:
+            return False
+        if port.group is not None and port.group not in gids:
+            return False
+        # several endpoints may share a port only when they belong to the same user
+        return all(ep.uid == uid for ep in port.endpoints)
+
+    def attach(self, number: int, endpoint: Endpoint) -> Port:
+        """Add ``endpoint`` to port ``number`` (creating it). Raises OSError."""
+        if not 0 <= number < self.numports:
+            raise OSError(errno.EINVAL, f"port {number} out of range 0..{self.numports - 1}")
+        port = self.ports.get(number)
+        if port is None:
+            port = self.ports[number] = Port(number)
+        port.endpoints.append(endpoint)
+        endpoint.port = port
+        self._rebuild()
+        return port
+
+    def detach(self, endpoint: Endpoint) -> None:
+        port = endpoint.port
+        if port is None:
+            return
+        endpoint.port = None
+        if endpoint in port.endpoints:
+            port.endpoints.remove(endpoint)
+        endpoint.close()
+        if not port.endpoints:
+            self.fdb.forget_port(port)
+            if not port.persistent:
+                del self.ports[port.number]
+        self._rebuild()
+
+    def create_port(self, number: int) -> Port:
+        if not 0 <= number < self.numports:
+            raise OSError(errno.EINVAL, "port out of range")
+        if number in self.ports:
+            raise OSError(errno.EEXIST, "port exists")
+        port = self.ports[number] = Port(number, allocatable=False, persistent=True)
+        self._rebuild()
+        return port
+
+    def remove_port(self, number: int) -> None:
+        port = self.ports.get(number)
+        if port is None:
+            raise OSError(errno.ENXIO, "no such port")
+        for ep in list(port.endpoints):
+            self.detach(ep)
+        self.ports.pop(number, None)
+        self._rebuild()
+
+    # -- VLANs ---------------------------------------------------------------------
+    def set_port_vlan(self, number: int, vlan: int) -> None:
+        port = self.ports.get(number)
+        if not 0 <= number < self.numports:
+            raise OSError(errno.EINVAL, "port out of range")
+        if vlan not in self.vlans and vlan != NOVLAN:
+            raise OSError(errno.ENXIO, "no such VLAN")
+        if port is None:
+            raise OSError(errno.ENXIO, "no such port")
+        port.vlan = vlan
+        port.tagged.discard(vlan)
+        self.fdb.forget_port(port)
+        self._rebuild()
+
+    def create_vlan(self, vlan: int) -> None:
+        if not 0 <= vlan < NOVLAN:
+            raise OSError(errno.EINVAL, "VLAN out of range 0..4094")
+        if vlan in self.vlans:
+            raise OSError(errno.EEXIST, "VLAN exists")
+        self.vlans.add(vlan)
+
+    def remove_vlan(self, vlan: int) -> None:
+        if vlan not in self.vlans or vlan == 0:
+            raise OSError(errno.ENXIO if vlan not in self.vlans else errno.EINVAL, "cannot remove")
+        if any(p.vlan == vlan or vlan in p.tagged for p in self.ports.values()):
+            raise OSError(errno.EADDRINUSE, "VLAN has ports")
+        self.vlans.discard(vlan)
+
+    def add_tagged(self, vlan: int, number: int) -> None:
+        if vlan not in self.vlans:
+            raise OSError(errno.ENXIO, "no such VLAN")
+        port = self.ports.get(number)
+        if port is None:
+            raise OSError(errno.ENXIO, "no such port")
+        if port.vlan == vlan:
+            raise OSError(errno.EADDRINUSE, "port is an untagged member of this VLAN")
+        port.tagged.add(vlan)
+        self._rebuild()
+
+    def del_tagged(self, vlan: int, number: int) -> None:
+        if vlan not in self.vlans:
+            raise OSError(errno.ENXIO, "no such VLAN")
+        port = self.ports.get(number)
+        if port is None or vlan not in port.tagged:
+            raise OSError(errno.ENXIO, "port is not a tagged member")
+        port.tagged.discard(vlan)
+        self.fdb.forget_port(port)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Recompute the flood lists (per VLAN: active member ports and whether tagged)."""
+        active = [p for _, p in sorted(self.ports.items()) if p.endpoints]
+        self._active = active
+        flood: dict[int, list[tuple[Port, bool]]] = {}
+        for p in active:
+            if p.vlan != NOVLAN:
+                flood.setdefault(p.vlan, []).append((p, False))
+            for v in p.tagged:
+                flood.setdefault(v, []).append((p, True))
+        self._flood = flood
+
+    # -- forwarding ----------------------------------------------------------------
+    def input(self, port: Port, mv: memoryview, n: int, now: float) -> None:
+        """Forward the frame ``mv[:n]`` that arrived on ``port`` at time ``now``."""
+        if n < 14:
+            self.dropped_short += 1
+            return
+        if n > self.max_frame:
+            self.dropped_long += 1
+            return
+        port.in_pkts += 1
+        port.in_bytes += n
+        frame = mv[:n]
+        if self.on_capture is not None:
+            self.on_capture(frame)
+        if port.capture is not None:
+            port.capture(frame)
+        if self.hub:
+            for p in self._active:
+                if p is not port:
+                    p.send(frame, n)
+            return
+        if mv[12] == 0x81 and mv[13] == 0x00:
+            if n < 18:
+                self.dropped_short += 1
+                return
+            vlan = ((mv[14] & 0x0F) << 8) | mv[15]
+            if vlan not in port.tagged:
+                self.dropped_vlan += 1
+                return
+            tagged_in = True
+        else:
+            vlan = port.vlan
+            if vlan == NOVLAN:
+                self.dropped_vlan += 1
+                return
+            tagged_in = False
+        entries = self.fdb.entries
+        if not mv[6] & 1:  # learn unicast sources only
+            key = mv[6:12].tobytes()
+            if vlan:
+                key += _VLAN_SUFFIX[vlan]
+            e = entries.get(key)
+            if e is None:
+                self.fdb.learn(key[:6], vlan, port, now)
+            elif e[0] is port:
+                e[1] = now
+            elif now - e[1] >= self.fdb.min_persistence:
+                e[0] = port
+                e[1] = now
+        if not mv[0] & 1:
+            key = mv[0:6].tobytes()
+            if vlan:
+                key += _VLAN_SUFFIX[vlan]
+            e = entries.get(key)
+            if e is not None:
+                out = e[0]
+                if out is port:
+                    return  # never back out of the port it came from
+                if out.vlan == vlan:
+                    out_tagged = False
+                elif vlan in out.tagged:
+                    out_tagged = True
+                else:
+                    return
+                if out_tagged == tagged_in:
+                    out.send(frame, n)
+                elif out_tagged:
+                    data = _add_tag(frame, vlan)
+                    out.send(data, len(data))
+                else:
+                    data = _strip_tag(frame)
+                    out.send(data, len(data))
+                return
+        members = self._flood.get(vlan)
+        if not members:
+            return
+        other = None
+        for out, out_tagged in members:
+            if out is port:
+                continue
+            if out_tagged == tagged_in:
+                out.send(frame, n)
+            else:
+                if other is None:
+                    other = _add_tag(frame, vlan) if out_tagged else _strip_tag(frame)
+                out.send(other, len(other))
+
+    def expire(self, now: float) -> int:
+        return self.fdb.gc(now)
+
+
+def _add_tag(frame: memoryview, vlan: int) -> bytes:
+    return b"".join((frame[:12], _TPID, _VLAN_SUFFIX[vlan], frame[12:]))
+
+
+def _strip_tag(frame: memoryview) -> bytes:
+    return b"".join((frame[:12], frame[16:]))
+
+
+def uid_name(uid: int | None) -> str:
+    import pwd
+
+    if uid is None or uid < 0:
+        return "NONE"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def gid_name(gid: int | None) -> str:
+    import grp
+
+    if gid is None or gid < 0:
+        return "NONE"
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def user_gids(uid: int) -> set[int]:
+    """The groups of ``uid`` (primary and supplementary), for port ACLs."""
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        return set()
+    gids = {pw.pw_gid}
+    gids.update(g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem)
+    return gids
+
+
+__all__ = ["Endpoint", "Port", "Switch", "NOVLAN", "MAX_FRAME"]

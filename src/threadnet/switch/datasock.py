@@ -1,0 +1,278 @@
+"""The switch side of the vde_switch control protocol (vde-2 datasock.c, interop.md 1.2).
+
+``DIR/ctl`` is a stream listener. A client sends one request_v3 naming its datagram
+socket; we check it may use the port, bind our own datagram socket ``DIR/%03d.%d``
+(port, control fd), connect it to the client, and answer with our address. The client's
+control stream stays open for the port's lifetime: its EOF removes the endpoint, and we
+close it when the port is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable
+
+from threadnet.errors import FrameError
+from threadnet.loop import EventLoop, Timer, monotonic
+from threadnet.mgmt.console import create_unix_listener, resolve_group
+from threadnet.switch.core import Endpoint, Switch, user_gids
+from threadnet.wire import vde as wire
+
+REQUEST_TIMEOUT = 5.0  # a connection that sends no request in time is closed
+MAX_PENDING = 128  # connections waiting for their request
+DRAIN_BUDGET = 64  # frames taken from one socket before serving the others
+SNDBUF = 1 << 20
+MAX_CTL_BACKLOG = 128
+
+
+class UnixEndpoint(Endpoint):
+    """An endpoint served by a datagram socket, with the client's control stream."""
+
+    def __init__(self, ident: int, description: str, uid: int, ctl: socket.socket,
+                 data: socket.socket, path: str) -> None:
+        super().__init__(ident, description, uid)
+        self.ctl = ctl
+        self.data = data
+        self.path = path
+        self.send_data = data.send
+        self.dead = False
+
+    def send(self, data: bytes | memoryview) -> None:
+        try:
+            self.send_data(data)
+        except BlockingIOError:
+            self.drops += 1  # the client's queue is full: drop, as vde_switch does
+        except OSError:
+            self.drops += 1
+            self.dead = True
+
+    def close(self) -> None:
+        for s in (self.data, self.ctl):
+            try:
+                s.close()
+            except OSError:
+                pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class DataSocketServer:
+    """Accept vde clients on ``DIR/ctl`` and move their frames into the Switch."""
+
+    def __init__(self, loop: EventLoop, switch: Switch, directory: str, *, mode: int = 0o600,
+                 group: str | None = None, dirmode: int | None = None,
+                 mgmtmode: int | None = None, mgmtgroup: str | None = None) -> None:
+        self.loop = loop
+        self.switch = switch
+        self.directory = os.path.abspath(directory)
+        self.mode = mode
+        self.gid = resolve_group(group) if group is not None else None
+        self.mgmtmode = mgmtmode if mgmtmode is not None else mode
+        self.mgmtgid = resolve_group(mgmtgroup) if mgmtgroup is not None else self.gid
+        # vde_switch: with only -m, the directory gets the mode plus matching x bits, setgid.
+        self.dirmode = dirmode if dirmode is not None else 0o2000 | mode | ((mode & 0o444) >> 2)
+        self.endpoints: dict[int, UnixEndpoint] = {}
+        self._pending: dict[int, tuple[socket.socket, Timer]] = {}
+        self._buf = bytearray(switch.max_frame + 1)
+        self._mv = memoryview(self._buf)
+        self.on_attach: Callable[[UnixEndpoint], None] | None = None
+        self._made_dir = False
+        self._setup_dir()
+        self.ctl_path = os.path.join(self.directory, "ctl")
+        self.listener = create_unix_listener(self.ctl_path, mode, group, MAX_CTL_BACKLOG)
+        loop.add_reader(self.listener, self._accept)
+
+    def _setup_dir(self) -> None:
+        d = self.directory
+        try:
+            os.mkdir(d, 0o700)
+            self._made_dir = True
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(d).st_mode):
+                raise OSError(errno.ENOTDIR, f"{d} exists and is not a directory") from None
+        if self.gid is not None:
+            os.chown(d, -1, self.gid)
+        os.chmod(d, self.dirmode)
+
+    # -- handshake -----------------------------------------------------------------
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # EMFILE and the like: the client will see its connection fail
+            if len(self._pending) >= MAX_PENDING:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            fd = conn.fileno()
+            timer = self.loop.call_later(REQUEST_TIMEOUT, lambda fd=fd: self._drop_pending(fd))
+            self._pending[fd] = (conn, timer)
+            self.loop.add_reader(conn, lambda fd=fd: self._request(fd))
+
+    def _drop_pending(self, fd: int) -> None:
+        item = self._pending.pop(fd, None)
+        if item is not None:
+            conn, timer = item
+            timer.cancel()
+            self.loop.remove_reader(conn)
+            conn.close()
+
+    def _request(self, fd: int) -> None:
+        conn, timer = self._pending[fd]
+        try:
+            data = conn.recv(wire.MAX_REQUEST)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        # Whatever happens now, the connection is no longer pending.
+        del self._pending[fd]
+        timer.cancel()
+        self.loop.remove_reader(conn)
+        try:
+            ep = self._attach(conn, data)
+        except (FrameError, OSError, ValueError):
+            conn.close()
+            return
+        self.endpoints[ep.ident] = ep
+        self.loop.add_reader(ep.data, lambda: self._drain(ep))
+        self.loop.add_reader(conn, lambda: self._ctl_readable(ep))
+        if self.on_attach is not None:
+            self.on_attach(ep)
+
+    def _attach(self, conn: socket.socket, data: bytes) -> UnixEndpoint:
+        req = wire.parse_request(data)
+        client = req.path
+        st = os.stat(client)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.ENOTSOCK, "client path is not a socket")
+        if not os.access(client, os.R_OK | os.W_OK):
+            raise OSError(errno.EACCES, "cannot use the client socket")
+        uid = st.st_uid
+        sw = self.switch
+        if req.kind == wire.REQ_NEW_PORT0:
+            number = 0
+        elif req.port:
+            number = req.port
+        else:
+            free = sw.free_port()
+            if free is None:
+                raise OSError(errno.ENOSPC, "no free port")
+            number = free
+        if not 0 <= number < sw.numports:
+            raise OSError(errno.EINVAL, "port out of range")
+        port = sw.ports.get(number)
+        if port is not None and not sw.may_attach(port, uid, user_gids(uid)):
+            raise OSError(errno.EPERM, "port ACL")
+        ident = conn.fileno()
+        path = os.path.join(self.directory, "%03d.%d" % (number, ident))
+        dsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            dsock.bind(path)
+            dsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            dsock.connect(client)
+            dsock.setblocking(False)
+            mode = self.mgmtmode if number == 0 else self.mode
+            gid = self.mgmtgid if number == 0 else self.gid
+            if os.geteuid() == 0 and uid >= 0:
+                os.chown(path, uid, -1 if gid is None else gid)
+                os.chmod(path, mode & 0o700 if gid is None else mode)
+            else:
+                if gid is not None:
+                    os.chown(path, -1, gid)
+                os.chmod(path, mode)
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            conn.sendall(wire.pack_sockaddr_un(path))
+            conn.setblocking(False)
+        except BaseException:
+            dsock.close()
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+        ep = UnixEndpoint(ident, req.description, uid, conn, dsock, path)
+        sw.attach(number, ep)
+        return ep
+
+    # -- running endpoints -----------------------------------------------------------
+    def _ctl_readable(self, ep: UnixEndpoint) -> None:
+        try:
+            data = ep.ctl.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close_endpoint(ep)
+        # anything else on the control stream is ignored, as vde_switch does
+
+    def _drain(self, ep: UnixEndpoint) -> None:
+        port = ep.port
+        if port is None:
+            return
+        recv_into = ep.data.recv_into
+        buf = self._buf
+        mv = self._mv
+        forward = self.switch.input
+        now = monotonic()
+        for _ in range(DRAIN_BUDGET):
+            try:
+                n = recv_into(buf)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close_endpoint(ep)
+                return
+            forward(port, mv, n, now)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Close endpoints whose socket failed while we were sending to them."""
+        for ep in [e for e in self.endpoints.values() if e.dead]:
+            self.close_endpoint(ep)
+
+    def close_endpoint(self, ep: UnixEndpoint) -> None:
+        if self.endpoints.pop(ep.ident, None) is None:
+            return
+        self.loop.remove_reader(ep.data)
+        self.loop.remove_reader(ep.ctl)
+        self.switch.detach(ep)  # closes its sockets and unlinks its file
+
+    def close_port(self, number: int) -> None:
+        port = self.switch.ports.get(number)
+        if port is None:
+            raise OSError(errno.ENXIO, "no such port")
+        for ep in list(port.endpoints):
+            if isinstance(ep, UnixEndpoint):
+                self.close_endpoint(ep)
+
+    def close(self) -> None:
+        for fd in list(self._pending):
+            self._drop_pending(fd)
+        for ep in list(self.endpoints.values()):
+            self.close_endpoint(ep)
+        self.loop.remove_reader(self.listener)
+        self.listener.close()
+        try:
+            os.unlink(self.ctl_path)
+        except OSError:
+            pass
+        if self._made_dir:
+            try:
+                os.rmdir(self.directory)
+            except OSError:
+                pass
