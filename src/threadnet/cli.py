@@ -71,6 +71,8 @@ def _add_switch_args(p: argparse.ArgumentParser, default_dir: str | None) -> Non
     p.add_argument("-p", "--pidfile", help="write the process id here")
     p.add_argument("--nostdin", action="store_true", help="no console on standard input")
     p.add_argument("-F", "--fstp", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-batch", dest="batched", action="store_false",
+                   help="plain recv/send per frame instead of recvmmsg/sendmmsg")
 
 
 def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] | None = None) -> int:
@@ -92,7 +94,8 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
     server = SwitchServer(args.sock, mgmt=args.mgmt, numports=args.numports, hub=args.hub,
                           mode=args.mode, group=args.group, dirmode=args.dirmode,
                           mgmtmode=args.mgmtmode, mgmtgroup=args.mgmtgroup,
-                          hashsize=args.hashsize, mac=mac, rcfile=args.rcfile, pcap=args.pcap)
+                          hashsize=args.hashsize, mac=mac, rcfile=args.rcfile, pcap=args.pcap,
+                          batched=args.batched)
     if announce is not None:
         announce(server)
     if args.daemon:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 monotonic = time.monotonic
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
 
 
 class Timer:
@@ -43,23 +45,45 @@ class EventLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeup)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, [self._drain_wakeup, None])
         self._old_signals: dict[int, Any] = {}
 
     # -- descriptors ---------------------------------------------------------------
+    # Each registration's data is [reader, writer]; either may be None.
+    def _set(self, fileobj: Any, index: int, callback: Callable[[], Any] | None) -> None:
+        try:
+            key = self._sel.get_key(fileobj)
+        except (KeyError, ValueError):
+            if callback is None:
+                return
+            cbs = [None, None]
+            cbs[index] = callback
+            self._sel.register(fileobj, selectors.EVENT_READ if index == 0 else selectors.EVENT_WRITE, cbs)
+            return
+        cbs = key.data  # changed in place, so a dispatch in progress sees the change
+        cbs[index] = callback
+        events = (selectors.EVENT_READ if cbs[0] else 0) | (selectors.EVENT_WRITE if cbs[1] else 0)
+        if events:
+            if events != key.events:
+                self._sel.modify(fileobj, events, cbs)
+        else:
+            self._sel.unregister(fileobj)
+
     def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
-        self._sel.register(fileobj, selectors.EVENT_READ, callback)
+        self._set(fileobj, 0, callback)
 
     def remove_reader(self, fileobj: Any) -> None:
-        try:
-            self._sel.unregister(fileobj)
-        except (KeyError, ValueError):
-            pass
+        self._set(fileobj, 0, None)
+
+    def add_writer(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+        self._set(fileobj, 1, callback)
+
+    def remove_writer(self, fileobj: Any) -> None:
+        self._set(fileobj, 1, None)
 
     def has_reader(self, fileobj: Any) -> bool:
         try:
-            self._sel.get_key(fileobj)
-            return True
+            return self._sel.get_key(fileobj).data[0] is not None
         except (KeyError, ValueError):
             return False
 
@@ -119,8 +143,13 @@ class EventLoop:
             timeout = None
             if timers:
                 timeout = max(0.0, timers[0][0] - monotonic())
-            for key, _ in sel.select(timeout):
-                key.data()
+            for key, mask in sel.select(timeout):
+                cbs = key.data
+                if mask & EVENT_READ and cbs[0] is not None:
+                    cbs[0]()
+                # (the reader may have removed the writer meanwhile: look again)
+                if mask & EVENT_WRITE and cbs[1] is not None:
+                    cbs[1]()
                 if not self._running:
                     break
             if timers:

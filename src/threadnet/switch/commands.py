@@ -235,6 +235,25 @@ def build_table(server: SwitchServer) -> CommandTable:
 
     t.add("port/epclose", "N ID", "remove the endpoint port N/id ID", epclose)
 
+    def defqlen(args: str) -> list[str] | None:
+        if not args:
+            return [f"default endpoint queue length {server.datasock.qlen}"]
+        server.datasock.qlen = parse_int(args, "queue length", 0, 65536)
+        return None
+
+    t.add("port/defqlen", "[N]", "default queue length of new endpoints (frames)", defqlen,
+          output=True)
+
+    def epqlen(args: str) -> None:
+        port_text, ident_text, qlen_text = split_args(args, 3)
+        port = sw.ports.get(need_port(port_text))
+        ep = server.datasock.endpoints.get(parse_int(ident_text, "id", 0))
+        if port is None or ep is None or ep.port is not port:
+            raise CommandError(errno.ENXIO)
+        ep.qlen = parse_int(qlen_text, "queue length", 0, 65536)
+
+    t.add("port/epqlen", "N ID QLEN", "set the queue length of the endpoint port N/id ID", epqlen)
+
     def resetcounter(args: str) -> None:
         if args:
             port = sw.ports.get(need_port(args))

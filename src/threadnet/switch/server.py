@@ -31,7 +31,8 @@ class SwitchServer:
                  hub: bool = False, mode: int = 0o600, group: str | None = None,
                  dirmode: int | None = None, mgmtmode: int = 0o600, mgmtgroup: str | None = None,
                  hashsize: int = 128, mac: bytes | None = None, rcfile: str | None = None,
-                 pcap: str | None = None, loop: EventLoop | None = None) -> None:
+                 pcap: str | None = None, loop: EventLoop | None = None,
+                 batched: bool = True) -> None:
         self.loop = loop if loop is not None else EventLoop()
         self.directory = os.path.abspath(directory)
         self.mode = mode
@@ -45,7 +46,8 @@ class SwitchServer:
         self._closed = False
         self.datasock = DataSocketServer(self.loop, self.switch, self.directory, mode=mode,
                                          group=group, dirmode=dirmode,
-                                         mgmtmode=mgmtmode, mgmtgroup=mgmtgroup)
+                                         mgmtmode=mgmtmode, mgmtgroup=mgmtgroup,
+                                         batched=batched)
         self.table = build_table(self)
         self.console: ConsoleServer | None = None
         try:
