@@ -1,0 +1,219 @@
+"""Link emulation on any link: ``wirefilter://OPTIONS{URL}`` or ``emulate(link, ...)``.
+
+The same sans-IO channel as ``threadnet wirefilter`` (``wirefilter.core``) sits in each
+direction: ``LR`` for frames we send, ``RL`` for frames we receive. Options and values are
+wirefilter's: ``loss``, ``lostburst``, ``delay``, ``dup``, ``bandwidth``, ``speed``,
+``noise``, ``mtu``, ``chanbufsize``, ``fifo``, each with an optional ``LR``/``RL`` prefix
+and jitter ``A+B[U|N]``, e.g. ``wirefilter://loss=5/delay=LR20+5/seed=7{vde:///tmp/sw}``.
+
+A pacing thread delivers delayed frames on time: due outgoing frames go to the wrapped
+link, and due incoming frames go into a socket pair whose read end is this link's
+``fileno()``, so select/poll see exactly the frames that are ready.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+
+from threadnet.errors import LinkError, URLError
+from threadnet.link import Link, open_link, require_inner, unquote
+from threadnet.wirefilter.core import Filter
+
+_INNER_BUDGET = 64
+
+
+class EmulatedLink(Link):
+    """``inner`` seen through an emulated channel in each direction."""
+
+    def __init__(self, inner: Link, settings: list[tuple[str, str]] | None = None, *,
+                 seed: int | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.url = inner.url
+        self.max_frame = inner.max_frame
+        self.filter = Filter(seed)
+        self._lock = threading.Lock()
+        now = time.monotonic()
+        for option, value in settings or []:
+            self.filter.set(option, value, now)
+        self._rx_r, self._rx_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._rx_r.setblocking(False)
+        self._rx_w.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._rx_paused_until = 0.0
+        self.drops = 0
+        inner.setblocking(False)
+        self._stop = False
+        self._error: LinkError | None = None
+        self._thread = threading.Thread(target=self._run, name=f"emulation {self.url}", daemon=True)
+        self._thread.start()
+
+    def set(self, option: str, value: str) -> None:
+        """Change one setting live, as wirefilter's console does (ValueError if bad)."""
+        with self._lock:
+            self.filter.set(option, value, time.monotonic())
+        self._wake()
+
+    # -- Link interface ------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._rx_r.fileno()
+
+    def ctl_fileno(self) -> int | None:
+        return self.inner.ctl_fileno()
+
+    def _send(self, frame: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        ch = self.filter.channels["LR"]
+        with self._lock:
+            now = time.monotonic()
+            ch.push(bytes(frame), now)
+            ready = ch.accept_at(now)
+        if ready > now:
+            time.sleep(ready - now)  # "speed" blocks the sender instead of losing frames
+        self._wake()
+
+    def _recv(self) -> bytes:
+        while True:
+            try:
+                return self._rx_r.recv(65536)
+            except BlockingIOError:
+                if self._error is not None:
+                    raise self._error from None
+                if not self._blocking:
+                    raise
+                self.wait_readable(None)
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        r, _, _ = select.select([self._rx_r], [], [], timeout)
+        return bool(r)
+
+    # -- the pacing thread -----------------------------------------------------------
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        lr, rl = self.filter.channels["LR"], self.filter.channels["RL"]
+        inner = self.inner
+        try:
+            while not self._stop:
+                with self._lock:
+                    due = self.filter.next_deadline()
+                now = time.monotonic()
+                timeout = None if due is None else max(0.0, due - now)
+                fds = [self._wake_r]
+                if now >= self._rx_paused_until:
+                    fds.append(inner.fileno())
+                elif timeout is None or self._rx_paused_until - now < timeout:
+                    timeout = self._rx_paused_until - now
+                r, _, _ = select.select(fds, [], [], timeout)
+                if self._stop:
+                    return
+                if self._wake_r in r:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                if inner.fileno() in r:
+                    self._take_inner(rl)
+                self._deliver(lr, rl)
+        except LinkError as exc:
+            self._error = exc
+            self.closed_by_peer = inner.closed_by_peer
+            self._rx_w.close()  # wakes readers; recv then raises the error
+
+    def _take_inner(self, rl) -> None:
+        for _ in range(_INNER_BUDGET):
+            try:
+                frame = self.inner.recv()
+            except BlockingIOError:
+                return
+            with self._lock:
+                now = time.monotonic()
+                rl.push(frame, now)
+                ready = rl.accept_at(now)
+            if ready > now:
+                self._rx_paused_until = ready
+                return
+
+    def _deliver(self, lr, rl) -> None:
+        now = time.monotonic()
+        with self._lock:
+            out = lr.pop(now)
+            incoming = rl.pop(now)
+        for frame in out:
+            self.inner.send(frame)
+        for frame in incoming:
+            try:
+                self._rx_w.send(frame)
+            except BlockingIOError:
+                self.drops += 1  # nobody reads us: drop, like a full socket
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self._stop = True
+        self._wake()
+        if self._thread is not threading.current_thread():
+            self._thread.join(2)
+        for s in (self._rx_r, self._rx_w, self._wake_r, self._wake_w):
+            s.close()
+        self.inner.close()
+
+
+def emulate(link: Link, *, seed: int | None = None, **settings: str | float) -> EmulatedLink:
+    """Wrap ``link``: ``emulate(open_link(url), loss=5, delay="20+5", seed=1)``."""
+    return EmulatedLink(link, [(k, str(v)) for k, v in settings.items()], seed=seed)
+
+
+def parse_settings(text: str, url: str) -> tuple[list[tuple[str, str]], int | None]:
+    """``loss=5/delay=LR20+5/seed=3`` -> ([("loss","5"), ("delay","LR20+5")], 3)."""
+    settings: list[tuple[str, str]] = []
+    seed = None
+    known = Filter.OPTIONS + tuple(Filter.ALIASES)
+    for item in text.split("/"):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        value = unquote(value)
+        if key == "seed":
+            if not value.isdigit():
+                raise URLError(f"{url!r}: seed must be a number")
+            seed = int(value)
+            continue
+        matches = [k for k in known if k.startswith(key)] if key not in known else [key]
+        if len(matches) != 1 or not eq:
+            raise URLError(f"{url!r}: bad option {item!r} (known: {', '.join(known)}, seed)")
+        settings.append((matches[0], value))
+    probe = Filter()
+    for option, value in settings:
+        try:
+            probe.set(option, value, 0.0)
+        except ValueError as exc:
+            raise URLError(f"{url!r}: {exc}") from None
+    return settings, seed
+
+
+def open_wirefilter(url: str, rest: str, inner: str | None) -> EmulatedLink:
+    settings, seed = parse_settings(rest, url)
+    link = open_link(require_inner(url, inner))
+    try:
+        return EmulatedLink(link, settings, seed=seed)
+    except BaseException:
+        link.close()
+        raise
+
+
+__all__ = ["EmulatedLink", "emulate", "open_wirefilter"]
