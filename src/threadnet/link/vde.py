@@ -48,8 +48,8 @@ def _read_default_file(path: str) -> str | None:
     """vdeplug4's default files: a symlink to a switch dir, or a file whose first line is a VNL."""
     try:
         if os.path.islink(path) or os.path.isdir(path):
-            target = os.path.realpath(path)
-            return target if os.path.exists(target) else None
+            # the target may not exist yet: ``threadnet up`` creates the switch there
+            return os.path.realpath(path)
         if os.path.isfile(path):
             with open(path) as f:
                 line = f.readline().strip()
