@@ -61,6 +61,15 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02, what: str 
         time.sleep(interval)
 
 
+def _gone(pid: int) -> bool:
+    """True when the process has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def kill_pid(pid: int, timeout: float = 5.0) -> None:
     """End one process by PID: SIGTERM, wait, then SIGKILL."""
     try:
@@ -74,9 +83,7 @@ def kill_pid(pid: int, timeout: float = 5.0) -> None:
             if done == pid:
                 return
         except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if _gone(pid):
                 return
         time.sleep(0.02)
     try:
@@ -366,3 +373,53 @@ def stop_daemons_first(procs: Processes) -> Iterator[Processes]:
         if all(not os.path.exists(f"/proc/{p}") for p in pids):
             break
         time.sleep(0.02)
+
+
+@pytest.fixture
+def fg_switch(procs: Processes, sockdir: str):
+    """Start ``threadnet switch`` or Debian's ``vde_switch`` in the foreground, as a child of
+    the test: ``start("threadnet" | "debian", *extra)`` returns (dir, mgmt, pid).
+
+    Ending a child takes milliseconds, while a daemon waits a second or two for PID 1 to
+    reap it; use this where the test is not about daemon mode. stdin is a pipe that stays
+    open (vde_switch reads its console there and exits on EOF). Returns once the control
+    and console sockets both accept connections.
+    """
+    import socket
+
+    n = itertools.count()
+
+    def start(kind: str, *extra: str):
+        name = f"fg{next(n)}"
+        d = os.path.join(sockdir, name)
+        mgmt = d + ".mgmt"
+        if kind == "threadnet":
+            cmd, env = threadnet_cmd("switch", "-s", d, "-M", mgmt, *extra), threadnet_env()
+        elif kind == "debian":
+            need_tool("vde_switch")
+            cmd, env = ["vde_switch", "-s", d, "-M", mgmt, *extra], None
+        else:
+            raise ValueError(f"unknown switch kind {kind!r}")
+        errpath = d + ".stderr"
+        with open(errpath, "w") as err:
+            p = procs.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                            env=env)
+
+        def ready() -> bool:
+            if p.poll() is not None:
+                with open(errpath) as f:
+                    raise AssertionError(f"{cmd} exited with {p.returncode}: {f.read().strip()}")
+            for path in (os.path.join(d, "ctl"), mgmt):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(path)
+                except OSError:
+                    return False
+                finally:
+                    s.close()
+            return True
+
+        wait_for(ready, 10, what=f"{kind} switch at {d}")
+        return d, mgmt, p.pid
+
+    return start

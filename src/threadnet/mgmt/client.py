@@ -42,8 +42,13 @@ class ConsoleClient:
     def run(self, line: str) -> tuple[int, list[str], str]:
         """Send one command and read its reply up to the next prompt."""
         self.sock.sendall(line.strip().encode() + b"\n")
-        if line.strip() == "logout":
-            return 0, [], self._read_rest()
+        if line.strip() in ("logout", "shutdown"):
+            # the session (or the whole server) ends: no prompt follows
+            rest = self._read_rest()
+            m = [_RESULT.match(ln) for ln in rest.splitlines()]
+            codes = [int(x.group(1)) for x in m if x]
+            err = codes[-1] - 1000 if codes and codes[-1] not in (1000, 9999) else 0
+            return err, [], rest.strip() or "Success"
         reply = self._read_until(self.prompt.encode()).decode(errors="replace")
         lines = reply.split("\n")
         data: list[str] = []

@@ -40,7 +40,7 @@ def port_lines(port: Port) -> list[str]:
         " IN:  pkts %10d          bytes %20d" % (port.in_pkts, port.in_bytes),
         " OUT: pkts %10d          bytes %20d" % (port.out_pkts, port.out_bytes),
     ]
-    for ep in port.endpoints:
+    for ep in reversed(port.endpoints):  # newest first, as vde_switch lists them
         lines.append(f"  -- endpoint ID {ep.ident:04d} module {ep.module:<4} prog   : {ep.description}")
     return lines
 
@@ -184,9 +184,9 @@ def build_table(server: SwitchServer) -> CommandTable:
         n = need_port(args)
         if n not in sw.ports:
             raise CommandError(errno.ENXIO)
-        server.datasock.close_port(n) if sw.ports[n].endpoints else None
-        if n in sw.ports:
-            sw.remove_port(n)
+        if sw.ports[n].endpoints:
+            raise CommandError(errno.EADDRINUSE)  # as vde_switch; port/epclose unplugs
+        sw.remove_port(n)
 
     t.add("port/remove", "N", "remove the port N", remove)
 

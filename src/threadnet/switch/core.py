@@ -171,7 +171,7 @@ class Switch:
         self._rebuild()
 
     def create_vlan(self, vlan: int) -> None:
-        if not 0 <= vlan < NOVLAN:
+        if not 0 < vlan < NOVLAN:  # VLAN 0 always exists and 4095 means "none"
             raise OSError(errno.EINVAL, "VLAN out of range 0..4094")
         if vlan in self.vlans:
             raise OSError(errno.EEXIST, "VLAN exists")
@@ -185,22 +185,28 @@ class Switch:
         self.vlans.discard(vlan)
 
     def add_tagged(self, vlan: int, number: int) -> None:
+        if not 0 <= vlan < NOVLAN:
+            raise OSError(errno.EINVAL, "VLAN out of range")
         if vlan not in self.vlans:
             raise OSError(errno.ENXIO, "no such VLAN")
         port = self.ports.get(number)
         if port is None:
             raise OSError(errno.ENXIO, "no such port")
         if port.vlan == vlan:
-            raise OSError(errno.EADDRINUSE, "port is an untagged member of this VLAN")
+            return  # already an (untagged) member: nothing to do, as vde_switch
         port.tagged.add(vlan)
         self._rebuild()
 
     def del_tagged(self, vlan: int, number: int) -> None:
+        if not 0 <= vlan < NOVLAN:
+            raise OSError(errno.EINVAL, "VLAN out of range")
         if vlan not in self.vlans:
             raise OSError(errno.ENXIO, "no such VLAN")
         port = self.ports.get(number)
-        if port is None or vlan not in port.tagged:
-            raise OSError(errno.ENXIO, "port is not a tagged member")
+        if port is None:
+            raise OSError(errno.ENXIO, "no such port")
+        if vlan not in port.tagged:
+            return  # not a member: nothing to do, as vde_switch
         port.tagged.discard(vlan)
         self.fdb.forget_port(port)
         self._rebuild()
@@ -243,7 +249,8 @@ class Switch:
                 self.dropped_short += 1
                 return
             vlan = ((mv[14] & 0x0F) << 8) | mv[15]
-            if vlan not in port.tagged:
+            # accepted from any member of the VLAN, tagged or untagged (as vde_switch does)
+            if vlan not in port.tagged and vlan != port.vlan:
                 self.dropped_vlan += 1
                 return
             tagged_in = True

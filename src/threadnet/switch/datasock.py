@@ -90,6 +90,18 @@ class UnixEndpoint(Endpoint):
             self.server.reap_soon()
         self.server.loop.remove_writer(self.data)
 
+    def close(self) -> None:
+        self.backlog.clear()
+        for s in (self.data, self.ctl):
+            try:
+                s.close()
+            except OSError:
+                pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
 
 class BatchedEndpoint(UnixEndpoint):
     """A UnixEndpoint whose frames are queued during a receive batch and sent with one
@@ -186,15 +198,24 @@ class DataSocketServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return  # EMFILE and the like: the client will see its connection fail
+                # EMFILE and the like: the listener stays readable, so stop accepting
+                # for a moment instead of spinning; waiting clients stay in the backlog.
+                self.loop.remove_reader(self.listener)
+                self.loop.call_later(0.5, self._resume_accept)
+                return
             if len(self._pending) >= MAX_PENDING:
-                conn.close()
-                continue
+                # Full of connections that said nothing: drop the oldest, so that silent
+                # clients cannot lock out real ones (which send their request at once).
+                self._drop_pending(next(iter(self._pending)))
             conn.setblocking(False)
             fd = conn.fileno()
             timer = self.loop.call_later(REQUEST_TIMEOUT, lambda fd=fd: self._drop_pending(fd))
             self._pending[fd] = (conn, timer)
             self.loop.add_reader(conn, lambda fd=fd: self._request(fd))
+
+    def _resume_accept(self) -> None:
+        if self.listener.fileno() >= 0:
+            self.loop.add_reader(self.listener, self._accept)
 
     def _drop_pending(self, fd: int) -> None:
         item = self._pending.pop(fd, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -58,9 +59,9 @@ class SwitchServer:
                 self.console = ConsoleServer(self.loop, self.mgmt_path, self.table, banner, "\nvde$ ",
                                              mode=mgmtmode, group=mgmtgroup, on_shutdown=self.stop)
             if rcfile:
-                errors = run_script(self.table, rcfile)
-                if errors:
-                    raise ValueError("; ".join(errors))
+                # like vde_switch: a failing command is reported, the switch still starts
+                for line in run_script(self.table, rcfile):
+                    print(f"threadnet switch: {line}", file=sys.stderr)
             if pcap:
                 self.set_capture(None, pcap)
         except BaseException:

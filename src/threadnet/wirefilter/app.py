@@ -157,7 +157,10 @@ class WireFilter:
 
 
 def _open_sides(args: argparse.Namespace) -> tuple[Link, Link]:
-    descr = args.descr or "wirefilter"
+    from threadnet.link.vde import default_description
+
+    # like vde_plug -D and Debian's wirefilter ("vde_crosscable user=root pid=N")
+    descr = default_description(args.descr or "wirefilter")
     if args.vde_plug:
         if args.urls:
             raise ValueError("give either -v SW1:SW2 or two URLs, not both")
