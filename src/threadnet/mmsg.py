@@ -18,10 +18,12 @@ import struct
 import sys
 
 MSG_DONTWAIT = 0x40
+MSG_WAITFORONE = 0x10000
 _MSGHDR = 56  # struct msghdr on x86_64/aarch64
 _MMSGHDR = 64  # struct mmsghdr: msghdr + unsigned msg_len, padded
 _IOVEC = 16
-_IOV = struct.Struct("=QQ")
+IOV = struct.Struct("=QQ")  # struct iovec: base, length
+_IOV = IOV
 _HDR_IOV = struct.Struct("=QQ")  # msg_iov, msg_iovlen at offset 16 of msghdr
 
 _libc = None
@@ -81,9 +83,10 @@ class RecvBatch:
         self.lengths = lens  # message i's length is lengths[16 * i + 14]
         self._recvmmsg = _libc.recvmmsg  # type: ignore[union-attr]
 
-    def recv(self, fd: int) -> int:
-        """Receive up to ``nslots`` datagrams without blocking; returns how many (0 = none)."""
-        n = self._recvmmsg(fd, self._msgs_addr, self.nslots, MSG_DONTWAIT, None)
+    def recv(self, fd: int, flags: int = MSG_DONTWAIT) -> int:
+        """Receive up to ``nslots`` datagrams (by default without blocking; pass
+        ``MSG_WAITFORONE`` to wait for the first). Returns how many (0 = none)."""
+        n = self._recvmmsg(fd, self._msgs_addr, self.nslots, flags, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EINTR):
@@ -103,9 +106,25 @@ class SendQueue:
         self.dropped = 0
         self._unsent = (0, 0)
         self._iov = ctypes.create_string_buffer(capacity * _IOVEC)
+        self.iov = memoryview(self._iov).cast("B")  # for callers that inline ``add``
         self._msgs = _headers(capacity, ctypes.addressof(self._iov))
         self._msgs_addr = ctypes.addressof(self._msgs)
         self._sendmmsg = _libc.sendmmsg  # type: ignore[union-attr]
+
+    def send_blocking(self, fd: int) -> int:
+        """Send everything queued, waiting while the peer's queue is full; returns the
+        number sent (a generator's back-pressure; a switch never blocks on a client)."""
+        count, self.count = self.count, 0
+        sent = 0
+        while sent < count:
+            n = self._sendmmsg(fd, self._msgs_addr + sent * _MMSGHDR, count - sent, 0)
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                raise OSError(err, errno.errorcode.get(err, str(err)))
+            sent += n
+        return sent
 
     def add(self, addr: int, length: int) -> None:
         _IOV.pack_into(self._iov, self.count * _IOVEC, addr, length)

@@ -41,12 +41,13 @@ class Endpoint:
 class Port:
     """A switch port: its endpoints, VLAN membership, ACL and counters."""
 
-    __slots__ = ("number", "endpoints", "vlan", "tagged", "user", "group", "allocatable",
+    __slots__ = ("number", "endpoints", "senders", "vlan", "tagged", "user", "group", "allocatable",
                  "persistent", "in_pkts", "in_bytes", "out_pkts", "out_bytes", "capture")
 
     def __init__(self, number: int, *, allocatable: bool = True, persistent: bool = False) -> None:
         self.number = number
         self.endpoints: list[Endpoint] = []
+        self.senders: list[Callable[[bytes | memoryview], None]] = []  # endpoints' send methods
         self.vlan = 0
         self.tagged: set[int] = set()
         self.user: int | None = None
@@ -68,8 +69,8 @@ class Port:
         self.out_bytes += n
         if self.capture is not None:
             self.capture(data)
-        for ep in self.endpoints:
-            ep.send(data)
+        for send in self.senders:
+            send(data)
 
 
 class Switch:
@@ -91,6 +92,7 @@ class Switch:
         self._flood: dict[int, list[tuple[Port, bool]]] = {}
         self._active: list[Port] = []
         self.on_capture: Callable[[bytes | memoryview], None] | None = None
+        self.capturing = False  # any capture hook set (checked once per frame)
 
     # -- ports and endpoints -------------------------------------------------------
     def free_port(self) -> int | None:
@@ -213,6 +215,10 @@ class Switch:
 
     def _rebuild(self) -> None:
         """Recompute the flood lists (per VLAN: active member ports and whether tagged)."""
+        for p in self.ports.values():
+            p.senders = [ep.send for ep in p.endpoints]
+        self.capturing = self.on_capture is not None or any(
+            p.capture is not None for p in self.ports.values())
         active = [p for _, p in sorted(self.ports.items()) if p.endpoints]
         self._active = active
         flood: dict[int, list[tuple[Port, bool]]] = {}
@@ -235,10 +241,11 @@ class Switch:
         port.in_pkts += 1
         port.in_bytes += n
         frame = mv[:n]
-        if self.on_capture is not None:
-            self.on_capture(frame)
-        if port.capture is not None:
-            port.capture(frame)
+        if self.capturing:
+            if self.on_capture is not None:
+                self.on_capture(frame)
+            if port.capture is not None:
+                port.capture(frame)
         if self.hub:
             for p in self._active:
                 if p is not port:
@@ -261,20 +268,21 @@ class Switch:
                 return
             tagged_in = False
         entries = self.fdb.entries
-        if not mv[6] & 1:  # learn unicast sources only
-            key = mv[6:12].tobytes()
+        macs = mv[:12].tobytes()  # one copy; slicing bytes is cheaper than slicing views
+        if not macs[6] & 1:  # learn unicast sources only
+            key = macs[6:]
             if vlan:
                 key += _VLAN_SUFFIX[vlan]
             e = entries.get(key)
             if e is None:
-                self.fdb.learn(key[:6], vlan, port, now)
+                self.fdb.learn(macs[6:], vlan, port, now)
             elif e[0] is port:
                 e[1] = now
             elif now - e[1] >= self.fdb.min_persistence:
                 e[0] = port
                 e[1] = now
-        if not mv[0] & 1:
-            key = mv[0:6].tobytes()
+        if not macs[0] & 1:
+            key = macs[:6]
             if vlan:
                 key += _VLAN_SUFFIX[vlan]
             e = entries.get(key)
@@ -310,6 +318,15 @@ class Switch:
                 if other is None:
                     other = _add_tag(frame, vlan) if out_tagged else _strip_tag(frame)
                 out.send(other, len(other))
+
+    def set_capture(self, number: int | None,
+                    hook: Callable[[bytes | memoryview], None] | None) -> None:
+        """Set the capture hook of port ``number``, or of the whole switch (None)."""
+        if number is None:
+            self.on_capture = hook
+        else:
+            self.ports[number].capture = hook
+        self._rebuild()
 
     def expire(self, now: float) -> int:
         return self.fdb.gc(now)

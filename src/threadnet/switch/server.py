@@ -102,10 +102,7 @@ class SwitchServer:
             writer = PcapWriter(path)
             self._captures[port] = writer
             hook = lambda frame, w=writer: w.write(frame, time.time())  # noqa: E731
-        if port is None:
-            self.switch.on_capture = hook
-        else:
-            self.switch.ports[port].capture = hook
+        self.switch.set_capture(port, hook)
 
     # -- running -------------------------------------------------------------------
     def serve_forever(self) -> None:
