@@ -151,3 +151,19 @@ def test_bad_arguments_one_line_error(args):
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_bench_switch_runs_side_by_side():
+    """The benchmark runs (briefly) and reports ratios and the interpreter; no speed assertion."""
+    need_tool("vde_switch")
+    r = subprocess.run(threadnet_cmd("bench", "switch", "--repeat", "1", "--duration", "0.5",
+                                     "--sizes", "64", "--iperf", "0", "--json"),
+                       env=threadnet_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "interpreter:" in r.stdout
+    import json
+
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(result["results"]) == {"fps64", "cpu64"}
+    assert result["results"]["fps64"]["threadnet"] > 0
+    assert result["results"]["fps64"]["vde_switch"] > 0

@@ -1,0 +1,84 @@
+"""The Internet checksum (RFC 1071) and the pseudo-header sums of TCP, UDP and ICMPv6.
+
+The sum is computed with one big-integer conversion instead of a loop over 16-bit words:
+read the whole buffer as one big-endian integer ``v``. Because ``2**16 % 0xffff == 1``,
+``v % 0xffff`` equals the sum of its 16-bit words modulo 0xffff, which is the ones'
+complement sum except that ones' complement arithmetic has two zeros: a sum of data that
+is not all zero is never +0, so a remainder of 0 there means 0xffff (-0). An odd length
+is padded with one zero octet (RFC 1071 4.1), which is ``v << 8``.
+
+Partial sums (``initial``, the pseudo-header functions) are ordinary non-negative ints in
+0..0xffff; they add to ``v`` before the remainder is taken.
+"""
+
+from __future__ import annotations
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _fold(v: int) -> int:
+    """Reduce a non-negative sum to its 16-bit ones' complement value (0 only for v == 0)."""
+    s = v % 0xFFFF
+    return s if s or not v else 0xFFFF
+
+
+def ones_sum(data: Buffer, initial: int = 0) -> int:
+    """The 16-bit ones' complement sum of ``data`` plus the partial sum ``initial``.
+
+    Returns 0..0xffff; 0 only when every word and ``initial`` are zero.
+    """
+    v = int.from_bytes(data, "big")
+    if len(data) & 1:
+        v <<= 8
+    v += initial
+    s = v % 0xFFFF
+    return s if s or not v else 0xFFFF
+
+
+def checksum(data: Buffer, initial: int = 0) -> int:
+    """The Internet checksum of ``data`` (with the partial sum ``initial``): the value to
+    put in a header's checksum field, which must hold zero while this is computed.
+
+    Returns 0..0xffff. Over data that already holds its correct checksum it returns 0.
+    It returns 0 for a computed checksum only when the sum is 0xffff; UDP must send that
+    as 0xffff (RFC 768), which is the same value in ones' complement.
+    """
+    v = int.from_bytes(data, "big")
+    if len(data) & 1:
+        v <<= 8
+    v += initial
+    s = v % 0xFFFF
+    if s == 0 and v:
+        return 0  # the sum is -0 (0xffff); its complement is 0
+    return 0xFFFF - s
+
+
+def verify(data: Buffer, initial: int = 0) -> bool:
+    """True when ``data`` (holding its checksum field) sums with ``initial`` to 0xffff."""
+    v = int.from_bytes(data, "big")
+    if len(data) & 1:
+        v <<= 8
+    v += initial
+    return v != 0 and v % 0xFFFF == 0
+
+
+def pseudo_header_v4(src: Buffer, dst: Buffer, proto: int, length: int) -> int:
+    """Partial sum of the IPv4 pseudo-header (RFC 9293 3.1, RFC 768): source and
+    destination addresses (4 bytes each), zero, protocol, and the upper-layer length."""
+    return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length)
+
+
+def pseudo_header_v6(src: Buffer, dst: Buffer, next_header: int, length: int) -> int:
+    """Partial sum of the IPv6 pseudo-header (RFC 8200 8.1): source and destination
+    addresses (16 bytes each), the 32-bit upper-layer length, zeros, and next header.
+
+    A 32-bit length adds as its two 16-bit halves, which is ``length`` modulo 0xffff."""
+    return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + next_header + length)
+
+
+def pseudo_header(src: Buffer, dst: Buffer, proto: int, length: int) -> int:
+    """Partial pseudo-header sum for either IP version (4- or 16-byte addresses).
+
+    The two pseudo-headers differ only in field widths and order, and their sums are equal
+    modulo 0xffff, so one formula serves both."""
+    return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length)

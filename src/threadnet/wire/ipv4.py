@@ -1,0 +1,156 @@
+"""The IPv4 header (RFC 791).
+
+``parse`` reads a header from the start of a buffer and checks what a receiver must
+(RFC 1122 3.2.1.1-3.2.1.2): version 4, a header length within the packet, a total length
+within the buffer and a correct header checksum. Frames may carry Ethernet padding after
+the datagram, so the payload is ``data[header_len:total_length]``, not ``data[header_len:]``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from threadnet.errors import FrameError
+from threadnet.wire.checksum import Buffer
+
+HEADER_LEN = 20
+MAX_HEADER_LEN = 60
+MAX_PACKET = 65535
+MIN_MTU = 576  # RFC 791: every host must accept datagrams of 576 bytes
+
+# IP protocol numbers (IANA), shared with IPv6's next-header values
+PROTO_HOPOPTS = 0
+PROTO_ICMP = 1
+PROTO_IGMP = 2
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_IPV6 = 41
+PROTO_ROUTING = 43
+PROTO_FRAGMENT = 44
+PROTO_GRE = 47
+PROTO_ESP = 50
+PROTO_AH = 51
+PROTO_ICMPV6 = 58
+PROTO_NONE = 59
+PROTO_DSTOPTS = 60
+PROTO_SCTP = 132
+
+# the 3-bit flags field
+FLAG_RESERVED = 0x4
+FLAG_DF = 0x2  # don't fragment
+FLAG_MF = 0x1  # more fragments
+
+# option types (RFC 791 3.1)
+OPT_EOL = 0
+OPT_NOP = 1
+
+_HDR = struct.Struct("!BBHHHBBH4s4s")
+_CSUM = struct.Struct("!H")
+
+
+def parse(data: Buffer, verify: bool = True, quoted: bool = False
+          ) -> tuple[int, int, int, int, int, int, int, bytes, bytes, int, bytes]:
+    """Parse the IPv4 header at the start of ``data``.
+
+    Returns ``(tos, total_length, ident, flags, frag_offset, ttl, proto, src, dst,
+    header_len, options)``: ``flags`` is the 3-bit field (FLAG_DF, FLAG_MF),
+    ``frag_offset`` is in bytes (the field times 8), ``src``/``dst`` are 4 bytes,
+    ``options`` the raw option bytes (``b""`` when there are none).
+
+    ``verify=False`` skips the header checksum (for a NIC that checked it already).
+    ``quoted=True`` parses the header that an ICMP error quotes: the datagram after it
+    may be cut short, and its checksum is not checked.
+    Raises FrameError on a short, truncated or inconsistent header or a bad checksum.
+    """
+    n = len(data)
+    if n < HEADER_LEN:
+        raise FrameError(f"IPv4 packet of {n} bytes is shorter than its 20-byte header")
+    vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HDR.unpack_from(data)
+    if vihl >> 4 != 4:
+        raise FrameError(f"IPv4 header has version {vihl >> 4}")
+    hl = (vihl & 0xF) << 2
+    if hl < HEADER_LEN:
+        raise FrameError(f"IPv4 header length {hl} is below the 20-byte minimum")
+    if hl > n:
+        raise FrameError(f"IPv4 header length {hl} exceeds the {n} bytes received")
+    if total < hl:
+        raise FrameError(f"IPv4 total length {total} is smaller than the header length {hl}")
+    if quoted:
+        verify = False
+    elif total > n:
+        raise FrameError(f"IPv4 total length {total} exceeds the {n} bytes received")
+    # a header sums to 0xffff when its checksum is right; it is never all zero (version 4),
+    # so a zero remainder can only mean -0
+    if verify and int.from_bytes(data[:hl], "big") % 0xFFFF:
+        raise FrameError("IPv4 header checksum mismatch")
+    frag_offset = (frag & 0x1FFF) << 3
+    if frag_offset and frag_offset + total - hl > MAX_PACKET - HEADER_LEN:
+        # RFC 791: a datagram is at most 65535 bytes; fragments past that are hostile
+        raise FrameError(f"IPv4 fragment at offset {frag_offset} with {total - hl} bytes "
+                         "ends beyond the 65535-byte datagram limit")
+    options = bytes(data[HEADER_LEN:hl]) if hl > HEADER_LEN else b""
+    return tos, total, ident, frag >> 13, frag_offset, ttl, proto, src, dst, hl, options
+
+
+def parse_options(options: Buffer) -> tuple[tuple[int, bytes], ...]:
+    """Split IPv4 options into ``((type, value), ...)`` (RFC 791 3.1), without NOPs.
+
+    Stops at End of Option List. Raises FrameError on an option whose length byte is
+    missing, below 2 or runs past the options area.
+    """
+    out = []
+    i = 0
+    n = len(options)
+    while i < n:
+        kind = options[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise FrameError(f"IPv4 option {kind} at offset {i} has no length byte")
+        length = options[i + 1]
+        if length < 2 or i + length > n:
+            raise FrameError(f"IPv4 option {kind} at offset {i} has bad length {length}")
+        out.append((kind, bytes(options[i + 2:i + length])))
+        i += length
+    return tuple(out)
+
+
+def build(buf: bytearray | memoryview, src: bytes, dst: bytes, proto: int, payload_len: int,
+          *, ttl: int = 64, tos: int = 0, ident: int = 0, flags: int = 0,
+          frag_offset: int = 0, options: bytes = b"", offset: int = 0) -> int:
+    """Write an IPv4 header, with its checksum, into ``buf`` at ``offset``.
+
+    ``payload_len`` is the length of what follows the header (the total length is
+    computed); ``frag_offset`` is in bytes and must be a multiple of 8; ``options`` are
+    padded with zeros (End of Option List) to a multiple of 4 bytes.
+    Returns the header length, so the payload goes at ``offset + length``.
+    """
+    if len(src) != 4 or len(dst) != 4:
+        raise ValueError("IPv4 addresses must be 4 bytes")
+    hl = HEADER_LEN
+    opt_sum = 0
+    if options:
+        pad = -len(options) % 4
+        if len(options) + pad > MAX_HEADER_LEN - HEADER_LEN:
+            raise ValueError(f"IPv4 options of {len(options)} bytes exceed 40 bytes")
+        if pad:
+            options = bytes(options) + bytes(pad)
+        hl += len(options)
+        buf[offset + HEADER_LEN:offset + hl] = options
+        opt_sum = int.from_bytes(options, "big")
+    total = hl + payload_len
+    if total > MAX_PACKET or payload_len < 0:
+        raise ValueError(f"IPv4 total length {total} out of range")
+    if frag_offset & 7 or not 0 <= frag_offset <= 0xFFF8:
+        raise ValueError(f"IPv4 fragment offset {frag_offset} is not a multiple of 8 below 65536")
+    vihl = 0x40 | (hl >> 2)
+    frag = ((flags & 7) << 13) | (frag_offset >> 3)
+    _HDR.pack_into(buf, offset, vihl, tos, total, ident, frag, ttl, proto, 0, src, dst)
+    # the checksum from the field values, without reading the header back
+    s = (((vihl << 8) | tos) + total + ident + frag + ((ttl << 8) | proto)
+         + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + opt_sum) % 0xFFFF
+    _CSUM.pack_into(buf, offset + 10, 0xFFFF - s if s else 0)  # header is never all zero
+    return hl

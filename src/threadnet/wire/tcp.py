@@ -1,0 +1,258 @@
+"""The TCP header and options (RFC 9293, RFC 7323, RFC 2018) over IPv4 and IPv6.
+
+The checksum covers a pseudo-header; its sum is the same formula for both IP versions,
+so the functions take the two addresses (4 or 16 bytes) and need no version flag.
+``parse`` returns the options as a view; ``parse_options`` reads them when the
+connection needs them (on SYNs, and for timestamps and SACK on established ones).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from threadnet.errors import FrameError
+from threadnet.wire.checksum import Buffer, checksum, pseudo_header
+
+HEADER_LEN = 20
+MAX_HEADER_LEN = 60
+MAX_OPTIONS_LEN = 40
+PROTO_TCP = 6
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERMITTED = 4
+OPT_SACK = 5
+OPT_TIMESTAMPS = 8
+
+MAX_WSCALE = 14  # RFC 7323 2.3
+MAX_SACK_BLOCKS = 4  # (40 - 2) // 8
+
+_HDR = struct.Struct("!HHIIHHHH")
+_CSUM = struct.Struct("!H")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_TS = struct.Struct("!II")
+_BLOCK = struct.Struct("!II")
+_NOP_NOP_TS = struct.Struct("!III")
+# option writers
+_MSS = struct.Struct("!BBH")
+_SACKOK_TS = struct.Struct("!BBBBII")  # SACK-permitted + timestamps, or NOP NOP + timestamps
+_NOP_WS = struct.Struct("!BBBB")
+_NOP_NOP_HEAD = struct.Struct("!BBBB")  # NOP NOP then a 2-byte option head
+
+_KNOWN_LENGTHS = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERMITTED: 2, OPT_TIMESTAMPS: 10}
+
+
+def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
+          ) -> tuple[int, int, int, int, int, int, int, int, int, memoryview | bytes]:
+    """Parse the TCP header of ``data``, exactly the IP payload of the packet from
+    ``src`` to ``dst`` (4-byte addresses for IPv4, 16 for IPv6).
+
+    Returns ``(sport, dport, seq, ack, data_offset, flags, window, checksum, urgent,
+    options)``: ``data_offset`` is the header length in bytes, so the payload is
+    ``data[data_offset:]``; ``flags`` holds FIN..CWR; ``options`` is a view of the
+    option bytes (``b""`` when there are none).
+    Raises FrameError on a short segment, a data offset below 20 or past the segment,
+    or a wrong checksum (unless ``verify`` is false).
+    """
+    n = len(data)
+    if n < HEADER_LEN:
+        raise FrameError(f"TCP segment of {n} bytes is shorter than its 20-byte header")
+    sport, dport, seq, ack, off_flags, window, csum, urgent = _HDR.unpack_from(data)
+    hl = (off_flags >> 12) << 2
+    if hl < HEADER_LEN:
+        raise FrameError(f"TCP data offset {hl} is below the 20-byte minimum")
+    if hl > n:
+        raise FrameError(f"TCP data offset {hl} exceeds the {n}-byte segment")
+    if verify:
+        # the pseudo-header sum inlined (see checksum.pseudo_header); never 0: proto is 6
+        v = int.from_bytes(data, "big")
+        if n & 1:
+            v <<= 8
+        if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + n) % 0xFFFF:
+            raise FrameError("TCP checksum mismatch")
+    options = memoryview(data)[HEADER_LEN:hl] if hl > HEADER_LEN else b""
+    return sport, dport, seq, ack, hl, off_flags & 0xFF, window, csum, urgent, options
+
+
+def parse_options(options: Buffer
+                  ) -> tuple[int | None, int | None, bool, tuple[tuple[int, int], ...],
+                             int | None, int | None]:
+    """Read TCP options.
+
+    Returns ``(mss, wscale, sack_permitted, sack_blocks, ts_val, ts_ecr)``; absent
+    values are None (``sack_blocks`` is a tuple of ``(left, right)``, empty when absent).
+    A window scale above 14 is read as 14 (RFC 7323 2.3). Unknown options are skipped;
+    an option without its length byte, with a length below 2 or running past the end,
+    or a known option with the wrong length raises FrameError.
+    """
+    n = len(options)
+    if n == 12:  # NOP NOP timestamps: what every established segment carries
+        head, ts_val, ts_ecr = _NOP_NOP_TS.unpack_from(options)
+        if head == 0x0101080A:
+            return None, None, False, (), ts_val, ts_ecr
+    mss = wscale = ts_val = ts_ecr = None
+    sack_permitted = False
+    blocks: tuple[tuple[int, int], ...] = ()
+    i = 0
+    while i < n:
+        kind = options[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise FrameError(f"TCP option {kind} at offset {i} has no length byte")
+        length = options[i + 1]
+        if length < 2 or i + length > n:
+            raise FrameError(f"TCP option {kind} at offset {i} has bad length {length}")
+        if kind == OPT_SACK:
+            if length < 10 or (length - 2) % 8:
+                raise FrameError(f"TCP SACK option of length {length} is not 2 + 8n bytes")
+            blocks = tuple(_BLOCK.unpack_from(options, j) for j in range(i + 2, i + length, 8))
+        else:
+            expected = _KNOWN_LENGTHS.get(kind)
+            if expected is not None:
+                if length != expected:
+                    raise FrameError(f"TCP option {kind} of length {length} "
+                                     f"(expected {expected})")
+                if kind == OPT_TIMESTAMPS:
+                    ts_val, ts_ecr = _TS.unpack_from(options, i + 2)
+                elif kind == OPT_MSS:
+                    (mss,) = _U16.unpack_from(options, i + 2)
+                elif kind == OPT_WSCALE:
+                    wscale = min(options[i + 2], MAX_WSCALE)
+                else:
+                    sack_permitted = True
+        i += length
+    return mss, wscale, sack_permitted, blocks, ts_val, ts_ecr
+
+
+def options_length(mss: int | None = None, wscale: int | None = None,
+                   sack_permitted: bool = False, sack_blocks: tuple[tuple[int, int], ...] = (),
+                   ts: tuple[int, int] | None = None) -> int:
+    """The length of the options ``build`` writes for these values (a multiple of 4)."""
+    n = 0
+    if mss is not None:
+        n += 4
+    if ts is not None:
+        n += 12  # SACK-permitted fits in the two bytes that are NOPs otherwise
+    elif sack_permitted:
+        n += 4
+    if wscale is not None:
+        n += 4
+    if sack_blocks:
+        n += 4 + 8 * len(sack_blocks)
+    return n
+
+
+def _write_options(buf: bytearray | memoryview, pos: int, mss: int | None, wscale: int | None,
+                   sack_permitted: bool, sack_blocks: tuple[tuple[int, int], ...],
+                   ts: tuple[int, int] | None) -> int:
+    # Linux's layout: every option starts aligned so that its fields are, NOPs fill in
+    if mss is not None:
+        _MSS.pack_into(buf, pos, OPT_MSS, 4, mss)
+        pos += 4
+    if ts is not None:
+        if sack_permitted:
+            _SACKOK_TS.pack_into(buf, pos, OPT_SACK_PERMITTED, 2, OPT_TIMESTAMPS, 10, ts[0], ts[1])
+        else:
+            _SACKOK_TS.pack_into(buf, pos, OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, ts[0], ts[1])
+        pos += 12
+    elif sack_permitted:
+        _NOP_NOP_HEAD.pack_into(buf, pos, OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2)
+        pos += 4
+    if wscale is not None:
+        _NOP_WS.pack_into(buf, pos, OPT_NOP, OPT_WSCALE, 3, wscale)
+        pos += 4
+    if sack_blocks:
+        _NOP_NOP_HEAD.pack_into(buf, pos, OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(sack_blocks))
+        pos += 4
+        for left, right in sack_blocks:
+            _BLOCK.pack_into(buf, pos, left, right)
+            pos += 8
+    return pos
+
+
+def build_header(buf: bytearray | memoryview, src: bytes, dst: bytes, sport: int, dport: int,
+                 seq: int, ack: int, flags: int, window: int, payload_len: int, *,
+                 urgent: int = 0, mss: int | None = None, wscale: int | None = None,
+                 sack_permitted: bool = False, sack_blocks: tuple[tuple[int, int], ...] = (),
+                 ts: tuple[int, int] | None = None, offset: int = 0) -> int:
+    """Write a TCP header with options at ``offset`` for the ``payload_len`` bytes already
+    in ``buf`` after it (at ``offset + 20 + options_length(...)``), with the checksum.
+
+    Options: ``mss``, ``wscale`` (0..14), ``sack_permitted``, ``sack_blocks`` (up to 4
+    ``(left, right)`` pairs, 3 with timestamps) and ``ts`` = ``(ts_val, ts_ecr)``, laid
+    out on 4-byte boundaries with NOPs. Returns the header length.
+    """
+    opt_len = options_length(mss, wscale, sack_permitted, sack_blocks, ts)
+    if opt_len > MAX_OPTIONS_LEN:
+        raise ValueError(f"TCP options of {opt_len} bytes exceed 40 bytes")
+    if wscale is not None and not 0 <= wscale <= MAX_WSCALE:
+        raise ValueError(f"TCP window scale {wscale} out of range 0..14")
+    hl = HEADER_LEN + opt_len
+    end = offset + hl + payload_len
+    if end > len(buf) or payload_len < 0:
+        raise ValueError(f"TCP segment of {hl + payload_len} bytes does not fit the buffer")
+    _write_header(buf, offset, sport, dport, seq, ack, flags, window, urgent, mss, wscale,
+                  sack_permitted, sack_blocks, ts, hl)
+    csum = checksum(memoryview(buf)[offset:end], pseudo_header(src, dst, PROTO_TCP, end - offset))
+    _CSUM.pack_into(buf, offset + 16, csum)
+    return hl
+
+
+def _write_header(buf: bytearray | memoryview, offset: int, sport: int, dport: int, seq: int,
+                  ack: int, flags: int, window: int, urgent: int, mss: int | None,
+                  wscale: int | None, sack_permitted: bool,
+                  sack_blocks: tuple[tuple[int, int], ...], ts: tuple[int, int] | None,
+                  hl: int) -> None:
+    _HDR.pack_into(buf, offset, sport, dport, seq, ack, (hl << 10) | flags, window, 0, urgent)
+    if hl > HEADER_LEN:
+        _write_options(buf, offset + HEADER_LEN, mss, wscale, sack_permitted, sack_blocks, ts)
+
+
+def build(buf: bytearray | memoryview, src: bytes, dst: bytes, sport: int, dport: int,
+          seq: int, ack: int, flags: int, window: int, payload: Buffer = b"", *,
+          urgent: int = 0, mss: int | None = None, wscale: int | None = None,
+          sack_permitted: bool = False, sack_blocks: tuple[tuple[int, int], ...] = (),
+          ts: tuple[int, int] | None = None, offset: int = 0) -> int:
+    """Write a TCP segment, header and options (as ``build_header``) and a copy of
+    ``payload``, into ``buf`` at ``offset``. Returns the segment length."""
+    opt_len = options_length(mss, wscale, sack_permitted, sack_blocks, ts)
+    if opt_len > MAX_OPTIONS_LEN:
+        raise ValueError(f"TCP options of {opt_len} bytes exceed 40 bytes")
+    if wscale is not None and not 0 <= wscale <= MAX_WSCALE:
+        raise ValueError(f"TCP window scale {wscale} out of range 0..14")
+    hl = HEADER_LEN + opt_len
+    start = offset + hl
+    n = len(payload)
+    end = start + n
+    if end > len(buf):
+        raise ValueError(f"TCP segment of {hl + n} bytes does not fit the buffer")
+    buf[start:end] = payload
+    _write_header(buf, offset, sport, dport, seq, ack, flags, window, urgent, mss, wscale,
+                  sack_permitted, sack_blocks, ts, hl)
+    # Sum the header and the caller's payload apart: the header has an even length, so
+    # the payload's words stay aligned, and reading ``payload`` (bytes, usually) directly
+    # saves copying the segment out of ``buf`` for int.from_bytes.
+    v = int.from_bytes(payload, "big")
+    if n & 1:
+        v <<= 8  # RFC 1071: an odd last byte is padded to a word
+    v += (int.from_bytes(memoryview(buf)[offset:start], "big")
+          + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + hl + n)
+    s = v % 0xFFFF
+    _CSUM.pack_into(buf, offset + 16, 0xFFFF - s if s else 0)  # v > 0: proto is 6
+    return hl + n
