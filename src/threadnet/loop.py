@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ class EventLoop:
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, [self._drain_wakeup, None])
         self._old_signals: dict[int, Any] = {}
+        self._soon: deque[Callable[[], Any]] = deque()
 
     # -- descriptors ---------------------------------------------------------------
     # Each registration's data is [reader, writer]; either may be None.
@@ -121,12 +123,22 @@ class EventLoop:
         except OSError:
             pass
 
+    def call_soon_threadsafe(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` on the loop's thread at its next turn (from any thread)."""
+        self._soon.append(callback)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
     def _drain_wakeup(self) -> None:
         try:
             while self._wake_r.recv(4096):
                 pass
         except OSError:
             pass
+        while self._soon:
+            self._soon.popleft()()
 
     def stop_on_signals(self, *signums: int) -> None:
         """Stop cleanly on these signals (main thread only)."""

@@ -1,0 +1,144 @@
+"""One event loop per process drives every stack and link in it.
+
+The driver's thread waits on all interfaces' links and all stacks' timers. Stack state
+is protected by one lock (lwIP's "core locking"): the driver holds it while it feeds a
+stack, and application threads hold it while they call into one, so a call runs
+inline in the caller's thread instead of handing work to the driver's thread (a
+hand-off costs ~100 us here, see shared/docs/performance-notes.md). A thousand stacks
+are a thousand sets of descriptors on one loop, not a thousand threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from threadnet.errors import LinkError
+from threadnet.loop import EventLoop, Timer, monotonic
+
+if TYPE_CHECKING:
+    from threadnet.stack.stack import Interface, Stack
+
+RX_BUDGET = 64  # frames taken from one link before serving the others
+
+
+class Driver:
+    """Runs the event loop thread that drives stacks. Start it lazily, stop it explicitly."""
+
+    def __init__(self, name: str = "threadnet-driver") -> None:
+        self.name = name
+        self.loop = EventLoop()
+        self.lock = threading.RLock()
+        self._calls: deque[Callable[[], None]] = deque()
+        self._timers: dict[int, Timer] = {}
+        self._stacks: dict[int, Stack] = {}
+        self._thread: threading.Thread | None = None
+        self._started = threading.Lock()
+
+    # -- cross-thread calls -----------------------------------------------------------
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the driver's thread (for changing the loop's registrations)."""
+        if threading.current_thread() is self._thread:
+            fn()
+            return
+        self._calls.append(fn)
+        self._ensure_started()
+        self.loop.call_soon_threadsafe(self._run_calls)
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            self._calls.popleft()()
+
+    def _ensure_started(self) -> None:
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self.loop.run, name=self.name, daemon=True)
+                self._thread.start()
+
+    # -- stacks ------------------------------------------------------------------------
+    def attach(self, stack: Stack) -> None:
+        stack.driver = self
+        self._stacks[id(stack)] = stack
+        for iface in stack.interfaces.values():
+            if iface.link is not None:
+                self.watch(stack, iface)
+        self.touch(stack)
+
+    def detach(self, stack: Stack) -> None:
+        self._stacks.pop(id(stack), None)
+        links = [i.link for i in stack.interfaces.values() if i.link is not None]
+
+        def unregister() -> None:
+            for link in links:
+                self.loop.remove_reader(link.fileno())
+            t = self._timers.pop(id(stack), None)
+            if t is not None:
+                t.cancel()
+
+        self.call_soon(unregister)
+        stack.driver = None
+
+    def watch(self, stack: Stack, iface: Interface) -> None:
+        link = iface.link
+        assert link is not None
+        link.setblocking(False)
+        self.call_soon(lambda: self.loop.add_reader(link.fileno(), lambda: self._rx(stack, iface)))
+
+    def touch(self, stack: Stack) -> None:
+        """The stack's next deadline may have changed: (re)arm its timer."""
+        self.call_soon(lambda: self._arm(stack))
+
+    def _arm(self, stack: Stack) -> None:
+        with self.lock:
+            due = stack.next_deadline()
+        old = self._timers.get(id(stack))
+        if old is not None:
+            if due is not None and old.when == due and not old.cancelled:
+                return
+            old.cancel()
+            del self._timers[id(stack)]
+        if due is not None and id(stack) in self._stacks:
+            self._timers[id(stack)] = self.loop.call_at(due, lambda: self._fire(stack))
+
+    def _fire(self, stack: Stack) -> None:
+        self._timers.pop(id(stack), None)
+        with self.lock:
+            stack.on_timer(monotonic())
+        self._arm(stack)
+
+    def _rx(self, stack: Stack, iface: Interface) -> None:
+        link = iface.link
+        assert link is not None
+        now = monotonic()
+        with self.lock:
+            for _ in range(RX_BUDGET):
+                try:
+                    frame = link.recv()
+                except BlockingIOError:
+                    break
+                except LinkError:
+                    self.loop.remove_reader(link.fileno())
+                    iface.up = False
+                    break
+                stack.input(iface, frame, now)
+        self._arm(stack)
+
+    def stop(self) -> None:
+        self.loop.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+
+_default: Driver | None = None
+_default_lock = threading.Lock()
+
+
+def default_driver() -> Driver:
+    """The process's driver (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Driver()
+        return _default

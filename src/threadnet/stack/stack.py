@@ -1,0 +1,1064 @@
+"""The Stack: interfaces on links, ARP/NDP, IPv4/IPv6 with fragmentation, ICMP, UDP.
+
+A Stack is a plain object (thousands can live in one process). Its protocol logic is
+sans-IO at the edges: ``input(iface, frame, now)`` takes a frame that arrived,
+``on_timer(now)`` runs what is due and ``next_deadline()`` says when to call it again.
+Frames go out through each interface's link. A ``Driver`` (``stack/driver.py``) runs
+one event loop per process that feeds every stack its frames and its time.
+
+Not here yet (see the project's issues): TCP sockets on top of ``stack/tcp`` and the
+stdlib-compatible socket API, DHCP, SLAAC from router advertisements, NAT, the filter.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import itertools
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from threadnet.errors import FrameError, LinkError
+from threadnet.link import Link
+from threadnet.stack.config import parse_config
+from threadnet.stack.neighbor import NeighborCache
+from threadnet.stack.reassembly import Reassembler
+from threadnet.stack.route import Route, RoutingTable
+from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp
+from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
+
+BROADCAST_MAC = b"\xff" * 6
+_ETYPE = struct.Struct("!H")
+_ETH_IPV4 = _ETYPE.pack(ETH_P_IPV4)
+_ETH_IPV6 = _ETYPE.pack(ETH_P_IPV6)
+_ETH_ARP = _ETYPE.pack(ETH_P_ARP)
+LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes
+DAD_DELAY = 1.0  # RFC 4861 RetransTimer: one NS, then the address is ours
+MAX_LOCAL_QUEUE = 1024  # packets looped back to ourselves waiting to be processed
+_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
+
+
+@dataclass(slots=True)
+class Address6:
+    addr: bytes
+    plen: int
+    state: str = "tentative"  # tentative -> preferred, or duplicate
+    dad_deadline: float = 0.0
+
+
+class Interface:
+    """One network interface of a stack: a link (or loopback), MAC, MTU, addresses."""
+
+    def __init__(self, index: int, name: str, link: Link | None, mac: bytes, mtu: int) -> None:
+        self.index = index
+        self.name = name
+        self.link = link
+        self.mac = mac
+        self.mtu = mtu
+        self.up = False
+        self.v4: list[tuple[bytes, int]] = []
+        self.v6: list[Address6] = []
+        self.arp = NeighborCache()
+        self.nd = NeighborCache()
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+        self.rx_errors = self.tx_dropped = 0
+
+    @property
+    def loopback(self) -> bool:
+        return self.link is None
+
+    def v6_usable(self) -> list[bytes]:
+        return [a.addr for a in self.v6 if a.state == "preferred"]
+
+
+def eui64_link_local(mac: bytes) -> bytes:
+    """fe80::/64 with an interface identifier from the MAC (RFC 4291 appendix A)."""
+    iid = bytes([mac[0] ^ 0x02]) + mac[1:3] + b"\xff\xfe" + mac[3:6]
+    return b"\xfe\x80" + bytes(6) + iid
+
+
+def random_mac() -> bytes:
+    """A locally administered unicast MAC."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return bytes(b)
+
+
+UdpHandler = Callable[[bytes, tuple[str, int], tuple[str, int]], None]
+
+
+class Stack:
+    """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
+
+        >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
+        >>> s.addresses()
+        ['10.0.0.5/24', ...]
+    """
+
+    def __init__(self, config: str | None = None, link: Link | str | None = None, *,
+                 name: str | None = None, forwarding: bool = False,
+                 driver: object | None = None) -> None:
+        self.name = name or f"stack{id(self):x}"
+        self.interfaces: dict[int, Interface] = {}
+        self.routes4 = RoutingTable(4)
+        self.routes6 = RoutingTable(6)
+        self.reasm4 = Reassembler()
+        self.reasm6 = Reassembler(timeout=60.0)
+        self.pmtu: dict[bytes, tuple[int, float]] = {}
+        self.forwarding = forwarding
+        self.udp: dict[tuple[bytes, int], UdpHandler] = {}
+        self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
+        self.stats: dict[str, int] = {}
+        self._local: deque[tuple[int, bytes]] = deque()
+        self._now = 0.0
+        self.driver = None
+        lo = Interface(1, "lo", None, bytes(6), 65536)
+        self.interfaces[1] = lo
+        self.link_up("lo", 0.0)
+        self.addr_add("lo", "127.0.0.1/8", 0.0)
+        self.addr_add("lo", "::1/128", 0.0)
+        if link is not None:
+            self.add_interface(link)
+        if config:
+            self.configure(config)
+        if driver is not False:
+            from threadnet.stack.driver import default_driver
+
+            (driver or default_driver()).attach(self)  # type: ignore[attr-defined]
+
+    # -- configuration ---------------------------------------------------------------
+    def add_interface(self, link: Link | str, *, name: str | None = None, mac: bytes | None = None,
+                      mtu: int | None = None) -> Interface:
+        if isinstance(link, str):
+            from threadnet.link import open_link
+
+            link = open_link(link, description=f"threadnet stack {self.name} pid={os.getpid()}")
+        index = max(self.interfaces) + 1
+        name = name or f"eth{sum(1 for i in self.interfaces.values() if not i.loopback)}"
+        if any(i.name == name for i in self.interfaces.values()):
+            raise ValueError(f"interface {name!r} exists")
+        iface = Interface(index, name, link, mac or random_mac(), mtu or link.max_frame - 18)
+        self.interfaces[index] = iface
+        if self.driver is not None:
+            self.driver.watch(self, iface)  # type: ignore[attr-defined]
+        return iface
+
+    def interface(self, ref: int | str) -> Interface:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            iface = self.interfaces.get(int(ref))
+        else:
+            iface = next((i for i in self.interfaces.values() if i.name == ref), None)
+        if iface is None:
+            raise OSError(errno.ENODEV, f"no interface {ref!r}")
+        return iface
+
+    def link_up(self, ref: int | str, now: float | None = None) -> None:
+        iface = self.interface(ref)
+        if iface.up:
+            return
+        iface.up = True
+        now = self._now if now is None else now
+        if not iface.loopback and not any(a.addr[:2] == b"\xfe\x80" for a in iface.v6):
+            self._add6(iface, eui64_link_local(iface.mac), 64, now)
+        for a in iface.v6:
+            if a.state == "tentative":
+                self._start_dad(iface, a, now)
+
+    def link_down(self, ref: int | str) -> None:
+        iface = self.interface(ref)
+        iface.up = False
+
+    def set_mtu(self, ref: int | str, mtu: int) -> None:
+        if not 68 <= mtu <= 65535:
+            raise ValueError("MTU must be 68..65535")
+        self.interface(ref).mtu = mtu
+
+    def addr_add(self, ref: int | str, cidr: str, now: float | None = None) -> None:
+        iface = self.interface(ref)
+        net = ipaddress.ip_interface(cidr)
+        now = self._now if now is None else now
+        if net.version == 4:
+            entry = (net.ip.packed, net.network.prefixlen)
+            if entry in iface.v4:
+                raise FileExistsError(f"{cidr} is already on {iface.name}")
+            iface.v4.append(entry)
+            if net.network.prefixlen < 32 or iface.loopback:
+                self._kernel_route(self.routes4, net.network, iface)
+        else:
+            if any(a.addr == net.ip.packed for a in iface.v6):
+                raise FileExistsError(f"{cidr} is already on {iface.name}")
+            a = self._add6(iface, net.ip.packed, net.network.prefixlen, now)
+            if net.network.prefixlen < 128:
+                self._kernel_route(self.routes6, net.network, iface)
+            if iface.loopback:
+                a.state = "preferred"
+
+    def _kernel_route(self, table: RoutingTable, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                      iface: Interface) -> None:
+        try:
+            table.add(Route(net, None, iface.index, proto="kernel"))
+        except FileExistsError:
+            pass
+
+    def _add6(self, iface: Interface, addr: bytes, plen: int, now: float) -> Address6:
+        a = Address6(addr, plen, "preferred" if iface.loopback else "tentative")
+        iface.v6.append(a)
+        if iface.up and a.state == "tentative":
+            self._start_dad(iface, a, now)
+        return a
+
+    def addr_del(self, ref: int | str, cidr: str) -> None:
+        iface = self.interface(ref)
+        net = ipaddress.ip_interface(cidr)
+        if net.version == 4:
+            entry = (net.ip.packed, net.network.prefixlen)
+            if entry not in iface.v4:
+                raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
+            iface.v4.remove(entry)
+        else:
+            match = [a for a in iface.v6 if a.addr == net.ip.packed]
+            if not match:
+                raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
+            iface.v6.remove(match[0])
+
+    def route_add(self, dst: str, via: str | None = None, dev: int | str | None = None,
+                  metric: int = 0) -> None:
+        net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst, strict=True)
+        gw = ipaddress.ip_address(via) if via else None
+        if dst == "default" and gw is not None and gw.version == 6:
+            net = ipaddress.ip_network("::/0")
+        table = self.routes4 if net.version == 4 else self.routes6
+        if dev is None:
+            if gw is None:
+                raise ValueError("a route needs a gateway (via) or a device (dev)")
+            route = table.lookup(int(gw))
+            if route is None or route.gateway is not None:
+                raise OSError(errno.ENETUNREACH, f"gateway {gw} is not on a connected network")
+            ifindex = route.ifindex
+        else:
+            ifindex = self.interface(dev).index
+        table.add(Route(net, gw, ifindex, metric))
+
+    def route_del(self, dst: str, via: str | None = None) -> None:
+        net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
+        if dst == "default" and via and ipaddress.ip_address(via).version == 6:
+            net = ipaddress.ip_network("::/0")
+        table = self.routes4 if net.version == 4 else self.routes6
+        table.delete(net, gateway=ipaddress.ip_address(via) if via else None)
+
+    def configure(self, text: str, now: float | None = None) -> None:
+        """Apply a libioth-style configuration string, e.g. ``"eth,ip=10.0.0.5/24,gw=10.0.0.1"``."""
+        cfg = parse_config(text)
+        unsupported = [n for n, v in (("dhcp", cfg.dhcp4), ("dhcp6", cfg.dhcp6), ("rd", cfg.rd),
+                                      ("slaac", cfg.slaac)) if v]
+        if unsupported:
+            raise NotImplementedError(f"{', '.join(unsupported)}: dynamic configuration is not "
+                                      "implemented yet; use ip= and gw=")
+        links = [i for i in self.interfaces.values() if not i.loopback]
+        if cfg.iface is not None:
+            iface = self.interface(cfg.iface)
+        elif cfg.ifindex is not None:
+            iface = self.interface(cfg.ifindex)
+        elif links:
+            iface = links[0]
+        else:
+            raise OSError(errno.ENODEV, "no interface to configure: give the stack a link")
+        if cfg.mac is not None:
+            iface.mac = cfg.mac
+        if cfg.mtu is not None:
+            self.set_mtu(iface.index, cfg.mtu)
+        if cfg.eth:
+            self.link_up(iface.index, now)
+        elif cfg.eth is False:
+            self.link_down(iface.index)
+        for a in cfg.addresses:
+            self.addr_add(iface.index, str(a), now)
+        for gw in cfg.gateways:
+            self.route_add("default", str(gw))
+
+    # -- introspection -----------------------------------------------------------------
+    def addresses(self, family: int | None = None) -> list[str]:
+        out = []
+        for iface in self.interfaces.values():
+            if family in (None, 4):
+                out += [f"{ipaddress.ip_address(a)}/{p}" for a, p in iface.v4]
+            if family in (None, 6):
+                out += [f"{ipaddress.ip_address(a.addr)}/{a.plen}" for a in iface.v6
+                        if a.state == "preferred"]
+        return out
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def _is_local4(self, addr: bytes) -> bool:
+        for iface in self.interfaces.values():
+            for a, _ in iface.v4:
+                if a == addr:
+                    return True
+        return addr[0] == 127
+
+    def _is_local6(self, addr: bytes) -> bool:
+        return any(a.addr == addr and a.state == "preferred"
+                   for iface in self.interfaces.values() for a in iface.v6)
+
+    # -- input -------------------------------------------------------------------------
+    def input(self, iface: Interface, frame: bytes | memoryview, now: float) -> None:
+        """Process one Ethernet frame received on ``iface``. Never raises for bad input."""
+        self._now = now
+        if not iface.up:
+            return
+        iface.rx_packets += 1
+        iface.rx_bytes += len(frame)
+        try:
+            self._input_eth(iface, memoryview(frame), now)
+        except FrameError:
+            iface.rx_errors += 1
+            self._count("rx_malformed")
+        self._drain_local(now)
+
+    def _input_eth(self, iface: Interface, mv: memoryview, now: float) -> None:
+        if len(mv) < 14:
+            raise FrameError("runt frame")
+        dst = mv[0:6]
+        if dst != iface.mac and not dst[0] & 1:
+            return  # unicast for someone else
+        etype = (mv[12] << 8) | mv[13]
+        if etype == ETH_P_IPV4:
+            self._input_ip4(iface, mv[14:], now, bytes(mv[6:12]))
+        elif etype == ETH_P_IPV6:
+            self._input_ip6(iface, mv[14:], now, bytes(mv[6:12]))
+        elif etype == ETH_P_ARP:
+            self._input_arp(iface, mv[14:], now)
+
+    def _input_arp(self, iface: Interface, mv: memoryview, now: float) -> None:
+        op, sha, spa, tha, tpa = arp.parse(mv)
+        if sha[0] & 1:
+            return  # a multicast sender address is never valid
+        ours = any(a == tpa for a, _ in iface.v4)
+        # RFC 826: update an existing entry; create one only when the request is for us
+        for pkt in iface.arp.confirm(spa, sha, now, solicited=(op == arp.OP_REPLY and ours),
+                                     create=ours):
+            self._xmit(iface, sha, pkt)  # type: ignore[arg-type]
+        if op == arp.OP_REQUEST and ours:
+            buf = bytearray(28)
+            arp.build(buf, arp.OP_REPLY, iface.mac, tpa, sha, spa)
+            self._send_eth(iface, sha, _ETH_ARP, buf)
+
+    def _input_ip4(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
+        (tos, total, ident, flags, frag_off, ttl, proto, src, dst, hlen,
+         _opts) = ipv4.parse(mv)
+        payload = mv[hlen:total]
+        broadcast = dst == LIMITED_BROADCAST or any(
+            dst == _bcast4(a, p) for a, p in iface.v4)
+        local = broadcast or self._is_local4(dst) or (iface.loopback and dst[0] == 127)
+        if not local:
+            if dst[0] >= 224:
+                return  # multicast we did not join
+            if self.forwarding:
+                self._forward4(iface, mv[:total], ttl, dst, now)
+            else:
+                self._count("ip4_not_for_us")
+            return
+        if flags & ipv4.FLAG_MF or frag_off:
+            whole = self.reasm4.add((src, dst, proto, ident), frag_off, bool(flags & ipv4.FLAG_MF),
+                                    payload, now, first_header=bytes(mv[:hlen]) if not frag_off else None)
+            if whole is None:
+                return
+            payload = memoryview(whole)
+        if proto == ipv4.PROTO_ICMP:
+            self._input_icmp4(iface, src, dst, payload, mv[:total], broadcast, now)
+        elif proto == ipv4.PROTO_UDP:
+            self._input_udp(4, src, dst, payload, mv[:total], broadcast, now)
+        elif proto == ipv4.PROTO_TCP:
+            self._input_tcp(4, src, dst, payload, mv[:total], now)
+        elif not broadcast:
+            self._icmp4_error(src, dst, icmp4.DEST_UNREACHABLE, icmp4.UNREACH_PROTOCOL, mv[:total], now)
+
+    def _input_icmp4(self, iface: Interface, src: bytes, dst: bytes, payload: memoryview,
+                     packet: memoryview, broadcast: bool, now: float) -> None:
+        kind, code, rest, body = icmp4.parse(payload)
+        if kind == icmp4.ECHO_REQUEST:
+            if broadcast:
+                return  # no replies to broadcast pings (Linux's default)
+            out = bytearray(len(payload))
+            icmp4.build_echo(out, rest >> 16, rest & 0xFFFF, body, reply=True)
+            self.send_ip4(dst, src, ipv4.PROTO_ICMP, out, now)
+        elif kind == icmp4.ECHO_REPLY:
+            waiter = self.echo_waiters.get((4, rest >> 16))
+            if waiter is not None:
+                waiter(bytes(body), now)
+        elif kind == icmp4.DEST_UNREACHABLE and code == icmp4.UNREACH_FRAG_NEEDED:
+            # RFC 1191: the quoted header names the destination whose path MTU shrank
+            quoted = ipv4.parse(body, quoted=True)
+            mtu = rest & 0xFFFF
+            if 68 <= mtu:
+                self.pmtu[quoted[8]] = (mtu, now + PMTU_EXPIRE)
+
+    def _input_udp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
+                   packet: memoryview, broadcast: bool, now: float) -> None:
+        sport, dport, data = udp.parse(payload, src, dst)
+        handler = self.udp.get((dst, dport)) or self.udp.get((b"", dport))
+        if handler is None:
+            self._count("udp_no_port")
+            if not broadcast and not (family == 6 and dst[0] == 0xFF):
+                if family == 4:
+                    self._icmp4_error(src, dst, icmp4.DEST_UNREACHABLE, icmp4.UNREACH_PORT,
+                                      packet, now)
+                else:
+                    self._icmp6_error(src, dst, icmp6.DEST_UNREACHABLE, icmp6.UNREACH_PORT,
+                                      packet, now)
+            return
+        handler(bytes(data), (_ntop(src), sport), (_ntop(dst), dport))
+
+    def _input_tcp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
+                   packet: memoryview, now: float) -> None:
+        # TCP is not connected to the stack yet: answer as a host with no listeners
+        # (RFC 9293 3.10.7.1, CLOSED state): RST for anything but a RST.
+        from threadnet.wire import tcp
+
+        sport, dport, seq, ack, doff, flags, window, _, _, _ = tcp.parse(payload, src, dst)
+        if flags & tcp.RST:
+            return
+        seg_len = len(payload) - doff + (1 if flags & tcp.SYN else 0) + (1 if flags & tcp.FIN else 0)
+        out = bytearray(20)
+        if flags & tcp.ACK:
+            tcp.build(out, dst, src, dport, sport, ack, 0, tcp.RST, 0)
+        else:
+            tcp.build(out, dst, src, dport, sport, 0, (seq + seg_len) & 0xFFFFFFFF,
+                      tcp.RST | tcp.ACK, 0)
+        if family == 4:
+            self.send_ip4(dst, src, ipv4.PROTO_TCP, out, now)
+        else:
+            self.send_ip6(dst, src, ipv6.PROTO_TCP, out, now)
+
+    def _input_ip6(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
+        tc, flow, plen, nh, hlim, src, dst = ipv6.parse(mv)
+        end = ipv6.HEADER_LEN + plen
+        packet = mv[:end]
+        multicast = dst[0] == 0xFF
+        if multicast:
+            local = dst == ipv6.ALL_NODES or any(
+                dst == ipv6.solicited_node(a.addr) for a in iface.v6)
+        else:
+            local = self._is_local6(dst) or any(a.addr == dst for a in iface.v6)
+        if not local:
+            if multicast:
+                return
+            if self.forwarding:
+                self._forward6(iface, packet, hlim, dst, now)
+            return
+        try:
+            proto, off, frag = ipv6.walk(packet, nh)
+        except ipv6.ParameterProblem as exc:
+            if not multicast or not exc.unicast_only:
+                self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, exc.code, packet, now,
+                                  rest=exc.pointer)
+            return
+        payload = packet[off:]
+        if frag is not None:
+            frag_off, more, ident = frag
+            whole = self.reasm6.add((src, dst, ident), frag_off, more, payload, now)
+            if whole is None:
+                return
+            # the reassembled payload starts with the header after the fragment header
+            proto, off2, _ = ipv6.walk(memoryview(whole), proto, offset=0)
+            payload = memoryview(whole)[off2:]
+        if proto == ipv6.PROTO_ICMPV6:
+            self._input_icmp6(iface, src, dst, hlim, payload, packet, now, src_mac)
+        elif proto == ipv6.PROTO_UDP:
+            self._input_udp(6, src, dst, payload, packet, multicast, now)
+        elif proto == ipv6.PROTO_TCP:
+            self._input_tcp(6, src, dst, payload, packet, now)
+        elif proto != ipv6.PROTO_NONE and not multicast:
+            self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, 1, packet, now, rest=6)
+
+    def _input_icmp6(self, iface: Interface, src: bytes, dst: bytes, hlim: int,
+                     payload: memoryview, packet: memoryview, now: float, src_mac: bytes) -> None:
+        kind, code, rest, body = icmp6.parse(payload, src, dst)
+        if kind == icmp6.ECHO_REQUEST:
+            reply_src = dst if dst[0] != 0xFF else self._source6(src)
+            if reply_src is None:
+                return
+            out = bytearray(len(payload))
+            icmp6.build_echo(out, reply_src, src, rest >> 16, rest & 0xFFFF, body, reply=True)
+            self.send_ip6(reply_src, src, ipv6.PROTO_ICMPV6, out, now)
+        elif kind == icmp6.ECHO_REPLY:
+            waiter = self.echo_waiters.get((6, rest >> 16))
+            if waiter is not None:
+                waiter(bytes(body), now)
+        elif kind == icmp6.NEIGHBOR_SOLICITATION:
+            if hlim != 255:
+                return  # RFC 4861 7.1.1: not from an on-link node
+            target, slla = icmp6.parse_ns(payload)
+            mine = next((a for a in iface.v6 if a.addr == target), None)
+            if mine is None:
+                return
+            if mine.state == "tentative":
+                if src == ipv6.UNSPECIFIED:
+                    mine.state = "duplicate"  # someone else is doing DAD for it too
+                    self._count("dad_duplicate")
+                return
+            if src != ipv6.UNSPECIFIED and slla is not None:
+                for pkt in iface.nd.confirm(src, bytes(slla), now, solicited=False):
+                    self._xmit(iface, bytes(slla), pkt)  # type: ignore[arg-type]
+            flags = icmp6.NA_OVERRIDE
+            to = src
+            if src == ipv6.UNSPECIFIED:
+                to = ipv6.ALL_NODES
+            else:
+                flags |= icmp6.NA_SOLICITED
+            out = bytearray(32)
+            n = icmp6.build_na(out, target, to, target, flags, iface.mac)
+            self._send6_direct(iface, target, to, out[:n], src_mac if to == src else None, now)
+        elif kind == icmp6.NEIGHBOR_ADVERTISEMENT:
+            if hlim != 255:
+                return
+            flags, target, tlla = icmp6.parse_na(payload)
+            mine = next((a for a in iface.v6 if a.addr == target), None)
+            if mine is not None:
+                if mine.state == "tentative":
+                    mine.state = "duplicate"
+                    self._count("dad_duplicate")
+                return
+            if tlla is not None:
+                for pkt in iface.nd.confirm(target, bytes(tlla), now,
+                                            solicited=bool(flags & icmp6.NA_SOLICITED),
+                                            create=False):
+                    self._xmit(iface, bytes(tlla), pkt)  # type: ignore[arg-type]
+        elif kind == icmp6.PACKET_TOO_BIG:
+            quoted = ipv6.parse(body, quoted=True)
+            if rest >= ipv6.MIN_MTU:
+                self.pmtu[quoted[6]] = (rest, now + PMTU_EXPIRE)
+
+    # -- output ------------------------------------------------------------------------
+    def _route4(self, dst: bytes) -> tuple[Interface, bytes] | None:
+        route = self.routes4.lookup(int.from_bytes(dst, "big"))
+        if route is None:
+            return None
+        iface = self.interfaces.get(route.ifindex)
+        if iface is None or not iface.up:
+            return None
+        return iface, route.gateway.packed if route.gateway is not None else dst
+
+    def _route6(self, dst: bytes) -> tuple[Interface, bytes] | None:
+        route = self.routes6.lookup(int.from_bytes(dst, "big"))
+        if route is None:
+            if dst[:2] == b"\xfe\x80":  # link-local: the first interface that has one
+                for iface in self.interfaces.values():
+                    if iface.up and not iface.loopback:
+                        return iface, dst
+            return None
+        iface = self.interfaces.get(route.ifindex)
+        if iface is None or not iface.up:
+            return None
+        return iface, route.gateway.packed if route.gateway is not None else dst
+
+    def source4(self, dst: bytes) -> bytes | None:
+        """The source address for ``dst``: an address of the outgoing interface."""
+        if self._is_local4(dst):
+            return dst
+        r = self._route4(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        for a, p in iface.v4:
+            if _same_net(a, nexthop, p):
+                return a
+        return iface.v4[0][0] if iface.v4 else None
+
+    def _source6(self, dst: bytes) -> bytes | None:
+        if self._is_local6(dst):
+            return dst
+        r = self._route6(dst)
+        if r is None:
+            return None
+        iface = r[0]
+        usable = iface.v6_usable()
+        if not usable:
+            return None
+        want_ll = dst[:2] == b"\xfe\x80"
+        for a in usable:
+            if (a[:2] == b"\xfe\x80") == want_ll:
+                return a
+        return usable[0]
+
+    def send_ip4(self, src: bytes | None, dst: bytes, proto: int, payload: bytes | bytearray,
+                 now: float | None = None, *, ttl: int = 64, df: bool = False) -> None:
+        """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``.
+
+        Raises OSError(ENETUNREACH) without a route, EMSGSIZE when ``df`` forbids
+        fragmenting.
+        """
+        now = self._now if now is None else now
+        if self._is_local4(dst):
+            src = src or dst
+            packet = bytearray(20 + len(payload))
+            ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl, ident=next(_ident) & 0xFFFF)
+            packet[20:] = payload
+            self._loop_local(ETH_P_IPV4, bytes(packet))
+            return
+        r = self._route4(dst)
+        if r is None:
+            raise OSError(errno.ENETUNREACH, f"no route to {_ntop(dst)}")
+        iface, nexthop = r
+        if src is None:
+            src = self.source4(dst)
+            if src is None:
+                raise OSError(errno.EADDRNOTAVAIL, f"no IPv4 address on {iface.name}")
+        mtu = iface.mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None:
+            if learned[1] < now:
+                del self.pmtu[dst]
+            else:
+                mtu = min(mtu, learned[0])
+        ident = next(_ident) & 0xFFFF
+        n = len(payload)
+        if 20 + n <= mtu:
+            packet = bytearray(20 + n)
+            ipv4.build(packet, src, dst, proto, n, ttl=ttl, ident=ident,
+                       flags=ipv4.FLAG_DF if df else 0)
+            packet[20:] = payload
+            self._output4(iface, nexthop, dst, packet, now)
+            return
+        if df:
+            raise OSError(errno.EMSGSIZE, f"datagram of {n} bytes exceeds the path MTU {mtu}")
+        chunk = (mtu - 20) & ~7
+        for off in range(0, n, chunk):
+            piece = payload[off:off + chunk]
+            more = off + chunk < n
+            packet = bytearray(20 + len(piece))
+            ipv4.build(packet, src, dst, proto, len(piece), ttl=ttl, ident=ident,
+                       flags=ipv4.FLAG_MF if more else 0, frag_offset=off)
+            packet[20:] = piece
+            self._output4(iface, nexthop, dst, packet, now)
+
+    def _output4(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
+                 now: float) -> None:
+        if dst == LIMITED_BROADCAST or any(dst == _bcast4(a, p) for a, p in iface.v4):
+            self._send_eth(iface, BROADCAST_MAC, _ETH_IPV4, packet)
+            return
+        if dst[0] >= 224 and dst[0] < 240:
+            mac = b"\x01\x00\x5e" + bytes([dst[1] & 0x7F]) + dst[2:]
+            self._send_eth(iface, mac, _ETH_IPV4, packet)
+            return
+        mac, probe = iface.arp.lookup(nexthop, now)
+        if mac is not None:
+            if probe:
+                self._arp_request(iface, nexthop, mac)
+            self._send_eth(iface, mac, _ETH_IPV4, packet)
+            return
+        send_now, dropped = iface.arp.enqueue(nexthop, (ETH_P_IPV4, bytes(packet)), now)
+        iface.tx_dropped += len(dropped)
+        if send_now:
+            self._arp_request(iface, nexthop, None)
+
+    def _arp_request(self, iface: Interface, target: bytes, mac: bytes | None) -> None:
+        src = next((a for a, p in iface.v4 if _same_net(a, target, p)),
+                   iface.v4[0][0] if iface.v4 else bytes(4))
+        buf = bytearray(28)
+        arp.build(buf, arp.OP_REQUEST, iface.mac, src, bytes(6), target)
+        self._send_eth(iface, mac or BROADCAST_MAC, _ETH_ARP, buf)
+
+    def send_ip6(self, src: bytes | None, dst: bytes, next_header: int,
+                 payload: bytes | bytearray, now: float | None = None, *,
+                 hop_limit: int = 64) -> None:
+        """Send an IPv6 packet, with source fragmentation (RFC 8200 4.5) beyond the PMTU."""
+        now = self._now if now is None else now
+        if self._is_local6(dst):
+            packet = bytearray(40 + len(payload))
+            ipv6.build(packet, src or dst, dst, next_header, len(payload), hop_limit=hop_limit)
+            packet[40:] = payload
+            self._loop_local(ETH_P_IPV6, bytes(packet))
+            return
+        r = self._route6(dst)
+        if r is None:
+            raise OSError(errno.ENETUNREACH, f"no route to {_ntop(dst)}")
+        iface, nexthop = r
+        if src is None:
+            src = self._source6(dst)
+            if src is None:
+                raise OSError(errno.EADDRNOTAVAIL, f"no usable IPv6 address on {iface.name}")
+        mtu = iface.mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None:
+            if learned[1] < now:
+                del self.pmtu[dst]
+            else:
+                mtu = min(mtu, learned[0])
+        n = len(payload)
+        if 40 + n <= mtu:
+            packet = bytearray(40 + n)
+            ipv6.build(packet, src, dst, next_header, n, hop_limit=hop_limit)
+            packet[40:] = payload
+            self._output6(iface, nexthop, dst, packet, now)
+            return
+        chunk = (mtu - 48) & ~7
+        ident = int.from_bytes(os.urandom(4), "big")
+        for off in range(0, n, chunk):
+            piece = payload[off:off + chunk]
+            more = off + chunk < n
+            packet = bytearray(48 + len(piece))
+            ipv6.build(packet, src, dst, ipv6.PROTO_FRAGMENT, 8 + len(piece), hop_limit=hop_limit)
+            ipv6.build_fragment(packet, next_header, off, more, ident, offset=40)
+            packet[48:] = piece
+            self._output6(iface, nexthop, dst, packet, now)
+
+    def _output6(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
+                 now: float) -> None:
+        if dst[0] == 0xFF:
+            self._send_eth(iface, ipv6.multicast_mac(dst), _ETH_IPV6, packet)
+            return
+        mac, probe = iface.nd.lookup(nexthop, now)
+        if mac is not None:
+            if probe:
+                self._ns(iface, nexthop, mac, now)
+            self._send_eth(iface, mac, _ETH_IPV6, packet)
+            return
+        send_now, dropped = iface.nd.enqueue(nexthop, (ETH_P_IPV6, bytes(packet)), now)
+        iface.tx_dropped += len(dropped)
+        if send_now:
+            self._ns(iface, nexthop, None, now)
+
+    def _ns(self, iface: Interface, target: bytes, mac: bytes | None, now: float,
+            src: bytes | None = None) -> None:
+        """Neighbor Solicitation: to the solicited-node group, or unicast (a probe)."""
+        if src is None:
+            usable = iface.v6_usable()
+            ll = [a for a in usable if a[:2] == b"\xfe\x80"]
+            src = (ll or usable or [None])[0]
+            if src is None:
+                return
+        dst = target if mac is not None else ipv6.solicited_node(target)
+        out = bytearray(32)
+        n = icmp6.build_ns(out, src, dst, target, iface.mac if src != ipv6.UNSPECIFIED else None)
+        self._send6_direct(iface, src, dst, out[:n], mac, now)
+
+    def _send6_direct(self, iface: Interface, src: bytes, dst: bytes, icmp: bytes | bytearray,
+                      mac: bytes | None, now: float) -> None:
+        """An NDP message: hop limit 255, no routing, to ``mac`` or the multicast MAC."""
+        packet = bytearray(40 + len(icmp))
+        ipv6.build(packet, src, dst, ipv6.PROTO_ICMPV6, len(icmp), hop_limit=255)
+        packet[40:] = icmp
+        if mac is None:
+            if dst[0] == 0xFF:
+                mac = ipv6.multicast_mac(dst)
+            else:
+                self._output6(iface, dst, dst, packet, now)
+                return
+        self._send_eth(iface, mac, _ETH_IPV6, packet)
+
+    def _start_dad(self, iface: Interface, a: Address6, now: float) -> None:
+        """RFC 4862 5.4: one NS from :: for the tentative address, then wait."""
+        a.dad_deadline = now + DAD_DELAY
+        self._ns(iface, a.addr, None, now, src=ipv6.UNSPECIFIED)
+
+    def _send_eth(self, iface: Interface, dst_mac: bytes, etype: bytes,
+                  payload: bytes | bytearray) -> None:
+        link = iface.link
+        if link is None or not iface.up:
+            return
+        frame = dst_mac + iface.mac + etype + payload
+        try:
+            link.send(frame)
+        except LinkError:
+            iface.tx_dropped += 1
+            return
+        iface.tx_packets += 1
+        iface.tx_bytes += len(frame)
+
+    def _xmit(self, iface: Interface, mac: bytes, pkt: tuple[int, bytes]) -> None:
+        etype, packet = pkt
+        self._send_eth(iface, mac, _ETYPE.pack(etype), packet)
+
+    def _loop_local(self, etype: int, packet: bytes) -> None:
+        if len(self._local) >= MAX_LOCAL_QUEUE:
+            self._count("local_dropped")
+            return
+        self._local.append((etype, packet))
+
+    def _drain_local(self, now: float) -> None:
+        lo = self.interfaces[1]
+        while self._local:
+            etype, packet = self._local.popleft()
+            try:
+                if etype == ETH_P_IPV4:
+                    self._input_ip4(lo, memoryview(packet), now, bytes(6))
+                else:
+                    self._input_ip6(lo, memoryview(packet), now, bytes(6))
+            except FrameError:
+                self._count("rx_malformed")
+
+    # -- ICMP errors and forwarding ------------------------------------------------------
+    def _icmp4_error(self, to: bytes, fr: bytes, kind: int, code: int, packet: memoryview,
+                     now: float, mtu: int = 0) -> None:
+        if to[0] >= 224 or to == LIMITED_BROADCAST or to == bytes(4):
+            return  # RFC 1122 3.2.2: never about broadcasts or from unspecified sources
+        out = bytearray(8 + min(len(packet), icmp4.MAX_QUOTE))
+        if kind == icmp4.DEST_UNREACHABLE:
+            icmp4.build_unreachable(out, code, packet, mtu)
+        else:
+            icmp4.build_time_exceeded(out, code, packet)
+        src = fr if self._is_local4(fr) else self.source4(to)
+        try:
+            self.send_ip4(src, to, ipv4.PROTO_ICMP, out, now)
+        except OSError:
+            pass
+
+    def _icmp6_error(self, to: bytes, fr: bytes, kind: int, code: int, packet: memoryview,
+                     now: float, rest: int = 0) -> None:
+        if to[0] == 0xFF or to == ipv6.UNSPECIFIED:
+            return
+        src = fr if self._is_local6(fr) else self._source6(to)
+        if src is None:
+            return
+        out = bytearray(8 + min(len(packet), icmp6.MAX_QUOTE))
+        icmp6.build_error(out, src, to, kind, code, packet, rest)
+        try:
+            self.send_ip6(src, to, ipv6.PROTO_ICMPV6, out, now)
+        except OSError:
+            pass
+
+    def _forward4(self, iface: Interface, packet: memoryview, ttl: int, dst: bytes,
+                  now: float) -> None:
+        src = bytes(packet[12:16])
+        if ttl <= 1:
+            self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.TIME_EXCEEDED,
+                              icmp4.TTL_EXCEEDED, packet, now)
+            return
+        r = self._route4(dst)
+        if r is None:
+            self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.DEST_UNREACHABLE,
+                              icmp4.UNREACH_NET, packet, now)
+            return
+        out_iface, nexthop = r
+        out = bytearray(packet)
+        out[8] = ttl - 1
+        # RFC 1624 incremental update of the header checksum for the TTL change
+        csum = ((out[10] << 8) | out[11]) + 0x0100
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        out[10], out[11] = csum >> 8, csum & 0xFF
+        if len(out) > out_iface.mtu:
+            if out[6] & 0x40:  # DF: RFC 1191 fragmentation needed, with our MTU
+                self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.DEST_UNREACHABLE,
+                                  icmp4.UNREACH_FRAG_NEEDED, packet, now, mtu=out_iface.mtu)
+                return
+            hlen = (out[0] & 0x0F) * 4
+            fields = ipv4.parse(out)
+            body = bytes(out[hlen:])
+            self._count("ip4_forward_fragmented")
+            chunk = (out_iface.mtu - 20) & ~7
+            for off in range(0, len(body), chunk):
+                piece = body[off:off + chunk]
+                more = off + chunk < len(body) or bool(fields[3] & ipv4.FLAG_MF)
+                pkt = bytearray(20 + len(piece))
+                ipv4.build(pkt, fields[7], fields[8], fields[6], len(piece), ttl=ttl - 1,
+                           ident=fields[2], flags=ipv4.FLAG_MF if more else 0,
+                           frag_offset=fields[4] + off, tos=fields[0])
+                pkt[20:] = piece
+                self._output4(out_iface, nexthop, dst, pkt, now)
+            return
+        self._count("ip4_forwarded")
+        self._output4(out_iface, nexthop, dst, out, now)
+
+    def _forward6(self, iface: Interface, packet: memoryview, hlim: int, dst: bytes,
+                  now: float) -> None:
+        src = bytes(packet[8:24])
+        if src[:2] == b"\xfe\x80" or dst[:2] == b"\xfe\x80":
+            return  # link-local scope is never forwarded
+        if hlim <= 1:
+            self._icmp6_error(src, bytes(16), icmp6.TIME_EXCEEDED, 0, packet, now)
+            return
+        r = self._route6(dst)
+        if r is None:
+            self._icmp6_error(src, bytes(16), icmp6.DEST_UNREACHABLE, icmp6.UNREACH_NO_ROUTE,
+                              packet, now)
+            return
+        out_iface, nexthop = r
+        if len(packet) > out_iface.mtu:
+            self._icmp6_error(src, bytes(16), icmp6.PACKET_TOO_BIG, 0, packet, now,
+                              rest=out_iface.mtu)
+            return
+        out = bytearray(packet)
+        out[7] = hlim - 1
+        self._count("ip6_forwarded")
+        self._output6(out_iface, nexthop, dst, out, now)
+
+    # -- UDP and ping ------------------------------------------------------------------
+    def udp_bind(self, port: int, handler: UdpHandler, addr: str | None = None) -> None:
+        """Deliver datagrams for ``port`` (on ``addr``, or any address) to ``handler``."""
+        key = (ipaddress.ip_address(addr).packed if addr else b"", port)
+        if key in self.udp:
+            raise OSError(errno.EADDRINUSE, f"UDP port {port} is in use")
+        self.udp[key] = handler
+
+    def udp_unbind(self, port: int, addr: str | None = None) -> None:
+        self.udp.pop((ipaddress.ip_address(addr).packed if addr else b"", port), None)
+
+    def udp_send(self, data: bytes, dst: tuple[str, int], sport: int,
+                 src: str | None = None, now: float | None = None) -> None:
+        addr = ipaddress.ip_address(dst[0])
+        d = addr.packed
+        s = ipaddress.ip_address(src).packed if src else (
+            self.source4(d) if addr.version == 4 else self._source6(d))
+        if s is None:
+            raise OSError(errno.ENETUNREACH, f"no route to {dst[0]}")
+        out = bytearray(8 + len(data))
+        udp.build(out, s, d, sport, dst[1], data)
+        if addr.version == 4:
+            self.send_ip4(s, d, ipv4.PROTO_UDP, out, now)
+        else:
+            self.send_ip6(s, d, ipv6.PROTO_UDP, out, now)
+        self._drain_local(self._now if now is None else now)
+
+    def send_echo(self, dst: str, ident: int, seq: int, data: bytes = b"",
+                  now: float | None = None) -> None:
+        addr = ipaddress.ip_address(dst)
+        if addr.version == 4:
+            out = bytearray(8 + len(data))
+            icmp4.build_echo(out, ident, seq, data)
+            self.send_ip4(None, addr.packed, ipv4.PROTO_ICMP, out, now)
+        else:
+            src = self._source6(addr.packed)
+            if src is None:
+                raise OSError(errno.ENETUNREACH, f"no route to {dst}")
+            out = bytearray(8 + len(data))
+            icmp6.build_echo(out, src, addr.packed, ident, seq, data)
+            self.send_ip6(src, addr.packed, ipv6.PROTO_ICMPV6, out, now)
+        self._drain_local(self._now if now is None else now)
+
+    # -- timers ------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        times = [self.reasm4.next_deadline(), self.reasm6.next_deadline()]
+        for iface in self.interfaces.values():
+            times.append(iface.arp.next_deadline())
+            times.append(iface.nd.next_deadline())
+            times += [a.dad_deadline for a in iface.v6 if a.state == "tentative"]
+        return min((t for t in times if t is not None), default=None)
+
+    def on_timer(self, now: float) -> None:
+        self._now = now
+        for key, first in self.reasm4.expire(now):
+            if first is not None:  # RFC 792: time exceeded in reassembly, to the sender
+                self._icmp4_error(key[0], key[1], icmp4.TIME_EXCEEDED,
+                                  icmp4.REASSEMBLY_TIME_EXCEEDED, memoryview(first), now)
+        self.reasm6.expire(now)
+        for iface in self.interfaces.values():
+            requests, failed = iface.arp.on_timer(now)
+            for target, mac in requests:
+                self._arp_request(iface, target, mac)
+            for etype, packet in failed:  # type: ignore[misc]
+                self._unreachable(etype, packet, now)
+            requests, failed = iface.nd.on_timer(now)
+            for target, mac in requests:
+                self._ns(iface, target, mac, now)
+            for etype, packet in failed:  # type: ignore[misc]
+                self._unreachable(etype, packet, now)
+            for a in iface.v6:
+                if a.state == "tentative" and a.dad_deadline and now >= a.dad_deadline:
+                    a.state = "preferred"
+        self._drain_local(now)
+
+    def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
+        """Address resolution failed: host unreachable to the packet's source, if not us."""
+        mv = memoryview(packet)
+        if etype == ETH_P_IPV4:
+            src = bytes(mv[12:16])
+            if not self._is_local4(src):
+                self._icmp4_error(src, bytes(mv[16:20]), icmp4.DEST_UNREACHABLE,
+                                  icmp4.UNREACH_HOST, mv, now)
+            self._count("arp_failed")
+        else:
+            src = bytes(mv[8:24])
+            if not self._is_local6(src):
+                self._icmp6_error(src, bytes(mv[24:40]), icmp6.DEST_UNREACHABLE,
+                                  icmp6.UNREACH_ADDRESS, mv, now)
+            self._count("nd_failed")
+
+    def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
+        """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
+        of the replies that came back within ``timeout`` each. Blocks the caller."""
+        import threading
+        import time
+
+        family = ipaddress.ip_address(dst).version
+        ident = next(_ident) & 0xFFFF
+        rtts: list[float] = []
+        got = threading.Event()
+        sent_at = [0.0]
+        expect = [b""]
+
+        def on_reply(body: bytes, now: float) -> None:
+            if body == expect[0]:
+                rtts.append(time.monotonic() - sent_at[0])
+                got.set()
+
+        self.echo_waiters[(family, ident)] = on_reply
+        try:
+            for seq in range(count):
+                expect[0] = seq.to_bytes(2, "big") + os.urandom(max(0, size - 2))
+                got.clear()
+                sent_at[0] = time.monotonic()
+                with self.locked():
+                    self.send_echo(dst, ident, seq, expect[0], time.monotonic())
+                got.wait(timeout)
+        finally:
+            self.echo_waiters.pop((family, ident), None)
+        return rtts
+
+    def locked(self):
+        """Hold the stack's lock (the driver's) for calls from application threads; on
+        exit the driver re-arms the stack's timers."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def hold():
+            lock = self.driver.lock if self.driver is not None else contextlib.nullcontext()
+            with lock:
+                yield self
+            if self.driver is not None:
+                self.driver.touch(self)
+
+        return hold()
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.detach(self)  # type: ignore[attr-defined]
+        for iface in self.interfaces.values():
+            if iface.link is not None:
+                iface.link.close()
+
+    def __repr__(self) -> str:
+        return f"<Stack {self.name} {' '.join(self.addresses())}>"
+
+    def describe(self) -> list[str]:
+        """``ip addr``-like lines, for debugging."""
+        lines = []
+        for i in self.interfaces.values():
+            state = "UP" if i.up else "DOWN"
+            lines.append(f"{i.index}: {i.name}: <{state}> mtu {i.mtu} link {mac_to_str(i.mac)}")
+            lines += [f"    inet {ipaddress.ip_address(a)}/{p}" for a, p in i.v4]
+            lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
+        return lines
+
+
+def _bcast4(addr: bytes, plen: int) -> bytes:
+    if plen >= 31:
+        return b""
+    host = (1 << (32 - plen)) - 1
+    return (int.from_bytes(addr, "big") | host).to_bytes(4, "big")
+
+
+def _same_net(a: bytes, b: bytes, plen: int) -> bool:
+    if plen == 0:
+        return True
+    shift = 32 - plen
+    return int.from_bytes(a, "big") >> shift == int.from_bytes(b, "big") >> shift
+
+
+def _ntop(addr: bytes) -> str:
+    return str(ipaddress.ip_address(addr))
