@@ -98,14 +98,9 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
                           batched=args.batched)
     if announce is not None:
         announce(server)
-    if args.daemon:
-        from threadnet.daemon import daemonize
+    from threadnet.daemon import background_or_pidfile
 
-        daemonize(args.pidfile)
-    elif args.pidfile:
-        from threadnet.daemon import write_pidfile
-
-        write_pidfile(args.pidfile)
+    background_or_pidfile(args.daemon, args.pidfile)
     server.loop.stop_on_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     if not args.daemon and not args.nostdin and sys.stdin is not None and sys.stdin.isatty():
         _stdin_console(server)
@@ -223,14 +218,9 @@ def cmd_plug(args: argparse.Namespace) -> int:
     except BaseException:
         first.close()
         raise
-    if args.daemon:
-        from threadnet.daemon import daemonize
+    from threadnet.daemon import background_or_pidfile
 
-        daemonize(args.pidfile)
-    elif args.pidfile:
-        from threadnet.daemon import write_pidfile
-
-        write_pidfile(args.pidfile)
+    background_or_pidfile(args.daemon, args.pidfile)
     loop = EventLoop()
     loop.stop_on_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     cable = Cable(loop, first, second)

@@ -51,3 +51,11 @@ def write_pidfile(pidfile: str) -> None:
                 pass
 
     atexit.register(remove)
+
+
+def background_or_pidfile(daemon: bool, pidfile: str | None) -> None:
+    """What ``-d``/``--daemon`` and ``-p``/``--pidfile`` mean for every threadnet service."""
+    if daemon:
+        daemonize(pidfile)
+    elif pidfile:
+        write_pidfile(pidfile)

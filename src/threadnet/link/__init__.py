@@ -51,9 +51,18 @@ class Link:
         """Receive one frame (blocking unless ``setblocking(False)``)."""
         if self.closed:
             raise LinkError(f"{self.url}: link is closed")
-        if self._blocking:
-            self.wait_readable(None)
-        return self._recv()
+        while True:
+            if self._blocking:
+                self.wait_readable(None)
+            try:
+                frame = self._recv()
+            except BlockingIOError:
+                if self._blocking:
+                    continue  # woken for nothing (another reader was faster)
+                raise
+            if frame:
+                return frame
+            # an empty result is a datagram to ignore (a goodbye, a stranger's): go on
 
     def fileno(self) -> int:
         raise NotImplementedError  # pragma: no cover - every concrete link defines it
@@ -93,6 +102,7 @@ class Link:
         raise NotImplementedError  # pragma: no cover
 
     def _recv(self) -> bytes:
+        """One attempt: a frame, b"" for something to ignore, or BlockingIOError."""
         raise NotImplementedError  # pragma: no cover
 
     def __enter__(self) -> Link:

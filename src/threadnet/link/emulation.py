@@ -79,15 +79,19 @@ class EmulatedLink(Link):
         self._wake()
 
     def _recv(self) -> bytes:
-        while True:
-            try:
-                return self._rx_r.recv(65536)
-            except BlockingIOError:
-                if self._error is not None:
-                    raise self._error from None
-                if not self._blocking:
-                    raise
-                self.wait_readable(None)
+        try:
+            data = self._rx_r.recv(65536)
+            if not data and self._error is not None:
+                raise self._error  # the pacing thread closed our pair: the peer is gone
+            return data
+        except BlockingIOError:
+            if self._error is not None:
+                raise self._error from None
+            raise
+        except OSError:
+            if self._error is not None:
+                raise self._error from None
+            raise
 
     def wait_readable(self, timeout: float | None) -> bool:
         r, _, _ = select.select([self._rx_r], [], [], timeout)

@@ -119,23 +119,16 @@ class PtpLink(Link):
             self.drops += 1
 
     def _recv(self) -> bytes:
-        sock = self._sock
-        while True:
-            try:
-                frame, sender = sock.recvfrom(RECV_BUF)
-            except BlockingIOError:
-                if self._blocking:
-                    self.wait_readable(None)
-                    continue
-                raise
-            except OSError as exc:
-                raise LinkError(exc.errno, f"{self.url}: receive failed: {exc.strerror}") from exc
-            if sender != self.peer_path and not self._is_peer(sender):
-                self.foreign += 1
-                continue
-            if frame:
-                return frame
-            # zero-length datagrams carry no frame
+        try:
+            frame, sender = self._sock.recvfrom(RECV_BUF)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise LinkError(exc.errno, f"{self.url}: receive failed: {exc.strerror}") from exc
+        if sender != self.peer_path and not self._is_peer(sender):
+            self.foreign += 1
+            return b""
+        return frame  # (zero-length datagrams carry no frame: recv() skips them)
 
     def _is_peer(self, sender: str | None) -> bool:
         """Does ``sender`` name the peer's socket under another spelling (/var/run vs /run)?"""

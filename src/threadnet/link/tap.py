@@ -71,19 +71,13 @@ class TapLink(Link):
             self.drops += 1
 
     def _recv(self) -> bytes:
-        while True:
-            try:
-                frame = os.read(self._fd, READ_SIZE)
-            except BlockingIOError:
-                if self._blocking:
-                    self.wait_readable(None)
-                    continue
-                raise
-            except OSError as exc:
-                self.closed_by_peer = True
-                raise LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}") from exc
-            if frame:
-                return frame
+        try:
+            return os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}") from exc
 
     def close(self) -> None:
         if not self.closed:

@@ -72,26 +72,19 @@ class UdpLink(Link):
             self.drops += 1
 
     def _recv(self) -> bytes:
-        sock = self._sock
-        remote = self.remote_addr
-        while True:
-            try:
-                frame, addr = sock.recvfrom(RECV_BUF)
-            except BlockingIOError:
-                if self._blocking:
-                    self.wait_readable(None)
-                    continue
-                raise
-            except OSError as exc:
-                if exc.errno == errno.ECONNREFUSED:
-                    continue  # an ICMP error about an earlier datagram; not a frame
-                raise LinkError(exc.errno, f"{self.url}: receive failed: {exc.strerror}") from exc
-            # Fast path: the kernel formats the address as getaddrinfo did.
-            if addr[:2] != remote[:2] and _key(self.family, addr) != self._peer_key:
-                self.foreign += 1
-                continue
-            if frame:
-                return frame
+        try:
+            frame, addr = self._sock.recvfrom(RECV_BUF)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if exc.errno == errno.ECONNREFUSED:
+                return b""  # an ICMP error about an earlier datagram; not a frame
+            raise LinkError(exc.errno, f"{self.url}: receive failed: {exc.strerror}") from exc
+        # Fast path: the kernel formats the address as getaddrinfo did.
+        if addr[:2] != self.remote_addr[:2] and _key(self.family, addr) != self._peer_key:
+            self.foreign += 1
+            return b""
+        return frame
 
     def close(self) -> None:
         if not self.closed:

@@ -272,20 +272,14 @@ class VdeLink(Link):
 
     def _recv(self) -> bytes:
         assert self._data is not None
-        while True:
-            try:
-                frame = self._data.recv(RECV_BUF)
-            except BlockingIOError:
-                if self._blocking:
-                    self.wait_readable(None)
-                    continue
-                raise
-            except OSError as exc:
-                self.closed_by_peer = True
-                raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
-            if frame:
-                return frame
-            # a zero-length datagram is old libvdeplug's goodbye; ignore it
+        try:
+            # (a zero-length datagram is old libvdeplug's goodbye: recv() skips it)
+            return self._data.recv(RECV_BUF)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
 
     def close(self) -> None:
         if not self.closed:

@@ -105,3 +105,20 @@ def split_args(text: str, count: int, optional: int = 0) -> list[str]:
     if not count - optional <= len(parts) <= count:
         raise CommandError(errno.EINVAL)
     return parts + [""] * (count - len(parts))
+
+
+def add_load_command(table: CommandTable, help: str = "load a configuration script") -> None:
+    """The ``load PATH`` command: run a script of commands from this same table."""
+    from threadnet.mgmt.console import run_script
+
+    def load(args: str) -> None:
+        if not args:
+            raise CommandError(errno.EINVAL)
+        try:
+            errors = run_script(table, args)
+        except OSError as exc:
+            raise CommandError(exc.errno or errno.ENOENT) from None
+        if errors:
+            raise CommandError(errno.EINVAL)
+
+    table.add("load", "path", help, load)

@@ -586,6 +586,29 @@ class Stack:
                 return a
         return usable[0]
 
+    def _path(self, family: int, src: bytes | None, dst: bytes, now: float
+              ) -> tuple[Interface, bytes, bytes, int]:
+        """Route to ``dst``: (interface, next hop, source address, path MTU).
+
+        Raises OSError(ENETUNREACH) without a route, EADDRNOTAVAIL without a source.
+        """
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            raise OSError(errno.ENETUNREACH, f"no route to {_ntop(dst)}")
+        iface, nexthop = r
+        if src is None:
+            src = self.source4(dst) if family == 4 else self._source6(dst)
+            if src is None:
+                raise OSError(errno.EADDRNOTAVAIL, f"no usable IPv{family} address on {iface.name}")
+        mtu = iface.mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None:
+            if learned[1] < now:
+                del self.pmtu[dst]  # RFC 1191/8201: try the interface MTU again
+            else:
+                mtu = min(mtu, learned[0])
+        return iface, nexthop, src, mtu
+
     def send_ip4(self, src: bytes | None, dst: bytes, proto: int, payload: bytes | bytearray,
                  now: float | None = None, *, ttl: int = 64, df: bool = False) -> None:
         """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``.
@@ -601,21 +624,7 @@ class Stack:
             packet[20:] = payload
             self._loop_local(ETH_P_IPV4, bytes(packet))
             return
-        r = self._route4(dst)
-        if r is None:
-            raise OSError(errno.ENETUNREACH, f"no route to {_ntop(dst)}")
-        iface, nexthop = r
-        if src is None:
-            src = self.source4(dst)
-            if src is None:
-                raise OSError(errno.EADDRNOTAVAIL, f"no IPv4 address on {iface.name}")
-        mtu = iface.mtu
-        learned = self.pmtu.get(dst)
-        if learned is not None:
-            if learned[1] < now:
-                del self.pmtu[dst]
-            else:
-                mtu = min(mtu, learned[0])
+        iface, nexthop, src, mtu = self._path(4, src, dst, now)
         ident = next(_ident) & 0xFFFF
         n = len(payload)
         if 20 + n <= mtu:
@@ -675,21 +684,7 @@ class Stack:
             packet[40:] = payload
             self._loop_local(ETH_P_IPV6, bytes(packet))
             return
-        r = self._route6(dst)
-        if r is None:
-            raise OSError(errno.ENETUNREACH, f"no route to {_ntop(dst)}")
-        iface, nexthop = r
-        if src is None:
-            src = self._source6(dst)
-            if src is None:
-                raise OSError(errno.EADDRNOTAVAIL, f"no usable IPv6 address on {iface.name}")
-        mtu = iface.mtu
-        learned = self.pmtu.get(dst)
-        if learned is not None:
-            if learned[1] < now:
-                del self.pmtu[dst]
-            else:
-                mtu = min(mtu, learned[0])
+        iface, nexthop, src, mtu = self._path(6, src, dst, now)
         n = len(payload)
         if 40 + n <= mtu:
             packet = bytearray(40 + n)

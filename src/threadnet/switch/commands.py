@@ -9,8 +9,13 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from threadnet.mgmt.commands import CommandError, CommandTable, parse_int, split_args
-from threadnet.mgmt.console import run_script
+from threadnet.mgmt.commands import (
+    CommandError,
+    CommandTable,
+    add_load_command,
+    parse_int,
+    split_args,
+)
 from threadnet.switch.core import NOVLAN, Port, gid_name, uid_name
 from threadnet.switch.fdb import split_key
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
@@ -77,17 +82,7 @@ def build_table(server: SwitchServer) -> CommandTable:
 
     t.add("showinfo", "", "show switch version and info", showinfo, output=True)
 
-    def load(args: str) -> None:
-        if not args:
-            raise CommandError(errno.EINVAL)
-        try:
-            errors = run_script(t, args)
-        except OSError as exc:
-            raise CommandError(exc.errno or errno.ENOENT) from None
-        if errors:
-            raise CommandError(errno.EINVAL)
-
-    t.add("load", "path", "load a configuration script", load)
+    add_load_command(t)
 
     # -- hash ----------------------------------------------------------------------
     fdb = sw.fdb

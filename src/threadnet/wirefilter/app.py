@@ -14,7 +14,7 @@ import signal
 from threadnet.link import Link, open_link
 from threadnet.link.cable import Cable
 from threadnet.loop import EventLoop, Timer, monotonic
-from threadnet.mgmt.commands import CommandError, CommandTable
+from threadnet.mgmt.commands import CommandError, CommandTable, add_load_command
 from threadnet.mgmt.console import ConsoleServer, run_script
 from threadnet.wirefilter.core import Filter
 from threadnet.wirefilter.options import VALUE_OPTIONS, split_sides
@@ -127,15 +127,7 @@ class WireFilter:
         t.add("band", "VALUE", "bandwidth", setter("bandwidth"))
         t.add("capacity", "VALUE", "chanbufsize", setter("chanbufsize"))
 
-        def load(args: str) -> None:
-            try:
-                errors = run_script(t, args)
-            except OSError as exc:
-                raise CommandError(exc.errno or errno.ENOENT) from None
-            if errors:
-                raise CommandError(errno.EINVAL)
-
-        t.add("load", "path", "", load)
+        add_load_command(t)
         return t
 
     def serve_console(self, path: str, mode: int = 0o600) -> None:
@@ -206,14 +198,9 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         wf.close()
         raise
-    if args.daemon:
-        from threadnet.daemon import daemonize
+    from threadnet.daemon import background_or_pidfile
 
-        daemonize(args.pidfile)
-    elif args.pidfile:
-        from threadnet.daemon import write_pidfile
-
-        write_pidfile(args.pidfile)
+    background_or_pidfile(args.daemon, args.pidfile)
     wf.loop.stop_on_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     wf.run()
     return 0
