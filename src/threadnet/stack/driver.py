@@ -105,8 +105,20 @@ class Driver:
     def _fire(self, stack: Stack) -> None:
         self._timers.pop(id(stack), None)
         with self.lock:
-            stack.on_timer(monotonic())
+            try:
+                stack.on_timer(monotonic())
+            except Exception as exc:  # a bug must not stop every stack in the process
+                self._report(stack, exc)
         self._arm(stack)
+
+    def _report(self, stack: Stack, exc: BaseException) -> None:
+        import sys
+        import traceback
+
+        stack._count("driver_errors")
+        if stack.stats["driver_errors"] <= 3:
+            print(f"threadnet: error in {stack.name}: {exc!r}", file=sys.stderr)
+            traceback.print_exc()
 
     def _rx(self, stack: Stack, iface: Interface) -> None:
         link = iface.link
@@ -122,7 +134,10 @@ class Driver:
                     self.loop.remove_reader(link.fileno())
                     iface.up = False
                     break
-                stack.input(iface, frame, now)
+                try:
+                    stack.input(iface, frame, now)
+                except Exception as exc:  # a bug must not stop every stack in the process
+                    self._report(stack, exc)
         self._arm(stack)
 
     def stop(self) -> None:

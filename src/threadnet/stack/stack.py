@@ -17,6 +17,7 @@ import ipaddress
 import itertools
 import os
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from threadnet.stack.config import parse_config
 from threadnet.stack.neighbor import NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
+from threadnet.stack.tcplayer import TcpLayer
 from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp
 from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
 
@@ -94,6 +96,9 @@ UdpHandler = Callable[[bytes, tuple[str, int], tuple[str, int]], None]
 class Stack:
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
+    ``clock`` is the time source for calls made outside ``input``/``on_timer`` (socket
+    calls); tests that drive the stack on fake time replace it.
+
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
         >>> s.addresses()
         ['10.0.0.5/24', ...]
@@ -103,6 +108,7 @@ class Stack:
                  name: str | None = None, forwarding: bool = False,
                  driver: object | None = None) -> None:
         self.name = name or f"stack{id(self):x}"
+        self.clock: Callable[[], float] = time.monotonic
         self.interfaces: dict[int, Interface] = {}
         self.routes4 = RoutingTable(4)
         self.routes6 = RoutingTable(6)
@@ -114,6 +120,7 @@ class Stack:
         self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
+        self.tcp = TcpLayer(self)
         self._now = 0.0
         self.driver = None
         lo = Interface(1, "lo", None, bytes(6), 65536)
@@ -416,24 +423,9 @@ class Stack:
 
     def _input_tcp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
                    packet: memoryview, now: float) -> None:
-        # TCP is not connected to the stack yet: answer as a host with no listeners
-        # (RFC 9293 3.10.7.1, CLOSED state): RST for anything but a RST.
-        from threadnet.wire import tcp
-
-        sport, dport, seq, ack, doff, flags, window, _, _, _ = tcp.parse(payload, src, dst)
-        if flags & tcp.RST:
-            return
-        seg_len = len(payload) - doff + (1 if flags & tcp.SYN else 0) + (1 if flags & tcp.FIN else 0)
-        out = bytearray(20)
-        if flags & tcp.ACK:
-            tcp.build(out, dst, src, dport, sport, ack, 0, tcp.RST, 0)
-        else:
-            tcp.build(out, dst, src, dport, sport, 0, (seq + seg_len) & 0xFFFFFFFF,
-                      tcp.RST | tcp.ACK, 0)
-        if family == 4:
-            self.send_ip4(dst, src, ipv4.PROTO_TCP, out, now)
-        else:
-            self.send_ip6(dst, src, ipv6.PROTO_TCP, out, now)
+        if dst[0] == 0xFF or (family == 4 and (dst[0] >= 224 or dst == LIMITED_BROADCAST)):
+            return  # TCP is unicast only
+        self.tcp.input(family, src, dst, payload, now)
 
     def _input_ip6(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
         tc, flow, plen, nh, hlim, src, dst = ipv6.parse(mv)
@@ -928,7 +920,8 @@ class Stack:
 
     # -- timers ------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        times = [self.reasm4.next_deadline(), self.reasm6.next_deadline()]
+        times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
+                 self.tcp.next_deadline()]
         for iface in self.interfaces.values():
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
@@ -937,6 +930,7 @@ class Stack:
 
     def on_timer(self, now: float) -> None:
         self._now = now
+        self.tcp.on_timer(now)
         for key, first in self.reasm4.expire(now):
             if first is not None:  # RFC 792: time exceeded in reassembly, to the sender
                 self._icmp4_error(key[0], key[1], icmp4.TIME_EXCEEDED,

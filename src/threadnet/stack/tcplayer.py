@@ -1,0 +1,324 @@
+"""TCP in the stack: demultiplexing, listeners, ephemeral ports, timers, wire encoding.
+
+``stack/tcp`` holds one connection's sans-IO state machine; this module gives a Stack
+many of them. Segments that arrive are parsed (``wire/tcp``) into ``Segment`` records and
+handed to their connection; what connections want to send is encoded and passed to the
+IP layer. A listener keeps a bounded queue of half-open connections (the SYN backlog):
+under a SYN flood the oldest half-open entry is dropped to admit the newest, so memory
+stays bounded and a real client's retransmitted SYN still gets through.
+
+Everything here runs under the stack's lock (the driver's). ``TcpEndpoint.on_event``
+is called whenever something a socket might wait for changes (data, space, state).
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from threadnet.stack.tcp import Segment, TcpConnection
+from threadnet.wire import ipv4, ipv6, tcp
+
+if TYPE_CHECKING:
+    from threadnet.stack.stack import Stack
+
+EPHEMERAL = (32768, 60999)  # Linux's ip_local_port_range
+SYN_BACKLOG = 256  # half-open connections per listener
+_seq = itertools.count()
+
+
+class TcpEndpoint:
+    """A connection with its addresses, as the socket layer sees it."""
+
+    __slots__ = ("layer", "conn", "family", "local", "remote", "key", "listener",
+                 "on_event", "accepted", "_timer", "_in_event")
+
+    def __init__(self, layer: TcpLayer, conn: TcpConnection, family: int,
+                 local: tuple[bytes, int], remote: tuple[bytes, int]) -> None:
+        self.layer = layer
+        self.conn = conn
+        self.family = family
+        self.local = local
+        self.remote = remote
+        self.key = (local[0], local[1], remote[0], remote[1])
+        self.listener: TcpListener | None = None  # set while half-open on a listener
+        self.on_event: Callable[[TcpEndpoint], None] | None = None
+        self.accepted = False
+        self._timer: float | None = None
+        self._in_event = False
+
+    # -- the socket layer's calls (under the stack lock) ------------------------------
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        n = self.conn.send(data)
+        self.layer.flush(self)
+        return n
+
+    def recv(self, maxlen: int) -> bytes:
+        """Up to ``maxlen`` bytes; b"" when nothing is queued (check ``conn.eof``)."""
+        if not self.conn.recv_queued:
+            return b""
+        data = self.conn.recv(maxlen)
+        self.layer.flush(self)  # a window update may be due
+        return data
+
+    def shutdown_write(self) -> None:
+        self.conn.shutdown_write(self.layer.stack.clock())
+        self.layer.flush(self)
+
+    def close(self) -> None:
+        self.conn.close(self.layer.stack.clock())
+        self.on_event = None
+        self.layer.flush(self)
+
+    def abort(self) -> None:
+        self.conn.abort(self.layer.stack.clock())
+        self.on_event = None
+        self.layer.flush(self)
+
+
+class TcpListener:
+    """A listening port: half-open connections and the queue of established ones."""
+
+    def __init__(self, layer: TcpLayer, family: int, addr: bytes, port: int, backlog: int,
+                 on_ready: Callable[[], None] | None) -> None:
+        self.layer = layer
+        self.family = family  # 6 listens on both families unless v6only
+        self.addr = addr
+        self.port = port
+        self.backlog = max(1, backlog)
+        self.on_ready = on_ready
+        self.v6only = False
+        self.half_open: OrderedDict[tuple, TcpEndpoint] = OrderedDict()
+        self.ready: deque[TcpEndpoint] = deque()
+        self.options: dict[str, object] = {}
+        self.syn_dropped = 0
+
+    def accept(self) -> TcpEndpoint | None:
+        while self.ready:
+            ep = self.ready.popleft()
+            if ep.conn.closed or ep.conn.error:
+                continue  # reset before anyone accepted it
+            ep.accepted = True
+            return ep
+        return None
+
+    def close(self) -> None:
+        self.layer.listeners.pop((self.addr, self.port), None)
+        for ep in list(self.half_open.values()) + list(self.ready):
+            ep.abort()
+        self.half_open.clear()
+        self.ready.clear()
+
+
+class TcpLayer:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.conns: dict[tuple, TcpEndpoint] = {}
+        self.listeners: dict[tuple[bytes, int], TcpListener] = {}
+        self.timers: list[tuple[float, int, TcpEndpoint]] = []
+        self.rng = random.Random()
+        self.defaults: dict[str, object] = {}
+        self.rst_sent = 0
+
+    # -- ports -----------------------------------------------------------------------
+    def port_in_use(self, addr: bytes, port: int) -> bool:
+        if (addr, port) in self.listeners or (b"", port) in self.listeners:
+            return True
+        return any(k[1] == port and (not addr or k[0] == addr or not k[0]) for k in self.conns)
+
+    def ephemeral(self, addr: bytes, remote: tuple[bytes, int] | None = None) -> int:
+        lo, hi = EPHEMERAL
+        start = self.rng.randrange(lo, hi + 1)
+        for i in range(hi - lo + 1):
+            port = lo + (start - lo + i) % (hi - lo + 1)
+            if remote is not None:
+                if (addr, port, remote[0], remote[1]) not in self.conns and \
+                        (addr, port) not in self.listeners and (b"", port) not in self.listeners:
+                    return port
+            elif not self.port_in_use(addr, port):
+                return port
+        raise OSError(errno.EADDRNOTAVAIL, "no free local port")
+
+    # -- opening ----------------------------------------------------------------------
+    def listen(self, family: int, addr: bytes, port: int, backlog: int,
+               on_ready: Callable[[], None] | None = None, *, reuse: bool = False) -> TcpListener:
+        if (addr, port) in self.listeners:
+            raise OSError(errno.EADDRINUSE, f"port {port} is already listening")
+        if not reuse and self.port_in_use(addr, port):
+            raise OSError(errno.EADDRINUSE, f"port {port} is in use")
+        listener = TcpListener(self, family, addr, port, backlog, on_ready)
+        self.listeners[(addr, port)] = listener
+        return listener
+
+    def connect(self, family: int, src: bytes | None, sport: int, dst: bytes, dport: int,
+                now: float, **options: object) -> TcpEndpoint:
+        stack = self.stack
+        if src is None:
+            src = stack.source4(dst) if family == 4 else stack._source6(dst)
+            if src is None:
+                raise OSError(errno.ENETUNREACH, "no route to host")
+        if not sport:
+            sport = self.ephemeral(src, (dst, dport))
+        key = (src, sport, dst, dport)
+        if key in self.conns:
+            raise OSError(errno.EADDRINUSE, "that connection exists")
+        conn = self._new_conn(family, dst, now, options)
+        ep = TcpEndpoint(self, conn, family, (src, sport), (dst, dport))
+        self.conns[key] = ep
+        conn.connect(now)
+        self.flush(ep)
+        return ep
+
+    def _new_conn(self, family: int, dst: bytes, now: float, options: dict) -> TcpConnection:
+        try:
+            _, _, _, mtu = self.stack._path(family, None, dst, now)
+        except OSError:
+            mtu = 1500
+        mss = mtu - (40 if family == 4 else 60)
+        opts = {**self.defaults, **options}
+        return TcpConnection(now, mss=max(mss, 536), rng=self.rng, **opts)  # type: ignore[arg-type]
+
+    # -- input --------------------------------------------------------------------------
+    def input(self, family: int, src: bytes, dst: bytes, payload: memoryview, now: float) -> None:
+        (sport, dport, seq, ack, doff, flags, window, _, _, opts) = tcp.parse(payload, src, dst)
+        key = (dst, dport, src, sport)
+        ep = self.conns.get(key)
+        if ep is not None:
+            seg = self._segment(seq, ack, flags, window, opts, payload[doff:])
+            ep.conn.input(seg, now)
+            self.flush(ep)
+            return
+        listener = self.listeners.get((dst, dport)) or self.listeners.get((b"", dport))
+        if listener is not None and listener.family == 6 and family == 4 and listener.v6only:
+            listener = None
+        if listener is not None and flags & (tcp.SYN | tcp.ACK | tcp.RST) == tcp.SYN:
+            self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now)
+            return
+        if flags & tcp.RST:
+            return
+        self._reset(family, src, sport, dst, dport, seq, ack, flags, len(payload) - doff, now)
+
+    @staticmethod
+    def _segment(seq: int, ack: int, flags: int, window: int, opts: memoryview,
+                 data: memoryview) -> Segment:
+        if opts:
+            mss, wscale, sackok, blocks, ts_val, ts_ecr = tcp.parse_options(opts)
+            return Segment(seq, ack, flags, window, data, mss, wscale, sackok, blocks, ts_val, ts_ecr)
+        return Segment(seq, ack, flags, window, data)
+
+    def _syn(self, listener: TcpListener, family: int, src: bytes, sport: int, dst: bytes,
+             dport: int, seq: int, window: int, opts: memoryview, now: float) -> None:
+        key = (dst, dport, src, sport)
+        if len(listener.ready) >= listener.backlog:
+            listener.syn_dropped += 1  # accept queue full: drop, the client will retry
+            return
+        if len(listener.half_open) >= SYN_BACKLOG:
+            # SYN flood: forget the oldest half-open connection (no RST: it may be spoofed)
+            _, old = listener.half_open.popitem(last=False)
+            self._forget(old)
+            listener.syn_dropped += 1
+        conn = self._new_conn(family, src, now, dict(listener.options))
+        ep = TcpEndpoint(self, conn, family, (dst, dport), (src, sport))
+        ep.listener = listener
+        self.conns[key] = ep
+        listener.half_open[key] = ep
+        conn.listen_accept(self._segment(seq, 0, tcp.SYN, window, opts, memoryview(b"")), now)
+        self.flush(ep)
+
+    def _reset(self, family: int, src: bytes, sport: int, dst: bytes, dport: int, seq: int,
+               ack: int, flags: int, data_len: int, now: float) -> None:
+        """RFC 9293 3.10.7.1: a segment for no connection gets a RST."""
+        seg_len = data_len + (1 if flags & tcp.SYN else 0) + (1 if flags & tcp.FIN else 0)
+        out = bytearray(20)
+        if flags & tcp.ACK:
+            tcp.build(out, dst, src, dport, sport, ack, 0, tcp.RST, 0)
+        else:
+            tcp.build(out, dst, src, dport, sport, 0, (seq + seg_len) & 0xFFFFFFFF,
+                      tcp.RST | tcp.ACK, 0)
+        self.rst_sent += 1
+        self._send(family, dst, src, out, now)
+
+    # -- output and timers ----------------------------------------------------------------
+    def flush(self, ep: TcpEndpoint) -> None:
+        """Send what the connection wants to send, then update timers and waiters."""
+        stack = self.stack
+        now = stack.clock()
+        conn = ep.conn
+        src, sport = ep.local
+        dst, dport = ep.remote
+        for seg in conn.output(now):
+            n = len(seg.payload)
+            ts = (seg.ts_val, seg.ts_ecr) if seg.ts_val is not None else None
+            opt_len = tcp.options_length(seg.mss, seg.wscale, seg.sack_permitted,
+                                         seg.sack_blocks, ts)
+            out = bytearray(20 + opt_len + n)
+            tcp.build(out, src, dst, sport, dport, seg.seq, seg.ack, seg.flags, seg.window,
+                      seg.payload, mss=seg.mss, wscale=seg.wscale,
+                      sack_permitted=seg.sack_permitted, sack_blocks=seg.sack_blocks, ts=ts)
+            self._send(ep.family, src, dst, out, now)
+        # half-open -> established: move to the listener's accept queue
+        listener = ep.listener
+        if listener is not None and conn.established:
+            ep.listener = None
+            listener.half_open.pop(ep.key, None)
+            if len(listener.ready) < listener.backlog:
+                listener.ready.append(ep)
+                if listener.on_ready is not None:
+                    listener.on_ready()
+            else:
+                ep.abort()
+                return
+        if conn.closed:
+            self._forget(ep)
+        else:
+            due = conn.next_timer()
+            if due is not None and due != ep._timer:
+                ep._timer = due
+                heapq.heappush(self.timers, (due, next(_seq), ep))
+        if ep.on_event is not None and not ep._in_event:
+            # (the callback may call send/recv, which flush again: no recursion)
+            ep._in_event = True
+            try:
+                ep.on_event(ep)
+            finally:
+                ep._in_event = False
+
+    def _forget(self, ep: TcpEndpoint) -> None:
+        if self.conns.get(ep.key) is ep:
+            del self.conns[ep.key]
+        if ep.listener is not None:
+            ep.listener.half_open.pop(ep.key, None)
+        ep._timer = None
+
+    def _send(self, family: int, src: bytes, dst: bytes, segment: bytearray, now: float) -> None:
+        try:
+            if family == 4:
+                self.stack.send_ip4(src, dst, ipv4.PROTO_TCP, segment, now, df=True)
+            else:
+                self.stack.send_ip6(src, dst, ipv6.PROTO_TCP, segment, now)
+        except OSError:
+            pass  # no route right now: TCP retransmits
+
+    def next_deadline(self) -> float | None:
+        timers = self.timers
+        while timers:
+            due, _, ep = timers[0]
+            if ep._timer == due and self.conns.get(ep.key) is ep:
+                return due
+            heapq.heappop(timers)  # stale: the connection moved its timer or is gone
+        return None
+
+    def on_timer(self, now: float) -> None:
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            due, _, ep = heapq.heappop(timers)
+            if ep._timer != due or self.conns.get(ep.key) is not ep:
+                continue
+            ep._timer = None
+            ep.conn.on_timer(now)
+            self.flush(ep)
