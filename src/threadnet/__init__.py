@@ -6,11 +6,16 @@ them, user-space TCP/IP stacks that turn threads and processes into network node
 
 from threadnet.errors import LinkError, ThreadnetError, URLError
 from threadnet.link import Link, open_link, register_scheme
+from threadnet.stack.socket import StackSocket, msocket
+from threadnet.stack.stack import Stack
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Link",
+    "Stack",
+    "StackSocket",
+    "msocket",
     "LinkError",
     "ThreadnetError",
     "URLError",

@@ -999,6 +999,12 @@ class Stack:
             self.echo_waiters.pop((family, ident), None)
         return rtts
 
+    def socket(self, family: int = 2, type: int = 1, proto: int = 0):
+        """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""
+        from threadnet.stack.socket import StackSocket
+
+        return StackSocket(self, family, type, proto)
+
     def locked(self):
         """Hold the stack's lock (the driver's) for calls from application threads; on
         exit the driver re-arms the stack's timers."""

@@ -1,0 +1,659 @@
+"""Sockets on a Stack that the standard library accepts: ``stack.socket()`` / ``msocket()``.
+
+A ``StackSocket`` *is* a ``socket.socket``: its descriptor is one end of an AF_UNIX
+socket pair, so select, poll, epoll, ``selectors``, ``asyncio``, ``socketserver`` and
+``ssl`` work on it unchanged, and reads and writes are the kernel's own (fast, with its
+flow control). The stack holds the other end and pumps bytes between it and the TCP
+connection; connect, bind, listen, accept, addresses and options are answered by the
+stack. Stream data flow:
+
+    application  <->  [socket pair]  <->  pump (driver thread)  <->  TcpConnection
+
+Flow control is end to end: the pump reads from the pair only while the connection has
+send space, and takes received data out of the connection only when the pair accepts
+it, so a slow reader shrinks the advertised TCP window.
+
+A non-blocking ``connect`` must not look writable before the handshake completes. The
+pair's application side is pre-filled (with a tiny send buffer) until it would block;
+when the connection is established the pump discards exactly that filler, and the
+descriptor becomes writable: select/asyncio see the connect complete at the right time.
+
+Datagram sockets carry a small address header in each datagram of the pair; ``sendto``
+goes straight into the stack (in the caller's thread, under the stack lock).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket as _socket
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from threadnet.stack.tcplayer import TcpEndpoint, TcpListener
+
+if TYPE_CHECKING:
+    from threadnet.stack.stack import Stack
+
+AF_INET, AF_INET6 = _socket.AF_INET, _socket.AF_INET6
+SOCK_STREAM, SOCK_DGRAM = _socket.SOCK_STREAM, _socket.SOCK_DGRAM
+PUMP_CHUNK = 256 * 1024
+_UDP_HDR = struct.Struct("!B16sH")  # family, address (v4 in the first 4 bytes), port
+_V4MAPPED = b"\x00" * 10 + b"\xff\xff"
+_APP_BUF = 512 * 1024
+
+
+def _to_int_family(family: int) -> int:
+    return 4 if family == AF_INET else 6
+
+
+class StackSocket(_socket.socket):
+    """A socket on a threadnet Stack (TCP or UDP, IPv4 or IPv6)."""
+
+    def __init__(self, stack: Stack, family: int = AF_INET, type: int = SOCK_STREAM,
+                 proto: int = 0, *, _endpoint: TcpEndpoint | None = None) -> None:
+        if family not in (AF_INET, AF_INET6):
+            raise OSError(errno.EAFNOSUPPORT, "threadnet stacks support AF_INET and AF_INET6")
+        base_type = type & ~(getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0))
+        if base_type not in (SOCK_STREAM, SOCK_DGRAM):
+            raise OSError(errno.ESOCKTNOSUPPORT, "only SOCK_STREAM and SOCK_DGRAM")
+        app, inner = _socket.socketpair(_socket.AF_UNIX, base_type)
+        for s in (app, inner):
+            s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, _APP_BUF)
+            s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, _APP_BUF)
+        super().__init__(_socket.AF_UNIX, base_type, 0, fileno=app.detach())
+        self._stack = stack
+        self._vfamily = family
+        self._vtype = base_type
+        self._vproto = proto or (_socket.IPPROTO_TCP if base_type == SOCK_STREAM else _socket.IPPROTO_UDP)
+        self._inner = inner
+        inner.setblocking(False)
+        self._local: tuple[bytes, int] | None = None
+        self._remote: tuple[bytes, int] | None = None
+        self._error = 0
+        self._opts: dict[tuple[int, int], int] = {}
+        self._listener: TcpListener | None = None
+        self._pump: _StreamPump | None = None
+        self._udp_key: tuple[bytes, int] | None = None
+        self._v6only = False
+        if type & getattr(_socket, "SOCK_NONBLOCK", 0):
+            self.setblocking(False)
+        if _endpoint is not None:
+            self._local, self._remote = _endpoint.local, _endpoint.remote
+            self._pump = _StreamPump(self, _endpoint, connected=True)
+
+    # -- what the stdlib reads -----------------------------------------------------------
+    @property
+    def family(self) -> _socket.AddressFamily:  # type: ignore[override]
+        return _socket.AddressFamily(self._vfamily)
+
+    @property
+    def type(self) -> _socket.SocketKind:  # type: ignore[override]
+        return _socket.SocketKind(self._vtype)
+
+    @property
+    def proto(self) -> int:  # type: ignore[override]
+        return self._vproto
+
+    def __repr__(self) -> str:
+        state = "closed" if self.fileno() < 0 else f"fd={self.fileno()}"
+        return (f"<threadnet.StackSocket {state} family={self.family.name} type={self.type.name} "
+                f"laddr={self._fmt(self._local) if self._local else None} "
+                f"raddr={self._fmt(self._remote) if self._remote else None}>")
+
+    # -- addresses -----------------------------------------------------------------------
+    def _parse(self, address: Any) -> tuple[int, bytes, int]:
+        """(IP version, packed address, port) for a stdlib-style address tuple."""
+        if not isinstance(address, tuple) or len(address) < 2:
+            raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
+        host, port = address[0], address[1]
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise OverflowError("port must be 0-65535")
+        if host in ("", None):
+            return (_to_int_family(self._vfamily), b"", port)
+        if host in ("localhost", "localhost.localdomain"):
+            host = "127.0.0.1" if self._vfamily == AF_INET else "::1"
+        elif host == "<broadcast>":
+            host = "255.255.255.255"
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            raise _socket.gaierror(_socket.EAI_NONAME,
+                                   f"{host!r}: names are not resolved on a threadnet stack yet; "
+                                   "use an address") from None
+        if self._vfamily == AF_INET:
+            if ip.version != 4:
+                raise OSError(errno.EAFNOSUPPORT, f"{host} is not an IPv4 address")
+            return 4, ip.packed, port
+        if ip.version == 4:
+            raise _socket.gaierror(_socket.EAI_ADDRFAMILY, f"{host}: IPv4 on an AF_INET6 socket "
+                                   "needs the ::ffff: form")
+        if ip.ipv4_mapped is not None:  # v4-mapped on an IPv6 socket: the hybrid engine
+            if self._v6only:
+                raise OSError(errno.ENETUNREACH, "IPV6_V6ONLY socket")
+            return 4, ip.ipv4_mapped.packed, port
+        return 6, ip.packed, port
+
+    def _fmt(self, addr: tuple[bytes, int] | None) -> tuple:
+        if addr is None:
+            return ("0.0.0.0", 0) if self._vfamily == AF_INET else ("::", 0, 0, 0)
+        a, port = addr
+        if self._vfamily == AF_INET:
+            return (str(ipaddress.ip_address(a)) if a else "0.0.0.0", port)
+        if len(a) == 4:
+            return ("::ffff:" + str(ipaddress.ip_address(a)), port, 0, 0)
+        return (str(ipaddress.ip_address(a)) if a else "::", port, 0, 0)
+
+    def getsockname(self) -> tuple:  # type: ignore[override]
+        return self._fmt(self._local)
+
+    def getpeername(self) -> tuple:  # type: ignore[override]
+        if self._remote is None:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return self._fmt(self._remote)
+
+    # -- options -------------------------------------------------------------------------
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
+        v = int.from_bytes(value, "little") if isinstance(value, bytes | bytearray) else value
+        self._opts[(level, optname)] = v
+        if (level, optname) == (_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY):
+            self._v6only = bool(v)
+            if self._listener is not None:
+                self._listener.v6only = bool(v)
+        pump = self._pump
+        if pump is not None:
+            with self._stack.locked():
+                pump.apply_options()
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:  # type: ignore[override]
+        if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_ERROR):
+            err, self._error = self._error, 0
+            if err == 0 and self._pump is not None and self._pump.error:
+                err = self._pump.error
+            return err
+        if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_TYPE):
+            return self._vtype
+        if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
+            return int(self._listener is not None)
+        if (level, optname) in self._opts:
+            return self._opts[(level, optname)]
+        if (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
+                                (_socket.SOL_SOCKET, _socket.SO_SNDBUF)):
+            return 256 * 1024
+        return 0
+
+    def _conn_options(self) -> dict[str, Any]:
+        o = self._opts
+        opts: dict[str, Any] = {}
+        if o.get((_socket.IPPROTO_TCP, _socket.TCP_NODELAY)):
+            opts["nodelay"] = True
+        if o.get((_socket.SOL_SOCKET, _socket.SO_KEEPALIVE)):
+            opts["keepalive"] = True
+        if (_socket.SOL_SOCKET, _socket.SO_RCVBUF) in o:
+            opts["rcvbuf"] = max(4096, int(o[(_socket.SOL_SOCKET, _socket.SO_RCVBUF)]))
+        if (_socket.SOL_SOCKET, _socket.SO_SNDBUF) in o:
+            opts["sndbuf"] = max(4096, int(o[(_socket.SOL_SOCKET, _socket.SO_SNDBUF)]))
+        return opts
+
+    # -- bind / listen / accept --------------------------------------------------------------
+    def bind(self, address: Any) -> None:  # type: ignore[override]
+        fam, addr, port = self._parse(address)
+        stack = self._stack
+        if addr and not (stack._is_local4(addr) if fam == 4 else stack._is_local6(addr)):
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        if self._local is not None:
+            raise OSError(errno.EINVAL, "already bound")
+        with stack.locked():
+            if self._vtype == SOCK_STREAM:
+                reuse = bool(self._opts.get((_socket.SOL_SOCKET, _socket.SO_REUSEADDR)))
+                if port == 0:
+                    port = stack.tcp.ephemeral(addr)
+                elif stack.tcp.port_in_use(addr, port) and not reuse:
+                    raise OSError(errno.EADDRINUSE, "Address already in use")
+                self._local = (addr, port)
+            else:
+                if port == 0:
+                    port = self._free_udp_port(addr)
+                self._udp_bind(addr, port)
+
+    def listen(self, backlog: int = 128) -> None:  # type: ignore[override]
+        if self._vtype != SOCK_STREAM:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        if self._listener is not None:
+            self._listener.backlog = max(1, backlog)
+            return
+        stack = self._stack
+        with stack.locked():
+            if self._local is None:
+                self._local = (b"", stack.tcp.ephemeral(b""))
+            addr, port = self._local
+            # (bind has already checked that the port is free)
+            listener = stack.tcp.listen(_to_int_family(self._vfamily), addr, port, backlog,
+                                        self._announce, reuse=True)
+            listener.v6only = self._v6only or self._vfamily == AF_INET
+            listener.options = self._conn_options()
+            self._listener = listener
+
+    def _announce(self) -> None:
+        """A connection is ready to accept: make our descriptor readable (one byte each)."""
+        try:
+            self._inner.send(b"\0")
+        except OSError:
+            pass
+
+    def accept(self) -> tuple[StackSocket, tuple]:  # type: ignore[override]
+        listener = self._listener
+        if listener is None:
+            raise OSError(errno.EINVAL, "Invalid argument (not listening)")
+        timeout = self.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                token = super().recv(1, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                token = None
+            if token:
+                with self._stack.locked():
+                    ep = listener.accept()
+                    sock = (StackSocket(self._stack, self._vfamily, SOCK_STREAM, _endpoint=ep)
+                            if ep is not None else None)
+                if sock is not None:
+                    if _socket.getdefaulttimeout() is None:
+                        sock.setblocking(True)  # accepted sockets start blocking, as in CPython
+                    return sock, sock.getpeername()
+                continue
+            if token == b"":
+                raise OSError(errno.EBADF, "listening socket closed")
+            if timeout == 0.0:
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError("timed out")
+            select.select([self], [], [], left)
+
+    # -- connect -------------------------------------------------------------------------------
+    def connect(self, address: Any) -> None:  # type: ignore[override]
+        err = self._connect(address)
+        if err == errno.EINPROGRESS:
+            raise BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def connect_ex(self, address: Any) -> int:  # type: ignore[override]
+        try:
+            return self._connect(address)
+        except OSError as exc:
+            return exc.errno or errno.EINVAL
+
+    def _connect(self, address: Any) -> int:
+        fam, addr, port = self._parse(address)
+        stack = self._stack
+        if self._vtype == SOCK_DGRAM:
+            if self._udp_key is None:
+                with stack.locked():
+                    self._udp_bind(b"", self._free_udp_port(b""))
+            self._remote = (addr, port)
+            return 0
+        if self._pump is not None:
+            if self._pump.connected:
+                return errno.EISCONN
+            return errno.EALREADY
+        if not addr:
+            addr = b"\x7f\x00\x00\x01" if fam == 4 else b"\x00" * 15 + b"\x01"
+        timeout = self.gettimeout()
+        with stack.locked():
+            src, sport = (self._local or (b"", 0))
+            ep = stack.tcp.connect(fam, src or None, sport, addr, port, stack.clock(),
+                                   **self._conn_options())
+            self._local, self._remote = ep.local, ep.remote
+            self._pump = _StreamPump(self, ep, connected=False, fill=(timeout == 0.0))
+        if timeout == 0.0:
+            return errno.EINPROGRESS
+        if not self._pump.done.wait(timeout):
+            with stack.locked():
+                ep.abort()
+            raise TimeoutError("timed out")
+        return self._pump.error
+
+    # -- data ------------------------------------------------------------------------------------
+    def _check_eof(self) -> None:
+        pump = self._pump
+        if pump is not None and pump.error and pump.error != errno.EPIPE:
+            raise OSError(pump.error, os.strerror(pump.error))
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        if self._vtype == SOCK_DGRAM:
+            return self.recvfrom(bufsize, flags)[0]
+        data = super().recv(bufsize, flags)
+        if not data and bufsize:
+            self._check_eof()
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        if self._vtype == SOCK_DGRAM:
+            data, _ = self.recvfrom(nbytes or len(buffer), flags)
+            memoryview(buffer)[:len(data)] = data
+            return len(data)
+        n = super().recv_into(buffer, nbytes, flags)
+        if n == 0 and (nbytes or len(buffer)):
+            self._check_eof()
+        return n
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple]:  # type: ignore[override]
+        if self._vtype != SOCK_DGRAM:
+            return self.recv(bufsize, flags), self.getpeername()
+        raw = super().recv(65535 + _UDP_HDR.size, flags)
+        fam, addr, port = _UDP_HDR.unpack_from(raw)
+        peer = (addr[:4] if fam == 4 else addr, port)
+        return raw[_UDP_HDR.size:_UDP_HDR.size + bufsize], self._fmt(peer)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, tuple]:  # type: ignore[override]
+        data, addr = self.recvfrom(nbytes or len(buffer), flags)
+        memoryview(buffer)[:len(data)] = data
+        return len(data), addr
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
+        address = flags_or_addr if addr is None else addr
+        if self._vtype != SOCK_DGRAM:
+            raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+        fam, dst, port = self._parse(address)
+        data = bytes(data)
+        if len(data) > 65507:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        stack = self._stack
+        with stack.locked():
+            if self._udp_key is None:
+                self._udp_bind(b"", self._free_udp_port(b""))
+            src = self._local[0] if self._local and self._local[0] else None
+            stack.udp_send(data, (str(ipaddress.ip_address(dst)), port), self._local[1],  # type: ignore[index]
+                           str(ipaddress.ip_address(src)) if src else None, stack.clock())
+        return len(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
+        if self._vtype == SOCK_DGRAM:
+            if self._remote is None:
+                raise OSError(errno.EDESTADDRREQ, "Destination address required")
+            return self.sendto(data, self._fmt(self._remote))
+        return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
+        if self._vtype == SOCK_DGRAM:
+            self.send(data, flags)
+            return
+        super().sendall(data, flags)
+
+    # -- UDP binding ---------------------------------------------------------------------------------
+    def _free_udp_port(self, addr: bytes) -> int:
+        import random
+
+        for _ in range(1000):
+            port = random.randint(32768, 60999)
+            if (addr, port) not in self._stack.udp and (b"", port) not in self._stack.udp:
+                return port
+        raise OSError(errno.EADDRNOTAVAIL, "no free UDP port")
+
+    def _udp_bind(self, addr: bytes, port: int) -> None:
+        inner = self._inner
+
+        def deliver(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
+            ip = ipaddress.ip_address(src[0])
+            if self._remote is not None and (ip.packed, src[1]) != self._remote:
+                return  # a connected UDP socket hears only its peer
+            if ip.version == 4 and self._vfamily == AF_INET6 and self._v6only:
+                return
+            try:
+                inner.send(_UDP_HDR.pack(ip.version, ip.packed, src[1]) + data)
+            except OSError:
+                pass  # the receive queue is full: the datagram is lost, as with UDP
+
+        self._stack.udp_bind(port, deliver, str(ipaddress.ip_address(addr)) if addr else None)
+        self._udp_key = (addr, port)
+        self._local = (addr, port)
+
+    # -- closing -----------------------------------------------------------------------------------
+    def close(self) -> None:  # type: ignore[override]
+        stack = self._stack
+        if self._listener is not None:
+            with stack.locked():
+                self._listener.close()
+            self._listener = None
+        if self._udp_key is not None:
+            with stack.locked():
+                addr, port = self._udp_key
+                stack.udp_unbind(port, str(ipaddress.ip_address(addr)) if addr else None)
+            self._udp_key = None
+        if self._pump is None:
+            try:
+                self._inner.close()
+            except OSError:
+                pass
+        # a stream's pump sees EOF on its end and closes the connection gracefully
+        super().close()
+
+
+class _StreamPump:
+    """Moves bytes between a socket pair's stack end and a TCP connection."""
+
+    def __init__(self, sock: StackSocket, ep: TcpEndpoint, *, connected: bool,
+                 fill: bool = False) -> None:
+        self.stack = sock._stack
+        self.inner = sock._inner
+        self.ep = ep
+        self.connected = connected
+        self.error = 0
+        self.done = threading.Event()
+        self.out = b""  # received data the pair could not take yet
+        self.reading = False
+        self.writing = False
+        self.eof_in = False  # the application shut down writing
+        self.eof_out = False  # we passed the peer's FIN on
+        self.closed = False
+        self.discard = 0
+        self.app = sock
+        self.options = sock._conn_options
+        if fill:
+            self.discard = _fill(sock)
+        ep.on_event = self.on_event
+        driver = self.stack.driver
+        if connected:
+            self.done.set()
+        self.on_event(ep)
+        if driver is not None:
+            driver.touch(self.stack)
+
+    def apply_options(self) -> None:
+        conn = self.ep.conn
+        opts = self.options()
+        conn.nodelay = bool(opts.get("nodelay", False))
+        conn.keepalive = bool(opts.get("keepalive", False))
+
+    # -- called under the stack lock --------------------------------------------------------
+    def on_event(self, ep: TcpEndpoint) -> None:
+        conn = ep.conn
+        if conn.error and not self.error:
+            self.error = conn.error
+            self.app._error = conn.error
+            self.done.set()
+            self._shutdown()
+            return
+        if not self.connected and conn.established:
+            self.connected = True
+            self.done.set()
+        if self.connected and not self.reading and not self.eof_in and conn.writable_space > 0:
+            self._call(lambda: self._want_read(True))
+        self._deliver()
+        if conn.closed and not self.out:
+            self._shutdown()
+
+    def _deliver(self) -> None:
+        ep = self.ep
+        inner = self.inner
+        while True:
+            if not self.out:
+                if not ep.conn.recv_queued:
+                    break
+                self.out = ep.recv(PUMP_CHUNK)
+                if not self.out:
+                    break
+            try:
+                n = inner.send(self.out)
+            except BlockingIOError:
+                if not self.writing:
+                    self.writing = True
+                    self._call(lambda: self.stack.driver.loop.add_writer(inner, self._writable))
+                return
+            except OSError:
+                # the application closed its socket with data arriving: reset (RFC 9293)
+                self.out = b""
+                ep.abort()
+                self._shutdown()
+                return
+            self.out = self.out[n:]
+        if ep.conn.eof and not self.out and not self.eof_out:
+            self.eof_out = True
+            try:
+                inner.shutdown(_socket.SHUT_WR)
+            except OSError:
+                pass
+
+    # -- driver thread callbacks ---------------------------------------------------------------
+    def _call(self, fn: Any) -> None:
+        driver = self.stack.driver
+        if driver is not None:
+            driver.call_soon(fn)
+
+    def _want_read(self, flag: bool) -> None:
+        if self.closed or flag == self.reading:
+            return
+        self.reading = flag
+        loop = self.stack.driver.loop
+        if flag:
+            loop.add_reader(self.inner, self._readable)
+        else:
+            loop.remove_reader(self.inner)
+
+    def _writable(self) -> None:
+        with self.stack.locked():
+            self.writing = False
+            self.stack.driver.loop.remove_writer(self.inner)
+            self._deliver()
+            if self.ep.conn.closed and not self.out:
+                self._shutdown()
+
+    def _readable(self) -> None:
+        with self.stack.locked():
+            conn = self.ep.conn
+            inner = self.inner
+            while True:
+                if self.discard:
+                    try:
+                        junk = inner.recv(min(self.discard, PUMP_CHUNK))
+                    except BlockingIOError:
+                        return
+                    self.discard -= len(junk)
+                    if not self.discard:
+                        _unfill(self.app)
+                    continue
+                space = conn.writable_space
+                if space <= 0:
+                    self._want_read(False)  # resume when the connection has room again
+                    return
+                try:
+                    data = inner.recv(min(space, PUMP_CHUNK))
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""
+                if not data:
+                    self.eof_in = True
+                    self._want_read(False)
+                    if self.eof_out or conn.eof:
+                        self.ep.close()
+                    else:
+                        self.ep.shutdown_write()
+                    return
+                self.ep.send(data)
+
+    def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        inner = self.inner
+
+        def close() -> None:
+            loop = self.stack.driver.loop if self.stack.driver is not None else None
+            if loop is not None:
+                loop.remove_reader(inner)
+                loop.remove_writer(inner)
+            inner.close()
+
+        if self.stack.driver is not None:
+            self._call(close)
+        else:
+            inner.close()
+
+
+def _fill(sock: StackSocket) -> int:
+    """Make the application's end not writable until the handshake completes."""
+    _socket.socket.setsockopt(sock, _socket.SOL_SOCKET, _socket.SO_SNDBUF, 1)
+    filled = 0
+    chunk = b"\0" * 256
+    while True:
+        try:
+            filled += _socket.socket.send(sock, chunk, _socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return filled
+
+
+def _unfill(sock: StackSocket) -> None:
+    try:
+        _socket.socket.setsockopt(sock, _socket.SOL_SOCKET, _socket.SO_SNDBUF, _APP_BUF)
+    except OSError:
+        pass  # the application closed it meanwhile
+
+
+def msocket(stack: Stack | None, family: int = AF_INET, type: int = SOCK_STREAM,
+            proto: int = 0) -> StackSocket:
+    """A socket on ``stack`` (libioth's ``ioth_msocket``)."""
+    if stack is None:
+        raise OSError(errno.EINVAL, "no default stack yet: pass a Stack")
+    return StackSocket(stack, family, type, proto)
+
+
+def create_connection(stack: Stack, address: tuple[str, int], timeout: float | None = None,
+                      source_address: tuple[str, int] | None = None) -> StackSocket:
+    """``socket.create_connection`` on ``stack`` (numeric addresses; IPv6 when it has ':')."""
+    host = address[0]
+    family = AF_INET6 if ":" in host else AF_INET
+    sock = StackSocket(stack, family, SOCK_STREAM)
+    try:
+        if timeout is not None:
+            sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def create_server(stack: Stack, address: tuple[str, int], *, family: int = AF_INET,
+                  backlog: int | None = None, reuse_port: bool = False,
+                  dualstack_ipv6: bool = False) -> StackSocket:
+    """``socket.create_server`` on ``stack``."""
+    sock = StackSocket(stack, family, SOCK_STREAM)
+    try:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if family == AF_INET6:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0 if dualstack_ipv6 else 1)
+        sock.bind(address)
+        sock.listen(128 if backlog is None else backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,331 @@
+"""Sockets on stacks, used by the standard library: two stacks joined through
+``threadnet switch``, over IPv4 and IPv6, and the Linux kernel as a peer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import http.server
+import os
+import selectors
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from threadnet.stack.driver import Driver
+from threadnet.stack.socket import create_connection, create_server
+from threadnet.stack.stack import Stack
+from threadnet.switch.server import SwitchServer
+
+from conftest import need_tool, wait_for
+
+ADDRS = {4: ("10.8.0.1", "10.8.0.2"), 6: ("fc00:8::1", "fc00:8::2")}
+FAM = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+@pytest.fixture
+def pair(sockdir):
+    """Two stacks, A and B, on one threadnet switch, each with an IPv4 and an IPv6 address."""
+    sw = SwitchServer(os.path.join(sockdir, "sw"), pcap=os.path.join(sockdir, "sw.pcap")).start()
+    driver = Driver("test-sockets")
+    url = f"vde://{sw.directory}"
+    a = Stack("eth,ip=10.8.0.1/24,ip=fc00:8::1/64", link=url, driver=driver, name="A")
+    b = Stack("eth,ip=10.8.0.2/24,ip=fc00:8::2/64", link=url, driver=driver, name="B")
+    wait_for(lambda: "fc00:8::1/64" in a.addresses(6) and "fc00:8::2/64" in b.addresses(6),
+             what="DAD")
+    yield a, b
+    a.close()
+    b.close()
+    driver.stop()
+    sw.close()
+
+
+def serve_echo(sock: socket.socket) -> threading.Thread:
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+
+            def run(c: socket.socket = conn) -> None:
+                with c:
+                    while data := c.recv(65536):
+                        c.sendall(data)
+
+            threading.Thread(target=run, daemon=True).start()
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("v", [4, 6])
+def test_tcp_echo_and_udp(pair, v):
+    a, b = pair
+    srv = create_server(b, ("", 7), family=FAM[v])
+    serve_echo(srv)
+    with create_connection(a, (ADDRS[v][1], 7), timeout=10) as c:
+        assert c.getpeername()[:2] == (ADDRS[v][1], 7)
+        payload = os.urandom(1 << 20)
+        threading.Thread(target=lambda: (c.sendall(payload), c.shutdown(socket.SHUT_WR)),
+                         daemon=True).start()
+        got = bytearray()
+        while data := c.recv(65536):
+            got += data
+        assert got == payload
+    srv.close()
+    u1 = b.socket(FAM[v], socket.SOCK_DGRAM)
+    u1.bind(("", 5353))
+    u2 = a.socket(FAM[v], socket.SOCK_DGRAM)
+    u2.settimeout(5)
+    u1.settimeout(5)
+    u2.sendto(b"question", (ADDRS[v][1], 5353))
+    data, addr = u1.recvfrom(100)
+    assert data == b"question" and addr[0] == ADDRS[v][0]
+    u1.sendto(b"answer", addr)
+    data, addr = u2.recvfrom(100)
+    assert data == b"answer" and addr[:2] == (ADDRS[v][1], 5353)
+    u1.close()
+    u2.close()
+
+
+def test_errors_use_real_errno(pair):
+    a, b = pair
+    c = a.socket()
+    c.settimeout(5)
+    with pytest.raises(ConnectionRefusedError):
+        c.connect(("10.8.0.2", 9))
+    c.close()
+    s1 = create_server(b, ("", 8080))
+    with pytest.raises(OSError) as e:
+        create_server(b, ("", 8080))
+    assert e.value.errno == 98  # EADDRINUSE
+    s1.close()
+    c = a.socket()
+    with pytest.raises(OSError) as e:
+        c.connect(("192.0.2.1", 80))
+    assert e.value.errno == 101  # ENETUNREACH
+    c.close()
+
+
+def test_http_server_and_urllib(pair):
+    a, b = pair
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = f"hello {self.path} from {self.server.server_address[0]}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    class StackHTTPServer(http.server.ThreadingHTTPServer):
+        def __init__(self, stack, addr):
+            self.stack = stack
+            super().__init__(addr, Handler, bind_and_activate=False)
+            self.socket = stack.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.server_bind()
+            self.server_activate()
+
+    httpd = StackHTTPServer(b, ("10.8.0.2", 80))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    try:
+        class StackConnection(http.client.HTTPConnection):
+            def connect(self):
+                self.sock = create_connection(a, (self.host, self.port), self.timeout)
+
+        class StackHandler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(StackConnection, req)
+
+        opener = urllib.request.build_opener(StackHandler)
+        with opener.open("http://10.8.0.2/index", timeout=10) as r:
+            assert r.status == 200 and r.read() == b"hello /index from 10.8.0.2"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _self_signed(tmp: str) -> tuple[str, str]:
+    key, crt = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "1", "-subj", "/CN=10.8.0.2",
+                    "-addext", "subjectAltName=IP:10.8.0.2"], check=True, capture_output=True)
+    return crt, key
+
+
+def test_ssl_wrapped_connection(pair, sockdir):
+    need_tool("openssl")
+    a, b = pair
+    crt, key = _self_signed(sockdir)
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(crt, key)
+    srv = create_server(b, ("", 443))
+
+    def serve():
+        conn, _ = srv.accept()
+        with sctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(tls.recv(100).upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    cctx = ssl.create_default_context(cafile=crt)
+    with create_connection(a, ("10.8.0.2", 443), timeout=10) as raw:
+        with cctx.wrap_socket(raw, server_hostname="10.8.0.2") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            tls.sendall(b"secret")
+            assert tls.recv(100) == b"SECRET"
+    srv.close()
+
+
+def test_selectors_nonblocking(pair):
+    a, b = pair
+    srv = create_server(b, ("", 9000))
+    srv.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(srv, selectors.EVENT_READ)
+    c = a.socket(socket.AF_INET6)
+    c.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        c.connect(("::ffff:10.8.0.2", 9000))  # v4-mapped: the hybrid engine
+    csel = selectors.DefaultSelector()
+    csel.register(c, selectors.EVENT_WRITE)
+    assert csel.select(5), "connect never completed"
+    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    assert sel.select(5)
+    conn, addr = srv.accept()
+    assert addr[0] == "10.8.0.1"
+    c.send(b"x" * 1000)
+    conn.setblocking(False)
+    sel.register(conn, selectors.EVENT_READ)
+    got = b""
+    deadline = time.monotonic() + 5
+    while len(got) < 1000 and time.monotonic() < deadline:
+        for key, _ in sel.select(1):
+            if key.fileobj is conn:
+                got += conn.recv(4096)
+    assert got == b"x" * 1000
+    for s in (c, conn, srv):
+        s.close()
+
+
+def test_asyncio_echo(pair):
+    a, b = pair
+
+    async def main():
+        async def handle(reader, writer):
+            writer.write(await reader.read(100))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=create_server(b, ("", 7007)))
+        loop = asyncio.get_running_loop()
+        sock = a.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("10.8.0.2", 7007))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"async hello")
+        await writer.drain()
+        data = await reader.read(100)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert asyncio.run(asyncio.wait_for(main(), 20)) == b"async hello"
+
+
+# -- the kernel as a peer ------------------------------------------------------------------
+
+@pytest.fixture
+def kernel(netns, procs, pair, sockdir):
+    need_tool("vde_plug2tap", "curl")
+    a, b = pair
+    ns = netns.add()
+    netns.run(ns, "ip", "tuntap", "add", "dev", "tnk0", "mode", "tap")
+    netns.run(ns, "ip", "addr", "add", "10.8.0.9/24", "dev", "tnk0")
+    netns.run(ns, "ip", "addr", "add", "fc00:8::9/64", "dev", "tnk0", "nodad")
+    netns.run(ns, "ip", "link", "set", "tnk0", "up")
+    sw_dir = os.path.join(sockdir, "sw")
+    pidfile = os.path.join(sockdir, "p2t.pid")
+    procs.daemon(netns.exec_cmd(ns, "vde_plug2tap", "-s", sw_dir, "-d", "-P", pidfile, "tnk0"),
+                 pidfile)
+    return ns
+
+
+def test_curl_from_kernel_fetches_from_stack(kernel, netns, pair):
+    a, b = pair
+    srv = create_server(a, ("", 8000), family=socket.AF_INET6, dualstack_ipv6=True)
+
+    def serve():
+        for _ in range(2):
+            conn, _ = srv.accept()
+            with conn:
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    req += conn.recv(1024)
+                body = b"stack says hi"
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\n" + body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    for url in ("http://10.8.0.1:8000/", "http://[fc00:8::1]:8000/"):
+        r = netns.run(kernel, "curl", "-s", "-m", "10", url, check=False)
+        assert r.returncode == 0 and r.stdout == "stack says hi", (url, r.stderr)
+    srv.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("direction", ["download", "upload"])
+def test_100mb_with_kernel(kernel, netns, procs, pair, sockdir, direction):
+    a, b = pair
+    size = 100 * 1024 * 1024
+    script = os.path.join(sockdir, "peer.py")
+    with open(script, "w") as f:
+        f.write(
+            "import hashlib, socket, sys\n"
+            "mode, size = sys.argv[1], int(sys.argv[2])\n"
+            "s = socket.create_server(('10.8.0.9', 9100))\n"
+            "c, _ = s.accept()\n"
+            "h = hashlib.sha256()\n"
+            "if mode == 'send':\n"
+            "    block = bytes(range(256)) * 256\n"
+            "    left = size\n"
+            "    while left:\n"
+            "        chunk = block[:min(left, len(block))]; c.sendall(chunk); h.update(chunk); left -= len(chunk)\n"
+            "    c.shutdown(socket.SHUT_WR)\n"
+            "else:\n"
+            "    while d := c.recv(1 << 16): h.update(d)\n"
+            "print(h.hexdigest(), flush=True)\n")
+    peer = procs.popen(netns.exec_cmd(kernel, "python3", script,
+                                      "send" if direction == "download" else "recv", str(size)),
+                       stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    h = hashlib.sha256()
+    t0 = time.monotonic()
+    with create_connection(a, ("10.8.0.9", 9100), timeout=60) as c:
+        if direction == "download":
+            while d := c.recv(1 << 16):
+                h.update(d)
+        else:
+            block = bytes(range(256)) * 256
+            left = size
+            while left:
+                chunk = block[:min(left, len(block))]
+                c.sendall(chunk)
+                h.update(chunk)
+                left -= len(chunk)
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)  # wait for the kernel to close
+    out, _ = peer.communicate(timeout=120)
+    rate = size * 8 / (time.monotonic() - t0) / 1e6
+    assert out.strip() == h.hexdigest(), "sha256 mismatch"
+    print(f"{direction}: 100 MB, sha256 ok, {rate:.0f} Mbit/s")
