@@ -32,13 +32,14 @@ FAM = {4: socket.AF_INET, 6: socket.AF_INET6}
 @pytest.fixture
 def pair(sockdir):
     """Two stacks, A and B, on one threadnet switch, each with an IPv4 and an IPv6 address."""
-    sw = SwitchServer(os.path.join(sockdir, "sw"), pcap=os.path.join(sockdir, "sw.pcap")).start()
+    sw = SwitchServer(os.path.join(sockdir, "sw")).start()
     driver = Driver("test-sockets")
     url = f"vde://{sw.directory}"
     a = Stack("eth,ip=10.8.0.1/24,ip=fc00:8::1/64", link=url, driver=driver, name="A")
     b = Stack("eth,ip=10.8.0.2/24,ip=fc00:8::2/64", link=url, driver=driver, name="B")
     wait_for(lambda: "fc00:8::1/64" in a.addresses(6) and "fc00:8::2/64" in b.addresses(6),
              what="DAD")
+    a.switch = b.switch = sw  # type: ignore[attr-defined]
     yield a, b
     a.close()
     b.close()
@@ -262,8 +263,10 @@ def kernel(netns, procs, pair, sockdir):
     return ns
 
 
-def test_curl_from_kernel_fetches_from_stack(kernel, netns, pair):
+def test_curl_from_kernel_fetches_from_stack(kernel, netns, pair, sockdir):
     a, b = pair
+    pcap = os.path.join(sockdir, "curl.pcap")
+    a.switch.set_capture(None, pcap)
     srv = create_server(a, ("", 8000), family=socket.AF_INET6, dualstack_ipv6=True)
 
     def serve():
@@ -281,6 +284,15 @@ def test_curl_from_kernel_fetches_from_stack(kernel, netns, pair):
         r = netns.run(kernel, "curl", "-s", "-m", "10", url, check=False)
         assert r.returncode == 0 and r.stdout == "stack says hi", (url, r.stderr)
     srv.close()
+    a.switch.set_capture(None, None)
+    if os.path.exists("/usr/bin/tshark"):
+        r = subprocess.run(["tshark", "-r", pcap, "-o", "tcp.check_checksum:TRUE",
+                            "-o", "ip.check_checksum:TRUE", "-Y",
+                            "_ws.malformed || _ws.expert.severity == error || tcp.checksum.status == 2"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == "", r.stdout
+        r = subprocess.run(["tshark", "-r", pcap, "-Y", "http"], capture_output=True, text=True)
+        assert r.stdout.count("HTTP") >= 4  # two requests and two responses
 
 
 @pytest.mark.slow

@@ -294,6 +294,12 @@ class TcpLayer:
         if ep.listener is not None:
             ep.listener.half_open.pop(ep.key, None)
         ep._timer = None
+        # Stale heap entries keep forgotten connections alive: under a SYN flood they
+        # would pile up, so rebuild the heap once they outnumber the live ones.
+        if len(self.timers) > 4 * len(self.conns) + 64:
+            self.timers = [t for t in self.timers
+                           if t[2]._timer == t[0] and self.conns.get(t[2].key) is t[2]]
+            heapq.heapify(self.timers)
 
     def _send(self, family: int, src: bytes, dst: bytes, segment: bytearray, now: float) -> None:
         try:
