@@ -49,6 +49,9 @@ class EventLoop:
         self._sel.register(self._wake_r, selectors.EVENT_READ, [self._drain_wakeup, None])
         self._old_signals: dict[int, Any] = {}
         self._soon: deque[Callable[[], Any]] = deque()
+        # None: a failing callback ends run() (a switch should not limp on); a loop that
+        # serves many independent parties (the stack driver) reports and continues.
+        self.on_error: Callable[[BaseException], None] | None = None
 
     # -- descriptors ---------------------------------------------------------------
     # Each registration's data is [reader, writer]; either may be None.
@@ -157,11 +160,16 @@ class EventLoop:
                 timeout = max(0.0, timers[0][0] - monotonic())
             for key, mask in sel.select(timeout):
                 cbs = key.data
-                if mask & EVENT_READ and cbs[0] is not None:
-                    cbs[0]()
-                # (the reader may have removed the writer meanwhile: look again)
-                if mask & EVENT_WRITE and cbs[1] is not None:
-                    cbs[1]()
+                try:
+                    if mask & EVENT_READ and cbs[0] is not None:
+                        cbs[0]()
+                    # (the reader may have removed the writer meanwhile: look again)
+                    if mask & EVENT_WRITE and cbs[1] is not None:
+                        cbs[1]()
+                except Exception as exc:
+                    if self.on_error is None:
+                        raise
+                    self.on_error(exc)
                 if not self._running:
                     break
             if timers:
@@ -169,7 +177,12 @@ class EventLoop:
                 while timers and timers[0][0] <= now:
                     _, _, t = heapq.heappop(timers)
                     if not t.cancelled:
-                        t.callback()
+                        try:
+                            t.callback()
+                        except Exception as exc:
+                            if self.on_error is None:
+                                raise
+                            self.on_error(exc)
 
     def close(self) -> None:
         for s, old in self._old_signals.items():

@@ -30,6 +30,7 @@ class Driver:
     def __init__(self, name: str = "threadnet-driver") -> None:
         self.name = name
         self.loop = EventLoop()
+        self.loop.on_error = self._loop_error
         self.lock = threading.RLock()
         self._calls: deque[Callable[[], None]] = deque()
         self._timers: dict[int, Timer] = {}
@@ -110,6 +111,13 @@ class Driver:
             except Exception as exc:  # a bug must not stop every stack in the process
                 self._report(stack, exc)
         self._arm(stack)
+
+    def _loop_error(self, exc: BaseException) -> None:
+        import sys
+        import traceback
+
+        print(f"threadnet driver: {exc!r}", file=sys.stderr)
+        traceback.print_exception(exc)
 
     def _report(self, stack: Stack, exc: BaseException) -> None:
         import sys

@@ -441,6 +441,7 @@ class _StreamPump:
     def __init__(self, sock: StackSocket, ep: TcpEndpoint, *, connected: bool,
                  fill: bool = False) -> None:
         self.stack = sock._stack
+        self.driver = sock._stack.driver  # kept: the stack may be closed while callbacks wait
         self.inner = sock._inner
         self.ep = ep
         self.connected = connected
@@ -504,7 +505,7 @@ class _StreamPump:
             except BlockingIOError:
                 if not self.writing:
                     self.writing = True
-                    self._call(lambda: self.stack.driver.loop.add_writer(inner, self._writable))
+                    self._call(lambda: self.driver.loop.add_writer(inner, self._writable))
                 return
             except OSError:
                 # the application closed its socket with data arriving: reset (RFC 9293)
@@ -522,15 +523,14 @@ class _StreamPump:
 
     # -- driver thread callbacks ---------------------------------------------------------------
     def _call(self, fn: Any) -> None:
-        driver = self.stack.driver
-        if driver is not None:
-            driver.call_soon(fn)
+        if self.driver is not None:
+            self.driver.call_soon(fn)
 
     def _want_read(self, flag: bool) -> None:
         if self.closed or flag == self.reading:
             return
         self.reading = flag
-        loop = self.stack.driver.loop
+        loop = self.driver.loop
         if flag:
             loop.add_reader(self.inner, self._readable)
         else:
@@ -539,7 +539,7 @@ class _StreamPump:
     def _writable(self) -> None:
         with self.stack.locked():
             self.writing = False
-            self.stack.driver.loop.remove_writer(self.inner)
+            self.driver.loop.remove_writer(self.inner)
             self._deliver()
             if self.ep.conn.closed and not self.out:
                 self._shutdown()
@@ -585,13 +585,12 @@ class _StreamPump:
         inner = self.inner
 
         def close() -> None:
-            loop = self.stack.driver.loop if self.stack.driver is not None else None
-            if loop is not None:
-                loop.remove_reader(inner)
-                loop.remove_writer(inner)
+            if self.driver is not None:
+                self.driver.loop.remove_reader(inner)
+                self.driver.loop.remove_writer(inner)
             inner.close()
 
-        if self.stack.driver is not None:
+        if self.driver is not None:
             self._call(close)
         else:
             inner.close()
