@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_wirefilter)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack"], help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser

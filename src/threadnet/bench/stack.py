@@ -1,0 +1,367 @@
+"""``threadnet bench stack``: TCP throughput, connections/s and memory of threadnet stacks,
+side by side with the kernel (veth between namespaces: the limit) in one run.
+
+Cases:
+- stack to stack over ``threadnet switch``, MTU 1500, each stack in its own process;
+- stack to stack over an in-process pair link at MTU 64 KiB (one process);
+- kernel to stack and stack to kernel through a tap (vde_plug2tap) on the switch (root);
+- kernel to kernel over a veth pair between two namespaces (root): the reference;
+- connections per second (handshake, a small request, close) between two stacks;
+- memory per idle stack.
+Every figure is printed with its ratio to the kernel's veth figure where one exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from threadnet.bench import interpreter
+
+PORT = 5201
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# -- roles run in child processes ----------------------------------------------------------
+def role_server(link: str, ip: str) -> None:
+    from threadnet.stack.socket import create_server
+    from threadnet.stack.stack import Stack
+
+    s = Stack(f"eth,ip={ip}", link=link)
+    srv = create_server(s, ("", PORT))
+    print("ready", flush=True)
+    conn, _ = srv.accept()
+    n = 0
+    t0 = None
+    while d := conn.recv(1 << 20):
+        if t0 is None:
+            t0 = time.perf_counter()
+        n += len(d)
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    print(json.dumps({"bytes": n, "seconds": dt}), flush=True)
+    conn.close()
+    s.close()
+
+
+def role_client(link: str, ip: str, dst: str, nbytes: int) -> None:
+    from threadnet.stack.socket import create_connection
+    from threadnet.stack.stack import Stack
+
+    s = Stack(f"eth,ip={ip}", link=link)
+    block = bytes(1 << 20)
+    with create_connection(s, (dst, PORT), timeout=60) as c:
+        left = nbytes
+        while left > 0:
+            c.sendall(block[:min(left, len(block))])
+            left -= len(block)
+    time.sleep(0.5)
+    s.close()
+
+
+def _mbps(result: dict) -> float:
+    return result["bytes"] * 8 / max(result["seconds"], 1e-9) / 1e6
+
+
+# -- cases ---------------------------------------------------------------------------------
+def stack_to_stack_switch(python: str, nbytes: int, work: str) -> float:
+    d = os.path.join(work, "sw")
+    pidfile = d + ".pid"
+    subprocess.run([python, "-m", "threadnet", "switch", "-s", d, "-d", "-p", pidfile],
+                   check=True, env=_env())
+    try:
+        me = [python, "-m", "threadnet.bench.stack"]
+        srv = subprocess.Popen(me + ["--role", "server", "--link", f"vde://{d}", "--ip", "10.251.0.2/24"],
+                               stdout=subprocess.PIPE, text=True, env=_env())
+        assert srv.stdout is not None
+        if srv.stdout.readline().strip() != "ready":
+            raise RuntimeError("server did not start")
+        subprocess.run(me + ["--role", "client", "--link", f"vde://{d}", "--ip", "10.251.0.1/24",
+                             "--dst", "10.251.0.2", "--bytes", str(nbytes)],
+                       check=True, env=_env(), timeout=600)
+        out, _ = srv.communicate(timeout=120)
+        return _mbps(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        with open(pidfile) as f:
+            _kill(int(f.read()))
+
+
+def stack_to_stack_pair(nbytes: int, mtu: int = 65535) -> float:
+    from threadnet.link.pair import open_pair
+    from threadnet.stack.socket import create_connection, create_server
+    from threadnet.stack.stack import Stack
+
+    la, lb = open_pair(mtu)
+    a, b = Stack(link=la), Stack(link=lb)
+    a.configure("eth,ip=10.252.0.1/24")
+    b.configure("eth,ip=10.252.0.2/24")
+    srv = create_server(b, ("", PORT))
+    result: dict = {}
+
+    def rx() -> None:
+        conn, _ = srv.accept()
+        n, t0 = 0, time.perf_counter()
+        while d := conn.recv(1 << 20):
+            n += len(d)
+        result.update(bytes=n, seconds=time.perf_counter() - t0)
+
+    t = threading.Thread(target=rx)
+    t.start()
+    block = bytes(1 << 20)
+    with create_connection(a, ("10.252.0.2", PORT), timeout=60) as c:
+        for _ in range(nbytes >> 20):
+            c.sendall(block)
+    t.join(300)
+    a.close()
+    b.close()
+    return _mbps(result)
+
+
+def connections_per_second(count: int) -> float:
+    from threadnet.link.pair import open_pair
+    from threadnet.stack.socket import create_connection, create_server
+    from threadnet.stack.stack import Stack
+
+    la, lb = open_pair(1518)
+    a, b = Stack(link=la), Stack(link=lb)
+    a.configure("eth,ip=10.253.0.1/24")
+    b.configure("eth,ip=10.253.0.2/24")
+    srv = create_server(b, ("", 80), backlog=512)
+
+    def serve() -> None:
+        for _ in range(count):
+            conn, _ = srv.accept()
+            conn.recv(100)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    a.ping("10.253.0.2")  # resolve ARP first
+    t0 = time.perf_counter()
+    for _ in range(count):
+        with create_connection(a, ("10.253.0.2", 80), timeout=10) as c:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            while c.recv(100):
+                pass
+    rate = count / (time.perf_counter() - t0)
+    t.join(10)
+    a.close()
+    b.close()
+    return rate
+
+
+def memory_per_stack(count: int) -> float:
+    import tracemalloc
+
+    from threadnet.link.null import open_null
+    from threadnet.stack.stack import Stack
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    stacks = []
+    for i in range(count):
+        s = Stack(link=open_null("null://", "", None), driver=False)
+        s.configure(f"eth,ip=10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255 or 1}/8")
+        stacks.append(s)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    for s in stacks:
+        s.close()
+    return used / count
+
+
+def _ns(name: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", name, *cmd]
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+def kernel_veth(seconds: int) -> float | None:
+    if os.geteuid() != 0 or not shutil.which("iperf3"):
+        return None
+    tag = f"tbs{os.getpid() % 100000}"
+    a, b = tag + "a", tag + "b"
+    try:
+        for n in (a, b):
+            subprocess.run(["ip", "netns", "add", n], check=True)
+        subprocess.run(["ip", "link", "add", "tbv0", "netns", a, "type", "veth", "peer", "name",
+                        "tbv1", "netns", b], check=True)
+        for n, dev, ip in ((a, "tbv0", "10.254.0.1/24"), (b, "tbv1", "10.254.0.2/24")):
+            subprocess.run(_ns(n, "ip", "addr", "add", ip, "dev", dev), check=True)
+            subprocess.run(_ns(n, "ip", "link", "set", dev, "up"), check=True)
+        srv = subprocess.Popen(_ns(b, "iperf3", "-s", "-1"), stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        r = subprocess.run(_ns(a, "iperf3", "-c", "10.254.0.2", "-t", str(seconds), "-J"),
+                           capture_output=True, text=True, timeout=seconds + 30)
+        srv.wait(10)
+        return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return None
+    finally:
+        for n in (a, b):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def kernel_and_stack(python: str, nbytes: int, work: str) -> tuple[float, float] | None:
+    """(kernel -> stack, stack -> kernel) Mbit/s through a tap on a threadnet switch."""
+    if os.geteuid() != 0 or not shutil.which("vde_plug2tap"):
+        return None
+    d = os.path.join(work, "ksw")
+    pidfile = d + ".pid"
+    subprocess.run([python, "-m", "threadnet", "switch", "-s", d, "-d", "-p", pidfile],
+                   check=True, env=_env())
+    ns = f"tbk{os.getpid() % 100000}"
+    p2t = os.path.join(work, "p2t.pid")
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        for cmd in (["ip", "tuntap", "add", "dev", "tbk0", "mode", "tap"],
+                    ["ip", "addr", "add", "10.250.0.9/24", "dev", "tbk0"],
+                    ["ip", "link", "set", "tbk0", "up"],
+                    ["vde_plug2tap", "-s", d, "-d", "-P", p2t, "tbk0"]):
+            subprocess.run(_ns(ns, *cmd), check=True)
+        peer = ("import socket,sys,time\n"
+                "mode,n=sys.argv[1],int(sys.argv[2])\n"
+                "if mode=='send':\n"
+                " c=socket.create_connection(('10.250.0.1',5201),timeout=60);b=bytes(1<<20)\n"
+                " for _ in range(n>>20): c.sendall(b)\n"
+                " c.close()\n"
+                "else:\n"
+                " s=socket.create_server(('10.250.0.9',5202));print('ready',flush=True);c,_=s.accept();t=None;k=0\n"
+                " while d:=c.recv(1<<20):\n"
+                "  t=t or time.perf_counter();k+=len(d)\n"
+                " print(k*8/(time.perf_counter()-t)/1e6,flush=True)\n")
+        from threadnet.stack.socket import create_connection, create_server
+        from threadnet.stack.stack import Stack
+
+        s = Stack("eth,ip=10.250.0.1/24", link=f"vde://{d}")
+        srv = create_server(s, ("", PORT))
+        for _ in range(20):  # until vde_plug2tap has attached and ARP works
+            if subprocess.run(_ns(ns, "ping", "-c", "1", "-W", "1", "10.250.0.1"),
+                              capture_output=True).returncode == 0:
+                break
+        k = subprocess.Popen(_ns(ns, python if python.startswith("/usr/") else "python3", "-c",
+                                 peer, "send", str(nbytes)))
+        conn, _ = srv.accept()
+        n, t0 = 0, None
+        while data := conn.recv(1 << 20):
+            t0 = t0 or time.perf_counter()
+            n += len(data)
+        k2s = n * 8 / (time.perf_counter() - (t0 or time.perf_counter())) / 1e6
+        conn.close()
+        k.wait(30)
+        k = subprocess.Popen(_ns(ns, "python3", "-c", peer, "recv", str(nbytes)),
+                             stdout=subprocess.PIPE, text=True)
+        assert k.stdout is not None
+        k.stdout.readline()
+        block = bytes(1 << 20)
+        with create_connection(s, ("10.250.0.9", 5202), timeout=60) as c:
+            for _ in range(nbytes >> 20):
+                c.sendall(block)
+        s2k = float(k.communicate(timeout=120)[0].strip())
+        s.close()
+        return k2s, s2k
+    except (OSError, subprocess.SubprocessError, ValueError, AssertionError):
+        return None
+    finally:
+        try:
+            with open(p2t) as f:
+                _kill(int(f.read()))
+        except (OSError, ValueError):
+            pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        with open(pidfile) as f:
+            _kill(int(f.read()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="threadnet bench stack", description=__doc__.split("\n")[0])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--mbytes", type=int, default=64, help="megabytes per bulk transfer")
+    p.add_argument("--conns", type=int, default=300, help="connections for the conn/s case")
+    p.add_argument("--stacks", type=int, default=1000, help="stacks for the memory case")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
+    p.add_argument("--link", help=argparse.SUPPRESS)
+    p.add_argument("--ip", help=argparse.SUPPRESS)
+    p.add_argument("--dst", help=argparse.SUPPRESS)
+    p.add_argument("--bytes", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.role == "server":
+        role_server(args.link, args.ip)
+        return 0
+    if args.role == "client":
+        role_client(args.link, args.ip, args.dst, args.bytes)
+        return 0
+    print(f"interpreter: {interpreter()}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
+    nbytes = args.mbytes << 20
+    work = tempfile.mkdtemp(prefix="tnbs-", dir="/tmp")
+    res: dict[str, list[float]] = {}
+    try:
+        for rep in range(args.repeat):
+            cases = {
+                "stack-switch-1500": lambda: stack_to_stack_switch(args.python, nbytes, work),
+                "stack-pair-64k": lambda: stack_to_stack_pair(nbytes),
+                "kernel-veth": lambda: kernel_veth(5),
+                "kernel-stack-tap": lambda: kernel_and_stack(args.python, nbytes, work),
+                "conn/s": lambda: connections_per_second(args.conns),
+            }
+            for name, fn in cases.items():
+                v = fn()
+                if v is None:
+                    continue
+                if isinstance(v, tuple):
+                    res.setdefault("kernel->stack-tap", []).append(v[0])
+                    res.setdefault("stack->kernel-tap", []).append(v[1])
+                    print(f"  run {rep + 1}: kernel->stack {v[0]:.0f}  stack->kernel {v[1]:.0f} Mbit/s",
+                          flush=True)
+                else:
+                    res.setdefault(name, []).append(v)
+                    unit = "conn/s" if name == "conn/s" else "Mbit/s"
+                    print(f"  run {rep + 1}: {name:<18} {v:10.1f} {unit}", flush=True)
+        mem = memory_per_stack(args.stacks)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    veth = statistics.median(res["kernel-veth"]) if "kernel-veth" in res else None
+    print(f"{'case':<22} {'median':>10}  {'ratio to kernel veth':>20}")
+    for name, values in res.items():
+        m = statistics.median(values)
+        ratio = f"{m / veth:20.3f}" if veth and name != "conn/s" else f"{'':>20}"
+        unit = "conn/s" if name == "conn/s" else "Mbit/s"
+        print(f"{name:<22} {m:10.1f}  {ratio}  {unit}")
+    print(f"{'memory per idle stack':<22} {mem / 1024:10.1f}  KiB  "
+          f"({(1 << 30) / mem:,.0f} stacks per GiB)")
+    print(f"(medians of {args.repeat} runs; interpreter above)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
