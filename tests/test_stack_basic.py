@@ -233,3 +233,16 @@ def test_a_thousand_stacks_answer_ping(sockdir, procs, driver):
         for s in stacks:
             s.close()
         prober.close()
+
+
+def test_closing_stacks_does_not_break_the_next_ones(switch, driver):
+    """Closed links leave the driver's selector before their descriptors can be reused."""
+    url = f"vde://{switch.directory}"
+    for round_ in range(5):
+        a = Stack(f"eth,ip=10.5.1.{2 * round_ + 1}/24", link=url, driver=driver)
+        b = Stack(f"eth,ip=10.5.1.{2 * round_ + 2}/24", link=url, driver=driver)
+        try:
+            assert a.ping(f"10.5.1.{2 * round_ + 2}", timeout=2.0), f"round {round_}"
+        finally:
+            a.close()
+            b.close()

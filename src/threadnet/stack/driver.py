@@ -67,19 +67,37 @@ class Driver:
                 self.watch(stack, iface)
         self.touch(stack)
 
-    def detach(self, stack: Stack) -> None:
+    def detach(self, stack: Stack, *, close_links: bool = False) -> None:
+        """Stop driving ``stack``; with ``close_links`` also close its links.
+
+        Both happen on the driver's thread, and the caller waits for them: a link closed
+        before its descriptor leaves the selector would leave a stale registration that
+        silently swallows the next descriptor to reuse the number.
+        """
         self._stacks.pop(id(stack), None)
         links = [i.link for i in stack.interfaces.values() if i.link is not None]
+        done = threading.Event()
 
         def unregister() -> None:
-            for link in links:
-                self.loop.remove_reader(link.fileno())
-            t = self._timers.pop(id(stack), None)
-            if t is not None:
-                t.cancel()
+            try:
+                for link in links:
+                    if not link.closed:
+                        self.loop.remove_reader(link.fileno())
+                        if close_links:
+                            link.close()
+                t = self._timers.pop(id(stack), None)
+                if t is not None:
+                    t.cancel()
+            finally:
+                done.set()
 
-        self.call_soon(unregister)
         stack.driver = None
+        if self._thread is None or not self._thread.is_alive():
+            unregister()
+            return
+        self.call_soon(unregister)
+        if threading.current_thread() is not self._thread:
+            done.wait(5)
 
     def watch(self, stack: Stack, iface: Interface) -> None:
         link = iface.link

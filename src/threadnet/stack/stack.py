@@ -1021,10 +1021,11 @@ class Stack:
         return hold()
 
     def close(self) -> None:
+        """Stop the stack and close its links (open sockets then see their peer vanish)."""
         if self.driver is not None:
-            self.driver.detach(self)  # type: ignore[attr-defined]
+            self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():
-            if iface.link is not None:
+            if iface.link is not None and not iface.link.closed:
                 iface.link.close()
 
     def __repr__(self) -> str:
