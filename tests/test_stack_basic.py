@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from threadnet.link import Link
 from threadnet.stack.driver import Driver
 from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for
+from stack_helpers import ListLink
 
 
 @pytest.fixture
@@ -80,26 +80,6 @@ def _tshark_clean(path: str) -> str:
     return r.stdout
 
 
-class ListLink(Link):
-    """A link that records what the stack sends and never receives (for fuzzing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[bytes] = []
-        self.url = "list://"
-        self._r, self._w = os.pipe()
-
-    def fileno(self) -> int:
-        return self._r
-
-    def _send(self, frame) -> None:
-        self.sent.append(bytes(frame))
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self._r)
-            os.close(self._w)
 
 
 _MAC = bytes.fromhex("020000000001")

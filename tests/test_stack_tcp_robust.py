@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from threadnet.link import Link
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_connection, create_server
 from threadnet.stack.stack import Stack
@@ -23,29 +22,12 @@ from threadnet.switch.server import SwitchServer
 from threadnet.wire import ipv4, tcp
 
 from conftest import need_tool, threadnet_cmd, threadnet_env
+from stack_helpers import ListLink
 
 MAC = bytes.fromhex("020000000001")
 PEER_MAC = bytes.fromhex("020000000002")
 
 
-class ListLink(Link):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[bytes] = []
-        self.url = "list://"
-        self._r, self._w = os.pipe()
-
-    def fileno(self) -> int:
-        return self._r
-
-    def _send(self, frame) -> None:
-        self.sent.append(bytes(frame))
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self._r)
-            os.close(self._w)
 
 
 def tcp_frame(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,

@@ -24,16 +24,11 @@ import tempfile
 import threading
 import time
 
-from threadnet.bench import interpreter
+from threadnet.bench import child_env, interpreter, kill_pid
 
 PORT = 5201
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 # -- roles run in child processes ----------------------------------------------------------
@@ -81,22 +76,22 @@ def stack_to_stack_switch(python: str, nbytes: int, work: str) -> float:
     d = os.path.join(work, "sw")
     pidfile = d + ".pid"
     subprocess.run([python, "-m", "threadnet", "switch", "-s", d, "-d", "-p", pidfile],
-                   check=True, env=_env())
+                   check=True, env=child_env())
     try:
         me = [python, "-m", "threadnet.bench.stack"]
         srv = subprocess.Popen(me + ["--role", "server", "--link", f"vde://{d}", "--ip", "10.251.0.2/24"],
-                               stdout=subprocess.PIPE, text=True, env=_env())
+                               stdout=subprocess.PIPE, text=True, env=child_env())
         assert srv.stdout is not None
         if srv.stdout.readline().strip() != "ready":
             raise RuntimeError("server did not start")
         subprocess.run(me + ["--role", "client", "--link", f"vde://{d}", "--ip", "10.251.0.1/24",
                              "--dst", "10.251.0.2", "--bytes", str(nbytes)],
-                       check=True, env=_env(), timeout=600)
+                       check=True, env=child_env(), timeout=600)
         out, _ = srv.communicate(timeout=120)
         return _mbps(json.loads(out.strip().splitlines()[-1]))
     finally:
         with open(pidfile) as f:
-            _kill(int(f.read()))
+            kill_pid(int(f.read()))
 
 
 def stack_to_stack_pair(nbytes: int, mtu: int = 65535) -> float:
@@ -188,21 +183,6 @@ def _ns(name: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", name, *cmd]
 
 
-def _kill(pid: int) -> None:
-    import signal
-
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-
-
 def kernel_veth(seconds: int) -> float | None:
     if os.geteuid() != 0 or not shutil.which("iperf3"):
         return None
@@ -236,7 +216,7 @@ def kernel_and_stack(python: str, nbytes: int, work: str) -> tuple[float, float]
     d = os.path.join(work, "ksw")
     pidfile = d + ".pid"
     subprocess.run([python, "-m", "threadnet", "switch", "-s", d, "-d", "-p", pidfile],
-                   check=True, env=_env())
+                   check=True, env=child_env())
     ns = f"tbk{os.getpid() % 100000}"
     p2t = os.path.join(work, "p2t.pid")
     try:
@@ -292,12 +272,12 @@ def kernel_and_stack(python: str, nbytes: int, work: str) -> tuple[float, float]
     finally:
         try:
             with open(p2t) as f:
-                _kill(int(f.read()))
+                kill_pid(int(f.read()))
         except (OSError, ValueError):
             pass
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         with open(pidfile) as f:
-            _kill(int(f.read()))
+            kill_pid(int(f.read()))
 
 
 def main(argv: list[str] | None = None) -> int:

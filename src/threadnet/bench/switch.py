@@ -17,14 +17,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from threadnet.bench import interpreter
+from threadnet.bench import child_env, interpreter, kill_pid
 
 SINK_MAC = bytes.fromhex("02000000bb01")
 GEN_MAC = bytes.fromhex("02000000aa01")
@@ -122,7 +121,7 @@ class Switch:
                 cmd.append("--no-batch")
         else:
             cmd = ["vde_switch", "-s", self.dir, "-d", "-p", pidfile]
-        subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, env=_env())
+        subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, env=child_env())
         for _ in range(200):
             if os.path.exists(pidfile) and os.path.exists(os.path.join(self.dir, "ctl")):
                 break
@@ -131,31 +130,11 @@ class Switch:
             self.pid = int(f.read())
 
     def stop(self) -> None:
-        _kill(self.pid)
+        kill_pid(self.pid)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,7 +149,7 @@ def measure_fps(sw: Switch, size: int, duration: float, python: str) -> tuple[fl
     me = [python, "-m", "threadnet.bench.switch"]
     url = f"vde://{sw.dir}"
     sink = subprocess.Popen(me + ["--role", "sink", "--url", url, "--duration", str(duration)],
-                            stdout=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, text=True, env=child_env())
     try:
         assert sink.stdout is not None
         if sink.stdout.readline().strip() != "ready":
@@ -178,7 +157,7 @@ def measure_fps(sw: Switch, size: int, duration: float, python: str) -> tuple[fl
         cpu0 = cpu_seconds(sw.pid)
         gen = subprocess.run(me + ["--role", "gen", "--url", url, "--size", str(size),
                                    "--duration", str(duration)],
-                             capture_output=True, text=True, env=_env(), timeout=duration + 30)
+                             capture_output=True, text=True, env=child_env(), timeout=duration + 30)
         if gen.returncode != 0:
             raise RuntimeError(f"generator failed: {gen.stderr.strip()}")
         out, _ = sink.communicate(timeout=30)
@@ -236,7 +215,7 @@ def measure_iperf(sw: Switch, seconds: int) -> float | None:
         return None
     finally:
         for pid in pids:
-            _kill(pid)
+            kill_pid(pid)
         for ns in nss:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
