@@ -60,6 +60,9 @@ MIN_MSS = 64
 DUPTHRESH = 3
 #: the Timestamps option, with its two NOPs, in every segment once negotiated
 TS_OPTION_LEN = 12
+#: most disjoint ranges held out of order, and in the SACK scoreboard: the window bounds
+#: the bytes, this bounds the bookkeeping a peer can make us keep (1-byte islands)
+MAX_RANGES = 128
 #: persist (zero-window probe) interval bounds
 PERSIST_MIN = 0.2
 PERSIST_MAX = 60.0
@@ -1040,6 +1043,8 @@ class TcpConnection:
                 covered += hi - lo
             j += 1
         if i == j:
+            if n >= MAX_RANGES:
+                return 0
             sacked.insert(i, [left, right])
             return right - left
         new_left = min(left, sacked[i][0])
@@ -1185,7 +1190,7 @@ class TcpConnection:
                 last[2] += data
                 last[1] = e
                 last[3] = stamp
-            else:
+            elif len(q) < MAX_RANGES:
                 q.append([s, e, bytearray(data), stamp])
             return
         i = bisect_left(q, s, key=_range_end)
@@ -1194,6 +1199,8 @@ class TcpConnection:
         while j < n and q[j][0] <= e:
             j += 1
         if i == j:
+            if n >= MAX_RANGES:
+                return  # not kept, not SACKed: the peer sends it again
             q.insert(i, [s, e, bytearray(data), stamp])
             return
         first = q[i]
