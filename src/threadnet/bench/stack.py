@@ -242,6 +242,7 @@ def kernel_and_stack(python: str, nbytes: int, work: str) -> tuple[float, float]
 
         s = Stack("eth,ip=10.250.0.1/24", link=f"vde://{d}")
         srv = create_server(s, ("", PORT))
+        srv.settimeout(60)  # a failed kernel peer must not hang the benchmark (and its cleanup)
         for _ in range(20):  # until vde_plug2tap has attached and ARP works
             if subprocess.run(_ns(ns, "ping", "-c", "1", "-W", "1", "10.250.0.1"),
                               capture_output=True).returncode == 0:
