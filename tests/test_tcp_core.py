@@ -160,28 +160,25 @@ class Pump:
     """Application behaviour for Net.run: write ``data`` into ``src`` (then optionally
     shut down), read everything ``dst`` receives."""
 
-    def __init__(self, src: TcpConnection, dst: TcpConnection, data: bytes, *,
+    def __init__(self, net: Net, src: TcpConnection, dst: TcpConnection, data: bytes, *,
                  shutdown: bool = True, read: bool = True) -> None:
+        self.net = net
         self.src, self.dst, self.data = src, dst, memoryview(data)
         self.sent = 0
         self.got = bytearray()
         self.shutdown = shutdown
         self.read = read
-        self.now = lambda: 0.0
 
     def __call__(self) -> None:
         if self.sent < len(self.data):
             self.sent += self.src.send(self.data[self.sent:self.sent + 65536])
         if self.sent == len(self.data) and self.shutdown:
-            self.src.shutdown_write(self.now())  # idempotent
+            self.src.shutdown_write(self.net.now)  # idempotent
         if self.read:
             drain(self.dst, self.got)
 
 
 def run_pumps(net: Net, pumps: list[Pump], cond, until: float = 600.0) -> bool:
-    for p in pumps:
-        p.now = lambda: net.now
-
     def app() -> None:
         for p in pumps:
             p()
@@ -288,8 +285,8 @@ def test_bulk_transfer_lossy_link(cc):
     rng = random.Random(5)
     up = rng.randbytes(1_500_000)
     down = rng.randbytes(300_000)
-    p_up = Pump(a, b, up)
-    p_down = Pump(b, a, down)
+    p_up = Pump(net, a, b, up)
+    p_down = Pump(net, b, a, down)
     assert run_pumps(net, [p_up, p_down], lambda: b.eof and a.eof, until=300)
     assert bytes(p_up.got) == up and bytes(p_down.got) == down
     assert isinstance(a.cc, CONGESTION[cc])
@@ -317,7 +314,7 @@ def test_rtt_estimator_follows_rfc6298():
     r.sample(0.01)
     r.sample(0.01)
     r.sample(0.01)
-    assert r.rto == 0.2 or r.rto > 0.2
+    assert r.rto >= 0.2  # 2.4: the configured minimum
     base = r.rto
     for i in range(1, 5):  # 5.5: back off by doubling
         r.on_timeout()
@@ -456,7 +453,7 @@ def test_sack_recovery_retransmits_only_the_holes():
 
     net.drop = drop
     data = random.Random(1).randbytes(40 * mss)
-    p = Pump(a, b, data, shutdown=False)
+    p = Pump(net, a, b, data, shutdown=False)
     assert run_pumps(net, [p], lambda: len(p.got) == len(data), until=20)
     assert bytes(p.got) == data
     firsts = set()
@@ -496,14 +493,12 @@ def test_sack_blocks_most_recent_first():
 def _max_flight(a_kw, b_kw, size):
     a, b, net = make_pair(seed=5, a_kw=a_kw, b_kw=b_kw, delay=0.02)
     data = random.Random(2).randbytes(size)
-    p = Pump(a, b, data)
+    p = Pump(net, a, b, data)
     peak = [0]
 
     def app():
         p()
         peak[0] = max(peak[0], a.bytes_in_flight)
-
-    p.now = lambda: net.now
     assert net.run(lambda: b.eof, until=60, app=app)
     assert bytes(p.got) == data
     return a, b, net, peak[0]
@@ -526,8 +521,7 @@ def test_without_window_scaling_flight_is_capped_at_64k():
 def test_zero_window_probes_back_off_and_transfer_resumes():
     a, b, net = make_pair(b_kw={"rcvbuf": 16384}, delay=0.01)
     data = random.Random(4).randbytes(100_000)
-    p = Pump(a, b, data, shutdown=False, read=False)
-    p.now = lambda: net.now
+    p = Pump(net, a, b, data, shutdown=False, read=False)
     net.run(until=net.now + 30, app=p)
     assert b.recv_queued == 16384 and a.snd_wnd == 0
     probes = [(t, s) for t, s in net.sent_by(0)
@@ -698,7 +692,7 @@ def test_simultaneous_open():
     assert a.ws_ok and a.sack_ok and a.ts_ok and b.snd_wscale == a.rcv_wscale
     synacks = [s for _, _, s in net.log if s.flags == SYN | ACK]
     assert len(synacks) == 2
-    p1, p2 = Pump(a, b, b"ping" * 1000), Pump(b, a, b"pong" * 1000)
+    p1, p2 = Pump(net, a, b, b"ping" * 1000), Pump(net, b, a, b"pong" * 1000)
     assert run_pumps(net, [p1, p2], lambda: a.eof and b.eof, until=10)
     assert bytes(p1.got) == b"ping" * 1000 and bytes(p2.got) == b"pong" * 1000
     assert net.now < 1.0  # no retransmission timeouts needed
@@ -851,8 +845,7 @@ def test_half_close_keeps_receiving():
     assert a.writable_space == 0
     assert net.run(lambda: b.eof, until=net.now + 1)
     assert b.recv(10) == b"" and b.state is TcpState.CLOSE_WAIT
-    p = Pump(b, a, b"reply" * 10000)
-    p.now = lambda: net.now
+    p = Pump(net, b, a, b"reply" * 10000)
     assert net.run(lambda: a.eof, until=net.now + 10, app=p)
     assert bytes(p.got) == b"reply" * 10000
 
@@ -965,7 +958,7 @@ def test_batched_input_still_acks_every_second_segment():
 def test_bulk_receiver_acks_every_second_segment():
     a, b, net = make_pair(delay=0.01)
     data = bytes(300 * a.snd_mss)
-    p = Pump(a, b, data, shutdown=False)
+    p = Pump(net, a, b, data, shutdown=False)
     assert run_pumps(net, [p], lambda: len(p.got) == len(data), until=10)
     acks = [s for _, s in net.sent_by(1) if not s.payload]
     assert len(acks) <= 160  # about one per two segments, not one per segment
@@ -1117,7 +1110,7 @@ def _build(c: TcpConnection, spec) -> tuple[Segment, float, int]:
 
 
 @pytest.mark.parametrize("name", STATES)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timestamps=st.booleans(), specs=st.lists(_segment_specs, min_size=1, max_size=12))
 def test_random_segments_never_raise(name, timestamps, specs):
     c = conn_in_state(name, timestamps=timestamps)
