@@ -1493,6 +1493,16 @@ class TcpConnection:
         self._cwnd_limited = cwnd_limited or 2 * flight >= self.cc.cwnd
         return blocked_wnd
 
+
+    def _retransmit_hole(self, out: list, mv: memoryview, s: int, stop: int | None, mss: int,
+                         data_end: int, now: float) -> int:
+        """RFC 6675 NextSeg: resend up to one MSS of the hole at ``s``; returns bytes sent."""
+        e = s + mss
+        if stop is not None and e > stop:
+            e = stop
+        sent = self._send_range(out, mv, s, e, data_end, now)
+        self._high_rxt = e
+        return sent
     def _output_sack_recovery(self, now: float, out: list, mv: memoryview,
                               data_end: int) -> None:
         """RFC 6675 5 (C): send while cwnd - pipe >= 1 SMSS, choosing with NextSeg."""
@@ -1508,12 +1518,7 @@ class TcpConnection:
             s, stop = self._next_unsacked(base)
             if s < lost_edge:
                 # (1) the first lost, not yet retransmitted hole
-                e = s + mss
-                if stop is not None and e > stop:
-                    e = stop
-                sent = self._send_range(out, mv, s, e, data_end, now)
-                self._high_rxt = e
-                pipe += sent
+                pipe += self._retransmit_hole(out, mv, s, stop, mss, data_end, now)
                 continue
             nxt = self.snd_nxt
             if nxt < data_end and nxt < wnd_edge:
@@ -1534,11 +1539,6 @@ class TcpConnection:
                 continue
             if s < high_sacked:
                 # (3) an un-SACKed hole below the highest SACKed byte, not yet deemed lost
-                e = s + mss
-                if stop is not None and e > stop:
-                    e = stop
-                sent = self._send_range(out, mv, s, e, data_end, now)
-                self._high_rxt = e
-                pipe += sent
+                pipe += self._retransmit_hole(out, mv, s, stop, mss, data_end, now)
                 continue
             break

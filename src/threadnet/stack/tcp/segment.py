@@ -6,14 +6,9 @@ job of the wire format module. ``window`` is the raw 16-bit field, before window
 
 from __future__ import annotations
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+from threadnet.wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG  # one definition
+
+__all__ = ["ACK", "CWR", "ECE", "FIN", "PSH", "RST", "SYN", "URG", "Segment"]
 
 _FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
                (ECE, "E"), (CWR, "W"))
