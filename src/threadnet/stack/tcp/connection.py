@@ -1493,7 +1493,6 @@ class TcpConnection:
         self._cwnd_limited = cwnd_limited or 2 * flight >= self.cc.cwnd
         return blocked_wnd
 
-
     def _retransmit_hole(self, out: list, mv: memoryview, s: int, stop: int | None, mss: int,
                          data_end: int, now: float) -> int:
         """RFC 6675 NextSeg: resend up to one MSS of the hole at ``s``; returns bytes sent."""
