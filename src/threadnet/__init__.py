@@ -5,7 +5,15 @@ them, user-space TCP/IP stacks that turn threads and processes into network node
 """
 
 from threadnet.errors import LinkError, ThreadnetError, URLError
+from threadnet.hook import (
+    get_default_stack,
+    install_hook,
+    set_default_stack,
+    uninstall_hook,
+    use,
+)
 from threadnet.link import Link, open_link, register_scheme
+from threadnet.stack.remote import Publication, RemoteSocket, RemoteStack
 from threadnet.stack.socket import StackSocket, msocket
 from threadnet.stack.stack import Stack
 
@@ -13,6 +21,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Link",
+    "Publication",
+    "RemoteSocket",
+    "RemoteStack",
+    "get_default_stack",
+    "install_hook",
+    "set_default_stack",
+    "uninstall_hook",
+    "use",
     "Stack",
     "StackSocket",
     "msocket",

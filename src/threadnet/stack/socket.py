@@ -61,7 +61,10 @@ class StackSocket(_socket.socket):
         base_type = type & ~(getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0))
         if base_type not in (SOCK_STREAM, SOCK_DGRAM):
             raise OSError(errno.ESOCKTNOSUPPORT, "only SOCK_STREAM and SOCK_DGRAM")
-        app, inner = _socket.socketpair(_socket.AF_UNIX, base_type)
+        # datagrams travel on a SEQPACKET pair: boundaries kept, no 10-datagram
+        # max_dgram_qlen limit, and the application sees EOF if the stack's end goes away
+        app, inner = _socket.socketpair(_socket.AF_UNIX, base_type if base_type == SOCK_STREAM
+                                        else _socket.SOCK_SEQPACKET)
         for s in (app, inner):
             s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, _APP_BUF)
             s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, _APP_BUF)
@@ -245,9 +248,21 @@ class StackSocket(_socket.socket):
         except OSError:
             pass
 
-    def accept(self) -> tuple[StackSocket, tuple]:  # type: ignore[override]
+    def _accepted(self) -> StackSocket | None:
+        """The next established connection as a socket (None if it went away meanwhile)."""
         listener = self._listener
         if listener is None:
+            raise OSError(errno.EINVAL, "Invalid argument (not listening)")
+        with self._stack.locked():
+            ep = listener.accept()
+            return (StackSocket(self._stack, self._vfamily, SOCK_STREAM, _endpoint=ep)
+                    if ep is not None else None)
+
+    def _can_accept(self) -> bool:
+        return self._listener is not None
+
+    def accept(self) -> tuple[StackSocket, tuple]:  # type: ignore[override]
+        if not self._can_accept():
             raise OSError(errno.EINVAL, "Invalid argument (not listening)")
         timeout = self.gettimeout()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -257,10 +272,7 @@ class StackSocket(_socket.socket):
             except BlockingIOError:
                 token = None
             if token:
-                with self._stack.locked():
-                    ep = listener.accept()
-                    sock = (StackSocket(self._stack, self._vfamily, SOCK_STREAM, _endpoint=ep)
-                            if ep is not None else None)
+                sock = self._accepted()
                 if sock is not None:
                     if _socket.getdefaulttimeout() is None:
                         sock.setblocking(True)  # accepted sockets start blocking, as in CPython
@@ -289,7 +301,9 @@ class StackSocket(_socket.socket):
         except OSError as exc:
             return exc.errno or errno.EINVAL
 
-    def _connect(self, address: Any) -> int:
+    def _connect(self, address: Any, nonblock: bool | None = None) -> int:
+        """Start (and unless non-blocking, finish) a connect; returns an errno value.
+        ``nonblock`` overrides the socket's own mode (for the published stacks' server)."""
         fam, addr, port = self._parse(address)
         stack = self._stack
         if self._vtype == SOCK_DGRAM:
@@ -304,7 +318,7 @@ class StackSocket(_socket.socket):
             return errno.EALREADY
         if not addr:
             addr = b"\x7f\x00\x00\x01" if fam == 4 else b"\x00" * 15 + b"\x01"
-        timeout = self.gettimeout()
+        timeout = 0.0 if nonblock else self.gettimeout()
         with stack.locked():
             src, sport = (self._local or (b"", 0))
             ep = stack.tcp.connect(fam, src or None, sport, addr, port, stack.clock(),
@@ -347,6 +361,12 @@ class StackSocket(_socket.socket):
         if self._vtype != SOCK_DGRAM:
             return self.recv(bufsize, flags), self.getpeername()
         raw = super().recv(65535 + _UDP_HDR.size, flags)
+        if len(raw) < _UDP_HDR.size:
+            self._check_eof()
+            raise OSError(errno.EBADF, "the socket was closed")
+        return self._parse_datagram(raw, bufsize)
+
+    def _parse_datagram(self, raw: bytes, bufsize: int) -> tuple[bytes, tuple]:
         fam, addr, port = _UDP_HDR.unpack_from(raw)
         peer = (addr[:4] if fam == 4 else addr, port)
         return raw[_UDP_HDR.size:_UDP_HDR.size + bufsize], self._fmt(peer)
@@ -615,12 +635,18 @@ def _unfill(sock: StackSocket) -> None:
         pass  # the application closed it meanwhile
 
 
-def msocket(stack: Stack | None, family: int = AF_INET, type: int = SOCK_STREAM,
-            proto: int = 0) -> StackSocket:
-    """A socket on ``stack`` (libioth's ``ioth_msocket``)."""
-    if stack is None:
-        raise OSError(errno.EINVAL, "no default stack yet: pass a Stack")
-    return StackSocket(stack, family, type, proto)
+def msocket(stack: Any, family: int = AF_INET, type: int = SOCK_STREAM,
+            proto: int = 0) -> _socket.socket:
+    """A socket on ``stack`` (libioth's ``ioth_msocket``, msocket(2)).
+
+    ``stack`` is a Stack, a RemoteStack, the path of a published stack, or None for
+    the calling thread's default (the kernel's stack when there is none)."""
+    from threadnet.hook import _ORIG_SOCKET, _resolve, get_default_stack
+
+    target = get_default_stack() if stack is None else _resolve(stack)
+    if target is None:
+        return _ORIG_SOCKET(family, type, proto)
+    return target.socket(family, type, proto)
 
 
 def create_connection(stack: Stack, address: tuple[str, int], timeout: float | None = None,

@@ -1020,8 +1020,22 @@ class Stack:
 
         return hold()
 
+    def publish(self, path: str | os.PathLike[str], mode: int = 0o660,
+                group: int | str | None = None):
+        """Make this stack reachable at ``path`` for other processes (``msocket(path, ...)``).
+
+        ``mode`` and ``group`` set who may open sockets on it. Returns the Publication;
+        closing it, or the stack, removes the path."""
+        from threadnet.stack.remote import Publication
+
+        pub = Publication(self, path, mode, group)
+        self.__dict__.setdefault("_publications", []).append(pub)
+        return pub
+
     def close(self) -> None:
         """Stop the stack and close its links (open sockets then see their peer vanish)."""
+        for pub in self.__dict__.pop("_publications", ()):
+            pub.close()
         if self.driver is not None:
             self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():

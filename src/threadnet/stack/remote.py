@@ -1,0 +1,591 @@
+"""Stacks named by path: ``stack.publish(path)`` and ``msocket(path, ...)`` (msocket(2)'s idea).
+
+A published stack listens on an AF_UNIX SOCK_SEQPACKET socket at ``path`` (the "stack
+special file"); its mode and group decide who may use the stack, because connecting to
+a Unix socket needs write permission on it. Every virtual socket opened from another
+process has two descriptors there:
+
+* the *data* descriptor, the application end of the same socket pair a local
+  ``StackSocket`` uses, passed with SCM_RIGHTS: reads and writes go straight through
+  the kernel, so the cross-process data path costs what the in-process one does;
+* a *control* connection (one per socket) carrying the calls the stack must answer:
+  bind, listen, connect, accept, names and options, UDP ``sendto``. Closing it (or the
+  process dying) closes the socket in the stack, just as closing a descriptor would.
+
+Messages are one JSON object per packet, optionally followed by a NUL and a binary
+payload; replies carry descriptors as ancillary data. The stack's process serves them
+on its driver thread (resolver calls, which may wait for the network, on a worker
+thread). If the stack's process dies, the data descriptors see their peer vanish and
+the control connections reset: blocked calls fail with ECONNRESET or EPIPE at once.
+"""
+
+from __future__ import annotations
+
+import _socket as _csocket
+import errno
+import json
+import os
+import select
+import socket as _socket
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from threadnet.stack.socket import AF_INET, SOCK_DGRAM, SOCK_STREAM, StackSocket
+
+if TYPE_CHECKING:
+    from threadnet.stack.stack import Stack
+
+MAX_MESSAGE = 65535 + 4096
+_RESOLVER_CALLS = ("getaddrinfo", "gethostname", "gethostbyname", "gethostbyname_ex",
+                   "gethostbyaddr", "getnameinfo", "getfqdn")
+_UNIX = _socket.AF_UNIX
+_SEQPACKET = _socket.SOCK_SEQPACKET
+
+
+def _encode(obj: dict[str, Any], payload: bytes = b"") -> bytes:
+    head = json.dumps(obj, separators=(",", ":")).encode()
+    return head + b"\0" + payload if payload else head
+
+
+def _decode(msg: bytes) -> tuple[dict[str, Any], bytes]:
+    head, _, payload = msg.partition(b"\0")
+    obj = json.loads(head)
+    if not isinstance(obj, dict):
+        raise ValueError("a control message must be a JSON object")
+    return obj, payload
+
+
+def _error_reply(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, _socket.gaierror):
+        return {"raise": "gaierror", "errno": exc.errno, "msg": exc.strerror or str(exc)}
+    if isinstance(exc, _socket.herror):
+        return {"raise": "herror", "errno": exc.errno, "msg": exc.strerror or str(exc)}
+    if isinstance(exc, TimeoutError) and exc.errno is None:
+        return {"raise": "timeout", "msg": str(exc)}
+    if isinstance(exc, OSError):
+        return {"raise": "OSError", "errno": exc.errno, "msg": exc.strerror or str(exc)}
+    name = type(exc).__name__ if isinstance(exc, TypeError | ValueError | OverflowError) else "ValueError"
+    return {"raise": name, "msg": str(exc)}
+
+
+def _raise_from(reply: dict[str, Any]) -> None:
+    kind, msg = reply["raise"], reply.get("msg", "")
+    if kind == "gaierror":
+        raise _socket.gaierror(reply["errno"], msg)
+    if kind == "herror":
+        raise _socket.herror(reply["errno"], msg)
+    if kind == "timeout":
+        raise TimeoutError(msg)
+    if kind == "OSError":
+        raise OSError(reply["errno"], msg)
+    raise {"TypeError": TypeError, "OverflowError": OverflowError}.get(kind, ValueError)(msg)
+
+
+def _tuple(addr: Any) -> Any:
+    return tuple(addr) if isinstance(addr, list) else addr
+
+
+# -- the stack's side ------------------------------------------------------------------------
+class Publication:
+    """A stack reachable at a filesystem path; ``close()`` (or ``stack.close()``) ends it."""
+
+    def __init__(self, stack: Stack, path: str | os.PathLike[str], mode: int = 0o660,
+                 group: int | str | None = None) -> None:
+        driver = stack.driver
+        if driver is None:
+            raise ValueError("only a stack run by a driver can be published")
+        self.stack = stack
+        self.path = os.path.abspath(os.fspath(path))
+        self.driver = driver
+        self._listener = _bind_listener(self.path, mode, group)
+        self._inode = os.stat(self.path).st_ino
+        self._conns: set[_Conn] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self.closed = False
+        driver.call_soon(lambda: driver.loop.add_reader(self._listener, self._on_accept))
+
+    def __repr__(self) -> str:
+        return f"<Publication {self.path} of {self.stack.name}>"
+
+    def _on_accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # EMFILE and friends: try again on the next wakeup
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    time.sleep(0.01)
+                return
+            self._serve(conn, None)
+
+    def _serve(self, ctl: _socket.socket, sock: StackSocket | None) -> None:
+        ctl.setblocking(False)
+        c = _Conn(self, ctl, sock)
+        self._conns.add(c)
+        self.driver.loop.add_reader(ctl, c.on_readable)
+
+    def run_blocking(self, fn: Any) -> None:
+        """Run ``fn`` on a worker thread (calls that may wait on the network)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(4, thread_name_prefix="threadnet-publish")
+        self._pool.submit(fn)
+
+    def close(self) -> None:
+        """Stop serving: remove the path and close every socket opened through it."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        done = threading.Event()
+
+        def shut() -> None:
+            try:
+                self.driver.loop.remove_reader(self._listener)
+                self._listener.close()
+                for c in list(self._conns):
+                    c.close()
+            finally:
+                done.set()
+
+        self.driver.call_soon(shut)
+        done.wait(5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _bind_listener(path: str, mode: int, group: int | str | None) -> _socket.socket:
+    """Bind at a temporary name, set mode and group, then rename: never a moment open to all."""
+    if os.path.lexists(path):
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = _socket.socket(_UNIX, _SEQPACKET)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # a stale stack file
+        else:
+            raise OSError(errno.EADDRINUSE, f"a stack is already published at {path}")
+        finally:
+            probe.close()
+    gid = -1
+    if group is not None:
+        import grp
+
+        gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    s = _socket.socket(_UNIX, _SEQPACKET)
+    try:
+        s.bind(tmp)
+        os.chmod(tmp, mode)
+        if gid != -1:
+            os.chown(tmp, -1, gid)
+        s.listen(128)
+        os.rename(tmp, path)
+    except BaseException:
+        s.close()
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    s.setblocking(False)
+    return s
+
+
+class _Conn:
+    """One control connection: the calls for one virtual socket (or resolver calls)."""
+
+    def __init__(self, pub: Publication, ctl: _socket.socket, sock: StackSocket | None) -> None:
+        self.pub = pub
+        self.ctl = ctl
+        self.sock = sock
+        self.busy = False  # a worker thread owns the reply
+
+    def on_readable(self) -> None:
+        try:
+            msg, _, flags, _ = self.ctl.recvmsg(MAX_MESSAGE)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, flags = b"", 0
+        if not msg:
+            self.close()
+            return
+        try:
+            if flags & _socket.MSG_TRUNC:
+                raise OSError(errno.EMSGSIZE, "control message too long")
+            req, payload = _decode(msg)
+            op = req.get("op")
+            if op == "call":
+                self._call_later(req)
+                return
+            reply, fds = self._handle(op, req, payload)
+        except Exception as exc:  # a bad request gets an error, never kills the stack
+            reply, fds = _error_reply(exc), []
+        self._reply(reply, fds)
+
+    def _reply(self, reply: dict[str, Any], fds: list[int]) -> None:
+        try:
+            if fds:
+                _socket.send_fds(self.ctl, [_encode(reply)], fds)
+            else:
+                self.ctl.send(_encode(reply))
+        except OSError:
+            self.close()
+
+    def _call_later(self, req: dict[str, Any]) -> None:
+        name = req.get("name")
+        if name not in _RESOLVER_CALLS:
+            self._reply({"raise": "ValueError", "msg": f"unknown call {name!r}"}, [])
+            return
+        fn = getattr(self.pub.stack, name, None)
+        if fn is None:
+            self._reply({"raise": "OSError", "errno": errno.ENOSYS,
+                         "msg": f"this stack does not provide {name}"}, [])
+            return
+        args = [_tuple(a) for a in req.get("args", [])]
+
+        def work() -> None:
+            try:
+                reply = {"result": fn(*args)}
+            except Exception as exc:
+                reply = _error_reply(exc)
+            self.pub.driver.call_soon(lambda: self._reply(reply, []))
+
+        self.pub.run_blocking(work)
+
+    def _state(self) -> dict[str, Any]:
+        s = self.sock
+        assert s is not None
+        return {"local": s.getsockname(),
+                "remote": s.getpeername() if s._remote is not None else None}
+
+    def _handle(self, op: Any, req: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], list[int]]:
+        stack = self.pub.stack
+        if op == "socket":
+            if self.sock is not None:
+                raise OSError(errno.EISCONN, "this control connection has a socket")
+            self.sock = StackSocket(stack, int(req["family"]), int(req["type"]), int(req["proto"]))
+            return {"ok": 1}, [self.sock.fileno()]
+        sock = self.sock
+        if sock is None:
+            raise OSError(errno.ENOTSOCK, "no socket on this control connection")
+        if op == "bind":
+            sock.bind(_tuple(req["addr"]))
+        elif op == "listen":
+            sock.listen(int(req["backlog"]))
+        elif op == "connect":
+            err = sock._connect(_tuple(req["addr"]), nonblock=True)
+            return {"err": err, **self._state()}, []
+        elif op == "accept":
+            return self._accept(sock)
+        elif op == "abort":
+            if sock._pump is not None:
+                with stack.locked():
+                    sock._pump.ep.abort()
+        elif op == "status":
+            pump = sock._pump
+            return {"error": pump.error if pump is not None else 0}, []
+        elif op == "getsockopt":
+            return {"value": sock.getsockopt(int(req["level"]), int(req["name"]))}, []
+        elif op == "setsockopt":
+            sock.setsockopt(int(req["level"]), int(req["name"]), int(req["value"]))
+        elif op == "sendto":
+            addr = req.get("addr")
+            n = sock.send(payload) if addr is None else sock.sendto(payload, _tuple(addr))
+            return {"n": n, **self._state()}, []
+        else:
+            raise ValueError(f"unknown operation {op!r}")
+        return self._state(), []
+
+    def _accept(self, sock: StackSocket) -> tuple[dict[str, Any], list[int]]:
+        new = sock._accepted()
+        if new is None:
+            return {"none": 1}, []
+        mine, theirs = _socket.socketpair(_UNIX, _SEQPACKET)
+        self.pub._serve(mine, new)
+        reply = {"local": new.getsockname(), "remote": new.getpeername()}
+        try:
+            _socket.send_fds(self.ctl, [_encode(reply)], [new.fileno(), theirs.fileno()])
+        finally:
+            theirs.close()
+        return {}, []  # already sent
+
+    def close(self) -> None:
+        if self.ctl.fileno() >= 0:
+            self.pub.driver.loop.remove_reader(self.ctl)
+            self.ctl.close()
+        self.pub._conns.discard(self)
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            sock.close()
+
+
+# -- the other process's side ------------------------------------------------------------------------
+def _open_control(path: str) -> _socket.socket:
+    ctl = _socket.socket(_UNIX, _SEQPACKET)
+    try:
+        ctl.connect(path)
+    except BaseException:
+        ctl.close()
+        raise
+    return ctl
+
+
+def _rpc(ctl: _socket.socket, lock: threading.Lock, req: dict[str, Any], payload: bytes = b"",
+         nfds: int = 0) -> tuple[dict[str, Any], list[int]]:
+    with lock:
+        try:
+            ctl.send(_encode(req, payload))
+            if nfds:
+                msg, fds, _, _ = _socket.recv_fds(ctl, MAX_MESSAGE, nfds)
+            else:
+                msg, fds = ctl.recv(MAX_MESSAGE), []
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ConnectionResetError(errno.ECONNRESET, "the stack's process is gone") from exc
+    if not msg:
+        raise ConnectionResetError(errno.ECONNRESET, "the stack's process is gone")
+    reply, _ = _decode(msg)
+    if "raise" in reply:
+        for fd in fds:
+            os.close(fd)
+        _raise_from(reply)
+    return reply, fds
+
+
+class RemoteStack:
+    """A stack published by another process, opened by its path (libioth's ``ioth_msocket``)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self._svc: _socket.socket | None = None
+        self._svc_pid = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<RemoteStack {self.path}>"
+
+    def socket(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> RemoteSocket:
+        ctl = _open_control(self.path)
+        try:
+            base = type & ~(_socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
+            _, fds = _rpc(ctl, threading.Lock(), {"op": "socket", "family": int(family),
+                                                 "type": int(base), "proto": int(proto)}, nfds=1)
+            if len(fds) != 1:
+                raise OSError(errno.EPROTO, "the stack sent no descriptor")
+        except BaseException:
+            ctl.close()
+            raise
+        sock = RemoteSocket(self, ctl, fds[0], int(family), base, int(proto))
+        if type & _socket.SOCK_NONBLOCK:
+            sock.setblocking(False)
+        return sock
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            if self._svc is None or self._svc_pid != os.getpid():
+                self._svc = _open_control(self.path)
+                self._svc_pid = os.getpid()
+            svc = self._svc
+        try:
+            reply, _ = _rpc(svc, self._lock, {"op": "call", "name": name, "args": list(args)})
+        except ConnectionResetError:
+            with self._lock:
+                if self._svc is svc:
+                    self._svc = None
+                    svc.close()
+            raise
+        return reply["result"]
+
+    # the stdlib resolver functions, answered by the stack
+    def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
+                    flags: int = 0) -> list[tuple]:
+        if isinstance(host, bytes):
+            host = host.decode("idna")
+        if isinstance(port, bytes):
+            port = port.decode()
+        out = []
+        for fam, kind, pr, canon, addr in self._call("getaddrinfo", host, port, int(family),
+                                                      int(type), int(proto), int(flags)):
+            out.append((_socket.AddressFamily(fam), _socket.SocketKind(kind), pr, canon, tuple(addr)))
+        return out
+
+    def gethostname(self) -> str:
+        return self._call("gethostname")
+
+    def getfqdn(self, name: str = "") -> str:
+        return self._call("getfqdn", name)
+
+    def gethostbyname(self, name: str) -> str:
+        return self._call("gethostbyname", name)
+
+    def gethostbyname_ex(self, name: str) -> tuple[str, list[str], list[str]]:
+        return tuple(self._call("gethostbyname_ex", name))  # type: ignore[return-value]
+
+    def gethostbyaddr(self, ip: str) -> tuple[str, list[str], list[str]]:
+        return tuple(self._call("gethostbyaddr", ip))  # type: ignore[return-value]
+
+    def getnameinfo(self, sockaddr: tuple, flags: int) -> tuple[str, str]:
+        return tuple(self._call("getnameinfo", list(sockaddr), int(flags)))  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._svc is not None:
+                self._svc.close()
+                self._svc = None
+
+
+class RemoteSocket(StackSocket):
+    """A socket on a stack in another process. The descriptor is the real data path; the
+    control connection carries the calls only the stack can answer."""
+
+    def __init__(self, remote: RemoteStack, ctl: _socket.socket, fd: int, family: int, type: int,
+                 proto: int, state: dict[str, Any] | None = None) -> None:
+        _socket.socket.__init__(self, _UNIX, type, 0, fileno=fd)
+        self._rstack = remote
+        self._ctl = ctl
+        self._rlock = threading.Lock()
+        self._stack = None  # type: ignore[assignment]
+        self._vfamily = family
+        self._vtype = type
+        self._vproto = proto or (_socket.IPPROTO_TCP if type == SOCK_STREAM else _socket.IPPROTO_UDP)
+        self._pump = None
+        self._listener = None
+        self._udp_key = None
+        self._error = 0
+        self._opts = {}
+        self._v6only = False
+        self._listening = False
+        self._laddr: tuple | None = None
+        self._raddr: tuple | None = None
+        self._local = self._remote = None
+        if state:
+            self._update(state)
+
+    def _update(self, reply: dict[str, Any]) -> None:
+        if reply.get("local") is not None:
+            self._laddr = tuple(reply["local"])
+        if reply.get("remote") is not None:
+            self._raddr = tuple(reply["remote"])
+
+    def _call(self, op: str, payload: bytes = b"", nfds: int = 0, **args: Any
+              ) -> tuple[dict[str, Any], list[int]]:
+        if self._ctl.fileno() < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        reply, fds = _rpc(self._ctl, self._rlock, {"op": op, **args}, payload, nfds)
+        self._update(reply)
+        return reply, fds
+
+    def __repr__(self) -> str:
+        state = "closed" if self.fileno() < 0 else f"fd={self.fileno()}"
+        return (f"<threadnet.RemoteSocket {state} stack={self._rstack.path} "
+                f"family={self.family.name} type={self.type.name} laddr={self._laddr} "
+                f"raddr={self._raddr}>")
+
+    def _numeric(self, address: Any) -> list:
+        """Names are resolved by the stack first (on its worker thread, not its driver)."""
+        if not isinstance(address, tuple) or len(address) < 2:
+            raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
+        host = address[0]
+        if host and host not in ("<broadcast>",):
+            try:
+                import ipaddress
+
+                ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                infos = self._rstack.getaddrinfo(host, address[1], self._vfamily, self._vtype)
+                if not infos:
+                    raise _socket.gaierror(_socket.EAI_NONAME, f"{host}: no address") from None
+                return [infos[0][4][0], *address[1:]]
+        return list(address)
+
+    def getsockname(self) -> tuple:  # type: ignore[override]
+        if self._laddr is None:
+            self._call("getsockopt", level=_socket.SOL_SOCKET, name=_socket.SO_TYPE)
+        return self._laddr if self._laddr is not None else self._fmt(None)
+
+    def getpeername(self) -> tuple:  # type: ignore[override]
+        if self._raddr is None:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return self._raddr
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
+        v = int.from_bytes(value, "little") if isinstance(value, bytes | bytearray) else int(value)
+        self._call("setsockopt", level=level, name=optname, value=v)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:  # type: ignore[override]
+        return self._call("getsockopt", level=level, name=optname)[0]["value"]
+
+    def bind(self, address: Any) -> None:  # type: ignore[override]
+        self._call("bind", addr=self._numeric(address))
+
+    def listen(self, backlog: int = 128) -> None:  # type: ignore[override]
+        self._call("listen", backlog=backlog)
+        self._listening = True
+
+    def _can_accept(self) -> bool:
+        return self._listening
+
+    def _accepted(self) -> StackSocket | None:
+        reply, fds = self._call("accept", nfds=2)
+        if reply.get("none") or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            return None
+        ctl = _socket.socket(_UNIX, _SEQPACKET, fileno=fds[1])
+        return RemoteSocket(self._rstack, ctl, fds[0], self._vfamily, SOCK_STREAM, 0, reply)
+
+    def _connect(self, address: Any, nonblock: bool | None = None) -> int:
+        reply, _ = self._call("connect", addr=self._numeric(address))
+        err = reply["err"]
+        timeout = self.gettimeout()
+        if err != errno.EINPROGRESS or timeout == 0.0:
+            return err
+        _, writable, _ = select.select([], [self], [], timeout)
+        if not writable:
+            self._call("abort")
+            raise TimeoutError("timed out")
+        return self.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+
+    def _check_eof(self) -> None:
+        err = self._call("status")[0]["error"]
+        if err and err != errno.EPIPE:
+            raise OSError(err, os.strerror(err))
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
+        address = flags_or_addr if addr is None else addr
+        if self._vtype != SOCK_DGRAM:
+            raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+        data = bytes(data)
+        if len(data) > 65507:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        return self._call("sendto", data, addr=self._numeric(address))[0]["n"]
+
+    def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
+        if self._vtype == SOCK_DGRAM:
+            data = bytes(data)
+            return self._call("sendto", data, addr=None)[0]["n"]
+        return _socket.socket.send(self, data, flags)
+
+    def close(self) -> None:  # type: ignore[override]
+        _socket.socket.close(self)
+
+    def _real_close(self, _ss: Any = _csocket.socket) -> None:
+        try:
+            self._ctl.close()
+        finally:
+            _ss.close(self)
+
+    def detach(self) -> int:
+        fd = super().detach()
+        self._ctl.close()
+        return fd
