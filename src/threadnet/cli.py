@@ -6,6 +6,8 @@
     threadnet wirefilter -v D1:D2     an emulated cable (loss, delay, bandwidth ...)
     threadnet capture URL -w FILE     capture what a link receives to pcap
     threadnet console MGMT [CMD]      talk to a switch or wirefilter console
+    threadnet stack PATH --link URL --config CFG   a TCP/IP stack as a service, named by PATH
+    threadnet run --stack PATH -- python app.py     run a Python program on a stack
     threadnet bench switch            benchmarks, side by side with the real peers
 """
 
@@ -291,11 +293,149 @@ def cmd_wirefilter(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# -- stacks ---------------------------------------------------------------------------------
+def _build_stack(args: argparse.Namespace, name: str) -> object:
+    """A Stack with one interface per --link and the --config strings applied in order."""
+    from threadnet.stack.stack import Stack
+
+    stack = Stack(name=name, forwarding=getattr(args, "forwarding", False))
+    try:
+        for url in args.link or ():
+            stack.add_interface(url)
+        for cfg in args.config or ():
+            stack.configure(cfg)
+        if getattr(args, "hostname", None):
+            stack.__dict__["hostname"] = args.hostname
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _wait_for_signals(*signums: int) -> int:
+    """Block the main thread until one of ``signums`` arrives; returns it."""
+    import threading
+
+    got: list[int] = []
+    event = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        got.append(signum)
+        event.set()
+
+    for signum in signums:
+        signal.signal(signum, handler)
+    while not event.wait(3600):
+        pass
+    return got[0]
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    if not args.link:
+        raise UsageError(f"{PROG} stack: give the stack at least one --link URL")
+    ready = None
+    if args.daemon:
+        from threadnet.daemon import detach
+
+        ready = detach()
+    try:
+        stack = _build_stack(args, args.name or os.path.basename(args.path))
+        try:
+            stack.publish(args.path, mode=args.mode, group=args.group)  # type: ignore[attr-defined]
+        except BaseException:
+            stack.close()  # type: ignore[attr-defined]
+            raise
+        if args.pidfile:
+            from threadnet.daemon import write_pidfile
+
+            write_pidfile(args.pidfile)
+    except Exception as exc:
+        if ready is None:
+            raise
+        ready(f"{PROG} stack: {exc}")
+        return 1
+    if ready is not None:
+        ready(None)
+    else:
+        addrs = " ".join(stack.addresses())  # type: ignore[attr-defined]
+        print(f"threadnet: stack {stack.name} at {os.path.abspath(args.path)}: {addrs}", flush=True)  # type: ignore[attr-defined]
+    try:
+        _wait_for_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    except KeyboardInterrupt:
+        pass
+    stack.close()  # type: ignore[attr-defined]
+    return 0
+
+
+def run_environment(stack_path: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that starts a Python child on the stack published at ``stack_path``."""
+    import threadnet
+
+    env = dict(os.environ if env is None else env)
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(threadnet.__file__)))
+    boot = os.path.join(os.path.dirname(os.path.abspath(threadnet.__file__)), "_boot")
+    parts = [boot, pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["THREADNET_STACK"] = os.path.abspath(stack_path)
+    return env
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+    import tempfile
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError(f"{PROG} run: give the command to run after --")
+    if bool(args.stack) == bool(args.link):
+        raise UsageError(f"{PROG} run: give either --stack PATH or --link URL (with --config)")
+    if args.config and not args.link:
+        raise UsageError(f"{PROG} run: --config goes with --link")
+    if args.stack and not os.path.exists(args.stack):
+        raise FileNotFoundError(2, f"no stack at {args.stack}", args.stack)
+    tmpdir = stack = None
+    path = args.stack
+    try:
+        if args.link:
+            tmpdir = tempfile.mkdtemp(prefix="threadnet-run-")
+            stack = _build_stack(args, f"run{os.getpid()}")
+            path = os.path.join(tmpdir, "stack")
+            stack.publish(path, mode=0o600)  # type: ignore[attr-defined]
+        try:
+            child = subprocess.Popen(command, env=run_environment(path))
+        except FileNotFoundError:
+            raise UsageError(f"{PROG} run: command not found: {command[0]}") from None
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda s, _f: child.send_signal(s))
+        while True:
+            try:
+                rc = child.wait()
+                break
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGINT)
+        return rc if rc >= 0 else 128 - rc
+    finally:
+        if stack is not None:
+            stack.close()  # type: ignore[attr-defined]
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(f"threadnet.bench.{args.what}")
     return module.main(args.rest)
+
+
+def _add_stack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-l", "--link", action="append", metavar="URL",
+                   help="an interface on this link (repeat for more: eth0, eth1...)")
+    p.add_argument("-c", "--config", action="append", metavar="CFG",
+                   help='configuration, e.g. "eth,ip=10.0.0.5/24,gw=10.0.0.1" (repeatable)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,8 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_wirefilter)
 
+    p = sub.add_parser("stack", help="run a TCP/IP stack as a service, named by a path")
+    p.add_argument("path", metavar="PATH", help="where to publish the stack (msocket(PATH, ...))")
+    _add_stack_args(p)
+    p.add_argument("-m", "--mode", type=octal, default=0o660, help="mode of PATH (0660)")
+    p.add_argument("-g", "--group", help="group of PATH")
+    p.add_argument("--name", help="the stack's name (default: PATH's base name)")
+    p.add_argument("--hostname", help="the stack's host name")
+    p.add_argument("--forwarding", action="store_true", help="forward between interfaces")
+    p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
+    p.add_argument("-p", "--pidfile", help="write the process id here")
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("run", help="run a Python program with its sockets on a stack")
+    p.add_argument("--stack", metavar="PATH", help="a published stack (threadnet stack PATH)")
+    _add_stack_args(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- python app.py ...")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire", "stack"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack", "ioth"], help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable
 
 
 def daemonize(pidfile: str | None = None) -> None:
@@ -14,13 +15,29 @@ def daemonize(pidfile: str | None = None) -> None:
     Call it after the sockets are set up, so that set-up errors reach the caller's
     terminal and a zero exit means the service is ready.
     """
+    ready = detach()
+    if pidfile:
+        write_pidfile(pidfile)
+    ready(None)
+
+
+def detach() -> Callable[[str | None], None]:
+    """Go to the background before building state that needs threads (a stack's driver
+    does not survive a fork). Returns ``ready(error)``: the original process waits for it,
+    then exits 0, or prints ``error`` to its stderr and exits 1."""
     sys.stdout.flush()
     sys.stderr.flush()
     ready_r, ready_w = os.pipe()
     if os.fork() > 0:
         os.close(ready_w)
-        ok = os.read(ready_r, 1)  # wait for the grandchild (EOF if it died)
-        os._exit(0 if ok == b"1" else 1)
+        chunks = []
+        while chunk := os.read(ready_r, 4096):
+            chunks.append(chunk)
+        answer = b"".join(chunks)
+        if answer == b"1":
+            os._exit(0)
+        os.write(2, (answer or b"the daemon died before it was ready").rstrip(b"\n") + b"\n")
+        os._exit(1)
     os.close(ready_r)
     os.setsid()
     if os.fork() > 0:
@@ -30,10 +47,12 @@ def daemonize(pidfile: str | None = None) -> None:
         os.dup2(devnull, fd)
     if devnull > 2:
         os.close(devnull)
-    if pidfile:
-        write_pidfile(pidfile)
-    os.write(ready_w, b"1")
-    os.close(ready_w)
+
+    def ready(error: str | None = None) -> None:
+        os.write(ready_w, b"1" if error is None else error.encode(errors="replace") or b"?")
+        os.close(ready_w)
+
+    return ready
 
 
 def write_pidfile(pidfile: str) -> None:
