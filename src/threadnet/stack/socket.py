@@ -131,10 +131,12 @@ class StackSocket(_socket.socket):
         if self._vfamily == AF_INET:
             if ip.version != 4:
                 raise OSError(errno.EAFNOSUPPORT, f"{host} is not an IPv4 address")
-            return 4, ip.packed, port
+            return 4, b"" if ip.is_unspecified else ip.packed, port
         if ip.version == 4:
             raise _socket.gaierror(_socket.EAI_ADDRFAMILY, f"{host}: IPv4 on an AF_INET6 socket "
                                    "needs the ::ffff: form")
+        if ip.is_unspecified:  # "::" binds every address, as "" does
+            return 6, b"", port
         if ip.ipv4_mapped is not None:  # v4-mapped on an IPv6 socket: the hybrid engine
             if self._v6only:
                 raise OSError(errno.ENETUNREACH, "IPV6_V6ONLY socket")
@@ -279,6 +281,7 @@ class StackSocket(_socket.socket):
                     return sock, sock.getpeername()
                 continue
             if token == b"":
+                self._check_eof()  # a published stack's process may be gone
                 raise OSError(errno.EBADF, "listening socket closed")
             if timeout == 0.0:
                 raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
