@@ -569,3 +569,18 @@ def test_run_and_msocket_work_unprivileged(lan, unpriv, sockdir, procs):
     assert r.stdout.strip() == "unprivileged", r.stderr
     t.join(5)
     srv.close()
+
+
+def test_bench_ioth_runs_side_by_side():
+    """The benchmark runs (briefly) and prints both paths and their ratio; no speed assertion."""
+    import json
+
+    r = subprocess.run(threadnet_cmd("bench", "ioth", "--repeat", "1", "--mbytes", "2", "--rr",
+                                     "50", "--conns", "5", "--json"),
+                       env=threadnet_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "interpreter:" in r.stdout and "ratio" in r.stdout
+    result = json.loads(r.stdout.strip().splitlines()[-1])["results"]
+    assert set(result) == {"bulk", "rr", "conn"}
+    for figures in result.values():
+        assert figures["in-process"] > 0 and figures["cross-process"] > 0
