@@ -124,6 +124,9 @@ def test_process_default_and_thread_override(lan):
     assert threadnet.get_default_stack() is a
     threadnet.set_default_stack(None, scope="process")
     assert threadnet.get_default_stack() is None
+    # msocket(2)'s SOCK_DEFAULT: type 0 sets the process default and opens nothing
+    assert threadnet.msocket(b, socket.AF_UNSPEC, 0) is None
+    assert threadnet.get_default_stack() is b
 
 
 # -- acceptance 1: 100 threads, 100 stacks, the same port --------------------------------------------

@@ -643,9 +643,14 @@ def msocket(stack: Any, family: int = AF_INET, type: int = SOCK_STREAM,
     """A socket on ``stack`` (libioth's ``ioth_msocket``, msocket(2)).
 
     ``stack`` is a Stack, a RemoteStack, the path of a published stack, or None for
-    the calling thread's default (the kernel's stack when there is none)."""
-    from threadnet.hook import _ORIG_SOCKET, _resolve, get_default_stack
+    the calling thread's default (the kernel's stack when there is none). As in
+    msocket(2), ``type=0`` (SOCK_DEFAULT) opens nothing: it makes ``stack`` the process's
+    default stack and returns None."""
+    from threadnet.hook import _ORIG_SOCKET, _resolve, get_default_stack, set_default_stack
 
+    if type == 0:
+        set_default_stack(stack, scope="process")
+        return None  # type: ignore[return-value]
     target = get_default_stack() if stack is None else _resolve(stack)
     if target is None:
         return _ORIG_SOCKET(family, type, proto)
