@@ -310,9 +310,15 @@ class StackSocket(_socket.socket):
         fam, addr, port = self._parse(address)
         stack = self._stack
         if self._vtype == SOCK_DGRAM:
-            if self._udp_key is None:
-                with stack.locked():
+            with stack.locked():
+                if self._udp_key is None:
                     self._udp_bind(b"", self._free_udp_port(b""))
+                if not self._local[0]:  # type: ignore[index]
+                    # as Linux: a connected socket names the source its route picks
+                    src = stack.source4(addr) if fam == 4 else stack._source6(addr)
+                    if src is None:
+                        return errno.ENETUNREACH
+                    self._local = (src, self._local[1])  # type: ignore[index]
             self._remote = (addr, port)
             return 0
         if self._pump is not None:

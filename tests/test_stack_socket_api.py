@@ -1,0 +1,237 @@
+"""The socket API, call by call, on a local StackSocket and on a RemoteSocket (a stack
+opened by path): both must behave like the stdlib's sockets."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from threadnet import msocket
+from threadnet.stack.driver import Driver
+from threadnet.stack.stack import Stack
+from threadnet.switch.server import SwitchServer
+
+from conftest import wait_for
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    sw = SwitchServer(str(d / "sw")).start()
+    driver = Driver("test-api")
+    url = f"vde://{sw.directory}"
+    a = Stack("eth,ip=10.30.0.1/24,ip=fc00:30::1/64", link=url, driver=driver, name="A")
+    b = Stack("eth,ip=10.30.0.2/24,ip=fc00:30::2/64", link=url, driver=driver, name="B")
+    wait_for(lambda: "fc00:30::1/64" in a.addresses(6) and "fc00:30::2/64" in b.addresses(6),
+             what="DAD")
+    path = str(d / "stackA")
+    a.publish(path)
+    echo = b.socket()
+    echo.bind(("", 7))
+    echo.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = echo.accept()
+            except OSError:
+                return
+
+            def run(c: socket.socket = conn) -> None:
+                with c:
+                    while data := c.recv(65536):
+                        c.sendall(data)
+
+            threading.Thread(target=run, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield a, b, path
+    echo.close()
+    a.close()
+    b.close()
+    driver.stop()
+    sw.close()
+
+
+@pytest.fixture(params=["local", "remote"])
+def opener(request, net):
+    a, _, path = net
+    if request.param == "local":
+        return lambda fam=socket.AF_INET, kind=socket.SOCK_STREAM: a.socket(fam, kind)
+    return lambda fam=socket.AF_INET, kind=socket.SOCK_STREAM: msocket(path, fam, kind)
+
+
+def test_makefile_lines_both_ways(opener):
+    with opener() as s:
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 7))
+        with s.makefile("rwb") as f:
+            for i in range(100):
+                f.write(b"line %d\n" % i)
+            f.flush()
+            assert [f.readline() for _ in range(100)] == [b"line %d\n" % i for i in range(100)]
+        with s.makefile("r", encoding="utf-8", newline="") as r, s.makefile("w") as w:
+            w.write("text ünïcode\n")
+            w.flush()
+            assert r.readline() == "text ünïcode\n"
+    assert s.fileno() == -1
+
+
+def test_shutdown_write_then_read_the_rest(opener):
+    with opener() as s:
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 7))
+        payload = os.urandom(300_000)
+        got = bytearray()
+        t = threading.Thread(target=lambda: got.extend(_read_all(s)))
+        t.start()
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        t.join(20)
+        assert bytes(got) == payload  # the echo saw EOF, closed, and we read everything
+
+
+def _read_all(s: socket.socket) -> bytes:
+    out = bytearray()
+    while chunk := s.recv(65536):
+        out.extend(chunk)
+    return bytes(out)
+
+
+def test_timeouts_and_nonblocking(opener):
+    with opener() as s:
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 7))
+        s.settimeout(0.3)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            s.recv(10)
+        assert 0.25 < time.monotonic() - t0 < 2
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            s.recv(10)
+        buf = bytearray(10)
+        s.setblocking(True)
+        s.sendall(b"abc")
+        assert s.recv_into(buf, 3) == 3 and bytes(buf[:3]) == b"abc"
+
+
+def test_names_and_options(opener):
+    with opener() as s:
+        with pytest.raises(OSError) as e:
+            s.getpeername()
+        assert e.value.errno == errno.ENOTCONN
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 131072)
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 7))
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 131072
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+        assert s.getsockname()[0] == "10.30.0.1" and s.getpeername() == ("10.30.0.2", 7)
+        assert s.family == socket.AF_INET and s.type == socket.SOCK_STREAM
+        assert s.proto == socket.IPPROTO_TCP
+        with pytest.raises(OSError) as e:
+            s.connect(("10.30.0.2", 7))
+        assert e.value.errno == errno.EISCONN
+
+
+def test_reuseaddr_and_addrinuse(opener):
+    first = opener()
+    first.bind(("10.30.0.1", 6000))
+    first.listen()
+    second = opener()
+    with pytest.raises(OSError) as e:
+        second.bind(("10.30.0.1", 6000))
+    assert e.value.errno == errno.EADDRINUSE
+    with pytest.raises(OSError) as e:
+        second.bind(("10.30.0.99", 6001))
+    assert e.value.errno == errno.EADDRNOTAVAIL
+    first.close()
+    second.close()
+    third = opener()
+    third.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    third.bind(("10.30.0.1", 6000))
+    third.listen()
+    third.close()
+
+
+def test_real_errno_values(opener, net):
+    _, b, _ = net
+    with opener() as s, pytest.raises(ConnectionRefusedError):
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 1))
+    with opener() as s:
+        s.settimeout(10)
+        assert s.connect_ex(("10.30.0.2", 1)) == errno.ECONNREFUSED
+    with opener() as s, pytest.raises(OSError) as e:
+        s.connect(("192.0.2.1", 80))  # no route: the stack has no gateway
+    assert e.value.errno == errno.ENETUNREACH
+    with opener() as s, pytest.raises(OSError) as e:
+        s.accept()
+    assert e.value.errno == errno.EINVAL
+
+
+def test_close_with_pending_data_returns_at_once(opener, net):
+    _, b, _ = net
+    sink = b.socket()
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the other run's TIME_WAIT
+    sink.bind(("", 6100))
+    sink.listen()
+    s = opener()
+    s.settimeout(10)
+    s.connect(("10.30.0.2", 6100))
+    conn, _ = sink.accept()  # never reads: the window closes
+    s.setblocking(False)
+    sent = 0
+    try:
+        while True:
+            sent += s.send(bytes(65536))
+    except BlockingIOError:
+        pass
+    assert sent > 0
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < 0.5
+    conn.close()
+    sink.close()
+
+
+@pytest.mark.parametrize("fam,here,there", [(socket.AF_INET, "10.30.0.1", "10.30.0.2"),
+                                            (socket.AF_INET6, "fc00:30::1", "fc00:30::2")])
+def test_udp_calls(opener, net, fam, here, there):
+    _, b, _ = net
+    peer = b.socket(fam, socket.SOCK_DGRAM)
+    peer.bind((there, 0))
+    port = peer.getsockname()[1]
+    u = opener(fam, socket.SOCK_DGRAM)
+    u.settimeout(10)
+    u.connect((there, port))
+    u.send(b"one")
+    data, src = peer.recvfrom(100)
+    assert data == b"one" and src[:2] == u.getsockname()[:2]
+    assert u.getsockname()[1] != 0
+    peer.sendto(b"two", src)
+    buf = bytearray(100)
+    n, addr = u.recvfrom_into(buf)
+    assert bytes(buf[:n]) == b"two" and addr[:2] == (there, port)
+    peer.sendto(b"three", src)
+    assert u.recv_into(buf) == 5 and bytes(buf[:5]) == b"three"
+    peer.sendto(b"x" * 100, src)
+    assert u.recv(10) == b"x" * 10  # a short read truncates the datagram, as UDP does
+    # a burst larger than the kernel's max_dgram_qlen (10 here) is queued, not lost
+    for i in range(50):
+        peer.sendto(b"%d" % i, src)
+    assert [u.recv(10) for _ in range(50)] == [b"%d" % i for i in range(50)]
+    with pytest.raises(OSError) as e:
+        u.sendto(b"y" * 70000, (there, port))
+    assert e.value.errno == errno.EMSGSIZE
+    u.close()
+    peer.close()
