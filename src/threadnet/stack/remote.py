@@ -88,6 +88,23 @@ def _tuple(addr: Any) -> Any:
     return tuple(addr) if isinstance(addr, list) else addr
 
 
+def _numeric_address(addr: Any) -> tuple:
+    """An address from a client: numeric only (clients resolve names first, so the
+    driver's thread never waits for a resolver that needs the driver)."""
+    addr = _tuple(addr)
+    if not isinstance(addr, tuple) or len(addr) < 2 or not isinstance(addr[0], str):
+        raise TypeError(f"address must be a (host, port) tuple, not {addr!r}")
+    host = addr[0]
+    if host not in ("", "<broadcast>"):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            raise _socket.gaierror(_socket.EAI_NONAME, f"{host!r}: send a numeric address") from None
+    return addr
+
+
 # -- the stack's side ------------------------------------------------------------------------
 class Publication:
     """A stack reachable at a filesystem path; ``close()`` (or ``stack.close()``) ends it."""
@@ -280,11 +297,11 @@ class _Conn:
         if sock is None:
             raise OSError(errno.ENOTSOCK, "no socket on this control connection")
         if op == "bind":
-            sock.bind(_tuple(req["addr"]))
+            sock.bind(_numeric_address(req["addr"]))
         elif op == "listen":
             sock.listen(int(req["backlog"]))
         elif op == "connect":
-            err = sock._connect(_tuple(req["addr"]), nonblock=True)
+            err = sock._connect(_numeric_address(req["addr"]), nonblock=True)
             return {"err": err, **self._state()}, []
         elif op == "accept":
             return self._accept(sock)
@@ -301,7 +318,7 @@ class _Conn:
             sock.setsockopt(int(req["level"]), int(req["name"]), int(req["value"]))
         elif op == "sendto":
             addr = req.get("addr")
-            n = sock.send(payload) if addr is None else sock.sendto(payload, _tuple(addr))
+            n = sock.send(payload) if addr is None else sock.sendto(payload, _numeric_address(addr))
             return {"n": n, **self._state()}, []
         else:
             raise ValueError(f"unknown operation {op!r}")
