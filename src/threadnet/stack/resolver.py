@@ -23,6 +23,7 @@ and waits in the caller's thread. Resolver state lives only in stacks that use i
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets
 import socket as _socket
@@ -554,11 +555,15 @@ def _as6(packed: bytes) -> bytes:
     return _MAPPED + packed if len(packed) == 4 else packed
 
 
+_POLICY_BITS = [(int.from_bytes(p.ljust(16, b"\0"), "big") >> (128 - n), 128 - n, prec, label)
+                for p, n, prec, label in _POLICY]
+
+
 def _policy(packed: bytes) -> tuple[int, int]:
+    """(precedence, label) of an address (IPv4 as IPv4-mapped) in the policy table."""
     a = int.from_bytes(_as6(packed), "big")
-    for prefix, plen, prec, label in _POLICY:
-        p = int.from_bytes(prefix.ljust(16, b"\0"), "big")
-        if plen == 0 or (a >> (128 - plen)) == (p >> (128 - plen)):
+    for prefix, shift, prec, label in _POLICY_BITS:
+        if a >> shift == prefix:
             return prec, label
     return 40, 1
 
@@ -913,13 +918,16 @@ class Resolver:
             return port
 
         res.new_port = new_port
+        # the driver's lock itself: stack.locked() also re-arms the stack's timers, which
+        # only matters after something was sent (_flush does it then)
+        lock = driver.lock
         try:
-            with stack.locked():
+            with lock:
                 res.start(stack.clock())
                 self._flush(res)
             while True:
                 # the resolution changes on the driver thread too: read it under the lock
-                with stack.locked():
+                with lock:
                     if res.done:
                         break
                     tcp = res.take_tcp()
@@ -927,34 +935,39 @@ class Resolver:
                 if tcp:
                     for q, server, payload in tcp:
                         answer = self._tcp_exchange(server, payload)
-                        with stack.locked():
+                        with lock:
                             res.tcp_answer(q, answer, stack.clock())
                             self._flush(res)
                     continue
                 wait = self.timeout if deadline is None else deadline - stack.clock()
                 wake.wait(max(0.0, wait))
-                with stack.locked():
+                with lock:
                     wake.clear()
                     res.on_timer(stack.clock())
                     self._flush(res)
         finally:
-            with stack.locked():
-                for port in ports:
-                    stack.udp_unbind(port)
+            if ports:
+                with lock:
+                    for port in ports:
+                        stack.udp_unbind(port)
 
     def _flush(self, res: Resolution) -> None:
-        """Send what ``res`` wants sent (under the stack lock)."""
+        """Send what ``res`` wants sent (under the driver's lock)."""
         stack = self.stack
+        sent = False
         while True:
             out = res.take_datagrams()
             if not out:
-                return
+                break
             for q, (addr, port), payload in out:
                 self.queries_sent += 1
+                sent = True
                 try:
                     stack.udp_send(payload, (ntop(addr), port), q.port, now=stack.clock())
                 except OSError:
                     res.unreachable(q, stack.clock())
+        if sent and stack.driver is not None:
+            stack.driver.touch(stack)  # ARP/NDP may have armed a timer
 
     def _tcp_exchange(self, server: tuple[bytes, int], payload: bytes) -> bytes | None:
         """RFC 1035 4.2.2 / RFC 7766: one query over TCP, with a 2-byte length prefix."""
@@ -1169,7 +1182,8 @@ class Resolver:
                 return _LOOP6
             return stack.source4(dst) if len(dst) == 4 else stack._source6(dst)
 
-        with stack.locked():
+        driver = stack.driver
+        with driver.lock if driver is not None else contextlib.nullcontext():
             sources = [source(a) for a, _ in addrs]
 
         def rank(i: int) -> tuple:
