@@ -877,7 +877,7 @@ class Resolver:
             self._cache = Cache(self.cache_size)
         elif self._cache is not None:
             self._cache.size = self.cache_size
-        res = Resolution(candidates, qtypes, servers, lambda: 0, timeout=self.timeout,
+        res = Resolution(candidates, qtypes, servers, _no_port, timeout=self.timeout,
                          attempts=self.attempts, cache=self._cache if self.cache_size else None)
         self._run(res)
         if res.failure:
@@ -1346,3 +1346,7 @@ def _c_uint(value: Any) -> int:
     import operator
 
     return operator.index(value) & 0xFFFFFFFF
+
+
+def _no_port() -> int:
+    raise RuntimeError("a Resolution gets its port binder from Resolver._run")
