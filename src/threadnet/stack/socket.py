@@ -118,16 +118,14 @@ class StackSocket(_socket.socket):
             raise OverflowError("port must be 0-65535")
         if host in ("", None):
             return (_to_int_family(self._vfamily), b"", port)
-        if host in ("localhost", "localhost.localdomain"):
-            host = "127.0.0.1" if self._vfamily == AF_INET else "::1"
-        elif host == "<broadcast>":
+        if host == "<broadcast>":
             host = "255.255.255.255"
         try:
             ip = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
-            raise _socket.gaierror(_socket.EAI_NONAME,
-                                   f"{host!r}: names are not resolved on a threadnet stack yet; "
-                                   "use an address") from None
+            # a name: resolved on this stack, as CPython's setipaddr does (first result)
+            sockaddr = self._stack.getaddrinfo(host, port, self._vfamily, self._vtype)[0][4]
+            return self._parse(sockaddr[:2])
         if self._vfamily == AF_INET:
             if ip.version != 4:
                 raise OSError(errno.EAFNOSUPPORT, f"{host} is not an IPv4 address")

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
@@ -28,6 +29,9 @@ from threadnet.stack.config import parse_config
 from threadnet.stack.neighbor import NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
+
+if TYPE_CHECKING:
+    from threadnet.stack.resolver import Resolver
 from threadnet.stack.tcplayer import TcpLayer
 from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp
 from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
@@ -123,6 +127,7 @@ class Stack:
         self.tcp = TcpLayer(self)
         self._now = 0.0
         self.driver = None
+        self._resolver: Resolver | None = None  # made on first use (stack/resolver.py)
         lo = Interface(1, "lo", None, bytes(6), 65536)
         self.interfaces[1] = lo
         self.link_up("lo", 0.0)
@@ -286,6 +291,72 @@ class Stack:
             self.addr_add(iface.index, str(a), now)
         for gw in cfg.gateways:
             self.route_add("default", str(gw))
+        if cfg.fqdn is not None:
+            self.resolver.set_hostname(cfg.fqdn)
+        if cfg.dns:
+            self.resolver.nameservers = cfg.dns
+        if cfg.domain is not None:
+            self.resolver.domain = cfg.domain
+
+    # -- names: stack/resolver.py, with the socket module's semantics ---------------------
+    @property
+    def resolver(self) -> Resolver:
+        """This stack's name resolution: host name, hosts table, DNS settings and cache."""
+        if self._resolver is None:
+            from threadnet.stack.resolver import Resolver
+
+            self._resolver = Resolver(self)
+        return self._resolver
+
+    def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
+                    proto: int = 0, flags: int = 0) -> list[tuple]:
+        """``socket.getaddrinfo``, resolved on this stack (never by the host)."""
+        return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
+
+    def gethostname(self) -> str:
+        """The host name set by ``fqdn=`` or ``set_hostname``, else the stack's name."""
+        return self.name if self._resolver is None else self._resolver.gethostname()
+
+    def set_hostname(self, name: str) -> None:
+        self.resolver.set_hostname(name)
+
+    sethostname = set_hostname
+
+    def gethostbyname(self, hostname: Any) -> str:
+        return self.resolver.gethostbyname(hostname)
+
+    def gethostbyname_ex(self, hostname: Any) -> tuple[str, list[str], list[str]]:
+        return self.resolver.gethostbyname_ex(hostname)
+
+    def gethostbyaddr(self, ip_address: Any) -> tuple[str, list[str], list[str]]:
+        return self.resolver.gethostbyaddr(ip_address)
+
+    def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
+        return self.resolver.getnameinfo(sockaddr, flags)
+
+    def getfqdn(self, name: str = "") -> str:
+        return self.resolver.getfqdn(name)
+
+    @property
+    def hosts(self) -> dict[str, list[str]]:
+        """The stack's hosts table: name -> addresses, looked up before DNS."""
+        return self.resolver.hosts
+
+    def add_host(self, name: str, address: str) -> None:
+        self.resolver.add_host(name, address)
+
+    @property
+    def nameservers(self) -> list[str]:
+        return [] if self._resolver is None else self._resolver.nameservers
+
+    @nameservers.setter
+    def nameservers(self, servers: list[str] | str) -> None:
+        self.resolver.nameservers = servers
+
+    def resolv_conf(self, text: str | None = None) -> str:
+        """Set the DNS settings from resolv.conf text (or "addr,addr"); returns them as
+        resolv.conf text (libioth's ioth_resolvconf, iothdns_init_strcfg)."""
+        return self.resolver.resolv_conf(text)
 
     # -- introspection -----------------------------------------------------------------
     def addresses(self, family: int | None = None) -> list[str]:
