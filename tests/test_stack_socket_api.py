@@ -235,3 +235,36 @@ def test_udp_calls(opener, net, fam, here, there):
     assert e.value.errno == errno.EMSGSIZE
     u.close()
     peer.close()
+
+
+def test_wildcard_listeners_per_family(net):
+    """As on Linux: an IPv4 and an IPV6_V6ONLY wildcard listener share a port; a dual-stack
+    IPv6 wildcard and an IPv4 one do not. Each family reaches its own listener."""
+    a, b, _ = net
+    v4, v6 = a.socket(socket.AF_INET), a.socket(socket.AF_INET6)
+    for s in (v4, v6):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    v4.bind(("0.0.0.0", 6200))
+    v6.bind(("::", 6200))
+    v4.listen()
+    v6.listen()
+    for fam, dst, listener in ((socket.AF_INET, "10.30.0.1", v4),
+                               (socket.AF_INET6, "fc00:30::1", v6)):
+        with b.socket(fam) as c:
+            c.settimeout(10)
+            c.connect((dst, 6200))
+            listener.settimeout(10)
+            conn, peer = listener.accept()
+            assert conn.family == fam
+            conn.close()
+    v6.close()
+    dual = a.socket(socket.AF_INET6)
+    dual.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    dual.bind(("::", 6200))
+    with pytest.raises(OSError) as e:
+        dual.listen()
+    assert e.value.errno == errno.EADDRINUSE
+    dual.close()
+    v4.close()

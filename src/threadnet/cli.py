@@ -305,7 +305,7 @@ def _build_stack(args: argparse.Namespace, name: str) -> object:
         for cfg in args.config or ():
             stack.configure(cfg)
         if getattr(args, "hostname", None):
-            stack.__dict__["hostname"] = args.hostname
+            stack.set_hostname(args.hostname)  # type: ignore[attr-defined]
     except BaseException:
         stack.close()
         raise

@@ -236,8 +236,8 @@ class StackSocket(_socket.socket):
             addr, port = self._local
             # (bind has already checked that the port is free)
             listener = stack.tcp.listen(_to_int_family(self._vfamily), addr, port, backlog,
-                                        self._announce, reuse=True)
-            listener.v6only = self._v6only or self._vfamily == AF_INET
+                                        self._announce, reuse=True,
+                                        v6only=self._v6only or self._vfamily == AF_INET)
             listener.options = self._conn_options()
             self._listener = listener
 

@@ -32,6 +32,8 @@ SYN_BACKLOG = 256  # half-open connections per listener
 _seq = itertools.count()
 
 
+ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
+
 class TcpEndpoint:
     """A connection with its addresses, as the socket layer sees it."""
 
@@ -93,6 +95,7 @@ class TcpListener:
         self.backlog = max(1, backlog)
         self.on_ready = on_ready
         self.v6only = False
+        self.key = (addr or (b"" if family == 4 else ANY6), port)
         self.half_open: OrderedDict[tuple, TcpEndpoint] = OrderedDict()
         self.ready: deque[TcpEndpoint] = deque()
         self.options: dict[str, object] = {}
@@ -108,7 +111,8 @@ class TcpListener:
         return None
 
     def close(self) -> None:
-        self.layer.listeners.pop((self.addr, self.port), None)
+        if self.layer.listeners.get(self.key) is self:
+            del self.layer.listeners[self.key]
         for ep in list(self.half_open.values()) + list(self.ready):
             ep.abort()
         self.half_open.clear()
@@ -127,7 +131,8 @@ class TcpLayer:
 
     # -- ports -----------------------------------------------------------------------
     def port_in_use(self, addr: bytes, port: int) -> bool:
-        if (addr, port) in self.listeners or (b"", port) in self.listeners:
+        ls = self.listeners
+        if (addr, port) in ls or (b"", port) in ls or (ANY6, port) in ls:
             return True
         return any(k[1] == port and (not addr or k[0] == addr or not k[0]) for k in self.conns)
 
@@ -138,7 +143,8 @@ class TcpLayer:
             port = lo + (start - lo + i) % (hi - lo + 1)
             if remote is not None:
                 if (addr, port, remote[0], remote[1]) not in self.conns and \
-                        (addr, port) not in self.listeners and (b"", port) not in self.listeners:
+                        (addr, port) not in self.listeners and (b"", port) not in self.listeners \
+                        and (ANY6, port) not in self.listeners:
                     return port
             elif not self.port_in_use(addr, port):
                 return port
@@ -146,13 +152,25 @@ class TcpLayer:
 
     # -- opening ----------------------------------------------------------------------
     def listen(self, family: int, addr: bytes, port: int, backlog: int,
-               on_ready: Callable[[], None] | None = None, *, reuse: bool = False) -> TcpListener:
-        if (addr, port) in self.listeners:
+               on_ready: Callable[[], None] | None = None, *, reuse: bool = False,
+               v6only: bool = False) -> TcpListener:
+        """Listen on ``addr`` (b"" for any) and ``port``. The wildcard of each family has
+        its own slot, so an IPv4 listener and an IPV6_V6ONLY one share a port, as on Linux;
+        a dual-stack IPv6 wildcard conflicts with an IPv4 one."""
+        listener = TcpListener(self, family, addr, port, backlog, on_ready)
+        listener.v6only = v6only or family == 4
+        ls = self.listeners
+        clash = ls.get(listener.key)
+        if clash is None and not addr:
+            other = ls.get((ANY6, port) if family == 4 else (b"", port))
+            if other is not None and not (family == 4 and other.v6only) and \
+                    not (family == 6 and v6only):
+                clash = other
+        if clash is not None:
             raise OSError(errno.EADDRINUSE, f"port {port} is already listening")
         if not reuse and self.port_in_use(addr, port):
             raise OSError(errno.EADDRINUSE, f"port {port} is in use")
-        listener = TcpListener(self, family, addr, port, backlog, on_ready)
-        self.listeners[(addr, port)] = listener
+        ls[listener.key] = listener
         return listener
 
     def connect(self, family: int, src: bytes | None, sport: int, dst: bytes, dport: int,
@@ -193,9 +211,15 @@ class TcpLayer:
             ep.conn.input(seg, now)
             self.flush(ep)
             return
-        listener = self.listeners.get((dst, dport)) or self.listeners.get((b"", dport))
-        if listener is not None and listener.family == 6 and family == 4 and listener.v6only:
-            listener = None
+        ls = self.listeners
+        if family == 4:
+            listener = ls.get((dst, dport)) or ls.get((b"", dport))
+            if listener is None:
+                listener = ls.get((ANY6, dport))
+                if listener is not None and listener.v6only:
+                    listener = None
+        else:
+            listener = ls.get((dst, dport)) or ls.get((ANY6, dport))
         if listener is not None and flags & (tcp.SYN | tcp.ACK | tcp.RST) == tcp.SYN:
             self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now)
             return
