@@ -166,7 +166,7 @@ class _Config:
     gateways: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)
-    items: int = 0
+    items: int = 0  # configuration items (stack=, vnl= and a bare stack name not counted)
 
 
 def _items(text: str) -> list[str]:
@@ -180,7 +180,6 @@ def parse_ioth_config(text: str, *, newstackc: bool = False) -> _Config:
         raise TypeError(f"configuration must be a str, not {type(text).__name__}")
     cfg = _Config()
     for item in _items(text):
-        cfg.items += 1
         key, eq, value = item.partition("=")
         key = key.strip().lower()
         value = value.strip()
@@ -189,6 +188,7 @@ def parse_ioth_config(text: str, *, newstackc: bool = False) -> _Config:
             if word not in _CLEAN:
                 raise _fail(errno.EINVAL, f"unknown configuration item {item!r} in {text!r}")
             cfg.clean |= _CLEAN[word]
+            cfg.items += 1
             continue
         if not eq:
             if key == "eth":
@@ -200,8 +200,10 @@ def parse_ioth_config(text: str, *, newstackc: bool = False) -> _Config:
                 cfg.debug = True
             elif newstackc and (key in USER_STACKS or key == KERNEL):
                 cfg.stack = key  # a bare stack name (iothpy: Stack("vdestack"))
+                continue
             else:
                 raise _fail(errno.EINVAL, f"unknown configuration item {item!r} in {text!r}")
+            cfg.items += 1
             continue
         try:
             if key == "ip":
@@ -233,10 +235,13 @@ def parse_ioth_config(text: str, *, newstackc: bool = False) -> _Config:
                 cfg.mtu = int(value)
             elif newstackc and key == "stack":
                 cfg.stack = value
+                continue
             elif newstackc and key == "vnl":
                 cfg.vnl = value
+                continue
             else:
                 raise _fail(errno.EINVAL, f"unknown configuration item {item!r} in {text!r}")
+            cfg.items += 1
         except ValueError as exc:
             raise _fail(errno.EINVAL, f"bad {key}= in {text!r}: {exc}") from None
     return cfg
@@ -361,7 +366,7 @@ class Stack:
         self._tstack: _ThreadnetStack | None = None
         if kind == KERNEL:
             # libioth's kernel plugin ignores the VNL: the host's interfaces are what it has
-            if cfg is not None and (cfg.items - (cfg.stack is not None) - (cfg.vnl is not None)):
+            if cfg is not None and cfg.items:
                 raise NotImplementedError("the 'kernel' stack is the host's own network: "
                                           "configure it with ip(8), not ioth_config")
         else:
@@ -369,17 +374,23 @@ class Stack:
             try:
                 for url in urls:
                     self._add_link(url, None)
-                if cfg is not None and cfg.items - (cfg.stack is not None) - (cfg.vnl is not None):
+                if cfg is not None and cfg.items:
                     self._apply_config(cfg)
             except BaseException:
                 self._tstack.close()
                 raise
-        if config_dns is not None or self._resolver("resolv_conf", required=False):
-            try:
-                self._set_dns(config_dns, initial=True)
-            except BaseException:
-                self.close()
-                raise
+        try:
+            if config_dns is not None:
+                self._set_dns(config_dns)
+            elif self._resolver("resolv_conf", required=False) and \
+                    os.path.exists("/etc/resolv.conf"):
+                try:  # iothdns's default; a host file the resolver cannot use is no error
+                    self._set_dns("/etc/resolv.conf")
+                except (OSError, ValueError):
+                    pass
+        except BaseException:
+            self.close()
+            raise
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -712,11 +723,7 @@ class Stack:
             return "".join(line + "\n" for line in lines)
 
     # -- name resolution (iothdns) ---------------------------------------------------------------
-    def _set_dns(self, config: str | None, *, initial: bool = False) -> None:
-        if config is None:
-            config = "/etc/resolv.conf"
-            if initial and not os.path.exists(config):
-                return  # iothdns starts with no servers then
+    def _set_dns(self, config: str) -> None:
         if not isinstance(config, str):
             raise TypeError("the DNS configuration is a path or resolv.conf text (a str)")
         if self._tstack is None:
