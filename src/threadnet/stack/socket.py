@@ -489,7 +489,14 @@ class _StreamPump:
         driver = self.stack.driver
         if connected:
             self.done.set()
-        self.on_event(ep)
+        # As the TCP layer does when it calls on_event: ep.recv() flushes, and a flush
+        # would call on_event again in the middle of _deliver (which then saw the buffer
+        # drained and the FIN, shut the pair and lost the data being delivered).
+        ep._in_event = True
+        try:
+            self.on_event(ep)
+        finally:
+            ep._in_event = False
         if driver is not None:
             driver.touch(self.stack)
 
