@@ -668,22 +668,30 @@ def msocket(stack: Any, family: int = AF_INET, type: int = SOCK_STREAM,
     return target.socket(family, type, proto)
 
 
-def create_connection(stack: Stack, address: tuple[str, int], timeout: float | None = None,
+def create_connection(stack: Any, address: tuple[str, int], timeout: float | None = None,
                       source_address: tuple[str, int] | None = None) -> StackSocket:
-    """``socket.create_connection`` on ``stack`` (numeric addresses; IPv6 when it has ':')."""
-    host = address[0]
-    family = AF_INET6 if ":" in host else AF_INET
-    sock = StackSocket(stack, family, SOCK_STREAM)
-    try:
-        if timeout is not None:
-            sock.settimeout(timeout)
-        if source_address:
-            sock.bind(source_address)
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """``socket.create_connection`` on ``stack``: every address the stack's resolver
+    gives for the host is tried in turn, as the stdlib does."""
+    host, port = address[0], address[1]
+    errors: list[OSError] = []
+    for family, kind, proto, _, sockaddr in stack.getaddrinfo(host, port, 0, SOCK_STREAM):
+        sock = stack.socket(family, kind, proto)
+        try:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            errors.append(exc)
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+    if not errors:
+        raise OSError(errno.EADDRNOTAVAIL, f"getaddrinfo returned nothing for {host!r}")
+    raise errors[0]  # as the stdlib does without all_errors
 
 
 def create_server(stack: Stack, address: tuple[str, int], *, family: int = AF_INET,
