@@ -575,6 +575,30 @@ def test_run_and_msocket_work_unprivileged(lan, unpriv, sockdir, procs):
     assert r.stdout.strip() == "unprivileged", r.stderr
     t.join(5)
     srv.close()
+    # threadnet run: an unmodified http.server on port 80 of the stack, without root
+    www = os.path.join(sockdir, "www")
+    os.mkdir(www)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("served without root\n")
+    os.chmod(www, 0o755)
+    server = procs.popen(["setpriv", f"--reuid={unpriv['uid']}", f"--regid={unpriv['gid']}",
+                          "--clear-groups", "env", "-i", f"PYTHONPATH={unpriv['src']}",
+                          "PATH=/usr/bin:/bin", py, "-m", "threadnet", "run", "--stack", path,
+                          "--", py, "-m", "http.server", "80", "--directory", www],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def fetch() -> bytes | None:
+        with threadnet.use(other):
+            try:
+                with urllib.request.urlopen("http://10.26.0.1/", timeout=3) as resp:
+                    return resp.read()
+            except OSError:
+                return None
+
+    assert wait_for(fetch, timeout=30, interval=0.3, what="http.server on port 80") == \
+        b"served without root\n"
+    server.terminate()
+    server.wait(10)
 
 
 def test_bench_ioth_runs_side_by_side():
