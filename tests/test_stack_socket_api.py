@@ -268,3 +268,49 @@ def test_wildcard_listeners_per_family(net):
     assert e.value.errno == errno.EADDRINUSE
     dual.close()
     v4.close()
+
+
+def test_closing_a_stack_fails_its_blocked_sockets_at_once():
+    from threadnet.link.pair import open_pair
+
+    la, lb = open_pair()
+    driver = Driver("test-close")
+    a = Stack("eth,ip=10.31.0.1/24", link=la, driver=driver)
+    b = Stack("eth,ip=10.31.0.2/24", link=lb, driver=driver)
+    try:
+        listener = b.socket()
+        listener.bind(("", 80))
+        listener.listen()
+        c = a.socket()
+        c.settimeout(10)
+        c.connect(("10.31.0.2", 80))
+        s, _ = listener.accept()
+        outcome: dict[str, str] = {}
+
+        def blocked(name: str, fn) -> threading.Thread:
+            def run() -> None:
+                try:
+                    fn()
+                    outcome[name] = "returned"
+                except OSError as exc:
+                    outcome[name] = errno.errorcode.get(exc.errno or 0, "?")
+
+            t = threading.Thread(target=run)
+            t.start()
+            return t
+
+        threads = [blocked("recv", lambda: s.recv(10)), blocked("accept", listener.accept),
+                   blocked("peer", lambda: c.recv(10))]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        b.close()
+        for t in threads:
+            t.join(5)
+        assert time.monotonic() - t0 < 2
+        assert outcome == {"recv": "ECONNABORTED", "accept": "EBADF", "peer": "ECONNRESET"}
+        for sock in (s, listener, c):
+            sock.close()
+    finally:
+        a.close()
+        b.close()
+        driver.stop()

@@ -1104,9 +1104,23 @@ class Stack:
         return pub
 
     def close(self) -> None:
-        """Stop the stack and close its links (open sockets then see their peer vanish)."""
+        """Stop the stack and close its links. Its connections are reset, and the sockets
+        on it see that at once (a blocked recv or accept fails instead of hanging)."""
         for pub in self.__dict__.pop("_publications", ()):
             pub.close()
+        with self.locked():
+            for ep in list(self.tcp.conns.values()):
+                notify = ep.on_event
+                ep.abort()
+                if notify is not None:
+                    ep.conn.error = ep.conn.error or errno.ECONNABORTED  # what the socket reports
+                    notify(ep)
+            for listener in list(self.tcp.listeners.values()):
+                owner = getattr(listener.on_ready, "__self__", None)
+                listener.close()
+                inner = getattr(owner, "_inner", None)
+                if inner is not None:
+                    inner.close()
         if self.driver is not None:
             self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():
