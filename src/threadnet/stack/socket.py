@@ -441,6 +441,10 @@ class StackSocket(_socket.socket):
         self._udp_key = (addr, port)
         self._local = (addr, port)
 
+    def dup(self) -> StackSocket:  # type: ignore[override]
+        # the socket's state lives in this object, not only in its descriptor
+        raise OSError(errno.EOPNOTSUPP, "dup() of a threadnet stack socket is not supported")
+
     # -- closing -----------------------------------------------------------------------------------
     def close(self) -> None:  # type: ignore[override]
         stack = self._stack
