@@ -155,7 +155,7 @@ class LinkStats:
     frames: int  # sent once, before the channel
     lost: int  # never seen after it
     duplicated: int  # seen twice or more after it
-    reordered: int  # delivered after a frame that was sent later
+    reordered: int  # arrived after a frame that was sent after it (RFC 4737)
     delays: list[float]  # seconds, first copy, in sending order
 
     @property
@@ -203,7 +203,7 @@ def link_stats(pre: str, post: str, src: str) -> LinkStats:
     once = sorted((ts[0], frame) for frame, ts in before.items() if len(ts) == 1)
     lost = duplicated = reordered = 0
     delays: list[float] = []
-    latest = float("-inf")
+    delivered: list[tuple[float, float]] = []
     for sent, frame in once:
         got = after.get(frame)
         if not got:
@@ -213,9 +213,13 @@ def link_stats(pre: str, post: str, src: str) -> LinkStats:
             duplicated += 1
         arrived = min(got)
         delays.append(arrived - sent)
-        if arrived < latest:
+        delivered.append((arrived, sent))
+    # RFC 4737: a frame is reordered when one sent after it has arrived before it
+    newest = float("-inf")
+    for _, sent in sorted(delivered):
+        if sent < newest:
             reordered += 1
         else:
-            latest = arrived
+            newest = sent
     assert once and len(once) > lost, f"no frame from {src} went through ({pre} -> {post})"
     return LinkStats(len(once), lost, duplicated, reordered, delays)

@@ -389,3 +389,38 @@ def test_tshark_check_passes_good_frames_and_flags_every_bad_one(sockdir):
         assert why in problems[i], (why, problems[i])
     with pytest.raises(AssertionError, match=f"{len(bad)} of {len(bad)} frames are bad"):
         assert_capture_clean(path)
+
+
+def test_link_stats_measures_loss_dup_reordering_and_delay(sockdir):
+    """The channel measurement of the impaired test, on captures made up here."""
+    from threadnet.wire.pcap import PcapWriter
+
+    frames = [b"\x02" * 12 + b"\x08\x00" + bytes(12) + bytes([10, 0, 0, 1]) + bytes(4)
+              + i.to_bytes(4, "big") for i in range(100)]
+    other = frames[0][:26] + bytes([10, 0, 0, 2]) + frames[0][30:]  # another sender: ignored
+    pre, post = os.path.join(sockdir, "pre.pcap"), os.path.join(sockdir, "post.pcap")
+    with PcapWriter(pre) as w:
+        for i, f in enumerate(frames):
+            w.write(f, 100.0 + i * 0.001)
+        w.write(frames[7], 100.2)  # sent twice: cannot be matched, not counted
+        w.write(other, 100.0)
+    arrivals = []
+    for i, f in enumerate(frames):
+        if i % 20 == 3:
+            continue  # 5 lost
+        t = 100.0 + i * 0.001 + 0.020
+        if i in (50, 60):
+            t += 0.0035  # overtaken by the 3 frames sent after each
+        arrivals.append((t, f))
+        if i == 10:
+            arrivals.append((t + 0.0001, f))  # duplicated
+    arrivals.append((100.5, other))
+    with PcapWriter(post) as w:
+        for t, f in sorted(arrivals):
+            w.write(f, t)
+    st = link_stats(pre, post, "10.0.0.1")
+    assert (st.frames, st.lost, st.duplicated, st.reordered) == (99, 5, 1, 2)
+    assert st.loss == pytest.approx(5 / 99) and st.dup == pytest.approx(1 / 94)
+    assert st.delay_quantile(0.5) == pytest.approx(0.020, abs=1e-5)
+    assert st.delay_quantile(1) == pytest.approx(0.0235, abs=1e-5)
+    assert "loss 5.05 %" in str(st)
