@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
 
 from threadnet.link import Link
 
@@ -28,3 +31,195 @@ class ListLink(Link):
             super().close()
             os.close(self._r)
             os.close(self._w)
+
+
+# -- checking captures with tshark ---------------------------------------------------------
+
+#: checksum validation is off by default in tshark for IPv4, TCP and UDP; ICMP and ICMPv6
+#: checksums are always checked
+TSHARK_CHECKSUM_PREFS = ("-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+                         "-o", "udp.check_checksum:TRUE")
+_CHECKSUM_FIELDS = ("ip.checksum.status", "tcp.checksum.status", "udp.checksum.status",
+                    "icmp.checksum.status", "icmpv6.checksum.status")
+_TSHARK_FIELDS = ("frame.number", "frame.protocols", "_ws.malformed", "_ws.expert.severity",
+                  *_CHECKSUM_FIELDS, "_ws.expert.message")
+#: epan's PI_ERROR (expert severities: chat 0x200000, note 0x400000, warn 0x600000)
+_SEVERITY_ERROR = 0x800000
+#: epan's PROTO_CHECKSUM_E_BAD (good is 1, unverified 2, not present 3)
+_CHECKSUM_BAD = "0"
+
+
+@dataclass
+class TsharkReport:
+    """What tshark made of a capture: the frame count, how many frames hold each protocol
+    (tshark's lower-case names: ``tcp``, ``icmpv6``, ``http``...), and one line per frame
+    that is malformed, has an error-level expert item or a bad checksum."""
+
+    frames: int = 0
+    protocols: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+
+def tshark_check(pcap: str, timeout: float = 600) -> TsharkReport:
+    """Decode ``pcap`` in one tshark pass with IPv4, TCP and UDP checksum validation on.
+
+    A frame is a problem when tshark marks it malformed, raises an expert item of
+    severity error (a bad IP or TCP checksum, a length that exceeds the packet...), or
+    reports a bad checksum at any layer (a bad ICMP or ICMPv6 checksum is only a warning
+    in tshark's expert system, so the checksum status fields are read directly)."""
+    cmd = ["tshark", "-n", "-r", pcap, *TSHARK_CHECKSUM_PREFS, "-T", "fields",
+           "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,"]
+    for name in _TSHARK_FIELDS:
+        cmd += ["-e", name]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"tshark failed on {pcap} ({r.returncode}): {r.stderr.strip()}")
+    report = TsharkReport()
+    nf = len(_TSHARK_FIELDS)
+    for line in r.stdout.splitlines():
+        cols = line.split("\t")
+        if len(cols) < nf:
+            cols += [""] * (nf - len(cols))
+        number, stack, malformed, severity = cols[:4]
+        checksums = cols[4:4 + len(_CHECKSUM_FIELDS)]
+        report.frames += 1
+        report.protocols.update(set(stack.split(":")))
+        why = []
+        if malformed:
+            why.append("malformed")
+        if any(s and int(s) >= _SEVERITY_ERROR for s in severity.split(",")):
+            why.append("expert error")
+        for name, status in zip(_CHECKSUM_FIELDS, checksums, strict=True):
+            if _CHECKSUM_BAD in status.split(","):
+                why.append(f"bad {name.split('.')[0]} checksum")
+        if why:
+            report.problems.append(f"frame {number} ({'; '.join(why)}): {stack} [{cols[-1]}]")
+    return report
+
+
+def assert_capture_clean(pcap: str, min_frames: int = 1, **expect: int) -> TsharkReport:
+    """tshark_check, then fail unless the capture holds ``min_frames`` frames or more, at
+    least ``expect[protocol]`` frames holding each protocol named (``icmpv6=2``), and no
+    problem frame at all."""
+    report = tshark_check(pcap)
+    assert report.frames >= min_frames, \
+        f"{pcap}: tshark decoded {report.frames} frames, expected at least {min_frames}"
+    for proto, n in expect.items():
+        assert report.protocols[proto] >= n, \
+            f"{pcap}: {report.protocols[proto]} {proto} frames, expected {n}+ ({report.protocols})"
+    shown = "\n".join(report.problems[:20])
+    assert not report.problems, \
+        f"{pcap}: {len(report.problems)} of {report.frames} frames are bad:\n{shown}"
+    return report
+
+
+class Dumpcap:
+    """Wireshark's ``dumpcap`` capturing one interface inside a network namespace to a
+    classic pcap file: a capture outside the test's process, which a busy transfer does
+    not slow down (a switch's own capture runs under the test's GIL). ``stop()`` ends it
+    by PID (SIGINT: dumpcap flushes and prints its counts) and returns the counts."""
+
+    def __init__(self, procs, ns: str, iface: str, path: str) -> None:
+        self.path = path
+        # ip netns exec execs dumpcap: the PID is dumpcap's own
+        self.proc = procs.popen(["ip", "netns", "exec", ns, "dumpcap", "-i", iface, "-P",
+                                 "-B", "64", "-w", path], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if not line.startswith("Capturing on"):
+            self.proc.kill()
+            raise AssertionError(f"dumpcap did not start: {line}{self.proc.stderr.read()}")
+
+    def stop(self, settle: float = 1.0) -> str:
+        """Give the kernel ``settle`` seconds to hand over its last buffered block, then
+        end dumpcap; returns its closing report (packets received/dropped)."""
+        import signal
+        import time
+
+        time.sleep(settle)
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=30)
+        if self.proc.returncode != 0:
+            raise AssertionError(f"dumpcap failed ({self.proc.returncode}): {err.strip()}")
+        return err.replace("\r", "\n").strip().splitlines()[-1]
+
+
+# -- measuring an impaired link from captures on both sides ----------------------------------
+
+@dataclass
+class LinkStats:
+    """What a channel did to one sender's IPv4 frames, from a capture before it (``pre``)
+    and one after it (``post``): frames counted are those sent exactly once (identical
+    frames sent twice cannot be told apart)."""
+
+    frames: int  # sent once, before the channel
+    lost: int  # never seen after it
+    duplicated: int  # seen twice or more after it
+    reordered: int  # arrived after a frame that was sent after it (RFC 4737)
+    delays: list[float]  # seconds, first copy, in sending order
+
+    @property
+    def loss(self) -> float:
+        return self.lost / self.frames
+
+    @property
+    def dup(self) -> float:
+        return self.duplicated / (self.frames - self.lost)
+
+    @property
+    def reorder(self) -> float:
+        return self.reordered / (self.frames - self.lost)
+
+    def delay_quantile(self, q: float) -> float:
+        s = sorted(self.delays)
+        return s[min(len(s) - 1, int(q * len(s)))]
+
+    def __str__(self) -> str:
+        return (f"{self.frames} frames: loss {100 * self.loss:.2f} %, dup {100 * self.dup:.2f} %,"
+                f" reordered {100 * self.reorder:.2f} %, delay min/5th/median/95th/max "
+                + "/".join(f"{1000 * self.delay_quantile(q):.1f}" for q in (0, .05, .5, .95, 1))
+                + " ms")
+
+
+def _ipv4_frames_from(pcap: str, src: bytes) -> dict[bytes, list[float]]:
+    from threadnet.wire.pcap import PcapReader
+
+    seen: dict[bytes, list[float]] = {}
+    with PcapReader(pcap) as r:
+        for ts, frame in r:
+            if frame[12:14] == b"\x08\x00" and frame[26:30] == src:
+                seen.setdefault(frame, []).append(ts)
+    return seen
+
+
+def link_stats(pre: str, post: str, src: str) -> LinkStats:
+    """Compare the IPv4 frames from address ``src`` captured before a channel (``pre``)
+    and after it (``post``)."""
+    import ipaddress
+
+    addr = ipaddress.IPv4Address(src).packed
+    before = _ipv4_frames_from(pre, addr)
+    after = _ipv4_frames_from(post, addr)
+    once = sorted((ts[0], frame) for frame, ts in before.items() if len(ts) == 1)
+    lost = duplicated = reordered = 0
+    delays: list[float] = []
+    delivered: list[tuple[float, float]] = []
+    for sent, frame in once:
+        got = after.get(frame)
+        if not got:
+            lost += 1
+            continue
+        if len(got) > 1:
+            duplicated += 1
+        arrived = min(got)
+        delays.append(arrived - sent)
+        delivered.append((arrived, sent))
+    # RFC 4737: a frame is reordered when one sent after it has arrived before it
+    newest = float("-inf")
+    for _, sent in sorted(delivered):
+        if sent < newest:
+            reordered += 1
+        else:
+            newest = sent
+    assert once and len(once) > lost, f"no frame from {src} went through ({pre} -> {post})"
+    return LinkStats(len(once), lost, duplicated, reordered, delays)

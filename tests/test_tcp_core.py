@@ -29,6 +29,7 @@ from threadnet.stack.tcp import (
     TcpConnection,
     TcpState,
 )
+from threadnet.stack.tcp.congestion import INFINITE_SSTHRESH
 from threadnet.stack.tcp.seq import (
     seq_add,
     seq_diff,
@@ -466,6 +467,49 @@ def test_sack_recovery_retransmits_only_the_holes():
     assert sorted(resent) == sorted(holes)
     assert a.stats.timeouts == 0 and a.stats.fast_recoveries == 1
     assert any(seg.sack_blocks for _, seg in net.sent_by(1))
+
+
+def _first_copy_of(net: Net, seq: int, late: float | None) -> None:
+    """The first transmission of the data segment at ``seq`` from connection 0 arrives
+    ``late`` seconds after its normal delay, or never (``late=None``)."""
+    seen = set()
+
+    def drop(i, seg):
+        if i != 0 or not seg.payload or seg.seq != seq or seq in seen:
+            return False
+        seen.add(seq)
+        if late is not None:
+            heapq.heappush(net.heap, (net.now + net.delay + late, net.n, 1, seg))
+            net.n += 1
+        return True
+
+    net.drop = drop
+
+
+@pytest.mark.parametrize("case", ["reordered", "lost", "reordered-no-timestamps"])
+def test_spurious_fast_retransmit_is_undone(case):
+    """RFC 3522/4015: a segment overtaken by three later ones causes a fast retransmit;
+    when the ACK for it echoes the original's timestamp (the original filled the hole),
+    the window reduction is undone. A real loss, or no timestamps to tell, keeps it."""
+    kw = {"timestamps": case != "reordered-no-timestamps"}
+    a, b, net = make_pair(seed=5, a_kw=kw, b_kw=kw, delay=0.01)
+    mss = a.snd_mss
+    # the 11th segment goes out with the 12th..30th, after the initial window's ACKs; its
+    # first copy arrives 5 ms after them (the fast retransmit follows their SACKs 5 ms
+    # later still), or is lost
+    _first_copy_of(net, (a.snd_nxt + 10 * mss) & MASK, None if case == "lost" else 0.005)
+    data = random.Random(2).randbytes(40 * mss)
+    p = Pump(net, a, b, data, shutdown=False)
+    assert run_pumps(net, [p], lambda: len(p.got) == len(data), until=20)
+    assert bytes(p.got) == data
+    assert a.stats.fast_recoveries == 1 and a.stats.retransmits >= 1
+    assert a.stats.timeouts == 0
+    if case == "reordered":
+        assert a.stats.spurious_recoveries == 1
+        assert a.cc.ssthresh == INFINITE_SSTHRESH  # as if nothing had happened: slow start
+    else:
+        assert a.stats.spurious_recoveries == 0
+        assert a.cc.ssthresh < INFINITE_SSTHRESH
 
 
 def test_sack_blocks_most_recent_first():

@@ -22,6 +22,9 @@ What is implemented, by RFC:
 - 2018/6675: SACK blocks (most recent first) and the sender's scoreboard, pipe, NextSeg;
 - 5681/6582/3042: fast retransmit on three duplicate ACKs, NewReno partial ACKs, limited
   transmit;
+- 3522/4015: Eifel detection of a spurious fast retransmit (the ACK for the retransmitted
+  data echoes the original's timestamp: reordering, not loss) and the undo of the window
+  reduction;
 - 6298: the RTO with backoff (``rtt.py``); 1122: delayed ACK, keepalive, zero-window
   probes (sent as Linux does: an ACK with SEG.SEQ = SND.UNA - 1, which any peer answers).
 
@@ -35,6 +38,7 @@ exact RST in TIME-WAIT closes it, as RFC 9293 says).
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import random
@@ -107,7 +111,7 @@ class TcpStats:
     __slots__ = ("segments_in", "segments_out", "bytes_in", "bytes_out", "retransmits",
                  "retransmitted_bytes", "fast_recoveries", "timeouts", "dup_acks_in",
                  "ooo_segments_in", "challenge_acks", "zero_window_probes",
-                 "keepalive_probes", "paws_drops", "dropped")
+                 "keepalive_probes", "paws_drops", "dropped", "spurious_recoveries")
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -166,7 +170,7 @@ class TcpConnection:
         # RTT, retransmission, recovery
         "rtt", "cc", "_rtt_seq", "_rtt_time", "_rtx_ts", "_retries", "_syn_rexmit", "_dupacks",
         "_in_recovery", "_recover", "_rtx_pending", "_sacked", "_high_rxt",
-        "_cwnd_limited", "_probe_pending", "_ka_pending", "_sws_override",
+        "_cwnd_limited", "_undo_cc", "_undo_ts", "_probe_pending", "_ka_pending", "_sws_override",
         # output
         "_ctl_out", "_need_syn", "_chal_start", "_chal_count",
     )
@@ -279,6 +283,10 @@ class TcpConnection:
         self._rtx_pending = False
         self._sacked: list[list[int]] = []  # SACK scoreboard: sorted disjoint [left, right)
         self._high_rxt = iss
+        # RFC 3522: the controller as it was before a fast recovery, and the TSval of that
+        # recovery's first retransmission (while its verdict is pending)
+        self._undo_cc: CongestionControl | None = None
+        self._undo_ts: int | None = None
         self._cwnd_limited = True
         self._probe_pending = False
         self._ka_pending = False
@@ -609,6 +617,7 @@ class TcpConnection:
         # and the scoreboard goes (RFC 2018 8: the receiver may have reneged)
         self._recover = self.snd_max
         self._in_recovery = False
+        self._undo_cc = None
         self._rtx_pending = False
         self._dupacks = 0
         self._sacked.clear()
@@ -949,6 +958,9 @@ class TcpConnection:
                     del sacked[0]
                 if sacked and sacked[0][0] < ack:
                     sacked[0][0] = ack
+            if self._undo_ts is not None:
+                self._check_spurious(seg, ack)
+                cc = self.cc
             if self._in_recovery:
                 if ack >= self._recover:
                     # recovery ends: RFC 6582 3.2 (full ACK) / RFC 6675 5
@@ -997,9 +1009,30 @@ class TcpConnection:
             if wnd > self.max_snd_wnd:
                 self.max_snd_wnd = wnd
 
+    def _check_spurious(self, seg: Segment, ack: int) -> None:
+        # RFC 3522 Eifel detection, on the first ACK that acknowledges the fast
+        # retransmission (it went out at SND.UNA): when that ACK echoes a timestamp older
+        # than the retransmission's, the original filled the hole (the receiver takes
+        # TS.Recent from the segment that fills it), so the loss was reordering. RFC 4015:
+        # undo the reduction and leave recovery; holes truly lost start a new one.
+        undo = self._undo_cc
+        ecr = seg.ts_ecr
+        rtx = self._undo_ts
+        self._undo_cc = self._undo_ts = None
+        if undo is None or ecr is None or not self._in_recovery or ecr == rtx \
+                or (rtx - ecr) & MASK >= _HALF:
+            return
+        self.cc = undo
+        self._in_recovery = False
+        self._recover = ack
+        self._dupacks = 0
+        self.stats.spurious_recoveries += 1
+
     def _enter_recovery(self, now: float) -> None:
         # RFC 5681 3.2 / 6582 3.2 / 6675 5 (4)
         cc = self.cc
+        self._undo_cc = copy.copy(cc) if self.ts_ok else None
+        self._undo_ts = None
         cc.on_loss_fast(now, self.snd_max - self.snd_una)
         self._in_recovery = True
         self._recover = self.snd_max
@@ -1359,6 +1392,8 @@ class TcpConnection:
                     self._send_range(out, mv, s, e, data_end, now)
                     if e > self._high_rxt:
                         self._high_rxt = e
+                    if self._undo_cc is not None and self._undo_ts is None:
+                        self._undo_ts = self._ts_clock(now)
             if self._in_recovery and self.sack_ok:
                 self._output_sack_recovery(now, out, mv, data_end)
                 blocked_wnd = False
