@@ -537,10 +537,10 @@ def test_run_with_its_own_stack_reaches_a_server_on_another_stack(lan, procs, so
                 "    s.sendall(b'hello from ' + socket.gethostname().encode())\n"
                 "    print(s.getsockname()[0], s.recv(100).decode())\n")
     r = subprocess.run(threadnet_cmd("run", "--link", lan.url, "--config", "eth,ip=10.25.0.7/24",
-                                     "--", sys.executable, client),
+                                     "--hostname", "client7", "--", sys.executable, client),
                        capture_output=True, text=True, env=threadnet_env(), timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[:3] == ["10.25.0.7", "hello", "from"]
+    assert r.stdout.split() == ["10.25.0.7", "hello", "from", "client7"]
     t.join(5)
     srv.close()
     # the exit status of the program is threadnet run's

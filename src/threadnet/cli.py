@@ -392,8 +392,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{PROG} run: give the command to run after --")
     if bool(args.stack) == bool(args.link):
         raise UsageError(f"{PROG} run: give either --stack PATH or --link URL (with --config)")
-    if args.config and not args.link:
-        raise UsageError(f"{PROG} run: --config goes with --link")
+    if (args.config or args.hostname) and not args.link:
+        raise UsageError(f"{PROG} run: --config and --hostname go with --link")
     if args.stack and not os.path.exists(args.stack):
         raise FileNotFoundError(2, f"no stack at {args.stack}", args.stack)
     tmpdir = stack = None
@@ -436,6 +436,7 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
                    help="an interface on this link (repeat for more: eth0, eth1...)")
     p.add_argument("-c", "--config", action="append", metavar="CFG",
                    help='configuration, e.g. "eth,ip=10.0.0.5/24,gw=10.0.0.1" (repeatable)')
+    p.add_argument("--hostname", help="the stack's host name (socket.gethostname())")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,7 +491,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--mode", type=octal, default=0o660, help="mode of PATH (0660)")
     p.add_argument("-g", "--group", help="group of PATH")
     p.add_argument("--name", help="the stack's name (default: PATH's base name)")
-    p.add_argument("--hostname", help="the stack's host name")
     p.add_argument("--forwarding", action="store_true", help="forward between interfaces")
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
     p.add_argument("-p", "--pidfile", help="write the process id here")
