@@ -111,10 +111,12 @@ def test_capture_writes_pcap(threadnet_switch, procs, sockdir):
     p = procs.popen(threadnet_cmd("capture", f"vde://{d}", "-w", out, "-c", "5"),
                     env=threadnet_env(), stderr=subprocess.PIPE)
     with open_link(f"vde://{d}") as a:
-        time.sleep(0.5)
+        # the pcap file appears once the capture's link is connected
+        wait_for(lambda: os.path.exists(out), timeout=20, what="the capture to start")
+        time.sleep(0.1)
         for i in range(5):
             a.send(frame(i, size=60 + i))
-        assert p.wait(10) == 0
+        assert p.wait(20) == 0
     frames = [f for _, f in PcapReader(out)]
     assert frames == [frame(i, size=60 + i) for i in range(5)]
     if os.path.exists("/usr/bin/tshark"):
