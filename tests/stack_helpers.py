@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -223,3 +225,25 @@ def link_stats(pre: str, post: str, src: str) -> LinkStats:
             newest = sent
     assert once and len(once) > lost, f"no frame from {src} went through ({pre} -> {post})"
     return LinkStats(len(once), lost, duplicated, reordered, delays)
+
+
+def serve_echo(sock: socket.socket) -> threading.Thread:
+    """Accept connections on ``sock`` forever, echoing each on its own thread."""
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+
+            def run(c: socket.socket = conn) -> None:
+                with c:
+                    while data := c.recv(65536):
+                        c.sendall(data)
+
+            threading.Thread(target=run, daemon=True).start()
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t

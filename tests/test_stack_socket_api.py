@@ -17,6 +17,7 @@ from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import wait_for
+from stack_helpers import serve_echo
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +36,7 @@ def net(tmp_path_factory):
     echo.bind(("", 7))
     echo.listen()
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = echo.accept()
-            except OSError:
-                return
-
-            def run(c: socket.socket = conn) -> None:
-                with c:
-                    while data := c.recv(65536):
-                        c.sendall(data)
-
-            threading.Thread(target=run, daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
+    serve_echo(echo)
     yield a, b, path
     echo.close()
     a.close()

@@ -24,7 +24,7 @@ from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, wait_for
-from stack_helpers import Dumpcap, assert_capture_clean
+from stack_helpers import Dumpcap, assert_capture_clean, serve_echo
 
 ADDRS = {4: ("10.8.0.1", "10.8.0.2"), 6: ("fc00:8::1", "fc00:8::2")}
 FAM = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -46,26 +46,6 @@ def pair(sockdir):
     b.close()
     driver.stop()
     sw.close()
-
-
-def serve_echo(sock: socket.socket) -> threading.Thread:
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-
-            def run(c: socket.socket = conn) -> None:
-                with c:
-                    while data := c.recv(65536):
-                        c.sendall(data)
-
-            threading.Thread(target=run, daemon=True).start()
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    return t
 
 
 @pytest.mark.parametrize("v", [4, 6])
