@@ -151,20 +151,30 @@ class Driver:
         assert link is not None
         now = monotonic()
         with self.lock:
-            for _ in range(RX_BUDGET):
-                try:
-                    frame = link.recv()
-                except BlockingIOError:
-                    break
-                except LinkError:
-                    self.loop.remove_reader(link.fileno())
-                    iface.up = False
-                    break
-                try:
-                    stack.input(iface, frame, now)
-                except Exception as exc:  # a bug must not stop every stack in the process
-                    self._report(stack, exc)
-        self._arm(stack)
+            # one batch: TCP answers (ACKs, the data they release) and socket wake-ups
+            # once per connection at the end, not once per frame
+            opened = stack.begin_batch()
+            try:
+                for _ in range(RX_BUDGET):
+                    try:
+                        frame = link.recv()
+                    except BlockingIOError:
+                        break
+                    except LinkError:
+                        self.loop.remove_reader(link.fileno())
+                        iface.up = False
+                        break
+                    try:
+                        stack.input(iface, frame, now)
+                    except Exception as exc:  # a bug must not stop every stack in the process
+                        self._report(stack, exc)
+            finally:
+                if opened:
+                    try:
+                        stack.end_batch()
+                    except Exception as exc:
+                        self._report(stack, exc)
+                self._arm(stack)
 
     def stop(self) -> None:
         self.loop.stop()

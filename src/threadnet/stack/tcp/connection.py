@@ -146,7 +146,7 @@ class TcpConnection:
         "mss", "rcvbuf", "sndbuf", "nodelay", "msl", "max_retries", "syn_retries",
         "synack_retries", "keepalive", "keepalive_idle", "keepalive_interval",
         "keepalive_count", "delack_timeout", "fin_wait2_timeout", "challenge_ack_limit",
-        "_want_wscale", "_want_sack", "_want_ts", "_cc_name", "_rng",
+        "_want_wscale", "_want_sack", "_want_ts", "_cc_name", "_rng", "payload_views",
         # state
         "state", "passive", "error", "closed", "established", "stats",
         "_user_closed", "_wr_shut",
@@ -207,6 +207,9 @@ class TcpConnection:
         self._want_ts = timestamps
         self._cc_name = cc
         self._rng = rng = rng if rng is not None else random.Random()
+        #: segments from ``output`` carry views of the send buffer instead of copies; the
+        #: caller must drop them (``segs.clear()``) before the next call into the connection
+        self.payload_views = False
 
         self.state = _CLOSED
         self.passive = False
@@ -1397,7 +1400,9 @@ class TcpConnection:
             end = s + 1
         else:
             off = self._snd_buf_seq
-            payload = mv[s - off:e - off].tobytes()
+            payload = mv[s - off:e - off]
+            if not self.payload_views:
+                payload = payload.tobytes()
             if e == data_end:
                 flags |= PSH
                 if fin_seq is not None:
