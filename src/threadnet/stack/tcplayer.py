@@ -226,6 +226,7 @@ class TcpLayer:
         opts = {**self.defaults, **options}
         conn = TcpConnection(now, mss=max(mss, 536), rng=self.rng, **opts)  # type: ignore[arg-type]
         conn.payload_views = True  # flush() encodes them at once, then drops them
+        conn.stretch_acks = True  # the driver feeds batches and flushes after each
         return conn
 
     # -- input --------------------------------------------------------------------------

@@ -147,6 +147,7 @@ class TcpConnection:
         "synack_retries", "keepalive", "keepalive_idle", "keepalive_interval",
         "keepalive_count", "delack_timeout", "fin_wait2_timeout", "challenge_ack_limit",
         "_want_wscale", "_want_sack", "_want_ts", "_cc_name", "_rng", "payload_views",
+        "stretch_acks",
         # state
         "state", "passive", "error", "closed", "established", "stats",
         "_user_closed", "_wr_shut",
@@ -210,6 +211,12 @@ class TcpConnection:
         #: segments from ``output`` carry views of the send buffer instead of copies; the
         #: caller must drop them (``segs.clear()``) before the next call into the connection
         self.payload_views = False
+        #: a caller that feeds segments in batches and calls ``output`` after each batch
+        #: may set this: once the first receive buffer's worth of data has arrived (the
+        #: peer's slow start, which counts ACKs), in-order data is acknowledged once per
+        #: batch instead of every second segment (out-of-order segments still get one
+        #: duplicate ACK each)
+        self.stretch_acks = False
 
         self.state = _CLOSED
         self.passive = False
@@ -1138,7 +1145,10 @@ class TcpConnection:
                     self._unacked_segs += 1
                     if self._unacked_segs >= 2:
                         if not fin:
-                            self._emit_ack_now(now)
+                            if self.stretch_acks and self.stats.bytes_in > self.rcvbuf:
+                                self._ack_now = True  # with the next output (batch end)
+                            else:
+                                self._emit_ack_now(now)
                     elif self._delack_deadline is None:
                         self._delack_deadline = now + self.delack_timeout
             elif seq > rcv_nxt:
