@@ -129,6 +129,7 @@ class Stack:
         self._gen = 0
         self._local4: frozenset[bytes] = frozenset()
         self._local4_gen = -1
+        self._batch_ifaces: list[Interface] = []
         lo = Interface(1, "lo", None, bytes(6), 65536)
         self.interfaces[1] = lo
         self.link_up("lo", 0.0)
@@ -363,10 +364,28 @@ class Stack:
         """Start a batch of ``input`` calls (a driver's receive batch): work that can be
         done once for all of them waits for ``end_batch``. Returns False when a batch is
         open already; only the call that opened it ends it."""
-        return self.tcp.begin_batch()
+        if not self.tcp.begin_batch():
+            return False
+        # and links that can send a batch of frames with one system call queue them
+        links = []
+        for iface in self.interfaces.values():
+            begin = getattr(iface.link, "begin_tx", None)
+            if begin is not None:
+                begin()
+                links.append(iface)
+        self._batch_ifaces = links
+        return True
 
     def end_batch(self) -> None:
-        self.tcp.end_batch()
+        try:
+            self.tcp.end_batch()
+        finally:
+            ifaces, self._batch_ifaces = self._batch_ifaces, []
+            for iface in ifaces:
+                try:
+                    iface.link.end_tx()  # type: ignore[union-attr]
+                except LinkError:
+                    iface.tx_dropped += 1
 
     def _input_eth(self, iface: Interface, mv: memoryview, now: float) -> None:
         if len(mv) < 14:

@@ -90,6 +90,11 @@ class TcpEndpoint:
         self.layer.flush(self)  # a window update may be due
         return data
 
+    def consume(self, n: int) -> None:
+        """Drop ``n`` bytes shown by ``conn.peek`` (a window update goes out if due)."""
+        if self.conn.consume(n):
+            self.layer.flush(self)
+
     def shutdown_write(self) -> None:
         self.conn.shutdown_write(self.layer.stack.clock())
         self.layer.flush(self)

@@ -445,6 +445,21 @@ class TcpConnection:
             return b""
         raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
+    def peek(self, maxlen: int) -> memoryview:
+        """A view of up to ``maxlen`` in-order received bytes, left in place: pass it on,
+        release it, then ``consume`` what was used (saves ``recv``'s copy)."""
+        return memoryview(self._rcv_buf)[:maxlen]
+
+    def consume(self, n: int) -> bool:
+        """Drop ``n`` received bytes that ``peek`` showed. Returns True when that opened
+        the window enough for an update to go out (call ``output``)."""
+        if n <= 0:
+            return False
+        del self._rcv_buf[:n]
+        if self.state in _RECEIVING:
+            self._check_window_update()
+        return self._ack_now
+
     def _check_window_update(self) -> None:
         # Like Linux's tcp_cleanup_rbuf: after a read, send a window update at once if the
         # window we may now advertise (past the receiver SWS rule) at least doubles.
