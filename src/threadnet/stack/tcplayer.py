@@ -44,6 +44,8 @@ _TCP_HDR = struct.Struct("!HHIIHHHH")
 _TS_OPT = struct.Struct("!III")
 _CSUM = struct.Struct("!H")
 _SYN_ACK_RST = tcp.SYN | tcp.ACK | tcp.RST
+_NOT_PSH = 0xFF & ~tcp.PSH
+_TS_HEAD = b"\x01\x01\x08\x0a"
 
 
 class Path4:
@@ -253,12 +255,27 @@ class TcpLayer:
         key = (dst, dport, src, sport)
         ep = self.conns.get(key)
         if ep is not None:
-            if doff == 32 and payload[20] == 1 and payload[21] == 1 and payload[22] == 8 \
-                    and payload[23] == 10:
+            if doff == 32 and payload[20:24] == _TS_HEAD:
                 _, ts_val, ts_ecr = _TS_OPT.unpack_from(payload, 20)
+                if flags & _NOT_PSH == tcp.ACK and n > 32 and \
+                        ep.conn.input_data(seq, ack, window, payload[32:], ts_val, now):
+                    batch = self._batch
+                    if batch is not None:
+                        batch[ep] = None
+                    else:
+                        self.flush(ep)
+                    return
                 seg = Segment(seq, ack, flags, window, payload[32:], None, None, False, (),
                               ts_val, ts_ecr)
             elif doff == 20:
+                if flags & _NOT_PSH == tcp.ACK and n > 20 and \
+                        ep.conn.input_data(seq, ack, window, payload[20:], None, now):
+                    batch = self._batch
+                    if batch is not None:
+                        batch[ep] = None
+                    else:
+                        self.flush(ep)
+                    return
                 seg = Segment(seq, ack, flags, window, payload[20:])
             else:
                 seg = self._segment(seq, ack, flags, window, payload[20:doff], payload[doff:])

@@ -665,6 +665,41 @@ class TcpConnection:
         return PERSIST_MIN if t < PERSIST_MIN else PERSIST_MAX if t > PERSIST_MAX else t
 
     # -- input -------------------------------------------------------------------------
+    def input_data(self, seq_w: int, ack_w: int, window: int, payload: memoryview | bytes,
+                   ts_val: int | None, now: float) -> bool:
+        """Header prediction for a bulk receiver (as BSD's tcp_input): a segment with
+        ACK (and maybe PSH) only, carrying the next in-order data, acknowledging nothing
+        new while nothing of ours is in flight, in ESTABLISHED with no out-of-order data
+        held. Does exactly what ``input`` does for such a segment, without building a
+        ``Segment`` or running the general checks; returns False (having done nothing)
+        for any other segment, which then goes to ``input``. ``seq_w``/``ack_w`` are wire
+        values, ``window`` the raw field, ``ts_val`` the TSval or None."""
+        if self.state is not _ESTABLISHED or self._ooo or self._user_closed:
+            return False
+        rcv_nxt = self.rcv_nxt
+        snd_una = self.snd_una
+        plen = len(payload)
+        if (seq_w != rcv_nxt & MASK or ack_w != snd_una & MASK or self.snd_max != snd_una
+                or not plen or plen > self._rcv_adv - rcv_nxt or self.snd_wl1 >= rcv_nxt
+                or window << self.snd_wscale != self.snd_wnd):
+            return False
+        if self.ts_ok:
+            # RFC 7323 PAWS (R1) passes, then R3: TS.Recent from a segment at RCV.NXT
+            if ts_val is None or (ts_val - self.ts_recent) & MASK >= _HALF:
+                return False
+            if rcv_nxt <= self._last_ack_sent:
+                self.ts_recent = ts_val
+                self._ts_recent_time = now
+        self.stats.segments_in += 1
+        self._last_rx = now
+        self._ka_probes = 0
+        self._persist_probes = 0
+        # RFC 9293 3.10.7.4: the window update (SND.WL1 < SEG.SEQ), same window
+        self.snd_wl1 = rcv_nxt
+        self.snd_wl2 = snd_una
+        self._input_text(rcv_nxt, payload, 0, now)
+        return True
+
     def input(self, seg: Segment, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7)."""
         self.stats.segments_in += 1
