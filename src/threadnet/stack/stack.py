@@ -639,9 +639,9 @@ class Stack:
         return usable[0]
 
     def fast_path4(self, src: bytes, dst: bytes, now: float
-                   ) -> tuple[Interface, Neighbor, tuple[int, float] | None, int] | None:
-        """For a unicast flow from our ``src`` to ``dst``: (interface, its REACHABLE
-        neighbor entry for the next hop, the path MTU entry or None, the MTU), which a
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """For a unicast flow from our ``src`` to ``dst``: (interface, next hop, its
+        REACHABLE neighbor entry, the path MTU entry or None, the MTU), which a
         connection may reuse while none of them changes; None when packets to ``dst`` need
         the general output path (no route, a local, broadcast or multicast destination,
         a next hop not known to be reachable, or ``src`` not ours)."""
@@ -662,7 +662,7 @@ class Stack:
             if learned[1] < now:
                 return None
             mtu = min(mtu, learned[0])
-        return iface, nb, learned, mtu
+        return iface, nexthop, nb, learned, mtu
 
     def _path(self, family: int, src: bytes | None, dst: bytes, now: float
               ) -> tuple[Interface, bytes, bytes, int]:

@@ -53,8 +53,8 @@ class Path4:
     partial checksums. ``TcpLayer._path4`` re-checks it for every batch of segments and
     resolves it again after any change (addresses, routes, MTU, path MTU, the neighbor)."""
 
-    __slots__ = ("gen", "index", "iface", "ifmtu", "pmtu", "nb", "mac", "smac", "link",
-                 "mtu", "ipsum", "psum")
+    __slots__ = ("gen", "index", "iface", "ifmtu", "pmtu", "nb", "nexthop", "mac", "smac",
+                 "link", "mtu", "ipsum", "psum")
 
 
 class TcpEndpoint:
@@ -411,6 +411,7 @@ class TcpLayer:
             if (p.gen == stack._gen and p.index is stack.routes4._index and p.iface.up
                     and p.iface.mtu == p.ifmtu and nb.mac is p.mac and nb.state == REACHABLE
                     and now < nb.deadline and not p.link.closed
+                    and p.iface.arp.entries.get(p.nexthop) is nb
                     and (stack.pmtu.get(ep.remote[0]) is pm if (pm is not None or stack.pmtu)
                          else True)
                     and (pm is None or pm[1] >= now)):
@@ -420,7 +421,7 @@ class TcpLayer:
         if r is None:
             return None
         p = Path4()
-        (p.iface, p.nb, p.pmtu, p.mtu) = r
+        (p.iface, p.nexthop, p.nb, p.pmtu, p.mtu) = r
         p.gen = stack._gen
         p.index = stack.routes4._index
         p.ifmtu = p.iface.mtu
