@@ -34,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from threadnet.stack.tcplayer import TcpEndpoint, TcpListener
+from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -183,7 +183,7 @@ class StackSocket(_socket.socket):
             return self._opts[(level, optname)]
         if (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
                                 (_socket.SOL_SOCKET, _socket.SO_SNDBUF)):
-            return 256 * 1024
+            return TCP_BUF
         return 0
 
     def _conn_options(self) -> dict[str, Any]:
