@@ -67,7 +67,7 @@ class TcpEndpoint:
     """A connection with its addresses, as the socket layer sees it."""
 
     __slots__ = ("layer", "conn", "family", "local", "remote", "key", "listener",
-                 "on_event", "accepted", "_timer", "_in_event", "path", "__weakref__")
+                 "on_event", "accepted", "_timer", "_in_event", "path")
 
     def __init__(self, layer: TcpLayer, conn: TcpConnection, family: int,
                  local: tuple[bytes, int], remote: tuple[bytes, int]) -> None:
