@@ -6,6 +6,10 @@ Cases:
 - stack to stack over an in-process pair link at MTU 64 KiB (one process);
 - kernel to stack and stack to kernel through a tap (vde_plug2tap) on the switch (root);
 - kernel to kernel over a veth pair between two namespaces (root): the reference;
+- kernel to PyTCP and PyTCP to kernel, and the same with a threadnet stack in PyTCP's
+  place, each peer on its own tap in a namespace (root; PyTCP is installed into a
+  throwaway venv at run time, never imported here: it is GPL and runs as a separate
+  process); printed as the ratio threadnet / PyTCP;
 - connections per second (handshake, a small request, close) between two stacks;
 - memory per idle stack.
 Every figure is printed with its ratio to the kernel's veth figure where one exists.
@@ -27,8 +31,72 @@ import time
 from threadnet.bench import child_env, interpreter, kill_pid
 
 PORT = 5201
+PYTCP_VERSION = "2.7.6"  # the newest PyTCP for Python 3.11 (interop.md 5)
+
+#: a kernel-socket peer: ``send HOST PORT N`` connects and sends N bytes; ``recv HOST PORT``
+#: listens, prints "ready", and prints {"bytes", "seconds"} at EOF
+KERNEL_PEER = """
+import json, socket, sys, time
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "send":
+    n = int(sys.argv[4])
+    c = socket.create_connection((host, port), timeout=120)
+    b = bytes(1 << 20)
+    while n > 0:
+        c.sendall(b[:min(n, len(b))])
+        n -= len(b)
+    c.close()
+else:
+    s = socket.create_server((host, port))
+    print("ready", flush=True)
+    s.settimeout(120)
+    c, _ = s.accept()
+    c.settimeout(120)
+    k, t0 = 0, None
+    while d := c.recv(1 << 20):
+        t0 = t0 or time.perf_counter()
+        k += len(d)
+    print(json.dumps({"bytes": k, "seconds": time.perf_counter() - (t0 or time.perf_counter())}),
+          flush=True)
+"""
+
+#: the PyTCP side, run with the venv's python -O (PyTCP logs unless -O):
+#: ``recv TAP CIDR PORT`` or ``send TAP CIDR PORT HOST N``, same protocol as KERNEL_PEER
+PYTCP_PEER = """
+import json, os, sys, time
+from pytcp import TcpIpStack
+from pytcp.lib import socket
+mode, tap, cidr, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+stack = TcpIpStack(interface=tap, mac_address="02:00:00:00:77:07", ip4_address=cidr)
+stack.start()
+me = cidr.split("/")[0]
+s = socket.socket(family=socket.AF_INET4, type=socket.SOCK_STREAM)
+if mode == "recv":
+    s.bind((me, port))
+    s.listen()
+    print("ready", flush=True)
+    c, _ = s.accept()
+    k, t0 = 0, None
+    while d := c.recv():
+        t0 = t0 or time.perf_counter()
+        k += len(d)
+    print(json.dumps({"bytes": k, "seconds": time.perf_counter() - (t0 or time.perf_counter())}),
+          flush=True)
+else:
+    print("ready", flush=True)
+    s.connect((sys.argv[5], port))
+    n = int(sys.argv[6])
+    b = bytes(1 << 16)
+    while n > 0:
+        n -= s.send(b[:min(n, len(b))])
+    s.close()
+    time.sleep(600)  # the benchmark ends us once the kernel has read everything
+os._exit(0)  # PyTCP's threads do not stop by themselves
+"""
 
 
+class PeerUnavailable(Exception):
+    """A peer cannot be run here; the message says exactly why."""
 
 
 # -- roles run in child processes ----------------------------------------------------------
@@ -42,12 +110,13 @@ def role_server(link: str, ip: str) -> None:
     conn, _ = srv.accept()
     n = 0
     t0 = None
+    cpu0 = _cpu()
     while d := conn.recv(1 << 20):
         if t0 is None:
             t0 = time.perf_counter()
         n += len(d)
     dt = time.perf_counter() - (t0 or time.perf_counter())
-    print(json.dumps({"bytes": n, "seconds": dt}), flush=True)
+    print(json.dumps({"bytes": n, "seconds": dt, "cpu": _cpu() - cpu0}), flush=True)
     conn.close()
     s.close()
 
@@ -58,13 +127,23 @@ def role_client(link: str, ip: str, dst: str, nbytes: int) -> None:
 
     s = Stack(f"eth,ip={ip}", link=link)
     block = bytes(1 << 20)
+    cpu0 = _cpu()
     with create_connection(s, (dst, PORT), timeout=60) as c:
         left = nbytes
         while left > 0:
             c.sendall(block[:min(left, len(block))])
             left -= len(block)
+    print(json.dumps({"cpu": _cpu() - cpu0}), flush=True)
     time.sleep(0.5)
     s.close()
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process, all threads."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _mbps(result: dict) -> float:
@@ -72,7 +151,8 @@ def _mbps(result: dict) -> float:
 
 
 # -- cases ---------------------------------------------------------------------------------
-def stack_to_stack_switch(python: str, nbytes: int, work: str) -> float:
+def stack_to_stack_switch(python: str, nbytes: int, work: str) -> tuple[float, float, float]:
+    """(Mbit/s, sender's CPU us per 1448-byte segment, receiver's)."""
     d = os.path.join(work, "sw")
     pidfile = d + ".pid"
     subprocess.run([python, "-m", "threadnet", "switch", "-s", d, "-d", "-p", pidfile],
@@ -84,11 +164,15 @@ def stack_to_stack_switch(python: str, nbytes: int, work: str) -> float:
         assert srv.stdout is not None
         if srv.stdout.readline().strip() != "ready":
             raise RuntimeError("server did not start")
-        subprocess.run(me + ["--role", "client", "--link", f"vde://{d}", "--ip", "10.251.0.1/24",
-                             "--dst", "10.251.0.2", "--bytes", str(nbytes)],
-                       check=True, env=child_env(), timeout=600)
+        cli = subprocess.run(me + ["--role", "client", "--link", f"vde://{d}", "--ip",
+                                   "10.251.0.1/24", "--dst", "10.251.0.2", "--bytes", str(nbytes)],
+                             check=True, env=child_env(), timeout=600, capture_output=True,
+                             text=True)
         out, _ = srv.communicate(timeout=120)
-        return _mbps(json.loads(out.strip().splitlines()[-1]))
+        r = json.loads(out.strip().splitlines()[-1])
+        segs = nbytes / 1448
+        tx_cpu = json.loads(cli.stdout.strip().splitlines()[-1])["cpu"]
+        return _mbps(r), tx_cpu / segs * 1e6, r["cpu"] / segs * 1e6
     finally:
         with open(pidfile) as f:
             kill_pid(int(f.read()))
@@ -181,6 +265,142 @@ def memory_per_stack(count: int) -> float:
 
 def _ns(name: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", name, *cmd]
+
+
+def _system_python(python: str) -> str:
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else python
+
+
+def pytcp_python(work: str, wheel: str | None) -> str:
+    """Install PyTCP into a throwaway venv under ``work`` (once per run); returns its
+    interpreter. Raises PeerUnavailable with the reason when that fails."""
+    venv = os.path.join(work, "pytcp-venv")
+    py = os.path.join(venv, "bin", "python")
+    if os.path.exists(py):
+        return py
+    base = _system_python(sys.executable)
+    r = subprocess.run([base, "-m", "venv", venv], capture_output=True, text=True)
+    if r.returncode:
+        raise PeerUnavailable(f"{base} -m venv failed: {(r.stderr or r.stdout).strip()[-300:]}")
+    spec = wheel or f"pytcp=={PYTCP_VERSION}"
+    try:
+        r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            spec], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise PeerUnavailable(f"pip install {spec} did not finish in 300 s") from None
+    if r.returncode:
+        raise PeerUnavailable(f"pip install {spec} failed: "
+                              f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    r = subprocess.run([py, "-O", "-c", "import pytcp, pytcp.lib.socket, importlib.metadata as m;"
+                        "print(m.version('pytcp'))"], capture_output=True, text=True)
+    if r.returncode:
+        raise PeerUnavailable(f"PyTCP installed but does not import: "
+                              f"{r.stderr.strip().splitlines()[-1:]}")
+    return py
+
+
+def _read_ready(proc: subprocess.Popen, what: str, timeout: float) -> None:
+    """Wait for the "ready" line of a peer; PeerUnavailable with its output if it dies."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    import select as _select
+
+    while time.monotonic() < deadline:
+        r, _, _ = _select.select([proc.stdout], [], [], 0.5)
+        if r:
+            line = proc.stdout.readline()
+            if line.strip() == "ready":
+                return
+            if not line:
+                break
+        elif proc.poll() is not None:
+            break
+    err = ""
+    if proc.stderr is not None and proc.poll() is not None:
+        err = proc.stderr.read().strip()[-400:]
+    raise PeerUnavailable(f"{what} did not start ({'exit ' + str(proc.returncode) if proc.poll() is not None else 'no answer'}): {err}")
+
+
+def _result(proc: subprocess.Popen, what: str, timeout: float) -> float:
+    """Mbit/s from the {"bytes", "seconds"} line a receiving peer prints at EOF."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PeerUnavailable(f"{what}: no result within {timeout:.0f} s") from None
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            r = json.loads(line)
+            if not r["bytes"]:
+                raise PeerUnavailable(f"{what}: no data arrived")
+            return _mbps(r)
+    raise PeerUnavailable(f"{what}: no result (exit {proc.returncode}): {err.strip()[-300:]}")
+
+
+def tap_peer(kind: str, python: str, nbytes: int, peer_python: str) -> tuple[float, float]:
+    """(kernel -> peer, peer -> kernel) Mbit/s; the peer (``threadnet`` or ``pytcp``)
+    owns a tap in a fresh namespace whose kernel side has 10.248.0.1; the peer is .7."""
+    if os.geteuid() != 0:
+        raise PeerUnavailable("needs root (a namespace and a tap)")
+    ns = f"tbp{os.getpid() % 100000}"
+    tap = "tbp0"
+    sysp = _system_python(python)
+    # generous: PyTCP moves about 4 Mbit/s, and takes seconds to start
+    limit = 60 + nbytes * 8 / 0.5e6
+    procs: list[subprocess.Popen] = []
+
+    def peer(mode: str, *extra: str) -> subprocess.Popen:
+        if kind == "pytcp":
+            cmd = [peer_python, "-O", "-c", PYTCP_PEER, mode, tap, "10.248.0.7/24", str(PORT),
+                   *extra]
+        elif mode == "recv":
+            cmd = [python, "-m", "threadnet.bench.stack", "--role", "server", "--link",
+                   f"tap://{tap}", "--ip", "10.248.0.7/24"]
+        else:
+            cmd = [python, "-m", "threadnet.bench.stack", "--role", "client", "--link",
+                   f"tap://{tap}", "--ip", "10.248.0.7/24", "--dst", extra[0],
+                   "--bytes", extra[1]]
+        p = subprocess.Popen(_ns(ns, *cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=child_env())
+        procs.append(p)
+        return p
+
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+                    ["ip", "tuntap", "add", "dev", tap, "mode", "tap"],
+                    ["ip", "addr", "add", "10.248.0.1/24", "dev", tap],
+                    ["ip", "link", "set", tap, "up"]):
+            subprocess.run(_ns(ns, *cmd), check=True, capture_output=True)
+        name = "PyTCP" if kind == "pytcp" else "threadnet"
+        # kernel -> peer
+        rx = peer("recv")
+        _read_ready(rx, f"{name} receiver", 60)
+        tx = subprocess.Popen(_ns(ns, sysp, "-c", KERNEL_PEER, "send", "10.248.0.7", str(PORT),
+                                  str(nbytes)), stderr=subprocess.PIPE, text=True)
+        procs.append(tx)
+        k2p = _result(rx, f"kernel -> {name}", limit)
+        tx.wait(30)
+        # peer -> kernel
+        krx = subprocess.Popen(_ns(ns, sysp, "-c", KERNEL_PEER, "recv", "10.248.0.1",
+                                   str(PORT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        procs.append(krx)
+        _read_ready(krx, "kernel receiver", 30)
+        peer("send", "10.248.0.1", str(nbytes))
+        p2k = _result(krx, f"{name} -> kernel", limit)
+        return k2p, p2k
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise PeerUnavailable(f"{kind} over a tap: {exc}") from exc
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_pid(p.pid)
+            p.wait(5)
+            for f in (p.stdout, p.stderr):
+                if f is not None:
+                    f.close()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def kernel_veth(seconds: int) -> float | None:
@@ -288,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conns", type=int, default=300, help="connections for the conn/s case")
     p.add_argument("--stacks", type=int, default=1000, help="stacks for the memory case")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--no-pytcp", action="store_true",
+                   help="skip the PyTCP comparison (it installs PyTCP into a throwaway venv)")
+    p.add_argument("--pytcp-mbytes", type=int, default=4,
+                   help="megabytes per transfer for the PyTCP-vs-threadnet tap case "
+                        "(PyTCP moves about 4 Mbit/s)")
+    p.add_argument("--pytcp-wheel", help=f"install PyTCP from this file instead of "
+                                          f"pytcp=={PYTCP_VERSION} from the index")
     p.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
     p.add_argument("--link", help=argparse.SUPPRESS)
     p.add_argument("--ip", help=argparse.SUPPRESS)
@@ -305,6 +532,14 @@ def main(argv: list[str] | None = None) -> int:
     nbytes = args.mbytes << 20
     work = tempfile.mkdtemp(prefix="tnbs-", dir="/tmp")
     res: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    why_not: dict[str, str] = {}
+    pytcp_py: str | None = None
+    if not args.no_pytcp:
+        try:
+            pytcp_py = pytcp_python(work, args.pytcp_wheel)
+        except PeerUnavailable as exc:
+            why_not["pytcp"] = str(exc)
     try:
         for rep in range(args.repeat):
             cases = {
@@ -314,11 +549,31 @@ def main(argv: list[str] | None = None) -> int:
                 "kernel-stack-tap": lambda: kernel_and_stack(args.python, nbytes, work),
                 "conn/s": lambda: connections_per_second(args.conns),
             }
+            for kind in ("threadnet", "pytcp"):
+                if kind == "pytcp" and (args.no_pytcp or kind in why_not):
+                    continue
+                try:
+                    k2p, p2k = tap_peer(kind, args.python, args.pytcp_mbytes << 20,
+                                        pytcp_py or "")
+                except PeerUnavailable as exc:
+                    why_not[kind] = str(exc)
+                    continue
+                res.setdefault(f"kernel->{kind}-own-tap", []).append(k2p)
+                res.setdefault(f"{kind}->kernel-own-tap", []).append(p2k)
+                print(f"  run {rep + 1}: own tap, {args.pytcp_mbytes} MiB: kernel->{kind} "
+                      f"{k2p:.1f}  {kind}->kernel {p2k:.1f} Mbit/s", flush=True)
             for name, fn in cases.items():
                 v = fn()
                 if v is None:
                     continue
-                if isinstance(v, tuple):
+                if name == "stack-switch-1500":
+                    mbps, tx_us, rx_us = v  # type: ignore[misc]
+                    res.setdefault(name, []).append(mbps)
+                    cpu.setdefault("sender", []).append(tx_us)
+                    cpu.setdefault("receiver", []).append(rx_us)
+                    print(f"  run {rep + 1}: {name:<18} {mbps:10.1f} Mbit/s  CPU us per "
+                          f"segment: sender {tx_us:.1f}, receiver {rx_us:.1f}", flush=True)
+                elif isinstance(v, tuple):
                     res.setdefault("kernel->stack-tap", []).append(v[0])
                     res.setdefault("stack->kernel-tap", []).append(v[1])
                     print(f"  run {rep + 1}: kernel->stack {v[0]:.0f}  stack->kernel {v[1]:.0f} Mbit/s",
@@ -332,14 +587,30 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print()
     veth = statistics.median(res["kernel-veth"]) if "kernel-veth" in res else None
-    print(f"{'case':<22} {'median':>10}  {'ratio to kernel veth':>20}")
+    print(f"{'case':<26} {'median':>10}  {'ratio to kernel veth':>20}")
     for name, values in res.items():
         m = statistics.median(values)
         ratio = f"{m / veth:20.3f}" if veth and name != "conn/s" else f"{'':>20}"
         unit = "conn/s" if name == "conn/s" else "Mbit/s"
-        print(f"{name:<22} {m:10.1f}  {ratio}  {unit}")
-    print(f"{'memory per idle stack':<22} {mem / 1024:10.1f}  KiB  "
+        print(f"{name:<26} {m:10.1f}  {ratio}  {unit}")
+    print(f"{'memory per idle stack':<26} {mem / 1024:10.1f}  KiB  "
           f"({(1 << 30) / mem:,.0f} stacks per GiB)")
+    if cpu:
+        print(f"stack->stack over the switch, CPU us per 1448-byte segment (all threads of "
+              f"each process): sender {statistics.median(cpu['sender']):.1f}, receiver "
+              f"{statistics.median(cpu['receiver']):.1f} (a limit of ~"
+              f"{1448 * 8 / max(statistics.median(cpu['receiver']), 1e-9):.0f} Mbit/s "
+              "per receiving core)")
+    for d in ("kernel->{}-own-tap", "{}->kernel-own-tap"):
+        t, p_ = d.format("threadnet"), d.format("pytcp")
+        if t in res and p_ in res:
+            ratio = statistics.median(res[t]) / statistics.median(res[p_])
+            print(f"threadnet / PyTCP {PYTCP_VERSION}, {d.format('peer')}: {ratio:.1f}x "
+                  f"(target: at least 100x)")
+    if args.no_pytcp:
+        print("PyTCP: not measured (--no-pytcp)")
+    for kind, reason in why_not.items():
+        print(f"{'PyTCP' if kind == 'pytcp' else kind} over its own tap: not measured: {reason}")
     print(f"(medians of {args.repeat} runs; interpreter above)")
     return 0
 

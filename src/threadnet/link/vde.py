@@ -16,6 +16,7 @@ import pwd
 import socket
 import stat
 
+from threadnet import mmsg
 from threadnet.errors import LinkError, URLError
 from threadnet.link import (
     Link,
@@ -25,11 +26,13 @@ from threadnet.link import (
     split_bracket,
     unquote,
 )
+from threadnet.link.batch import TxBatch, send_waiting
 from threadnet.wire import vde as wire
 
 _counter = itertools.count()
 HANDSHAKE_TIMEOUT = 5.0
 RECV_BUF = 65536
+SOCK_BUF = 4 << 20
 
 
 def _user_name() -> str:
@@ -106,6 +109,9 @@ class VdeLink(Link):
             description = link_description.get() or default_description()
         self.description = description
         self.drops = 0
+        self._tx: TxBatch | None = None
+        #: receive slot size for batched receiving: a frame up to 64 KiB - 64 fits
+        self.rx_slot = 2048
         self._ctl: socket.socket | None = None
         self._data: socket.socket | None = None
         self._own_path: str | None = None
@@ -155,10 +161,14 @@ class VdeLink(Link):
     @staticmethod
     def _bind_data(directory: str, group: str | None, mode: int | None) -> tuple[socket.socket, str]:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        except OSError:
-            pass
+        # Room for a TCP window's worth of frames in both directions: the send buffer is
+        # what a datagram sent to the switch occupies until the switch reads it, and a
+        # send that finds it full loses the frame (a burst of a window lost at once).
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                s.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
+            except OSError:
+                pass
         bases = [directory, "/var/run", "/var/tmp", "/tmp"]
         path = ""
         for base in bases:
@@ -259,14 +269,57 @@ class VdeLink(Link):
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
         assert self._data is not None
-        try:
-            self._data.send(frame)
-        except BlockingIOError:
-            self.drops += 1
-        except OSError as exc:
-            if exc.errno in (errno.ENOBUFS, errno.EAGAIN):
-                self.drops += 1
+        tx = self._tx
+        if tx is not None and tx.depth:
+            if tx.add(frame):
                 return
+            self._flush_tx()  # full, or a frame too big for a slot: keep the order
+            if tx.add(frame):
+                return
+        try:
+            # a full socket (the switch has not read its queue yet) is waited for briefly
+            self.drops += send_waiting(self._data, frame)
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
+
+    # -- batched I/O (link/batch.py): used by the stack's driver -------------------------
+    def begin_tx(self) -> None:
+        """Queue frames sent from now until ``end_tx``, for one ``sendmmsg`` (nestable)."""
+        tx = self._tx
+        if tx is None:
+            if not mmsg.available():
+                return
+            tx = self._tx = TxBatch(self.rx_slot, max(4, min(64, (1 << 20) // self.rx_slot)))
+        tx.depth += 1
+
+    def end_tx(self) -> None:
+        tx = self._tx
+        if tx is None or not tx.depth:
+            return
+        tx.depth -= 1
+        if not tx.depth:
+            self._flush_tx()
+
+    def _flush_tx(self) -> None:
+        tx = self._tx
+        if tx is None or not tx.count:
+            return
+        if self.closed:
+            tx.discard()
+            return
+        try:
+            self.drops += tx.flush(self._data)
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
+
+    def recv_many(self, rb: mmsg.RecvBatch) -> int:
+        """Receive up to ``rb.nslots`` frames into ``rb`` (one ``recvmmsg``); see
+        ``batch.frames``. Raises LinkError when the peer is gone."""
+        try:
+            return rb.recv(self._data.fileno())
+        except OSError as exc:
             self.closed_by_peer = True
             raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
 

@@ -15,7 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from threadnet import mmsg
 from threadnet.errors import LinkError
+from threadnet.link.batch import frames as batch_frames
 from threadnet.loop import EventLoop, Timer, monotonic
 
 if TYPE_CHECKING:
@@ -37,6 +39,9 @@ class Driver:
         self._stacks: dict[int, Stack] = {}
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
+        # receive slots shared by every link of this driver (one _rx runs at a time, and a
+        # stack copies what it keeps of a frame), by slot size
+        self._rbs: dict[int, mmsg.RecvBatch] = {}
 
     # -- cross-thread calls -----------------------------------------------------------
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -151,20 +156,54 @@ class Driver:
         assert link is not None
         now = monotonic()
         with self.lock:
-            for _ in range(RX_BUDGET):
-                try:
-                    frame = link.recv()
-                except BlockingIOError:
-                    break
-                except LinkError:
-                    self.loop.remove_reader(link.fileno())
-                    iface.up = False
-                    break
-                try:
-                    stack.input(iface, frame, now)
-                except Exception as exc:  # a bug must not stop every stack in the process
-                    self._report(stack, exc)
-        self._arm(stack)
+            # one batch: TCP answers (ACKs, the data they release) and socket wake-ups
+            # once per connection at the end, not once per frame
+            opened = stack.begin_batch()
+            try:
+                recv_many = getattr(link, "recv_many", None)
+                if recv_many is not None and mmsg.available():
+                    self._rx_many(stack, iface, link, recv_many, now)
+                    return
+                for _ in range(RX_BUDGET):
+                    try:
+                        frame = link.recv()
+                    except BlockingIOError:
+                        break
+                    except LinkError:
+                        self.loop.remove_reader(link.fileno())
+                        iface.up = False
+                        break
+                    try:
+                        stack.input(iface, frame, now)
+                    except Exception as exc:  # a bug must not stop every stack in the process
+                        self._report(stack, exc)
+            finally:
+                if opened:
+                    try:
+                        stack.end_batch()
+                    except Exception as exc:
+                        self._report(stack, exc)
+                self._arm(stack)
+
+    def _rx_many(self, stack: Stack, iface: Interface, link: object,
+                 recv_many: Callable[[mmsg.RecvBatch], int], now: float) -> None:
+        """One recvmmsg, then every frame into the stack (lock held, batch open)."""
+        # room for the largest frame the interface may receive (a raised MTU included)
+        slot = max(link.rx_slot, (iface.mtu + 82 + 2047) & ~2047)  # type: ignore[attr-defined]
+        rb = self._rbs.get(slot)
+        if rb is None:
+            rb = self._rbs[slot] = mmsg.RecvBatch(RX_BUDGET, slot)
+        try:
+            n = recv_many(rb)
+        except LinkError:
+            self.loop.remove_reader(link.fileno())  # type: ignore[attr-defined]
+            iface.up = False
+            return
+        for frame in batch_frames(rb, n):
+            try:
+                stack.input(iface, frame, now)
+            except Exception as exc:  # a bug must not stop every stack in the process
+                self._report(stack, exc)
 
     def stop(self) -> None:
         self.loop.stop()

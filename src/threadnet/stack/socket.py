@@ -34,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from threadnet.stack.tcplayer import TcpEndpoint, TcpListener
+from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -186,7 +186,7 @@ class StackSocket(_socket.socket):
             return self._opts[(level, optname)]
         if (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
                                 (_socket.SOL_SOCKET, _socket.SO_SNDBUF)):
-            return 256 * 1024
+            return TCP_BUF
         return 0
 
     def _conn_options(self) -> dict[str, Any]:
@@ -478,7 +478,6 @@ class _StreamPump:
         self.connected = connected
         self.error = 0
         self.done = threading.Event()
-        self.out = b""  # received data the pair could not take yet
         self.reading = False
         self.writing = False
         self.eof_in = False  # the application shut down writing
@@ -522,24 +521,23 @@ class _StreamPump:
         if not self.connected and conn.established:
             self.connected = True
             self.done.set()
-        if self.connected and not self.reading and not self.eof_in and conn.writable_space > 0:
+        if self.connected and not self.reading and not self.eof_in and \
+                conn.writable_space >= _low_water(conn):
             self._call(lambda: self._want_read(True))
         self._deliver()
-        if conn.closed and not self.out:
+        if conn.closed and not conn.recv_queued:
             self._shutdown()
 
     def _deliver(self) -> None:
+        # Received data goes from the connection's buffer straight into the pair (no copy
+        # out first); what the pair cannot take stays there and keeps the window closed.
         ep = self.ep
+        conn = ep.conn
         inner = self.inner
-        while True:
-            if not self.out:
-                if not ep.conn.recv_queued:
-                    break
-                self.out = ep.recv(PUMP_CHUNK)
-                if not self.out:
-                    break
+        while conn.recv_queued:
+            view = conn.peek(PUMP_CHUNK)
             try:
-                n = inner.send(self.out)
+                n = inner.send(view)
             except BlockingIOError:
                 if not self.writing:
                     self.writing = True
@@ -547,12 +545,14 @@ class _StreamPump:
                 return
             except OSError:
                 # the application closed its socket with data arriving: reset (RFC 9293)
-                self.out = b""
+                view.release()
                 ep.abort()
                 self._shutdown()
                 return
-            self.out = self.out[n:]
-        if ep.conn.eof and not self.out and not self.eof_out:
+            finally:
+                view.release()
+            ep.consume(n)
+        if conn.eof and not self.eof_out:
             self.eof_out = True
             try:
                 inner.shutdown(_socket.SHUT_WR)
@@ -579,42 +579,51 @@ class _StreamPump:
             self.writing = False
             self.driver.loop.remove_writer(self.inner)
             self._deliver()
-            if self.ep.conn.closed and not self.out:
+            if self.ep.conn.closed and not self.ep.conn.recv_queued:
                 self._shutdown()
 
     def _readable(self) -> None:
         with self.stack.locked():
-            conn = self.ep.conn
-            inner = self.inner
-            while True:
-                if self.discard:
-                    try:
-                        junk = inner.recv(min(self.discard, PUMP_CHUNK))
-                    except BlockingIOError:
-                        return
-                    self.discard -= len(junk)
-                    if not self.discard:
-                        _unfill(self.app)
-                    continue
-                space = conn.writable_space
-                if space <= 0:
-                    self._want_read(False)  # resume when the connection has room again
-                    return
+            # the segments this sends leave in one batch (one system call per link)
+            opened = self.stack.begin_batch()
+            try:
+                self._read_app()
+            finally:
+                if opened:
+                    self.stack.end_batch()
+
+    def _read_app(self) -> None:
+        conn = self.ep.conn
+        inner = self.inner
+        while True:
+            if self.discard:
                 try:
-                    data = inner.recv(min(space, PUMP_CHUNK))
+                    junk = inner.recv(min(self.discard, PUMP_CHUNK))
                 except BlockingIOError:
                     return
-                except OSError:
-                    data = b""
-                if not data:
-                    self.eof_in = True
-                    self._want_read(False)
-                    if self.eof_out or conn.eof:
-                        self.ep.close()
-                    else:
-                        self.ep.shutdown_write()
-                    return
-                self.ep.send(data)
+                self.discard -= len(junk)
+                if not self.discard:
+                    _unfill(self.app)
+                continue
+            space = conn.writable_space
+            if space <= 0 or (space < _low_water(conn) and conn.send_queued):
+                self._want_read(False)  # resume when the connection has room again
+                return
+            try:
+                data = inner.recv(min(space, PUMP_CHUNK))
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.eof_in = True
+                self._want_read(False)
+                if self.eof_out or conn.eof:
+                    self.ep.close()
+                else:
+                    self.ep.shutdown_write()
+                return
+            self.ep.send(data)
 
     def _shutdown(self) -> None:
         if self.closed:
@@ -632,6 +641,14 @@ class _StreamPump:
             self._call(close)
         else:
             inner.close()
+
+
+def _low_water(conn: Any) -> int:
+    """Send space worth reading the application's data for: taking it in a few large
+    pieces rather than an ACK's worth at a time means fewer wake-ups, flushes and
+    reallocations of the send buffer (like Linux's SO_SNDLOWAT, a quarter of the buffer
+    up to 64 KiB)."""
+    return max(1, min(64 * 1024, conn.sndbuf // 4))
 
 
 def _fill(sock: StackSocket) -> int:

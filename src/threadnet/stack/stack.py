@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
 from threadnet.stack.config import parse_config
-from threadnet.stack.neighbor import NeighborCache
+from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
 
@@ -41,6 +41,7 @@ _ETYPE = struct.Struct("!H")
 _ETH_IPV4 = _ETYPE.pack(ETH_P_IPV4)
 _ETH_IPV6 = _ETYPE.pack(ETH_P_IPV6)
 _ETH_ARP = _ETYPE.pack(ETH_P_ARP)
+_FAST4 = struct.Struct("!H2xH")  # IPv4 total length, (identification), flags+offset
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes
 DAD_DELAY = 1.0  # RFC 4861 RetransTimer: one NS, then the address is ours
@@ -128,6 +129,12 @@ class Stack:
         self._now = 0.0
         self.driver = None
         self._resolver: Resolver | None = None  # made on first use (stack/resolver.py)
+        # bumped by every change of interfaces and addresses: caches of the data path
+        # (local address sets, TCP connections' output paths) check it
+        self._gen = 0
+        self._local4: frozenset[bytes] = frozenset()
+        self._local4_gen = -1
+        self._batch_ifaces: list[Interface] = []
         lo = Interface(1, "lo", None, bytes(6), 65536)
         self.interfaces[1] = lo
         self.link_up("lo", 0.0)
@@ -155,6 +162,7 @@ class Stack:
             raise ValueError(f"interface {name!r} exists")
         iface = Interface(index, name, link, mac or random_mac(), mtu or link.max_frame - 18)
         self.interfaces[index] = iface
+        self._gen += 1
         if self.driver is not None:
             self.driver.watch(self, iface)  # type: ignore[attr-defined]
         return iface
@@ -173,6 +181,7 @@ class Stack:
         if iface.up:
             return
         iface.up = True
+        self._gen += 1
         now = self._now if now is None else now
         if not iface.loopback and not any(a.addr[:2] == b"\xfe\x80" for a in iface.v6):
             self._add6(iface, eui64_link_local(iface.mac), 64, now)
@@ -183,16 +192,19 @@ class Stack:
     def link_down(self, ref: int | str) -> None:
         iface = self.interface(ref)
         iface.up = False
+        self._gen += 1
 
     def set_mtu(self, ref: int | str, mtu: int) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError("MTU must be 68..65535")
         self.interface(ref).mtu = mtu
+        self._gen += 1
 
     def addr_add(self, ref: int | str, cidr: str, now: float | None = None) -> None:
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
         now = self._now if now is None else now
+        self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
             if entry in iface.v4:
@@ -226,6 +238,7 @@ class Stack:
     def addr_del(self, ref: int | str, cidr: str) -> None:
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
+        self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
             if entry not in iface.v4:
@@ -372,12 +385,15 @@ class Stack:
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
 
+    def _local4_set(self) -> frozenset[bytes]:
+        """Every IPv4 address of every interface (rebuilt after a change)."""
+        if self._local4_gen != self._gen:
+            self._local4 = frozenset(a for i in self.interfaces.values() for a, _ in i.v4)
+            self._local4_gen = self._gen
+        return self._local4
+
     def _is_local4(self, addr: bytes) -> bool:
-        for iface in self.interfaces.values():
-            for a, _ in iface.v4:
-                if a == addr:
-                    return True
-        return addr[0] == 127
+        return addr in self._local4_set() or addr[0] == 127
 
     def _is_local6(self, addr: bytes) -> bool:
         return any(a.addr == addr and a.state == "preferred"
@@ -389,14 +405,58 @@ class Stack:
         self._now = now
         if not iface.up:
             return
+        n = len(frame)
         iface.rx_packets += 1
-        iface.rx_bytes += len(frame)
+        iface.rx_bytes += n
         try:
-            self._input_eth(iface, memoryview(frame), now)
+            mv = memoryview(frame)
+            # The common case without the general path's calls: IPv4 without options or
+            # fragmentation, TCP, unicast to one of our addresses, header checksum right.
+            # Anything else (and any error, to be reported) takes the general path.
+            if n >= 54 and mv[12] == 8 and mv[13] == 0 and mv[14] == 0x45 and mv[23] == 6 \
+                    and mv[:6] == iface.mac:
+                total, frag = _FAST4.unpack_from(mv, 16)
+                dst = mv[30:34].tobytes()
+                if not frag & 0x3FFF and 40 <= total <= n - 14 and (
+                        dst in (self._local4 if self._local4_gen == self._gen
+                                else self._local4_set())) \
+                        and not int.from_bytes(mv[14:34], "big") % 0xFFFF:
+                    self.tcp.input(4, mv[26:30].tobytes(), dst, mv[34:14 + total], now)
+                    if self._local:
+                        self._drain_local(now)
+                    return
+            self._input_eth(iface, mv, now)
         except FrameError:
             iface.rx_errors += 1
             self._count("rx_malformed")
         self._drain_local(now)
+
+    def begin_batch(self) -> bool:
+        """Start a batch of ``input`` calls (a driver's receive batch): work that can be
+        done once for all of them waits for ``end_batch``. Returns False when a batch is
+        open already; only the call that opened it ends it."""
+        if not self.tcp.begin_batch():
+            return False
+        # and links that can send a batch of frames with one system call queue them
+        links = []
+        for iface in self.interfaces.values():
+            begin = getattr(iface.link, "begin_tx", None)
+            if begin is not None:
+                begin()
+                links.append(iface)
+        self._batch_ifaces = links
+        return True
+
+    def end_batch(self) -> None:
+        try:
+            self.tcp.end_batch()
+        finally:
+            ifaces, self._batch_ifaces = self._batch_ifaces, []
+            for iface in ifaces:
+                try:
+                    iface.link.end_tx()  # type: ignore[union-attr]
+                except LinkError:
+                    iface.tx_dropped += 1
 
     def _input_eth(self, iface: Interface, mv: memoryview, now: float) -> None:
         if len(mv) < 14:
@@ -648,6 +708,32 @@ class Stack:
             if (a[:2] == b"\xfe\x80") == want_ll:
                 return a
         return usable[0]
+
+    def fast_path4(self, src: bytes, dst: bytes, now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """For a unicast flow from our ``src`` to ``dst``: (interface, next hop, its
+        REACHABLE neighbor entry, the path MTU entry or None, the MTU), which a
+        connection may reuse while none of them changes; None when packets to ``dst`` need
+        the general output path (no route, a local, broadcast or multicast destination,
+        a next hop not known to be reachable, or ``src`` not ours)."""
+        if dst[0] >= 224 or self._is_local4(dst) or src not in self._local4_set():
+            return None
+        r = self._route4(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        if iface.link is None or any(dst == _bcast4(a, p) for a, p in iface.v4):
+            return None
+        nb = iface.arp.entries.get(nexthop)
+        if nb is None or nb.mac is None or nb.state != REACHABLE or not now < nb.deadline:
+            return None
+        mtu = iface.mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None:
+            if learned[1] < now:
+                return None
+            mtu = min(mtu, learned[0])
+        return iface, nexthop, nb, learned, mtu
 
     def _path(self, family: int, src: bytes | None, dst: bytes, now: float
               ) -> tuple[Interface, bytes, bytes, int]:

@@ -150,7 +150,8 @@ class TcpConnection:
         "mss", "rcvbuf", "sndbuf", "nodelay", "msl", "max_retries", "syn_retries",
         "synack_retries", "keepalive", "keepalive_idle", "keepalive_interval",
         "keepalive_count", "delack_timeout", "fin_wait2_timeout", "challenge_ack_limit",
-        "_want_wscale", "_want_sack", "_want_ts", "_cc_name", "_rng",
+        "_want_wscale", "_want_sack", "_want_ts", "_cc_name", "_rng", "payload_views",
+        "stretch_acks",
         # state
         "state", "passive", "error", "closed", "established", "stats",
         "_user_closed", "_wr_shut",
@@ -211,6 +212,15 @@ class TcpConnection:
         self._want_ts = timestamps
         self._cc_name = cc
         self._rng = rng = rng if rng is not None else random.Random()
+        #: segments from ``output`` carry views of the send buffer instead of copies; the
+        #: caller must drop them (``segs.clear()``) before the next call into the connection
+        self.payload_views = False
+        #: a caller that feeds segments in batches and calls ``output`` after each batch
+        #: may set this: once the first receive buffer's worth of data has arrived (the
+        #: peer's slow start, which counts ACKs), in-order data is acknowledged once per
+        #: batch instead of every second segment (out-of-order segments still get one
+        #: duplicate ACK each)
+        self.stretch_acks = False
 
         self.state = _CLOSED
         self.passive = False
@@ -443,6 +453,21 @@ class TcpConnection:
             return b""
         raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
+    def peek(self, maxlen: int) -> memoryview:
+        """A view of up to ``maxlen`` in-order received bytes, left in place: pass it on,
+        release it, then ``consume`` what was used (saves ``recv``'s copy)."""
+        return memoryview(self._rcv_buf)[:maxlen]
+
+    def consume(self, n: int) -> bool:
+        """Drop ``n`` received bytes that ``peek`` showed. Returns True when that opened
+        the window enough for an update to go out (call ``output``)."""
+        if n <= 0:
+            return False
+        del self._rcv_buf[:n]
+        if self.state in _RECEIVING:
+            self._check_window_update()
+        return self._ack_now
+
     def _check_window_update(self) -> None:
         # Like Linux's tcp_cleanup_rbuf: after a read, send a window update at once if the
         # window we may now advertise (past the receiver SWS rule) at least doubles.
@@ -649,6 +674,41 @@ class TcpConnection:
         return PERSIST_MIN if t < PERSIST_MIN else PERSIST_MAX if t > PERSIST_MAX else t
 
     # -- input -------------------------------------------------------------------------
+    def input_data(self, seq_w: int, ack_w: int, window: int, payload: memoryview | bytes,
+                   ts_val: int | None, now: float) -> bool:
+        """Header prediction for a bulk receiver (as BSD's tcp_input): a segment with
+        ACK (and maybe PSH) only, carrying the next in-order data, acknowledging nothing
+        new while nothing of ours is in flight, in ESTABLISHED with no out-of-order data
+        held. Does exactly what ``input`` does for such a segment, without building a
+        ``Segment`` or running the general checks; returns False (having done nothing)
+        for any other segment, which then goes to ``input``. ``seq_w``/``ack_w`` are wire
+        values, ``window`` the raw field, ``ts_val`` the TSval or None."""
+        if self.state is not _ESTABLISHED or self._ooo or self._user_closed:
+            return False
+        rcv_nxt = self.rcv_nxt
+        snd_una = self.snd_una
+        plen = len(payload)
+        if (seq_w != rcv_nxt & MASK or ack_w != snd_una & MASK or self.snd_max != snd_una
+                or not plen or plen > self._rcv_adv - rcv_nxt or self.snd_wl1 >= rcv_nxt
+                or window << self.snd_wscale != self.snd_wnd):
+            return False
+        if self.ts_ok:
+            # RFC 7323 PAWS (R1) passes, then R3: TS.Recent from a segment at RCV.NXT
+            if ts_val is None or (ts_val - self.ts_recent) & MASK >= _HALF:
+                return False
+            if rcv_nxt <= self._last_ack_sent:
+                self.ts_recent = ts_val
+                self._ts_recent_time = now
+        self.stats.segments_in += 1
+        self._last_rx = now
+        self._ka_probes = 0
+        self._persist_probes = 0
+        # RFC 9293 3.10.7.4: the window update (SND.WL1 < SEG.SEQ), same window
+        self.snd_wl1 = rcv_nxt
+        self.snd_wl2 = snd_una
+        self._input_text(rcv_nxt, payload, 0, now)
+        return True
+
     def input(self, seg: Segment, now: float) -> None:
         """Process one arriving segment (RFC 9293 3.10.7)."""
         self.stats.segments_in += 1
@@ -1168,7 +1228,10 @@ class TcpConnection:
                     self._unacked_segs += 1
                     if self._unacked_segs >= 2:
                         if not fin:
-                            self._emit_ack_now(now)
+                            if self.stretch_acks and self.stats.bytes_in > self.rcvbuf:
+                                self._ack_now = True  # with the next output (batch end)
+                            else:
+                                self._emit_ack_now(now)
                     elif self._delack_deadline is None:
                         self._delack_deadline = now + self.delack_timeout
             elif seq > rcv_nxt:
@@ -1432,7 +1495,9 @@ class TcpConnection:
             end = s + 1
         else:
             off = self._snd_buf_seq
-            payload = mv[s - off:e - off].tobytes()
+            payload = mv[s - off:e - off]
+            if not self.payload_views:
+                payload = payload.tobytes()
             if e == data_end:
                 flags |= PSH
                 if fin_seq is not None:

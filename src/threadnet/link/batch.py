@@ -1,0 +1,158 @@
+"""Batched datagram I/O for links on datagram sockets (``vde://``, pair links).
+
+A stack processes a batch of received frames at a time (``Stack.begin_batch``). Its
+answers then go out together: while a link's transmit batch is open, ``TxBatch.add``
+copies frames into fixed slots and ``flush`` hands them to the kernel with one
+``sendmmsg``. A batch of a single frame is sent as it is, so a link that only ever sends
+one frame per batch (an echo reply) never allocates the slots. Receiving, the driver
+fills one shared ``mmsg.RecvBatch`` with ``recvmmsg`` per wake-up.
+
+Only where ``mmsg.available()`` (64-bit little-endian Linux); links fall back to one
+system call per frame otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import select
+import time
+
+from threadnet import mmsg
+
+#: how long a flush waits for room in the socket before it drops the rest (the switch or
+#: the peer reads its socket in a tight loop: a full queue empties within microseconds)
+FLUSH_WAIT = 0.005
+MSG_TRUNC = 0x20
+
+
+class TxBatch:
+    """Frames for one datagram socket, sent by one ``sendmmsg`` at ``flush``."""
+
+    def __init__(self, slot_size: int, nslots: int = 64) -> None:
+        self.slot_size = slot_size
+        self.nslots = nslots
+        self.depth = 0  # nested begin() calls
+        self.count = 0
+        self._first: bytes | bytearray | memoryview | None = None
+        self._slots: list[memoryview] | None = None
+        self._addrs: list[int] = []
+        self._iov: ctypes.Array | None = None
+        self._msgs_addr = 0
+
+    def _allocate(self) -> None:
+        size = self.slot_size
+        self._buf = ctypes.create_string_buffer(self.nslots * size)
+        base = ctypes.addressof(self._buf)
+        mv = memoryview(self._buf).cast("B")
+        self._slots = [mv[i * size:(i + 1) * size] for i in range(self.nslots)]
+        self._addrs = [base + i * size for i in range(self.nslots)]
+        self._iov = ctypes.create_string_buffer(self.nslots * 16)
+        self._msgs = mmsg._headers(self.nslots, ctypes.addressof(self._iov))
+        self._msgs_addr = ctypes.addressof(self._msgs)
+
+    def add(self, frame: bytes | bytearray | memoryview) -> bool:
+        """Queue ``frame``; False when it cannot be queued (too big, or the batch is full:
+        flush and add again)."""
+        n = len(frame)
+        if n > self.slot_size or self.count >= self.nslots:
+            return False
+        if self.count == 0:
+            self._first = frame  # kept by reference: copied only if a second one comes
+            self.count = 1
+            return True
+        if self._slots is None:
+            self._allocate()
+        if self._first is not None:
+            self._put(0, self._first)
+            self._first = None
+        self._put(self.count, frame)
+        self.count += 1
+        return True
+
+    def discard(self) -> None:
+        self.count = 0
+        self._first = None
+
+    def _put(self, i: int, frame: bytes | bytearray | memoryview) -> None:
+        n = len(frame)
+        assert self._slots is not None and self._iov is not None
+        self._slots[i][:n] = frame
+        mmsg.IOV.pack_into(self._iov, i * 16, self._addrs[i], n)
+
+    def flush(self, sock) -> int:  # noqa: ANN001 - a socket.socket
+        """Send what is queued; returns how many frames were dropped because the socket
+        stayed full. OSError for a dead socket."""
+        count = self.count
+        if not count:
+            return 0
+        self.count = 0
+        first = self._first
+        if first is not None:
+            self._first = None
+            return self._send_one(sock, first)
+        fd = sock.fileno()
+        sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
+        sent = 0
+        deadline = None
+        while sent < count:
+            n = sendmmsg(fd, self._msgs_addr + sent * 64, count - sent, mmsg.MSG_DONTWAIT)
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                if err in (errno.EAGAIN, errno.ENOBUFS):
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + FLUSH_WAIT
+                    if now >= deadline:
+                        return count - sent
+                    select.select([], [fd], [], deadline - now)
+                    continue
+                raise OSError(err, errno.errorcode.get(err, str(err)))
+            sent += n
+        return 0
+
+    @staticmethod
+    def _send_one(sock, frame: bytes | bytearray | memoryview) -> int:  # noqa: ANN001
+        return send_waiting(sock, frame)
+
+
+def send_waiting(sock, frame: bytes | bytearray | memoryview) -> int:  # noqa: ANN001
+    """Send one datagram on a non-blocking socket, waiting up to FLUSH_WAIT for room.
+    Returns 1 if it was dropped, else 0; OSError for a dead socket."""
+    try:
+        sock.send(frame)
+        return 0
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENOBUFS:
+            raise
+    deadline = time.monotonic() + FLUSH_WAIT
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return 1
+        select.select([], [sock], [], left)
+        try:
+            sock.send(frame)
+            return 0
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+
+
+def frames(rb: mmsg.RecvBatch, n: int) -> list[memoryview]:
+    """The ``n`` datagrams ``rb.recv`` received, as views of its slots (valid until its
+    next ``recv``), without empty and truncated ones."""
+    lengths = rb.lengths
+    slots = rb.slots
+    out = []
+    for i in range(n):
+        length = lengths[16 * i + 14]
+        if length and not lengths[16 * i + 12] & MSG_TRUNC:
+            out.append(slots[i][:length])
+    return out
