@@ -301,3 +301,32 @@ def test_closing_a_stack_fails_its_blocked_sockets_at_once():
         a.close()
         b.close()
         driver.stop()
+
+
+def test_buffer_sizes_apply_to_a_live_connection(net):
+    a, b, _ = net
+    with a.socket() as s:
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 7))
+        conn = s._pump.ep.conn
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        assert conn.sndbuf == 8192 and conn.writable_space <= 8192
+        before = conn.rcvbuf
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, before * 2)
+        assert conn.rcvbuf == min(before * 2, 0xFFFF << conn.rcv_wscale)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert conn.rcvbuf >= before  # never shrinks the window already offered
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == conn.rcvbuf
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 8192
+        _roundtrip_small(s)
+
+
+def _roundtrip_small(s: socket.socket) -> None:
+    payload = os.urandom(100_000)
+    got = bytearray()
+    t = threading.Thread(target=lambda: [got.extend(s.recv(65536)) for _ in iter(
+        lambda: len(got) < len(payload), False)])
+    t.start()
+    s.sendall(payload)
+    t.join(20)
+    assert bytes(got) == payload

@@ -182,12 +182,14 @@ class StackSocket(_socket.socket):
             return self._vtype
         if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
             return int(self._listener is not None)
+        bufopt = (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
+                                      (_socket.SOL_SOCKET, _socket.SO_SNDBUF))
+        if bufopt and self._pump is not None:  # what the connection really has
+            conn = self._pump.ep.conn
+            return conn.rcvbuf if optname == _socket.SO_RCVBUF else conn.sndbuf
         if (level, optname) in self._opts:
             return self._opts[(level, optname)]
-        if (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
-                                (_socket.SOL_SOCKET, _socket.SO_SNDBUF)):
-            return TCP_BUF
-        return 0
+        return TCP_BUF if bufopt else 0
 
     def _conn_options(self) -> dict[str, Any]:
         o = self._opts
@@ -508,6 +510,14 @@ class _StreamPump:
         opts = self.options()
         conn.nodelay = bool(opts.get("nodelay", False))
         conn.keepalive = bool(opts.get("keepalive", False))
+        if "sndbuf" in opts:
+            conn.sndbuf = opts["sndbuf"]
+        if "rcvbuf" in opts:
+            # the window scale was fixed by the handshake, and a window must never shrink
+            # (RFC 9293 3.8.6): a live SO_RCVBUF only grows the buffer, up to what the
+            # scale can advertise
+            limit = 0xFFFF << conn.rcv_wscale
+            conn.rcvbuf = max(conn.rcvbuf, min(opts["rcvbuf"], limit))
 
     # -- called under the stack lock --------------------------------------------------------
     def on_event(self, ep: TcpEndpoint) -> None:
