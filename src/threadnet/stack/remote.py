@@ -29,7 +29,6 @@ import select
 import socket as _socket
 import stat
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +132,17 @@ class Publication:
                 conn, _ = self._listener.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # EMFILE and friends: try again on the next wakeup
+            except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    time.sleep(0.01)
+                    # out of descriptors: pause accepting for a moment instead of spinning
+                    self.driver.loop.remove_reader(self._listener)
+                    self.driver.loop.call_later(0.1, self._resume_accepting)
                 return
             self._serve(conn, None)
+
+    def _resume_accepting(self) -> None:
+        if not self.closed:
+            self.driver.loop.add_reader(self._listener, self._on_accept)
 
     def _serve(self, ctl: _socket.socket, sock: StackSocket | None) -> None:
         ctl.setblocking(False)
