@@ -548,6 +548,11 @@ def test_run_with_its_own_stack_reaches_a_server_on_another_stack(lan, procs, so
                                      "--", sys.executable, "-c", "raise SystemExit(7)"),
                        capture_output=True, text=True, env=threadnet_env(), timeout=60)
     assert r.returncode == 7
+    # a program that is not Python gets a warning: the hook lives in the Python child
+    r = subprocess.run(threadnet_cmd("run", "--link", lan.url, "--config", "eth,ip=10.25.0.9/24",
+                                     "--", "true"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0 and "does not look like Python" in r.stderr
 
 
 def test_run_and_msocket_work_unprivileged(lan, unpriv, sockdir, procs):

@@ -380,6 +380,23 @@ def run_environment(stack_path: str, env: dict[str, str] | None = None) -> dict[
     return env
 
 
+def _runs_python(program: str) -> bool:
+    """Is ``program`` a Python interpreter, or a script whose #! line names one?"""
+    import shutil
+
+    if "python" in os.path.basename(program):
+        return True
+    path = shutil.which(program)
+    if path is None:
+        return True  # let the exec report it
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return True
+    return first.startswith(b"#!") and b"python" in first
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
@@ -404,6 +421,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             stack = _build_stack(args, f"run{os.getpid()}")
             path = os.path.join(tmpdir, "stack")
             stack.publish(path, mode=0o600)  # type: ignore[attr-defined]
+        if not _runs_python(command[0]):
+            print(f"{PROG} run: warning: {command[0]} does not look like Python; only Python "
+                  "programs (and their Python children) are moved onto the stack",
+                  file=sys.stderr)
         try:
             child = subprocess.Popen(command, env=run_environment(path))
         except FileNotFoundError:
