@@ -330,3 +330,67 @@ def _roundtrip_small(s: socket.socket) -> None:
     s.sendall(payload)
     t.join(20)
     assert bytes(got) == payload
+
+
+def test_control_channel_survives_random_requests(net, capfd):
+    """Broken and hostile control messages get error replies; the published stack keeps
+    serving, and nothing escapes on its driver thread."""
+    import json
+    import random
+
+    _, _, path = net
+    rng = random.Random(1234)
+    ops = ["socket", "bind", "listen", "connect", "accept", "abort", "status", "getsockopt",
+           "setsockopt", "sendto", "call", "nope", None, 7]
+
+    def value(depth: int = 0):
+        kind = rng.randrange(8 if depth < 2 else 5)
+        return [lambda: rng.randint(-2**40, 2**40), lambda: rng.choice(["", "::", "10.30.0.2",
+                "x" * rng.randrange(300), "0.0.0.0", "fc00:30::2", "\udcff"]),
+                lambda: None, lambda: rng.random(), lambda: rng.choice([True, False]),
+                lambda: [value(depth + 1) for _ in range(rng.randrange(4))],
+                lambda: {str(value(depth + 1))[:10]: value(depth + 1) for _ in range(3)},
+                lambda: [rng.choice(["10.30.0.2", "::1", ""]), rng.randint(-5, 70000)]][kind]()
+
+    conns = []
+    kinds = {True: 0, False: 0}
+    for _ in range(1500):
+        if not conns or rng.random() < 0.05:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            c.connect(path)
+            c.settimeout(10)
+            conns.append(c)
+        c = rng.choice(conns)
+        req = {"op": rng.choice(ops)}
+        for key in rng.sample(["family", "type", "proto", "addr", "backlog", "level", "name",
+                               "value", "args"], rng.randrange(5)):
+            req[key] = value()
+        if req["op"] == "socket" and rng.random() < 0.5:
+            req.update(family=rng.choice([2, 10]), type=rng.choice([1, 2]), proto=0)
+        msg = json.dumps(req, default=str).encode(errors="surrogatepass")
+        if rng.random() < 0.1:
+            msg = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+        if rng.random() < 0.1:
+            msg += b"\0" + os.urandom(rng.randrange(2000))
+        if rng.random() < 0.02:  # descriptors from a client are never taken
+            socket.send_fds(c, [msg], [c.fileno()])
+        else:
+            c.send(msg)
+        reply, fds, _, _ = socket.recv_fds(c, 70000, 4)
+        for fd in fds:
+            os.close(fd)
+        assert reply, "the stack closed a control connection on a bad request"
+        kinds[b'"raise"' in reply] += 1
+        if rng.random() < 0.03:
+            conns.remove(c)
+            c.close()
+    for c in conns:
+        c.close()
+    assert kinds[True] > 1000 and kinds[False] > 20, kinds  # mostly refused, some served
+    # still serving, and the driver reported nothing
+    with msocket(path, socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(("10.30.0.2", 7))
+        s.sendall(b"still here")
+        assert s.recv(100) == b"still here"
+    assert "threadnet driver" not in capfd.readouterr().err
