@@ -247,3 +247,12 @@ def serve_echo(sock: socket.socket) -> threading.Thread:
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     return t
+
+
+def self_signed_cert(directory: str, ip: str) -> tuple[str, str]:
+    """A throwaway certificate for ``ip`` made by openssl: (certificate, key) paths."""
+    key, crt = os.path.join(directory, "k.pem"), os.path.join(directory, "c.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "1", "-subj", f"/CN={ip}",
+                    "-addext", f"subjectAltName=IP:{ip}"], check=True, capture_output=True)
+    return crt, key

@@ -16,8 +16,8 @@ from threadnet.stack.driver import Driver
 from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
-from conftest import wait_for
-from stack_helpers import serve_echo
+from conftest import need_tool, wait_for
+from stack_helpers import self_signed_cert, serve_echo
 
 
 @pytest.fixture(scope="module")
@@ -394,3 +394,39 @@ def test_control_channel_survives_random_requests(net, capfd):
         s.sendall(b"still here")
         assert s.recv(100) == b"still here"
     assert "threadnet driver" not in capfd.readouterr().err
+
+
+def test_ssl_wrapping(opener, net, tmp_path):
+    import ssl
+
+    need_tool("openssl")
+    _, b, _ = net
+    crt, key = self_signed_cert(str(tmp_path), "10.30.0.2")
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(crt, key)
+    srv = b.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("", 443))
+    srv.listen()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with sctx.wrap_socket(conn, server_side=True) as tls:
+            while data := tls.recv(65536):
+                tls.sendall(data.upper())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    raw = opener()
+    raw.settimeout(10)
+    raw.connect(("10.30.0.2", 443))
+    with ssl.create_default_context(cafile=crt).wrap_socket(raw, server_hostname="10.30.0.2") as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        for size in (1, 1000, 100_000):
+            tls.sendall(b"s" * size)
+            got = b""
+            while len(got) < size:
+                got += tls.recv(65536)
+            assert got == b"S" * size
+    t.join(10)
+    srv.close()

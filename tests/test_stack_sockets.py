@@ -24,7 +24,7 @@ from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, wait_for
-from stack_helpers import Dumpcap, assert_capture_clean, serve_echo
+from stack_helpers import Dumpcap, assert_capture_clean, self_signed_cert, serve_echo
 
 ADDRS = {4: ("10.8.0.1", "10.8.0.2"), 6: ("fc00:8::1", "fc00:8::2")}
 FAM = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -138,18 +138,10 @@ def test_http_server_and_urllib(pair):
         httpd.server_close()
 
 
-def _self_signed(tmp: str) -> tuple[str, str]:
-    key, crt = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", crt, "-days", "1", "-subj", "/CN=10.8.0.2",
-                    "-addext", "subjectAltName=IP:10.8.0.2"], check=True, capture_output=True)
-    return crt, key
-
-
 def test_ssl_wrapped_connection(pair, sockdir):
     need_tool("openssl")
     a, b = pair
-    crt, key = _self_signed(sockdir)
+    crt, key = self_signed_cert(sockdir, "10.8.0.2")
     sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     sctx.load_cert_chain(crt, key)
     srv = create_server(b, ("", 443))
