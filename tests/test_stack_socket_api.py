@@ -430,3 +430,46 @@ def test_ssl_wrapping(opener, net, tmp_path):
             assert got == b"S" * size
     t.join(10)
     srv.close()
+
+
+def test_asyncio_on_given_sockets(opener, net):
+    """asyncio's loop.sock_* calls and streams on sockets made by the opener."""
+    import asyncio
+
+    _, b, _ = net
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # a non-blocking connect completes through asyncio's writability wait
+        s = opener()
+        s.setblocking(False)
+        await asyncio.wait_for(loop.sock_connect(s, ("10.30.0.2", 7)), 10)
+        await loop.sock_sendall(s, b"x" * 50_000)
+        got = b""
+        while len(got) < 50_000:
+            got += await asyncio.wait_for(loop.sock_recv(s, 65536), 10)
+        assert got == b"x" * 50_000
+        s.close()
+        # a server on a listening socket from the opener, a client from the peer stack
+        lst = opener()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("10.30.0.1", 6300))
+        lst.listen()
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write((await r.readline()).upper())
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(handle, sock=lst)
+        c = b.socket()
+        c.setblocking(False)
+        await loop.sock_connect(c, ("10.30.0.1", 6300))
+        reader, writer = await asyncio.open_connection(sock=c)
+        writer.write(b"hello asyncio\n")
+        assert await asyncio.wait_for(reader.readline(), 10) == b"HELLO ASYNCIO\n"
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
