@@ -331,6 +331,8 @@ def _wait_for_signals(*signums: int) -> int:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
+    import threading
+
     if not args.link:
         raise UsageError(f"{PROG} stack: give the stack at least one --link URL")
     ready = None
@@ -338,10 +340,19 @@ def cmd_stack(args: argparse.Namespace) -> int:
         from threadnet.daemon import detach
 
         ready = detach()
+    # SIGTERM/SIGINT/SIGHUP or the console's shutdown end the service
+    stop = threading.Event()
+    console = None
     try:
         stack = _build_stack(args, args.name or os.path.basename(args.path))
         try:
             stack.publish(args.path, mode=args.mode, group=args.group)  # type: ignore[attr-defined]
+            if args.mgmt:
+                from threadnet.stack.commands import StackConsole
+
+                console = StackConsole(stack, args.mgmt, mode=args.mgmtmode,  # type: ignore[arg-type]
+                                       group=args.mgmtgroup, path=os.path.abspath(args.path),
+                                       on_shutdown=stop.set)
         except BaseException:
             stack.close()  # type: ignore[attr-defined]
             raise
@@ -359,10 +370,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
     else:
         addrs = " ".join(stack.addresses())  # type: ignore[attr-defined]
         print(f"threadnet: stack {stack.name} at {os.path.abspath(args.path)}: {addrs}", flush=True)  # type: ignore[attr-defined]
+        if console is not None:
+            print(f"  console:  {PROG} console {args.mgmt} help   (or: unixterm {args.mgmt})",
+                  flush=True)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        _wait_for_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
         pass
+    if console is not None:
+        console.close()
     stack.close()  # type: ignore[attr-defined]
     return 0
 
@@ -487,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pidfile")
     p.set_defaults(func=cmd_plug)
 
-    p = sub.add_parser("console", help="run commands on a switch or wirefilter console")
+    p = sub.add_parser("console", help="run commands on a switch, wirefilter or stack console")
     p.add_argument("mgmt", metavar="MGMT", help="console socket path")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
     p.set_defaults(func=cmd_console)
@@ -515,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forwarding", action="store_true", help="forward between interfaces")
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
     p.add_argument("-p", "--pidfile", help="write the process id here")
+    p.add_argument("-M", "--mgmt", metavar="MGMT", help="management console socket")
+    p.add_argument("--mgmtmode", type=octal, default=0o600, help="mode of the console socket")
+    p.add_argument("--mgmtgroup", help="group of the console socket")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("run", help="run a Python program with its sockets on a stack")
