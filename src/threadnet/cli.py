@@ -312,24 +312,6 @@ def _build_stack(args: argparse.Namespace, name: str) -> object:
     return stack
 
 
-def _wait_for_signals(*signums: int) -> int:
-    """Block the main thread until one of ``signums`` arrives; returns it."""
-    import threading
-
-    got: list[int] = []
-    event = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        got.append(signum)
-        event.set()
-
-    for signum in signums:
-        signal.signal(signum, handler)
-    while not event.wait(3600):
-        pass
-    return got[0]
-
-
 def cmd_stack(args: argparse.Namespace) -> int:
     import threading
 

@@ -506,7 +506,7 @@ class Stack:
                 raise _fail(errno.EOPNOTSUPP, "the loopback interface has no MAC address")
             if mac[0] & 1:
                 raise _fail(errno.EADDRNOTAVAIL, f"{mac_to_str(mac)} is a multicast address")
-            iface.mac = mac
+            ts.set_mac(iface.index, mac)
 
     def linkgetaddr(self, ifindex: int) -> bytes:
         """The interface's MAC address (6 bytes)."""
@@ -656,7 +656,7 @@ class Stack:
             if cfg.eth:
                 mac = cfg.mac or (hash_mac(cfg.fqdn) if cfg.fqdn else None)
                 if mac is not None and not iface.loopback:
-                    iface.mac = mac
+                    ts.set_mac(iface.index, mac)
                 ts.link_up(iface.index)
             if cfg.static:
                 self._replace_static(ts, iface, _Static(cfg.addresses, cfg.gateways, cfg.dns,

@@ -216,10 +216,7 @@ def build_table(stack: Stack, *, path: str | None = None, mgmt: str | None = Non
             elif what == "mtu":
                 stack.set_mtu(iface.index, value)  # type: ignore[arg-type]
             else:
-                iface.mac = value  # type: ignore[assignment]
-                # connections cache their output path with the source MAC (tcplayer.Path4):
-                # a new generation makes them resolve it again
-                stack._gen += 1
+                stack.set_mac(iface.index, value)  # type: ignore[arg-type]
 
     add("link/set", "IFACE up|down|mtu N|mac M", "change an interface (words may repeat)",
         link_set)

@@ -194,6 +194,13 @@ class Stack:
         iface.up = False
         self._gen += 1
 
+    def set_mac(self, ref: int | str, mac: bytes) -> None:
+        """Change an interface's MAC address (connections' cached output paths follow)."""
+        if len(mac) != 6 or mac[0] & 1:
+            raise ValueError("a MAC address is 6 bytes and not multicast")
+        self.interface(ref).mac = bytes(mac)
+        self._gen += 1
+
     def set_mtu(self, ref: int | str, mtu: int) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError("MTU must be 68..65535")
@@ -293,7 +300,7 @@ class Stack:
         else:
             raise OSError(errno.ENODEV, "no interface to configure: give the stack a link")
         if cfg.mac is not None:
-            iface.mac = cfg.mac
+            self.set_mac(iface.index, cfg.mac)
         if cfg.mtu is not None:
             self.set_mtu(iface.index, cfg.mtu)
         if cfg.eth:
