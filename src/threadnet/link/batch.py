@@ -145,6 +145,76 @@ def send_waiting(sock, frame: bytes | bytearray | memoryview) -> int:  # noqa: A
                 raise
 
 
+class BatchedDatagramLink:
+    """What a link on one datagram socket needs for batches: ``begin_tx``/``end_tx``
+    around a stack's answers, ``recv_many`` for the driver, and ``_send_frame`` for its
+    ``_send``. The link provides ``_dgram`` (its socket), ``rx_slot``, ``drops``, ``closed``
+    and ``_gone(exc)``, the LinkError that says its peer went away."""
+
+    _tx: TxBatch | None = None
+
+    def _dgram_socket(self):  # noqa: ANN202
+        raise NotImplementedError
+
+    def _gone(self, exc: OSError) -> Exception:
+        raise NotImplementedError
+
+    def _send_frame(self, frame: bytes | bytearray | memoryview) -> None:
+        tx = self._tx
+        if tx is not None and tx.depth:
+            if tx.add(frame):
+                return
+            self._flush_tx()  # full, or a frame too big for a slot: keep the order
+            if tx.add(frame):
+                return
+        try:
+            # a full socket (the peer has not read its queue yet) is waited for briefly
+            self.drops += send_waiting(self._dgram_socket(), frame)  # type: ignore[attr-defined]
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise self._gone(exc) from exc
+
+    def begin_tx(self) -> None:
+        """Queue frames sent from now until ``end_tx``, for one ``sendmmsg`` (nestable)."""
+        tx = self._tx
+        if tx is None:
+            if not mmsg.available():
+                return
+            slot = self.rx_slot  # type: ignore[attr-defined]
+            tx = self._tx = TxBatch(slot, max(4, min(64, (1 << 20) // slot)))
+        tx.depth += 1
+
+    def end_tx(self) -> None:
+        tx = self._tx
+        if tx is None or not tx.depth:
+            return
+        tx.depth -= 1
+        if not tx.depth:
+            self._flush_tx()
+
+    def _flush_tx(self) -> None:
+        tx = self._tx
+        if tx is None or not tx.count:
+            return
+        if self.closed:  # type: ignore[attr-defined]
+            tx.discard()
+            return
+        try:
+            self.drops += tx.flush(self._dgram_socket())  # type: ignore[attr-defined]
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise self._gone(exc) from exc
+
+    def recv_many(self, rb: mmsg.RecvBatch) -> int:
+        """Receive up to ``rb.nslots`` frames into ``rb`` (one ``recvmmsg``); see
+        ``frames``. Raises LinkError when the peer is gone."""
+        try:
+            return rb.recv(self._dgram_socket().fileno())
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise self._gone(exc) from exc
+
+
 def frames(rb: mmsg.RecvBatch, n: int) -> list[memoryview]:
     """The ``n`` datagrams ``rb.recv`` received, as views of its slots (valid until its
     next ``recv``), without empty and truncated ones."""

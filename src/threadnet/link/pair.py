@@ -10,13 +10,12 @@ from __future__ import annotations
 import errno
 import socket
 
-from threadnet import mmsg
 from threadnet.errors import LinkError
 from threadnet.link import Link
-from threadnet.link.batch import TxBatch, send_waiting
+from threadnet.link.batch import BatchedDatagramLink, TxBatch
 
 
-class PairLink(Link):
+class PairLink(BatchedDatagramLink, Link):
     def __init__(self, sock: socket.socket, max_frame: int, name: str) -> None:
         super().__init__()
         self._sock = sock
@@ -33,62 +32,19 @@ class PairLink(Link):
         return self._sock.fileno()
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
-        tx = self._tx
-        if tx is not None and tx.depth:
-            if tx.add(frame):
-                return
-            self._flush_tx()  # full, or a frame too big for a slot: keep the order
-            if tx.add(frame):
-                return
         try:
-            # the other side not keeping up is waited for briefly, then the frame is lost
-            self.drops += send_waiting(self._sock, frame)
-        except OSError as exc:
-            if exc.errno == errno.EMSGSIZE:
-                self.drops += 1
-                return
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"{self.url}: peer gone") from exc
+            self._send_frame(frame)
+        except LinkError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            self.closed_by_peer = False  # too big for the pair: that frame is lost, not the link
+            self.drops += 1
 
-    # -- batched I/O (link/batch.py): used by the stack's driver -------------------------
-    def begin_tx(self) -> None:
-        """Queue frames sent from now until ``end_tx``, for one ``sendmmsg`` (nestable)."""
-        tx = self._tx
-        if tx is None:
-            if not mmsg.available():
-                return
-            tx = self._tx = TxBatch(self.rx_slot, max(4, min(64, (1 << 20) // self.rx_slot)))
-        tx.depth += 1
+    def _dgram_socket(self) -> socket.socket:
+        return self._sock
 
-    def end_tx(self) -> None:
-        tx = self._tx
-        if tx is None or not tx.depth:
-            return
-        tx.depth -= 1
-        if not tx.depth:
-            self._flush_tx()
-
-    def _flush_tx(self) -> None:
-        tx = self._tx
-        if tx is None or not tx.count:
-            return
-        if self.closed:
-            tx.discard()
-            return
-        try:
-            self.drops += tx.flush(self._sock)
-        except OSError as exc:
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"{self.url}: peer gone") from exc
-
-    def recv_many(self, rb: mmsg.RecvBatch) -> int:
-        """Receive up to ``rb.nslots`` frames into ``rb`` (one ``recvmmsg``); see
-        ``batch.frames``. Raises LinkError when the peer is gone."""
-        try:
-            return rb.recv(self._sock.fileno())
-        except OSError as exc:
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"{self.url}: peer gone") from exc
+    def _gone(self, exc: OSError) -> LinkError:
+        return LinkError(exc.errno, f"{self.url}: peer gone")
 
     def _recv(self) -> bytes:
         try:

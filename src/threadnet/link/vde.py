@@ -16,7 +16,6 @@ import pwd
 import socket
 import stat
 
-from threadnet import mmsg
 from threadnet.errors import LinkError, URLError
 from threadnet.link import (
     Link,
@@ -26,7 +25,7 @@ from threadnet.link import (
     split_bracket,
     unquote,
 )
-from threadnet.link.batch import TxBatch, send_waiting
+from threadnet.link.batch import BatchedDatagramLink, TxBatch
 from threadnet.wire import vde as wire
 
 _counter = itertools.count()
@@ -95,7 +94,7 @@ def default_switch_dir() -> str:
     return "/var/run/vde.ctl" if os.geteuid() == 0 else "/tmp/vde.ctl"
 
 
-class VdeLink(Link):
+class VdeLink(BatchedDatagramLink, Link):
     """A port on a vde_switch-protocol switch."""
 
     def __init__(self, directory: str, port: int = 0, *, port0: bool = False,
@@ -268,60 +267,14 @@ class VdeLink(Link):
             raise LinkError(errno.ECONNRESET, f"switch at {self.directory} closed the port")
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
+        self._send_frame(frame)
+
+    def _dgram_socket(self) -> socket.socket:
         assert self._data is not None
-        tx = self._tx
-        if tx is not None and tx.depth:
-            if tx.add(frame):
-                return
-            self._flush_tx()  # full, or a frame too big for a slot: keep the order
-            if tx.add(frame):
-                return
-        try:
-            # a full socket (the switch has not read its queue yet) is waited for briefly
-            self.drops += send_waiting(self._data, frame)
-        except OSError as exc:
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
+        return self._data
 
-    # -- batched I/O (link/batch.py): used by the stack's driver -------------------------
-    def begin_tx(self) -> None:
-        """Queue frames sent from now until ``end_tx``, for one ``sendmmsg`` (nestable)."""
-        tx = self._tx
-        if tx is None:
-            if not mmsg.available():
-                return
-            tx = self._tx = TxBatch(self.rx_slot, max(4, min(64, (1 << 20) // self.rx_slot)))
-        tx.depth += 1
-
-    def end_tx(self) -> None:
-        tx = self._tx
-        if tx is None or not tx.depth:
-            return
-        tx.depth -= 1
-        if not tx.depth:
-            self._flush_tx()
-
-    def _flush_tx(self) -> None:
-        tx = self._tx
-        if tx is None or not tx.count:
-            return
-        if self.closed:
-            tx.discard()
-            return
-        try:
-            self.drops += tx.flush(self._data)
-        except OSError as exc:
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
-
-    def recv_many(self, rb: mmsg.RecvBatch) -> int:
-        """Receive up to ``rb.nslots`` frames into ``rb`` (one ``recvmmsg``); see
-        ``batch.frames``. Raises LinkError when the peer is gone."""
-        try:
-            return rb.recv(self._data.fileno())
-        except OSError as exc:
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}") from exc
+    def _gone(self, exc: OSError) -> LinkError:
+        return LinkError(exc.errno, f"switch at {self.directory} is gone: {exc.strerror}")
 
     def _recv(self) -> bytes:
         assert self._data is not None
