@@ -189,3 +189,35 @@ class Console(ConsoleClient):
             return None
 
         return wait_for(find, timeout, what=f"endpoint {descr!r} in port/print") - 1
+
+
+def unixterm(procs, mgmt: str, commands: list[str], timeout: float = 5.0,
+             prompt: bytes = b"vde$ ") -> str:
+    """Drive Debian's unixterm with a stdin that stays open: one command per prompt."""
+    p = procs.popen(["unixterm", mgmt], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    fd = p.stdout.fileno()
+    out = b""
+
+    def read_until(pred) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while not pred(out):
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                raise AssertionError(f"unixterm: timed out; output so far {out!r}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            out += chunk
+
+    read_until(lambda o: o.count(prompt) >= 1)
+    for i, cmd in enumerate(commands):
+        p.stdin.write(cmd.encode() + b"\n")
+        p.stdin.flush()
+        if cmd == "logout":
+            read_until(lambda o: b"9999 END OF SESSION" in o)
+        else:
+            read_until(lambda o, n=i + 2: o.count(prompt) >= n)
+    p.stdin.close()
+    p.wait(timeout)
+    return out.decode()

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import stat
 import subprocess
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -28,6 +26,7 @@ from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import _gone, need_tool, threadnet_cmd, threadnet_env, wait_for
+from switch_helpers import unixterm
 
 
 # -- the table, on in-process stacks -------------------------------------------------------------
@@ -309,42 +308,11 @@ def test_service_console(service):
     assert not _gone(s.pid)
 
 
-def _unixterm(procs, mgmt: str, commands: list[str], timeout: float = 10.0) -> str:
-    """Drive Debian's unixterm: one command per prompt."""
-    p = procs.popen(["unixterm", mgmt], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    fd = p.stdout.fileno()
-    out = b""
-
-    def read_until(pred) -> None:
-        nonlocal out
-        deadline = time.monotonic() + timeout
-        while not pred(out):
-            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                raise AssertionError(f"unixterm: timed out; output so far {out!r}")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            out += chunk
-
-    read_until(lambda o: o.count(b"stack$ ") >= 1)
-    for i, cmd in enumerate(commands):
-        p.stdin.write(cmd.encode() + b"\n")
-        p.stdin.flush()
-        if cmd == "logout":
-            read_until(lambda o: b"9999 END OF SESSION" in o)
-        else:
-            read_until(lambda o, n=i + 2: o.count(b"stack$ ") >= n)
-    p.stdin.close()
-    p.wait(timeout)
-    return out.decode()
-
-
 def test_unixterm_and_shutdown(service, procs):
     need_tool("unixterm")
     s = service
-    out = _unixterm(procs, s.mgmt, ["link/print", "link/set eth0 mtu 1300", "link/print eth0",
-                                    "frobnicate", "logout"])
+    out = unixterm(procs, s.mgmt, ["link/print", "link/set eth0 mtu 1300", "link/print eth0",
+                                   "frobnicate", "logout"], timeout=10.0, prompt=b"stack$ ")
     assert out.startswith("threadnet stack st\n")
     replies = out.split("\nstack$ ")[1:]
     first = replies[0].strip("\n").split("\n")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import select
-import subprocess
 import time
 
 import pytest
@@ -30,6 +28,7 @@ from switch_helpers import (
     mac,
     recv_frame,
     recv_frames,
+    unixterm,
 )
 
 pytestmark = pytest.mark.usefixtures("_need_vde_tools")
@@ -163,37 +162,6 @@ def test_vde_plug_and_links_exchange_frames_counters_match(procs, threadnet_swit
     assert ports[port_l]["endpoints"] == ["tn-link descr"]
 
 
-def _unixterm(procs, mgmt: str, commands: list[str], timeout: float = 5.0) -> str:
-    """Drive Debian's unixterm with a stdin that stays open: one command per prompt."""
-    p = procs.popen(["unixterm", mgmt], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    fd = p.stdout.fileno()
-    out = b""
-
-    def read_until(pred) -> None:
-        nonlocal out
-        deadline = time.monotonic() + timeout
-        while not pred(out):
-            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                raise AssertionError(f"unixterm: timed out; output so far {out!r}")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            out += chunk
-
-    read_until(lambda o: o.count(b"vde$ ") >= 1)
-    for i, cmd in enumerate(commands):
-        p.stdin.write(cmd.encode() + b"\n")
-        p.stdin.flush()
-        if cmd == "logout":
-            read_until(lambda o: b"9999 END OF SESSION" in o)
-        else:
-            read_until(lambda o, n=i + 2: o.count(b"vde$ ") >= n)
-    p.stdin.close()
-    p.wait(timeout)
-    return out.decode()
-
-
 def test_unixterm_on_threadnet_console(procs, fg_switch, links, consoles):
     d, mgmt, _ = fg_switch("threadnet")
     con = consoles(mgmt)
@@ -203,7 +171,7 @@ def test_unixterm_on_threadnet_console(procs, fg_switch, links, consoles):
     frame = eth(BROADCAST, mac(7), b"count me")
     lnk.send(frame)
     plug.expect(frame)
-    out = _unixterm(procs, mgmt, ["port/print", "bogus", "logout"])
+    out = unixterm(procs, mgmt, ["port/print", "bogus", "logout"])
     assert out.startswith("VDE switch V.")
     banner, _, rest = out.partition("\n\nvde$ ")
     assert len(banner.split("\n")) == 2

@@ -283,32 +283,20 @@ class TcpLayer:
                 _, ts_val, ts_ecr = _TS_OPT.unpack_from(payload, 20)
                 if flags & _NOT_PSH == tcp.ACK and n > 32 and \
                         ep.conn.input_data(seq, ack, window, payload[32:], ts_val, now):
-                    batch = self._batch
-                    if batch is not None:
-                        batch[ep] = None
-                    else:
-                        self.flush(ep)
+                    self._touched(ep)
                     return
                 seg = Segment(seq, ack, flags, window, payload[32:], None, None, False, (),
                               ts_val, ts_ecr)
             elif doff == 20:
                 if flags & _NOT_PSH == tcp.ACK and n > 20 and \
                         ep.conn.input_data(seq, ack, window, payload[20:], None, now):
-                    batch = self._batch
-                    if batch is not None:
-                        batch[ep] = None
-                    else:
-                        self.flush(ep)
+                    self._touched(ep)
                     return
                 seg = Segment(seq, ack, flags, window, payload[20:])
             else:
                 seg = self._segment(seq, ack, flags, window, payload[20:doff], payload[doff:])
             ep.conn.input(seg, now)
-            batch = self._batch
-            if batch is not None:
-                batch[ep] = None
-            else:
-                self.flush(ep)
+            self._touched(ep)
             return
         opts = payload[20:doff] if doff > 20 else memoryview(b"")
         ls = self.listeners
@@ -326,6 +314,14 @@ class TcpLayer:
         if flags & tcp.RST:
             return
         self._reset(family, src, sport, dst, dport, seq, ack, flags, len(payload) - doff, now)
+
+    def _touched(self, ep: TcpEndpoint) -> None:
+        """Input reached ``ep``: flush it now, or once at the end of the receive batch."""
+        batch = self._batch
+        if batch is not None:
+            batch[ep] = None
+        else:
+            self.flush(ep)
 
     @staticmethod
     def _segment(seq: int, ack: int, flags: int, window: int, opts: memoryview,
