@@ -229,9 +229,7 @@ def test_wildcard_listeners_per_family(net):
     IPv6 wildcard and an IPv4 one do not. Each family reaches its own listener."""
     a, b, _ = net
     v4, v6 = a.socket(socket.AF_INET), a.socket(socket.AF_INET6)
-    for s in (v4, v6):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # no SO_REUSEADDR needed
     v4.bind(("0.0.0.0", 6200))
     v6.bind(("::", 6200))
     v4.listen()
@@ -247,8 +245,11 @@ def test_wildcard_listeners_per_family(net):
             conn.close()
     v6.close()
     dual = a.socket(socket.AF_INET6)
-    dual.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    with pytest.raises(OSError) as e:
+        dual.bind(("::", 6200))  # it would take IPv4's port 6200 too
+    assert e.value.errno == errno.EADDRINUSE
+    dual.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     dual.bind(("::", 6200))
     with pytest.raises(OSError) as e:
         dual.listen()

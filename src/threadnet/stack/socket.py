@@ -217,7 +217,9 @@ class StackSocket(_socket.socket):
                 reuse = bool(self._opts.get((_socket.SOL_SOCKET, _socket.SO_REUSEADDR)))
                 if port == 0:
                     port = stack.tcp.ephemeral(addr)
-                elif stack.tcp.port_in_use(addr, port) and not reuse:
+                elif not reuse and stack.tcp.port_in_use(
+                        addr, port, _to_int_family(self._vfamily),
+                        self._v6only or self._vfamily == AF_INET):
                     raise OSError(errno.EADDRINUSE, "Address already in use")
                 self._local = (addr, port)
             else:

@@ -186,11 +186,29 @@ class TcpLayer:
                 self.flush(ep)
 
     # -- ports -----------------------------------------------------------------------
-    def port_in_use(self, addr: bytes, port: int) -> bool:
+    def port_in_use(self, addr: bytes, port: int, family: int = 0, v6only: bool = False) -> bool:
+        """Would binding ``addr`` (b"" for any) and ``port`` clash, as Linux sees it? A
+        wildcard of ``family`` 6 with ``v6only`` leaves IPv4 users of the port alone, and
+        the other way round; ``family`` 0 (unknown) clashes with both."""
+        if addr:
+            covers4, covers6 = len(addr) == 4, len(addr) == 16
+        else:
+            covers4, covers6 = family != 6 or not v6only, family != 4
         ls = self.listeners
-        if (addr, port) in ls or (b"", port) in ls or (ANY6, port) in ls:
+        if (addr, port) in ls:
             return True
-        return any(k[1] == port and (not addr or k[0] == addr or not k[0]) for k in self.conns)
+        if covers4 and (b"", port) in ls:
+            return True
+        any6 = ls.get((ANY6, port))
+        if any6 is not None and (covers6 or (covers4 and not any6.v6only)):
+            return True
+        for k in self.conns:
+            if k[1] != port:
+                continue
+            local = k[0]
+            if not local or (covers4 if len(local) == 4 else covers6) and (not addr or local == addr):
+                return True
+        return False
 
     def ephemeral(self, addr: bytes, remote: tuple[bytes, int] | None = None) -> int:
         lo, hi = EPHEMERAL
@@ -224,7 +242,7 @@ class TcpLayer:
                 clash = other
         if clash is not None:
             raise OSError(errno.EADDRINUSE, f"port {port} is already listening")
-        if not reuse and self.port_in_use(addr, port):
+        if not reuse and self.port_in_use(addr, port, family, listener.v6only):
             raise OSError(errno.EADDRINUSE, f"port {port} is in use")
         ls[listener.key] = listener
         return listener
