@@ -242,6 +242,8 @@ class StackSocket(_socket.socket):
             listener = stack.tcp.listen(_to_int_family(self._vfamily), addr, port, backlog,
                                         self._announce, reuse=True,
                                         v6only=self._v6only or self._vfamily == AF_INET)
+            # if the stack closes the listener, a blocked accept() sees EOF at once
+            listener.on_closed = self._inner.close
             listener.options = self._conn_options()
             self._listener = listener
 

@@ -31,6 +31,7 @@ from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
 
 if TYPE_CHECKING:
+    from threadnet.stack.remote import Publication
     from threadnet.stack.resolver import Resolver
 from threadnet.stack.tcplayer import TcpLayer
 from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp
@@ -129,6 +130,7 @@ class Stack:
         self._now = 0.0
         self.driver = None
         self._resolver: Resolver | None = None  # made on first use (stack/resolver.py)
+        self._publications: list[Publication] | None = None  # stack.publish(path)
         # bumped by every change of interfaces and addresses: caches of the data path
         # (local address sets, TCP connections' output paths) check it
         self._gen = 0
@@ -1185,7 +1187,7 @@ class Stack:
         return hold()
 
     def publish(self, path: str | os.PathLike[str], mode: int = 0o660,
-                group: int | str | None = None):
+                group: int | str | None = None) -> Publication:
         """Make this stack reachable at ``path`` for other processes (``msocket(path, ...)``).
 
         ``mode`` and ``group`` set who may open sockets on it. Returns the Publication;
@@ -1193,27 +1195,22 @@ class Stack:
         from threadnet.stack.remote import Publication
 
         pub = Publication(self, path, mode, group)
-        self.__dict__.setdefault("_publications", []).append(pub)
+        if self._publications is None:
+            self._publications = []
+        self._publications.append(pub)
         return pub
 
     def close(self) -> None:
         """Stop the stack and close its links. Its connections are reset, and the sockets
         on it see that at once (a blocked recv or accept fails instead of hanging)."""
-        for pub in self.__dict__.pop("_publications", ()):
+        pubs, self._publications = self._publications or [], None
+        for pub in pubs:
             pub.close()
         with self.locked():
             for ep in list(self.tcp.conns.values()):
-                notify = ep.on_event
-                ep.abort()
-                if notify is not None:
-                    ep.conn.error = ep.conn.error or errno.ECONNABORTED  # what the socket reports
-                    notify(ep)
+                ep.abort(errno.ECONNABORTED)
             for listener in list(self.tcp.listeners.values()):
-                owner = getattr(listener.on_ready, "__self__", None)
                 listener.close()
-                inner = getattr(owner, "_inner", None)
-                if inner is not None:
-                    inner.close()
         if self.driver is not None:
             self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():

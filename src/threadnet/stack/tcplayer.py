@@ -114,9 +114,14 @@ class TcpEndpoint:
         self.on_event = None
         self.layer.flush(self)
 
-    def abort(self) -> None:
+    def abort(self, error: int = 0) -> None:
+        """Reset the connection. An application's own abort ends its interest in events;
+        with ``error`` (the stack itself going away) the owner is told, with that error."""
         self.conn.abort(self.layer.stack.clock())
-        self.on_event = None
+        notify, self.on_event = self.on_event, None
+        if error and notify is not None:
+            self.conn.error = self.conn.error or error
+            notify(self)
         self.layer.flush(self)
 
 
@@ -131,6 +136,7 @@ class TcpListener:
         self.port = port
         self.backlog = max(1, backlog)
         self.on_ready = on_ready
+        self.on_closed: Callable[[], None] | None = None  # the owning socket hears of it
         self.v6only = False
         self.key = (addr or (b"" if family == 4 else ANY6), port)
         self.half_open: OrderedDict[tuple, TcpEndpoint] = OrderedDict()
@@ -154,6 +160,8 @@ class TcpListener:
             ep.abort()
         self.half_open.clear()
         self.ready.clear()
+        if self.on_closed is not None:
+            self.on_closed()
 
 
 class TcpLayer:
