@@ -95,12 +95,6 @@ def use(stack: Any) -> Iterator[Any]:
         _tls.stack = before
 
 
-def call_on(stack: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with ``stack`` as this thread's default for the duration of the call."""
-    with use(stack):
-        return fn(*args, **kwargs)
-
-
 # -- the patched socket module --------------------------------------------------------------
 class _SocketMeta(type(_ORIG_SOCKET)):  # type: ignore[misc]
     """``isinstance(x, socket.socket)`` stays true for every real socket object."""
@@ -160,7 +154,7 @@ def _asyncio_patches() -> dict[tuple[Any, str], Any]:
             return await orig_gai(self, host, port, family=family, type=type, proto=proto,
                                   flags=flags)
         return await self.run_in_executor(None, functools.partial(
-            call_on, stack, stack.getaddrinfo, host, port, family, type, proto, flags))
+            stack.getaddrinfo, host, port, family, type, proto, flags))
 
     async def getnameinfo(self: Any, sockaddr: Any, flags: int = 0) -> Any:
         stack = get_default_stack()

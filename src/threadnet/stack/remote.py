@@ -230,7 +230,6 @@ class _Conn:
         self.pub = pub
         self.ctl = ctl
         self.sock = sock
-        self.busy = False  # a worker thread owns the reply
 
     def on_readable(self) -> None:
         try:
@@ -476,20 +475,14 @@ class RemoteSocket(StackSocket):
         self._rstack = remote
         self._ctl = ctl
         self._rlock = threading.Lock()
-        self._stack = None  # type: ignore[assignment]
+        # what the inherited StackSocket methods read; the rest of its state lives in the
+        # stack's process
         self._vfamily = family
         self._vtype = type
         self._vproto = proto or (_socket.IPPROTO_TCP if type == SOCK_STREAM else _socket.IPPROTO_UDP)
-        self._pump = None
-        self._listener = None
-        self._udp_key = None
-        self._error = 0
-        self._opts = {}
-        self._v6only = False
         self._listening = False
         self._laddr: tuple | None = None
         self._raddr: tuple | None = None
-        self._local = self._remote = None
         if state:
             self._update(state)
 
