@@ -164,9 +164,11 @@ class Driver:
                 if recv_many is not None and mmsg.available():
                     self._rx_many(stack, iface, link, recv_many, now)
                     return
+                offload = iface.offload
+                recv = link.recv_offload if offload else link.recv  # type: ignore[attr-defined]
                 for _ in range(RX_BUDGET):
                     try:
-                        frame = link.recv()
+                        got = recv()
                     except BlockingIOError:
                         break
                     except LinkError:
@@ -174,7 +176,10 @@ class Driver:
                         iface.up = False
                         break
                     try:
-                        stack.input(iface, frame, now)
+                        if offload:
+                            stack.input_offload(iface, got[0], got[1], now)
+                        else:
+                            stack.input(iface, got, now)
                     except Exception as exc:  # a bug must not stop every stack in the process
                         self._report(stack, exc)
             finally:

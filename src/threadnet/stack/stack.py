@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from threadnet.stack.remote import Publication
     from threadnet.stack.resolver import Resolver
 from threadnet.stack.tcplayer import TcpLayer
-from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp
+from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp, vnet
 from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
 
 BROADCAST_MAC = b"\xff" * 6
@@ -74,6 +74,9 @@ class Interface:
         self.nd = NeighborCache()
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.rx_errors = self.tx_dropped = 0
+        #: the link takes and gives large TCP segments and partial checksums
+        #: (a ``tap://...[offload]``): ``Stack.input_offload`` reads it, TCP sends through it
+        self.offload = False
 
     @property
     def loopback(self) -> bool:
@@ -163,6 +166,9 @@ class Stack:
         if any(i.name == name for i in self.interfaces.values()):
             raise ValueError(f"interface {name!r} exists")
         iface = Interface(index, name, link, mac or random_mac(), mtu or link.max_frame - 18)
+        if getattr(link, "vnet_hdr", False):
+            link.enable_offload()  # type: ignore[attr-defined]
+            iface.offload = True
         self.interfaces[index] = iface
         self._gen += 1
         if self.driver is not None:
@@ -419,26 +425,64 @@ class Stack:
         iface.rx_bytes += n
         try:
             mv = memoryview(frame)
-            # The common case without the general path's calls: IPv4 without options or
-            # fragmentation, TCP, unicast to one of our addresses, header checksum right.
-            # Anything else (and any error, to be reported) takes the general path.
-            if n >= 54 and mv[12] == 8 and mv[13] == 0 and mv[14] == 0x45 and mv[23] == 6 \
-                    and mv[:6] == iface.mac:
-                total, frag = _FAST4.unpack_from(mv, 16)
-                dst = mv[30:34].tobytes()
-                if not frag & 0x3FFF and 40 <= total <= n - 14 and (
-                        dst in (self._local4 if self._local4_gen == self._gen
-                                else self._local4_set())) \
-                        and not int.from_bytes(mv[14:34], "big") % 0xFFFF:
-                    self.tcp.input(4, mv[26:30].tobytes(), dst, mv[34:14 + total], now)
-                    if self._local:
-                        self._drain_local(now)
-                    return
-            self._input_eth(iface, mv, now)
+            if not self._input_fast4(iface, mv, n, now, False):
+                self._input_eth(iface, mv, now)
         except FrameError:
             iface.rx_errors += 1
             self._count("rx_malformed")
-        self._drain_local(now)
+        if self._local:
+            self._drain_local(now)
+
+    def input_offload(self, iface: Interface, frame: bytes | bytearray | memoryview,
+                      header: tuple[int, int, int, int, int, int], now: float) -> None:
+        """``input`` for a frame from an offload link, with its virtio-net header fields:
+        it may be a TCP segment larger than the MTU, and its checksum may be one the
+        kernel vouches for (``F_DATA_VALID``) or has left partial (``F_NEEDS_CSUM``)."""
+        self._now = now
+        if not iface.up:
+            return
+        n = len(frame)
+        iface.rx_packets += 1
+        iface.rx_bytes += n
+        flags, gso_type, _, gso_size, start, offset = header
+        try:
+            mv = memoryview(frame)
+            vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
+            if not (vouched and self._input_fast4(iface, mv, n, now, True)):
+                if gso_type != vnet.GSO_NONE:
+                    # not for our TCP fast path (forwarded, IPv6...): ordinary frames
+                    for piece in vnet.segment(mv, gso_type, gso_size):
+                        pmv = memoryview(piece)
+                        if not self._input_fast4(iface, pmv, len(piece), now, True):
+                            self._input_eth(iface, pmv, now)
+                else:
+                    if flags & vnet.F_NEEDS_CSUM:
+                        mv = memoryview(bytearray(mv))
+                        vnet.complete_checksum(mv, start, offset)
+                    self._input_eth(iface, mv, now)
+        except FrameError:
+            iface.rx_errors += 1
+            self._count("rx_malformed")
+        if self._local:
+            self._drain_local(now)
+
+    def _input_fast4(self, iface: Interface, mv: memoryview, n: int, now: float,
+                     csum_ok: bool) -> bool:
+        """The common case without the general path's calls: IPv4 without options or
+        fragmentation, TCP, unicast to one of our addresses, header checksum right.
+        Returns False, having done nothing, for anything else (and for any error, which
+        the general path reports). ``csum_ok``: the TCP checksum needs no check."""
+        if n >= 54 and mv[12] == 8 and mv[13] == 0 and mv[14] == 0x45 and mv[23] == 6 \
+                and mv[:6] == iface.mac:
+            total, frag = _FAST4.unpack_from(mv, 16)
+            dst = mv[30:34].tobytes()
+            if not frag & 0x3FFF and 40 <= total <= n - 14 and (
+                    dst in (self._local4 if self._local4_gen == self._gen
+                            else self._local4_set())) \
+                    and not int.from_bytes(mv[14:34], "big") % 0xFFFF:
+                self.tcp.input(4, mv[26:30].tobytes(), dst, mv[34:14 + total], now, csum_ok)
+                return True
+        return False
 
     def begin_batch(self) -> bool:
         """Start a batch of ``input`` calls (a driver's receive batch): work that can be

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from threadnet.errors import FrameError, LinkError
 from threadnet.stack.neighbor import REACHABLE
 from threadnet.stack.tcp import Segment, TcpConnection
-from threadnet.wire import ipv4, ipv6, tcp
+from threadnet.wire import ipv4, ipv6, tcp, vnet
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -39,6 +39,9 @@ SYN_BACKLOG = 256  # half-open connections per listener
 #: loss; 2 MiB overflowed the switch's per-port backlog (500-1400 retransmissions).
 #: Buffers fill only as data waits, so idle connections cost nothing.
 TCP_BUF = 1 << 20
+#: payload of the largest segment sent through an offload link (the kernel cuts it into
+#: MSS-sized ones): 45 segments of 1448 bytes, with the headers within IPv4's 64 KiB
+TSO_MAX = 65535 - 20 - 60
 _seq = itertools.count()
 _ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
 # Ethernet + IPv4 (no options, DF) + TCP header, and the same with the timestamps option
@@ -60,7 +63,7 @@ class Path4:
     resolves it again after any change (addresses, routes, MTU, path MTU, the neighbor)."""
 
     __slots__ = ("gen", "index", "iface", "ifmtu", "pmtu", "nb", "nexthop", "mac", "smac",
-                 "link", "mtu", "ipsum", "psum")
+                 "link", "mtu", "ipsum", "psum", "offload")
 
 
 ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
@@ -287,7 +290,9 @@ class TcpLayer:
         return conn
 
     # -- input --------------------------------------------------------------------------
-    def input(self, family: int, src: bytes, dst: bytes, payload: memoryview, now: float) -> None:
+    def input(self, family: int, src: bytes, dst: bytes, payload: memoryview, now: float,
+              csum_ok: bool = False) -> None:
+        """One TCP segment; ``csum_ok``: an offload link vouches for its checksum."""
         n = len(payload)
         if n < 20:
             raise FrameError(f"TCP segment of {n} bytes is shorter than its 20-byte header")
@@ -295,12 +300,13 @@ class TcpLayer:
         doff = (off_flags >> 12) << 2
         if doff < 20 or doff > n:
             raise FrameError(f"TCP data offset {doff} is out of range for a {n}-byte segment")
-        # the checksum with its pseudo-header (wire/tcp.parse does the same)
-        v = int.from_bytes(payload, "big")
-        if n & 1:
-            v <<= 8
-        if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + n) % 0xFFFF:
-            raise FrameError("TCP checksum mismatch")
+        if not csum_ok:
+            # the checksum with its pseudo-header (wire/tcp.parse does the same)
+            v = int.from_bytes(payload, "big")
+            if n & 1:
+                v <<= 8
+            if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + n) % 0xFFFF:
+                raise FrameError("TCP checksum mismatch")
         flags = off_flags & 0xFF
         key = (dst, dport, src, sport)
         ep = self.conns.get(key)
@@ -397,7 +403,11 @@ class TcpLayer:
         segs = conn.output(now)
         if segs:
             try:
+                large = conn.tso_max
                 path = self._path4(ep, now) if ep.family == 4 else None
+                if large and (path is None or not path.offload):
+                    # the path lost its offload link since output() made these segments
+                    segs[:] = _cut(segs, conn.snd_mss)
                 if path is not None:
                     self._xmit4(ep, path, segs, now)
                 else:
@@ -469,6 +479,7 @@ class TcpLayer:
                     and (pm is None or pm[1] >= now)):
                 return p
             ep.path = None
+            ep.conn.tso_max = 0
         r = stack.fast_path4(ep.local[0], ep.remote[0], now)
         if r is None:
             return None
@@ -487,6 +498,9 @@ class TcpLayer:
         a = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
         p.ipsum = 0x4500 + 0x4000 + 0x4006 + a
         p.psum = a + 6
+        # an offload link takes segments of up to 64 KiB and completes their checksums
+        p.offload = p.iface.offload and p.pmtu is None
+        ep.conn.tso_max = TSO_MAX if p.offload else 0
         ep.path = p
         return p
 
@@ -506,6 +520,11 @@ class TcpLayer:
         frame4ts = _FRAME4_TS.pack_into
         csum_into = _CSUM.pack_into
         from_bytes = int.from_bytes
+        offload = p.offload
+        if offload:
+            mtu = 0xFFFF
+            send_offload = link.send_offload  # type: ignore[attr-defined]
+            mss = ep.conn.snd_mss
         for seg in segs:
             if seg.mss is not None or seg.wscale is not None or seg.sack_permitted or \
                     seg.sack_blocks:
@@ -530,15 +549,24 @@ class TcpLayer:
                 frame4ts(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
                          0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
                          0x8000 | seg.flags, seg.window, 0, 0, _NOP_NOP_TS, tsv, seg.ts_ecr)
-            v = from_bytes(frame[34:34 + hl], "big") + psum + hl + n
             if n:
                 frame[34 + hl:] = payload
-                d = from_bytes(payload, "big")
-                v += d << 8 if n & 1 else d
-            s = v % 0xFFFF
-            csum_into(frame, 50, 0xFFFF - s if s else 0)
             try:
-                link.send(frame)
+                if offload:
+                    # the kernel completes the checksum from the pseudo-header's sum and
+                    # cuts a segment larger than the MSS into MSS-sized ones
+                    csum_into(frame, 50, (psum + hl + n) % 0xFFFF)
+                    send_offload(vnet.HEADER.pack(
+                        vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4 if n > mss else vnet.GSO_NONE,
+                        34 + hl, mss if n > mss else 0, 34, 16), frame)
+                else:
+                    v = from_bytes(frame[34:34 + hl], "big") + psum + hl + n
+                    if n:
+                        d = from_bytes(payload, "big")
+                        v += d << 8 if n & 1 else d
+                    s = v % 0xFFFF
+                    csum_into(frame, 50, 0xFFFF - s if s else 0)
+                    link.send(frame)
             except LinkError:
                 iface.tx_dropped += 1
                 continue
@@ -585,3 +613,25 @@ class TcpLayer:
             ep._timer = None
             ep.conn.on_timer(now)
             self.flush(ep)
+
+
+def _cut(segs: list[Segment], mss: int) -> list[Segment]:
+    """Segments larger than ``mss`` cut into MSS-sized ones, as a TSO link would: the
+    sequence numbers advance, FIN and PSH stay on the last piece and CWR on the first."""
+    out: list[Segment] = []
+    for seg in segs:
+        payload = seg.payload
+        n = len(payload)
+        if n <= mss:
+            out.append(seg)
+            continue
+        for off in range(0, n, mss):
+            flags = seg.flags
+            if off + mss < n:
+                flags &= ~(tcp.FIN | tcp.PSH)
+            if off:
+                flags &= ~tcp.CWR
+            out.append(Segment((seg.seq + off) & 0xFFFFFFFF, seg.ack, flags, seg.window,
+                               payload[off:off + mss], None, None, False, (), seg.ts_val,
+                               seg.ts_ecr))
+    return out

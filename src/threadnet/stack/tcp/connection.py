@@ -151,7 +151,7 @@ class TcpConnection:
         "synack_retries", "keepalive", "keepalive_idle", "keepalive_interval",
         "keepalive_count", "delack_timeout", "fin_wait2_timeout", "challenge_ack_limit",
         "_want_wscale", "_want_sack", "_want_ts", "_cc_name", "_rng", "payload_views",
-        "stretch_acks",
+        "stretch_acks", "tso_max",
         # state
         "state", "passive", "error", "closed", "established", "stats",
         "_user_closed", "_wr_shut",
@@ -193,6 +193,9 @@ class TcpConnection:
         if rcvbuf < 1 or sndbuf < 1:
             raise ValueError("buffer sizes must be positive")
         self.mss = mss
+        #: largest segment ``output`` may make, in payload bytes, for a link that cuts it
+        #: up itself (TSO); 0 or anything below the MSS means one MSS
+        self.tso_max = 0
         self.rcvbuf = rcvbuf
         self.sndbuf = sndbuf
         self.nodelay = nodelay
@@ -1518,6 +1521,8 @@ class TcpConnection:
         """Send from SND.NXT within min(cwnd, peer window). Returns True when the peer's
         window (or sender-side SWS avoidance) is what stopped us."""
         mss = self.snd_mss
+        # a segment may carry several MSS for a link that cuts it up (TSO)
+        seg_max = self.tso_max // mss * mss or mss
         snd_una = self.snd_una
         wnd_edge = snd_una + self.snd_wnd
         cwnd_edge = snd_una + self.cc.cwnd
@@ -1556,12 +1561,18 @@ class TcpConnection:
                 else:
                     cwnd_limited = True
                 break
-            if n > mss:
-                n = mss
+            if n > seg_max:
+                n = seg_max
             if n > avail:
                 n = avail
             if stop is not None and nxt + n > stop:
                 n = stop - nxt
+            if n > mss and n % mss and (n < avail or (
+                    nxt > snd_una and nxt >= snd_max and not nodelay and fin_seq is None)):
+                # a large segment is cut into MSS-sized ones: leave out a small tail the
+                # window cuts off, or one that Nagle would hold back (Linux's
+                # tcp_mss_split_point); it goes later as a segment of its own
+                n -= n % mss
             if n < mss:
                 if n < avail and stop is None:
                     # RFC 9293 3.8.6.2.1: sender SWS avoidance, a window-limited small
