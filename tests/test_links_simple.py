@@ -107,6 +107,9 @@ def links():
     ("ptp:///tmp/" + "x" * 120, "too long"),
     ("tap://", "needs an interface name"),
     ("tap://a-name-far-too-long", "bad interface name"),
+    ("tap://t0[offload=maybe]", "offload takes on or off"),
+    ("tap://t0[bogus]", "unknown option 'bogus'"),
+    ("tap://t0[offload", "unbalanced brackets"),
     ("null://something", "takes no arguments"),
     ("stdio://3", "takes no arguments"),
     ("fd://", "expected fd://"),
@@ -744,6 +747,42 @@ def test_tap_create_send_close() -> None:
     finally:
         if _ip_link_exists(name):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+@pytest.mark.root
+def test_tap_offload_frames_go_behind_a_virtio_net_header() -> None:
+    """``[offload]``: the kernel gets what ``send`` sends (a plain header is added), and
+    a reader that is not a stack gets plain frames; ``enable_offload`` turns the tap's TSO
+    and checksum features on."""
+    if os.geteuid() != 0:
+        pytest.skip("tap:// needs root (or CAP_NET_ADMIN) to create an interface")
+    name = "tntest1"
+    if _ip_link_exists(name):
+        pytest.skip(f"{name} already exists; not touching it")
+    try:
+        link = open_link(f"tap://{name}[offload]")
+        try:
+            assert link.vnet_hdr and not link.offload
+            subprocess.run(["ip", "link", "set", name, "up"], check=True)
+            link.send(frame(60, 2))
+            stats = subprocess.run(["ip", "-s", "-j", "link", "show", name], capture_output=True,
+                                   text=True, check=True).stdout
+            assert json.loads(stats)[0]["stats64"]["rx"]["packets"] == 1
+            assert link.drops == 0
+            link.enable_offload()  # what the kernel then sends: tests/test_stack_offload.py
+            assert link.offload
+            plain = open_link(f"tap://{name}x")
+            try:
+                with pytest.raises(LinkError, match="opened without"):
+                    plain.enable_offload()
+            finally:
+                plain.close()
+        finally:
+            link.close()
+    finally:
+        for n in (name, name + "x"):
+            if _ip_link_exists(n):
+                subprocess.run(["ip", "link", "del", n], capture_output=True)
 
 
 def test_tap_permission_error_message(monkeypatch) -> None:

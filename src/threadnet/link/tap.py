@@ -109,7 +109,7 @@ class TapLink(Link):
         TCP segment for the kernel to cut up, or a frame whose checksum it completes."""
         if self.closed:
             raise LinkError(f"{self.url}: link is closed")
-        self._write([header, frame])
+        self._write((header, frame))
 
     def recv_offload(self) -> tuple[bytes | bytearray, tuple[int, int, int, int, int, int]]:
         """One frame as the kernel sent it and its virtio-net header fields (``flags,
@@ -129,24 +129,16 @@ class TapLink(Link):
         return super().wait_readable(timeout)
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
-        if self.vnet_hdr:
-            self._write([vnet.PLAIN, frame])
-            return
-        try:
-            os.write(self._fd, frame)
-        except OSError as exc:
-            if exc.errno == errno.EBADF:
-                raise LinkError(exc.errno, f"{self.url}: tap is closed") from exc
-            # EAGAIN (queue full), EIO (interface down), EINVAL (bad frame): lost, as on a wire.
-            self.drops += 1
+        self._write((vnet.PLAIN, frame) if self.vnet_hdr else (frame,))
 
-    def _write(self, parts: list) -> None:
+    def _write(self, parts: tuple | list) -> None:
         try:
             os.writev(self._fd, parts)
         except OSError as exc:
             if exc.errno == errno.EBADF:
                 raise LinkError(exc.errno, f"{self.url}: tap is closed") from exc
-            self.drops += 1  # as in _send
+            # EAGAIN (queue full), EIO (interface down), EINVAL (bad frame): lost, as on a wire.
+            self.drops += 1
 
     def _recv(self) -> bytes | bytearray:
         if not self.vnet_hdr:
