@@ -179,3 +179,29 @@ def test_config_strings():
 def test_bad_config_strings(bad):
     with pytest.raises(ConfigError):
         parse_config(bad)
+
+
+def test_addr_del_removes_the_connected_route_with_the_last_address_on_it() -> None:
+    """As on Linux: the route a prefix brought goes with the last address on that prefix."""
+    from threadnet.stack.stack import Stack
+
+    from stack_helpers import ListLink
+
+    s = Stack("eth,ip=10.40.0.1/24,ip=10.40.0.2/24,ip=fc00:40::1/64", link=ListLink(),
+              driver=False)
+    try:
+        def connected(table) -> list[str]:
+            return [str(r.dst) for r in table.routes if r.proto == "kernel" and r.ifindex == 2]
+
+        assert connected(s.routes4) == ["10.40.0.0/24"]
+        s.addr_del(2, "10.40.0.1/24")
+        assert connected(s.routes4) == ["10.40.0.0/24"]  # 10.40.0.2 still needs it
+        s.addr_del(2, "10.40.0.2/24")
+        assert connected(s.routes4) == []
+        with pytest.raises(OSError, match="not on eth0"):
+            s.addr_del(2, "10.40.0.2/24")
+        assert "fc00:40::/64" in connected(s.routes6)
+        s.addr_del(2, "fc00:40::1/64")
+        assert "fc00:40::/64" not in connected(s.routes6)
+    finally:
+        s.close()

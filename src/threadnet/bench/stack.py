@@ -590,13 +590,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print()
     veth = statistics.median(res["kernel-veth"]) if "kernel-veth" in res else None
-    print(f"{'case':<26} {'median':>10}  {'ratio to kernel veth':>20}")
+    print(f"{'case':<34} {'median':>10}  {'ratio to kernel veth':>20}")
     for name, values in res.items():
         m = statistics.median(values)
         ratio = f"{m / veth:20.3f}" if veth and name != "conn/s" else f"{'':>20}"
         unit = "conn/s" if name == "conn/s" else "Mbit/s"
-        print(f"{name:<26} {m:10.1f}  {ratio}  {unit}")
-    print(f"{'memory per idle stack':<26} {mem / 1024:10.1f}  KiB  "
+        print(f"{name:<34} {m:10.1f}  {ratio}  {unit}")
+    print(f"{'memory per idle stack':<34} {mem / 1024:10.1f}  KiB  "
           f"({(1 << 30) / mem:,.0f} stacks per GiB)")
     if cpu:
         print(f"stack->stack over the switch, CPU us per 1448-byte segment (all threads of "

@@ -587,7 +587,7 @@ class Stack:
         ts = self._net("ipaddr_del")
         with ts.locked():
             iface = self._iface(ts, if_index)
-            _addr_del(ts, iface, net)
+            ts.addr_del(iface.index, str(net))
 
     def iproute_add(self, family: int, gw_addr: str | None, dst_addr: str | None = None,
                     dst_prefix: int = 0, ifindex: int = 0) -> None:
@@ -681,7 +681,7 @@ class Stack:
         for a in old.addresses:
             if a not in new.addresses:
                 try:
-                    _addr_del(ts, iface, a)
+                    ts.addr_del(iface.index, str(a))
                 except OSError:
                     pass  # removed by hand meanwhile
         for a in sorted(new.addresses, key=lambda a: -a.version):  # iothconf: IPv6 first
@@ -875,23 +875,6 @@ def _route_args(family: int, gw_addr: Any, dst_addr: Any, dst_prefix: Any, ifind
         return ipaddress.ip_network(f"{dst}/{plen}"), gw
     except ValueError:
         raise _fail(errno.EINVAL, f"{dst}/{plen} has host bits set") from None
-
-
-def _addr_del(ts: _ThreadnetStack, iface: Interface,
-              net: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
-    """Remove an address and, as Linux does, its connected route when no other address
-    of the interface is on that network."""
-    ts.addr_del(iface.index, str(net))
-    if net.version == 4:
-        others = [ipaddress.ip_interface((a, p)).network for a, p in iface.v4]
-        table = ts.routes4
-    else:
-        others = [ipaddress.ip_interface((a.addr, a.plen)).network for a in iface.v6]
-        table = ts.routes6
-    if net.network not in others:
-        for r in list(table.routes):
-            if r.dst == net.network and r.ifindex == iface.index and r.proto == "kernel":
-                table.delete(r.dst, ifindex=iface.index, metric=r.metric)
 
 
 def _close_link(ts: _ThreadnetStack, iface: Interface) -> None:

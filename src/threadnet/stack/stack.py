@@ -251,6 +251,8 @@ class Stack:
         return a
 
     def addr_del(self, ref: int | str, cidr: str) -> None:
+        """Remove an address and, as Linux does, its connected route when no other
+        address of the interface is on that network."""
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
         self._gen += 1
@@ -259,11 +261,19 @@ class Stack:
             if entry not in iface.v4:
                 raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
             iface.v4.remove(entry)
+            others = [ipaddress.ip_interface((a, p)).network for a, p in iface.v4]
+            table = self.routes4
         else:
             match = [a for a in iface.v6 if a.addr == net.ip.packed]
             if not match:
                 raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
             iface.v6.remove(match[0])
+            others = [ipaddress.ip_interface((a.addr, a.plen)).network for a in iface.v6]
+            table = self.routes6
+        if net.network not in others:
+            for r in list(table.routes):
+                if r.dst == net.network and r.ifindex == iface.index and r.proto == "kernel":
+                    table.delete(r.dst, ifindex=iface.index, metric=r.metric)
 
     def route_add(self, dst: str, via: str | None = None, dev: int | str | None = None,
                   metric: int = 0) -> None:
