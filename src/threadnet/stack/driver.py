@@ -204,11 +204,10 @@ class Driver:
             self.loop.remove_reader(link.fileno())  # type: ignore[attr-defined]
             iface.up = False
             return
-        for frame in batch_frames(rb, n):
-            try:
-                stack.input(iface, frame, now)
-            except Exception as exc:  # a bug must not stop every stack in the process
-                self._report(stack, exc)
+        try:
+            stack.input_many(iface, batch_frames(rb, n), now)
+        except Exception as exc:  # a bug must not stop every stack in the process
+            self._report(stack, exc)
 
     def stop(self) -> None:
         self.loop.stop()

@@ -1227,8 +1227,10 @@ class TcpConnection:
                     if not fin:
                         self._emit_ack_now(now)  # RFC 5681 4.2: a segment that fills a hole
                 else:
-                    # RFC 1122 4.2.3.2 / 5681 4.2: ACK at least every second segment
-                    self._unacked_segs += 1
+                    # RFC 1122 4.2.3.2 / 5681 4.2: ACK at least every second segment (a
+                    # segment larger than the MSS, coalesced or from a TSO sender, counts
+                    # as two, as in Linux's "more than one full frame" rule)
+                    self._unacked_segs += 1 if plen <= self.mss else 2
                     if self._unacked_segs >= 2:
                         if not fin:
                             if self.stretch_acks and self.stats.bytes_in > self.rcvbuf:
