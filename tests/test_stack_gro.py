@@ -7,19 +7,9 @@ from __future__ import annotations
 import os
 import random
 
-from test_stack_fastpath import IP_B, ListLink
+from test_stack_fastpath import IP_B, ListLink, _pair
 from threadnet.stack.stack import Stack
 from threadnet.wire import ipv4, tcp
-
-
-def _pair():
-    la, lb = ListLink(), ListLink()
-    a, b = Stack(link=la, driver=False), Stack(link=lb, driver=False)
-    a.configure("eth,ip=10.9.0.1/24")
-    b.configure("eth,ip=10.9.0.2/24")
-    clock = [100.0]
-    a.clock = b.clock = lambda: clock[0]
-    return a, b, la, lb, clock
 
 
 def _deliver(dst: Stack, frames: list[bytes], now: float) -> None:
