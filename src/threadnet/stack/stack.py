@@ -777,7 +777,14 @@ class Stack:
         iface, nexthop = r
         if iface.link is None or any(dst == _bcast4(a, p) for a, p in iface.v4):
             return None
-        nb = iface.arp.entries.get(nexthop)
+        return self._reachable(iface, iface.arp, nexthop, dst, now)
+
+    def _reachable(self, iface: Interface, cache: NeighborCache, nexthop: bytes, dst: bytes,
+                   now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """The end of ``fast_path4``/``fast_path6`` for a route through ``iface`` to
+        ``nexthop``: its REACHABLE entry in ``cache``, the path MTU entry, the MTU."""
+        nb = cache.entries.get(nexthop)
         if nb is None or nb.mac is None or nb.state != REACHABLE or not now < nb.deadline:
             return None
         mtu = iface.mtu
@@ -787,6 +794,23 @@ class Stack:
                 return None
             mtu = min(mtu, learned[0])
         return iface, nexthop, nb, learned, mtu
+
+    def fast_path6(self, src: bytes, dst: bytes, now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """``fast_path4`` for IPv6: the same answer where ``send_ip6`` would route a packet
+        from our preferred ``src`` to a unicast ``dst`` that is not ours through a
+        REACHABLE neighbor; None otherwise (multicast, unspecified or local destination,
+        no route, a next hop not known to be reachable, ``src`` not a preferred address)."""
+        if dst[0] == 0xFF or dst == ipv6.UNSPECIFIED or self._is_local6(dst) \
+                or not self._is_local6(src):
+            return None
+        r = self._route6(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        if iface.link is None:
+            return None
+        return self._reachable(iface, iface.nd, nexthop, dst, now)
 
     def _path(self, family: int, src: bytes | None, dst: bytes, now: float
               ) -> tuple[Interface, bytes, bytes, int]:
