@@ -347,3 +347,38 @@ def test_ipv6_direct_paths_work_with_a_stack_without_them() -> None:
     assert ep.path is not None and server.path is None
     assert a_hits[0] > len(down) // 1500
     assert a.interfaces[2].rx_errors == 0 and b.interfaces[2].rx_errors == 0
+
+
+def test_ipv6_direct_input_leaves_odd_frames_to_the_general_path() -> None:
+    """Frames the direct input path must not take (a payload length beyond the frame, an
+    extension header, another destination, a runt) get the general path's answer; a bad
+    TCP checksum is an error there as here. Nothing raises."""
+    a, b, la, lb, clock, ep, server = _established(6)
+    ep.send(b"hello")
+    [frame] = la.sent
+    la.sent.clear()
+    iface = b.interfaces[2]
+    hits = _count_fast_input(b, 6)
+
+    def variant(f: bytes | bytearray) -> None:
+        b.input(iface, bytes(f), clock[0])
+
+    long = bytearray(frame)
+    long[18:20] = (len(frame) - 54 + 1).to_bytes(2, "big")
+    variant(long)  # payload length beyond the frame: malformed
+    bad = bytearray(frame)
+    bad[-1] ^= 0xFF
+    variant(bad)  # TCP checksum: malformed
+    variant(frame[:60])  # a runt: malformed
+    other = bytearray(frame)
+    other[53] ^= 0x01  # to an address that is not ours: ignored (not forwarding)
+    variant(other)
+    assert iface.rx_errors == 3 and b.stats["rx_malformed"] == 3
+    assert hits[0] == 0 and not server.conn.recv_queued
+    # a Destination Options header (PadN) before TCP: the general path walks it
+    ext = bytearray(frame[:54]) + bytes([6, 0, 1, 4, 0, 0, 0, 0]) + frame[54:]
+    ext[20] = ipv6.PROTO_DSTOPTS
+    ext[18:20] = (len(frame) - 54 + 8).to_bytes(2, "big")
+    variant(ext)
+    assert hits[0] == 0 and server.recv(100) == b"hello"
+    assert iface.rx_errors == 3
