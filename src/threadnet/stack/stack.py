@@ -144,6 +144,8 @@ class Stack:
         self._gen = 0
         self._local4: frozenset[bytes] = frozenset()
         self._local4_gen = -1
+        self._local6: dict[Interface, frozenset[bytes]] = {}
+        self._local6_gen = -1
         self._batch_ifaces: list[Interface] = []
         lo = Interface(1, "lo", None, bytes(6), 65536)
         self.interfaces[1] = lo
@@ -425,6 +427,14 @@ class Stack:
     def _is_local4(self, addr: bytes) -> bool:
         return addr in self._local4_set() or addr[0] == 127
 
+    def _local6_sets(self) -> dict[Interface, frozenset[bytes]]:
+        """Each interface's preferred IPv6 addresses (rebuilt after a change)."""
+        if self._local6_gen != self._gen:
+            self._local6 = {i: frozenset(a.addr for a in i.v6 if a.state == "preferred")
+                            for i in self.interfaces.values()}
+            self._local6_gen = self._gen
+        return self._local6
+
     def _is_local6(self, addr: bytes) -> bool:
         return any(a.addr == addr and a.state == "preferred"
                    for iface in self.interfaces.values() for a in iface.v6)
@@ -440,7 +450,8 @@ class Stack:
         iface.rx_bytes += n
         try:
             mv = memoryview(frame)
-            if not self._input_fast4(iface, mv, n, now, False):
+            if not self._input_fast4(iface, mv, n, now, False) and not (
+                    n >= 74 and mv[12] == 0x86 and self._input_fast6(iface, mv, n, now, False)):
                 self._input_eth(iface, mv, now)
         except FrameError:
             iface.rx_errors += 1
@@ -463,12 +474,16 @@ class Stack:
         try:
             mv = memoryview(frame)
             vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
-            if not (vouched and self._input_fast4(iface, mv, n, now, True)):
+            if not (vouched and (self._input_fast4(iface, mv, n, now, True) or (
+                    n >= 74 and mv[12] == 0x86 and self._input_fast6(iface, mv, n, now, True)))):
                 if gso_type != vnet.GSO_NONE:
-                    # not for our TCP fast path (forwarded, IPv6...): ordinary frames
+                    # not for our TCP fast paths (forwarded...): ordinary frames
                     for piece in vnet.segment(mv, gso_type, gso_size):
                         pmv = memoryview(piece)
-                        if not self._input_fast4(iface, pmv, len(piece), now, True):
+                        k = len(piece)
+                        if not self._input_fast4(iface, pmv, k, now, True) and not (
+                                k >= 74 and pmv[12] == 0x86
+                                and self._input_fast6(iface, pmv, k, now, True)):
                             self._input_eth(iface, pmv, now)
                 else:
                     if flags & vnet.F_NEEDS_CSUM:
@@ -586,6 +601,21 @@ class Stack:
                             else self._local4_set())) \
                     and not int.from_bytes(mv[14:34], "big") % 0xFFFF:
                 self.tcp.input(4, mv[26:30].tobytes(), dst, mv[34:14 + total], now, csum_ok)
+                return True
+        return False
+
+    def _input_fast6(self, iface: Interface, mv: memoryview, n: int, now: float,
+                     csum_ok: bool) -> bool:
+        """``_input_fast4`` for IPv6: a packet without extension headers, TCP, to one of
+        the preferred addresses of ``iface``. The caller has checked that the frame holds
+        74 bytes or more and that its EtherType's first byte is 0x86."""
+        if mv[13] == 0xDD and mv[14] >> 4 == 6 and mv[20] == 6 and mv[:6] == iface.mac:
+            plen = (mv[18] << 8) | mv[19]
+            dst = mv[38:54].tobytes()
+            if 20 <= plen <= n - 54 and dst in (
+                    self._local6 if self._local6_gen == self._gen
+                    else self._local6_sets()).get(iface, ()):
+                self.tcp.input(6, mv[22:38].tobytes(), dst, mv[54:54 + plen], now, csum_ok)
                 return True
         return False
 
@@ -882,7 +912,14 @@ class Stack:
         iface, nexthop = r
         if iface.link is None or any(dst == _bcast4(a, p) for a, p in iface.v4):
             return None
-        nb = iface.arp.entries.get(nexthop)
+        return self._reachable(iface, iface.arp, nexthop, dst, now)
+
+    def _reachable(self, iface: Interface, cache: NeighborCache, nexthop: bytes, dst: bytes,
+                   now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """The end of ``fast_path4``/``fast_path6`` for a route through ``iface`` to
+        ``nexthop``: its REACHABLE entry in ``cache``, the path MTU entry, the MTU."""
+        nb = cache.entries.get(nexthop)
         if nb is None or nb.mac is None or nb.state != REACHABLE or not now < nb.deadline:
             return None
         mtu = iface.mtu
@@ -892,6 +929,23 @@ class Stack:
                 return None
             mtu = min(mtu, learned[0])
         return iface, nexthop, nb, learned, mtu
+
+    def fast_path6(self, src: bytes, dst: bytes, now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """``fast_path4`` for IPv6: the same answer where ``send_ip6`` would route a packet
+        from our preferred ``src`` to a unicast ``dst`` that is not ours through a
+        REACHABLE neighbor; None otherwise (multicast, unspecified or local destination,
+        no route, a next hop not known to be reachable, ``src`` not a preferred address)."""
+        if dst[0] == 0xFF or dst == ipv6.UNSPECIFIED or self._is_local6(dst) \
+                or not self._is_local6(src):
+            return None
+        r = self._route6(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        if iface.link is None:
+            return None
+        return self._reachable(iface, iface.nd, nexthop, dst, now)
 
     def _path(self, family: int, src: bytes | None, dst: bytes, now: float
               ) -> tuple[Interface, bytes, bytes, int]:
@@ -1265,6 +1319,7 @@ class Stack:
             for a in iface.v6:
                 if a.state == "tentative" and a.dad_deadline and now >= a.dad_deadline:
                     a.state = "preferred"
+                    self._gen += 1  # the fast input path's address sets change
         self._drain_local(now)
 
     def _unreachable(self, etype: int, packet: bytes, now: float) -> None:

@@ -48,6 +48,9 @@ _ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
 # (NOP NOP TS, as every segment of a connection that negotiated them carries it)
 _FRAME4 = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIHHHH")
 _FRAME4_TS = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIHHHHIII")
+# Ethernet + IPv6 (no extension headers) + TCP header, without and with timestamps
+_FRAME6 = struct.Struct("!6s6sHIHBB16s16sHHIIHHHH")
+_FRAME6_TS = struct.Struct("!6s6sHIHBB16s16sHHIIHHHHIII")
 _NOP_NOP_TS = 0x0101080A
 _TCP_HDR = struct.Struct("!HHIIHHHH")
 _TS_OPT = struct.Struct("!III")
@@ -57,13 +60,25 @@ _NOT_PSH = 0xFF & ~tcp.PSH
 _TS_HEAD = b"\x01\x01\x08\x0a"
 
 
-class Path4:
-    """What a connection's IPv4 output needs, resolved once: interface, link, MACs, the
-    partial checksums. ``TcpLayer._path4`` re-checks it for every batch of segments and
+class Path:
+    """What a connection's output needs, resolved once: interface, link, MACs, the
+    partial checksums. ``TcpLayer._path`` re-checks it for every batch of segments and
     resolves it again after any change (addresses, routes, MTU, path MTU, the neighbor)."""
 
-    __slots__ = ("gen", "index", "iface", "ifmtu", "pmtu", "nb", "nexthop", "mac", "smac",
-                 "link", "mtu", "ipsum", "psum", "offload")
+    __slots__ = ("gen", "table", "index", "iface", "ifmtu", "pmtu", "nb", "neighbors",
+                 "nexthop", "mac", "smac", "link", "mtu", "psum", "offload", "v6")
+
+
+class Path4(Path):
+    """An IPv4 path: with the constant part of the IPv4 header's checksum."""
+
+    __slots__ = ("ipsum",)
+
+
+class Path6(Path):
+    """An IPv6 path (the IPv6 header has no checksum)."""
+
+    __slots__ = ()
 
 
 ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
@@ -87,7 +102,7 @@ class TcpEndpoint:
         self.accepted = False
         self._timer: float | None = None
         self._in_event = False
-        self.path: Path4 | None = None
+        self.path: Path | None = None
 
     # -- the socket layer's calls (under the stack lock) ------------------------------
     def send(self, data: bytes | bytearray | memoryview) -> int:
@@ -404,12 +419,12 @@ class TcpLayer:
         if segs:
             try:
                 large = conn.tso_max
-                path = self._path4(ep, now) if ep.family == 4 else None
+                path = self._path(ep, now)
                 if large and (path is None or not path.offload):
                     # the path lost its offload link since output() made these segments
                     segs[:] = _cut(segs, conn.snd_mss)
                 if path is not None:
-                    self._xmit4(ep, path, segs, now)
+                    self._xmit_path(ep, path, segs, now)
                 else:
                     for seg in segs:
                         self._xmit(ep, seg, now)
@@ -462,51 +477,57 @@ class TcpLayer:
                   sack_permitted=seg.sack_permitted, sack_blocks=seg.sack_blocks, ts=ts)
         self._send(ep.family, src, dst, out, now)
 
-    def _path4(self, ep: TcpEndpoint, now: float) -> Path4 | None:
-        """The connection's resolved IPv4 output path, checked, or None for the general path
+    def _path(self, ep: TcpEndpoint, now: float) -> Path | None:
+        """The connection's resolved output path, checked, or None for the general path
         (no route, neighbor not REACHABLE, local destination...)."""
         stack = self.stack
         p = ep.path
         if p is not None:
             nb = p.nb
             pm = p.pmtu
-            if (p.gen == stack._gen and p.index is stack.routes4._index and p.iface.up
+            if (p.gen == stack._gen and p.index is p.table._index and p.iface.up
                     and p.iface.mtu == p.ifmtu and nb.mac is p.mac and nb.state == REACHABLE
                     and now < nb.deadline and not p.link.closed
-                    and p.iface.arp.entries.get(p.nexthop) is nb
+                    and p.neighbors.get(p.nexthop) is nb
                     and (stack.pmtu.get(ep.remote[0]) is pm if (pm is not None or stack.pmtu)
                          else True)
                     and (pm is None or pm[1] >= now)):
                 return p
             ep.path = None
             ep.conn.tso_max = 0
-        r = stack.fast_path4(ep.local[0], ep.remote[0], now)
+        src = ep.local[0]
+        dst = ep.remote[0]
+        v6 = ep.family == 6
+        r = (stack.fast_path6 if v6 else stack.fast_path4)(src, dst, now)
         if r is None:
             return None
-        p = Path4()
+        p = Path6() if v6 else Path4()
         (p.iface, p.nexthop, p.nb, p.pmtu, p.mtu) = r
+        p.v6 = v6
         p.gen = stack._gen
-        p.index = stack.routes4._index
+        p.table = stack.routes6 if v6 else stack.routes4
+        p.index = p.table._index
+        p.neighbors = (p.iface.nd if v6 else p.iface.arp).entries
         p.ifmtu = p.iface.mtu
         p.mac = p.nb.mac
         p.smac = p.iface.mac
         p.link = p.iface.link
-        src = ep.local[0]
-        dst = ep.remote[0]
-        # the constant words of the IPv4 header (version/IHL, DF, TTL 64/TCP, addresses)
-        # and of the TCP pseudo-header, summed once (mod 0xFFFF is the one's complement sum)
+        # the constant words of the TCP pseudo-header and (IPv4) of the IP header: version/
+        # IHL, DF, TTL 64/TCP, addresses; summed once (mod 0xFFFF is the one's complement
+        # sum, for 16-byte addresses too)
         a = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
-        p.ipsum = 0x4500 + 0x4000 + 0x4006 + a
-        p.psum = a + 6
+        p.psum = (a + 6) % 0xFFFF
+        if not v6:
+            p.ipsum = 0x4500 + 0x4000 + 0x4006 + a  # type: ignore[attr-defined]
         # an offload link takes segments of up to 64 KiB and completes their checksums
         p.offload = p.iface.offload and p.pmtu is None
         ep.conn.tso_max = TSO_MAX if p.offload else 0
         ep.path = p
         return p
 
-    def _xmit4(self, ep: TcpEndpoint, p: Path4, segs: list[Segment], now: float) -> None:
+    def _xmit_path(self, ep: TcpEndpoint, p: Path, segs: list[Segment], now: float) -> None:
         """Build whole Ethernet frames (one buffer, one copy of the payload) and hand them to
-        the link: the IPv4 output path for established connections."""
+        the link: the output path of established connections, IPv4 or IPv6."""
         src, sport = ep.local
         dst, dport = ep.remote
         iface = p.iface
@@ -514,10 +535,18 @@ class TcpLayer:
         mac = p.mac
         smac = p.smac
         mtu = p.mtu
-        ipsum = p.ipsum
         psum = p.psum
-        frame4 = _FRAME4.pack_into
-        frame4ts = _FRAME4_TS.pack_into
+        v6 = p.v6
+        if v6:
+            iphl = 40
+            frame6 = _FRAME6.pack_into
+            frame6ts = _FRAME6_TS.pack_into
+        else:
+            iphl = 20
+            ipsum = p.ipsum  # type: ignore[attr-defined]
+            frame4 = _FRAME4.pack_into
+            frame4ts = _FRAME4_TS.pack_into
+        th = 14 + iphl  # where the TCP header starts
         csum_into = _CSUM.pack_into
         from_bytes = int.from_bytes
         offload = p.offload
@@ -525,6 +554,7 @@ class TcpLayer:
             mtu = 0xFFFF
             send_offload = link.send_offload  # type: ignore[attr-defined]
             mss = ep.conn.snd_mss
+            gso = vnet.GSO_TCPV6 if v6 else vnet.GSO_TCPV4
         for seg in segs:
             if seg.mss is not None or seg.wscale is not None or seg.sack_permitted or \
                     seg.sack_blocks:
@@ -534,38 +564,49 @@ class TcpLayer:
             n = len(payload)
             tsv = seg.ts_val
             hl = 20 if tsv is None else 32
-            total = 20 + hl + n
+            total = iphl + hl + n
             if total > mtu:
-                self._xmit(ep, seg, now)  # the IP layer reports it (EMSGSIZE)
+                # the IP layer refuses it (IPv4, DF: EMSGSIZE) or fragments it (IPv6)
+                self._xmit(ep, seg, now)
                 continue
-            frame = bytearray(34 + hl + n)
-            ident = next(_ident) & 0xFFFF
-            s = (ipsum + total + ident) % 0xFFFF
-            if tsv is None:
-                frame4(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
-                       0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
-                       0x5000 | seg.flags, seg.window, 0, 0)
+            frame = bytearray(th + hl + n)
+            if v6:
+                # hop limit 64 and flow label 0, as send_ip6 sends them
+                if tsv is None:
+                    frame6(frame, 0, mac, smac, 0x86DD, 0x60000000, hl + n, 6, 64, src, dst,
+                           sport, dport, seg.seq, seg.ack, 0x5000 | seg.flags, seg.window, 0, 0)
+                else:
+                    frame6ts(frame, 0, mac, smac, 0x86DD, 0x60000000, hl + n, 6, 64, src, dst,
+                             sport, dport, seg.seq, seg.ack, 0x8000 | seg.flags, seg.window, 0,
+                             0, _NOP_NOP_TS, tsv, seg.ts_ecr)
             else:
-                frame4ts(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
-                         0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
-                         0x8000 | seg.flags, seg.window, 0, 0, _NOP_NOP_TS, tsv, seg.ts_ecr)
+                ident = next(_ident) & 0xFFFF
+                s = (ipsum + total + ident) % 0xFFFF
+                if tsv is None:
+                    frame4(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
+                           0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
+                           0x5000 | seg.flags, seg.window, 0, 0)
+                else:
+                    frame4ts(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
+                             0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
+                             0x8000 | seg.flags, seg.window, 0, 0, _NOP_NOP_TS, tsv, seg.ts_ecr)
             if n:
-                frame[34 + hl:] = payload
+                frame[th + hl:] = payload
             try:
                 if offload:
                     # the kernel completes the checksum from the pseudo-header's sum and
                     # cuts a segment larger than the MSS into MSS-sized ones
-                    csum_into(frame, 50, (psum + hl + n) % 0xFFFF)
+                    csum_into(frame, th + 16, (psum + hl + n) % 0xFFFF)
                     send_offload(vnet.HEADER.pack(
-                        vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4 if n > mss else vnet.GSO_NONE,
-                        34 + hl, mss if n > mss else 0, 34, 16), frame)
+                        vnet.F_NEEDS_CSUM, gso if n > mss else vnet.GSO_NONE,
+                        th + hl, mss if n > mss else 0, th, 16), frame)
                 else:
-                    v = from_bytes(frame[34:34 + hl], "big") + psum + hl + n
+                    v = from_bytes(frame[th:th + hl], "big") + psum + hl + n
                     if n:
                         d = from_bytes(payload, "big")
                         v += d << 8 if n & 1 else d
                     s = v % 0xFFFF
-                    csum_into(frame, 50, 0xFFFF - s if s else 0)
+                    csum_into(frame, th + 16, 0xFFFF - s if s else 0)
                     link.send(frame)
             except LinkError:
                 iface.tx_dropped += 1
