@@ -563,7 +563,7 @@ class Stack:
             n = len(g)
             if from_bytes(g[14:34], "big") % 0xFFFF:
                 return False
-            v = from_bytes(g[34:], "big")
+            v = from_bytes(g[34:], "big") % 0xFFFF  # reduced first: a sum would copy it
             if n & 1:
                 v <<= 8
             if (v + psum + n - 34) % 0xFFFF:

@@ -316,8 +316,9 @@ class TcpLayer:
         if doff < 20 or doff > n:
             raise FrameError(f"TCP data offset {doff} is out of range for a {n}-byte segment")
         if not csum_ok:
-            # the checksum with its pseudo-header (wire/tcp.parse does the same)
-            v = int.from_bytes(payload, "big")
+            # the checksum with its pseudo-header (wire/tcp.parse does the same); the big
+            # integer is reduced before anything is added to it (a sum would copy it)
+            v = int.from_bytes(payload, "big") % 0xFFFF
             if n & 1:
                 v <<= 8
             if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + n) % 0xFFFF:
@@ -603,7 +604,8 @@ class TcpLayer:
                 else:
                     v = from_bytes(frame[th:th + hl], "big") + psum + hl + n
                     if n:
-                        d = from_bytes(payload, "big")
+                        # reduced before it is added to (a sum of big integers copies one)
+                        d = from_bytes(payload, "big") % 0xFFFF
                         v += d << 8 if n & 1 else d
                     s = v % 0xFFFF
                     csum_into(frame, th + 16, 0xFFFF - s if s else 0)

@@ -107,7 +107,7 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
     if n < HEADER_LEN:
         raise FrameError(f"ICMPv6 message of {n} bytes is shorter than its 8-byte header")
     if verify:
-        v = int.from_bytes(data, "big")
+        v = int.from_bytes(data, "big") % 0xFFFF  # reduced first: a sum would copy it
         if n & 1:
             v <<= 8
         v += pseudo_header(src, dst, PROTO_ICMPV6, n)

@@ -77,7 +77,7 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
         raise FrameError(f"TCP data offset {hl} exceeds the {n}-byte segment")
     if verify:
         # the pseudo-header sum inlined (see checksum.pseudo_header); never 0: proto is 6
-        v = int.from_bytes(data, "big")
+        v = int.from_bytes(data, "big") % 0xFFFF  # reduced first: a sum would copy it
         if n & 1:
             v <<= 8
         if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + n) % 0xFFFF:
@@ -248,7 +248,7 @@ def build(buf: bytearray | memoryview, src: bytes, dst: bytes, sport: int, dport
     # Sum the header and the caller's payload apart: the header has an even length, so
     # the payload's words stay aligned, and reading ``payload`` (bytes, usually) directly
     # saves copying the segment out of ``buf`` for int.from_bytes.
-    v = int.from_bytes(payload, "big")
+    v = int.from_bytes(payload, "big") % 0xFFFF  # reduced first: a sum would copy it
     if n & 1:
         v <<= 8  # RFC 1071: an odd last byte is padded to a word
     v += (int.from_bytes(memoryview(buf)[offset:start], "big")

@@ -40,7 +40,7 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
             raise FrameError("UDP over IPv6 without a checksum")
     elif verify:
         view = memoryview(data)[:length]
-        v = int.from_bytes(view, "big")
+        v = int.from_bytes(view, "big") % 0xFFFF  # reduced first: a sum would copy it
         if length & 1:
             v <<= 8
         if (v + pseudo_header(src, dst, PROTO_UDP, length)) % 0xFFFF:
@@ -76,7 +76,7 @@ def build(buf: bytearray | memoryview, src: bytes, dst: bytes, sport: int, dport
         raise ValueError(f"UDP datagram of {length} bytes exceeds 65535")
     buf[offset + HEADER_LEN:end] = payload
     # the header's words and the caller's payload summed apart (as tcp.build does)
-    v = int.from_bytes(payload, "big")
+    v = int.from_bytes(payload, "big") % 0xFFFF  # reduced first: a sum would copy it
     if n & 1:
         v <<= 8  # RFC 1071: an odd last byte is padded to a word
     v += (sport + dport + length + length  # the header's length and the pseudo-header's
