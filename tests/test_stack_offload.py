@@ -116,7 +116,7 @@ def _move(a: Stack, b: Stack, la, lb, now: float) -> list[tuple[Header, bytes]]:
             opened = dst.begin_batch()
             for header, frame in sent:
                 if link.offload:
-                    dst.input_offload(link, frame, header, now)
+                    dst.input(link, frame, now, header)
                 else:
                     for f in as_kernel_would_deliver(header, frame):
                         dst.input(link, f, now)
@@ -209,10 +209,10 @@ def test_an_offload_receiver_checks_only_what_the_kernel_does_not_vouch_for() ->
     bad = bytearray(frame)
     bad[-1] ^= 0xFF
     iface = b.interfaces[2]
-    b.input_offload(iface, bytes(bad), header, clock[0])
+    b.input(iface, bytes(bad), clock[0], header)
     assert not server.conn.recv_queued and iface.rx_errors == 1
     # the same bytes with F_DATA_VALID: the kernel checked it, the stack takes it
-    b.input_offload(iface, bytes(frame), (vnet.F_DATA_VALID, 0, 0, 0, 0, 0), clock[0])
+    b.input(iface, bytes(frame), clock[0], (vnet.F_DATA_VALID, 0, 0, 0, 0, 0))
     assert server.recv(100) == b"hello"
 
 
@@ -242,7 +242,7 @@ def test_partial_udp_checksum_is_completed_and_large_frames_for_others_are_cut()
     pseudo = (int.from_bytes(bytes([10, 9, 0, 9]), "big") + int.from_bytes(IP_A, "big")
               + 17 + ulen) % 0xFFFF
     raw[40:42] = pseudo.to_bytes(2, "big")
-    r.input_offload(r.interfaces[2], bytes(raw), (vnet.F_NEEDS_CSUM, 0, 0, 0, 34, 6), now)
+    r.input(r.interfaces[2], bytes(raw), now, (vnet.F_NEEDS_CSUM, 0, 0, 0, 34, 6))
     assert got == [b"x" * 999]
     # make the other host's MAC known, then send it a 40 000-byte TCP segment
     arp = Ether(dst=mac_r1, src=other_mac) / ARP(op=2, hwsrc=other_mac, psrc="10.10.0.9",
@@ -252,8 +252,7 @@ def test_partial_udp_checksum_is_completed_and_large_frames_for_others_are_cut()
     big = Ether(dst=mac_r0, src=host_mac) / IP(src="10.9.0.9", dst="10.10.0.9", flags="DF") / \
         TCP(sport=4001, dport=80, seq=1000, flags="PA") / data
     raw = bytes(big)
-    r.input_offload(r.interfaces[2], raw, (vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 54, 1460, 34, 16),
-                    now)
+    r.input(r.interfaces[2], raw, now, (vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 54, 1460, 34, 16))
     tcp_frames = [f for _, f in out.sent if f[12:14] == b"\x08\x00" and f[23] == 6]
     assert len(tcp_frames) == -(-40_000 // 1460)
     joined = bytearray()

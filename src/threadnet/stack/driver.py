@@ -177,7 +177,7 @@ class Driver:
                         break
                     try:
                         if offload:
-                            stack.input_offload(iface, got[0], got[1], now)
+                            stack.input(iface, got[0], now, got[1])
                         else:
                             stack.input(iface, got, now)
                     except Exception as exc:  # a bug must not stop every stack in the process

@@ -80,7 +80,7 @@ class Interface:
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.rx_errors = self.tx_dropped = 0
         #: the link takes and gives large TCP segments and partial checksums
-        #: (a ``tap://...[offload]``): ``Stack.input_offload`` reads it, TCP sends through it
+        #: (a ``tap://...[offload]``): ``Stack.input`` takes its headers, TCP sends through it
         self.offload = False
 
     @property
@@ -440,8 +440,14 @@ class Stack:
                    for iface in self.interfaces.values() for a in iface.v6)
 
     # -- input -------------------------------------------------------------------------
-    def input(self, iface: Interface, frame: bytes | memoryview, now: float) -> None:
-        """Process one Ethernet frame received on ``iface``. Never raises for bad input."""
+    def input(self, iface: Interface, frame: bytes | bytearray | memoryview, now: float,
+              header: tuple[int, int, int, int, int, int] | None = None) -> None:
+        """Process one Ethernet frame received on ``iface``. Never raises for bad input.
+
+        ``header``: the virtio-net header fields of a frame from an offload link
+        (``TapLink.recv_offload``). The frame may then be a TCP segment larger than the
+        MTU, and its checksum one the kernel vouches for (``F_DATA_VALID``) or has left
+        partial (``F_NEEDS_CSUM``)."""
         self._now = now
         if not iface.up:
             return
@@ -450,51 +456,40 @@ class Stack:
         iface.rx_bytes += n
         try:
             mv = memoryview(frame)
-            if not self._input_fast4(iface, mv, n, now, False) and not (
-                    n >= 74 and mv[12] == 0x86 and self._input_fast6(iface, mv, n, now, False)):
-                self._input_eth(iface, mv, now)
+            if header is None:
+                if not self._input_direct(iface, mv, n, now, False):
+                    self._input_eth(iface, mv, now)
+            else:
+                self._input_offloaded(iface, mv, n, header, now)
         except FrameError:
             iface.rx_errors += 1
             self._count("rx_malformed")
         if self._local:
             self._drain_local(now)
 
-    def input_offload(self, iface: Interface, frame: bytes | bytearray | memoryview,
-                      header: tuple[int, int, int, int, int, int], now: float) -> None:
-        """``input`` for a frame from an offload link, with its virtio-net header fields:
-        it may be a TCP segment larger than the MTU, and its checksum may be one the
-        kernel vouches for (``F_DATA_VALID``) or has left partial (``F_NEEDS_CSUM``)."""
-        self._now = now
-        if not iface.up:
-            return
-        n = len(frame)
-        iface.rx_packets += 1
-        iface.rx_bytes += n
+    def _input_offloaded(self, iface: Interface, mv: memoryview, n: int,
+                         header: tuple[int, int, int, int, int, int], now: float) -> None:
         flags, gso_type, _, gso_size, start, offset = header
-        try:
-            mv = memoryview(frame)
-            vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
-            if not (vouched and (self._input_fast4(iface, mv, n, now, True) or (
-                    n >= 74 and mv[12] == 0x86 and self._input_fast6(iface, mv, n, now, True)))):
-                if gso_type != vnet.GSO_NONE:
-                    # not for our TCP fast paths (forwarded...): ordinary frames
-                    for piece in vnet.segment(mv, gso_type, gso_size):
-                        pmv = memoryview(piece)
-                        k = len(piece)
-                        if not self._input_fast4(iface, pmv, k, now, True) and not (
-                                k >= 74 and pmv[12] == 0x86
-                                and self._input_fast6(iface, pmv, k, now, True)):
-                            self._input_eth(iface, pmv, now)
-                else:
-                    if flags & vnet.F_NEEDS_CSUM:
-                        mv = memoryview(bytearray(mv))
-                        vnet.complete_checksum(mv, start, offset)
-                    self._input_eth(iface, mv, now)
-        except FrameError:
-            iface.rx_errors += 1
-            self._count("rx_malformed")
-        if self._local:
-            self._drain_local(now)
+        vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
+        if vouched and self._input_direct(iface, mv, n, now, True):
+            return
+        if gso_type != vnet.GSO_NONE:
+            # not for our TCP fast paths (forwarded...): ordinary frames
+            for piece in vnet.segment(mv, gso_type, gso_size):
+                pmv = memoryview(piece)
+                if not self._input_direct(iface, pmv, len(piece), now, True):
+                    self._input_eth(iface, pmv, now)
+            return
+        if flags & vnet.F_NEEDS_CSUM:
+            mv = memoryview(bytearray(mv))
+            vnet.complete_checksum(mv, start, offset)
+        self._input_eth(iface, mv, now)
+
+    def _input_direct(self, iface: Interface, mv: memoryview, n: int, now: float,
+                      csum_ok: bool) -> bool:
+        """The direct IPv4 or IPv6 TCP input, when the frame qualifies (see those)."""
+        return self._input_fast4(iface, mv, n, now, csum_ok) or (
+            n >= 74 and mv[12] == 0x86 and self._input_fast6(iface, mv, n, now, csum_ok))
 
     def input_many(self, iface: Interface, frames: list[memoryview], now: float) -> None:
         """``input`` for a receive batch, with TCP receive coalescing (Linux's GRO): a run
