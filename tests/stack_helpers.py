@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -256,3 +258,63 @@ def self_signed_cert(directory: str, ip: str) -> tuple[str, str]:
                     "-out", crt, "-days", "1", "-subj", f"/CN={ip}",
                     "-addext", f"subjectAltName=IP:{ip}"], check=True, capture_output=True)
     return crt, key
+
+
+# -- bulk transfers with the kernel -------------------------------------------------------
+
+#: a kernel-socket peer, run in a namespace: ``send|recv HOST SIZE`` listens on HOST port
+#: 9100, prints "ready", sends SIZE bytes or receives to EOF, and prints the sha256
+KERNEL_PEER = """
+import hashlib, socket, sys
+mode, host, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.create_server((host, 9100), family=socket.AF_INET6 if ':' in host else socket.AF_INET)
+print('ready', flush=True)
+c, _ = s.accept()
+h = hashlib.sha256()
+if mode == 'send':
+    block = bytes(range(256)) * 256
+    left = size
+    while left:
+        chunk = block[:min(left, len(block))]; c.sendall(chunk); h.update(chunk); left -= len(chunk)
+    c.shutdown(socket.SHUT_WR)
+else:
+    while d := c.recv(1 << 16): h.update(d)
+print(h.hexdigest(), flush=True)
+"""
+
+
+def kernel_transfer(netns, procs, sockdir: str, ns: str, stack, host: str, direction: str,
+                    size: int) -> float:
+    """``size`` bytes between a kernel socket at ``host`` in namespace ``ns`` (port 9100)
+    and ``stack``: "download" to the stack, "upload" from it; sha256-checked. Returns
+    Mbit/s."""
+    from threadnet.stack.socket import create_connection
+
+    script = os.path.join(sockdir, "peer.py")
+    with open(script, "w") as f:
+        f.write(KERNEL_PEER)
+    peer = procs.popen(netns.exec_cmd(ns, "python3", script,
+                                      "send" if direction == "download" else "recv", host,
+                                      str(size)), stdout=subprocess.PIPE, text=True)
+    assert peer.stdout.readline().strip() == "ready"
+    h = hashlib.sha256()
+    t0 = time.monotonic()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with create_connection(stack, (host, 9100), timeout=60) as c:
+        assert c.family == family
+        if direction == "download":
+            while d := c.recv(1 << 16):
+                h.update(d)
+        else:
+            block = bytes(range(256)) * 256
+            left = size
+            while left:
+                chunk = block[:min(left, len(block))]
+                c.sendall(chunk)
+                h.update(chunk)
+                left -= len(chunk)
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)  # wait for the kernel to close
+    out, _ = peer.communicate(timeout=120)
+    assert out.strip() == h.hexdigest(), "sha256 mismatch"
+    return size * 8 / (time.monotonic() - t0) / 1e6

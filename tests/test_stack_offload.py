@@ -13,13 +13,12 @@ import os
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
 from threadnet.link import Link, open_link
 from threadnet.stack.driver import Driver
-from threadnet.stack.socket import create_connection, create_server
+from threadnet.stack.socket import create_server
 from threadnet.stack.stack import Stack
 from threadnet.stack.tcp import TcpConnection
 from threadnet.stack.tcp.segment import ACK, CWR, FIN, PSH, Segment
@@ -28,6 +27,7 @@ from threadnet.switch.server import SwitchServer
 from threadnet.wire import ipv4, ipv6, tcp, vnet
 
 from conftest import need_root, need_tool, wait_for
+from stack_helpers import KERNEL_PEER, kernel_transfer
 
 IP_A, IP_B = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])
 IP6_A, IP6_B = ipaddress.ip_address("fc00:9::1").packed, ipaddress.ip_address("fc00:9::2").packed
@@ -327,25 +327,6 @@ def test_without_an_offload_link_segments_stay_within_the_mss() -> None:
 
 # -- the Linux kernel as the peer -----------------------------------------------------------
 
-PEER = """
-import hashlib, socket, sys
-mode, host, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = socket.create_server((host, 9100), family=socket.AF_INET6 if ':' in host else socket.AF_INET)
-print('ready', flush=True)
-c, _ = s.accept()
-h = hashlib.sha256()
-if mode == 'send':
-    block = bytes(range(256)) * 256
-    left = size
-    while left:
-        chunk = block[:min(left, len(block))]; c.sendall(chunk); h.update(chunk); left -= len(chunk)
-    c.shutdown(socket.SHUT_WR)
-else:
-    while d := c.recv(1 << 16): h.update(d)
-print(h.hexdigest(), flush=True)
-"""
-
-
 @pytest.fixture
 def offload_tap(netns):
     """Stack A on ``tap://IF[offload]``, the tap moved into a namespace whose kernel has
@@ -368,40 +349,6 @@ def offload_tap(netns):
         driver.stop()
 
 
-def _kernel_transfer(netns, procs, sockdir: str, ns: str, stack: Stack, host: str,
-                     direction: str, size: int) -> float:
-    """``size`` bytes between a kernel socket at ``host`` in ``ns`` and ``stack``,
-    sha256-checked; returns Mbit/s."""
-    script = os.path.join(sockdir, "peer.py")
-    with open(script, "w") as f:
-        f.write(PEER)
-    peer = procs.popen(netns.exec_cmd(ns, "python3", script,
-                                      "send" if direction == "download" else "recv", host,
-                                      str(size)), stdout=subprocess.PIPE, text=True)
-    assert peer.stdout.readline().strip() == "ready"
-    h = hashlib.sha256()
-    t0 = time.monotonic()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with create_connection(stack, (host, 9100), timeout=60) as c:
-        assert c.family == family
-        if direction == "download":
-            while d := c.recv(1 << 16):
-                h.update(d)
-        else:
-            block = bytes(range(256)) * 256
-            left = size
-            while left:
-                chunk = block[:min(left, len(block))]
-                c.sendall(chunk)
-                h.update(chunk)
-                left -= len(chunk)
-            c.shutdown(socket.SHUT_WR)
-            c.recv(1)  # wait for the kernel to close
-    out, _ = peer.communicate(timeout=120)
-    assert out.strip() == h.hexdigest(), "sha256 mismatch"
-    return size * 8 / (time.monotonic() - t0) / 1e6
-
-
 @pytest.mark.parametrize("host", ["10.12.0.9", "fc00:12::9"])
 @pytest.mark.parametrize("direction", ["download", "upload"])
 def test_kernel_transfers_through_an_offload_tap(offload_tap, netns, procs, sockdir,
@@ -411,7 +358,7 @@ def test_kernel_transfers_through_an_offload_tap(offload_tap, netns, procs, sock
     a, ns, _ = offload_tap
     iface = a.interfaces[2]
     rx0, rxb0, tx0, txb0 = iface.rx_packets, iface.rx_bytes, iface.tx_packets, iface.tx_bytes
-    rate = _kernel_transfer(netns, procs, sockdir, ns, a, host, direction, 32 << 20)
+    rate = kernel_transfer(netns, procs, sockdir, ns, a, host, direction, 32 << 20)
     rx_avg = (iface.rx_bytes - rxb0) / (iface.rx_packets - rx0)
     tx_avg = (iface.tx_bytes - txb0) / (iface.tx_packets - tx0)
     print(f"{direction} {host}: 32 MiB, sha256 ok, {rate:.0f} Mbit/s, average frame "
@@ -482,7 +429,7 @@ def test_a_router_cuts_the_kernels_large_segments_for_an_ordinary_link(
     netns.run(far.ns, "ip", "route", "add", "10.12.0.0/24", "via", "10.13.0.1")
     script = os.path.join(sockdir, "peer.py")
     with open(script, "w") as f:
-        f.write(PEER)
+        f.write(KERNEL_PEER)
     out_iface = a.interfaces[3]
     for sender, receiver, host in ((ns, far.ns, "10.13.0.9"), (far.ns, ns, "10.12.0.9")):
         tx0, txb0 = out_iface.tx_packets, out_iface.tx_bytes

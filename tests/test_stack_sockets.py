@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import http.client
 import http.server
 import os
 import selectors
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.request
@@ -24,7 +22,13 @@ from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, wait_for
-from stack_helpers import Dumpcap, assert_capture_clean, self_signed_cert, serve_echo
+from stack_helpers import (
+    Dumpcap,
+    assert_capture_clean,
+    kernel_transfer,
+    self_signed_cert,
+    serve_echo,
+)
 
 ADDRS = {4: ("10.8.0.1", "10.8.0.2"), 6: ("fc00:8::1", "fc00:8::2")}
 FAM = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -279,52 +283,13 @@ def test_kernel_pings_and_curls_the_stack_capture_is_clean(kernel, netns, pair, 
 def test_100mb_with_kernel(kernel, netns, procs, pair, sockdir, direction):
     a, b = pair
     size = 100 * 1024 * 1024
-    script = os.path.join(sockdir, "peer.py")
-    with open(script, "w") as f:
-        f.write(
-            "import hashlib, socket, sys\n"
-            "mode, size = sys.argv[1], int(sys.argv[2])\n"
-            "s = socket.create_server(('10.8.0.9', 9100))\n"
-            "c, _ = s.accept()\n"
-            "h = hashlib.sha256()\n"
-            "if mode == 'send':\n"
-            "    block = bytes(range(256)) * 256\n"
-            "    left = size\n"
-            "    while left:\n"
-            "        chunk = block[:min(left, len(block))]; c.sendall(chunk); h.update(chunk); left -= len(chunk)\n"
-            "    c.shutdown(socket.SHUT_WR)\n"
-            "else:\n"
-            "    while d := c.recv(1 << 16): h.update(d)\n"
-            "print(h.hexdigest(), flush=True)\n")
     need_tool("dumpcap")
     pcap = os.path.join(sockdir, f"{direction}.pcap")
     # captured at the kernel's tap by dumpcap, in its own process: the switch's capture
     # would run under this process's GIL and halve the transfer rate
     capture = Dumpcap(procs, kernel, "tnk0", pcap)
-    peer = procs.popen(netns.exec_cmd(kernel, "python3", script,
-                                      "send" if direction == "download" else "recv", str(size)),
-                       stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    h = hashlib.sha256()
-    t0 = time.monotonic()
-    with create_connection(a, ("10.8.0.9", 9100), timeout=60) as c:
-        if direction == "download":
-            while d := c.recv(1 << 16):
-                h.update(d)
-        else:
-            block = bytes(range(256)) * 256
-            left = size
-            while left:
-                chunk = block[:min(left, len(block))]
-                c.sendall(chunk)
-                h.update(chunk)
-                left -= len(chunk)
-            c.shutdown(socket.SHUT_WR)
-            c.recv(1)  # wait for the kernel to close
-    out, _ = peer.communicate(timeout=120)
-    rate = size * 8 / (time.monotonic() - t0) / 1e6
+    rate = kernel_transfer(netns, procs, sockdir, kernel, a, "10.8.0.9", direction, size)
     counts = capture.stop()
-    assert out.strip() == h.hexdigest(), "sha256 mismatch"
     print(f"{direction}: 100 MB, sha256 ok, {rate:.0f} Mbit/s (captured: {counts})")
     # the whole transfer, every segment both ways, decodes cleanly in tshark
     t0 = time.monotonic()
