@@ -179,3 +179,60 @@ def test_a_thousand_connections_on_one_stack(pair):
     for s in clients + accepted:
         s.close()
     srv.close()
+
+
+# -- a new connection over one in TIME-WAIT (RFC 6191) --------------------------------------
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_a_reconnect_from_the_same_port_ends_time_wait_at_once(timestamps: bool) -> None:
+    """The server closes first and keeps TIME-WAIT; the client connects again from the
+    same port. The new SYN is a new incarnation (its timestamp, or without timestamps
+    its ISN, is past the old connection's), so the server takes it at once, with no
+    challenge ACK, no RST and no SYN retransmission (which would cost 1 s)."""
+    from test_stack_fastpath import IP_B, _move, _pair
+
+    a, b, la, lb, clock = _pair()
+    b.tcp.listen(4, b"", 80, 8)
+    for round_ in range(3):
+        ep = a.tcp.connect(4, None, 40000, IP_B, 80, clock[0], timestamps=timestamps)
+        _move(a, b, la, lb, clock[0])
+        assert ep.conn.established, round_
+        [srv] = [e for e in b.tcp.conns.values() if e.conn.state.name == "ESTABLISHED"]
+        srv.send(b"bye")
+        srv.close()
+        _move(a, b, la, lb, clock[0])
+        assert ep.recv(10) == b"bye"
+        ep.close()
+        _move(a, b, la, lb, clock[0])
+        assert srv.conn.state.name == "TIME_WAIT"
+        clock[0] += 0.01  # well within 2 MSL
+    assert a.tcp.rst_sent == b.tcp.rst_sent == 0
+    assert ep.conn.stats.retransmits == 0
+
+
+def test_a_syn_from_an_old_incarnation_does_not_end_time_wait() -> None:
+    """A SYN whose timestamp is older than the last one seen (a stray from the past) gets
+    the RFC 5961 challenge ACK and leaves TIME-WAIT in place."""
+    from test_stack_fastpath import IP_A, IP_B, _move, _pair
+
+    a, b, la, lb, clock = _pair()
+    b.tcp.listen(4, b"", 80, 8)
+    ep = a.tcp.connect(4, None, 40001, IP_B, 80, clock[0])
+    _move(a, b, la, lb, clock[0])
+    [srv] = list(b.tcp.conns.values())
+    srv.close()
+    _move(a, b, la, lb, clock[0])
+    ep.close()
+    _move(a, b, la, lb, clock[0])
+    assert srv.conn.state.name == "TIME_WAIT"
+    old_ts = (srv.conn.ts_recent - 1000) & 0xFFFFFFFF
+    seg = bytearray(32)
+    tcp.build(seg, IP_A, IP_B, 40001, 80, 12345, 0, tcp.SYN, 65535, ts=(old_ts, 0))
+    ip = bytearray(20)
+    ipv4.build(ip, IP_A, IP_B, ipv4.PROTO_TCP, len(seg))
+    frame = b.interfaces[2].mac + a.interfaces[2].mac + b"\x08\x00" + bytes(ip) + bytes(seg)
+    b.input(b.interfaces[2], frame, clock[0])
+    assert srv.conn.state.name == "TIME_WAIT"
+    assert b.tcp.conns[(IP_B, 80, IP_A, 40001)] is srv
+    [answer] = lb.sent
+    assert tcp.parse(memoryview(answer)[34:], IP_B, IP_A)[5] == tcp.ACK  # the challenge ACK

@@ -14,6 +14,7 @@ is called whenever something a socket might wait for changes (data, space, state
 from __future__ import annotations
 
 import errno
+import hashlib
 import heapq
 import itertools
 import os
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.stack.neighbor import REACHABLE
-from threadnet.stack.tcp import Segment, TcpConnection
+from threadnet.stack.tcp import Segment, TcpConnection, TcpState
 from threadnet.wire import ipv4, ipv6, tcp, vnet
 
 if TYPE_CHECKING:
@@ -189,6 +190,8 @@ class TcpLayer:
         self.listeners: dict[tuple[bytes, int], TcpListener] = {}
         self.timers: list[tuple[float, int, TcpEndpoint]] = []
         self.rng = random.Random()
+        # the key of the initial sequence numbers' and timestamp offsets' hash (RFC 6528)
+        self._secret = os.urandom(16)
         self.defaults: dict[str, object] = {}
         self.rst_sent = 0
         # while a batch of frames is processed: the connections to flush at its end
@@ -285,21 +288,33 @@ class TcpLayer:
         key = (src, sport, dst, dport)
         if key in self.conns:
             raise OSError(errno.EADDRINUSE, "that connection exists")
-        conn = self._new_conn(family, dst, now, options)
+        conn = self._new_conn(family, (src, sport), (dst, dport), now, options)
         ep = TcpEndpoint(self, conn, family, (src, sport), (dst, dport))
         self.conns[key] = ep
         conn.connect(now)
         self.flush(ep)
         return ep
 
-    def _new_conn(self, family: int, dst: bytes, now: float, options: dict) -> TcpConnection:
+    def _new_conn(self, family: int, local: tuple[bytes, int], remote: tuple[bytes, int],
+                  now: float, options: dict, iss: int | None = None) -> TcpConnection:
         try:
-            _, _, _, mtu = self.stack._path(family, None, dst, now)
+            _, _, _, mtu = self.stack._path(family, None, remote[0], now)
         except OSError:
             mtu = 1500
         mss = mtu - (40 if family == 4 else 60)
         opts = {"rcvbuf": TCP_BUF, "sndbuf": TCP_BUF, **self.defaults, **options}
-        conn = TcpConnection(now, mss=max(mss, 536), rng=self.rng, **opts)  # type: ignore[arg-type]
+        # RFC 6528: ISN = a 4 us clock + a keyed hash of the connection's addresses and
+        # ports, so that a new incarnation of a connection starts above the old one (what
+        # lets a peer's TIME-WAIT take its SYN, RFC 6191); the timestamp clock's offset is
+        # a keyed hash of the two addresses
+        h = hashlib.blake2s(local[0] + remote[0] + struct.pack("!HH", local[1], remote[1]),
+                            key=self._secret, digest_size=8).digest()
+        if iss is None:
+            iss = int(now * 250_000) + int.from_bytes(h[:4], "big")
+        ts_off = int.from_bytes(hashlib.blake2s(local[0] + remote[0], key=self._secret,
+                                                digest_size=4).digest(), "big")
+        conn = TcpConnection(now, iss=iss, ts_offset=ts_off, mss=max(mss, 536), rng=self.rng,
+                             **opts)  # type: ignore[arg-type]
         conn.payload_views = True  # flush() encodes them at once, then drops them
         conn.stretch_acks = True  # the driver feeds batches and flushes after each
         return conn
@@ -326,6 +341,16 @@ class TcpLayer:
         flags = off_flags & 0xFF
         key = (dst, dport, src, sport)
         ep = self.conns.get(key)
+        iss = None
+        if ep is not None and flags & _SYN_ACK_RST == tcp.SYN and \
+                ep.conn.state is TcpState.TIME_WAIT and \
+                _new_incarnation(ep.conn, seq, payload[20:doff]):
+            # RFC 6191: a SYN for a connection in TIME-WAIT that is sure to be a new
+            # incarnation of it ends the TIME-WAIT and opens anew (as Linux does, with
+            # an ISN past the old connection's sequence space)
+            iss = ep.conn.snd_nxt + 65537
+            self._forget(ep)
+            ep = None
         if ep is not None:
             if doff == 32 and payload[20:24] == _TS_HEAD:
                 _, ts_val, ts_ecr = _TS_OPT.unpack_from(payload, 20)
@@ -357,7 +382,7 @@ class TcpLayer:
         else:
             listener = ls.get((dst, dport)) or ls.get((ANY6, dport))
         if listener is not None and flags & _SYN_ACK_RST == tcp.SYN:
-            self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now)
+            self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now, iss)
             return
         if flags & tcp.RST:
             return
@@ -380,7 +405,8 @@ class TcpLayer:
         return Segment(seq, ack, flags, window, data)
 
     def _syn(self, listener: TcpListener, family: int, src: bytes, sport: int, dst: bytes,
-             dport: int, seq: int, window: int, opts: memoryview, now: float) -> None:
+             dport: int, seq: int, window: int, opts: memoryview, now: float,
+             iss: int | None = None) -> None:
         key = (dst, dport, src, sport)
         if len(listener.ready) >= listener.backlog:
             listener.syn_dropped += 1  # accept queue full: drop, the client will retry
@@ -390,7 +416,8 @@ class TcpLayer:
             _, old = listener.half_open.popitem(last=False)
             self._forget(old)
             listener.syn_dropped += 1
-        conn = self._new_conn(family, src, now, dict(listener.options))
+        conn = self._new_conn(family, (dst, dport), (src, sport), now, dict(listener.options),
+                              iss)
         ep = TcpEndpoint(self, conn, family, (dst, dport), (src, sport))
         ep.listener = listener
         self.conns[key] = ep
@@ -678,3 +705,16 @@ def _cut(segs: list[Segment], mss: int) -> list[Segment]:
                                payload[off:off + mss], None, None, False, (), seg.ts_val,
                                seg.ts_ecr))
     return out
+
+
+def _new_incarnation(conn: TcpConnection, seq: int, opts: memoryview) -> bool:
+    """RFC 6191 (and RFC 1122 4.2.2.13): whether a SYN with ``seq`` and options ``opts``
+    may open a new connection over ``conn`` in TIME-WAIT: its timestamp is newer than the
+    last one seen, or, without timestamps, its sequence number is beyond RCV.NXT."""
+    try:
+        ts_val = tcp.parse_options(opts)[4] if opts else None
+    except FrameError:
+        return False
+    if conn.ts_ok and ts_val is not None:
+        return 0 < (ts_val - conn.ts_recent) & 0xFFFFFFFF < 0x80000000
+    return 0 < (seq - conn.rcv_nxt) & 0xFFFFFFFF < 0x80000000

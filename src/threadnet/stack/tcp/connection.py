@@ -176,7 +176,8 @@ class TcpConnection:
         "_ctl_out", "_need_syn", "_chal_start", "_chal_count",
     )
 
-    def __init__(self, now: float, *, iss: int | None = None, mss: int = 1460,
+    def __init__(self, now: float, *, iss: int | None = None, ts_offset: int | None = None,
+                 mss: int = 1460,
                  rcvbuf: int = 256 * 1024, sndbuf: int = 256 * 1024, cc: str = "cubic",
                  nodelay: bool = False, wscale: bool = True, sack: bool = True,
                  timestamps: bool = True, rng: random.Random | None = None,
@@ -267,7 +268,9 @@ class TcpConnection:
         self.ts_recent = 0
         self._ts_recent_time = now
         self._last_ack_sent = 0
-        self._ts_offset = rng.getrandbits(32)
+        # RFC 7323 5.4: a random offset; a stack gives one per address pair (as Linux
+        # does), so that one host's timestamps keep growing from connection to connection
+        self._ts_offset = (ts_offset if ts_offset is not None else rng.getrandbits(32)) & MASK
 
         self._ack_now = False
         self._delack_deadline: float | None = None
