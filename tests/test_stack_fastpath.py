@@ -117,6 +117,27 @@ def _recv_all(server) -> bytes:
     return bytes(got)
 
 
+def _exchange(ep, server, size: int, clock: list[float], stacks, move) -> bytes:
+    """``size`` random bytes each way between ``ep`` and ``server`` at once, 50 ms of fake
+    time a round (timers, then ``move()`` delivers); checks both; returns what went down."""
+    up, down = os.urandom(size), os.urandom(size)
+    got_up, got_down = bytearray(), bytearray()
+    sent_up = sent_down = 0
+    for _ in range(2000):
+        if len(got_up) == len(up) and len(got_down) == len(down):
+            break
+        sent_up += ep.send(up[sent_up:sent_up + 65536])
+        sent_down += server.send(down[sent_down:sent_down + 65536])
+        clock[0] += 0.05
+        for s in stacks:
+            s.on_timer(clock[0])
+        move()
+        got_up += _recv_all(server)
+        got_down += _recv_all(ep)
+    assert bytes(got_up) == up and bytes(got_down) == down
+    return down
+
+
 def _count_fast_input(stack: Stack, family: int) -> list[int]:
     """Count the frames ``stack`` takes through its direct input path from now on."""
     name = f"_input_fast{family}"
@@ -289,21 +310,7 @@ def test_a_learned_ipv6_path_mtu_limits_the_direct_path_through_a_router() -> No
     move()
     assert ep.conn.established
     [server] = list(b.tcp.conns.values())
-    up, down = os.urandom(100_000), os.urandom(100_000)
-    got_up, got_down = bytearray(), bytearray()
-    sent_up = sent_down = 0
-    for _ in range(2000):
-        if len(got_up) == len(up) and len(got_down) == len(down):
-            break
-        sent_up += ep.send(up[sent_up:sent_up + 65536])
-        sent_down += server.send(down[sent_down:sent_down + 65536])
-        clock[0] += 0.05
-        for s in (a, b, r):
-            s.on_timer(clock[0])
-        move()
-        got_up += _recv_all(server)
-        got_down += _recv_all(ep)
-    assert bytes(got_up) == up and bytes(got_down) == down
+    _exchange(ep, server, 100_000, clock, (a, b, r), move)
     assert r.stats.get("ip6_forwarded", 0) > 0
     # A learned R's MTU and its direct path uses it: whole segments never left A again
     assert a.pmtu[far][0] == 1280
@@ -329,21 +336,7 @@ def test_ipv6_direct_paths_work_with_a_stack_without_them() -> None:
     assert ep.conn.established
     [server] = list(b.tcp.conns.values())
     a_hits = _count_fast_input(a, 6)
-    up, down = os.urandom(150_001), os.urandom(150_001)
-    got_up, got_down = bytearray(), bytearray()
-    sent_up = sent_down = 0
-    for _ in range(2000):
-        if len(got_up) == len(up) and len(got_down) == len(down):
-            break
-        sent_up += ep.send(up[sent_up:sent_up + 65536])
-        sent_down += server.send(down[sent_down:sent_down + 65536])
-        clock[0] += 0.05
-        for s in (a, b):
-            s.on_timer(clock[0])
-        _move(a, b, la, lb, clock[0])
-        got_up += _recv_all(server)
-        got_down += _recv_all(ep)
-    assert bytes(got_up) == up and bytes(got_down) == down
+    down = _exchange(ep, server, 150_001, clock, (a, b), lambda: _move(a, b, la, lb, clock[0]))
     assert ep.path is not None and server.path is None
     assert a_hits[0] > len(down) // 1500
     assert a.interfaces[2].rx_errors == 0 and b.interfaces[2].rx_errors == 0
