@@ -166,6 +166,7 @@ class Driver:
                     return
                 offload = iface.offload
                 recv = link.recv_offload if offload else link.recv  # type: ignore[attr-defined]
+                frames: list[memoryview] = []
                 for _ in range(RX_BUDGET):
                     try:
                         got = recv()
@@ -175,11 +176,17 @@ class Driver:
                         self.loop.remove_reader(link.fileno())
                         iface.up = False
                         break
+                    if not offload:
+                        # taken as a batch below, as recvmmsg's are (receive coalescing)
+                        frames.append(memoryview(got))
+                        continue
                     try:
-                        if offload:
-                            stack.input(iface, got[0], now, got[1])
-                        else:
-                            stack.input(iface, got, now)
+                        stack.input(iface, got[0], now, got[1])
+                    except Exception as exc:  # a bug must not stop every stack in the process
+                        self._report(stack, exc)
+                if frames:
+                    try:
+                        stack.input_many(iface, frames, now)
                     except Exception as exc:  # a bug must not stop every stack in the process
                         self._report(stack, exc)
             finally:
