@@ -253,3 +253,44 @@ def test_closing_stacks_does_not_break_the_next_ones(switch, driver):
         finally:
             a.close()
             b.close()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("which", ["dst", "src"])
+def test_loopback_addresses_from_the_wire_are_dropped(family: int, which: str) -> None:
+    """RFC 1122 3.2.1.3 / RFC 4291 2.5.3: 127/8 and ::1 never come from a wire. A SYN to
+    (or from) them on an Ethernet interface gets no answer and is counted, through the
+    general path and the direct one alike; the same SYN to the interface's own address
+    from a real host is answered."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    link = ListLink()
+    s = Stack("eth,ip=10.50.0.1/24,ip=fc00:50::1/64", link=link, driver=False)
+    try:
+        s.tcp.listen(family, b"", 80, 8)
+        s.tcp.listen(family, b"::" if family == 6 else b"", 81, 8)
+        iface = s.interfaces[2]
+        mac = iface.mac
+        for a in iface.v6:
+            a.state = "preferred"  # no DAD on fake time here
+        s._gen += 1
+        own, peer, lo = (("10.50.0.1", "10.50.0.9", "127.0.0.1") if family == 4 else
+                         ("fc00:50::1", "fc00:50::9", "::1"))
+        ip = IP if family == 4 else IPv6
+        dst, src = (lo, peer) if which == "dst" else (own, lo)
+        for opts in ([], [("MSS", 1460), ("Timestamp", (1, 0))]):
+            bad = Ether(dst=mac, src="02:00:00:00:00:09") / ip(src=src, dst=dst) / \
+                TCP(sport=5000, dport=80, flags="S", options=opts)
+            link.sent.clear()
+            s.input(iface, bytes(bad), 100.0)
+            assert not [f for f in link.sent if len(f) > 54], "a martian was answered"
+        assert s.stats.get(f"ip{family}_martian", 0) == 2
+        good = Ether(dst=mac, src="02:00:00:00:00:09") / ip(src=peer, dst=own) / \
+            TCP(sport=5000, dport=80, flags="S")
+        link.sent.clear()
+        s.input(iface, bytes(good), 100.0)
+        assert link.sent, "the real SYN got no answer"
+    finally:
+        s.close()

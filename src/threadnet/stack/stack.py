@@ -48,6 +48,7 @@ _FAST4 = struct.Struct("!H2xH")  # IPv4 total length, (identification), flags+of
 # addresses, ports, seq, ack, data offset+flags, window, the 12 option bytes
 _GRO = struct.Struct("!6s6xHBxH2xHxB2x8s4sIIHH4x12s")
 _TS_HEAD = b"\x01\x01\x08\x0a"
+_LOOPBACK6 = bytes(15) + b"\x01"
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes
 DAD_DELAY = 1.0  # RFC 4861 RetransTimer: one NS, then the address is ours
@@ -548,7 +549,8 @@ class Stack:
         counters)."""
         f = frames[i]
         dst = f[30:34].tobytes()
-        if dst not in (self._local4 if self._local4_gen == self._gen else self._local4_set()):
+        if dst not in (self._local4 if self._local4_gen == self._gen else self._local4_set()) \
+                or dst[0] == 127 or f[26] == 127:
             return False
         src = f[26:30].tobytes()
         from_bytes = int.from_bytes
@@ -593,7 +595,7 @@ class Stack:
             dst = mv[30:34].tobytes()
             if not frag & 0x3FFF and 40 <= total <= n - 14 and (
                     dst in (self._local4 if self._local4_gen == self._gen
-                            else self._local4_set())) \
+                            else self._local4_set())) and dst[0] != 127 and mv[26] != 127 \
                     and not int.from_bytes(mv[14:34], "big") % 0xFFFF:
                 self.tcp.input(4, mv[26:30].tobytes(), dst, mv[34:14 + total], now, csum_ok)
                 return True
@@ -610,7 +612,10 @@ class Stack:
             if 20 <= plen <= n - 54 and dst in (
                     self._local6 if self._local6_gen == self._gen
                     else self._local6_sets()).get(iface, ()):
-                self.tcp.input(6, mv[22:38].tobytes(), dst, mv[54:54 + plen], now, csum_ok)
+                src = mv[22:38].tobytes()
+                if src == _LOOPBACK6:
+                    return False  # the general path drops it
+                self.tcp.input(6, src, dst, mv[54:54 + plen], now, csum_ok)
                 return True
         return False
 
@@ -672,6 +677,10 @@ class Stack:
     def _input_ip4(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
         (tos, total, ident, flags, frag_off, ttl, proto, src, dst, hlen,
          _opts) = ipv4.parse(mv)
+        if (dst[0] == 127 or src[0] == 127) and not iface.loopback:
+            # RFC 1122 3.2.1.3: 127/8 never comes from a wire (Linux: a martian)
+            self._count("ip4_martian")
+            return
         payload = mv[hlen:total]
         broadcast = dst == LIMITED_BROADCAST or any(
             dst == _bcast4(a, p) for a, p in iface.v4)
@@ -743,6 +752,10 @@ class Stack:
 
     def _input_ip6(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
         tc, flow, plen, nh, hlim, src, dst = ipv6.parse(mv)
+        if (dst == _LOOPBACK6 or src == _LOOPBACK6) and not iface.loopback:
+            # RFC 4291 2.5.3: a packet to (or from) ::1 received on an interface is dropped
+            self._count("ip6_martian")
+            return
         end = ipv6.HEADER_LEN + plen
         packet = mv[:end]
         multicast = dst[0] == 0xFF
