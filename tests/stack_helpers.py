@@ -318,3 +318,21 @@ def kernel_transfer(netns, procs, sockdir: str, ns: str, stack, host: str, direc
     out, _ = peer.communicate(timeout=120)
     assert out.strip() == h.hexdigest(), "sha256 mismatch"
     return size * 8 / (time.monotonic() - t0) / 1e6
+
+
+def serve_http(srv, body: bytes, count: int) -> threading.Thread:
+    """Answer ``count`` HTTP/1.0 requests on the listening ``srv`` with ``body``, in a
+    daemon thread (started); for curl from a kernel namespace."""
+    def serve() -> None:
+        for _ in range(count):
+            conn, _ = srv.accept()
+            with conn:
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    req += conn.recv(1024)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+                             + body)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t

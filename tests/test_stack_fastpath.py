@@ -52,8 +52,10 @@ def _dad(clock: list[float], *stacks: Stack) -> None:
         s.on_timer(clock[0])
 
 
-def _move(a: Stack, b: Stack, la: ListLink, lb: ListLink, now: float) -> list[bytes]:
-    """Deliver everything queued both ways (in batches) until quiet; returns a->b frames."""
+def _move(a: Stack, b: Stack, la: ListLink, lb: ListLink, now: float, deliver=None) -> list:
+    """Deliver everything queued both ways (in batches) until quiet; returns a->b frames.
+    ``deliver(stack, iface, item, now)`` hands over one item of a link's ``sent`` list
+    (default: ``stack.input``)."""
     seen = []
     while la.sent or lb.sent:
         for src, dst, link in ((la, b, b.interfaces[2]), (lb, a, a.interfaces[2])):
@@ -62,7 +64,10 @@ def _move(a: Stack, b: Stack, la: ListLink, lb: ListLink, now: float) -> list[by
                 seen += frames
             opened = dst.begin_batch()
             for f in frames:
-                dst.input(link, f, now)
+                if deliver is None:
+                    dst.input(link, f, now)
+                else:
+                    deliver(dst, link, f, now)
             if opened:
                 dst.end_batch()
     return seen

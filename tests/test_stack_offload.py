@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from test_stack_fastpath import _move as fastpath_move
 from threadnet.link import Link, open_link
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_server
@@ -27,7 +28,7 @@ from threadnet.switch.server import SwitchServer
 from threadnet.wire import ipv4, ipv6, tcp, vnet
 
 from conftest import need_root, need_tool, wait_for
-from stack_helpers import KERNEL_PEER, kernel_transfer
+from stack_helpers import KERNEL_PEER, kernel_transfer, serve_http
 
 IP_A, IP_B = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])
 IP6_A, IP6_B = ipaddress.ip_address("fc00:9::1").packed, ipaddress.ip_address("fc00:9::2").packed
@@ -103,26 +104,20 @@ def _pair(a_offload: bool, b_offload: bool):
     return a, b, la, lb, clock
 
 
+def _deliver(dst: Stack, link, item: tuple[Header, bytes], now: float) -> None:
+    """As a kernel bridge between two taps would: an offload receiver gets the frame as
+    sent, with its header; an ordinary one gets ordinary frames."""
+    header, frame = item
+    if link.offload:
+        dst.input(link, frame, now, header)
+    else:
+        for f in as_kernel_would_deliver(header, frame):
+            dst.input(link, f, now)
+
+
 def _move(a: Stack, b: Stack, la, lb, now: float) -> list[tuple[Header, bytes]]:
-    """Deliver everything queued both ways until quiet, as a kernel bridge between two
-    taps would: an offload receiver gets the frame as sent, with its header; an ordinary
-    one gets ordinary frames. Returns what a sent."""
-    seen = []
-    while la.sent or lb.sent:
-        for src, dst, link in ((la, b, b.interfaces[2]), (lb, a, a.interfaces[2])):
-            sent, src.sent = src.sent, []
-            if src is la:
-                seen += sent
-            opened = dst.begin_batch()
-            for header, frame in sent:
-                if link.offload:
-                    dst.input(link, frame, now, header)
-                else:
-                    for f in as_kernel_would_deliver(header, frame):
-                        dst.input(link, f, now)
-            if opened:
-                dst.end_batch()
-    return seen
+    """Deliver everything queued both ways until quiet; returns what a sent."""
+    return fastpath_move(a, b, la, lb, now, _deliver)
 
 
 def _transfer(a_offload: bool, b_offload: bool, size: int = 300_001, family: int = 4):
@@ -421,18 +416,7 @@ def test_ping_udp_and_curl_through_an_offload_tap(offload_tap, netns):
         assert out.strip() == "echo"
         u.close()
     srv = create_server(a, ("", 8000), family=socket.AF_INET6, dualstack_ipv6=True)
-
-    def serve() -> None:
-        for _ in range(2):
-            conn, _ = srv.accept()
-            with conn:
-                req = b""
-                while b"\r\n\r\n" not in req:
-                    req += conn.recv(1024)
-                body = b"o" * 200_000
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 200000\r\n\r\n" + body)
-
-    threading.Thread(target=serve, daemon=True).start()
+    serve_http(srv, b"o" * 200_000, 2)
     for url in ("http://10.12.0.1:8000/", "http://[fc00:12::1]:8000/"):
         r = netns.run(ns, "curl", "-s", "-m", "10", url, check=False)
         assert r.returncode == 0 and r.stdout == "o" * 200_000, (url, r.stderr)

@@ -28,6 +28,7 @@ from stack_helpers import (
     kernel_transfer,
     self_signed_cert,
     serve_echo,
+    serve_http,
 )
 
 ADDRS = {4: ("10.8.0.1", "10.8.0.2"), 6: ("fc00:8::1", "fc00:8::2")}
@@ -253,18 +254,7 @@ def test_kernel_pings_and_curls_the_stack_capture_is_clean(kernel, netns, pair, 
                       check=False)
         assert r.returncode == 0, (addr, size, r.stdout, r.stderr)
     srv = create_server(a, ("", 8000), family=socket.AF_INET6, dualstack_ipv6=True)
-
-    def serve():
-        for _ in range(2):
-            conn, _ = srv.accept()
-            with conn:
-                req = b""
-                while b"\r\n\r\n" not in req:
-                    req += conn.recv(1024)
-                body = b"stack says hi"
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\n" + body)
-
-    threading.Thread(target=serve, daemon=True).start()
+    serve_http(srv, b"stack says hi", 2)
     for url in ("http://10.8.0.1:8000/", "http://[fc00:8::1]:8000/"):
         r = netns.run(kernel, "curl", "-s", "-m", "10", url, check=False)
         assert r.returncode == 0 and r.stdout == "stack says hi", (url, r.stderr)
