@@ -189,3 +189,56 @@ def test_frames_for_another_host_are_forwarded_one_by_one() -> None:
     out = [f for f in lout.sent if f[12:14] == b"\x08\x00"]
     assert len(out) == 10
     assert [f[34 + 4:34 + 8] for f in out] == [f[34 + 4:34 + 8] for f in frames]
+
+
+def test_mangled_batches_and_offload_headers_never_raise() -> None:
+    """Batches of a real connection's frames, mangled (bytes flipped, cut short, grown,
+    reordered, duplicated, made larger than the MTU), go through ``input_many``; single
+    frames go through ``input`` with random virtio-net headers (any flags, GSO type and
+    size, checksum offsets). Nothing may escape, and the stack's memory stays bounded."""
+    rng = random.Random(11)
+    a, b, la, lb, clock = _pair()
+    ep, server = _connect(a, b, la, lb, clock)
+    iface = b.interfaces[2]
+    frames: list[bytes] = []
+    for _ in range(30):
+        ep.send(os.urandom(60_000))
+        frames += la.sent
+        _deliver(b, la.sent, clock[0])
+        la.sent = []
+        _deliver(a, lb.sent, clock[0])
+        lb.sent = []
+        while server.conn.recv_queued:
+            server.recv(1 << 20)
+    assert len(frames) > 1000
+    gso_types = [0, 1, 3, 4, 0x81, 0x84, 2, 255]
+    for i in range(4000):
+        batch = []
+        for _ in range(rng.randrange(1, 40)):
+            f = bytearray(rng.choice(frames))
+            r = rng.random()
+            if r < 0.3:
+                for _ in range(rng.randrange(1, 4)):
+                    f[rng.randrange(len(f))] ^= 1 << rng.randrange(8)
+            elif r < 0.4:
+                del f[rng.randrange(len(f)):]
+            elif r < 0.5:
+                f += rng.randbytes(rng.randrange(1, 3000))
+            batch.append(bytes(f))
+        if rng.random() < 0.3:
+            rng.shuffle(batch)
+        b.input_many(iface, [memoryview(f) for f in batch], clock[0])
+        f = rng.choice(batch)
+        header = (rng.randrange(4), rng.choice(gso_types), rng.randrange(0, 200),
+                  rng.choice([0, 1, 7, 536, 1448, rng.randrange(65536)]),
+                  rng.choice([34, 54, rng.randrange(0, 2000)]),
+                  rng.choice([6, 16, rng.randrange(0, 70)]))
+        b.input(iface, f, clock[0], header)
+        if i % 200 == 0:
+            clock[0] += 0.05
+            b.on_timer(clock[0])
+            lb.sent.clear()
+            while server.conn.recv_queued:
+                server.recv(1 << 20)
+    assert len(b.tcp.conns) <= 2
+    assert b.reasm4.buffered <= b.reasm4.max_bytes
