@@ -335,3 +335,44 @@ def test_unixterm_and_shutdown(service, procs):
     wait_for(lambda: _gone(s.pid), timeout=10, what="the stack service to exit")
     for p in (s.path, s.mgmt, s.pidfile):
         assert not os.path.exists(p), p
+
+
+def test_logout_reply_comes_before_the_hang_up(sockdir):
+    """Debian's unixterm tests POLLHUP before POLLIN and quits: a console that closed at
+    once after ``9999 END OF SESSION`` could lose that line. The console shuts its side
+    first, so a client that polls only after the reply is out sees it readable without a
+    hang-up, and the hang-up comes after the grace time."""
+    import select
+    import time
+
+    from threadnet.loop import EventLoop
+    from threadnet.mgmt.commands import CommandTable
+    from threadnet.mgmt.console import END_GRACE, ConsoleServer
+
+    loop = EventLoop()
+    path = os.path.join(sockdir, "c.mgmt")
+    server = ConsoleServer(loop, path, CommandTable(), "banner\n", "x$ ")
+    t = threading.Thread(target=loop.run, daemon=True)
+    t.start()
+    try:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(path)
+        c.settimeout(5)
+        got = b""
+        while not got.endswith(b"x$ "):
+            got += c.recv(1024)
+        c.sendall(b"logout\n")
+        time.sleep(END_GRACE / 4)  # the reply is out; the server has not closed yet
+        p = select.poll()
+        p.register(c, select.POLLIN | select.POLLHUP)
+        [(_, events)] = p.poll(1000)
+        assert events & select.POLLIN and not events & select.POLLHUP
+        assert c.recv(1024) == b"9999 END OF SESSION"
+        time.sleep(END_GRACE * 2)
+        [(_, events)] = p.poll(1000)
+        assert events & select.POLLHUP  # and then the session is closed
+        c.close()
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)

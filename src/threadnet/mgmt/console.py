@@ -24,6 +24,8 @@ from threadnet.mgmt.commands import CommandTable
 MAX_LINE = 1024
 MAX_SESSIONS = 64
 WRITE_TIMEOUT = 2.0
+#: how long a session whose last reply is out stays open for the client to read it
+END_GRACE = 0.2
 
 
 def format_reply(err: int, out: list[str] | None) -> str:
@@ -124,10 +126,23 @@ class ConsoleServer:
 
     def _close(self, sess: _Session) -> None:
         fd = sess.sock.fileno()
-        if fd >= 0:
-            self.loop.remove_reader(sess.sock)
-            self.sessions.pop(fd, None)
+        if fd < 0:
+            return  # closed already (by the client, before the grace timer)
+        self.loop.remove_reader(sess.sock)
+        self.sessions.pop(fd, None)
         sess.sock.close()
+
+    def _end(self, sess: _Session) -> None:
+        """End a session after its last reply. Our side is shut first and the socket closed
+        a moment later (or when the client closes): a client that sees the reply and the
+        hang-up in one poll may quit before it prints the reply, as Debian's unixterm
+        does (it tests POLLHUP before POLLIN)."""
+        try:
+            sess.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(sess)
+            return
+        self.loop.call_later(END_GRACE, lambda: self._close(sess))
 
     def _readable(self, sess: _Session) -> None:
         try:
@@ -156,12 +171,12 @@ class ConsoleServer:
         if not line or line.startswith("#"):
             return self._write(sess, self.prompt)
         if line == "logout":
-            self._write(sess, "9999 END OF SESSION")
-            self._close(sess)
+            if self._write(sess, "9999 END OF SESSION"):
+                self._end(sess)
             return False
         if line == "shutdown":
-            self._write(sess, "1000 Success\n")
-            self._close(sess)
+            if self._write(sess, "1000 Success\n"):
+                self._end(sess)
             if self.on_shutdown is not None:
                 self.on_shutdown()
             return False
