@@ -3,7 +3,9 @@
 On connect the server writes a banner and the prompt. Each command line gets either
 ``1000 Success`` or ``1<errno> <strerror>``, preceded, for commands that print, by
 ``0000 DATA END WITH '.'``, the lines and a lone ``.``. ``logout`` answers
-``9999 END OF SESSION`` and closes. Then the prompt again.
+``9999 END OF SESSION`` and closes: our side at once, the socket ``END_GRACE`` later, so
+that a client polling for both sees the reply before the hang-up. Other commands are
+followed by the prompt again.
 
 vde_switch treats every read() as one command; we split on newlines (so a client that
 pipelines still gets one answer per line) and also take a read without a newline as a
