@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from test_stack_fastpath import _move as fastpath_move
+from test_stack_fastpath import _one_way as one_way
 from threadnet.link import Link, open_link
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_server
@@ -127,21 +128,8 @@ def _transfer(a_offload: bool, b_offload: bool, size: int = 300_001, family: int
     _move(a, b, la, lb, clock[0])
     assert ep.conn.established
     [server] = list(b.tcp.conns.values())
-    data = os.urandom(size)
-    got = bytearray()
-    sent = 0
-    frames = []
-    for _ in range(10_000):
-        if len(got) == len(data):
-            break
-        sent += ep.send(data[sent:sent + 256 * 1024])
-        clock[0] += 0.05
-        for s in (a, b):
-            s.on_timer(clock[0])
-        frames += _move(a, b, la, lb, clock[0])
-        while server.conn.recv_queued:
-            got += server.recv(1 << 20)
-    assert bytes(got) == data
+    frames = one_way(ep, server, os.urandom(size), clock, (a, b),
+                     lambda: _move(a, b, la, lb, clock[0]), 256 * 1024)
     return a, b, ep, frames
 
 

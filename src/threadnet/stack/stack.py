@@ -556,6 +556,7 @@ class Stack:
         from_bytes = int.from_bytes
         psum = from_bytes(src, "big") + from_bytes(dst, "big") + 6
         run = frames[i:j]
+        nbytes = 0
         for g in run:
             n = len(g)
             if from_bytes(g[14:34], "big") % 0xFFFF:
@@ -565,10 +566,8 @@ class Stack:
                 v <<= 8
             if (v + psum + n - 34) % 0xFFFF:
                 return False
+            nbytes += n
         self._now = now
-        nbytes = 0
-        for g in run:
-            nbytes += len(g)
         iface.rx_packets += j - i
         iface.rx_bytes += nbytes
         # one segment: the first header (the last one's flags, for a PSH) and every payload

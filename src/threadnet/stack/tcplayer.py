@@ -307,17 +307,20 @@ class TcpLayer:
         # ports, so that a new incarnation of a connection starts above the old one (what
         # lets a peer's TIME-WAIT take its SYN, RFC 6191); the timestamp clock's offset is
         # a keyed hash of the two addresses
-        h = hashlib.blake2s(local[0] + remote[0] + struct.pack("!HH", local[1], remote[1]),
-                            key=self._secret, digest_size=8).digest()
         if iss is None:
-            iss = int(now * 250_000) + int.from_bytes(h[:4], "big")
-        ts_off = int.from_bytes(hashlib.blake2s(local[0] + remote[0], key=self._secret,
-                                                digest_size=4).digest(), "big")
+            iss = int(now * 250_000) + self._keyed_hash(
+                local[0] + remote[0] + struct.pack("!HH", local[1], remote[1]))
+        ts_off = self._keyed_hash(local[0] + remote[0])
         conn = TcpConnection(now, iss=iss, ts_offset=ts_off, mss=max(mss, 536), rng=self.rng,
                              **opts)  # type: ignore[arg-type]
         conn.payload_views = True  # flush() encodes them at once, then drops them
         conn.stretch_acks = True  # the driver feeds batches and flushes after each
         return conn
+
+    def _keyed_hash(self, data: bytes) -> int:
+        """32 bits of a keyed hash of ``data`` (the key is this layer's secret)."""
+        return int.from_bytes(hashlib.blake2s(data, key=self._secret, digest_size=4).digest(),
+                              "big")
 
     # -- input --------------------------------------------------------------------------
     def input(self, family: int, src: bytes, dst: bytes, payload: memoryview, now: float,
