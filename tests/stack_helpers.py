@@ -64,14 +64,23 @@ class TsharkReport:
     problems: list[str] = field(default_factory=list)
 
 
-def tshark_check(pcap: str, timeout: float = 600) -> TsharkReport:
+#: for a capture of bulk transfers whose TCP carries no application protocol: every TCP
+#: payload is data, so that a random client port that happens to be some protocol's
+#: registered port (44818 is EtherNet/IP) does not make tshark decode, and reassemble,
+#: random bytes as that protocol
+TSHARK_TCP_AS_DATA = ("-d", "tcp.port==1-65535,data")
+
+
+def tshark_check(pcap: str, timeout: float = 600, tcp_data: bool = False) -> TsharkReport:
     """Decode ``pcap`` in one tshark pass with IPv4, TCP and UDP checksum validation on.
 
     A frame is a problem when tshark marks it malformed, raises an expert item of
     severity error (a bad IP or TCP checksum, a length that exceeds the packet...), or
     reports a bad checksum at any layer (a bad ICMP or ICMPv6 checksum is only a warning
-    in tshark's expert system, so the checksum status fields are read directly)."""
-    cmd = ["tshark", "-n", "-r", pcap, *TSHARK_CHECKSUM_PREFS, "-T", "fields",
+    in tshark's expert system, so the checksum status fields are read directly).
+    ``tcp_data``: decode every TCP payload as plain data (``TSHARK_TCP_AS_DATA``)."""
+    cmd = ["tshark", "-n", "-r", pcap, *TSHARK_CHECKSUM_PREFS,
+           *(TSHARK_TCP_AS_DATA if tcp_data else ()), "-T", "fields",
            "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,"]
     for name in _TSHARK_FIELDS:
         cmd += ["-e", name]
@@ -101,11 +110,12 @@ def tshark_check(pcap: str, timeout: float = 600) -> TsharkReport:
     return report
 
 
-def assert_capture_clean(pcap: str, min_frames: int = 1, **expect: int) -> TsharkReport:
+def assert_capture_clean(pcap: str, min_frames: int = 1, *, tcp_data: bool = False,
+                         **expect: int) -> TsharkReport:
     """tshark_check, then fail unless the capture holds ``min_frames`` frames or more, at
     least ``expect[protocol]`` frames holding each protocol named (``icmpv6=2``), and no
     problem frame at all."""
-    report = tshark_check(pcap)
+    report = tshark_check(pcap, tcp_data=tcp_data)
     assert report.frames >= min_frames, \
         f"{pcap}: tshark decoded {report.frames} frames, expected at least {min_frames}"
     for proto, n in expect.items():
