@@ -46,7 +46,11 @@ TSHARK_CHECKSUM_PREFS = ("-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checks
 _CHECKSUM_FIELDS = ("ip.checksum.status", "tcp.checksum.status", "udp.checksum.status",
                     "icmp.checksum.status", "icmpv6.checksum.status")
 _TSHARK_FIELDS = ("frame.number", "frame.protocols", "_ws.malformed", "_ws.expert.severity",
-                  *_CHECKSUM_FIELDS, "_ws.expert.message")
+                  *_CHECKSUM_FIELDS, "ip.src", "_ws.expert.message")
+#: tshark's word for a TCP or UDP checksum field of 0xFFFF where it computes 0x0000: the
+#: same value in ones' complement (RFC 1624), which Linux writes when it completes a
+#: checksum in software (skb_checksum_help: "csum_fold(csum) ?: CSUM_MANGLED_0")
+_RFC1624 = "instead of 0x0000 (see RFC 1624)"
 #: epan's PI_ERROR (expert severities: chat 0x200000, note 0x400000, warn 0x600000)
 _SEVERITY_ERROR = 0x800000
 #: epan's PROTO_CHECKSUM_E_BAD (good is 1, unverified 2, not present 3)
@@ -62,6 +66,9 @@ class TsharkReport:
     frames: int = 0
     protocols: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    #: (frame, IPv4 source) of frames whose only fault is a checksum field of 0xFFFF for
+    #: 0x0000 (``_RFC1624``): a problem too, unless that source is allowed to
+    minus_zero: list[tuple[str, str]] = field(default_factory=list)
 
 
 #: for a capture of bulk transfers whose TCP carries no application protocol: every TCP
@@ -105,17 +112,23 @@ def tshark_check(pcap: str, timeout: float = 600, tcp_data: bool = False) -> Tsh
         for name, status in zip(_CHECKSUM_FIELDS, checksums, strict=True):
             if _CHECKSUM_BAD in status.split(","):
                 why.append(f"bad {name.split('.')[0]} checksum")
-        if why:
+        if why and not malformed and _RFC1624 in cols[-1] \
+                and set(why) <= {"expert error", "bad tcp checksum", "bad udp checksum"}:
+            report.minus_zero.append((number, cols[-2]))
+        elif why:
             report.problems.append(f"frame {number} ({'; '.join(why)}): {stack} [{cols[-1]}]")
     return report
 
 
 def assert_capture_clean(pcap: str, min_frames: int = 1, *, tcp_data: bool = False,
-                         **expect: int) -> TsharkReport:
+                         minus_zero_from: tuple[str, ...] = (), **expect: int) -> TsharkReport:
     """tshark_check, then fail unless the capture holds ``min_frames`` frames or more, at
     least ``expect[protocol]`` frames holding each protocol named (``icmpv6=2``), and no
-    problem frame at all."""
+    problem frame at all. ``minus_zero_from``: the addresses (a Linux kernel's) whose
+    0xFFFF-for-0x0000 checksums are accepted; from anyone else they are problems."""
     report = tshark_check(pcap, tcp_data=tcp_data)
+    report.problems += [f"frame {n} (checksum 0xffff for 0x0000, from {src})"
+                        for n, src in report.minus_zero if src not in minus_zero_from]
     assert report.frames >= min_frames, \
         f"{pcap}: tshark decoded {report.frames} frames, expected at least {min_frames}"
     for proto, n in expect.items():
