@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +48,9 @@ def test_open_as_another_user_is_refused_without_root(tmp_path):
         open_as(PeerCred(0, os.geteuid() + 1, 0), str(tmp_path / "x"), os.O_WRONLY | os.O_CREAT)
 
 
-def test_open_as_takes_the_peers_rights(tmp_path):
+def test_open_as_takes_the_peers_rights(sockdir):
     need_root("taking another user's rights")
+    tmp_path = Path(sockdir)  # under /tmp, which any user may traverse (pytest's tmp is 0700)
     secret = tmp_path / "secret"
     secret.write_bytes(b"root's")
     secret.chmod(0o600)
