@@ -18,7 +18,7 @@ import itertools
 import os
 import struct
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,11 @@ _GRO = struct.Struct("!6s6xHBxH2xHxB2x8s4sIIHH4x12s")
 _TS_HEAD = b"\x01\x01\x08\x0a"
 _LOOPBACK6 = bytes(15) + b"\x01"
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
-PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes
+PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes (Linux's mtu_expires)
+PMTU_MAX_ENTRIES = 4096  # learned path MTUs kept; the oldest goes first
+#: Linux's net.ipv4.route.min_pmtu: a smaller advertised MTU sets this one, "locked": the
+#: packets to that destination then go without DF, so routers may fragment them
+MIN_PMTU4 = 552
 DAD_DELAY = 1.0  # RFC 4861 RetransTimer: one NS, then the address is ours
 MAX_LOCAL_QUEUE = 1024  # packets looped back to ourselves waiting to be processed
 _ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
@@ -129,7 +133,9 @@ class Stack:
         self.routes6 = RoutingTable(6)
         self.reasm4 = Reassembler()
         self.reasm6 = Reassembler(timeout=60.0)
-        self.pmtu: dict[bytes, tuple[int, float]] = {}
+        #: learned path MTUs: destination -> (MTU, expiry time, locked: send without DF),
+        #: in expiry order (an update moves its entry to the end)
+        self.pmtu: OrderedDict[bytes, tuple[int, float, bool]] = OrderedDict()
         self.forwarding = forwarding
         self.udp: dict[tuple[bytes, int], UdpHandler] = {}
         self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
@@ -723,9 +729,10 @@ class Stack:
         elif kind == icmp4.DEST_UNREACHABLE and code == icmp4.UNREACH_FRAG_NEEDED:
             # RFC 1191: the quoted header names the destination whose path MTU shrank
             quoted = ipv4.parse(body, quoted=True)
-            mtu = rest & 0xFFFF
-            if 68 <= mtu:
-                self.pmtu[quoted[8]] = (mtu, now + PMTU_EXPIRE)
+            if quoted[4]:
+                return  # a later fragment: no transport header to check it against
+            self._icmp_too_big(4, quoted[6], quoted[7], quoted[8], body[quoted[9]:],
+                               rest & 0xFFFF, now)
 
     def _input_udp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
                    packet: memoryview, broadcast: bool, now: float) -> None:
@@ -849,8 +856,96 @@ class Stack:
                     self._xmit(iface, bytes(tlla), pkt)  # type: ignore[arg-type]
         elif kind == icmp6.PACKET_TOO_BIG:
             quoted = ipv6.parse(body, quoted=True)
-            if rest >= ipv6.MIN_MTU:
-                self.pmtu[quoted[6]] = (rest, now + PMTU_EXPIRE)
+            nh, off = quoted[3], ipv6.HEADER_LEN
+            if nh == ipv6.PROTO_FRAGMENT:  # one of our source fragments: the first only
+                if len(body) < off + ipv6.FRAGMENT_LEN or \
+                        (body[off + 2] << 8 | body[off + 3]) & 0xFFF8:
+                    return
+                nh, off = body[off], off + ipv6.FRAGMENT_LEN
+            self._icmp_too_big(6, nh, quoted[5], quoted[6], body[off:], rest, now)
+
+    # -- path MTU discovery (RFC 1191, RFC 8201) -------------------------------------------
+    def _icmp_too_big(self, family: int, proto: int, src: bytes, dst: bytes,
+                      transport: memoryview, mtu: int, now: float) -> None:
+        """A "fragmentation needed" (IPv4) or "packet too big" (IPv6) about a packet from
+        ``src`` to ``dst`` whose transport header starts ``transport``.
+
+        It is believed only when it quotes a packet one of our endpoints could have sent
+        (RFC 5927 4): for TCP, a live connection's 4-tuple with a sequence number in
+        SND.UNA..SND.NXT; for UDP and ICMP echo (IPv6 only), a bound port or a ping
+        waiting for its reply, as Linux accepts them for sockets that exist. IPv4 sends
+        only TCP with DF, so a router fragments any other IPv4 packet of ours rather than
+        complain: an IPv4 message about UDP or ICMP is forged (or broken) and ignored.
+        Anything else is ignored too: with no check, anyone could shrink any path.
+
+        The MTU is clamped as Linux clamps it (IPv4: 552 at least, and then "locked":
+        packets go without DF; IPv6: 1280, RFC 8201 4) and only ever lowers the path's
+        MTU; entries expire after 10 minutes and the table holds at most
+        ``PMTU_MAX_ENTRIES``. The TCP connection it is about shrinks its segments."""
+        if len(transport) < 8:
+            return  # RFC 792/4443 quote at least 8 bytes: the ports (and TCP's sequence)
+        sport, dport = (transport[0] << 8) | transport[1], (transport[2] << 8) | transport[3]
+        ep = None
+        if family == 4:
+            if src not in self._local4_set():
+                return
+        elif not self._is_local6(src):
+            return
+        if proto == ipv4.PROTO_TCP:
+            ep = self.tcp.icmp_endpoint(family, src, sport, dst, dport,
+                                        int.from_bytes(transport[4:8], "big"))
+            if ep is None:
+                self._count("pmtu_ignored")
+                return
+        elif family == 6 and proto == ipv6.PROTO_UDP:
+            if (src, sport) not in self.udp and (b"", sport) not in self.udp:
+                self._count("pmtu_ignored")
+                return
+        elif family == 6 and proto == ipv6.PROTO_ICMPV6:
+            ident = (transport[4] << 8) | transport[5]
+            if transport[0] != icmp6.ECHO_REQUEST or (6, ident) not in self.echo_waiters:
+                self._count("pmtu_ignored")
+                return
+        else:
+            self._count("pmtu_ignored")
+            return
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            return
+        current = r[0].mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None and learned[1] >= now:
+            current = min(current, learned[0])
+        locked = False
+        if family == 4:
+            if mtu < MIN_PMTU4:
+                mtu, locked = MIN_PMTU4, True
+        elif mtu < ipv6.MIN_MTU:
+            mtu = ipv6.MIN_MTU
+        if mtu < current:
+            self._pmtu_learn(dst, mtu, locked, now)
+            current = mtu
+            self._count("pmtu_learned")
+        if ep is not None:
+            self.tcp.pmtu_reduced(ep, current)
+
+    def _pmtu_learn(self, dst: bytes, mtu: int, locked: bool, now: float) -> None:
+        table = self.pmtu
+        self._pmtu_expire(now)
+        table.pop(dst, None)
+        while len(table) >= PMTU_MAX_ENTRIES:
+            table.popitem(last=False)
+        table[dst] = (mtu, now + PMTU_EXPIRE, locked)
+
+    def _pmtu_expire(self, now: float) -> None:
+        """Forget the learned path MTUs that expired by ``now`` (RFC 1191 6.3, RFC 8201 4):
+        the table is in expiry order, so this looks at the expired ones and one more."""
+        table = self.pmtu
+        while table:
+            dst, entry = next(iter(table.items()))
+            if entry[1] >= now:
+                return
+            del table[dst]
 
     # -- output ------------------------------------------------------------------------
     def _route4(self, dst: bytes) -> tuple[Interface, bytes] | None:
@@ -993,6 +1088,8 @@ class Stack:
             self._loop_local(ETH_P_IPV4, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(4, src, dst, now)
+        if df and mtu < iface.mtu and self.pmtu[dst][2]:
+            df = False  # a path MTU locked at MIN_PMTU4: as Linux, no DF to this host
         ident = next(_ident) & 0xFFFF
         n = len(payload)
         if 20 + n <= mtu:
@@ -1298,6 +1395,8 @@ class Stack:
     def next_deadline(self) -> float | None:
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
                  self.tcp.next_deadline()]
+        if self.pmtu:
+            times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
@@ -1307,6 +1406,8 @@ class Stack:
     def on_timer(self, now: float) -> None:
         self._now = now
         self.tcp.on_timer(now)
+        if self.pmtu:
+            self._pmtu_expire(now)
         for key, first in self.reasm4.expire(now):
             if first is not None:  # RFC 792: time exceeded in reassembly, to the sender
                 self._icmp4_error(key[0], key[1], icmp4.TIME_EXCEEDED,

@@ -411,6 +411,16 @@ class TcpConnection:
         if self._wr_shut:
             self._queue_fin()
 
+    def path_mss(self, mss: int) -> None:
+        """The path allows segments of ``mss`` bytes after the IP and TCP headers (path
+        MTU discovery): segments shrink to fit, options included; never below MIN_MSS."""
+        mss -= TS_OPTION_LEN if self.ts_ok else 0
+        if mss < MIN_MSS:
+            mss = MIN_MSS
+        if mss < self.snd_mss:
+            self.snd_mss = mss
+            self.cc.mss = mss
+
     # -- application data --------------------------------------------------------------
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Copy as much of ``data`` as fits into the send buffer; returns the count (0 when
