@@ -232,3 +232,67 @@ def test_path_mtu_table_is_bounded_and_expires() -> None:
     assert 0 < len(a.pmtu) < stack_mod.PMTU_MAX_ENTRIES
     a.on_timer(p.now + 601.0 + n * 0.01)
     assert len(a.pmtu) == 0
+
+
+# -- R4: fragment reassembly ---------------------------------------------------------------
+def test_tiny_fragment_flood_keeps_pieces_and_real_memory_bounded() -> None:
+    """8-byte fragments, many datagrams: no datagram ever holds more than 64 pieces (so
+    adding one is bounded work: no quadratic scans), a datagram that would need more is
+    dropped whole, and the budget counts what the pieces really cost (tracemalloc sees no
+    more than the reassembler charges, so its bound bounds the process's memory)."""
+    import tracemalloc
+
+    from threadnet.stack.reassembly import MAX_PIECES, Reassembler
+
+    r = Reassembler(max_bytes=1 << 20)
+    rnd = random.Random(4)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        most = 0
+        peak_ratio = 0.0
+        for i in range(60_000):
+            key = (b"\x0a\x00\x00\x02", b"\x0a\x00\x00\x01", 17, i % 3000)
+            r.add(key, rnd.randrange(0, 65000, 8), True, b"12345678", 0.0)
+            if i % 500 == 499:
+                most = max(most, max(len(d.pieces) for d in r._pending.values()))
+                held = tracemalloc.get_traced_memory()[0] - base
+                peak_ratio = max(peak_ratio, held / r.buffered)
+                assert r.buffered <= r.max_bytes
+    finally:
+        tracemalloc.stop()
+    assert most <= MAX_PIECES
+    assert r.buffered <= r.max_bytes
+    assert r.evicted > 0
+    # what the process holds for the fragments is within what was charged for them
+    assert peak_ratio < 1.25, peak_ratio
+    # one datagram in 8-byte pieces: the 65th piece drops it whole, and what comes next
+    # starts over (never more than 64 pieces: linear work for any number of fragments)
+    r = Reassembler()
+    for off in range(0, 8 * 1000, 8):
+        r.add(("k",), off, True, b"x" * 8, 0.0)
+        assert len(r) <= 1 and all(len(d.pieces) <= MAX_PIECES for d in r._pending.values())
+    assert r.dropped_pieces == 1000 // (MAX_PIECES + 1)
+
+
+def test_fragment_flood_through_the_stack_leaves_real_datagrams_working() -> None:
+    """A flood of tiny IPv4 fragments (scapy) stays within the bound; a UDP datagram in
+    three real fragments still arrives."""
+    from scapy.layers.inet import fragment
+
+    p = Pair()
+    got = []
+    p.b.udp_bind(7000, lambda data, src, dst: got.append(data))
+    rnd = random.Random(5)
+    for i in range(5000):
+        pkt = IP(src=IP_A, dst=IP_B, id=i % 20, proto=17, flags="MF",
+                 frag=rnd.randrange(1, 8000)) / bytes(8)
+        p.b.input(p.ib, bytes(Ether(dst=p.ib.mac, src=p.ia.mac) / pkt), p.now)
+    r = p.b.reasm4
+    assert r.buffered <= r.max_bytes
+    assert all(len(d.pieces) <= 64 for d in r._pending.values())
+    data = os.urandom(3000)
+    for frag in fragment(IP(src=IP_A, dst=IP_B, id=9999) / UDP(sport=1, dport=7000) / data,
+                         fragsize=1200):
+        p.b.input(p.ib, bytes(Ether(dst=p.ib.mac, src=p.ia.mac) / frag), p.now)
+    assert got == [data]
