@@ -296,3 +296,167 @@ def test_fragment_flood_through_the_stack_leaves_real_datagrams_working() -> Non
                          fragsize=1200):
         p.b.input(p.ib, bytes(Ether(dst=p.ib.mac, src=p.ia.mac) / frag), p.now)
     assert got == [data]
+
+
+# -- R6: listening ports, SYN+FIN, SYN-SENT, IPv6 first fragments, ARP, IP IDs -----------
+def _replies(p: Pair) -> list:
+    out = [Ether(f) for f in p.la.sent]
+    p.la.sent.clear()
+    return out
+
+
+@pytest.mark.parametrize("flags", ["F", "", "FPU", "SF", "SFP"])
+def test_listening_port_drops_probes_without_syn_ack_or_rst(flags) -> None:
+    """RFC 9293 3.10.7.2: in LISTEN, FIN, NULL and XMAS segments (and SYN+FIN, as Linux)
+    get no answer and open nothing; a closed port still resets them (3.10.7.1)."""
+    p = Pair()
+    p.ia.arp.add_static(B4, p.ib.mac)
+    p.a.tcp.listen(4, b"", 80, 8)
+    for dport in (80, 81):
+        p.to_a(IP(src=IP_B, dst=IP_A) / TCP(sport=4000, dport=dport, flags=flags, seq=1000))
+    got = [f for f in _replies(p) if f.haslayer(TCP)]
+    assert [f[TCP].dport == 4000 and f[TCP].sport for f in got] == [81]
+    assert got[0][TCP].flags & 0x04  # RST from the closed port
+    assert not p.a.tcp.conns
+
+
+def test_listening_port_still_answers_syn_and_resets_ack() -> None:
+    p = Pair()
+    p.ia.arp.add_static(B4, p.ib.mac)
+    p.a.tcp.listen(4, b"", 80, 8)
+    p.to_a(IP(src=IP_B, dst=IP_A) / TCP(sport=4000, dport=80, flags="A", seq=1, ack=77))
+    p.to_a(IP(src=IP_B, dst=IP_A) / TCP(sport=4001, dport=80, flags="S", seq=1000))
+    got = [f[TCP] for f in _replies(p) if f.haslayer(TCP)]
+    assert [(t.dport, str(t.flags)) for t in got] == [(4000, "R"), (4001, "SA")]
+    assert got[0].seq == 77
+
+
+def test_closing_or_shutting_a_syn_sent_connection_deletes_it_at_once() -> None:
+    """RFC 9293 3.10.4: CLOSE in SYN-SENT deletes the TCB: no more SYNs, no entry (the
+    peer never answers here). shutdown_write is the same (Linux's tcp_shutdown)."""
+    for how in ("close", "shutdown_write"):
+        p = Pair()
+        ep = p.a.tcp.connect(4, None, 0, ipaddress.ip_address("10.9.0.99").packed, 80, p.now)
+        p.tick(1.5)
+        assert ep.conn.state == "SYN-SENT"
+        getattr(ep, how)()
+        assert ep.conn.closed and not p.a.tcp.conns
+        p.la.sent.clear()
+        for _ in range(10):
+            p.tick(20.0)
+        assert not [f for f in p.la.sent if Ether(f).haslayer(TCP)]
+
+
+def test_ipv6_first_fragment_without_the_upper_layer_header_is_dropped() -> None:
+    """RFC 7112: a first fragment that ends inside the header chain (here a Destination
+    Options header and then only 8 bytes of TCP) is dropped with a parameter problem
+    code 3, and the datagram never completes; a proper first fragment still works."""
+    from scapy.layers.inet6 import ICMPv6ParamProblem, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
+
+    p = Pair()
+    p.ia.nd.add_static(B6, p.ib.mac)
+    p.a.tcp.listen(6, b"", 80, 8)
+
+    def chain(sport: int, pad: int) -> bytes:
+        """Destination Options (8 bytes), then a SYN (checksummed by scapy for the
+        whole datagram), then ``pad`` bytes: what the fragments carry."""
+        whole = IPv6(bytes(IPv6(src=IP6_B, dst=IP6_A) / IPv6ExtHdrDestOpt(options=[])
+                           / TCP(sport=sport, dport=80, flags="S", seq=5) / bytes(pad)))
+        return bytes(whole[IPv6ExtHdrDestOpt])
+
+    def frag(ident: int, offset: int, more: int, piece: bytes):
+        return (IPv6(src=IP6_B, dst=IP6_A)
+                / IPv6ExtHdrFragment(nh=60, offset=offset // 8, m=more, id=ident) / piece)
+
+    data = chain(4000, 0)  # the first fragment ends 8 bytes into the TCP header
+    first, rest = frag(7, 0, 1, data[:16]), frag(7, 16, 0, data[16:])
+    p.to_a(first)
+    p.to_a(rest)
+    got = _replies(p)
+    pp = [f for f in got if f.haslayer(ICMPv6ParamProblem)]
+    assert len(pp) == 1 and pp[0][ICMPv6ParamProblem].code == 3
+    assert not [f for f in got if f.haslayer(TCP)] and not p.a.tcp.conns
+    assert p.a.stats["ip6_incomplete_chain"] == 1
+    # the same datagram cut after the TCP header: reassembled, answered with a SYN-ACK
+    data = chain(4001, 8)
+    p.to_a(frag(8, 0, 1, data[:32]))
+    p.to_a(frag(8, 32, 0, data[32:]))
+    tcps = [f[TCP] for f in _replies(p) if f.haslayer(TCP)]
+    assert [(t.dport, str(t.flags)) for t in tcps] == [(4001, "SA")]
+
+
+def test_unsolicited_arp_reply_neither_creates_nor_confirms_entries() -> None:
+    """As Linux with arp_accept=0: an ARP reply nobody asked for creates no entry; for
+    an existing entry it may change the MAC but leaves it STALE (not REACHABLE), so the
+    direct TCP path does not trust it until a probe confirms it. A reply to our own
+    request makes the entry REACHABLE."""
+    from scapy.layers.l2 import ARP
+
+    from threadnet.stack.neighbor import REACHABLE, STALE
+
+    p = Pair()
+    mac_x = "02:00:00:00:00:99"
+    ia = p.ia
+
+    def reply(ip: str, mac: str, op: int = 2) -> None:
+        p.a.input(ia, bytes(Ether(dst=ia.mac, src=mac)
+                            / ARP(op=op, hwsrc=mac, psrc=ip, hwdst=ia.mac, pdst=IP_A)),
+                  p.now)
+
+    reply("10.9.0.50", mac_x)
+    assert ipaddress.ip_address("10.9.0.50").packed not in ia.arp.entries
+    # B becomes known and REACHABLE through a real exchange (our request, its reply)
+    ep, server = p.connect()
+    e = ia.arp.entries[B4]
+    assert e.state == REACHABLE and e.mac == p.ib.mac
+    reply(IP_B, mac_x)
+    assert e.mac == bytes.fromhex(mac_x.replace(":", "")) and e.state == STALE
+    # a request from an unknown host for our address creates a STALE entry (RFC 826)
+    reply("10.9.0.51", mac_x, op=1)
+    assert ia.arp.entries[ipaddress.ip_address("10.9.0.51").packed].state == STALE
+    # the spoofed MAC is re-checked: traffic probes it (unicast, unanswered), the entry
+    # fails and a broadcast request finds B again; the data gets through
+    ep.send(b"x" * 100)
+    for _ in range(100):
+        p.tick(0.1)
+        p.move()
+    e = ia.arp.entries[B4]
+    assert e.mac == p.ib.mac and e.state == REACHABLE
+    assert server.recv(1000) == b"x" * 100
+
+
+def test_ip_ids_are_per_destination_and_keyed() -> None:
+    """IPv4 identifications come from per-destination counters picked and offset by a
+    keyed hash: what one destination sees does not move when we talk to others (no idle
+    scan), and two stacks do not share a sequence."""
+    p = Pair()
+    a = p.a
+    for ip in ("10.9.0.3", "10.9.0.4"):
+        a.interfaces[2].arp.add_static(ipaddress.ip_address(ip).packed, b"\x02" * 6)
+
+    def ids(dst: str, n: int) -> list[int]:
+        p.la.sent.clear()
+        for _ in range(n):
+            a.udp_send(b"x", (dst, 9), 1000, now=p.now)
+        return [IP(f[14:]).id for f in p.la.sent]
+
+    x1 = ids("10.9.0.3", 3)
+    others = ids("10.9.0.4", 50)
+    x2 = ids("10.9.0.3", 3)
+    assert x1 + x2 == [(x1[0] + i) & 0xFFFF for i in range(6)]
+    assert others == [(others[0] + i) & 0xFFFF for i in range(50)]
+    # keyed: another stack (another secret) picks other counters and offsets
+    x, y = B4, ipaddress.ip_address(IP_A).packed
+    assert p.a.ip_id_hash(y, x, 17) != p.b.ip_id_hash(y, x, 17)
+    # TCP's direct path takes its IDs from the same per-destination counters
+    ep, server = p.connect()
+    p.la.sent.clear()
+    ep.send(os.urandom(30_000))
+    tcp_ids = [IP(f[14:]).id for f in p.la.sent if f[12:14] == b"\x08\x00"]
+    assert len(tcp_ids) > 5
+    assert tcp_ids == [(tcp_ids[0] + i) & 0xFFFF for i in range(len(tcp_ids))]
+    before = ids("10.9.0.3", 1)
+    p.la.sent.clear()
+    ep.send(os.urandom(3000))
+    p.move()
+    assert ids("10.9.0.3", 1) == [(before[0] + 1) & 0xFFFF]

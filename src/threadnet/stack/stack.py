@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
 from threadnet.stack.config import parse_config
-from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
+from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
 
@@ -57,7 +57,11 @@ PMTU_MAX_ENTRIES = 4096  # learned path MTUs kept; the oldest goes first
 MIN_PMTU4 = 552
 DAD_DELAY = 1.0  # RFC 4861 RetransTimer: one NS, then the address is ours
 MAX_LOCAL_QUEUE = 1024  # packets looped back to ourselves waiting to be processed
-_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
+_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))  # ping identifiers
+#: IPv4 identification counters (as Linux's ip_idents): a keyed hash of source,
+#: destination and protocol picks one of these and an offset, so each destination sees
+#: its own sequence and nobody can count our traffic to others (no idle scans)
+IP_ID_BUCKETS = 2048
 
 
 @dataclass(slots=True)
@@ -142,6 +146,7 @@ class Stack:
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
+        self._ip_ids = [0] * IP_ID_BUCKETS
         self._now = 0.0
         self.driver = None
         self._resolver: Resolver | None = None  # made on first use (stack/resolver.py)
@@ -670,9 +675,16 @@ class Stack:
         if sha[0] & 1:
             return  # a multicast sender address is never valid
         ours = any(a == tpa for a, _ in iface.v4)
-        # RFC 826: update an existing entry; create one only when the request is for us
-        for pkt in iface.arp.confirm(spa, sha, now, solicited=(op == arp.OP_REPLY and ours),
-                                     create=ours):
+        # RFC 826: update an existing entry; create one only from a request for us (as
+        # Linux with arp_accept=0: no entries from unsolicited replies or gratuitous ARP).
+        # Only a reply to our own request (the entry is INCOMPLETE or being probed) makes
+        # it REACHABLE; unsolicited news of a new MAC leaves it STALE (RFC 4861 7.2.5),
+        # to be confirmed by a probe before the direct paths use it.
+        e = iface.arp.entries.get(spa)
+        solicited = op == arp.OP_REPLY and ours and e is not None and \
+            e.state in (INCOMPLETE, PROBE)
+        for pkt in iface.arp.confirm(spa, sha, now, solicited=solicited,
+                                     create=ours and op == arp.OP_REQUEST):
             self._xmit(iface, sha, pkt)  # type: ignore[arg-type]
         if op == arp.OP_REQUEST and ours:
             buf = bytearray(28)
@@ -786,6 +798,14 @@ class Stack:
         payload = packet[off:]
         if frag is not None:
             frag_off, more, ident = frag
+            if not frag_off and more and not _whole_chain(payload, proto):
+                # RFC 7112 5: a first fragment must hold the whole header chain, up to
+                # and with the upper-layer header; drop it, with the parameter problem
+                # (code 3) the RFC allows
+                self._count("ip6_incomplete_chain")
+                if not multicast:
+                    self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, 3, packet, now)
+                return
             whole = self.reasm6.add((src, dst, ident), frag_off, more, payload, now)
             if whole is None:
                 return
@@ -1072,6 +1092,21 @@ class Stack:
                 mtu = min(mtu, learned[0])
         return iface, nexthop, src, mtu
 
+    def ip_id_hash(self, src: bytes, dst: bytes, proto: int) -> int:
+        """The keyed hash (the TCP layer's secret, as for ISNs) that picks the IP ID
+        counter of packets from ``src`` to ``dst`` with ``proto``: a caller may keep it
+        (a connection's cached path) and pass it to ``take_ip_ids``."""
+        return self.tcp._keyed_hash(src + dst + bytes((proto,)))
+
+    def take_ip_ids(self, h: int, n: int = 1) -> int:
+        """The first of ``n`` consecutive IPv4 identifications (mask with 0xFFFF) from
+        the counter that the hash ``h`` picks, offset by ``h``."""
+        ids = self._ip_ids
+        b = h & (IP_ID_BUCKETS - 1)
+        v = ids[b]
+        ids[b] = (v + n) & 0xFFFF
+        return ((h >> 16) + v) & 0xFFFF
+
     def send_ip4(self, src: bytes | None, dst: bytes, proto: int, payload: bytes | bytearray,
                  now: float | None = None, *, ttl: int = 64, df: bool = False) -> None:
         """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``.
@@ -1083,14 +1118,15 @@ class Stack:
         if self._is_local4(dst):
             src = src or dst
             packet = bytearray(20 + len(payload))
-            ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl, ident=next(_ident) & 0xFFFF)
+            ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl,
+                       ident=self.take_ip_ids(self.ip_id_hash(src, dst, proto)))
             packet[20:] = payload
             self._loop_local(ETH_P_IPV4, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(4, src, dst, now)
         if df and mtu < iface.mtu and self.pmtu[dst][2]:
             df = False  # a path MTU locked at MIN_PMTU4: as Linux, no DF to this host
-        ident = next(_ident) & 0xFFFF
+        ident = self.take_ip_ids(self.ip_id_hash(src, dst, proto))
         n = len(payload)
         if 20 + n <= mtu:
             packet = bytearray(20 + n)
@@ -1541,6 +1577,24 @@ class Stack:
             lines += [f"    inet {ipaddress.ip_address(a)}/{p}" for a, p in i.v4]
             lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
         return lines
+
+
+#: the upper-layer headers a first fragment must hold in full (RFC 7112; as Linux's
+#: ipv6frag_thdr_truncated): TCP's and UDP's fixed headers, ICMPv6's type, code, checksum
+#: and 4 more bytes
+_UPPER_HEADER = {ipv6.PROTO_TCP: 20, ipv6.PROTO_UDP: 8, ipv6.PROTO_ICMPV6: 8}
+
+
+def _whole_chain(data: memoryview, nh: int) -> bool:
+    """Whether ``data`` (a first fragment's data, headers after the Fragment header
+    first) holds every extension header and the upper-layer header."""
+    try:
+        proto, off, _ = ipv6.walk(data, nh, offset=0)
+    except ipv6.ParameterProblem:
+        return True  # complete enough to be wrong: the reassembled datagram says how
+    except FrameError:
+        return False
+    return len(data) - off >= _UPPER_HEADER.get(proto, 0)
 
 
 def _bcast4(addr: bytes, plen: int) -> bytes:

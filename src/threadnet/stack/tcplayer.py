@@ -44,7 +44,6 @@ TCP_BUF = 1 << 20
 #: MSS-sized ones): 45 segments of 1448 bytes, with the headers within IPv4's 64 KiB
 TSO_MAX = 65535 - 20 - 60
 _seq = itertools.count()
-_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
 # Ethernet + IPv4 (no options, DF) + TCP header, and the same with the timestamps option
 # (NOP NOP TS, as every segment of a connection that negotiated them carries it)
 _FRAME4 = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIHHHH")
@@ -67,7 +66,8 @@ class Path:
     resolves it again after any change (addresses, routes, MTU, path MTU, the neighbor)."""
 
     __slots__ = ("gen", "table", "index", "iface", "ifmtu", "pmtu", "nb", "neighbors",
-                 "nexthop", "mac", "smac", "link", "mtu", "psum", "offload", "v6", "df")
+                 "nexthop", "mac", "smac", "link", "mtu", "psum", "offload", "v6", "df",
+                 "idhash")
 
 
 class Path4(Path):
@@ -384,10 +384,15 @@ class TcpLayer:
                     listener = None
         else:
             listener = ls.get((dst, dport)) or ls.get((ANY6, dport))
-        if listener is not None and flags & _SYN_ACK_RST == tcp.SYN:
-            self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now, iss)
-            return
         if flags & tcp.RST:
+            return
+        if listener is not None and not flags & tcp.ACK:
+            # RFC 9293 3.10.7.2, LISTEN: a SYN opens; anything else without ACK (FIN,
+            # NULL and XMAS probes) is dropped, not reset. A SYN with FIN is dropped too,
+            # as Linux does (no valid open carries both).
+            if flags & (tcp.SYN | tcp.FIN) == tcp.SYN:
+                self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now,
+                          iss)
             return
         self._reset(family, src, sport, dst, dport, seq, ack, flags, len(payload) - doff, now)
 
@@ -574,6 +579,8 @@ class TcpLayer:
         p.df = 0 if p.pmtu is not None and p.pmtu[2] else 0x4000
         if not v6:
             p.ipsum = 0x4500 + p.df + 0x4006 + a  # type: ignore[attr-defined]
+            # the keyed hash that picks this destination's IP ID counter (stack.ip_ids)
+            p.idhash = stack.ip_id_hash(src, dst, ipv4.PROTO_TCP)
         # an offload link takes segments of up to 64 KiB and completes their checksums
         p.offload = p.iface.offload and p.pmtu is None
         ep.conn.tso_max = TSO_MAX if p.offload else 0
@@ -600,6 +607,8 @@ class TcpLayer:
             iphl = 20
             ipsum = p.ipsum  # type: ignore[attr-defined]
             df = p.df
+            # IP IDs: a run of this destination's counter for the whole batch
+            ident = self.stack.take_ip_ids(p.idhash, len(segs)) - 1
             frame4 = _FRAME4.pack_into
             frame4ts = _FRAME4_TS.pack_into
         th = 14 + iphl  # where the TCP header starts
@@ -636,7 +645,7 @@ class TcpLayer:
                              sport, dport, seg.seq, seg.ack, 0x8000 | seg.flags, seg.window, 0,
                              0, _NOP_NOP_TS, tsv, seg.ts_ecr)
             else:
-                ident = next(_ident) & 0xFFFF
+                ident = (ident + 1) & 0xFFFF
                 s = (ipsum + total + ident) % 0xFFFF
                 if tsv is None:
                     frame4(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, df, 64, 6,

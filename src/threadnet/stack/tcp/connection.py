@@ -502,7 +502,11 @@ class TcpConnection:
         self._wr_shut = True
         if self.state in (_ESTABLISHED, _CLOSE_WAIT):
             self._queue_fin()
-        # SYN-SENT / SYN-RECEIVED: RFC 9293 3.10.4 queues the FIN until ESTABLISHED
+        elif self.state is _SYN_SENT:
+            # RFC 9293 3.10.4: CLOSE in SYN-SENT deletes the TCB (Linux's shutdown does
+            # the same): nobody waits on a connect whose owner has stopped writing
+            self._enter_closed()
+        # SYN-RECEIVED: RFC 9293 3.10.4 queues the FIN until ESTABLISHED
 
     def _queue_fin(self) -> None:
         self._fin_seq = self._snd_buf_seq + len(self._snd_buf)
