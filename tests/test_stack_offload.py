@@ -227,9 +227,10 @@ def test_partial_udp_checksum_is_completed_and_large_frames_for_others_are_cut()
     raw[40:42] = pseudo.to_bytes(2, "big")
     r.input(r.interfaces[2], bytes(raw), now, (vnet.F_NEEDS_CSUM, 0, 0, 0, 34, 6))
     assert got == [b"x" * 999]
-    # make the other host's MAC known, then send it a 40 000-byte TCP segment
-    arp = Ether(dst=mac_r1, src=other_mac) / ARP(op=2, hwsrc=other_mac, psrc="10.10.0.9",
-                                                 hwdst=mac_r1, pdst="10.10.0.1")
+    # make the other host's MAC known (its request for our address: an unsolicited reply
+    # would create no entry, as on Linux), then send it a 40 000-byte TCP segment
+    arp = Ether(dst=mac_r1, src=other_mac) / ARP(op=1, hwsrc=other_mac, psrc="10.10.0.9",
+                                                 pdst="10.10.0.1")
     r.input(r.interfaces[3], bytes(arp), now)
     data = os.urandom(40_000)
     big = Ether(dst=mac_r0, src=host_mac) / IP(src="10.9.0.9", dst="10.10.0.9", flags="DF") / \

@@ -18,7 +18,7 @@ import itertools
 import os
 import struct
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
 from threadnet.stack.config import parse_config
-from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
+from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
 
@@ -50,10 +50,18 @@ _GRO = struct.Struct("!6s6xHBxH2xHxB2x8s4sIIHH4x12s")
 _TS_HEAD = b"\x01\x01\x08\x0a"
 _LOOPBACK6 = bytes(15) + b"\x01"
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
-PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes
+PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes (Linux's mtu_expires)
+PMTU_MAX_ENTRIES = 4096  # learned path MTUs kept; the oldest goes first
+#: Linux's net.ipv4.route.min_pmtu: a smaller advertised MTU sets this one, "locked": the
+#: packets to that destination then go without DF, so routers may fragment them
+MIN_PMTU4 = 552
 DAD_DELAY = 1.0  # RFC 4861 RetransTimer: one NS, then the address is ours
 MAX_LOCAL_QUEUE = 1024  # packets looped back to ourselves waiting to be processed
-_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
+_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))  # ping identifiers
+#: IPv4 identification counters (as Linux's ip_idents): a keyed hash of source,
+#: destination and protocol picks one of these and an offset, so each destination sees
+#: its own sequence and nobody can count our traffic to others (no idle scans)
+IP_ID_BUCKETS = 2048
 
 
 @dataclass(slots=True)
@@ -129,13 +137,16 @@ class Stack:
         self.routes6 = RoutingTable(6)
         self.reasm4 = Reassembler()
         self.reasm6 = Reassembler(timeout=60.0)
-        self.pmtu: dict[bytes, tuple[int, float]] = {}
+        #: learned path MTUs: destination -> (MTU, expiry time, locked: send without DF),
+        #: in expiry order (an update moves its entry to the end)
+        self.pmtu: OrderedDict[bytes, tuple[int, float, bool]] = OrderedDict()
         self.forwarding = forwarding
         self.udp: dict[tuple[bytes, int], UdpHandler] = {}
         self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
+        self._ip_ids = [0] * IP_ID_BUCKETS
         self._now = 0.0
         self.driver = None
         self._resolver: Resolver | None = None  # made on first use (stack/resolver.py)
@@ -664,9 +675,16 @@ class Stack:
         if sha[0] & 1:
             return  # a multicast sender address is never valid
         ours = any(a == tpa for a, _ in iface.v4)
-        # RFC 826: update an existing entry; create one only when the request is for us
-        for pkt in iface.arp.confirm(spa, sha, now, solicited=(op == arp.OP_REPLY and ours),
-                                     create=ours):
+        # RFC 826: update an existing entry; create one only from a request for us (as
+        # Linux with arp_accept=0: no entries from unsolicited replies or gratuitous ARP).
+        # Only a reply to our own request (the entry is INCOMPLETE or being probed) makes
+        # it REACHABLE; unsolicited news of a new MAC leaves it STALE (RFC 4861 7.2.5),
+        # to be confirmed by a probe before the direct paths use it.
+        e = iface.arp.entries.get(spa)
+        solicited = op == arp.OP_REPLY and ours and e is not None and \
+            e.state in (INCOMPLETE, PROBE)
+        for pkt in iface.arp.confirm(spa, sha, now, solicited=solicited,
+                                     create=ours and op == arp.OP_REQUEST):
             self._xmit(iface, sha, pkt)  # type: ignore[arg-type]
         if op == arp.OP_REQUEST and ours:
             buf = bytearray(28)
@@ -723,9 +741,10 @@ class Stack:
         elif kind == icmp4.DEST_UNREACHABLE and code == icmp4.UNREACH_FRAG_NEEDED:
             # RFC 1191: the quoted header names the destination whose path MTU shrank
             quoted = ipv4.parse(body, quoted=True)
-            mtu = rest & 0xFFFF
-            if 68 <= mtu:
-                self.pmtu[quoted[8]] = (mtu, now + PMTU_EXPIRE)
+            if quoted[4]:
+                return  # a later fragment: no transport header to check it against
+            self._icmp_too_big(4, quoted[6], quoted[7], quoted[8], body[quoted[9]:],
+                               rest & 0xFFFF, now)
 
     def _input_udp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
                    packet: memoryview, broadcast: bool, now: float) -> None:
@@ -779,6 +798,14 @@ class Stack:
         payload = packet[off:]
         if frag is not None:
             frag_off, more, ident = frag
+            if not frag_off and more and not _whole_chain(payload, proto):
+                # RFC 7112 5: a first fragment must hold the whole header chain, up to
+                # and with the upper-layer header; drop it, with the parameter problem
+                # (code 3) the RFC allows
+                self._count("ip6_incomplete_chain")
+                if not multicast:
+                    self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, 3, packet, now)
+                return
             whole = self.reasm6.add((src, dst, ident), frag_off, more, payload, now)
             if whole is None:
                 return
@@ -849,8 +876,96 @@ class Stack:
                     self._xmit(iface, bytes(tlla), pkt)  # type: ignore[arg-type]
         elif kind == icmp6.PACKET_TOO_BIG:
             quoted = ipv6.parse(body, quoted=True)
-            if rest >= ipv6.MIN_MTU:
-                self.pmtu[quoted[6]] = (rest, now + PMTU_EXPIRE)
+            nh, off = quoted[3], ipv6.HEADER_LEN
+            if nh == ipv6.PROTO_FRAGMENT:  # one of our source fragments: the first only
+                if len(body) < off + ipv6.FRAGMENT_LEN or \
+                        (body[off + 2] << 8 | body[off + 3]) & 0xFFF8:
+                    return
+                nh, off = body[off], off + ipv6.FRAGMENT_LEN
+            self._icmp_too_big(6, nh, quoted[5], quoted[6], body[off:], rest, now)
+
+    # -- path MTU discovery (RFC 1191, RFC 8201) -------------------------------------------
+    def _icmp_too_big(self, family: int, proto: int, src: bytes, dst: bytes,
+                      transport: memoryview, mtu: int, now: float) -> None:
+        """A "fragmentation needed" (IPv4) or "packet too big" (IPv6) about a packet from
+        ``src`` to ``dst`` whose transport header starts ``transport``.
+
+        It is believed only when it quotes a packet one of our endpoints could have sent
+        (RFC 5927 4): for TCP, a live connection's 4-tuple with a sequence number in
+        SND.UNA..SND.NXT; for UDP and ICMP echo (IPv6 only), a bound port or a ping
+        waiting for its reply, as Linux accepts them for sockets that exist. IPv4 sends
+        only TCP with DF, so a router fragments any other IPv4 packet of ours rather than
+        complain: an IPv4 message about UDP or ICMP is forged (or broken) and ignored.
+        Anything else is ignored too: with no check, anyone could shrink any path.
+
+        The MTU is clamped as Linux clamps it (IPv4: 552 at least, and then "locked":
+        packets go without DF; IPv6: 1280, RFC 8201 4) and only ever lowers the path's
+        MTU; entries expire after 10 minutes and the table holds at most
+        ``PMTU_MAX_ENTRIES``. The TCP connection it is about shrinks its segments."""
+        if len(transport) < 8:
+            return  # RFC 792/4443 quote at least 8 bytes: the ports (and TCP's sequence)
+        sport, dport = (transport[0] << 8) | transport[1], (transport[2] << 8) | transport[3]
+        ep = None
+        if family == 4:
+            if src not in self._local4_set():
+                return
+        elif not self._is_local6(src):
+            return
+        if proto == ipv4.PROTO_TCP:
+            ep = self.tcp.icmp_endpoint(family, src, sport, dst, dport,
+                                        int.from_bytes(transport[4:8], "big"))
+            if ep is None:
+                self._count("pmtu_ignored")
+                return
+        elif family == 6 and proto == ipv6.PROTO_UDP:
+            if (src, sport) not in self.udp and (b"", sport) not in self.udp:
+                self._count("pmtu_ignored")
+                return
+        elif family == 6 and proto == ipv6.PROTO_ICMPV6:
+            ident = (transport[4] << 8) | transport[5]
+            if transport[0] != icmp6.ECHO_REQUEST or (6, ident) not in self.echo_waiters:
+                self._count("pmtu_ignored")
+                return
+        else:
+            self._count("pmtu_ignored")
+            return
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            return
+        current = r[0].mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None and learned[1] >= now:
+            current = min(current, learned[0])
+        locked = False
+        if family == 4:
+            if mtu < MIN_PMTU4:
+                mtu, locked = MIN_PMTU4, True
+        elif mtu < ipv6.MIN_MTU:
+            mtu = ipv6.MIN_MTU
+        if mtu < current:
+            self._pmtu_learn(dst, mtu, locked, now)
+            current = mtu
+            self._count("pmtu_learned")
+        if ep is not None:
+            self.tcp.pmtu_reduced(ep, current)
+
+    def _pmtu_learn(self, dst: bytes, mtu: int, locked: bool, now: float) -> None:
+        table = self.pmtu
+        self._pmtu_expire(now)
+        table.pop(dst, None)
+        while len(table) >= PMTU_MAX_ENTRIES:
+            table.popitem(last=False)
+        table[dst] = (mtu, now + PMTU_EXPIRE, locked)
+
+    def _pmtu_expire(self, now: float) -> None:
+        """Forget the learned path MTUs that expired by ``now`` (RFC 1191 6.3, RFC 8201 4):
+        the table is in expiry order, so this looks at the expired ones and one more."""
+        table = self.pmtu
+        while table:
+            dst, entry = next(iter(table.items()))
+            if entry[1] >= now:
+                return
+            del table[dst]
 
     # -- output ------------------------------------------------------------------------
     def _route4(self, dst: bytes) -> tuple[Interface, bytes] | None:
@@ -977,6 +1092,21 @@ class Stack:
                 mtu = min(mtu, learned[0])
         return iface, nexthop, src, mtu
 
+    def ip_id_hash(self, src: bytes, dst: bytes, proto: int) -> int:
+        """The keyed hash (the TCP layer's secret, as for ISNs) that picks the IP ID
+        counter of packets from ``src`` to ``dst`` with ``proto``: a caller may keep it
+        (a connection's cached path) and pass it to ``take_ip_ids``."""
+        return self.tcp._keyed_hash(src + dst + bytes((proto,)))
+
+    def take_ip_ids(self, h: int, n: int = 1) -> int:
+        """The first of ``n`` consecutive IPv4 identifications (mask with 0xFFFF) from
+        the counter that the hash ``h`` picks, offset by ``h``."""
+        ids = self._ip_ids
+        b = h & (IP_ID_BUCKETS - 1)
+        v = ids[b]
+        ids[b] = (v + n) & 0xFFFF
+        return ((h >> 16) + v) & 0xFFFF
+
     def send_ip4(self, src: bytes | None, dst: bytes, proto: int, payload: bytes | bytearray,
                  now: float | None = None, *, ttl: int = 64, df: bool = False) -> None:
         """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``.
@@ -988,12 +1118,15 @@ class Stack:
         if self._is_local4(dst):
             src = src or dst
             packet = bytearray(20 + len(payload))
-            ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl, ident=next(_ident) & 0xFFFF)
+            ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl,
+                       ident=self.take_ip_ids(self.ip_id_hash(src, dst, proto)))
             packet[20:] = payload
             self._loop_local(ETH_P_IPV4, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(4, src, dst, now)
-        ident = next(_ident) & 0xFFFF
+        if df and mtu < iface.mtu and self.pmtu[dst][2]:
+            df = False  # a path MTU locked at MIN_PMTU4: as Linux, no DF to this host
+        ident = self.take_ip_ids(self.ip_id_hash(src, dst, proto))
         n = len(payload)
         if 20 + n <= mtu:
             packet = bytearray(20 + n)
@@ -1298,6 +1431,8 @@ class Stack:
     def next_deadline(self) -> float | None:
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
                  self.tcp.next_deadline()]
+        if self.pmtu:
+            times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
@@ -1307,6 +1442,8 @@ class Stack:
     def on_timer(self, now: float) -> None:
         self._now = now
         self.tcp.on_timer(now)
+        if self.pmtu:
+            self._pmtu_expire(now)
         for key, first in self.reasm4.expire(now):
             if first is not None:  # RFC 792: time exceeded in reassembly, to the sender
                 self._icmp4_error(key[0], key[1], icmp4.TIME_EXCEEDED,
@@ -1440,6 +1577,24 @@ class Stack:
             lines += [f"    inet {ipaddress.ip_address(a)}/{p}" for a, p in i.v4]
             lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
         return lines
+
+
+#: the upper-layer headers a first fragment must hold in full (RFC 7112; as Linux's
+#: ipv6frag_thdr_truncated): TCP's and UDP's fixed headers, ICMPv6's type, code, checksum
+#: and 4 more bytes
+_UPPER_HEADER = {ipv6.PROTO_TCP: 20, ipv6.PROTO_UDP: 8, ipv6.PROTO_ICMPV6: 8}
+
+
+def _whole_chain(data: memoryview, nh: int) -> bool:
+    """Whether ``data`` (a first fragment's data, headers after the Fragment header
+    first) holds every extension header and the upper-layer header."""
+    try:
+        proto, off, _ = ipv6.walk(data, nh, offset=0)
+    except ipv6.ParameterProblem:
+        return True  # complete enough to be wrong: the reassembled datagram says how
+    except FrameError:
+        return False
+    return len(data) - off >= _UPPER_HEADER.get(proto, 0)
 
 
 def _bcast4(addr: bytes, plen: int) -> bytes:

@@ -44,7 +44,6 @@ TCP_BUF = 1 << 20
 #: MSS-sized ones): 45 segments of 1448 bytes, with the headers within IPv4's 64 KiB
 TSO_MAX = 65535 - 20 - 60
 _seq = itertools.count()
-_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))
 # Ethernet + IPv4 (no options, DF) + TCP header, and the same with the timestamps option
 # (NOP NOP TS, as every segment of a connection that negotiated them carries it)
 _FRAME4 = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIHHHH")
@@ -67,7 +66,8 @@ class Path:
     resolves it again after any change (addresses, routes, MTU, path MTU, the neighbor)."""
 
     __slots__ = ("gen", "table", "index", "iface", "ifmtu", "pmtu", "nb", "neighbors",
-                 "nexthop", "mac", "smac", "link", "mtu", "psum", "offload", "v6")
+                 "nexthop", "mac", "smac", "link", "mtu", "psum", "offload", "v6", "df",
+                 "idhash")
 
 
 class Path4(Path):
@@ -384,12 +384,39 @@ class TcpLayer:
                     listener = None
         else:
             listener = ls.get((dst, dport)) or ls.get((ANY6, dport))
-        if listener is not None and flags & _SYN_ACK_RST == tcp.SYN:
-            self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now, iss)
-            return
         if flags & tcp.RST:
             return
+        if listener is not None and not flags & tcp.ACK:
+            # RFC 9293 3.10.7.2, LISTEN: a SYN opens; anything else without ACK (FIN,
+            # NULL and XMAS probes) is dropped, not reset. A SYN with FIN is dropped too,
+            # as Linux does (no valid open carries both).
+            if flags & (tcp.SYN | tcp.FIN) == tcp.SYN:
+                self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now,
+                          iss)
+            return
         self._reset(family, src, sport, dst, dport, seq, ack, flags, len(payload) - doff, now)
+
+    def icmp_endpoint(self, family: int, src: bytes, sport: int, dst: bytes, dport: int,
+                      seq: int) -> TcpEndpoint | None:
+        """The connection an ICMP error about our segment from ``src``:``sport`` to
+        ``dst``:``dport`` with sequence number ``seq`` is about, or None when no live
+        connection could have sent it: RFC 5927 4.1 (and Linux) take the error only for
+        a 4-tuple that exists and a ``seq`` in SND.UNA..SND.NXT (what is in flight)."""
+        ep = self.conns.get((src, sport, dst, dport))
+        if ep is None or ep.family != family:
+            return None
+        conn = ep.conn
+        if conn.closed:
+            return None
+        una = conn.snd_una
+        if (seq - una) & 0xFFFFFFFF >= conn.snd_max - una:
+            return None
+        return ep
+
+    def pmtu_reduced(self, ep: TcpEndpoint, mtu: int) -> None:
+        """The path MTU of ``ep`` is ``mtu``: its segments shrink to fit (the ones lost
+        go again, smaller, when the retransmission timer fires)."""
+        ep.conn.path_mss(mtu - (60 if ep.family == 6 else 40))
 
     def _touched(self, ep: TcpEndpoint) -> None:
         """Input reached ``ep``: flush it now, or once at the end of the receive batch."""
@@ -548,8 +575,12 @@ class TcpLayer:
         # sum, for 16-byte addresses too)
         a = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
         p.psum = (a + 6) % 0xFFFF
+        # DF, unless the path MTU is locked at its minimum (stack.MIN_PMTU4)
+        p.df = 0 if p.pmtu is not None and p.pmtu[2] else 0x4000
         if not v6:
-            p.ipsum = 0x4500 + 0x4000 + 0x4006 + a  # type: ignore[attr-defined]
+            p.ipsum = 0x4500 + p.df + 0x4006 + a  # type: ignore[attr-defined]
+            # the keyed hash that picks this destination's IP ID counter (stack.ip_ids)
+            p.idhash = stack.ip_id_hash(src, dst, ipv4.PROTO_TCP)
         # an offload link takes segments of up to 64 KiB and completes their checksums
         p.offload = p.iface.offload and p.pmtu is None
         ep.conn.tso_max = TSO_MAX if p.offload else 0
@@ -575,6 +606,9 @@ class TcpLayer:
         else:
             iphl = 20
             ipsum = p.ipsum  # type: ignore[attr-defined]
+            df = p.df
+            # IP IDs: a run of this destination's counter for the whole batch
+            ident = self.stack.take_ip_ids(p.idhash, len(segs)) - 1
             frame4 = _FRAME4.pack_into
             frame4ts = _FRAME4_TS.pack_into
         th = 14 + iphl  # where the TCP header starts
@@ -611,14 +645,14 @@ class TcpLayer:
                              sport, dport, seg.seq, seg.ack, 0x8000 | seg.flags, seg.window, 0,
                              0, _NOP_NOP_TS, tsv, seg.ts_ecr)
             else:
-                ident = next(_ident) & 0xFFFF
+                ident = (ident + 1) & 0xFFFF
                 s = (ipsum + total + ident) % 0xFFFF
                 if tsv is None:
-                    frame4(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
+                    frame4(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, df, 64, 6,
                            0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
                            0x5000 | seg.flags, seg.window, 0, 0)
                 else:
-                    frame4ts(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, 0x4000, 64, 6,
+                    frame4ts(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, df, 64, 6,
                              0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
                              0x8000 | seg.flags, seg.window, 0, 0, _NOP_NOP_TS, tsv, seg.ts_ecr)
             if n:

@@ -411,6 +411,16 @@ class TcpConnection:
         if self._wr_shut:
             self._queue_fin()
 
+    def path_mss(self, mss: int) -> None:
+        """The path allows segments of ``mss`` bytes after the IP and TCP headers (path
+        MTU discovery): segments shrink to fit, options included; never below MIN_MSS."""
+        mss -= TS_OPTION_LEN if self.ts_ok else 0
+        if mss < MIN_MSS:
+            mss = MIN_MSS
+        if mss < self.snd_mss:
+            self.snd_mss = mss
+            self.cc.mss = mss
+
     # -- application data --------------------------------------------------------------
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Copy as much of ``data`` as fits into the send buffer; returns the count (0 when
@@ -492,7 +502,11 @@ class TcpConnection:
         self._wr_shut = True
         if self.state in (_ESTABLISHED, _CLOSE_WAIT):
             self._queue_fin()
-        # SYN-SENT / SYN-RECEIVED: RFC 9293 3.10.4 queues the FIN until ESTABLISHED
+        elif self.state is _SYN_SENT:
+            # RFC 9293 3.10.4: CLOSE in SYN-SENT deletes the TCB (Linux's shutdown does
+            # the same): nobody waits on a connect whose owner has stopped writing
+            self._enter_closed()
+        # SYN-RECEIVED: RFC 9293 3.10.4 queues the FIN until ESTABLISHED
 
     def _queue_fin(self) -> None:
         self._fin_seq = self._snd_buf_seq + len(self._snd_buf)
