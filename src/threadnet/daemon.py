@@ -78,13 +78,18 @@ def _read_pid(fd: int) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (an exited process its parent has yet to reap does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process
-    return True
+        pass  # someone else's process
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def _open_existing(name: str, dfd: int, display: str) -> tuple[int, os.stat_result] | None:
