@@ -77,6 +77,10 @@ def test_path_checker_rules(sockdir):
         os.chmod(root, mode)
         with pytest.raises(fsafe.UnsafePathError, match="writable by"):
             fsafe.check_dir_chain(t)
+    os.chown(root, -1, 12345)
+    assert fsafe.check_dir_chain(t, group_ok={12345}) == t  # writable only by a given group
+    with pytest.raises(fsafe.UnsafePathError, match="writable by"):
+        fsafe.check_dir_chain(t, group_ok={12346})
     os.chmod(root, 0o755)
     # someone else's directory, or someone else's symbolic link, on the way
     theirs = os.path.join(t, "theirs")
@@ -380,3 +384,35 @@ def test_a_late_exit_keeps_the_successors_pidfile(threadnet_switch, sockdir, pro
     r = run_switch(procs, "-s", os.path.join(sockdir, "third"), pidfile=pidfile)
     assert r.returncode == 0, r.stderr
     assert read_pidfile(pidfile) not in (first, second)
+
+
+def test_published_stack_path_is_bound_safely(unpriv, sockdir):
+    """``_bind_listener`` (``threadnet stack PATH``, ``stack.publish``) refuses a parent
+    another user can change, and never replaces or follows what another user put there."""
+    from threadnet.fsafe import UnsafePathError
+    from threadnet.stack.remote import _bind_listener
+
+    hostile = os.path.join(sockdir, "h")
+    os.mkdir(hostile)
+    os.chmod(hostile, 0o777)  # anyone could swap a link in for the temporary socket
+    with pytest.raises(UnsafePathError, match="writable by group and others"):
+        _bind_listener(os.path.join(hostile, "stack"), 0o660, None)
+    assert os.listdir(hostile) == []
+    t = sticky_dir(sockdir)
+    victim = victim_file(sockdir)
+    link = os.path.join(t, "link")
+    run_as(unpriv, ["ln", "-s", victim, link], check=True)
+    with pytest.raises(FileExistsError, match="is a symbolic link; not replacing it"):
+        _bind_listener(link, 0o660, None)
+    assert os.readlink(link) == victim
+    assert_untouched(victim)
+    path = os.path.join(t, "stack")
+    s = _bind_listener(path, 0o640, unpriv["gid"])
+    with s:
+        st = os.lstat(path)
+        assert (stat.S_ISSOCK(st.st_mode), stat.S_IMODE(st.st_mode), st.st_gid) == (
+            True, 0o640, unpriv["gid"])
+        assert sorted(os.listdir(t)) == ["link", "stack"]  # no temporary name left behind
+        with pytest.raises(OSError, match="already published|in use"):
+            _bind_listener(path, 0o640, None)
+    _bind_listener(path, 0o600, None).close()  # a stale socket of ours is replaced

@@ -6,7 +6,9 @@ file of their choosing, so:
 
 - every directory on the way to such a file (``check_dir_chain``) must be owned by root
   or the service's user and not writable by group or others, unless it is sticky (like
-  ``/tmp``: there nobody else can rename or remove our entries); every symbolic link on
+  ``/tmp``: there nobody else can rename or remove our entries) or only writable by the
+  group given to the service (``-g``, e.g. Debian's ``/run/vde2``, 2775
+  root:vde2-net); every symbolic link on
   the way must be owned by root or the service's user (someone else's link can be
   pointed elsewhere at any time). This is OpenSSH's ``safe_path`` rule, with sticky
   directories allowed as ancestors;
@@ -56,20 +58,24 @@ def _who(mode: int) -> str:
     return "group and others" if both else ("others" if mode & 0o002 else "its group")
 
 
-def check_ancestor(path: str, st: os.stat_result, uid: int) -> None:
+def check_ancestor(path: str, st: os.stat_result, uid: int,
+                   group_ok: frozenset[int] | set[int] = frozenset()) -> None:
     """The rule for a directory above a service's files: owned by root or ``uid``, not
-    writable by group or others unless sticky."""
+    writable by group or others unless sticky (group-writable is fine for a group in
+    ``group_ok``: the group given to the service, whose members it trusts anyway)."""
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
     if st.st_uid not in (0, uid):
         raise UnsafePathError(path, f"is owned by uid {st.st_uid}, not by root or uid {uid}")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+    writable = st.st_mode & (0o002 if st.st_gid in group_ok else 0o022)
+    if writable and not st.st_mode & stat.S_ISVTX:
         raise UnsafePathError(
             path, f"is writable by {_who(st.st_mode)} (mode {stat.S_IMODE(st.st_mode):04o}) "
                   "and not sticky")
 
 
-def check_dir_chain(path: str, uid: int | None = None) -> str:
+def check_dir_chain(path: str, uid: int | None = None,
+                    group_ok: frozenset[int] | set[int] = frozenset()) -> str:
     """Resolve the directory ``path`` one component at a time, checking every directory
     passed through (``path`` itself included) with ``check_ancestor`` and every symbolic
     link's owner. Returns the resolved path (no symbolic links left in it).
@@ -100,12 +106,12 @@ def check_dir_chain(path: str, uid: int | None = None) -> str:
                 target = os.readlink(nxt)
                 cur = walk("/" if target.startswith("/") else cur, target)
                 continue
-            check_ancestor(nxt, st, uid)
+            check_ancestor(nxt, st, uid, group_ok)
             cur = nxt
         return cur
 
     absolute = os.path.abspath(path)
-    check_ancestor("/", os.lstat("/"), uid)
+    check_ancestor("/", os.lstat("/"), uid, group_ok)
     return walk("/", absolute)
 
 
@@ -116,12 +122,15 @@ def open_dir(path: str) -> int:
 
 
 def open_private_dir(path: str, *, create_mode: int = 0o700, uid: int | None = None,
-                     group_ok: frozenset[int] | set[int] = frozenset()) -> tuple[int, bool]:
+                     group_ok: frozenset[int] | set[int] = frozenset(),
+                     parent_group_ok: frozenset[int] | set[int] = frozenset()
+                     ) -> tuple[int, bool]:
     """Open (making it if missing) the directory where a service keeps its own files.
 
     Its parents must pass ``check_dir_chain``; the directory itself must not be a
     symbolic link, must be owned by ``uid`` (the service's user) and not be writable by
-    others; group-writable only when its group is in ``group_ok``. Returns the directory's
+    others; group-writable only when its group is in ``group_ok`` (its parents: in
+    ``parent_group_ok``, see ``check_ancestor``). Returns the directory's
     descriptor and whether it was made here. Raises UnsafePathError or OSError.
     """
     uid = os.geteuid() if uid is None else uid
@@ -129,7 +138,7 @@ def open_private_dir(path: str, *, create_mode: int = 0o700, uid: int | None = N
     parent, name = os.path.split(absolute.rstrip("/") or "/")
     if not name:
         raise UnsafePathError(absolute, "is the root directory")
-    real = os.path.join(check_dir_chain(parent, uid), name)
+    real = os.path.join(check_dir_chain(parent, uid, parent_group_ok), name)
     made = False
     try:
         os.mkdir(real, create_mode)
@@ -232,7 +241,8 @@ def bind_unix_listener(path: str, sock_type: int, mode: int, gid: int = -1, back
     """A listening AF_UNIX socket at ``path``, made safely (see the module's notes).
 
     The parents of ``path`` must pass ``check_dir_chain``, unless ``dir_fd`` is given: a
-    descriptor of the directory ``path`` is in, which the caller has checked. A stale
+    descriptor of the directory ``path`` is in, which the caller has checked (a parent
+    writable by the group ``gid`` is accepted, see ``check_ancestor``). A stale
     socket of ours at ``path`` is replaced; anything else there is an error. The socket is
     bound at a random name, given its mode and group, made to listen and then hard-linked
     at ``path``, so it is never reachable at ``path`` with another mode, and nothing
@@ -241,7 +251,8 @@ def bind_unix_listener(path: str, sock_type: int, mode: int, gid: int = -1, back
     absolute = os.path.abspath(path)
     parent, name = os.path.split(absolute)
     own_fd = dir_fd is None
-    dfd = open_dir(check_dir_chain(parent)) if dir_fd is None else dir_fd
+    group_ok = {gid} if gid != -1 else set()
+    dfd = open_dir(check_dir_chain(parent, group_ok=group_ok)) if dir_fd is None else dir_fd
     try:
         remove_stale_socket(name, dfd, absolute, sock_type)
         s = socket.socket(socket.AF_UNIX, sock_type)

@@ -195,9 +195,12 @@ class DataSocketServer:
     def _setup_dir(self) -> None:
         """Open (or make) the control directory, refusing one that another user could
         change (fsafe.open_private_dir): it must be ours, not writable by others, and
-        group-writable only for our own group or the one given with ``group``."""
-        group_ok = {os.getegid()} | ({self.gid} if self.gid is not None else set())
-        self.dir_fd, self._made_dir = fsafe.open_private_dir(self.directory, group_ok=group_ok)
+        group-writable only for our own group or the one given with ``group`` (its
+        parents: root's or ours, not writable by others unless sticky or only by
+        ``group``)."""
+        given = {self.gid} if self.gid is not None else set()
+        self.dir_fd, self._made_dir = fsafe.open_private_dir(
+            self.directory, group_ok={os.getegid()} | given, parent_group_ok=given)
         try:
             if self.gid is not None:
                 os.fchown(self.dir_fd, -1, self.gid)
