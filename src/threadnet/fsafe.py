@@ -252,7 +252,11 @@ def bind_unix_listener(path: str, sock_type: int, mode: int, gid: int = -1, back
     parent, name = os.path.split(absolute)
     own_fd = dir_fd is None
     group_ok = {gid} if gid != -1 else set()
-    dfd = open_dir(check_dir_chain(parent, group_ok=group_ok)) if dir_fd is None else dir_fd
+    if dir_fd is None:  # O_PATH: a directory we may search and write but not list will do
+        dfd = os.open(check_dir_chain(parent, group_ok=group_ok),
+                      os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    else:
+        dfd = dir_fd
     try:
         remove_stale_socket(name, dfd, absolute, sock_type)
         s = socket.socket(socket.AF_UNIX, sock_type)
