@@ -14,7 +14,6 @@ whole command, as vde_switch does.
 
 from __future__ import annotations
 
-import errno
 import grp
 import os
 import socket
@@ -40,33 +39,20 @@ def format_reply(err: int, out: list[str] | None) -> str:
     return "".join(parts)
 
 
-def create_unix_listener(path: str, mode: int, group: str | None, backlog: int = 32) -> socket.socket:
+def create_unix_listener(path: str, mode: int, group: str | None, backlog: int = 32, *,
+                         dir_fd: int | None = None) -> socket.socket:
     """Bind a SOCK_STREAM listener at ``path`` with the given mode and group.
 
-    A stale socket file (nobody listening) is replaced; a live one is an error.
+    The directories above ``path`` must be safe (owned by root or us, not writable by
+    others unless sticky; ``threadnet.fsafe``), unless ``dir_fd`` is given: a descriptor
+    of ``path``'s directory that the caller has checked. A stale socket of ours (nobody
+    listening) is replaced; a live one, another user's socket, a symbolic link or any
+    other file is an error and is left in place. Symbolic links are never followed.
     """
-    if os.path.exists(path):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-        else:
-            raise OSError(errno.EADDRINUSE, f"{path} is in use by a running server")
-        finally:
-            probe.close()
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.bind(path)
-        if group is not None:
-            os.chown(path, -1, resolve_group(group))
-        os.chmod(path, mode)
-        s.listen(backlog)
-    except BaseException:
-        s.close()
-        raise
-    s.setblocking(False)
-    return s
+    from threadnet.fsafe import bind_unix_listener
+
+    gid = resolve_group(group) if group is not None else -1
+    return bind_unix_listener(path, socket.SOCK_STREAM, mode, gid, backlog, dir_fd=dir_fd)
 
 
 def resolve_group(group: str | int) -> int:

@@ -27,7 +27,6 @@ import json
 import os
 import select
 import socket as _socket
-import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -184,43 +183,17 @@ class Publication:
 
 
 def _bind_listener(path: str, mode: int, group: int | str | None) -> _socket.socket:
-    """Bind at a temporary name, set mode and group, then rename: never a moment open to all."""
-    if os.path.lexists(path):
-        st = os.lstat(path)
-        if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = _socket.socket(_UNIX, _SEQPACKET)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # a stale stack file
-        else:
-            raise OSError(errno.EADDRINUSE, f"a stack is already published at {path}")
-        finally:
-            probe.close()
+    """Bind at a temporary name, set mode and group, then link into place: never a moment
+    open to all. The directories above ``path`` must be safe (``threadnet.fsafe``); only a
+    stale stack socket of ours is replaced, and symbolic links are never followed."""
+    from threadnet.fsafe import bind_unix_listener
+
     gid = -1
     if group is not None:
         import grp
 
         gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    s = _socket.socket(_UNIX, _SEQPACKET)
-    try:
-        s.bind(tmp)
-        os.chmod(tmp, mode)
-        if gid != -1:
-            os.chown(tmp, -1, gid)
-        s.listen(128)
-        os.rename(tmp, path)
-    except BaseException:
-        s.close()
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    s.setblocking(False)
-    return s
+    return bind_unix_listener(path, _SEQPACKET, mode, gid, 128)
 
 
 class _Conn:

@@ -5,6 +5,13 @@ socket; we check it may use the port, bind our own datagram socket ``DIR/%03d.%d
 (port, control fd), connect it to the client, and answer with our address. The client's
 control stream stays open for the port's lifetime: its EOF removes the endpoint, and we
 close it when the port is removed.
+
+Security (issue 14, docs/security.md): the client's identity is the control
+connection's peer (SO_PEERCRED), never the owner of a path it names: the port ACL is
+checked against that uid, and the datagram socket it names must belong to it (a root
+peer may name any), pinned and connected through ``threadnet.peer.connect_to_socket_of``.
+``DIR`` must be ours (``threadnet.fsafe.open_private_dir``); everything in it is made and
+changed through the directory's descriptor without following symbolic links.
 """
 
 from __future__ import annotations
@@ -12,14 +19,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import stat
 from collections import deque
 from collections.abc import Callable
 
-from threadnet import mmsg
+from threadnet import fsafe, mmsg
 from threadnet.errors import FrameError
 from threadnet.loop import EventLoop, Timer, monotonic
 from threadnet.mgmt.console import create_unix_listener, resolve_group
+from threadnet.peer import connect_to_socket_of, peer_credentials
 from threadnet.switch.core import Endpoint, Switch, user_gids
 from threadnet.wire import vde as wire
 
@@ -98,10 +105,7 @@ class UnixEndpoint(Endpoint):
                 s.close()
             except OSError:
                 pass
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self.server.unlink(os.path.basename(self.path))
 
 
 class BatchedEndpoint(UnixEndpoint):
@@ -177,22 +181,52 @@ class DataSocketServer:
             self._scratch_next = 0
         self.on_attach: Callable[[UnixEndpoint], None] | None = None
         self._made_dir = False
+        self.dir_fd = -1
         self._setup_dir()
         self.ctl_path = os.path.join(self.directory, "ctl")
-        self.listener = create_unix_listener(self.ctl_path, mode, group, MAX_CTL_BACKLOG)
+        try:
+            self.listener = create_unix_listener(self.ctl_path, mode, group, MAX_CTL_BACKLOG,
+                                                 dir_fd=self.dir_fd)
+        except BaseException:
+            self._close_dir()
+            raise
         loop.add_reader(self.listener, self._accept)
 
     def _setup_dir(self) -> None:
-        d = self.directory
+        """Open (or make) the control directory, refusing one that another user could
+        change (fsafe.open_private_dir): it must be ours, not writable by others, and
+        group-writable only for our own group or the one given with ``group`` (its
+        parents: root's or ours, not writable by others unless sticky or only by
+        ``group``)."""
+        given = {self.gid} if self.gid is not None else set()
+        self.dir_fd, self._made_dir = fsafe.open_private_dir(
+            self.directory, group_ok={os.getegid()} | given, parent_group_ok=given)
         try:
-            os.mkdir(d, 0o700)
-            self._made_dir = True
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(d).st_mode):
-                raise OSError(errno.ENOTDIR, f"{d} exists and is not a directory") from None
-        if self.gid is not None:
-            os.chown(d, -1, self.gid)
-        os.chmod(d, self.dirmode)
+            if self.gid is not None:
+                os.fchown(self.dir_fd, -1, self.gid)
+            os.fchmod(self.dir_fd, self.dirmode)
+        except BaseException:
+            self._close_dir()
+            raise
+
+    def unlink(self, name: str) -> None:
+        """Remove one of our files in the control directory (never through a link)."""
+        if self.dir_fd >= 0:
+            try:
+                os.unlink(name, dir_fd=self.dir_fd)
+            except OSError:
+                pass
+
+    def _close_dir(self) -> None:
+        if self.dir_fd < 0:
+            return
+        if self._made_dir:
+            try:
+                os.rmdir(self.directory)
+            except OSError:
+                pass
+        os.close(self.dir_fd)
+        self.dir_fd = -1
 
     # -- handshake -----------------------------------------------------------------
     def _accept(self) -> None:
@@ -255,13 +289,9 @@ class DataSocketServer:
 
     def _attach(self, conn: socket.socket, data: bytes) -> UnixEndpoint:
         req = wire.parse_request(data)
-        client = req.path
-        st = os.stat(client)
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.ENOTSOCK, "client path is not a socket")
-        if not os.access(client, os.R_OK | os.W_OK):
-            raise OSError(errno.EACCES, "cannot use the client socket")
-        uid = st.st_uid
+        # Who the client is comes from the connection, not from the path it names (S3).
+        peer = peer_credentials(conn)
+        uid = peer.uid
         sw = self.switch
         if req.kind == wire.REQ_NEW_PORT0:
             number = 0
@@ -278,41 +308,49 @@ class DataSocketServer:
         if port is not None and not sw.may_attach(port, uid, user_gids(uid)):
             raise OSError(errno.EPERM, "port ACL")
         ident = conn.fileno()
-        path = os.path.join(self.directory, "%03d.%d" % (number, ident))
+        name = "%03d.%d" % (number, ident)
+        path = os.path.join(self.directory, name)
         dsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            dsock.bind(path)
+            self.unlink(name)  # a stale port socket of an earlier run
+            dsock.bind(path)  # in our own directory (see _setup_dir)
             dsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-            dsock.connect(client)
-            dsock.setblocking(False)
             mode = self.mgmtmode if number == 0 else self.mode
             gid = self.mgmtgid if number == 0 else self.gid
+            # Mode and owner are set on the pinned socket file, never through a link (S1).
             if os.geteuid() == 0 and uid >= 0:
-                os.chown(path, uid, -1 if gid is None else gid)
-                os.chmod(path, mode & 0o700 if gid is None else mode)
+                fsafe.set_socket_file(name, self.dir_fd, mode & 0o700 if gid is None else mode,
+                                      uid, -1 if gid is None else gid)
             else:
-                if gid is not None:
-                    os.chown(path, -1, gid)
-                os.chmod(path, mode)
+                fsafe.set_socket_file(name, self.dir_fd, mode, -1, -1 if gid is None else gid)
+            # Only a socket of the peer's own (any, for a root peer): not a socket that the
+            # switch could reach with its own rights but the client could not (S4).
+            connect_to_socket_of(peer, req.path, socket.SOCK_DGRAM, sock=dsock)
+            self._discard_queued(dsock)
+            dsock.setblocking(False)
             conn.setblocking(True)
             conn.settimeout(1.0)
             conn.sendall(wire.pack_sockaddr_un(path))
             conn.setblocking(False)
         except BaseException:
             dsock.close()
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            self.unlink(name)
             raise
         cls = BatchedEndpoint if self.batched else UnixEndpoint
         ep = cls(self, ident, req.description, uid, conn, dsock, path, self.qlen)
         sw.attach(number, ep)
         return ep
+
+    @staticmethod
+    def _discard_queued(dsock: socket.socket) -> None:
+        """Drop datagrams that reached the port socket before it was connected to the
+        client: the client learns its address only from our reply, so they came from
+        someone else."""
+        while True:
+            try:
+                dsock.recv(1, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
 
     # -- running endpoints -----------------------------------------------------------
     def _ctl_readable(self, ep: UnixEndpoint) -> None:
@@ -431,12 +469,5 @@ class DataSocketServer:
             self.close_endpoint(ep)
         self.loop.remove_reader(self.listener)
         self.listener.close()
-        try:
-            os.unlink(self.ctl_path)
-        except OSError:
-            pass
-        if self._made_dir:
-            try:
-                os.rmdir(self.directory)
-            except OSError:
-                pass
+        self.unlink("ctl")
+        self._close_dir()
