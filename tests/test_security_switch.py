@@ -355,6 +355,14 @@ def test_pidfile_symlink_is_not_followed(unpriv, sockdir, procs):
     assert f"pidfile {pidfile} is a symbolic link" in r.stderr
     assert_untouched(victim)
     assert os.readlink(pidfile) == victim
+    assert not os.path.exists(os.path.join(sockdir, "sw")), "refused before making the switch"
+    # `threadnet down` reads it without following the link, and leaves both alone
+    r = subprocess.run(threadnet_cmd("down", "-s", os.path.join(t, "sw")), capture_output=True,
+                       text=True, env=threadnet_env(), timeout=30)
+    assert r.returncode == 1
+    assert "symbolic link" in r.stderr
+    assert_untouched(victim)
+    assert os.readlink(pidfile) == victim
 
 
 def test_pidfile_of_a_running_daemon_is_kept(threadnet_switch, sockdir, procs):
@@ -364,6 +372,7 @@ def test_pidfile_of_a_running_daemon_is_kept(threadnet_switch, sockdir, procs):
     assert r.returncode == 1
     assert f"already running (pid {pid})" in r.stderr
     assert read_pidfile(pidfile) == pid
+    assert not os.path.exists(os.path.join(sockdir, "second")), "refused before making the switch"
 
 
 def test_a_late_exit_keeps_the_successors_pidfile(threadnet_switch, sockdir, procs):

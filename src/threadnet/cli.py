@@ -91,8 +91,9 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
             mac = mac_from_str(args.macaddr)
         except ValueError as exc:
             raise UsageError(f"{PROG} switch: {exc}") from None
-    if args.pidfile and not args.daemon:
-        pass
+    from threadnet.daemon import check_pidfile
+
+    check_pidfile(args.pidfile)  # before the switch makes its directory and sockets
     server = SwitchServer(args.sock, mgmt=args.mgmt, numports=args.numports, hub=args.hub,
                           mode=args.mode, group=args.group, dirmode=args.dirmode,
                           mgmtmode=args.mgmtmode, mgmtgroup=args.mgmtgroup,
@@ -169,16 +170,25 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     sock = args.sock or default_switch_dir()
     pidfile = args.pidfile or sock.rstrip("/") + ".pid"
+    from threadnet.daemon import PidfileError, read_pidfile, remove_stale_pidfile
+
     try:
-        with open(pidfile) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
+        pid = read_pidfile(pidfile)  # never through a symbolic link
+    except PidfileError as exc:
+        print(f"{PROG} down: {exc}", file=sys.stderr)
+        return 1
+    except OSError:
+        pid = None
+    if pid is None:
         print(f"{PROG} down: no running network (no pidfile {pidfile})", file=sys.stderr)
         return 1
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        os.unlink(pidfile)
+        try:
+            remove_stale_pidfile(pidfile)
+        except OSError as exc:
+            print(f"{PROG} down: {exc}", file=sys.stderr)
         print(f"{PROG} down: process {pid} was not running; removed stale {pidfile}", file=sys.stderr)
         return 1
     for _ in range(100):
@@ -194,10 +204,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 # -- plug --------------------------------------------------------------------------
 def cmd_plug(args: argparse.Namespace) -> int:
+    from threadnet.daemon import check_pidfile
     from threadnet.link import open_link
     from threadnet.link.cable import Cable
     from threadnet.loop import EventLoop
 
+    check_pidfile(args.pidfile)
     urls = list(args.urls)
     command = None
     if "=" in urls:
@@ -317,6 +329,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     if not args.link:
         raise UsageError(f"{PROG} stack: give the stack at least one --link URL")
+    from threadnet.daemon import check_pidfile
+
+    check_pidfile(args.pidfile)  # before the stack publishes anything
     ready = None
     if args.daemon:
         from threadnet.daemon import detach

@@ -196,6 +196,52 @@ def _remove_stale(name: str, dfd: int, display: str) -> None:
         os.unlink(name, dir_fd=dfd)
 
 
+def _pidfile_dir(pidfile: str) -> tuple[int, str, str]:
+    path = os.path.abspath(pidfile)
+    parent, name = os.path.split(path)
+    return os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), name, path
+
+
+def read_pidfile(pidfile: str) -> int | None:
+    """The pid in ``pidfile``, read without following a link; None when there is none.
+    Raises PidfileError for a symbolic link or a file that is not regular."""
+    dfd, name, path = _pidfile_dir(pidfile)
+    try:
+        found = _open_existing(name, dfd, path)
+        if found is None:
+            return None
+        fd, _st = found
+        try:
+            return _read_pid(fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def check_pidfile(pidfile: str | None) -> None:
+    """Refuse at once a pidfile that ``write_pidfile`` would refuse (a link, not a regular
+    file, or a live process's), so that a service fails before it creates its sockets."""
+    if not pidfile:
+        return
+    try:
+        other = read_pidfile(pidfile)
+    except FileNotFoundError:
+        return  # a missing directory: write_pidfile says so later
+    if other is not None and other != os.getpid() and _alive(other):
+        path = os.path.abspath(pidfile)
+        raise PidfileError(errno.EEXIST, f"already running (pid {other}): pidfile {path}", path)
+
+
+def remove_stale_pidfile(pidfile: str) -> None:
+    """Remove ``pidfile`` if its process has gone and it is a regular file of ours."""
+    dfd, name, path = _pidfile_dir(pidfile)
+    try:
+        _remove_stale(name, dfd, path)
+    finally:
+        os.close(dfd)
+
+
 def background_or_pidfile(daemon: bool, pidfile: str | None) -> None:
     """What ``-d``/``--daemon`` and ``-p``/``--pidfile`` mean for every threadnet service."""
     if daemon:

@@ -181,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
     settings = [(opt, v) for _, _, opt, _ in VALUE_OPTIONS for v in getattr(args, opt)]
     for opt, v in settings:
         probe.set(opt, v, 0.0)
+    from threadnet.daemon import check_pidfile
+
+    check_pidfile(args.pidfile)  # before opening the sides
     left, right = _open_sides(args)
     wf = WireFilter(left, right, seed=args.seed)
     try:
