@@ -702,6 +702,9 @@ class _StreamPump:
             # the connection lives on (TIME-WAIT, retransmitting a FIN) without us: let
             # go of the pump and the application's socket object
             ep.on_event = None
+        # and no cycle through the socket object is left for the collector to find
+        self.app = None
+        self.options = _no_options
 
         def close() -> None:
             if self.driver is not None:
@@ -713,6 +716,10 @@ class _StreamPump:
             self._call(close)
         else:
             inner.close()
+
+
+def _no_options() -> dict[str, Any]:
+    return {}
 
 
 def _hung_up(sock: _socket.socket) -> bool:
