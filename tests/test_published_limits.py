@@ -278,3 +278,21 @@ def test_quota_errors_are_clear_for_one_process(lan, sockdir):
         lan.stack.publish(lan.path + "2", max_pending=0)
     pub2 = lan.stack.publish(lan.path + "3")
     assert 16 <= pub2.max_sockets <= 1024 and pub2.max_pending == 16
+
+
+def test_threadnet_stack_quota_options(lan, procs, sockdir):
+    path = os.path.join(sockdir, "svc")
+    pidfile = os.path.join(sockdir, "svc.pid")
+    procs.daemon(threadnet_cmd("stack", path, "--link", f"vde://{lan.dir}", "--config",
+                               "eth,ip=10.33.0.5/24", "--max-sockets", "3", "--max-pending", "2",
+                               "-d", "-p", pidfile), pidfile, env=threadnet_env())
+    socks = [threadnet.msocket(path, socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    with pytest.raises(OSError) as info:
+        threadnet.msocket(path, socket.AF_INET, socket.SOCK_DGRAM)
+    assert info.value.errno == 24 and "max_sockets=3" in str(info.value)
+    for s in socks:
+        s.close()
+    r = subprocess.run(threadnet_cmd("stack", path + "x", "--link", f"vde://{lan.dir}",
+                                     "--max-pending", "0"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=30)
+    assert r.returncode == 2 and "must be 1 or more" in r.stderr
