@@ -443,6 +443,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tmpdir = tempfile.mkdtemp(prefix="threadnet-run-")
             stack = _build_stack(args, f"run{os.getpid()}")
             path = os.path.join(tmpdir, "stack")
+            _raise_nofile()  # the socket quota is sized from the descriptor limit
             stack.publish(path, mode=0o600)  # type: ignore[attr-defined]
         if not _runs_python(command[0]):
             print(f"{PROG} run: warning: {command[0]} does not look like Python; only Python "
