@@ -28,7 +28,6 @@ import os
 import select
 import socket as _socket
 import stat
-import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -126,8 +125,9 @@ def _numeric_address(addr: Any) -> tuple:
 # -- the stack's side ------------------------------------------------------------------------
 def _peer_uid(sock: _socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    from threadnet.peer import peer_credentials
+
+    return peer_credentials(sock).uid
 
 
 def _socket_budget() -> int:
