@@ -324,6 +324,26 @@ def _build_stack(args: argparse.Namespace, name: str) -> object:
     return stack
 
 
+def _raise_nofile() -> None:
+    """A stack service holds three descriptors per socket of its clients: let it use the
+    hard limit (the per-uid quotas are sized from the soft one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     import threading
 
@@ -343,7 +363,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
     try:
         stack = _build_stack(args, args.name or os.path.basename(args.path))
         try:
-            stack.publish(args.path, mode=args.mode, group=args.group)  # type: ignore[attr-defined]
+            _raise_nofile()
+            stack.publish(args.path, mode=args.mode, group=args.group,  # type: ignore[attr-defined]
+                          max_sockets=args.max_sockets, max_pending=args.max_pending)
             if args.mgmt:
                 from threadnet.stack.commands import StackConsole
 
@@ -436,6 +458,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tmpdir = tempfile.mkdtemp(prefix="threadnet-run-")
             stack = _build_stack(args, f"run{os.getpid()}")
             path = os.path.join(tmpdir, "stack")
+            _raise_nofile()  # the socket quota is sized from the descriptor limit
             stack.publish(path, mode=0o600)  # type: ignore[attr-defined]
         if not _runs_python(command[0]):
             print(f"{PROG} run: warning: {command[0]} does not look like Python; only Python "
@@ -534,6 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-M", "--mgmt", metavar="MGMT", help="management console socket")
     p.add_argument("--mgmtmode", type=octal, default=0o600, help="mode of the console socket")
     p.add_argument("--mgmtgroup", help="group of the console socket")
+    p.add_argument("--max-sockets", type=_positive, metavar="N",
+                   help="sockets each uid may have open on the stack (default 1024, or a "
+                        "quarter of what the descriptor limit allows)")
+    p.add_argument("--max-pending", type=_positive, metavar="N",
+                   help="resolver calls each uid may have queued or running (default 16)")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("run", help="run a Python program with its sockets on a stack")

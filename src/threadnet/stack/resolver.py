@@ -150,6 +150,54 @@ class Result:
     ttl: int = 0
 
 
+class Cancel:
+    """A way to stop a lookup that nobody waits for any more (a published stack's client
+    went away): ``cancel()`` wakes every lookup run under ``cancellable(this)``, which
+    then fails with EAI_AGAIN instead of waiting out its DNS timeouts."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._wakers: list[Callable[[], object]] = []
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    def _add(self, wake: Callable[[], object]) -> None:
+        with self._lock:
+            if not self.cancelled:
+                self._wakers.append(wake)
+                return
+        wake()
+
+    def _discard(self, wake: Callable[[], object]) -> None:
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._wakers.remove(wake)
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise LookupFailed("again", "the lookup was cancelled")
+
+
+_cancel_scope = threading.local()
+
+
+@contextlib.contextmanager
+def cancellable(token: Cancel):
+    """Lookups in this thread, inside the ``with``, stop when ``token`` is cancelled."""
+    prev = getattr(_cancel_scope, "token", None)
+    _cancel_scope.token = token
+    try:
+        yield token
+    finally:
+        _cancel_scope.token = prev
+
+
 def _key(name: str) -> bytes | None:
     try:
         return dns.name_key(name)
@@ -896,6 +944,9 @@ class Resolver:
                                "deadlock; resolve from an application thread")
         wake = threading.Event()
         ports: list[int] = []
+        token: Cancel | None = getattr(_cancel_scope, "token", None)
+        if token is not None:
+            token.check()
 
         def new_port() -> int:
             for _ in range(64):
@@ -921,6 +972,8 @@ class Resolver:
         # the driver's lock itself: stack.locked() also re-arms the stack's timers, which
         # only matters after something was sent (_flush does it then)
         lock = driver.lock
+        if token is not None:
+            token._add(wake.set)
         try:
             with lock:
                 res.start(stack.clock())
@@ -941,11 +994,15 @@ class Resolver:
                     continue
                 wait = self.timeout if deadline is None else deadline - stack.clock()
                 wake.wait(max(0.0, wait))
+                if token is not None:
+                    token.check()
                 with lock:
                     wake.clear()
                     res.on_timer(stack.clock())
                     self._flush(res)
         finally:
+            if token is not None:
+                token._discard(wake.set)
             if ports:
                 with lock:
                     for port in ports:

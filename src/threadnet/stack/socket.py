@@ -261,8 +261,13 @@ class StackSocket(_socket.socket):
             raise OSError(errno.EINVAL, "Invalid argument (not listening)")
         with self._stack.locked():
             ep = listener.accept()
-            return (StackSocket(self._stack, self._vfamily, SOCK_STREAM, _endpoint=ep)
-                    if ep is not None else None)
+            if ep is None:
+                return None
+            try:
+                return StackSocket(self._stack, self._vfamily, SOCK_STREAM, _endpoint=ep)
+            except BaseException:
+                ep.abort()  # no descriptor for it (EMFILE): the peer hears a reset
+                raise
 
     def _can_accept(self) -> bool:
         return self._listener is not None
@@ -525,6 +530,8 @@ class _StreamPump:
 
     # -- called under the stack lock --------------------------------------------------------
     def on_event(self, ep: TcpEndpoint) -> None:
+        if self.closed:
+            return
         conn = ep.conn
         if conn.error and not self.error:
             self.error = conn.error
@@ -539,7 +546,22 @@ class _StreamPump:
                 conn.writable_space >= _low_water(conn):
             self._call(lambda: self._want_read(True))
         self._deliver()
-        if conn.closed and not conn.recv_queued:
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        """Release the pair's end once nothing can travel through it any more: the
+        connection is closed, or both directions have ended (the application's EOF was
+        read and the peer's FIN passed on). TIME-WAIT and LAST-ACK are the connection's
+        business; they need no descriptor."""
+        if self.closed:
+            return
+        conn = self.ep.conn
+        if conn.recv_queued:
+            return
+        if conn.closed:
+            self._shutdown()
+        elif self.eof_in and self.eof_out:
+            self.ep.close()
             self._shutdown()
 
     def _deliver(self) -> None:
@@ -591,13 +613,16 @@ class _StreamPump:
     def _writable(self) -> None:
         with self.stack.locked():
             self.writing = False
+            if self.closed:
+                return
             self.driver.loop.remove_writer(self.inner)
             self._deliver()
-            if self.ep.conn.closed and not self.ep.conn.recv_queued:
-                self._shutdown()
+            self._maybe_done()
 
     def _readable(self) -> None:
         with self.stack.locked():
+            if self.closed:
+                return
             # the segments this sends leave in one batch (one system call per link)
             opened = self.stack.begin_batch()
             try:
@@ -627,23 +652,59 @@ class _StreamPump:
                 data = inner.recv(min(space, PUMP_CHUNK))
             except BlockingIOError:
                 return
+            except ConnectionResetError:
+                # the application closed its socket with received data unread: as Linux
+                # does, the connection is reset (RFC 1122 4.2.2.13)
+                self.eof_in = True
+                self.ep.abort()
+                self._shutdown()
+                return
             except OSError:
                 data = b""
             if not data:
                 self.eof_in = True
                 self._want_read(False)
-                if self.eof_out or conn.eof:
+                if self.eof_out or conn.eof or _hung_up(inner):
+                    # closed (not just shut down for writing): a FIN goes out, and the
+                    # connection resets if data arrives later; the descriptor goes now
                     self.ep.close()
+                    self._shutdown()
                 else:
                     self.ep.shutdown_write()
+                    self._watch_hangup(0.05)
                 return
             self.ep.send(data)
+
+    def _watch_hangup(self, delay: float) -> None:
+        """After a shutdown(SHUT_WR), check now and then whether the application has
+        closed the socket too, so that a peer that never sends its FIN does not keep
+        the descriptor (the check backs off to once every 2 s)."""
+        def check() -> None:
+            with self.stack.locked():
+                if self.closed:
+                    return
+                if _hung_up(self.inner):
+                    self.ep.close()
+                    self._shutdown()
+                else:
+                    self._watch_hangup(min(2.0, delay * 2))
+
+        if self.driver is not None and not self.closed:
+            self.driver.loop.call_later(delay, check)
 
     def _shutdown(self) -> None:
         if self.closed:
             return
         self.closed = True
         inner = self.inner
+        ep = self.ep
+        if ep.on_event == self.on_event:
+            # the connection lives on (TIME-WAIT, retransmitting a FIN) without us: let
+            # go of the pump and the application's socket object
+            ep.on_event = None
+        # and no cycle through the socket object is left for the collector to find
+        self.app = None
+        self.options = _no_options
 
         def close() -> None:
             if self.driver is not None:
@@ -655,6 +716,22 @@ class _StreamPump:
             self._call(close)
         else:
             inner.close()
+
+
+def _no_options() -> dict[str, Any]:
+    return {}
+
+
+def _hung_up(sock: _socket.socket) -> bool:
+    """Has the other end of this stream pair been closed (not just shut for writing)?
+    Linux reports POLLHUP on a Unix socket once both directions are shut down, which a
+    close() of the peer does."""
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLHUP)
+    try:
+        return any(ev & select.POLLHUP for _, ev in p.poll(0))
+    except OSError:
+        return True
 
 
 def _low_water(conn: Any) -> int:

@@ -1535,14 +1535,17 @@ class Stack:
         return hold()
 
     def publish(self, path: str | os.PathLike[str], mode: int = 0o660,
-                group: int | str | None = None) -> Publication:
+                group: int | str | None = None, *, max_sockets: int | None = None,
+                max_pending: int | None = None) -> Publication:
         """Make this stack reachable at ``path`` for other processes (``msocket(path, ...)``).
 
-        ``mode`` and ``group`` set who may open sockets on it. Returns the Publication;
-        closing it, or the stack, removes the path."""
+        ``mode`` and ``group`` set who may open sockets on it; ``max_sockets`` and
+        ``max_pending`` are per-uid quotas (see ``Publication``). Returns the
+        Publication; closing it, or the stack, removes the path."""
         from threadnet.stack.remote import Publication
 
-        pub = Publication(self, path, mode, group)
+        pub = Publication(self, path, mode, group, max_sockets=max_sockets,
+                          max_pending=max_pending)
         if self._publications is None:
             self._publications = []
         self._publications.append(pub)
