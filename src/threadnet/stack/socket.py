@@ -503,6 +503,11 @@ class _StreamPump:
         driver = self.stack.driver
         if connected:
             self.done.set()
+        else:
+            # an application that closes its socket (or a published stack's client that
+            # dies) while the connect is pending aborts it (RFC 9293 3.10.4: CLOSE in
+            # SYN-SENT deletes the TCB), instead of retrying SYNs for two minutes
+            self._call(lambda: self._watch_hangup(0.05, until_connected=True))
         # As the TCP layer does when it calls on_event: ep.recv() flushes, and a flush
         # would call on_event again in the middle of _deliver (which then saw the buffer
         # drained and the FIN, shut the pair and lost the data being delivered).
@@ -675,19 +680,20 @@ class _StreamPump:
                 return
             self.ep.send(data)
 
-    def _watch_hangup(self, delay: float) -> None:
+    def _watch_hangup(self, delay: float, until_connected: bool = False) -> None:
         """After a shutdown(SHUT_WR), check now and then whether the application has
         closed the socket too, so that a peer that never sends its FIN does not keep
-        the descriptor (the check backs off to once every 2 s)."""
+        the descriptor (the check backs off to once every 2 s). While a connect is
+        pending (``until_connected``), the same check aborts the connect."""
         def check() -> None:
             with self.stack.locked():
-                if self.closed:
+                if self.closed or (until_connected and self.connected):
                     return
                 if _hung_up(self.inner):
                     self.ep.close()
                     self._shutdown()
                 else:
-                    self._watch_hangup(min(2.0, delay * 2))
+                    self._watch_hangup(min(2.0, delay * 2), until_connected)
 
         if self.driver is not None and not self.closed:
             self.driver.loop.call_later(delay, check)
