@@ -298,6 +298,27 @@ def test_load_reads_bounded_regular_files_only(threadnet_switch, sockdir):
         assert c.run("port/showinfo")[0] == 0
 
 
+def test_own_rc_file_may_be_a_pipe_but_is_bounded(sockdir):
+    """The service's own ``-f`` at start may be a pipe (``-f <(...)``), read at most 1 MiB;
+    only the console's ``load`` insists on regular files."""
+    from threadnet.switch.server import SwitchServer
+
+    r, w = os.pipe()
+    try:
+        os.write(w, b"vlan/create 4\n")
+        os.close(w)
+        w = -1
+        sw = SwitchServer(os.path.join(sockdir, "sw"), rcfile=f"/proc/self/fd/{r}")
+        try:
+            assert 4 in sw.switch.vlans
+        finally:
+            sw.close()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
 # -- R5: input is taken in whole lines ---------------------------------------------------------
 def test_pipelined_commands_all_run_whole_and_in_order(threadnet_switch):
     """3,000 ``vlan/create N`` in one sendall: every one runs (reads cut a command in two

@@ -154,17 +154,19 @@ def split_args(text: str, count: int, optional: int = 0) -> list[str]:
     return parts + [""] * (count - len(parts))
 
 
-def read_script(caller: Caller, path: str) -> str:
+def read_script(caller: Caller, path: str, *, regular_only: bool = True) -> str:
     """The text of a script for ``load``/``-f``, read with ``caller``'s rights: a regular
     file of at most MAX_SCRIPT bytes. FIFOs, devices and directories are refused
     (EINVAL, EISDIR) without reading, a larger file with EFBIG; other failures are the
-    open's OSError."""
+    open's OSError. ``regular_only=False`` (a service's own ``-f`` at start, before its
+    loop runs, e.g. ``-f <(...)``) also reads a pipe or a device, still at most
+    MAX_SCRIPT bytes."""
     fd = caller.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise OSError(errno.EISDIR, "a directory, not a script", path)
-        if not stat.S_ISREG(st.st_mode):
+        if regular_only and not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file (FIFOs and devices are refused)",
                           path)
         if st.st_size > MAX_SCRIPT:
@@ -182,7 +184,8 @@ def read_script(caller: Caller, path: str) -> str:
     return data.decode(errors="replace")
 
 
-def run_script(table: CommandTable, path: str, caller: Caller) -> list[str]:
+def run_script(table: CommandTable, path: str, caller: Caller, *,
+               regular_only: bool = True) -> list[str]:
     """Run an rc file (the ``load`` command and ``-f``) for ``caller``: one command a line,
     ``#`` comments. The file is read with the caller's rights (``read_script``).
 
@@ -190,7 +193,7 @@ def run_script(table: CommandTable, path: str, caller: Caller) -> list[str]:
     """
     if caller.depth >= MAX_LOAD_DEPTH:
         raise OSError(errno.ELOOP, f"load nested more than {MAX_LOAD_DEPTH} deep", path)
-    text = read_script(caller, path)
+    text = read_script(caller, path, regular_only=regular_only)
     inner = caller.nested()
     errors = []
     for n, line in enumerate(text.splitlines(), 1):

@@ -61,7 +61,8 @@ class SwitchServer:
                                              mode=mgmtmode, group=mgmtgroup, on_shutdown=self.stop)
             if rcfile:
                 # like vde_switch: a failing command is reported, the switch still starts
-                for line in run_script(self.table, rcfile, Caller.service()):
+                for line in run_script(self.table, rcfile, Caller.service(),
+                                       regular_only=False):
                     print(f"threadnet switch: {line}", file=sys.stderr)
             if pcap:
                 self.set_capture(None, pcap)

@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         if args.nofifo:
             wf.filter.set("fifo", "0", now)
         if args.rcfile:
-            errors = run_script(wf.table, args.rcfile, Caller.service())
+            errors = run_script(wf.table, args.rcfile, Caller.service(), regular_only=False)
             if errors:
                 raise ValueError("; ".join(errors))
         if args.mgmt:
