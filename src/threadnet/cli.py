@@ -113,8 +113,10 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
 
 def _stdin_console(server: object) -> None:
     """vde_switch's foreground console: commands on stdin, replies on stdout."""
+    from threadnet.mgmt.commands import Caller
     from threadnet.mgmt.console import format_reply
 
+    me = Caller.service()  # the switch's own terminal acts with the switch's own rights
     loop = server.loop  # type: ignore[attr-defined]
     table = server.table  # type: ignore[attr-defined]
     sys.stdout.write("vde$ ")
@@ -130,7 +132,7 @@ def _stdin_console(server: object) -> None:
             loop.stop()
             return
         if line:
-            err, out, _ = table.run(line)
+            err, out, _ = table.run(line, me)
             sys.stdout.write(format_reply(err, out))
         sys.stdout.write("vde$ ")
         sys.stdout.flush()

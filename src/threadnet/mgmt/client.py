@@ -41,6 +41,9 @@ class ConsoleClient:
 
     def run(self, line: str) -> tuple[int, list[str], str]:
         """Send one command and read its reply up to the next prompt."""
+        if "\n" in line.strip():
+            # two commands would get two replies, and this one would read only the first
+            raise ValueError("one console command at a time (no newline inside)")
         self.sock.sendall(line.strip().encode() + b"\n")
         if line.strip() in ("logout", "shutdown"):
             # the session (or the whole server) ends: no prompt follows

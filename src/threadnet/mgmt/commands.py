@@ -3,13 +3,29 @@
 A command has a path (``port/print``), a syntax hint, a help line and a handler. Handlers
 take the argument text and return the output lines (for commands that print) or None;
 they raise CommandError(errno) to fail, which the console reports as ``1<errno> <strerror>``.
+
+Who asked matters for commands that open paths (``load``, ``port/capture``): a console user
+must not open files with the service's rights (issue 14, S2). ``CommandTable.run`` takes a
+``Caller`` (the console peer's SO_PEERCRED credentials, or ``Caller.service()`` for the
+service's own rc file and CLI), and handlers added with ``with_caller=True`` receive it and
+open paths through ``Caller.open`` (``peer.open_as``). A run without a caller refuses those
+commands (EACCES) rather than lend them the service's rights.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from threadnet.peer import PeerCred, open_as, own_credentials
+
+#: the largest script ``load`` (and ``-f``) reads
+MAX_SCRIPT = 1 << 20
+#: how deep ``load`` may nest (a script that loads itself stops here)
+MAX_LOAD_DEPTH = 8
 
 
 class CommandError(Exception):
@@ -21,12 +37,32 @@ class CommandError(Exception):
 
 
 def _strerror(err: int) -> str:
-    import os
-
     return os.strerror(err)
 
 
-Handler = Callable[[str], "list[str] | None"]
+Handler = Callable[..., "list[str] | None"]  # (args) or, with_caller, (args, caller)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who runs a command: a console peer (its SO_PEERCRED credentials) or the service
+    itself (its rc file, its CLI); ``depth`` counts the ``load`` scripts it is inside."""
+
+    cred: PeerCred
+    depth: int = 0
+
+    @classmethod
+    def service(cls) -> Caller:
+        """The service's own user, for commands it runs itself (``-f``, stdin console)."""
+        return cls(own_credentials())
+
+    def nested(self) -> Caller:
+        return Caller(self.cred, self.depth + 1)
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """Open ``path`` with this caller's rights (``peer.open_as``): a descriptor, or
+        OSError. Never blocks in open(2); callers that need a regular file check fstat."""
+        return open_as(self.cred, path, flags, mode)
 
 
 @dataclass(slots=True)
@@ -36,6 +72,7 @@ class Command:
     help: str
     handler: Handler | None = None  # None for a menu heading
     output: bool = False  # prints a DATA block (even when it then fails)
+    with_caller: bool = False  # the handler takes (args, caller)
 
     @property
     def is_menu(self) -> bool:
@@ -51,10 +88,13 @@ class CommandTable:
     def menu(self, path: str, title: str) -> None:
         self.commands.append(Command(path, "============", title))
 
-    def add(self, path: str, syntax: str, help: str, handler: Handler, *, output: bool = False) -> None:
+    def add(self, path: str, syntax: str, help: str, handler: Handler, *, output: bool = False,
+            with_caller: bool = False) -> None:
+        """Add a command; ``with_caller=True`` for handlers that must know who asked (any
+        handler that opens a path): they are called as ``handler(args, caller)``."""
         if self.get(path) is not None:
             raise ValueError(f"duplicate management command {path!r}")
-        self.commands.append(Command(path, syntax, help, handler, output))
+        self.commands.append(Command(path, syntax, help, handler, output, with_caller))
 
     def get(self, path: str) -> Command | None:
         for c in self.commands:
@@ -75,14 +115,21 @@ class CommandTable:
             lines.append(f"{c.path:<18} {c.syntax:<15} {c.help}")
         return lines
 
-    def run(self, line: str) -> tuple[int, list[str] | None, Command | None]:
-        """Run one command line. Returns (errno or 0, output lines or None, the command)."""
+    def run(self, line: str, caller: Caller | None = None
+            ) -> tuple[int, list[str] | None, Command | None]:
+        """Run one command line for ``caller``. Returns (errno or 0, output lines or None,
+        the command). Without a caller, commands that need one fail with EACCES."""
         name, _, args = line.strip().partition(" ")
         cmd = self.get(name)
         if cmd is None or cmd.handler is None:
             return errno.ENOSYS, None, None
         try:
-            out = cmd.handler(args.strip())
+            if cmd.with_caller:
+                if caller is None:
+                    raise CommandError(errno.EACCES, f"{name}: run without a caller")
+                out = cmd.handler(args.strip(), caller)
+            else:
+                out = cmd.handler(args.strip())
         except CommandError as exc:
             return exc.errno, [] if cmd.output else None, cmd
         return 0, (out if out is not None else ([] if cmd.output else None)), cmd
@@ -107,18 +154,70 @@ def split_args(text: str, count: int, optional: int = 0) -> list[str]:
     return parts + [""] * (count - len(parts))
 
 
-def add_load_command(table: CommandTable, help: str = "load a configuration script") -> None:
-    """The ``load PATH`` command: run a script of commands from this same table."""
-    from threadnet.mgmt.console import run_script
+def read_script(caller: Caller, path: str, *, regular_only: bool = True) -> str:
+    """The text of a script for ``load``/``-f``, read with ``caller``'s rights: a regular
+    file of at most MAX_SCRIPT bytes. FIFOs, devices and directories are refused
+    (EINVAL, EISDIR) without reading, a larger file with EFBIG; other failures are the
+    open's OSError. ``regular_only=False`` (a service's own ``-f`` at start, before its
+    loop runs, e.g. ``-f <(...)``) also reads a pipe or a device, still at most
+    MAX_SCRIPT bytes."""
+    fd = caller.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "a directory, not a script", path)
+        if regular_only and not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (FIFOs and devices are refused)",
+                          path)
+        if st.st_size > MAX_SCRIPT:
+            raise OSError(errno.EFBIG, f"larger than {MAX_SCRIPT} bytes", path)
+        data = bytearray()
+        while len(data) <= MAX_SCRIPT:  # the file may grow after fstat: read at most cap+1
+            chunk = os.read(fd, MAX_SCRIPT + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > MAX_SCRIPT:
+            raise OSError(errno.EFBIG, f"larger than {MAX_SCRIPT} bytes", path)
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace")
 
-    def load(args: str) -> None:
+
+def run_script(table: CommandTable, path: str, caller: Caller, *,
+               regular_only: bool = True) -> list[str]:
+    """Run an rc file (the ``load`` command and ``-f``) for ``caller``: one command a line,
+    ``#`` comments. The file is read with the caller's rights (``read_script``).
+
+    Returns error lines for failing commands; raises OSError when the file cannot be read.
+    """
+    if caller.depth >= MAX_LOAD_DEPTH:
+        raise OSError(errno.ELOOP, f"load nested more than {MAX_LOAD_DEPTH} deep", path)
+    text = read_script(caller, path, regular_only=regular_only)
+    inner = caller.nested()
+    errors = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        err, _, _ = table.run(line, inner)
+        if err:
+            errors.append(f"{path}:{n}: {line}: {os.strerror(err)}")
+    return errors
+
+
+def add_load_command(table: CommandTable, help: str = "load a configuration script") -> None:
+    """The ``load PATH`` command: run a script of commands from this same table, read with
+    the rights of whoever asked."""
+
+    def load(args: str, caller: Caller) -> None:
         if not args:
             raise CommandError(errno.EINVAL)
         try:
-            errors = run_script(table, args)
+            errors = run_script(table, args, caller)
         except OSError as exc:
-            raise CommandError(exc.errno or errno.ENOENT) from None
+            raise CommandError(exc.errno or errno.ENOENT, str(exc)) from None
         if errors:
             raise CommandError(errno.EINVAL)
 
-    table.add("load", "path", help, load)
+    table.add("load", "path", help, load, with_caller=True)

@@ -3,13 +3,24 @@
 On connect the server writes a banner and the prompt. Each command line gets either
 ``1000 Success`` or ``1<errno> <strerror>``, preceded, for commands that print, by
 ``0000 DATA END WITH '.'``, the lines and a lone ``.``. ``logout`` answers
-``9999 END OF SESSION`` and closes: our side at once, the socket ``END_GRACE`` later, so
-that a client polling for both sees the reply before the hang-up. Other commands are
-followed by the prompt again.
+``9999 END OF SESSION`` and closes: our side once the reply is out, the socket ``END_GRACE``
+later, so that a client polling for both sees the reply before the hang-up. Other commands
+are followed by the prompt again.
 
-vde_switch treats every read() as one command; we split on newlines (so a client that
-pipelines still gets one answer per line) and also take a read without a newline as a
-whole command, as vde_switch does.
+A console never blocks the loop it shares with a switch or a wirefilter (issue 14, R3, R5):
+
+- Input: each session keeps what it has read and runs complete lines only, in order, so a
+  command split across two reads runs whole. A line longer than ``MAX_LINE`` ends the
+  session (``1007 Argument list too long``). At end of input a last line without a newline
+  still runs, as Debian's vde_switch runs it (it takes every read as a command). Unlike
+  vde_switch, a client that sends a command without a newline and waits gets its reply
+  only when it sends the newline or shuts its side.
+- Output: the socket is non-blocking; replies wait in a per-session buffer, written when
+  the socket is writable. A session whose pending output would pass ``MAX_OUTPUT`` (one
+  reply may be larger, if nothing else waits), or whose pending output has not moved for
+  ``WRITE_TIMEOUT`` seconds, is dropped.
+- Commands run with the rights of the session's peer (SO_PEERCRED, ``Caller``): ``load``
+  and captures open paths as that user, not as the service.
 """
 
 from __future__ import annotations
@@ -19,14 +30,23 @@ import os
 import socket
 from collections.abc import Callable
 
-from threadnet.loop import EventLoop
-from threadnet.mgmt.commands import CommandTable
+from threadnet.loop import EventLoop, Timer, monotonic
+from threadnet.mgmt.commands import Caller, CommandTable, run_script
+from threadnet.peer import peer_credentials
 
-MAX_LINE = 1024
+__all__ = ["ConsoleServer", "create_unix_listener", "format_reply", "resolve_group",
+           "run_script"]
+
+#: the longest command line (a longer one ends the session)
+MAX_LINE = 64 * 1024
 MAX_SESSIONS = 64
-WRITE_TIMEOUT = 2.0
+#: pending output per session beyond which the session is dropped
+MAX_OUTPUT = 1 << 20
+#: a session whose pending output has not moved for this long is dropped
+WRITE_TIMEOUT = 10.0
 #: how long a session whose last reply is out stays open for the client to read it
 END_GRACE = 0.2
+_RECV = 65536
 
 
 def format_reply(err: int, out: list[str] | None) -> str:
@@ -66,11 +86,19 @@ def resolve_group(group: str | int) -> int:
 
 
 class _Session:
-    __slots__ = ("sock", "buf")
+    __slots__ = ("sock", "fd", "caller", "inbuf", "out", "ending", "closed", "stall",
+                 "moved")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, caller: Caller) -> None:
         self.sock = sock
-        self.buf = b""
+        self.fd = sock.fileno()
+        self.caller = caller
+        self.inbuf = bytearray()  # read, not yet a complete line
+        self.out = bytearray()  # replies not yet written
+        self.ending = False  # no more commands; end once ``out`` is written
+        self.closed = False
+        self.stall: Timer | None = None  # watches pending output
+        self.moved = 0.0  # when output last went out
 
 
 class ConsoleServer:
@@ -98,26 +126,92 @@ class ConsoleServer:
         if len(self.sessions) >= MAX_SESSIONS:
             sock.close()
             return
-        sock.settimeout(WRITE_TIMEOUT)
-        sess = _Session(sock)
-        self.sessions[sock.fileno()] = sess
+        try:
+            caller = Caller(peer_credentials(sock))
+        except OSError:
+            sock.close()
+            return
+        sock.setblocking(False)
+        sess = _Session(sock, caller)
+        self.sessions[sess.fd] = sess
         self.loop.add_reader(sock, lambda: self._readable(sess))
         self._write(sess, self.banner + self.prompt)
 
-    def _write(self, sess: _Session, text: str) -> bool:
-        try:
-            sess.sock.sendall(text.encode())
-            return True
-        except OSError:
-            self._close(sess)
+    # -- output --------------------------------------------------------------------
+    def _write(self, sess: _Session, text: str, flush: bool = True) -> bool:
+        """Queue ``text`` for the session and (``flush``) write what the socket takes now.
+        False when the session is gone (closed, or dropped because its client does not
+        read its replies)."""
+        if sess.closed:
             return False
+        data = text.encode()
+        if sess.out and len(sess.out) + len(data) > MAX_OUTPUT:
+            self._close(sess)  # the client does not read its replies: drop it, not the loop
+            return False
+        sess.out += data
+        return self._flush(sess) if flush else True
+
+    def _flush(self, sess: _Session) -> bool:
+        out = sess.out
+        while out:
+            try:
+                n = sess.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close(sess)
+                return False
+            del out[:n]
+            sess.moved = monotonic()
+        if out:
+            if sess.stall is None:
+                sess.moved = monotonic()
+                self.loop.add_writer(sess.sock, lambda: self._writable(sess))
+                sess.stall = self.loop.call_later(WRITE_TIMEOUT, lambda: self._check_stall(sess))
+            return True
+        if sess.stall is not None:
+            sess.stall.cancel()
+            sess.stall = None
+            self.loop.remove_writer(sess.sock)
+        if sess.ending:
+            self._end(sess)
+        return True
+
+    def _writable(self, sess: _Session) -> None:
+        if not sess.closed:
+            self._flush(sess)
+
+    def _check_stall(self, sess: _Session) -> None:
+        if sess.closed or sess.stall is None:
+            return
+        idle = monotonic() - sess.moved
+        if idle >= WRITE_TIMEOUT:
+            self._close(sess)
+        else:
+            sess.stall = self.loop.call_later(WRITE_TIMEOUT - idle,
+                                              lambda: self._check_stall(sess))
+
+    def _finish(self, sess: _Session, text: str | None = None) -> None:
+        """Take no more commands; end the session once ``text`` and the rest are out."""
+        sess.ending = True
+        self.loop.remove_reader(sess.sock)
+        if text is not None:
+            self._write(sess, text)
+        else:
+            self._flush(sess)
 
     def _close(self, sess: _Session) -> None:
-        fd = sess.sock.fileno()
-        if fd < 0:
-            return  # closed already (by the client, before the grace timer)
-        self.loop.remove_reader(sess.sock)
-        self.sessions.pop(fd, None)
+        if sess.closed:
+            return
+        sess.closed = True
+        if sess.stall is not None:
+            sess.stall.cancel()
+            sess.stall = None
+        if sess.sock.fileno() >= 0:
+            self.loop.remove_reader(sess.sock)
+            self.loop.remove_writer(sess.sock)
+        if self.sessions.get(sess.fd) is sess:
+            del self.sessions[sess.fd]
         sess.sock.close()
 
     def _end(self, sess: _Session) -> None:
@@ -132,44 +226,67 @@ class ConsoleServer:
             return
         self.loop.call_later(END_GRACE, lambda: self._close(sess))
 
+    # -- input ---------------------------------------------------------------------
     def _readable(self, sess: _Session) -> None:
+        if sess.closed or sess.ending:
+            return
         try:
-            data = sess.sock.recv(4096)
-        except (BlockingIOError, TimeoutError):
+            data = sess.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if not data:
             self._close(sess)
             return
-        sess.buf += data
-        lines = sess.buf.split(b"\n")
-        sess.buf = b""
-        if lines[-1] == b"":
-            lines.pop()
-        elif len(lines[-1]) > MAX_LINE:
-            lines[-1] = lines[-1][:MAX_LINE]
-        for raw in lines:
-            if not self.handle_line(sess, raw.decode(errors="replace")):
+        if not data:
+            # end of input: a last line without a newline still runs (as vde_switch,
+            # which takes each read as a command, ran it), then the session ends once
+            # its replies are out
+            self.loop.remove_reader(sess.sock)
+            tail = bytes(sess.inbuf)
+            sess.inbuf.clear()
+            if tail.strip() and not self.handle_line(sess, tail.decode(errors="replace")):
                 return
+            if not sess.out:
+                self._close(sess)
+            else:
+                sess.ending = True
+            return
+        buf = sess.inbuf
+        buf += data
+        start = 0
+        while not sess.closed and not sess.ending:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            if nl - start > MAX_LINE:
+                break
+            line = buf[start:nl].decode(errors="replace")
+            start = nl + 1
+            if not self.handle_line(sess, line, flush=False):
+                return
+        if sess.closed or sess.ending:
+            return
+        del buf[:start]
+        if not self._flush(sess):  # the replies to this read's lines, in one write
+            return
+        if len(buf) > MAX_LINE:
+            self._finish(sess, format_reply(errno.E2BIG, None))
 
-    def handle_line(self, sess: _Session, line: str) -> bool:
+    def handle_line(self, sess: _Session, line: str, flush: bool = True) -> bool:
         """Run one line for a session; False when the session ended."""
         line = line.strip()
         if not line or line.startswith("#"):
-            return self._write(sess, self.prompt)
+            return self._write(sess, self.prompt, flush)
         if line == "logout":
-            if self._write(sess, "9999 END OF SESSION"):
-                self._end(sess)
+            self._finish(sess, "9999 END OF SESSION")
             return False
         if line == "shutdown":
-            if self._write(sess, "1000 Success\n"):
-                self._end(sess)
+            self._finish(sess, "1000 Success\n")
             if self.on_shutdown is not None:
                 self.on_shutdown()
             return False
-        err, out, _ = self.table.run(line)
-        return self._write(sess, format_reply(err, out) + self.prompt)
+        err, out, _ = self.table.run(line, sess.caller)
+        return self._write(sess, format_reply(err, out) + self.prompt, flush)
 
     def close(self) -> None:
         for sess in list(self.sessions.values()):
@@ -180,20 +297,3 @@ class ConsoleServer:
             os.unlink(self.path)
         except OSError:
             pass
-
-
-def run_script(table: CommandTable, path: str) -> list[str]:
-    """Run an rc file (the ``load`` command and ``-f``): one command a line, ``#`` comments.
-
-    Returns error lines for failing commands; raises OSError when the file cannot be read.
-    """
-    errors = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            err, _, _ = table.run(line)
-            if err:
-                errors.append(f"{path}:{n}: {line}: {os.strerror(err)}")
-    return errors

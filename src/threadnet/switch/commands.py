@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from threadnet.mgmt.commands import (
+    Caller,
     CommandError,
     CommandTable,
     add_load_command,
@@ -276,15 +277,17 @@ def build_table(server: SwitchServer) -> CommandTable:
     t.add("port/allprint", "[N]", "print the port/endpoint table (including inactive port)",
           port_print(True), output=True)
 
-    def capture(args: str) -> None:
+    def capture(args: str, caller: Caller) -> None:
+        # the file is opened with the rights of whoever asked (a console user's own)
         port_text, path = split_args(args, 2, 1)
         try:
-            server.set_capture(need_port(port_text) if port_text != "all" else None, path or None)
+            server.set_capture(need_port(port_text) if port_text != "all" else None,
+                               path or None, caller)
         except OSError as exc:
             raise _oserror(exc) from None
 
     t.add("port/capture", "N|all [FILE]", "capture port N (or all) to a pcap FILE; no FILE stops",
-          capture)
+          capture, with_caller=True)
 
     # -- VLANs ---------------------------------------------------------------------
     t.menu("vlan", "VLAN MANAGEMENT MENU")

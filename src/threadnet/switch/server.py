@@ -8,6 +8,7 @@ import threading
 import time
 
 from threadnet.loop import EventLoop, Timer, monotonic
+from threadnet.mgmt.commands import Caller
 from threadnet.mgmt.console import ConsoleServer, run_script
 from threadnet.switch.commands import build_table
 from threadnet.switch.core import Switch
@@ -60,7 +61,8 @@ class SwitchServer:
                                              mode=mgmtmode, group=mgmtgroup, on_shutdown=self.stop)
             if rcfile:
                 # like vde_switch: a failing command is reported, the switch still starts
-                for line in run_script(self.table, rcfile):
+                for line in run_script(self.table, rcfile, Caller.service(),
+                                       regular_only=False):
                     print(f"threadnet switch: {line}", file=sys.stderr)
             if pcap:
                 self.set_capture(None, pcap)
@@ -85,22 +87,41 @@ class SwitchServer:
                                         lambda: self.switch.expire(monotonic()))
 
     # -- capture -------------------------------------------------------------------
-    def set_capture(self, port: int | None, path: str | None) -> None:
+    def set_capture(self, port: int | None, path: str | None, caller: Caller | None = None) -> None:
         """Capture frames entering ``port`` and leaving it (or every frame the switch
-        receives, for ``port=None``) to a pcap file; ``path=None`` stops."""
+        receives, for ``port=None``) to a pcap file; ``path=None`` stops.
+
+        The file is opened (created, or truncated) with the rights of ``caller``: a console
+        user's own (issue 14, S2), the service's when None. It must be a regular file: a
+        FIFO or a device could block the switch's loop (EINVAL)."""
+        import contextlib
+        import stat
+
         from threadnet.wire.pcap import PcapWriter
 
         old = self._captures.pop(port, None)
         if old is not None:
             old.close()  # type: ignore[attr-defined]
+            if port is None or port in self.switch.ports:
+                self.switch.set_capture(port, None)  # (a refused new file leaves none)
         if port is not None and port not in self.switch.ports:
             if path is not None:
                 raise OSError(6, "no such port")
             return
         hook = None
         if path is not None:
-            writer = PcapWriter(path)
-            self._captures[port] = writer
+            caller = caller if caller is not None else Caller.service()
+            fd = caller.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with contextlib.ExitStack() as undo:
+                undo.callback(os.close, fd)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(22, "a capture goes to a regular file", path)
+                f = os.fdopen(fd, "wb")
+                undo.pop_all()
+                undo.callback(f.close)
+                writer = PcapWriter(f)
+                undo.callback(writer.close)  # (runs first: flushes, then the file closes)
+                self._captures[port] = undo.pop_all()
             hook = lambda frame, w=writer: w.write(frame, time.time())  # noqa: E731
         self.switch.set_capture(port, hook)
 

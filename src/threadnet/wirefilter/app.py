@@ -14,7 +14,7 @@ import signal
 from threadnet.link import Link, open_link
 from threadnet.link.cable import Cable
 from threadnet.loop import EventLoop, Timer, monotonic
-from threadnet.mgmt.commands import CommandError, CommandTable, add_load_command
+from threadnet.mgmt.commands import Caller, CommandError, CommandTable, add_load_command
 from threadnet.mgmt.console import ConsoleServer, run_script
 from threadnet.wirefilter.core import Filter
 from threadnet.wirefilter.options import VALUE_OPTIONS, split_sides
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         if args.nofifo:
             wf.filter.set("fifo", "0", now)
         if args.rcfile:
-            errors = run_script(wf.table, args.rcfile)
+            errors = run_script(wf.table, args.rcfile, Caller.service(), regular_only=False)
             if errors:
                 raise ValueError("; ".join(errors))
         if args.mgmt:
