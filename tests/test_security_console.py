@@ -232,6 +232,26 @@ def test_console_handlers_see_the_sessions_peer(unpriv, sockdir):
         loop.close()
 
 
+def test_closing_console_leaves_a_successors_socket(sockdir):
+    """A console that stops removes its socket path only while it is still its own: a
+    successor's socket (or anything else) that took the path meanwhile stays."""
+    from threadnet.loop import EventLoop
+    from threadnet.mgmt.console import ConsoleServer
+
+    loop = EventLoop()
+    path = os.path.join(sockdir, "c.mgmt")
+    first = ConsoleServer(loop, path, CommandTable(), "banner\n", "vde$ ")
+    os.unlink(path)  # say, removed by hand while the first one hangs on
+    second = ConsoleServer(loop, path, CommandTable(), "banner\n", "vde$ ")
+    try:
+        first.close()
+        assert stat.S_ISSOCK(os.stat(path).st_mode), "the successor's socket was removed"
+    finally:
+        second.close()
+        loop.close()
+    assert not os.path.exists(path)
+
+
 # -- R3: consoles that do not read cannot stall the switch -----------------------------------
 def test_unread_consoles_do_not_stall_the_switch(threadnet_switch):
     """20 sessions ask for much output and never read, while frames flow through the

@@ -25,6 +25,7 @@ A console never blocks the loop it shares with a switch or a wirefilter (issue 1
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import socket
@@ -101,6 +102,11 @@ class _Session:
         self.moved = 0.0  # when output last went out
 
 
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path, follow_symlinks=False)
+    return st.st_dev, st.st_ino
+
+
 class ConsoleServer:
     """Serve a CommandTable on a unix socket with the vde console framing."""
 
@@ -116,6 +122,8 @@ class ConsoleServer:
         self.on_shutdown = on_shutdown
         self.sessions: dict[int, _Session] = {}
         self.listener = create_unix_listener(path, mode, group)
+        # close() removes the path only while it is still this socket (not a successor's)
+        self._ident = _file_id(path)
         loop.add_reader(self.listener, self._accept)
 
     def _accept(self) -> None:
@@ -294,6 +302,7 @@ class ConsoleServer:
         self.loop.remove_reader(self.listener)
         self.listener.close()
         try:
-            os.unlink(self.path)
+            if _file_id(self.path) == self._ident:
+                os.unlink(self.path)
         except OSError:
             pass

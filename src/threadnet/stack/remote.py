@@ -402,7 +402,7 @@ class Publication:
             return
         self.closed = True
         try:
-            if os.stat(self.path).st_ino == self._inode:
+            if os.stat(self.path, follow_symlinks=False).st_ino == self._inode:
                 os.unlink(self.path)
         except OSError:
             pass
