@@ -570,7 +570,7 @@ def test_run_and_msocket_work_unprivileged(lan, unpriv, sockdir, procs):
     env = {"PYTHONPATH": unpriv["src"]}
     py = unpriv["python"]
     pidfile = os.path.join(sockdir, "ustack.pid")
-    os.chmod(sockdir, 0o777)
+    os.chmod(sockdir, 0o1777)  # like /tmp: sticky, or stacks refuse to publish there
     r = run_as(unpriv, [py, "-m", "threadnet", "stack", path, "--link", lan.url, "--config",
                         "eth,ip=10.26.0.1/24", "-d", "-p", pidfile], env=env,
                capture_output=True, text=True, timeout=30)
