@@ -538,6 +538,18 @@ def test_ethernet_build_parse_round_trip(dst, src, etype, vlan, pcp, payload):
         assert ethernet.is_multicast(dst) == bool(dst[0] & 1)
 
 
+def test_vlan_tag_helpers_take_memoryviews_and_check_the_id():
+    """The switch tags and untags memoryviews of its receive buffer with these."""
+    frame = bytes(range(12)) + b"\x08\x00" + b"x" * 50
+    tagged = ethernet.add_tag(memoryview(frame), 4095)
+    assert tagged == frame[:12] + b"\x81\x00\x0f\xff" + frame[12:]
+    assert ethernet.add_tag(frame, 5, pcp=3)[12:16] == b"\x81\x00\x60\x05"
+    assert ethernet.strip_tag(memoryview(tagged)) == frame
+    for bad in (-1, 4096):
+        with pytest.raises(ValueError):
+            ethernet.add_tag(frame, bad)
+
+
 @given(_macs)
 def test_mac_text_round_trip(m):
     text = ethernet.mac_to_str(m)
