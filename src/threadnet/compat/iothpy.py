@@ -44,7 +44,7 @@ Where threadnet differs, on purpose:
   newstackc example) is taken as ``ADDR``; real iothconf drops it silently. ``mtu=`` is a
   threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` raise NotImplementedError.
 * Name resolution (``getaddrinfo``, ``getnameinfo``, ``iothdns_update``, ``config_dns``) uses
-  the threadnet stack's resolver; if this threadnet has none, they raise NotImplementedError.
+  the threadnet stack's own resolver (``threadnet.Stack.resolver``), never the host's.
 * ``Stack.socket(fileno=...)`` raises NotImplementedError: a threadnet socket's state lives
   in its Python object, so a bare descriptor cannot be adopted.
 * ``getdefaulttimeout``/``setdefaulttimeout`` are the stdlib's (iothpy keeps its own copy):

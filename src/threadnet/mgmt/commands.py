@@ -1,4 +1,4 @@
-"""One table of management commands, shared by the console socket, the CLI and the web page.
+"""One table of management commands, shared by the console socket and the CLI (``threadnet console``).
 
 A command has a path (``port/print``), a syntax hint, a help line and a handler. Handlers
 take the argument text and return the output lines (for commands that print) or None;

@@ -1,6 +1,6 @@
 """The switch's management commands, declared once (vde_switch's names and output formats).
 
-The console socket, ``threadnet console`` and the web page all run this table.
+The console socket and ``threadnet console`` both run this table.
 """
 
 from __future__ import annotations
