@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from threadnet.stack.config import ConfigError, parse_config
+from threadnet.stack.config import ConfigError, DynamicConfigNotImplemented, parse_config
 from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.route import Route, RoutingTable
@@ -180,6 +180,57 @@ def test_config_strings():
 def test_bad_config_strings(bad):
     with pytest.raises(ConfigError):
         parse_config(bad)
+
+
+def test_config_lenient_is_iothconfs_value_rules():
+    """iothconf (iothconf_static) takes /24 or /64 for an ip= without a prefix; strict
+    parsing refuses it, and a gw= with a prefix, naming the item."""
+    c = parse_config("ip=10.0.0.5,ip=fc00::5,gw=10.0.0.1/24", lenient=True)
+    assert [str(a) for a in c.addresses] == ["10.0.0.5/24", "fc00::5/64"]
+    assert [str(g) for g in c.gateways] == ["10.0.0.1"] and c.static and c.items == 3
+    for bad, where in [("ip=10.0.0.5", "ip="), ("gw=10.0.0.1/24", "gw=")]:
+        with pytest.raises(ConfigError, match=where) as info:
+            parse_config(bad)
+        assert isinstance(info.value, ValueError)
+
+
+def test_config_undo_items_and_dynamic_methods():
+    c = parse_config("-static,-all")
+    assert c.clean == {"static", "eth", "dhcp4", "dhcp6", "rd"}
+    assert c.eth is False and c.dhcp4 is False and not c.dynamic and c.items == 2
+    c.require_static()  # undoing dynamic configuration is fine
+    for text, methods in [("dhcp", "dhcp4"), ("dhcpv6", "dhcp6"), ("rd6", "rd"),
+                          ("slaac", "slaac"), ("auto6", "dhcp6, rd")]:
+        c = parse_config(text)
+        with pytest.raises(DynamicConfigNotImplemented, match=f"^{methods}: .*not implemented"):
+            c.require_static()
+        assert isinstance(c.dynamic, list) and (c.eth is True) == text.startswith("auto")
+    for bad in ["-slaac", "-debug", "static", "-ip"]:  # not iothconf items
+        with pytest.raises(ConfigError, match="unknown configuration item"):
+            parse_config(bad)
+
+
+def test_config_newstackc_items_only_when_asked():
+    c = parse_config("vdestack,vnl=vde:///tmp/sw,eth", stacks={"vdestack"})
+    assert (c.stack, c.vnl, c.eth, c.items) == ("vdestack", "vde:///tmp/sw", True, 1)
+    assert parse_config("stack=picox", stacks={"vdestack"}).stack == "picox"
+    for bad in ["stack=vdestack", "vnl=null://", "vdestack"]:
+        with pytest.raises(ConfigError):
+            parse_config(bad)
+    with pytest.raises(ConfigError):
+        parse_config("picox", stacks={"vdestack"})
+    with pytest.raises(TypeError):
+        parse_config(None)  # type: ignore[arg-type]
+
+
+def test_config_values():
+    c = parse_config("mac=020000000005,domain=a.example,domain=b.example,dns=fc00::53,ifindex=2")
+    assert c.mac == bytes.fromhex("020000000005") and c.domain == "b.example"
+    assert c.domains == ["a.example", "b.example"] and c.dns == ["fc00::53"] and c.ifindex == 2
+    assert parse_config("eth").domain is None
+    for bad in ["domain=", "mac=0200", "dns=x", "ifindex=two", "mtu=65536"]:
+        with pytest.raises(ConfigError, match=f"bad {bad.partition('=')[0]}="):
+            parse_config(bad)
 
 
 def test_addr_del_removes_the_connected_route_with_the_last_address_on_it() -> None:

@@ -6,6 +6,7 @@ endpoints and a fake clock, and the wire formats (``wire.vde``, ``wire.ethernet`
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
 import struct
@@ -537,6 +538,18 @@ def test_ethernet_build_parse_round_trip(dst, src, etype, vlan, pcp, payload):
         assert ethernet.is_multicast(dst) == bool(dst[0] & 1)
 
 
+def test_vlan_tag_helpers_take_memoryviews_and_check_the_id():
+    """The switch tags and untags memoryviews of its receive buffer with these."""
+    frame = bytes(range(12)) + b"\x08\x00" + b"x" * 50
+    tagged = ethernet.add_tag(memoryview(frame), 4095)
+    assert tagged == frame[:12] + b"\x81\x00\x0f\xff" + frame[12:]
+    assert ethernet.add_tag(frame, 5, pcp=3)[12:16] == b"\x81\x00\x60\x05"
+    assert ethernet.strip_tag(memoryview(tagged)) == frame
+    for bad in (-1, 4096):
+        with pytest.raises(ValueError):
+            ethernet.add_tag(frame, bad)
+
+
 @given(_macs)
 def test_mac_text_round_trip(m):
     text = ethernet.mac_to_str(m)
@@ -587,6 +600,25 @@ def test_stream_decoder_byte_by_byte_and_partial():
     assert dec.feed(b"\x00") == [] and dec.buffered == 1
     assert dec.feed(b"\x03ab") == [] and dec.buffered == 4
     assert dec.feed(memoryview(b"c")) == [b"abc"]
+
+
+@settings(max_examples=100)
+@given(st.lists(st.binary(max_size=1600), max_size=10))
+def test_stream_decoder_wanted_stops_at_each_record(frames):
+    """Fed ``wanted`` bytes at a time (as link.stream reads), the decoder returns each
+    frame exactly when its last byte arrives and never holds bytes of the next record."""
+    blob = memoryview(b"".join(stream.encode(f) for f in frames))
+    ends = list(itertools.accumulate(2 + len(f) for f in frames))
+    dec = stream.Decoder()
+    pos, out = 0, []
+    while pos < len(blob):
+        n = dec.wanted
+        assert n >= 1
+        got = dec.feed(blob[pos:pos + n])
+        pos += n
+        assert len(got) <= 1 and (not got or (pos in ends and dec.buffered == 0))
+        out += got
+    assert out == [f for f in frames if f] and dec.buffered == 0 and dec.wanted == 2
 
 
 def test_stream_errors():

@@ -44,7 +44,7 @@ Where threadnet differs, on purpose:
   newstackc example) is taken as ``ADDR``; real iothconf drops it silently. ``mtu=`` is a
   threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` raise NotImplementedError.
 * Name resolution (``getaddrinfo``, ``getnameinfo``, ``iothdns_update``, ``config_dns``) uses
-  the threadnet stack's resolver; if this threadnet has none, they raise NotImplementedError.
+  the threadnet stack's own resolver (``threadnet.Stack.resolver``), never the host's.
 * ``Stack.socket(fileno=...)`` raises NotImplementedError: a threadnet socket's state lives
   in its Python object, so a bare descriptor cannot be adopted.
 * ``getdefaulttimeout``/``setdefaulttimeout`` are the stdlib's (iothpy keeps its own copy):
@@ -72,6 +72,7 @@ from threadnet.errors import URLError
 from threadnet.hook import _NAMES as _HOOKED_NAMES
 from threadnet.hook import _ORIG_SOCKET, set_default_stack
 from threadnet.link import open_link
+from threadnet.stack.config import Config, ConfigError, parse_config, parse_mac
 from threadnet.stack.socket import StackSocket
 from threadnet.stack.stack import Interface
 from threadnet.stack.stack import Stack as _ThreadnetStack
@@ -134,117 +135,17 @@ def _fail(code: int, message: str) -> OSError:
     return OSError(code, f"{os.strerror(code)}: {message}")
 
 
-# -- iothconf configuration strings ---------------------------------------------------------
-_DYNAMIC = {"dhcp": {"dhcp"}, "dhcp4": {"dhcp"}, "dhcpv4": {"dhcp"},
-            "dhcp6": {"dhcp6"}, "dhcpv6": {"dhcp6"}, "rd": {"rd"}, "rd6": {"rd"},
-            "slaac": {"slaac"}, "auto": {"dhcp", "dhcp6", "rd"}, "auto4": {"dhcp"},
-            "autov4": {"dhcp"}, "auto6": {"dhcp6", "rd"}, "autov6": {"dhcp6", "rd"}}
-_WITH_ETH = {"auto", "auto4", "autov4", "auto6", "autov6"}
-_CLEAN = {"static": {"static"}, "eth": {"eth"}, "all": {"eth"}, "auto": {"eth"},
-          "auto4": {"eth"}, "autov4": {"eth"}, "auto6": {"eth"}, "autov6": {"eth"},
-          "dhcp": set(), "dhcp4": set(), "dhcpv4": set(), "dhcp6": set(), "dhcpv6": set(),
-          "rd": set(), "rd6": set()}
-
-
-@dataclass
-class _Config:
-    """One parsed iothconf string (``ioth_config`` or ``ioth_newstackc``)."""
-
-    stack: str | None = None
-    vnl: str | None = None
-    eth: bool = False
-    clean: set[str] = field(default_factory=set)
-    dynamic: set[str] = field(default_factory=set)
-    fqdn: str | None = None
-    iface: str | None = None
-    ifindex: int | None = None
-    mac: bytes | None = None
-    mtu: int | None = None
-    debug: bool = False
-    static: bool = False  # ip=, gw=, dns= or domain= given: replace the static set
-    addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = field(default_factory=list)
-    gateways: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    domains: list[str] = field(default_factory=list)
-    items: int = 0  # configuration items (stack=, vnl= and a bare stack name not counted)
-
-
-def _items(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def parse_ioth_config(text: str, *, newstackc: bool = False) -> _Config:
-    """Parse an iothconf string. Unknown items are OSError(EINVAL), as in iothconf;
-    malformed values are too (iothconf would skip them silently)."""
-    if not isinstance(text, str):
-        raise TypeError(f"configuration must be a str, not {type(text).__name__}")
-    cfg = _Config()
-    for item in _items(text):
-        key, eq, value = item.partition("=")
-        key = key.strip().lower()
-        value = value.strip()
-        if key.startswith("-") and not eq:
-            word = key[1:]
-            if word not in _CLEAN:
-                raise _fail(errno.EINVAL, f"unknown configuration item {item!r} in {text!r}")
-            cfg.clean |= _CLEAN[word]
-            cfg.items += 1
-            continue
-        if not eq:
-            if key == "eth":
-                cfg.eth = True
-            elif key in _DYNAMIC:
-                cfg.dynamic |= _DYNAMIC[key]
-                cfg.eth = cfg.eth or key in _WITH_ETH
-            elif key == "debug":
-                cfg.debug = True
-            elif newstackc and (key in USER_STACKS or key == KERNEL):
-                cfg.stack = key  # a bare stack name (iothpy: Stack("vdestack"))
-                continue
-            else:
-                raise _fail(errno.EINVAL, f"unknown configuration item {item!r} in {text!r}")
-            cfg.items += 1
-            continue
-        try:
-            if key == "ip":
-                addr, slash, plen = value.partition("/")
-                ip = ipaddress.ip_address(addr)
-                plen = plen if slash else ("24" if ip.version == 4 else "64")
-                cfg.addresses.append(ipaddress.ip_interface(f"{ip}/{int(plen)}"))
-                cfg.static = True
-            elif key == "gw":
-                cfg.gateways.append(ipaddress.ip_address(value.partition("/")[0]))
-                cfg.static = True
-            elif key == "dns":
-                cfg.dns.append(str(ipaddress.ip_address(value)))
-                cfg.static = True
-            elif key == "domain":
-                if not value:
-                    raise ValueError("empty domain")
-                cfg.domains.append(value)
-                cfg.static = True
-            elif key in ("mac", "macaddr"):
-                cfg.mac = _parse_mac(value)
-            elif key == "fqdn":
-                cfg.fqdn = value
-            elif key == "iface":
-                cfg.iface = value
-            elif key == "ifindex":
-                cfg.ifindex = int(value)
-            elif key == "mtu":
-                cfg.mtu = int(value)
-            elif newstackc and key == "stack":
-                cfg.stack = value
-                continue
-            elif newstackc and key == "vnl":
-                cfg.vnl = value
-                continue
-            else:
-                raise _fail(errno.EINVAL, f"unknown configuration item {item!r} in {text!r}")
-            cfg.items += 1
-        except ValueError as exc:
-            raise _fail(errno.EINVAL, f"bad {key}= in {text!r}: {exc}") from None
-    return cfg
+# -- iothconf configuration strings: threadnet.stack.config's parser, lenient as iothconf --
+def parse_ioth_config(text: str, *, newstackc: bool = False) -> Config:
+    """Parse an iothconf string with iothconf's value rules (``ip=`` without a prefix is
+    /24 or /64, see ``threadnet.stack.config``). Unknown items are OSError(EINVAL), as in
+    iothconf; malformed values are too (iothconf would skip them silently). With
+    ``newstackc``, ``stack=``, ``vnl=`` and a bare stack name are allowed too."""
+    try:
+        return parse_config(text, lenient=True,
+                            stacks=USER_STACKS | {KERNEL} if newstackc else None)
+    except ConfigError as exc:
+        raise _fail(errno.EINVAL, str(exc)) from None
 
 
 def hash_mac(fqdn: str) -> bytes:
@@ -258,20 +159,12 @@ def hash_mac(fqdn: str) -> bytes:
 
 def _parse_mac(addr: Any) -> bytes:
     if isinstance(addr, str):
-        text = addr.strip()
-        if ":" in text or "-" in text:
-            return mac_from_str(text)
-        try:
-            mac = bytes.fromhex(text)
-        except ValueError:
-            raise ValueError(f"bad MAC address {addr!r}") from None
-    elif isinstance(addr, bytes | bytearray | memoryview):
-        mac = bytes(addr)
-    else:
+        return parse_mac(addr)
+    if not isinstance(addr, bytes | bytearray | memoryview):
         raise TypeError(f"a MAC address is a str or bytes, not {type(addr).__name__}")
-    if len(mac) != 6:
+    if len(addr) != 6:
         raise ValueError("MAC address must be of 6 bytes")
-    return mac
+    return bytes(addr)
 
 
 @dataclass
@@ -349,7 +242,7 @@ class Stack:
         self._dns_version: dict[int, int] = {}
         self._dns_seen: dict[int, int] = {}
         self._closed = False
-        cfg: _Config | None = None
+        cfg: Config | None = None
         if vdeurl is None:
             cfg = parse_ioth_config(stack, newstackc=True)
             kind = (cfg.stack or "vdestack").lower()
@@ -627,7 +520,7 @@ class Stack:
             raise _fail(errno.EINVAL, "empty configuration")
         self._apply_config(cfg)
 
-    def _config_iface(self, ts: _ThreadnetStack, cfg: _Config) -> Interface:
+    def _config_iface(self, ts: _ThreadnetStack, cfg: Config) -> Interface:
         if cfg.ifindex:
             return self._iface(ts, cfg.ifindex)
         name = cfg.iface or DEFAULT_INTERFACE
@@ -637,11 +530,9 @@ class Stack:
                         "default is vde0; name one with iface= or ifindex=)")
         return iface
 
-    def _apply_config(self, cfg: _Config) -> None:
+    def _apply_config(self, cfg: Config) -> None:
         ts = self._net("ioth_config")
-        if cfg.dynamic:
-            raise NotImplementedError(f"{', '.join(sorted(cfg.dynamic))}: dynamic configuration "
-                                      "is not implemented on threadnet stacks yet; use ip= and gw=")
+        cfg.require_static()
         with self._lock, ts.locked():
             iface = self._config_iface(ts, cfg)
             if "static" in cfg.clean:

@@ -52,10 +52,9 @@ class StreamLink(Link):
         self.write_fd = write_fd
         self.drops = 0
         self._close_fds = close_fds
-        # Bytes of the record being read (header, then body) survive a BlockingIOError
-        # so that a non-blocking recv never loses its place in the stream.
-        self._buf = bytearray()
-        self._body_len = -1  # -1 while reading the 2-byte header
+        # The record being read (header, then body) survives a BlockingIOError in the
+        # decoder, so that a non-blocking recv never loses its place in the stream.
+        self._decoder = wire.Decoder()
         self._write_lock = threading.Lock()
         self._fd_nonblocking = not os.get_blocking(read_fd)
 
@@ -64,36 +63,30 @@ class StreamLink(Link):
         return self.read_fd
 
     def _recv(self) -> bytes:
+        # Read only what the decoder wants, never past the end of one record.
+        decoder = self._decoder
         while True:
-            if self._body_len < 0:
-                self._fill(2)
-                n = (self._buf[0] << 8) | self._buf[1]
-                self._buf.clear()
-                if n > wire.MAX_RECORD:
-                    self.closed_by_peer = True
-                    raise LinkError(errno.EPROTO, f"{self.url}: stream record of {n} bytes "
-                                    f"exceeds {wire.MAX_RECORD}: framing lost")
-                if n == 0:
-                    continue  # zero-length records are padding; vde_plug skips them too
-                self._body_len = n
-            self._fill(self._body_len)
-            frame = bytes(self._buf)
-            self._buf.clear()
-            self._body_len = -1
-            return frame
+            chunk = self._read(decoder.wanted)
+            try:
+                frames = decoder.feed(chunk)
+            except FrameError as exc:
+                self.closed_by_peer = True
+                raise LinkError(errno.EPROTO, f"{self.url}: {exc}") from None
+            if frames:  # zero-length records are padding; the decoder skips them as vde_plug does
+                return frames[0]
 
-    def _fill(self, size: int) -> None:
-        """Read until ``self._buf`` holds ``size`` bytes, looping on short reads."""
-        buf = self._buf
+    def _read(self, size: int) -> bytes:
+        """Read at most ``size`` bytes (at least one), raising BlockingIOError rather than
+        block in a non-blocking recv."""
         fd = self.read_fd
-        while len(buf) < size:
+        while True:
             if not self._fd_nonblocking and not self._blocking:
                 # A blocking fd would block in read(); ask select first instead.
                 r, _, _ = select.select([fd], [], [], 0)
                 if not r:
                     raise BlockingIOError(errno.EAGAIN, "no whole record waiting")
             try:
-                chunk = os.read(fd, size - len(buf))
+                chunk = os.read(fd, size)
             except BlockingIOError:
                 if not self._blocking:
                     raise
@@ -104,9 +97,9 @@ class StreamLink(Link):
                 raise LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}") from exc
             if not chunk:
                 self.closed_by_peer = True
-                where = " in the middle of a record" if buf or self._body_len >= 0 else ""
+                where = " in the middle of a record" if self._decoder.buffered else ""
                 raise LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
-            buf += chunk
+            return chunk
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
         if len(frame) > self.max_frame:

@@ -1,4 +1,4 @@
-"""One table of management commands, shared by the console socket, the CLI and the web page.
+"""One table of management commands, shared by the console socket and the CLI (``threadnet console``).
 
 A command has a path (``port/print``), a syntax hint, a help line and a handler. Handlers
 take the argument text and return the output lines (for commands that print) or None;
@@ -15,6 +15,7 @@ commands (EACCES) rather than lend them the service's rights.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -206,18 +207,47 @@ def run_script(table: CommandTable, path: str, caller: Caller, *,
     return errors
 
 
-def add_load_command(table: CommandTable, help: str = "load a configuration script") -> None:
-    """The ``load PATH`` command: run a script of commands from this same table, read with
+def load(table: CommandTable, args: str, caller: Caller) -> None:
+    """The ``load PATH`` command's work: run a script of commands from ``table``, read with
     the rights of whoever asked."""
+    if not args:
+        raise CommandError(errno.EINVAL)
+    try:
+        errors = run_script(table, args, caller)
+    except OSError as exc:
+        raise CommandError(exc.errno or errno.ENOENT, str(exc)) from None
+    if errors:
+        raise CommandError(errno.EINVAL)
 
-    def load(args: str, caller: Caller) -> None:
-        if not args:
-            raise CommandError(errno.EINVAL)
-        try:
-            errors = run_script(table, args, caller)
-        except OSError as exc:
-            raise CommandError(exc.errno or errno.ENOENT, str(exc)) from None
-        if errors:
-            raise CommandError(errno.EINVAL)
 
-    table.add("load", "path", help, load, with_caller=True)
+def add_load_command(table: CommandTable, help: str = "load a configuration script") -> None:
+    """Add the ``load PATH`` command (``load``) for ``table``."""
+    table.add("load", "path", help, lambda args, caller: load(table, args, caller),
+              with_caller=True)
+
+
+# -- command tables as data ---------------------------------------------------------------
+#: an entry's flags: the command prints a DATA block; its handler takes the Caller too
+OUTPUT = 1
+CALLER = 2
+#: one command: (path, syntax, help, handler, flags); a handler of None is a menu heading
+#: (its help is the menu's title). Handlers take the target first: ``handler(target, args)``
+#: or, with CALLER, ``handler(target, args, caller)``.
+Entry = tuple[str, str, str, "Callable[..., list[str] | None] | None", int]
+
+
+def table_from_entries(entries: tuple[Entry, ...], target: object,
+                       wrap: Callable[[Handler, int], Handler] | None = None) -> CommandTable:
+    """A CommandTable running ``entries`` on ``target``; ``wrap(handler, flags)``, when
+    given, may wrap each bound handler (a lock, error translation)."""
+    table = CommandTable()
+    for path, syntax, help, handler, flags in entries:
+        if handler is None:
+            table.menu(path, help)
+            continue
+        bound: Handler = functools.partial(handler, target)
+        if wrap is not None:
+            bound = wrap(bound, flags)
+        table.add(path, syntax, help, bound, output=bool(flags & OUTPUT),
+                  with_caller=bool(flags & CALLER))
+    return table

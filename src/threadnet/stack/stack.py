@@ -6,8 +6,7 @@ sans-IO at the edges: ``input(iface, frame, now)`` takes a frame that arrived,
 Frames go out through each interface's link. A ``Driver`` (``stack/driver.py``) runs
 one event loop per process that feeds every stack its frames and its time.
 
-Not here yet (see the project's issues): TCP sockets on top of ``stack/tcp`` and the
-stdlib-compatible socket API, DHCP, SLAAC from router advertisements, NAT, the filter.
+Not here yet (see the project's issues): DHCP, SLAAC from router advertisements, NAT, the filter.
 """
 
 from __future__ import annotations

@@ -1,21 +1,28 @@
 """The switch's management commands, declared once (vde_switch's names and output formats).
 
-The console socket, ``threadnet console`` and the web page all run this table.
+The console socket and ``threadnet console`` both run this table. Each handler is a
+module-level function of the ``SwitchServer`` and the argument text (and the Caller, for
+commands that open paths); ``COMMANDS`` lists them in vde_switch's order.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadnet.mgmt.commands import (
+    CALLER,
+    OUTPUT,
     Caller,
     CommandError,
     CommandTable,
-    add_load_command,
+    Entry,
+    load,
     parse_int,
     split_args,
+    table_from_entries,
 )
 from threadnet.switch.core import NOVLAN, Port, gid_name, uid_name
 from threadnet.switch.fdb import split_key
@@ -51,291 +58,350 @@ def port_lines(port: Port) -> list[str]:
     return lines
 
 
-def build_table(server: SwitchServer) -> CommandTable:
-    sw = server.switch
-    t = CommandTable()
+def _port(sw: SwitchServer, text: str) -> int:
+    return parse_int(text, "port", 0, sw.switch.numports - 1)
 
-    def need_port(text: str) -> int:
-        return parse_int(text, "port", 0, sw.numports - 1)
 
-    def need_vlan(text: str) -> int:
-        return parse_int(text, "vlan", 0, NOVLAN)
+def _vlan(text: str) -> int:
+    return parse_int(text, "vlan", 0, NOVLAN)
 
-    # -- data socket ----------------------------------------------------------------
-    t.menu("ds", "DATA SOCKET MENU")
-    t.add("ds/showinfo", "", "show ds info",
-          lambda a: [f"ctl dir {server.directory}", f"std mode {server.mode:04o}"], output=True)
 
-    # -- general -------------------------------------------------------------------
-    def help_(args: str) -> list[str]:
-        return t.help_lines(args.strip())
+def _existing_port(sw: SwitchServer, text: str) -> Port:
+    port = sw.switch.ports.get(_port(sw, text))
+    if port is None:
+        raise CommandError(errno.ENXIO)
+    return port
 
-    t.add("help", "[arg]", "Help (limited to arg when specified)", help_, output=True)
-    t.add("logout", "", "logout from this mgmt terminal", lambda a: None)
-    t.add("shutdown", "", "shutdown of the switch", lambda a: server.stop())
 
-    def showinfo(args: str) -> list[str]:
-        uptime = int(server.uptime())
-        lines = banner_lines() + ["", f"pid {os.getpid()} MAC {mac_to_str(server.mac)} uptime {uptime}"]
-        if server.mgmt_path:
-            lines.append(f"mgmt {server.mgmt_path} perm {server.mgmtmode:04o}")
-        return lines
+# -- data socket ------------------------------------------------------------------------------
+def ds_showinfo(sw: SwitchServer, args: str) -> list[str]:
+    return [f"ctl dir {sw.directory}", f"std mode {sw.mode:04o}"]
 
-    t.add("showinfo", "", "show switch version and info", showinfo, output=True)
 
-    add_load_command(t)
+# -- general ------------------------------------------------------------------------------
+def help_(sw: SwitchServer, args: str) -> list[str]:
+    return sw.table.help_lines(args.strip())
 
-    # -- hash ----------------------------------------------------------------------
-    fdb = sw.fdb
-    t.menu("hash", "HASH TABLE MENU")
-    t.add("hash/showinfo", "", "show hash info", lambda a: [
-        f"Hash size {fdb.size}", f"GC interval {fdb.gc_interval:g} secs",
-        f"GC expire {fdb.expire:g} secs", f"Min persistence {fdb.min_persistence:g} secs"], output=True)
 
-    def setter(attr: str, lo: int) -> None:
-        def run(args: str) -> None:
-            setattr(fdb, attr, parse_int(args, attr, lo))
-            if attr == "gc_interval":
-                server.reschedule_gc()
-        return run
+def logout(sw: SwitchServer, args: str) -> None:
+    return None  # the console ends the session
 
-    t.add("hash/setsize", "N", "change hash size", setter("size", 1))
-    t.add("hash/setgcint", "N", "change garbage collector interval", setter("gc_interval", 1))
-    t.add("hash/setexpire", "N", "change hash entries expire time", setter("expire", 1))
-    t.add("hash/setminper", "N", "minimum persistence time", setter("min_persistence", 0))
 
-    def hash_line(key: bytes, entry: list, now: float) -> str:
-        mac, vlan = split_key(key)
-        return (f"Hash: {fdb.bucket(key):04d} Addr: {mac_to_str(mac)} VLAN {vlan:04d} "
-                f"to port: {entry[0].number:03d}  age {int(now - entry[1])} secs")
+def shutdown(sw: SwitchServer, args: str) -> None:
+    sw.stop()
 
-    def hash_print(args: str) -> list[str]:
-        now = server.now()
-        return [hash_line(k, e, now) for k, e in sorted(fdb.entries.items(),
-                                                          key=lambda kv: fdb.bucket(kv[0]))]
 
-    t.add("hash/print", "", "print the hash table", hash_print, output=True)
+def showinfo(sw: SwitchServer, args: str) -> list[str]:
+    lines = banner_lines() + ["", f"pid {os.getpid()} MAC {mac_to_str(sw.mac)} "
+                                  f"uptime {int(sw.uptime())}"]
+    if sw.mgmt_path:
+        lines.append(f"mgmt {sw.mgmt_path} perm {sw.mgmtmode:04o}")
+    return lines
 
-    def hash_find(args: str) -> list[str]:
-        mac_text, vlan_text = split_args(args, 2, 1)
+
+def load_(sw: SwitchServer, args: str, caller: Caller) -> None:
+    load(sw.table, args, caller)
+
+
+# -- hash ---------------------------------------------------------------------------------
+def hash_showinfo(sw: SwitchServer, args: str) -> list[str]:
+    fdb = sw.switch.fdb
+    return [f"Hash size {fdb.size}", f"GC interval {fdb.gc_interval:g} secs",
+            f"GC expire {fdb.expire:g} secs", f"Min persistence {fdb.min_persistence:g} secs"]
+
+
+def hash_setsize(sw: SwitchServer, args: str) -> None:
+    sw.switch.fdb.size = parse_int(args, "size", 1)
+
+
+def hash_setgcint(sw: SwitchServer, args: str) -> None:
+    sw.switch.fdb.gc_interval = parse_int(args, "gc_interval", 1)
+    sw.reschedule_gc()
+
+
+def hash_setexpire(sw: SwitchServer, args: str) -> None:
+    sw.switch.fdb.expire = parse_int(args, "expire", 1)
+
+
+def hash_setminper(sw: SwitchServer, args: str) -> None:
+    sw.switch.fdb.min_persistence = parse_int(args, "min_persistence", 0)
+
+
+def _hash_line(sw: SwitchServer, key: bytes, entry: list, now: float) -> str:
+    mac, vlan = split_key(key)
+    return (f"Hash: {sw.switch.fdb.bucket(key):04d} Addr: {mac_to_str(mac)} VLAN {vlan:04d} "
+            f"to port: {entry[0].number:03d}  age {int(now - entry[1])} secs")
+
+
+def hash_print(sw: SwitchServer, args: str) -> list[str]:
+    fdb, now = sw.switch.fdb, sw.now()
+    return [_hash_line(sw, k, e, now)
+            for k, e in sorted(fdb.entries.items(), key=lambda kv: fdb.bucket(kv[0]))]
+
+
+def hash_find(sw: SwitchServer, args: str) -> list[str]:
+    mac_text, vlan_text = split_args(args, 2, 1)
+    try:
+        mac = mac_from_str(mac_text)
+    except ValueError:
+        raise CommandError(errno.EINVAL) from None
+    vlan = _vlan(vlan_text) if vlan_text else 0
+    key = mac if vlan == 0 else mac + vlan.to_bytes(2, "big")
+    e = sw.switch.fdb.entries.get(key)
+    if e is None:
+        raise CommandError(errno.ENODEV)
+    return [_hash_line(sw, key, e, sw.now())]
+
+
+# -- ports --------------------------------------------------------------------------------
+def port_showinfo(sw: SwitchServer, args: str) -> list[str]:
+    return [f"Numports={sw.switch.numports}", f"HUB={'true' if sw.switch.hub else 'false'}",
+            "counters=true"]
+
+
+def port_setnumports(sw: SwitchServer, args: str) -> None:
+    n = parse_int(args, "ports", 1, 4096)
+    if any(num >= n for num, p in sw.switch.ports.items() if p.active or p.persistent):
+        raise CommandError(errno.EBUSY)
+    sw.switch.numports = n
+
+
+def port_sethub(sw: SwitchServer, args: str) -> None:
+    sw.switch.hub = bool(parse_int(args, "hub", 0, 1))
+
+
+def port_setvlan(sw: SwitchServer, args: str) -> None:
+    port_text, vlan_text = split_args(args, 2)
+    try:
+        sw.switch.set_port_vlan(_port(sw, port_text), _vlan(vlan_text))
+    except OSError as exc:
+        raise _oserror(exc) from None
+
+
+def port_createauto(sw: SwitchServer, args: str) -> list[str]:
+    for n in range(1, sw.switch.numports):
+        if n not in sw.switch.ports:
+            sw.switch.create_port(n)
+            return [f"Port {n:04d}"]
+    raise CommandError(errno.ENOSPC)
+
+
+def port_create(sw: SwitchServer, args: str) -> None:
+    try:
+        sw.switch.create_port(_port(sw, args))
+    except OSError as exc:
+        raise _oserror(exc) from None
+
+
+def port_remove(sw: SwitchServer, args: str) -> None:
+    port = _existing_port(sw, args)
+    if port.endpoints:
+        raise CommandError(errno.EADDRINUSE)  # as vde_switch; port/epclose unplugs
+    sw.switch.remove_port(port.number)
+
+
+def port_allocatable(sw: SwitchServer, args: str) -> None:
+    port_text, flag = split_args(args, 2)
+    port = _existing_port(sw, port_text)
+    port.allocatable = bool(parse_int(flag, "flag", 0, 1))
+
+
+def _set_acl(sw: SwitchServer, args: str, kind: str) -> None:
+    import grp
+    import pwd
+
+    port_text, who = split_args(args, 2)
+    port = _existing_port(sw, port_text)
+    value: int | None
+    if who in ("NONE", "-1"):
+        value = None
+    elif who.isdigit():
+        value = int(who)
+    else:
         try:
-            mac = mac_from_str(mac_text)
-        except ValueError:
+            value = pwd.getpwnam(who).pw_uid if kind == "user" else grp.getgrnam(who).gr_gid
+        except KeyError:
             raise CommandError(errno.EINVAL) from None
-        vlan = need_vlan(vlan_text) if vlan_text else 0
-        key = mac if vlan == 0 else mac + vlan.to_bytes(2, "big")
-        e = fdb.entries.get(key)
-        if e is None:
-            raise CommandError(errno.ENODEV)
-        return [hash_line(key, e, server.now())]
+    setattr(port, kind, value)
 
-    t.add("hash/find", "MAC [VLAN]", "MAC lookup", hash_find, output=True)
 
-    # -- ports ---------------------------------------------------------------------
-    t.menu("port", "PORT STATUS MENU")
-    t.add("port/showinfo", "", "show port info", lambda a: [
-        f"Numports={sw.numports}", f"HUB={'true' if sw.hub else 'false'}", "counters=true"], output=True)
+def port_setuser(sw: SwitchServer, args: str) -> None:
+    _set_acl(sw, args, "user")
 
-    def setnumports(args: str) -> None:
-        n = parse_int(args, "ports", 1, 4096)
-        if any(num >= n for num, p in sw.ports.items() if p.active or p.persistent):
-            raise CommandError(errno.EBUSY)
-        sw.numports = n
 
-    t.add("port/setnumports", "N", "set the number of ports", setnumports)
+def port_setgroup(sw: SwitchServer, args: str) -> None:
+    _set_acl(sw, args, "group")
 
-    def sethub(args: str) -> None:
-        sw.hub = bool(parse_int(args, "hub", 0, 1))
 
-    t.add("port/sethub", "0/1", "1=HUB 0=switch", sethub)
+def _endpoint(sw: SwitchServer, port_text: str, ident_text: str):  # -> the endpoint
+    port = sw.switch.ports.get(_port(sw, port_text))
+    ep = sw.datasock.endpoints.get(parse_int(ident_text, "id", 0))
+    if port is None or ep is None or ep.port is not port:
+        raise CommandError(errno.ENXIO)
+    return ep
 
-    def setvlan(args: str) -> None:
-        port_text, vlan_text = split_args(args, 2)
-        try:
-            sw.set_port_vlan(need_port(port_text), need_vlan(vlan_text))
-        except OSError as exc:
-            raise _oserror(exc) from None
 
-    t.add("port/setvlan", "N VLAN", "set port VLAN (untagged)", setvlan)
+def port_epclose(sw: SwitchServer, args: str) -> None:
+    port_text, ident_text = split_args(args, 2)
+    sw.datasock.close_endpoint(_endpoint(sw, port_text, ident_text))
 
-    def createauto(args: str) -> list[str]:
-        for n in range(1, sw.numports):
-            if n not in sw.ports:
-                sw.create_port(n)
-                return [f"Port {n:04d}"]
-        raise CommandError(errno.ENOSPC)
 
-    t.add("port/createauto", "", "create a port with an automatically allocated id (inactive|notallocatable)",
-          createauto, output=True)
+def port_defqlen(sw: SwitchServer, args: str) -> list[str] | None:
+    if not args:
+        return [f"default endpoint queue length {sw.datasock.qlen}"]
+    sw.datasock.qlen = parse_int(args, "queue length", 0, 65536)
+    return None
 
-    def create(args: str) -> None:
-        try:
-            sw.create_port(need_port(args))
-        except OSError as exc:
-            raise _oserror(exc) from None
 
-    t.add("port/create", "N", "create the port N (inactive|notallocatable)", create)
+def port_epqlen(sw: SwitchServer, args: str) -> None:
+    port_text, ident_text, qlen_text = split_args(args, 3)
+    ep = _endpoint(sw, port_text, ident_text)
+    ep.qlen = parse_int(qlen_text, "queue length", 0, 65536)
 
-    def remove(args: str) -> None:
-        n = need_port(args)
-        if n not in sw.ports:
+
+def port_resetcounter(sw: SwitchServer, args: str) -> None:
+    ports = [_existing_port(sw, args)] if args else sw.switch.ports.values()
+    for port in ports:
+        port.reset_counters()
+
+
+def _port_print(sw: SwitchServer, args: str, include_inactive: bool) -> list[str]:
+    ports = [p for _, p in sorted(sw.switch.ports.items()) if include_inactive or p.active]
+    if args:
+        n = _port(sw, args)
+        ports = [p for p in ports if p.number == n]
+        if not ports:
             raise CommandError(errno.ENXIO)
-        if sw.ports[n].endpoints:
-            raise CommandError(errno.EADDRINUSE)  # as vde_switch; port/epclose unplugs
-        sw.remove_port(n)
+    return [line for p in ports for line in port_lines(p)]
 
-    t.add("port/remove", "N", "remove the port N", remove)
 
-    def allocatable(args: str) -> None:
-        port_text, flag = split_args(args, 2)
-        port = sw.ports.get(need_port(port_text))
-        if port is None:
+def port_print(sw: SwitchServer, args: str) -> list[str]:
+    return _port_print(sw, args, False)
+
+
+def port_allprint(sw: SwitchServer, args: str) -> list[str]:
+    return _port_print(sw, args, True)
+
+
+def port_capture(sw: SwitchServer, args: str, caller: Caller) -> None:
+    # the file is opened with the rights of whoever asked (a console user's own)
+    port_text, path = split_args(args, 2, 1)
+    try:
+        sw.set_capture(_port(sw, port_text) if port_text != "all" else None, path or None,
+                       caller)
+    except OSError as exc:
+        raise _oserror(exc) from None
+
+
+# -- VLANs --------------------------------------------------------------------------------
+def _vlan_call(sw: SwitchServer, args: str, fn: Callable[..., None], nargs: int) -> None:
+    parts = args.split()
+    if len(parts) != nargs:
+        raise CommandError(errno.EINVAL)
+    try:
+        fn(*([_vlan(parts[0])] + [_port(sw, p) for p in parts[1:]]))
+    except OSError as exc:
+        raise _oserror(exc) from None
+
+
+def vlan_create(sw: SwitchServer, args: str) -> None:
+    _vlan_call(sw, args, sw.switch.create_vlan, 1)
+
+
+def vlan_remove(sw: SwitchServer, args: str) -> None:
+    _vlan_call(sw, args, sw.switch.remove_vlan, 1)
+
+
+def vlan_addport(sw: SwitchServer, args: str) -> None:
+    _vlan_call(sw, args, sw.switch.add_tagged, 2)
+
+
+def vlan_delport(sw: SwitchServer, args: str) -> None:
+    _vlan_call(sw, args, sw.switch.del_tagged, 2)
+
+
+def _vlan_print(sw: SwitchServer, args: str, include_inactive: bool) -> list[str]:
+    vlans = sorted(sw.switch.vlans)
+    if args:
+        v = _vlan(args)
+        if v not in sw.switch.vlans:
             raise CommandError(errno.ENXIO)
-        port.allocatable = bool(parse_int(flag, "flag", 0, 1))
+        vlans = [v]
+    lines = []
+    for v in vlans:
+        lines.append(f"VLAN {v:04d}")
+        for n, p in sorted(sw.switch.ports.items()):
+            if not (include_inactive or p.active):
+                continue
+            for tagged in (False, True):
+                if (p.vlan == v and not tagged) or (tagged and v in p.tagged):
+                    status = "Forwarding" if p.active else "Learning"
+                    lines.append(f" -- Port {n:04d} tagged={int(tagged)} "
+                                 f"active={int(p.active)} status={status}")
+    return lines
 
-    t.add("port/allocatable", "N 0/1", "Is the port allocatable as unnamed? 1=Y 0=N", allocatable)
 
-    def acl(kind: str):
-        def run(args: str) -> None:
-            import grp
-            import pwd
+def vlan_print(sw: SwitchServer, args: str) -> list[str]:
+    return _vlan_print(sw, args, False)
 
-            port_text, who = split_args(args, 2)
-            port = sw.ports.get(need_port(port_text))
-            if port is None:
-                raise CommandError(errno.ENXIO)
-            value: int | None
-            if who in ("NONE", "-1"):
-                value = None
-            elif who.isdigit():
-                value = int(who)
-            else:
-                try:
-                    value = pwd.getpwnam(who).pw_uid if kind == "user" else grp.getgrnam(who).gr_gid
-                except KeyError:
-                    raise CommandError(errno.EINVAL) from None
-            setattr(port, kind, value)
-        return run
 
-    t.add("port/setuser", "N user", "access control: set user", acl("user"))
-    t.add("port/setgroup", "N user", "access control: set group", acl("group"))
+def vlan_allprint(sw: SwitchServer, args: str) -> list[str]:
+    return _vlan_print(sw, args, True)
 
-    def epclose(args: str) -> None:
-        port_text, ident_text = split_args(args, 2)
-        port = sw.ports.get(need_port(port_text))
-        ident = parse_int(ident_text, "id", 0)
-        ep = server.datasock.endpoints.get(ident)
-        if port is None or ep is None or ep.port is not port:
-            raise CommandError(errno.ENXIO)
-        server.datasock.close_endpoint(ep)
 
-    t.add("port/epclose", "N ID", "remove the endpoint port N/id ID", epclose)
+#: the switch's commands, in vde_switch's help order
+COMMANDS: tuple[Entry, ...] = (
+    ("ds", "", "DATA SOCKET MENU", None, 0),
+    ("ds/showinfo", "", "show ds info", ds_showinfo, OUTPUT),
+    ("help", "[arg]", "Help (limited to arg when specified)", help_, OUTPUT),
+    ("logout", "", "logout from this mgmt terminal", logout, 0),
+    ("shutdown", "", "shutdown of the switch", shutdown, 0),
+    ("showinfo", "", "show switch version and info", showinfo, OUTPUT),
+    ("load", "path", "load a configuration script", load_, CALLER),
+    ("hash", "", "HASH TABLE MENU", None, 0),
+    ("hash/showinfo", "", "show hash info", hash_showinfo, OUTPUT),
+    ("hash/setsize", "N", "change hash size", hash_setsize, 0),
+    ("hash/setgcint", "N", "change garbage collector interval", hash_setgcint, 0),
+    ("hash/setexpire", "N", "change hash entries expire time", hash_setexpire, 0),
+    ("hash/setminper", "N", "minimum persistence time", hash_setminper, 0),
+    ("hash/print", "", "print the hash table", hash_print, OUTPUT),
+    ("hash/find", "MAC [VLAN]", "MAC lookup", hash_find, OUTPUT),
+    ("port", "", "PORT STATUS MENU", None, 0),
+    ("port/showinfo", "", "show port info", port_showinfo, OUTPUT),
+    ("port/setnumports", "N", "set the number of ports", port_setnumports, 0),
+    ("port/sethub", "0/1", "1=HUB 0=switch", port_sethub, 0),
+    ("port/setvlan", "N VLAN", "set port VLAN (untagged)", port_setvlan, 0),
+    ("port/createauto", "",
+     "create a port with an automatically allocated id (inactive|notallocatable)",
+     port_createauto, OUTPUT),
+    ("port/create", "N", "create the port N (inactive|notallocatable)", port_create, 0),
+    ("port/remove", "N", "remove the port N", port_remove, 0),
+    ("port/allocatable", "N 0/1", "Is the port allocatable as unnamed? 1=Y 0=N",
+     port_allocatable, 0),
+    ("port/setuser", "N user", "access control: set user", port_setuser, 0),
+    ("port/setgroup", "N user", "access control: set group", port_setgroup, 0),
+    ("port/epclose", "N ID", "remove the endpoint port N/id ID", port_epclose, 0),
+    ("port/defqlen", "[N]", "default queue length of new endpoints (frames)", port_defqlen,
+     OUTPUT),
+    ("port/epqlen", "N ID QLEN", "set the queue length of the endpoint port N/id ID",
+     port_epqlen, 0),
+    ("port/resetcounter", "[N]", "reset the port (N) counters", port_resetcounter, 0),
+    ("port/print", "[N]", "print the port/endpoint table", port_print, OUTPUT),
+    ("port/allprint", "[N]", "print the port/endpoint table (including inactive port)",
+     port_allprint, OUTPUT),
+    ("port/capture", "N|all [FILE]", "capture port N (or all) to a pcap FILE; no FILE stops",
+     port_capture, CALLER),
+    ("vlan", "", "VLAN MANAGEMENT MENU", None, 0),
+    ("vlan/create", "N", "create the VLAN with tag N", vlan_create, 0),
+    ("vlan/remove", "N", "remove the VLAN with tag N", vlan_remove, 0),
+    ("vlan/addport", "N PORT", "add port to the vlan N (tagged)", vlan_addport, 0),
+    ("vlan/delport", "N PORT", "remove port from the vlan N (tagged)", vlan_delport, 0),
+    ("vlan/print", "[N]", "print the list of defined vlan", vlan_print, OUTPUT),
+    ("vlan/allprint", "[N]", "print the list of defined vlan (including inactive port)",
+     vlan_allprint, OUTPUT),
+)
 
-    def defqlen(args: str) -> list[str] | None:
-        if not args:
-            return [f"default endpoint queue length {server.datasock.qlen}"]
-        server.datasock.qlen = parse_int(args, "queue length", 0, 65536)
-        return None
 
-    t.add("port/defqlen", "[N]", "default queue length of new endpoints (frames)", defqlen,
-          output=True)
-
-    def epqlen(args: str) -> None:
-        port_text, ident_text, qlen_text = split_args(args, 3)
-        port = sw.ports.get(need_port(port_text))
-        ep = server.datasock.endpoints.get(parse_int(ident_text, "id", 0))
-        if port is None or ep is None or ep.port is not port:
-            raise CommandError(errno.ENXIO)
-        ep.qlen = parse_int(qlen_text, "queue length", 0, 65536)
-
-    t.add("port/epqlen", "N ID QLEN", "set the queue length of the endpoint port N/id ID", epqlen)
-
-    def resetcounter(args: str) -> None:
-        if args:
-            port = sw.ports.get(need_port(args))
-            if port is None:
-                raise CommandError(errno.ENXIO)
-            port.reset_counters()
-        else:
-            for port in sw.ports.values():
-                port.reset_counters()
-
-    t.add("port/resetcounter", "[N]", "reset the port (N) counters", resetcounter)
-
-    def port_print(include_inactive: bool):
-        def run(args: str) -> list[str]:
-            ports = [p for _, p in sorted(sw.ports.items()) if include_inactive or p.active]
-            if args:
-                n = need_port(args)
-                ports = [p for p in ports if p.number == n]
-                if not ports:
-                    raise CommandError(errno.ENXIO)
-            return [line for p in ports for line in port_lines(p)]
-        return run
-
-    t.add("port/print", "[N]", "print the port/endpoint table", port_print(False), output=True)
-    t.add("port/allprint", "[N]", "print the port/endpoint table (including inactive port)",
-          port_print(True), output=True)
-
-    def capture(args: str, caller: Caller) -> None:
-        # the file is opened with the rights of whoever asked (a console user's own)
-        port_text, path = split_args(args, 2, 1)
-        try:
-            server.set_capture(need_port(port_text) if port_text != "all" else None,
-                               path or None, caller)
-        except OSError as exc:
-            raise _oserror(exc) from None
-
-    t.add("port/capture", "N|all [FILE]", "capture port N (or all) to a pcap FILE; no FILE stops",
-          capture, with_caller=True)
-
-    # -- VLANs ---------------------------------------------------------------------
-    t.menu("vlan", "VLAN MANAGEMENT MENU")
-
-    def vlan_call(fn):
-        def run(args: str) -> None:
-            parts = args.split()
-            try:
-                if len(parts) == 1:
-                    fn(need_vlan(parts[0]))
-                elif len(parts) == 2:
-                    fn(need_vlan(parts[0]), need_port(parts[1]))
-                else:
-                    raise CommandError(errno.EINVAL)
-            except OSError as exc:
-                raise _oserror(exc) from None
-            except TypeError:
-                raise CommandError(errno.EINVAL) from None
-        return run
-
-    t.add("vlan/create", "N", "create the VLAN with tag N", vlan_call(sw.create_vlan))
-    t.add("vlan/remove", "N", "remove the VLAN with tag N", vlan_call(sw.remove_vlan))
-    t.add("vlan/addport", "N PORT", "add port to the vlan N (tagged)", vlan_call(sw.add_tagged))
-    t.add("vlan/delport", "N PORT", "remove port from the vlan N (tagged)", vlan_call(sw.del_tagged))
-
-    def vlan_print(include_inactive: bool):
-        def run(args: str) -> list[str]:
-            vlans = sorted(sw.vlans)
-            if args:
-                v = need_vlan(args)
-                if v not in sw.vlans:
-                    raise CommandError(errno.ENXIO)
-                vlans = [v]
-            lines = []
-            for v in vlans:
-                lines.append(f"VLAN {v:04d}")
-                for n, p in sorted(sw.ports.items()):
-                    if not (include_inactive or p.active):
-                        continue
-                    for tagged in (False, True):
-                        if (p.vlan == v and not tagged) or (tagged and v in p.tagged):
-                            status = "Forwarding" if p.active else "Learning"
-                            lines.append(f" -- Port {n:04d} tagged={int(tagged)} "
-                                         f"active={int(p.active)} status={status}")
-            return lines
-        return run
-
-    t.add("vlan/print", "[N]", "print the list of defined vlan", vlan_print(False), output=True)
-    t.add("vlan/allprint", "[N]", "print the list of defined vlan (including inactive port)",
-          vlan_print(True), output=True)
-    return t
+def build_table(server: SwitchServer) -> CommandTable:
+    """The command table of ``server`` (``server.table``)."""
+    return table_from_entries(COMMANDS, server)

@@ -12,12 +12,12 @@ import errno
 from collections.abc import Callable
 
 from threadnet.switch.fdb import ForwardingTable
+from threadnet.wire.ethernet import add_tag, strip_tag
 
 NUMPORTS = 32
 NOVLAN = 0xFFF  # an untagged VLAN of 4095 means "untagged frames are dropped"
 MAX_FRAME = 1518  # 1500 + 14 + one 802.1Q tag; longer datagrams are dropped
-_TPID = b"\x81\x00"
-_VLAN_SUFFIX = [v.to_bytes(2, "big") for v in range(4096)]
+_VLAN_SUFFIX = [v.to_bytes(2, "big") for v in range(4096)]  # forwarding-table key suffixes
 
 
 class Endpoint:
@@ -299,10 +299,10 @@ class Switch:
                 if out_tagged == tagged_in:
                     out.send(frame, n)
                 elif out_tagged:
-                    data = _add_tag(frame, vlan)
+                    data = add_tag(frame, vlan)
                     out.send(data, len(data))
                 else:
-                    data = _strip_tag(frame)
+                    data = strip_tag(frame)
                     out.send(data, len(data))
                 return
         members = self._flood.get(vlan)
@@ -316,7 +316,7 @@ class Switch:
                 out.send(frame, n)
             else:
                 if other is None:
-                    other = _add_tag(frame, vlan) if out_tagged else _strip_tag(frame)
+                    other = add_tag(frame, vlan) if out_tagged else strip_tag(frame)
                 out.send(other, len(other))
 
     def set_capture(self, number: int | None,
@@ -330,14 +330,6 @@ class Switch:
 
     def expire(self, now: float) -> int:
         return self.fdb.gc(now)
-
-
-def _add_tag(frame: memoryview, vlan: int) -> bytes:
-    return b"".join((frame[:12], _TPID, _VLAN_SUFFIX[vlan], frame[12:]))
-
-
-def _strip_tag(frame: memoryview) -> bytes:
-    return b"".join((frame[:12], frame[16:]))
 
 
 def uid_name(uid: int | None) -> str:

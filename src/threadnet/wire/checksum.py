@@ -63,23 +63,13 @@ def verify(data: Buffer, initial: int = 0) -> bool:
     return bool(v or initial) and (_reduce(v, len(data)) + initial) % 0xFFFF == 0
 
 
-def pseudo_header_v4(src: Buffer, dst: Buffer, proto: int, length: int) -> int:
-    """Partial sum of the IPv4 pseudo-header (RFC 9293 3.1, RFC 768): source and
-    destination addresses (4 bytes each), zero, protocol, and the upper-layer length."""
-    return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length)
-
-
-def pseudo_header_v6(src: Buffer, dst: Buffer, next_header: int, length: int) -> int:
-    """Partial sum of the IPv6 pseudo-header (RFC 8200 8.1): source and destination
-    addresses (16 bytes each), the 32-bit upper-layer length, zeros, and next header.
-
-    A 32-bit length adds as its two 16-bit halves, which is ``length`` modulo 0xffff."""
-    return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + next_header + length)
-
-
 def pseudo_header(src: Buffer, dst: Buffer, proto: int, length: int) -> int:
-    """Partial pseudo-header sum for either IP version (4- or 16-byte addresses).
+    """Partial sum of the pseudo-header of TCP, UDP or ICMPv6 for either IP version
+    (4- or 16-byte addresses).
 
-    The two pseudo-headers differ only in field widths and order, and their sums are equal
-    modulo 0xffff, so one formula serves both."""
+    IPv4's (RFC 9293 3.1, RFC 768) is the addresses, a zero, the protocol and a 16-bit
+    length; IPv6's (RFC 8200 8.1) is the addresses, a 32-bit length, zeros and the next
+    header. The fields differ only in width and order, and a 32-bit length adds as its two
+    16-bit halves (``length`` modulo 0xffff), so their sums are equal and one formula
+    serves both."""
     return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length)

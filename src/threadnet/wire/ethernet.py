@@ -93,11 +93,23 @@ def build(buf: bytearray | memoryview, dst: bytes, src: bytes, ethertype: int,
     return HEADER_LEN + TAG_LEN
 
 
+# the 4-byte 802.1Q tag (TPID, TCI with PCP 0) of each VLAN id, built once: the switch
+# tags every frame it forwards to a tagged port, and a lookup beats packing
+_TAGS = [_TAG.pack(ETH_P_8021Q, vlan) for vlan in range(4096)]
+
+
 def add_tag(frame: bytes | bytearray | memoryview, vlan: int, pcp: int = 0) -> bytes:
-    """Return a copy of an untagged frame with an 802.1Q tag for ``vlan`` inserted."""
-    return bytes(frame[0:12]) + _TAG.pack(ETH_P_8021Q, ((pcp & 7) << 13) | vlan) + bytes(frame[12:])
+    """Return a copy of an untagged frame with an 802.1Q tag for ``vlan`` (0..4095) and
+    priority ``pcp`` inserted after the MAC addresses."""
+    if pcp or vlan < 0 or vlan > 0xFFF:
+        if not 0 <= vlan <= 0xFFF:
+            raise ValueError(f"VLAN id {vlan} out of range 0..4095")
+        tag = _TAG.pack(ETH_P_8021Q, ((pcp & 7) << 13) | vlan)
+    else:
+        tag = _TAGS[vlan]
+    return b"".join((frame[:12], tag, frame[12:]))
 
 
 def strip_tag(frame: bytes | bytearray | memoryview) -> bytes:
     """Return a copy of a tagged frame without its (outer) 802.1Q tag."""
-    return bytes(frame[0:12]) + bytes(frame[16:])
+    return b"".join((frame[:12], frame[16:]))

@@ -28,6 +28,10 @@ class Decoder:
     A length above ``max_record`` means the stream has lost its framing (the record
     boundaries can no longer be trusted); ``feed`` then raises FrameError and the
     caller should close the stream, as vde_plug does.
+
+    A reader that must not take more than one record off its descriptor (so that the
+    descriptor stays readable while records wait in the kernel) reads ``wanted`` bytes at
+    a time: feeding no more than that, ``feed`` returns at most one frame.
     """
 
     __slots__ = ("_buf", "max_record")
@@ -54,6 +58,14 @@ class Decoder:
             pos += 2 + n
         del buf[:pos]
         return out
+
+    @property
+    def wanted(self) -> int:
+        """Bytes that complete the record header or the record being read (at least 1)."""
+        buf = self._buf
+        if len(buf) < 2:
+            return 2 - len(buf)
+        return 2 + ((buf[0] << 8) | buf[1]) - len(buf)
 
     @property
     def buffered(self) -> int:

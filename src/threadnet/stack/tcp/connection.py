@@ -49,10 +49,10 @@ from operator import itemgetter
 from threadnet.stack.tcp.congestion import CONGESTION, CongestionControl
 from threadnet.stack.tcp.rtt import RttEstimator
 from threadnet.stack.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
-
-MASK = 0xFFFFFFFF
-_HALF = 0x80000000
-_SPACE = 0x100000000
+from threadnet.stack.tcp.seq import HALF as _HALF
+from threadnet.stack.tcp.seq import MASK
+from threadnet.stack.tcp.seq import SPACE as _SPACE
+from threadnet.stack.tcp.seq import seq_unwrap as _unwrap
 
 #: RFC 7323 5.5: a TS.Recent idle this long is no longer used for PAWS
 PAWS_IDLE = 24 * 86400.0
@@ -122,13 +122,6 @@ class TcpStats:
 
     def __repr__(self) -> str:
         return "<TcpStats " + " ".join(f"{k}={v}" for k, v in self.as_dict().items() if v) + ">"
-
-
-def _unwrap(wire: int, ref: int) -> int:
-    d = (wire - ref) & MASK
-    if d >= _HALF:
-        d -= _SPACE
-    return ref + d
 
 
 class TcpConnection:
