@@ -18,10 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
-from threadnet.stack import resolver as rz
+from threadnet import Stack
+from threadnet.stack import dnsclient as rz
+from threadnet.stack import gai
+from threadnet.stack.dnsclient import Cache, Query, Resolution
 from threadnet.stack.driver import Driver
-from threadnet.stack.resolver import Cache, Query, Resolution, Resolver
-from threadnet.stack.stack import Stack
+from threadnet.stack.resolver import Resolver
 from threadnet.switch.server import SwitchServer
 from threadnet.wire import dns
 
@@ -673,7 +675,7 @@ def test_getaddrinfo_over_dns(fake):
                                ("v4only.example", s.AF_INET6, s.EAI_NODATA)):
         with pytest.raises(s.gaierror) as e:
             c.getaddrinfo(name, 80, family)
-        assert e.value.args == (code, rz._GAI_TEXT[code]), name
+        assert e.value.args == (code, gai._GAI_TEXT[code]), name
     with pytest.raises(s.gaierror) as e:
         c.gethostbyname("nope.example")
     assert e.value.errno == s.EAI_NONAME

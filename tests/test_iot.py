@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 
 import threadnet
+from threadnet import Stack
 from threadnet.hook import hook_installed, uninstall_hook
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import StackSocket
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import (

@@ -24,9 +24,9 @@ from types import SimpleNamespace
 import pytest
 
 import threadnet
+from threadnet import Stack
 from threadnet.hook import uninstall_hook
 from threadnet.stack.driver import Driver
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_root, run_as, threadnet_cmd, threadnet_env, wait_for

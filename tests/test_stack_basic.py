@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from threadnet import Stack
 from threadnet.stack.driver import Driver
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for

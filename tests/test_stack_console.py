@@ -18,11 +18,11 @@ from types import SimpleNamespace
 import pytest
 
 import threadnet
+from threadnet import Stack
 from threadnet.mgmt.client import ConsoleClient
 from threadnet.mgmt.console import format_reply
 from threadnet.stack.commands import build_table
 from threadnet.stack.driver import Driver
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import _gone, need_tool, threadnet_cmd, threadnet_env, wait_for

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
+from threadnet import Stack
 from threadnet.link import Link
-from threadnet.stack.stack import Stack
 from threadnet.wire import ipv4, ipv6, tcp
 
 IP_A, IP_B = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])

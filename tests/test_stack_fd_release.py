@@ -17,9 +17,9 @@ import time
 
 import pytest
 
+from threadnet import Stack
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import StackSocket, create_connection, create_server
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import wait_for

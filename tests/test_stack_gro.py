@@ -8,7 +8,7 @@ import os
 import random
 
 from test_stack_fastpath import IP_B, ListLink, _pair
-from threadnet.stack.stack import Stack
+from threadnet import Stack
 from threadnet.wire import ipv4, tcp
 
 

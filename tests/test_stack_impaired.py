@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from threadnet import Stack
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_connection, create_server
-from threadnet.stack.stack import Stack
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for
 from stack_helpers import assert_capture_clean, link_stats

@@ -18,10 +18,10 @@ import pytest
 
 from test_stack_fastpath import _move as fastpath_move
 from test_stack_fastpath import _one_way as one_way
+from threadnet import Stack
 from threadnet.link import Link, open_link
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_server
-from threadnet.stack.stack import Stack
 from threadnet.stack.tcp import TcpConnection
 from threadnet.stack.tcp.segment import ACK, CWR, FIN, PSH, Segment
 from threadnet.stack.tcplayer import TSO_MAX, _cut

@@ -235,7 +235,7 @@ def test_config_values():
 
 def test_addr_del_removes_the_connected_route_with_the_last_address_on_it() -> None:
     """As on Linux: the route a prefix brought goes with the last address on that prefix."""
-    from threadnet.stack.stack import Stack
+    from threadnet import Stack
 
     from stack_helpers import ListLink
 

@@ -21,9 +21,9 @@ import time
 
 import pytest
 
+from threadnet import Stack
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_server
-from threadnet.stack.stack import Stack
 
 from conftest import need_root, wait_for
 

@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from threadnet import msocket
+from threadnet import Stack, msocket
 from threadnet.stack.driver import Driver
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, wait_for

@@ -16,9 +16,9 @@ import urllib.request
 
 import pytest
 
+from threadnet import Stack
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_connection, create_server
-from threadnet.stack.stack import Stack
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, wait_for

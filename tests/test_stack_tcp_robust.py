@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from threadnet import Stack
 from threadnet.stack.driver import Driver
 from threadnet.stack.socket import create_connection, create_server
-from threadnet.stack.stack import Stack
 from threadnet.stack.tcplayer import SYN_BACKLOG
 from threadnet.switch.server import SwitchServer
 from threadnet.wire import ipv4, tcp

@@ -15,9 +15,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
+from threadnet import Stack  # noqa: E402
 from threadnet.link import Link  # noqa: E402
 from threadnet.stack import stack as stack_mod  # noqa: E402
-from threadnet.stack.stack import Stack  # noqa: E402
 from threadnet.wire import ipv4  # noqa: E402
 
 IP_A, IP_B = "10.9.0.1", "10.9.0.2"

@@ -8,14 +8,15 @@ from threadnet.errors import LinkError, ThreadnetError, URLError
 from threadnet.hook import (
     get_default_stack,
     install_hook,
+    msocket,
     set_default_stack,
     uninstall_hook,
     use,
 )
 from threadnet.link import Link, open_link, register_scheme
+from threadnet.stack.api import Stack
 from threadnet.stack.remote import Publication, RemoteSocket, RemoteStack
-from threadnet.stack.socket import StackSocket, msocket
-from threadnet.stack.stack import Stack
+from threadnet.stack.socket import StackSocket
 
 __version__ = "0.1.0"
 

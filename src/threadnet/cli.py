@@ -310,7 +310,7 @@ def cmd_wirefilter(args: argparse.Namespace) -> int:
 # -- stacks ---------------------------------------------------------------------------------
 def _build_stack(args: argparse.Namespace, name: str) -> object:
     """A Stack with one interface per --link and the --config strings applied in order."""
-    from threadnet.stack.stack import Stack
+    from threadnet.stack.api import Stack
 
     stack = Stack(name=name, forwarding=getattr(args, "forwarding", False))
     try:

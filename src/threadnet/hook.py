@@ -95,6 +95,23 @@ def use(stack: Any) -> Iterator[Any]:
         _tls.stack = before
 
 
+def msocket(stack: Any, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,
+            proto: int = 0) -> _socket.socket:
+    """A socket on ``stack`` (libioth's ``ioth_msocket``, msocket(2)).
+
+    ``stack`` is a Stack, a RemoteStack, the path of a published stack, or None for
+    the calling thread's default (the kernel's stack when there is none). As in
+    msocket(2), ``type=0`` (SOCK_DEFAULT) opens nothing: it makes ``stack`` the process's
+    default stack and returns None."""
+    if type == 0:
+        set_default_stack(stack, scope="process")
+        return None  # type: ignore[return-value]
+    target = get_default_stack() if stack is None else _resolve(stack)
+    if target is None:
+        return _ORIG_SOCKET(family, type, proto)
+    return target.socket(family, type, proto)
+
+
 # -- the patched socket module --------------------------------------------------------------
 class _SocketMeta(type(_ORIG_SOCKET)):  # type: ignore[misc]
     """``isinstance(x, socket.socket)`` stays true for every real socket object."""

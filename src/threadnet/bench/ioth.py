@@ -115,7 +115,7 @@ def _serve(b: Any) -> list[socket.socket]:
 
 def measure(python: str, repeat: int, mbytes: int, rr: int, conns: int, mtu: int) -> dict:
     from threadnet.link.pair import open_pair
-    from threadnet.stack.stack import Stack
+    from threadnet.stack.api import Stack
 
     la, lb = open_pair(max_frame=mtu + 18)
     a = Stack("eth,ip=10.77.0.1/24", link=la, name="A")

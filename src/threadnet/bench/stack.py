@@ -102,8 +102,8 @@ class PeerUnavailable(Exception):
 
 # -- roles run in child processes ----------------------------------------------------------
 def role_server(link: str, ip: str) -> None:
+    from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_server
-    from threadnet.stack.stack import Stack
 
     s = Stack(f"eth,ip={ip}", link=link)
     srv = create_server(s, ("", PORT))
@@ -123,8 +123,8 @@ def role_server(link: str, ip: str) -> None:
 
 
 def role_client(link: str, ip: str, dst: str, nbytes: int) -> None:
+    from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_connection
-    from threadnet.stack.stack import Stack
 
     s = Stack(f"eth,ip={ip}", link=link)
     block = bytes(1 << 20)
@@ -181,8 +181,8 @@ def stack_to_stack_switch(python: str, nbytes: int, work: str) -> tuple[float, f
 
 def stack_to_stack_pair(nbytes: int, mtu: int = 65535) -> float:
     from threadnet.link.pair import open_pair
+    from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_connection, create_server
-    from threadnet.stack.stack import Stack
 
     la, lb = open_pair(mtu)
     a, b = Stack(link=la), Stack(link=lb)
@@ -212,8 +212,8 @@ def stack_to_stack_pair(nbytes: int, mtu: int = 65535) -> float:
 
 def connections_per_second(count: int) -> float:
     from threadnet.link.pair import open_pair
+    from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_connection, create_server
-    from threadnet.stack.stack import Stack
 
     la, lb = open_pair(1518)
     a, b = Stack(link=la), Stack(link=lb)
@@ -248,7 +248,7 @@ def memory_per_stack(count: int) -> float:
     import tracemalloc
 
     from threadnet.link.null import open_null
-    from threadnet.stack.stack import Stack
+    from threadnet.stack.api import Stack
 
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -459,8 +459,8 @@ def kernel_and_stack(python: str, nbytes: int, work: str) -> tuple[float, float]
                 " while d:=c.recv(1<<20):\n"
                 "  t=t or time.perf_counter();k+=len(d)\n"
                 " print(k*8/(time.perf_counter()-t)/1e6,flush=True)\n")
+        from threadnet.stack.api import Stack
         from threadnet.stack.socket import create_connection, create_server
-        from threadnet.stack.stack import Stack
 
         s = Stack("eth,ip=10.250.0.1/24", link=f"vde://{d}")
         srv = create_server(s, ("", PORT))

@@ -72,10 +72,10 @@ from threadnet.errors import URLError
 from threadnet.hook import _NAMES as _HOOKED_NAMES
 from threadnet.hook import _ORIG_SOCKET, set_default_stack
 from threadnet.link import open_link
+from threadnet.stack.api import Stack as _ThreadnetStack
 from threadnet.stack.config import Config, ConfigError, parse_config, parse_mac
 from threadnet.stack.socket import StackSocket
 from threadnet.stack.stack import Interface
-from threadnet.stack.stack import Stack as _ThreadnetStack
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
 # -- the module-level names iothpy re-exports from the stdlib socket module -----------------

@@ -767,25 +767,6 @@ def _unfill(sock: StackSocket) -> None:
         pass  # the application closed it meanwhile
 
 
-def msocket(stack: Any, family: int = AF_INET, type: int = SOCK_STREAM,
-            proto: int = 0) -> _socket.socket:
-    """A socket on ``stack`` (libioth's ``ioth_msocket``, msocket(2)).
-
-    ``stack`` is a Stack, a RemoteStack, the path of a published stack, or None for
-    the calling thread's default (the kernel's stack when there is none). As in
-    msocket(2), ``type=0`` (SOCK_DEFAULT) opens nothing: it makes ``stack`` the process's
-    default stack and returns None."""
-    from threadnet.hook import _ORIG_SOCKET, _resolve, get_default_stack, set_default_stack
-
-    if type == 0:
-        set_default_stack(stack, scope="process")
-        return None  # type: ignore[return-value]
-    target = get_default_stack() if stack is None else _resolve(stack)
-    if target is None:
-        return _ORIG_SOCKET(family, type, proto)
-    return target.socket(family, type, proto)
-
-
 def create_connection(stack: Any, address: tuple[str, int], timeout: float | None = None,
                       source_address: tuple[str, int] | None = None) -> StackSocket:
     """``socket.create_connection`` on ``stack``: every address the stack's resolver

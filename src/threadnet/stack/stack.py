@@ -20,18 +20,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
 from threadnet.stack.config import parse_config
 from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
+from threadnet.stack.resolvconf import ResolverConfig
 from threadnet.stack.route import Route, RoutingTable
-
-if TYPE_CHECKING:
-    from threadnet.stack.remote import Publication
-    from threadnet.stack.resolver import Resolver
 from threadnet.stack.tcplayer import TcpLayer
 from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp, vnet
 from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
@@ -124,7 +120,15 @@ class Stack:
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
         >>> s.addresses()
         ['10.0.0.5/24', ...]
+
+    This is the protocol core: it imports nothing from the socket API. ``threadnet.Stack``
+    (``stack/api.py``) is this class plus ``socket``, ``publish``, the name lookups and the
+    per-process driver by default; a core Stack runs only under a driver it is given.
     """
+
+    #: what ``resolver`` makes: here the settings only; ``threadnet.Stack`` sets the
+    #: lookups' class (``stack/resolver.py``), so the core never imports it
+    resolver_class: type[ResolverConfig] = ResolverConfig
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
@@ -148,8 +152,7 @@ class Stack:
         self._ip_ids = [0] * IP_ID_BUCKETS
         self._now = 0.0
         self.driver = None
-        self._resolver: Resolver | None = None  # made on first use (stack/resolver.py)
-        self._publications: list[Publication] | None = None  # stack.publish(path)
+        self._resolver: ResolverConfig | None = None  # made on first use (resolver_class)
         # bumped by every change of interfaces and addresses: caches of the data path
         # (local address sets, TCP connections' output paths) check it
         self._gen = 0
@@ -167,10 +170,8 @@ class Stack:
             self.add_interface(link)
         if config:
             self.configure(config)
-        if driver is not False:
-            from threadnet.stack.driver import default_driver
-
-            (driver or default_driver()).attach(self)  # type: ignore[attr-defined]
+        if driver:
+            driver.attach(self)  # type: ignore[attr-defined]
 
     # -- configuration ---------------------------------------------------------------
     def add_interface(self, link: Link | str, *, name: str | None = None, mac: bytes | None = None,
@@ -356,18 +357,11 @@ class Stack:
 
     # -- names: stack/resolver.py, with the socket module's semantics ---------------------
     @property
-    def resolver(self) -> Resolver:
+    def resolver(self) -> ResolverConfig:
         """This stack's name resolution: host name, hosts table, DNS settings and cache."""
         if self._resolver is None:
-            from threadnet.stack.resolver import Resolver
-
-            self._resolver = Resolver(self)
+            self._resolver = self.resolver_class(self)
         return self._resolver
-
-    def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
-                    proto: int = 0, flags: int = 0) -> list[tuple]:
-        """``socket.getaddrinfo``, resolved on this stack (never by the host)."""
-        return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
 
     def gethostname(self) -> str:
         """The host name set by ``fqdn=`` or ``set_hostname``, else the stack's name."""
@@ -377,21 +371,6 @@ class Stack:
         self.resolver.set_hostname(name)
 
     sethostname = set_hostname
-
-    def gethostbyname(self, hostname: Any) -> str:
-        return self.resolver.gethostbyname(hostname)
-
-    def gethostbyname_ex(self, hostname: Any) -> tuple[str, list[str], list[str]]:
-        return self.resolver.gethostbyname_ex(hostname)
-
-    def gethostbyaddr(self, ip_address: Any) -> tuple[str, list[str], list[str]]:
-        return self.resolver.gethostbyaddr(ip_address)
-
-    def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
-        return self.resolver.getnameinfo(sockaddr, flags)
-
-    def getfqdn(self, name: str = "") -> str:
-        return self.resolver.getfqdn(name)
 
     @property
     def hosts(self) -> dict[str, list[str]]:
@@ -1512,12 +1491,6 @@ class Stack:
             self.echo_waiters.pop((family, ident), None)
         return rtts
 
-    def socket(self, family: int = 2, type: int = 1, proto: int = 0):
-        """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""
-        from threadnet.stack.socket import StackSocket
-
-        return StackSocket(self, family, type, proto)
-
     def locked(self):
         """Hold the stack's lock (the driver's) for calls from application threads; on
         exit the driver re-arms the stack's timers."""
@@ -1533,29 +1506,9 @@ class Stack:
 
         return hold()
 
-    def publish(self, path: str | os.PathLike[str], mode: int = 0o660,
-                group: int | str | None = None, *, max_sockets: int | None = None,
-                max_pending: int | None = None) -> Publication:
-        """Make this stack reachable at ``path`` for other processes (``msocket(path, ...)``).
-
-        ``mode`` and ``group`` set who may open sockets on it; ``max_sockets`` and
-        ``max_pending`` are per-uid quotas (see ``Publication``). Returns the
-        Publication; closing it, or the stack, removes the path."""
-        from threadnet.stack.remote import Publication
-
-        pub = Publication(self, path, mode, group, max_sockets=max_sockets,
-                          max_pending=max_pending)
-        if self._publications is None:
-            self._publications = []
-        self._publications.append(pub)
-        return pub
-
     def close(self) -> None:
         """Stop the stack and close its links. Its connections are reset, and the sockets
         on it see that at once (a blocked recv or accept fails instead of hanging)."""
-        pubs, self._publications = self._publications or [], None
-        for pub in pubs:
-            pub.close()
         with self.locked():
             for ep in list(self.tcp.conns.values()):
                 ep.abort(errno.ECONNABORTED)

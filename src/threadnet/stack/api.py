@@ -1,0 +1,89 @@
+"""``threadnet.Stack``: the stack core (``stack/stack.py``) plus what applications call.
+
+The core is a protocol engine and imports nothing above it. This subclass, in the
+socket-API layer, adds the calls that need that layer: ``socket`` (``StackSocket``),
+``publish`` (``Publication``), the name lookups (``Resolver``, which blocks the caller),
+and a driver by default (the process's ``Driver``), so ``Stack(config, link)`` runs at once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from threadnet.link import Link
+from threadnet.stack import stack as core
+from threadnet.stack.driver import default_driver
+from threadnet.stack.remote import Publication
+from threadnet.stack.resolver import Resolver
+from threadnet.stack.socket import StackSocket
+
+
+class Stack(core.Stack):
+    """A TCP/IP stack instance (IPv4 and IPv6 in one engine), with its sockets.
+
+    ``driver`` is the Driver that runs it: the process's default one if None, none if
+    False (a test then feeds it frames and time itself).
+
+        >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
+        >>> s.socket().connect(("10.0.0.1", 80))
+    """
+
+    resolver_class = Resolver
+    resolver: Resolver  # the property's value, with the lookups
+
+    def __init__(self, config: str | None = None, link: Link | str | None = None, *,
+                 name: str | None = None, forwarding: bool = False,
+                 driver: object | None = None) -> None:
+        self._publications: list[Publication] | None = None  # stack.publish(path)
+        super().__init__(config, link, name=name, forwarding=forwarding,
+                         driver=default_driver() if driver is None else driver)
+
+    def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
+        """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""
+        return StackSocket(self, family, type, proto)
+
+    def publish(self, path: str | os.PathLike[str], mode: int = 0o660,
+                group: int | str | None = None, *, max_sockets: int | None = None,
+                max_pending: int | None = None) -> Publication:
+        """Make this stack reachable at ``path`` for other processes (``msocket(path, ...)``).
+
+        ``mode`` and ``group`` set who may open sockets on it; ``max_sockets`` and
+        ``max_pending`` are per-uid quotas (see ``Publication``). Returns the
+        Publication; closing it, or the stack, removes the path."""
+        pub = Publication(self, path, mode, group, max_sockets=max_sockets,
+                          max_pending=max_pending)
+        if self._publications is None:
+            self._publications = []
+        self._publications.append(pub)
+        return pub
+
+    def close(self) -> None:
+        """Stop the stack and close its links. Its publications go first; its connections
+        are reset, and the sockets on it see that at once (a blocked recv or accept fails
+        instead of hanging)."""
+        pubs, self._publications = self._publications or [], None
+        for pub in pubs:
+            pub.close()
+        super().close()
+
+    # -- names: stack/resolver.py, with the socket module's semantics ---------------------
+    def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
+                    proto: int = 0, flags: int = 0) -> list[tuple]:
+        """``socket.getaddrinfo``, resolved on this stack (never by the host)."""
+        return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
+
+    def gethostbyname(self, hostname: Any) -> str:
+        return self.resolver.gethostbyname(hostname)
+
+    def gethostbyname_ex(self, hostname: Any) -> tuple[str, list[str], list[str]]:
+        return self.resolver.gethostbyname_ex(hostname)
+
+    def gethostbyaddr(self, ip_address: Any) -> tuple[str, list[str], list[str]]:
+        return self.resolver.gethostbyaddr(ip_address)
+
+    def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
+        return self.resolver.getnameinfo(sockaddr, flags)
+
+    def getfqdn(self, name: str = "") -> str:
+        return self.resolver.getfqdn(name)
