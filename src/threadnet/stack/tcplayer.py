@@ -301,7 +301,10 @@ class TcpLayer:
             _, _, _, mtu = self.stack._path(family, None, remote[0], now)
         except OSError:
             mtu = 1500
-        mss = mtu - (40 if family == 4 else 60)
+        # IPv4's total length is 16 bits: on a link of a larger MTU (the loopback's 65536,
+        # as Linux's lo) a segment must still fit in 65535 bytes (Linux's MSS there is
+        # 65495 too); IPv6's payload length does not count its 40-byte header
+        mss = (min(mtu, 0xFFFF) - 40) if family == 4 else mtu - 60
         opts = {"rcvbuf": TCP_BUF, "sndbuf": TCP_BUF, **self.defaults, **options}
         # RFC 6528: ISN = a 4 us clock + a keyed hash of the connection's addresses and
         # ports, so that a new incarnation of a connection starts above the old one (what
