@@ -20,6 +20,8 @@ import pytest
 from threadnet.stack.driver import Driver
 from threadnet.stack.stack import Stack
 
+from conftest import wait_for
+
 
 @pytest.fixture
 def driver():
@@ -63,3 +65,195 @@ def test_tcp_over_loopback_both_families(driver, size):
         assert not s.stats.get("driver_errors")
     finally:
         s.close()
+
+
+# -- b. duplicate address detection through the public API; IPv4 conflict detection --------
+@pytest.fixture
+def switch(sockdir):
+    from threadnet.switch.server import SwitchServer
+
+    sw = SwitchServer(os.path.join(sockdir, "sw")).start()
+    yield f"vde://{sw.directory}"
+    sw.close()
+
+
+def _state6(stack: Stack, addr: str) -> str:
+    packed = socket.inet_pton(socket.AF_INET6, addr)
+    return next(a.state for i in stack.interfaces.values() for a in i.v6 if a.addr == packed)
+
+
+def test_dad_detects_a_duplicate_on_a_switch(switch, driver):
+    """The second stack configured (Stack(config)) with an address the first one holds
+    marks it dadfailed: listed so, never a source. Before the fix both kept it
+    "preferred": the address was added at time 0.0, so the driver's first tick ended DAD
+    before the first stack's advertisement came back."""
+    a = Stack("eth,ip=fc00:4::1/64", link=switch, driver=driver, name="A")
+    b = None
+    try:
+        wait_for(lambda: "fc00:4::1/64" in a.addresses(6), what="A's DAD")
+        b = Stack("eth,ip=fc00:4::1/64,ip=fc00:4::2/64", link=switch, driver=driver, name="B")
+        wait_for(lambda: _state6(b, "fc00:4::1") != "tentative"
+                 and _state6(b, "fc00:4::2") != "tentative", timeout=10, what="B's DAD")
+        assert _state6(b, "fc00:4::1") == "dadfailed"
+        assert _state6(b, "fc00:4::2") == "preferred"
+        assert "    inet6 fc00:4::1/64 dadfailed" in b.describe()
+        assert "fc00:4::1/64" not in b.addresses(6)
+        eth = b.interface("eth0")
+        assert socket.inet_pton(socket.AF_INET6, "fc00:4::1") not in eth.v6_usable()
+        assert _state6(a, "fc00:4::1") == "preferred"
+        # B's own traffic goes from its other address, and A still answers for the first
+        assert len(b.ping("fc00:4::1", count=1, timeout=5)) == 1
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+
+
+class _Wire:
+    """Stacks on fake time joined by list links: what one sends, the others get."""
+
+    def __init__(self, *configs: str, start: float = 1000.0, **kw) -> None:
+        from stack_helpers import ListLink
+
+        self.now = [start]
+        self.links = [ListLink() for _ in configs]
+        self.stacks = []
+        for cfg, link in zip(configs, self.links, strict=True):
+            s = Stack(link=link, driver=False, **kw)
+            s.clock = lambda: self.now[0]
+            s.configure(cfg)
+            self.stacks.append(s)
+
+    def move(self) -> None:
+        while any(link.sent for link in self.links):
+            for i, link in enumerate(self.links):
+                frames, link.sent = link.sent, []
+                for f in frames:
+                    for j, s in enumerate(self.stacks):
+                        if j != i:
+                            s.input(s.interfaces[2], f, self.now[0])
+
+    def run(self, seconds: float, step: float = 0.1) -> None:
+        end = self.now[0] + seconds
+        while self.now[0] < end:
+            self.move()
+            self.now[0] += step
+            for s in self.stacks:
+                s.on_timer(self.now[0])
+        self.move()
+
+    def close(self) -> None:
+        for s in self.stacks:
+            s.close()
+
+
+def test_dad_runs_on_the_stacks_clock():
+    """An address added through the public API starts DAD at the stack's clock (here a
+    fake one at 1000 s): it is still tentative half a second later, and a second stack
+    with the same address fails DAD when the first one's advertisement arrives."""
+    w = _Wire("eth,ip=fc00:7::1/64", "eth")
+    a, b = w.stacks
+    try:
+        w.run(0.5)
+        assert _state6(a, "fc00:7::1") == "tentative"
+        w.run(1.0)
+        assert _state6(a, "fc00:7::1") == "preferred"
+        b.addr_add("eth0", "fc00:7::1/64")
+        w.run(0.3)
+        assert _state6(b, "fc00:7::1") == "dadfailed"
+        w.run(2.0)
+        assert _state6(b, "fc00:7::1") == "dadfailed"
+        assert b.stats.get("dad_duplicate") == 1
+    finally:
+        w.close()
+
+
+def _arp_frames(link) -> list[tuple[int, bytes, bytes]]:
+    from threadnet.wire import arp
+
+    out = []
+    for f in link.sent:
+        if f[12:14] == b"\x08\x06":
+            op, sha, spa, tha, tpa = arp.parse(memoryview(f)[14:])
+            out.append((op, spa, tpa))
+    return out
+
+
+def test_acd_probes_announces_then_uses_the_address():
+    """RFC 5227 on fake time: three probes from 0.0.0.0, no use meanwhile, then the
+    address is used and announced twice."""
+    from stack_helpers import ListLink
+
+    link = ListLink()
+    s = Stack(link=link, driver=False)
+    now = [50.0]
+    s.clock = lambda: now[0]
+    try:
+        s.configure("eth,acd,ip=10.4.2.7/24")
+        addr = socket.inet_aton("10.4.2.7")
+        assert s.addresses(4) == ["127.0.0.1/8"]
+        assert "    inet 10.4.2.7/24 tentative" in s.describe()
+        with pytest.raises(OSError):  # no usable source on that network yet
+            s.udp_send(b"x", ("10.4.2.9", 9), 1234)
+        seen = []
+        while now[0] < 62.0:
+            now[0] += 0.05
+            s.on_timer(now[0])
+            if "10.4.2.7/24" not in s.addresses(4):
+                assert all(spa == bytes(4) for _, spa, _ in _arp_frames(link))
+        seen = _arp_frames(link)
+        probes = [f for f in seen if f[1] == bytes(4)]
+        announcements = [f for f in seen if f[1] == addr]
+        assert probes == [(1, bytes(4), addr)] * 3
+        assert announcements == [(1, addr, addr)] * 2
+        assert "10.4.2.7/24" in s.addresses(4)
+    finally:
+        s.close()
+
+
+def test_acd_conflict_on_fake_time():
+    """B probes for an address A uses: A answers, B marks it conflict and never uses it;
+    an address nobody has goes into use. A's own, conflict-detecting address defends
+    itself once against a gratuitous claim, then gives up on the second."""
+    w = _Wire("eth,ip=10.4.3.1/24", "eth,acd,ip=10.4.3.1/24,ip=10.4.3.2/24")
+    a, b = w.stacks
+    try:
+        w.run(12.0)
+        assert "    inet 10.4.3.1/24 conflict" in b.describe()
+        assert b.addresses(4) == ["127.0.0.1/8", "10.4.3.2/24"]
+        assert a.addresses(4) == ["127.0.0.1/8", "10.4.3.1/24"]
+        assert b.stats.get("acd_conflict") == 1
+        assert b.source4(socket.inet_aton("10.4.3.9")) == socket.inet_aton("10.4.3.2")
+        # defending (2.4 b): A claims B's address twice within 10 s
+        from threadnet.wire import arp
+
+        eth = a.interface("eth0")
+        claim = bytearray(28)
+        mine = socket.inet_aton("10.4.3.2")
+        arp.build(claim, arp.OP_REQUEST, eth.mac, mine, bytes(6), mine)
+        frame = b"\xff" * 6 + eth.mac + b"\x08\x06" + claim
+        b.input(b.interfaces[2], frame, w.now[0])
+        assert b.stats.get("acd_defended") == 1 and "10.4.3.2/24" in b.addresses(4)
+        w.now[0] += 1.0
+        b.input(b.interfaces[2], frame, w.now[0])
+        assert "10.4.3.2/24" not in b.addresses(4)
+        assert "    inet 10.4.3.2/24 conflict" in b.describe()
+    finally:
+        w.close()
+
+
+def test_acd_two_stacks_on_a_switch(switch, driver):
+    """The configuration item ``acd`` on real stacks: the second stack with A's address
+    finds the conflict; its other address goes into use and answers ping."""
+    a = Stack("eth,ip=10.4.4.1/24", link=switch, driver=driver, name="A")
+    b = Stack("eth,acd,ip=10.4.4.1/24,ip=10.4.4.2/24", link=switch, driver=driver, name="B")
+    try:
+        wait_for(lambda: "10.4.4.2/24" in b.addresses(4)
+                 and "    inet 10.4.4.1/24 conflict" in b.describe(),
+                 timeout=30, what="conflict detection")
+        assert "10.4.4.1/24" not in b.addresses(4)
+        assert len(a.ping("10.4.4.2", count=1, timeout=5)) == 1
+        assert len(b.ping("10.4.4.1", count=1, timeout=5)) == 1  # A's, from 10.4.4.2
+    finally:
+        a.close()
+        b.close()

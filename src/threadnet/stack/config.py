@@ -3,7 +3,8 @@
 ``"eth,ip=10.0.0.5/24,gw=10.0.0.1"``: comma-separated items. ``eth`` brings the interface
 up; ``ip=ADDR/PLEN`` (IPv4 or IPv6) adds an address; ``gw=ADDR`` a default route;
 ``mac=``/``macaddr=`` sets the MAC; ``iface=NAME`` or ``ifindex=N`` picks the interface;
-``fqdn=``, ``dns=``, ``domain=`` are recorded for the resolver; ``mtu=N`` sets the MTU.
+``fqdn=``, ``dns=``, ``domain=`` are recorded for the resolver; ``mtu=N`` sets the MTU;
+``acd`` probes the IPv4 addresses for conflicts (RFC 5227) before using them.
 ``dhcp``/``dhcp4``, ``dhcp6``, ``rd``/``rd6``, ``slaac`` and ``auto``/``auto4``/``auto6``
 ask for dynamic configuration. A ``-`` before a word undoes it (``-eth``, ``-dhcp``...).
 """
@@ -21,7 +22,7 @@ class ConfigError(ThreadnetError, ValueError):
 
 
 _FLAGS = {"eth", "dhcp", "dhcp4", "dhcpv4", "dhcp6", "dhcpv6", "rd", "rd6", "slaac",
-          "auto", "auto4", "auto6", "static", "debug"}
+          "auto", "auto4", "auto6", "static", "debug", "acd"}
 _KEYS = {"ip", "gw", "mac", "macaddr", "iface", "ifindex", "fqdn", "dns", "domain", "mtu",
          "stack", "vnl"}
 
@@ -42,6 +43,7 @@ class Config:
     dhcp6: bool | None = None
     rd: bool | None = None
     slaac: bool | None = None
+    acd: bool | None = None  # IPv4 address conflict detection (RFC 5227) for ip= here
     stack: str | None = None
     vnl: str | None = None
     undo: set[str] = field(default_factory=set)
@@ -76,6 +78,8 @@ def parse_config(text: str) -> Config:
                 cfg.rd = on
             elif key == "slaac":
                 cfg.slaac = on
+            elif key == "acd":
+                cfg.acd = on
             elif key in ("auto", "auto4", "auto6"):
                 cfg.eth = cfg.eth if not on else True
                 if key in ("auto", "auto4"):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
+from threadnet.stack.acd import ARP_ANNOUNCE, ARP_PROBE, CONFLICT, DEFEND, Acd
 from threadnet.stack.config import parse_config
 from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
@@ -68,7 +69,7 @@ IP_ID_BUCKETS = 2048
 class Address6:
     addr: bytes
     plen: int
-    state: str = "tentative"  # tentative -> preferred, or duplicate
+    state: str = "tentative"  # tentative -> preferred, or dadfailed (RFC 4862 5.4.5)
     dad_deadline: float = 0.0
 
 
@@ -84,6 +85,9 @@ class Interface:
         self.up = False
         self.v4: list[tuple[bytes, int]] = []
         self.v6: list[Address6] = []
+        #: IPv4 addresses under conflict detection (RFC 5227, ``acd``): while probing, or
+        #: after a conflict, an address is here and not in ``v4``
+        self.acd4: dict[bytes, Acd] = {}
         self.arp = NeighborCache()
         self.nd = NeighborCache()
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
@@ -120,7 +124,9 @@ class Stack:
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
     ``clock`` is the time source for calls made outside ``input``/``on_timer`` (socket
-    calls); tests that drive the stack on fake time replace it.
+    calls, addresses added, links set up); tests that drive the stack on fake time replace
+    it. ``acd``: IPv4 addresses go through conflict detection (RFC 5227) before use, unless
+    ``addr_add`` says otherwise (the configuration item ``acd`` turns it on too).
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
         >>> s.addresses()
@@ -129,9 +135,13 @@ class Stack:
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None) -> None:
+                 driver: object | None = None, acd: bool = False) -> None:
         self.name = name or f"stack{id(self):x}"
         self.clock: Callable[[], float] = time.monotonic
+        self.acd = acd
+        # a driver runs this stack on its clock; without one (driver=False) the caller's
+        # explicit times are the stack's only time, unless it sets a clock (see _api_now)
+        self._on_clock = driver is not False
         self.interfaces: dict[int, Interface] = {}
         self.routes4 = RoutingTable(4)
         self.routes6 = RoutingTable(6)
@@ -203,13 +213,26 @@ class Stack:
             raise OSError(errno.ENODEV, f"no interface {ref!r}")
         return iface
 
+    def _api_now(self, now: float | None) -> float:
+        """The time of a call from outside ``input``/``on_timer`` that starts a timer (DAD
+        of an address, conflict detection): ``now`` when given, else the stack's clock,
+        the real time a driver runs it on. A stack without a driver and with the default
+        clock knows only the times its caller passed to ``input``/``on_timer``: the last
+        of them. (Before, the public API used that last time always: 0.0 for a new stack,
+        so the driver's first tick ended the DAD of every configured address.)"""
+        if now is not None:
+            return now
+        if self._on_clock or self.clock is not time.monotonic:
+            return self.clock()
+        return self._now
+
     def link_up(self, ref: int | str, now: float | None = None) -> None:
         iface = self.interface(ref)
         if iface.up:
             return
         iface.up = True
         self._gen += 1
-        now = self._now if now is None else now
+        now = self._api_now(now)
         if not iface.loopback and not any(a.addr[:2] == b"\xfe\x80" for a in iface.v6):
             self._add6(iface, eui64_link_local(iface.mac), 64, now)
         for a in iface.v6:
@@ -234,18 +257,25 @@ class Stack:
         self.interface(ref).mtu = mtu
         self._gen += 1
 
-    def addr_add(self, ref: int | str, cidr: str, now: float | None = None) -> None:
+    def addr_add(self, ref: int | str, cidr: str, now: float | None = None, *,
+                 acd: bool | None = None) -> None:
+        """Add an address. An IPv6 one is tentative until duplicate address detection
+        (RFC 4862) ends, about a second from now; an IPv4 one is used at once, unless
+        ``acd`` (default: the stack's ``acd``) asks for conflict detection first (RFC
+        5227, some 5-9 seconds): an address found in use elsewhere stays listed, marked
+        ``conflict``, and is never used."""
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
-        now = self._now if now is None else now
+        now = self._api_now(now)
         self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
-            if entry in iface.v4:
+            if entry in iface.v4 or net.ip.packed in iface.acd4:
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
-            iface.v4.append(entry)
-            if net.network.prefixlen < 32 or iface.loopback:
-                self._kernel_route(self.routes4, net.network, iface)
+            if (self.acd if acd is None else acd) and not iface.loopback:
+                iface.acd4[entry[0]] = Acd(entry[0], entry[1], now, self.tcp.rng)
+                return
+            self._bind4(iface, entry)
         else:
             if any(a.addr == net.ip.packed for a in iface.v6):
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
@@ -254,6 +284,14 @@ class Stack:
                 self._kernel_route(self.routes6, net.network, iface)
             if iface.loopback:
                 a.state = "preferred"
+
+    def _bind4(self, iface: Interface, entry: tuple[bytes, int]) -> None:
+        """Put an IPv4 address in use, with its connected route."""
+        iface.v4.append(entry)
+        self._gen += 1
+        net = ipaddress.ip_interface(entry).network
+        if net.prefixlen < 32 or iface.loopback:
+            self._kernel_route(self.routes4, net, iface)
 
     def _kernel_route(self, table: RoutingTable, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
                       iface: Interface) -> None:
@@ -277,21 +315,36 @@ class Stack:
         self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
-            if entry not in iface.v4:
-                raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
-            iface.v4.remove(entry)
-            others = [ipaddress.ip_interface((a, p)).network for a, p in iface.v4]
-            table = self.routes4
-        else:
-            match = [a for a in iface.v6 if a.addr == net.ip.packed]
-            if not match:
-                raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
-            iface.v6.remove(match[0])
-            others = [ipaddress.ip_interface((a.addr, a.plen)).network for a in iface.v6]
-            table = self.routes6
-        if net.network not in others:
+            pending = iface.acd4.get(entry[0])
+            if pending is not None and pending.plen == entry[1]:
+                del iface.acd4[entry[0]]
+                if entry not in iface.v4:
+                    return  # probing or in conflict: never in use
+            self._unbind4(iface, entry, cidr)
+            return
+        match = [a for a in iface.v6 if a.addr == net.ip.packed]
+        if not match:
+            raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
+        iface.v6.remove(match[0])
+        others = [ipaddress.ip_interface((a.addr, a.plen)).network for a in iface.v6]
+        self._drop_kernel_route(self.routes6, net.network, others, iface)
+
+    def _unbind4(self, iface: Interface, entry: tuple[bytes, int], cidr: str) -> None:
+        """Stop using an IPv4 address; its connected route goes unless another address
+        of the interface is on that network."""
+        if entry not in iface.v4:
+            raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
+        iface.v4.remove(entry)
+        self._gen += 1
+        others = [ipaddress.ip_interface((a, p)).network for a, p in iface.v4]
+        self._drop_kernel_route(self.routes4, ipaddress.ip_interface(entry).network, others,
+                                iface)
+
+    def _drop_kernel_route(self, table: RoutingTable, network: Any, others: list[Any],
+                           iface: Interface) -> None:
+        if network not in others:
             for r in list(table.routes):
-                if r.dst == net.network and r.ifindex == iface.index and r.proto == "kernel":
+                if r.dst == network and r.ifindex == iface.index and r.proto == "kernel":
                     table.delete(r.dst, ifindex=iface.index, metric=r.metric)
 
     def route_add(self, dst: str, via: str | None = None, dev: int | str | None = None,
@@ -345,7 +398,7 @@ class Stack:
         elif cfg.eth is False:
             self.link_down(iface.index)
         for a in cfg.addresses:
-            self.addr_add(iface.index, str(a), now)
+            self.addr_add(iface.index, str(a), now, acd=cfg.acd)
         for gw in cfg.gateways:
             self.route_add("default", str(gw))
         if cfg.fqdn is not None:
@@ -674,6 +727,15 @@ class Stack:
         op, sha, spa, tha, tpa = arp.parse(mv)
         if sha[0] & 1:
             return  # a multicast sender address is never valid
+        if iface.acd4:
+            self._acd_arp(iface, op == arp.OP_REQUEST, sha, spa, tpa, now)
+        if spa == bytes(4):
+            # an ARP probe (RFC 5227): answered if it is for us, no cache entry for 0.0.0.0
+            if op == arp.OP_REQUEST and any(a == tpa for a, _ in iface.v4):
+                buf = bytearray(28)
+                arp.build(buf, arp.OP_REPLY, iface.mac, tpa, sha, spa)
+                self._send_eth(iface, sha, _ETH_ARP, buf)
+            return
         ours = any(a == tpa for a, _ in iface.v4)
         # RFC 826: update an existing entry; create one only from a request for us (as
         # Linux with arp_accept=0: no entries from unsolicited replies or gratuitous ARP).
@@ -842,11 +904,10 @@ class Stack:
             mine = next((a for a in iface.v6 if a.addr == target), None)
             if mine is None:
                 return
-            if mine.state == "tentative":
-                if src == ipv6.UNSPECIFIED:
-                    mine.state = "duplicate"  # someone else is doing DAD for it too
-                    self._count("dad_duplicate")
-                return
+            if mine.state != "preferred":
+                if mine.state == "tentative" and src == ipv6.UNSPECIFIED:
+                    self._dad_failed(mine)  # someone else is doing DAD for it too
+                return  # not ours (yet): no answer
             if src != ipv6.UNSPECIFIED and slla is not None:
                 for pkt in iface.nd.confirm(src, bytes(slla), now, solicited=False):
                     self._xmit(iface, bytes(slla), pkt)  # type: ignore[arg-type]
@@ -864,10 +925,9 @@ class Stack:
                 return
             flags, target, tlla = icmp6.parse_na(payload)
             mine = next((a for a in iface.v6 if a.addr == target), None)
-            if mine is not None:
+            if mine is not None and mine.state != "dadfailed":  # (that one is a neighbor's)
                 if mine.state == "tentative":
-                    mine.state = "duplicate"
-                    self._count("dad_duplicate")
+                    self._dad_failed(mine)
                 return
             if tlla is not None:
                 for pkt in iface.nd.confirm(target, bytes(tlla), now,
@@ -1167,6 +1227,40 @@ class Stack:
         if send_now:
             self._arp_request(iface, nexthop, None)
 
+    # -- IPv4 address conflict detection (RFC 5227, stack/acd.py) --------------------------
+    def _acd_arp(self, iface: Interface, request: bool, sha: bytes, spa: bytes, tpa: bytes,
+                 now: float) -> None:
+        for a in list(iface.acd4.values()):
+            what = a.on_arp(request, sha, spa, tpa, iface.mac, now)
+            if what == DEFEND:
+                self._arp_announce(iface, a.addr)
+                self._count("acd_defended")
+            elif what == CONFLICT:
+                self._count("acd_conflict")
+                entry = (a.addr, a.plen)
+                if entry in iface.v4:
+                    self._unbind4(iface, entry, _ntop(a.addr))
+
+    def _acd_timer(self, iface: Interface, now: float) -> None:
+        for a in list(iface.acd4.values()):
+            if a.deadline is None or now < a.deadline:
+                continue
+            what = a.on_timer(now)
+            if what == ARP_PROBE:
+                buf = bytearray(28)
+                arp.build(buf, arp.OP_REQUEST, iface.mac, bytes(4), bytes(6), a.addr)
+                self._send_eth(iface, BROADCAST_MAC, _ETH_ARP, buf)
+            elif what == ARP_ANNOUNCE:
+                if a.usable and (a.addr, a.plen) not in iface.v4:
+                    self._bind4(iface, (a.addr, a.plen))
+                self._arp_announce(iface, a.addr)
+
+    def _arp_announce(self, iface: Interface, addr: bytes) -> None:
+        """An ARP announcement: a request with our address as sender and target."""
+        buf = bytearray(28)
+        arp.build(buf, arp.OP_REQUEST, iface.mac, addr, bytes(6), addr)
+        self._send_eth(iface, BROADCAST_MAC, _ETH_ARP, buf)
+
     def _arp_request(self, iface: Interface, target: bytes, mac: bytes | None) -> None:
         src = next((a for a, p in iface.v4 if _same_net(a, target, p)),
                    iface.v4[0][0] if iface.v4 else bytes(4))
@@ -1247,6 +1341,14 @@ class Stack:
                 self._output6(iface, dst, dst, packet, now)
                 return
         self._send_eth(iface, mac, _ETH_IPV6, packet)
+
+    def _dad_failed(self, a: Address6) -> None:
+        """RFC 4862 5.4.5: the address is someone else's. It stays listed (``ip addr``'s
+        "dadfailed") and is never used."""
+        a.state = "dadfailed"
+        a.dad_deadline = 0.0
+        self._gen += 1
+        self._count("dad_duplicate")
 
     def _start_dad(self, iface: Interface, a: Address6, now: float) -> None:
         """RFC 4862 5.4: one NS from :: for the tentative address, then wait."""
@@ -1437,6 +1539,8 @@ class Stack:
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
             times += [a.dad_deadline for a in iface.v6 if a.state == "tentative"]
+            if iface.acd4:
+                times += [a.deadline for a in iface.acd4.values()]
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, now: float) -> None:
@@ -1460,6 +1564,8 @@ class Stack:
                 self._ns(iface, target, mac, now)
             for etype, packet in failed:  # type: ignore[misc]
                 self._unreachable(etype, packet, now)
+            if iface.acd4:
+                self._acd_timer(iface, now)
             for a in iface.v6:
                 if a.state == "tentative" and a.dad_deadline and now >= a.dad_deadline:
                     a.state = "preferred"
@@ -1578,6 +1684,8 @@ class Stack:
             state = "UP" if i.up else "DOWN"
             lines.append(f"{i.index}: {i.name}: <{state}> mtu {i.mtu} link {mac_to_str(i.mac)}")
             lines += [f"    inet {ipaddress.ip_address(a)}/{p}" for a, p in i.v4]
+            lines += [f"    inet {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}"
+                      for a in i.acd4.values() if not a.usable]
             lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
         return lines
 
