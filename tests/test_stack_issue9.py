@@ -10,6 +10,7 @@ e. Unanswered address resolution fails connect, connected UDP and ping with
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -257,3 +258,49 @@ def test_acd_two_stacks_on_a_switch(switch, driver):
     finally:
         a.close()
         b.close()
+
+
+# -- d. an MTU larger than the link carries ----------------------------------------------
+def test_links_tell_their_largest_mtu(switch, tmp_path):
+    from threadnet.link import open_link
+    from threadnet.link.pair import open_pair
+
+    with open_link(switch) as vde:
+        assert vde.max_mtu == 1500
+    with open_link(f"pcap://{tmp_path / 'c.pcap'}{{{switch}}}") as wrapped:
+        assert wrapped.max_mtu == 1500
+    with open_link(f"wirefilter://delay=1{{{switch}}}") as emulated:
+        assert emulated.max_mtu == 1500
+    with open_link("null://") as null:
+        assert null.max_mtu is None
+    pa, pb = open_pair(9018)
+    with pa, pb:
+        assert pa.max_mtu == 9000
+
+
+def test_mtu_beyond_the_link_is_refused(switch, driver):
+    """vde:// carries MTU 1500 at most: mtu=9000 in a configuration, set_mtu, add_interface
+    and the console's link/set are refused with an error that says so, and the MTU stays.
+    Before, each was accepted and TCP then stalled on segments the switch dropped."""
+    from threadnet.stack.commands import build_table
+
+    with pytest.raises(ValueError, match="at most MTU 1500"):
+        Stack("eth,ip=10.4.5.1/24,mtu=9000", link=switch, driver=False)
+    s = Stack("eth,ip=10.4.5.1/24", link=switch, driver=driver)
+    try:
+        with pytest.raises(ValueError, match="at most MTU 1500"):
+            s.set_mtu("eth0", 9000)
+        with pytest.raises(ValueError, match="at most MTU 1500"):
+            s.add_interface(switch, mtu=1501)
+        assert s.interface("eth0").mtu == 1500
+        s.set_mtu("eth0", 1500)
+        s.set_mtu("eth0", 1400)
+        s.set_mtu("lo", 65535)  # no link, no limit beyond IP's
+        table = build_table(s, path="/run/x")
+        err, _, _ = table.run("link/set eth0 down mtu 9000")
+        assert err == errno.EINVAL
+        assert s.interface("eth0").mtu == 1400 and s.interface("eth0").up  # nothing applied
+        err, _, _ = table.run("link/set eth0 mtu 1500")
+        assert err == 0 and s.interface("eth0").mtu == 1500
+    finally:
+        s.close()

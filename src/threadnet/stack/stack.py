@@ -104,6 +104,16 @@ class Interface:
         return [a.addr for a in self.v6 if a.state == "preferred"]
 
 
+def check_mtu(link: Link | None, mtu: int, name: str = "the interface") -> None:
+    """ValueError unless ``mtu`` is 68..65535 and no larger than ``link`` carries."""
+    if not 68 <= mtu <= 65535:
+        raise ValueError(f"MTU {mtu} for {name}: an MTU must be 68..65535")
+    top = None if link is None else link.max_mtu
+    if top is not None and mtu > top:
+        raise ValueError(f"MTU {mtu} for {name}: its link {link.url or type(link).__name__} "
+                         f"carries at most MTU {top}")
+
+
 def eui64_link_local(mac: bytes) -> bytes:
     """fe80::/64 with an interface identifier from the MAC (RFC 4291 appendix A)."""
     iid = bytes([mac[0] ^ 0x02]) + mac[1:3] + b"\xff\xfe" + mac[3:6]
@@ -177,7 +187,13 @@ class Stack:
         if link is not None:
             self.add_interface(link)
         if config:
-            self.configure(config)
+            try:
+                self.configure(config)
+            except BaseException:
+                for iface in self.interfaces.values():  # (a refused MTU...): no leak
+                    if iface.link is not None and isinstance(link, str):
+                        iface.link.close()
+                raise
         if driver is not False:
             from threadnet.stack.driver import default_driver
 
@@ -186,14 +202,24 @@ class Stack:
     # -- configuration ---------------------------------------------------------------
     def add_interface(self, link: Link | str, *, name: str | None = None, mac: bytes | None = None,
                       mtu: int | None = None) -> Interface:
+        if mtu is not None:
+            check_mtu(None, mtu, name or "the new interface")
         if isinstance(link, str):
             from threadnet.link import open_link
 
             link = open_link(link, description=f"threadnet stack {self.name} pid={os.getpid()}")
+            if mtu is not None:
+                try:
+                    check_mtu(link, mtu, name or "the new interface")
+                except ValueError:
+                    link.close()  # we opened it
+                    raise
         index = max(self.interfaces) + 1
         name = name or f"eth{sum(1 for i in self.interfaces.values() if not i.loopback)}"
         if any(i.name == name for i in self.interfaces.values()):
             raise ValueError(f"interface {name!r} exists")
+        if mtu is not None:
+            check_mtu(link, mtu, name)  # (a link given open stays the caller's)
         iface = Interface(index, name, link, mac or random_mac(), mtu or link.max_frame - 18)
         if getattr(link, "vnet_hdr", False):
             link.enable_offload()  # type: ignore[attr-defined]
@@ -252,9 +278,12 @@ class Stack:
         self._gen += 1
 
     def set_mtu(self, ref: int | str, mtu: int) -> None:
-        if not 68 <= mtu <= 65535:
-            raise ValueError("MTU must be 68..65535")
-        self.interface(ref).mtu = mtu
+        """Set an interface's MTU: 68 up to what its link carries (``Link.max_mtu``, when
+        the link knows it), else ValueError. A larger MTU would make TCP send segments
+        the link drops, and stall."""
+        iface = self.interface(ref)
+        check_mtu(iface.link, mtu, iface.name)
+        iface.mtu = mtu
         self._gen += 1
 
     def addr_add(self, ref: int | str, cidr: str, now: float | None = None, *,
