@@ -304,3 +304,123 @@ def test_mtu_beyond_the_link_is_refused(switch, driver):
         assert err == 0 and s.interface("eth0").mtu == 1500
     finally:
         s.close()
+
+
+# -- e. nobody answers ARP or NS: EHOSTUNREACH after ~3 s --------------------------------------
+def test_neighbor_cache_gives_back_the_waiting_packets_after_three_probes():
+    """Sans-IO, on explicit time: a request at once and one a second for 3 in all, then
+    the queued packets come back as failed (for the stack to tell their owners)."""
+    from threadnet.stack.neighbor import NeighborCache
+
+    nc = NeighborCache()
+    assert nc.enqueue(b"A", "p1", 10.0) == (True, [])
+    assert nc.enqueue(b"A", "p2", 10.5) == (False, [])
+    assert nc.on_timer(10.9) == ([], [])
+    assert nc.on_timer(11.0) == ([(b"A", None)], [])
+    assert nc.on_timer(12.0) == ([(b"A", None)], [])
+    assert nc.next_deadline() == 13.0
+    assert nc.on_timer(13.0) == ([], ["p1", "p2"])
+    assert len(nc) == 0
+
+
+def _lone_stack(config: str):
+    from stack_helpers import ListLink
+
+    link = ListLink()
+    s = Stack(link=link, driver=False)
+    now = [500.0]
+    s.clock = lambda: now[0]
+    s.configure(config)
+    for _ in range(20):  # DAD ends
+        now[0] += 0.1
+        s.on_timer(now[0])
+    return s, now
+
+
+def _tick(s: Stack, now: list[float], seconds: float) -> None:
+    end = now[0] + seconds
+    while now[0] < end:
+        now[0] += 0.1
+        s.on_timer(now[0])
+
+
+@pytest.mark.parametrize("family,dst", [(4, "10.4.7.99"), (6, "fc00:47::99")])
+def test_tcp_connect_fails_with_ehostunreach_on_fake_time(family, dst):
+    """A connect whose SYNs wait for a next hop nobody answers fails with EHOSTUNREACH
+    once address resolution gives up (3 probes, 1 s apart), and its owner is told.
+    Before, it stayed in SYN-SENT for the whole SYN retransmission schedule (127 s)."""
+    import ipaddress
+
+    from threadnet.stack.tcp import TcpState
+
+    s, now = _lone_stack("eth,ip=10.4.7.1/24,ip=fc00:47::1/64")
+    try:
+        events = []
+        ep = s.tcp.connect(family, None, 0, ipaddress.ip_address(dst).packed, 80, now[0])
+        ep.on_event = lambda e: events.append(e.conn.error)
+        _tick(s, now, 2.5)
+        assert ep.conn.state is TcpState.SYN_SENT and not any(events)
+        _tick(s, now, 1.0)
+        assert ep.conn.error == errno.EHOSTUNREACH and ep.conn.closed
+        assert events and events[-1] == errno.EHOSTUNREACH
+        assert ep.key not in s.tcp.conns
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("fam,dst", [(socket.AF_INET, "10.4.8.99"), (socket.AF_INET6, "fc00:48::99")])
+def test_connected_udp_gets_ehostunreach_once_on_fake_time(fam, dst):
+    """A connected UDP socket whose datagram found nobody at its next hop: the next call
+    (send, or recv: a blocked one wakes) raises EHOSTUNREACH, once, as on Linux."""
+    s, now = _lone_stack("eth,ip=10.4.8.1/24,ip=fc00:48::1/64")
+    try:
+        with s.socket(fam, socket.SOCK_DGRAM) as u:
+            u.connect((dst, 9))
+            u.send(b"lost")
+            _tick(s, now, 3.5)
+            with pytest.raises(OSError) as info:
+                u.send(b"again")
+            assert info.value.errno == errno.EHOSTUNREACH
+            u.settimeout(0.2)
+            with pytest.raises(TimeoutError):  # reported once only
+                u.recv(100)
+            u.send(b"third")  # (the failed send sent nothing, as on Linux)
+            _tick(s, now, 3.5)  # "third" failed too: this time recv hears of it
+            with pytest.raises(OSError) as info:
+                u.recv(100)
+            assert info.value.errno == errno.EHOSTUNREACH
+            assert u.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        # an unconnected socket is not told (Linux without IP_RECVERR)
+        with s.socket(fam, socket.SOCK_DGRAM) as u:
+            u.sendto(b"lost", (dst, 9))
+            _tick(s, now, 3.5)
+            u.sendto(b"fine", (dst, 9))
+    finally:
+        s.close()
+
+
+def test_nobody_at_the_address_real_sockets(switch, driver):
+    """On a switch with nobody at the address: TCP connect (IPv4 and IPv6) raises
+    EHOSTUNREACH, a connected UDP socket's recv does, and ping reports it. The timeouts
+    are generous; only the errno is asserted."""
+    s = Stack("eth,ip=10.4.9.1/24,ip=fc00:49::1/64", link=switch, driver=driver)
+    try:
+        wait_for(lambda: "fc00:49::1/64" in s.addresses(6), what="DAD")
+        for fam, dst in ((socket.AF_INET, "10.4.9.99"), (socket.AF_INET6, "fc00:49::99")):
+            with s.socket(fam) as c:
+                c.settimeout(60)
+                with pytest.raises(OSError) as info:
+                    c.connect((dst, 80))
+                assert info.value.errno == errno.EHOSTUNREACH, (dst, info.value)
+            with s.socket(fam, socket.SOCK_DGRAM) as u:
+                u.settimeout(60)
+                u.connect((dst, 9))
+                u.send(b"anyone?")
+                with pytest.raises(OSError) as info:
+                    u.recv(100)
+                assert info.value.errno == errno.EHOSTUNREACH, (dst, info.value)
+            with pytest.raises(OSError) as info:
+                s.ping(dst, count=2, timeout=30)
+            assert info.value.errno == errno.EHOSTUNREACH
+    finally:
+        s.close()

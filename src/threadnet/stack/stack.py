@@ -163,6 +163,10 @@ class Stack:
         self.forwarding = forwarding
         self.udp: dict[tuple[bytes, int], UdpHandler] = {}
         self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
+        #: who hears of an error about what they sent (address resolution failed): a
+        #: UDP port's owner (error, destination, port) and a ping's (error)
+        self.udp_errors: dict[tuple[bytes, int], Callable[[int, bytes, int], None]] = {}
+        self.echo_errors: dict[tuple[int, int], Callable[[int], None]] = {}
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
@@ -1516,15 +1520,22 @@ class Stack:
         self._output6(out_iface, nexthop, dst, out, now)
 
     # -- UDP and ping ------------------------------------------------------------------
-    def udp_bind(self, port: int, handler: UdpHandler, addr: str | None = None) -> None:
-        """Deliver datagrams for ``port`` (on ``addr``, or any address) to ``handler``."""
+    def udp_bind(self, port: int, handler: UdpHandler, addr: str | None = None, *,
+                 on_error: Callable[[int, bytes, int], None] | None = None) -> None:
+        """Deliver datagrams for ``port`` (on ``addr``, or any address) to ``handler``.
+        ``on_error(errno, destination, port)``: a datagram sent from this port could not
+        go (EHOSTUNREACH: nobody answered for its next hop)."""
         key = (ipaddress.ip_address(addr).packed if addr else b"", port)
         if key in self.udp:
             raise OSError(errno.EADDRINUSE, f"UDP port {port} is in use")
         self.udp[key] = handler
+        if on_error is not None:
+            self.udp_errors[key] = on_error
 
     def udp_unbind(self, port: int, addr: str | None = None) -> None:
-        self.udp.pop((ipaddress.ip_address(addr).packed if addr else b"", port), None)
+        key = (ipaddress.ip_address(addr).packed if addr else b"", port)
+        self.udp.pop(key, None)
+        self.udp_errors.pop(key, None)
 
     def udp_send(self, data: bytes, dst: tuple[str, int], sport: int,
                  src: str | None = None, now: float | None = None) -> None:
@@ -1602,24 +1613,61 @@ class Stack:
         self._drain_local(now)
 
     def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
-        """Address resolution failed: host unreachable to the packet's source, if not us."""
+        """Address resolution failed (the neighbor cache gave the packets back): host
+        unreachable to the packet's source if it is not us, else to the packet's owner
+        here (``_local_unreachable``), as Linux's ICMP error to itself."""
         mv = memoryview(packet)
         if etype == ETH_P_IPV4:
             src = bytes(mv[12:16])
             if not self._is_local4(src):
                 self._icmp4_error(src, bytes(mv[16:20]), icmp4.DEST_UNREACHABLE,
                                   icmp4.UNREACH_HOST, mv, now)
+            elif not (mv[6] & 0x1F or mv[7]):  # a first fragment or a whole datagram
+                hlen = (mv[0] & 0x0F) * 4
+                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:])
             self._count("arp_failed")
         else:
             src = bytes(mv[8:24])
             if not self._is_local6(src):
                 self._icmp6_error(src, bytes(mv[24:40]), icmp6.DEST_UNREACHABLE,
                                   icmp6.UNREACH_ADDRESS, mv, now)
+            else:
+                nh, off = mv[6], ipv6.HEADER_LEN
+                if nh == ipv6.PROTO_FRAGMENT and len(mv) >= off + 8:  # our own: the first
+                    if (mv[off + 2] << 8 | mv[off + 3]) & 0xFFF8:
+                        nh = -1
+                    else:
+                        nh, off = mv[off], off + 8
+                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:])
             self._count("nd_failed")
+
+    def _local_unreachable(self, family: int, proto: int, src: bytes, dst: bytes,
+                           transport: memoryview) -> None:
+        """EHOSTUNREACH to whoever here sent ``transport``: a connecting TCP socket fails,
+        a UDP port's owner and a ping hear of it."""
+        if len(transport) < 8:
+            return
+        sport = (transport[0] << 8) | transport[1]
+        dport = (transport[2] << 8) | transport[3]
+        if proto == ipv4.PROTO_TCP:
+            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH)
+        elif proto == ipv4.PROTO_UDP:
+            fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
+            if fn is not None:
+                fn(errno.EHOSTUNREACH, dst, dport)
+        elif (family == 4 and proto == ipv4.PROTO_ICMP and transport[0] == icmp4.ECHO_REQUEST) \
+                or (family == 6 and proto == ipv6.PROTO_ICMPV6
+                    and transport[0] == icmp6.ECHO_REQUEST):
+            fn2 = self.echo_errors.get((family, (transport[4] << 8) | transport[5]))
+            if fn2 is not None:
+                fn2(errno.EHOSTUNREACH)
 
     def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
         """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
-        of the replies that came back within ``timeout`` each. Blocks the caller."""
+        of the replies that came back within ``timeout`` each. Blocks the caller.
+
+        Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
+        ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
         import threading
         import time
 
@@ -1635,7 +1683,14 @@ class Stack:
                 rtts.append(time.monotonic() - sent_at[0])
                 got.set()
 
+        failed: list[int] = []
+
+        def on_error(err: int) -> None:
+            failed.append(err)
+            got.set()
+
         self.echo_waiters[(family, ident)] = on_reply
+        self.echo_errors[(family, ident)] = on_error
         try:
             for seq in range(count):
                 expect[0] = seq.to_bytes(2, "big") + os.urandom(max(0, size - 2))
@@ -1644,8 +1699,11 @@ class Stack:
                 with self.locked():
                     self.send_echo(dst, ident, seq, expect[0], time.monotonic())
                 got.wait(timeout)
+                if failed and not rtts:
+                    raise OSError(failed[0], f"{dst}: {os.strerror(failed[0])}")
         finally:
             self.echo_waiters.pop((family, ident), None)
+            self.echo_errors.pop((family, ident), None)
         return rtts
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0):

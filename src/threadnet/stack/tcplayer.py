@@ -416,6 +416,19 @@ class TcpLayer:
             return None
         return ep
 
+    def unreachable(self, family: int, src: bytes, sport: int, dst: bytes, dport: int,
+                    err: int) -> None:
+        """A segment of ours could not go (address resolution for its next hop failed).
+        As Linux's tcp_v4_err/tcp_v6_err for a hard error: a connection still in SYN-SENT
+        fails with ``err`` (its connect raises it); a synchronized one keeps
+        retransmitting (a soft error: the neighbor may come back)."""
+        ep = self.conns.get((src, sport, dst, dport))
+        if ep is None or ep.family != family or ep.conn.state is not TcpState.SYN_SENT:
+            return
+        ep.conn.abort(self.stack.clock())
+        ep.conn.error = ep.conn.error or err
+        self.flush(ep)  # forgets it, and tells the owner (on_event)
+
     def pmtu_reduced(self, ep: TcpEndpoint, mtu: int) -> None:
         """The path MTU of ``ep`` is ``mtu``: its segments shrink to fit (the ones lost
         go again, smaller, when the retransmission timer fires)."""
