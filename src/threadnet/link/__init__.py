@@ -34,6 +34,16 @@ class Link:
     url: str = ""
     #: largest frame the link carries (Ethernet header included, no FCS)
     max_frame: int = 1518
+    #: whether ``max_frame`` is a limit this link knows: the link (or its peer) drops or
+    #: cuts longer frames. A link that does not know (a tap: the kernel device's MTU
+    #: decides) leaves it False and ``max_mtu`` is None
+    max_frame_known: bool = False
+
+    @property
+    def max_mtu(self) -> int | None:
+        """The largest MTU the link can carry (its largest frame less an Ethernet header
+        and one 802.1Q tag), or None when unknown. A stack refuses a larger MTU on it."""
+        return self.max_frame - 18 if self.max_frame_known else None
 
     def __init__(self) -> None:
         self._blocking = True
@@ -124,6 +134,10 @@ class WrapperLink(Link):
         self.inner = inner
         self.url = inner.url
         self.max_frame = inner.max_frame
+
+    @property
+    def max_mtu(self) -> int | None:
+        return self.inner.max_mtu
 
     def fileno(self) -> int:
         return self.inner.fileno()

@@ -34,6 +34,7 @@ class EmulatedLink(Link):
         self.inner = inner
         self.url = inner.url
         self.max_frame = inner.max_frame
+        self.max_frame_known = inner.max_frame_known
         self.filter = Filter(seed)
         self._lock = threading.Lock()
         now = time.monotonic()

@@ -20,6 +20,7 @@ class PairLink(BatchedDatagramLink, Link):
         super().__init__()
         self._sock = sock
         self.max_frame = max_frame
+        self.max_frame_known = True
         self.url = f"pair://{name}"
         self.drops = 0
         self._tx: TxBatch | None = None

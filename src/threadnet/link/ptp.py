@@ -42,6 +42,7 @@ class PtpLink(Link):
     """
 
     max_frame = wire_stream.MAX_RECORD  # what vdeplug4 reads into its buffer
+    max_frame_known = True
 
     def __init__(self, path: str, *, mode: int = 0o700, url: str = "") -> None:
         super().__init__()

@@ -43,6 +43,7 @@ class StreamLink(Link):
     """
 
     max_frame = wire.MAX_RECORD
+    max_frame_known = True
 
     def __init__(self, read_fd: int, write_fd: int, *, close_fds: bool = True,
                  url: str = "") -> None:

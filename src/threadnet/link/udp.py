@@ -31,6 +31,7 @@ class UdpLink(Link):
 
     # What vdeplug4 peers read into their buffer; UDP itself would carry 65507.
     max_frame = wire_stream.MAX_RECORD
+    max_frame_known = True
 
     def __init__(self, remote: tuple[str, int], local: tuple[str | None, int] = (None, 0),
                  *, url: str = "") -> None:

@@ -97,6 +97,11 @@ def default_switch_dir() -> str:
 class VdeLink(BatchedDatagramLink, Link):
     """A port on a vde_switch-protocol switch."""
 
+    #: vde_switch reads datagrams into a 1518-byte buffer (14 + 1504: cut beyond), and
+    #: threadnet switch drops longer ones (interop.md 1.3): MTU 1500 at most
+    max_frame = 1518
+    max_frame_known = True
+
     def __init__(self, directory: str, port: int = 0, *, port0: bool = False,
                  group: str | None = None, mode: int | None = None,
                  description: str | None = None, portgroup: str | None = None,

@@ -34,10 +34,10 @@ class Stack(core.Stack):
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None) -> None:
+                 driver: object | None = None, acd: bool = False) -> None:
         self._publications: list[Publication] | None = None  # stack.publish(path)
         super().__init__(config, link, name=name, forwarding=forwarding,
-                         driver=default_driver() if driver is None else driver)
+                         driver=default_driver() if driver is None else driver, acd=acd)
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
         """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""

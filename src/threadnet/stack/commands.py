@@ -197,7 +197,12 @@ def build_table(stack: Stack, *, path: str | None = None, mgmt: str | None = Non
             elif word in ("mtu", "mac", "address") and rest:
                 value = rest.pop(0)
                 if word == "mtu":
-                    todo.append(("mtu", parse_int(value, "mtu", 68, 65535)))
+                    mtu = parse_int(value, "mtu", 68, 65535)
+                    top = None if iface.link is None else iface.link.max_mtu
+                    if top is not None and mtu > top:  # refused before any word is applied
+                        raise CommandError(errno.EINVAL, f"MTU {mtu}: {iface.name}'s link "
+                                           f"carries at most MTU {top}")
+                    todo.append(("mtu", mtu))
                 else:
                     try:
                         mac = mac_from_str(value)

@@ -4,7 +4,9 @@
 up; ``ip=ADDR/PLEN`` (IPv4 or IPv6) adds an address; ``gw=ADDR`` a default route;
 ``mac=``/``macaddr=`` sets the MAC; ``iface=NAME`` or ``ifindex=N`` picks the interface;
 ``fqdn=``, ``dns=``, ``domain=`` are recorded for the resolver; ``mtu=N`` sets the MTU (a
-threadnet addition); ``debug`` asks for a dump of the result. ``dhcp``/``dhcp4``/``dhcpv4``,
+threadnet addition); ``acd`` probes the IPv4 addresses for conflicts (RFC 5227) before
+using them (a threadnet addition, undone by ``-acd``); ``debug`` asks for a dump of the
+result. ``dhcp``/``dhcp4``/``dhcpv4``,
 ``dhcp6``/``dhcpv6``, ``rd``/``rd6``, ``slaac`` and ``auto``/``auto4``/``auto6`` (also
 ``autov4``, ``autov6``) ask for dynamic configuration, which threadnet does not implement
 yet: ``Config.require_static`` raises DynamicConfigNotImplemented for them. ``-static``,
@@ -76,6 +78,7 @@ class Config:
     rd: bool | None = None
     slaac: bool | None = None
     debug: bool = False
+    acd: bool | None = None  # IPv4 address conflict detection (RFC 5227) for ip= here
     stack: str | None = None  # stack= or a bare stack name (ioth_newstackc strings only)
     vnl: str | None = None  # vnl= (ioth_newstackc strings only)
     clean: set[str] = field(default_factory=set)  # what -items undo: static, eth, dhcp4...
@@ -135,7 +138,9 @@ def parse_config(text: str, *, lenient: bool = False,
         key = key.strip().lower()
         value = value.strip()
         if not eq:
-            if key.startswith("-"):
+            if key in ("acd", "-acd"):
+                cfg.acd = key == "acd"
+            elif key.startswith("-"):
                 undo = _CLEAN.get(key[1:])
                 if undo is None:
                     raise ConfigError(f"unknown configuration item {item!r} in {text!r}")

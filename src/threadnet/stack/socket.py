@@ -378,11 +378,22 @@ class StackSocket(_socket.socket):
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple]:  # type: ignore[override]
         if self._vtype != SOCK_DGRAM:
             return self.recv(bufsize, flags), self.getpeername()
-        raw = super().recv(65535 + _UDP_HDR.size, flags)
-        if len(raw) < _UDP_HDR.size:
-            self._check_eof()
-            raise OSError(errno.EBADF, "the socket was closed")
-        return self._parse_datagram(raw, bufsize)
+        while True:
+            raw = super().recv(65535 + _UDP_HDR.size, flags)
+            if len(raw) < _UDP_HDR.size:
+                self._check_eof()
+                raise OSError(errno.EBADF, "the socket was closed")
+            if raw[0]:
+                return self._parse_datagram(raw, bufsize)
+            # family 0: the stack's word that an error is pending (_udp_bind's failed), which
+            # wakes a blocked recv; reported once, by this call or an earlier send
+            self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        """Raise the error pending on a connected UDP socket, once (as Linux's sk_err)."""
+        err, self._error = self._error, 0
+        if err:
+            raise OSError(err, os.strerror(err))
 
     def _parse_datagram(self, raw: bytes, bufsize: int) -> tuple[bytes, tuple]:
         fam, addr, port = _UDP_HDR.unpack_from(raw)
@@ -402,6 +413,8 @@ class StackSocket(_socket.socket):
         data = bytes(data)
         if len(data) > 65507:
             raise OSError(errno.EMSGSIZE, "Message too long")
+        if self._error:
+            self._raise_pending()
         stack = self._stack
         with stack.locked():
             if self._udp_key is None:
@@ -448,7 +461,19 @@ class StackSocket(_socket.socket):
             except OSError:
                 pass  # the receive queue is full: the datagram is lost, as with UDP
 
-        self._stack.udp_bind(port, deliver, str(ipaddress.ip_address(addr)) if addr else None)
+        def failed(err: int, dst: bytes, dport: int) -> None:
+            # a datagram to our connected peer could not go (nobody answered ARP/NS for
+            # it): as Linux's udp_err for a hard error, the next call raises it
+            if self._remote is None or self._remote != (dst, dport):
+                return
+            self._error = err
+            try:
+                inner.send(_UDP_HDR.pack(0, bytes(16), 0))  # wakes a blocked recv
+            except OSError:
+                pass
+
+        self._stack.udp_bind(port, deliver, str(ipaddress.ip_address(addr)) if addr else None,
+                             on_error=failed)
         self._udp_key = (addr, port)
         self._local = (addr, port)
 

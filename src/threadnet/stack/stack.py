@@ -20,9 +20,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
+from threadnet.stack.acd import ARP_ANNOUNCE, ARP_PROBE, CONFLICT, DEFEND, Acd
 from threadnet.stack.config import parse_config
 from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
@@ -63,7 +65,7 @@ IP_ID_BUCKETS = 2048
 class Address6:
     addr: bytes
     plen: int
-    state: str = "tentative"  # tentative -> preferred, or duplicate
+    state: str = "tentative"  # tentative -> preferred, or dadfailed (RFC 4862 5.4.5)
     dad_deadline: float = 0.0
 
 
@@ -79,6 +81,9 @@ class Interface:
         self.up = False
         self.v4: list[tuple[bytes, int]] = []
         self.v6: list[Address6] = []
+        #: IPv4 addresses under conflict detection (RFC 5227, ``acd``): while probing, or
+        #: after a conflict, an address is here and not in ``v4``
+        self.acd4: dict[bytes, Acd] = {}
         self.arp = NeighborCache()
         self.nd = NeighborCache()
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
@@ -93,6 +98,16 @@ class Interface:
 
     def v6_usable(self) -> list[bytes]:
         return [a.addr for a in self.v6 if a.state == "preferred"]
+
+
+def check_mtu(link: Link | None, mtu: int, name: str = "the interface") -> None:
+    """ValueError unless ``mtu`` is 68..65535 and no larger than ``link`` carries."""
+    if not 68 <= mtu <= 65535:
+        raise ValueError(f"MTU {mtu} for {name}: an MTU must be 68..65535")
+    top = None if link is None else link.max_mtu
+    if top is not None and mtu > top:
+        raise ValueError(f"MTU {mtu} for {name}: its link {link.url or type(link).__name__} "
+                         f"carries at most MTU {top}")
 
 
 def eui64_link_local(mac: bytes) -> bytes:
@@ -115,7 +130,9 @@ class Stack:
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
     ``clock`` is the time source for calls made outside ``input``/``on_timer`` (socket
-    calls); tests that drive the stack on fake time replace it.
+    calls, addresses added, links set up); tests that drive the stack on fake time replace
+    it. ``acd``: IPv4 addresses go through conflict detection (RFC 5227) before use, unless
+    ``addr_add`` says otherwise (the configuration item ``acd`` turns it on too).
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
         >>> s.addresses()
@@ -132,9 +149,13 @@ class Stack:
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None) -> None:
+                 driver: object | None = None, acd: bool = False) -> None:
         self.name = name or f"stack{id(self):x}"
         self.clock: Callable[[], float] = time.monotonic
+        self.acd = acd
+        # a driver runs this stack on its clock; without one (None or False) the caller's
+        # explicit times are the stack's only time, unless it sets a clock (see _api_now)
+        self._on_clock = bool(driver)
         self.interfaces: dict[int, Interface] = {}
         self.routes4 = RoutingTable(4)
         self.routes6 = RoutingTable(6)
@@ -146,6 +167,10 @@ class Stack:
         self.forwarding = forwarding
         self.udp: dict[tuple[bytes, int], UdpHandler] = {}
         self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
+        #: who hears of an error about what they sent (address resolution failed): a
+        #: UDP port's owner (error, destination, port) and a ping's (error)
+        self.udp_errors: dict[tuple[bytes, int], Callable[[int, bytes, int], None]] = {}
+        self.echo_errors: dict[tuple[int, int], Callable[[int], None]] = {}
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
@@ -169,21 +194,37 @@ class Stack:
         if link is not None:
             self.add_interface(link)
         if config:
-            self.configure(config)
+            try:
+                self.configure(config)
+            except BaseException:
+                for iface in self.interfaces.values():  # (a refused MTU...): no leak
+                    if iface.link is not None and isinstance(link, str):
+                        iface.link.close()
+                raise
         if driver:
             driver.attach(self)  # type: ignore[attr-defined]
 
     # -- configuration ---------------------------------------------------------------
     def add_interface(self, link: Link | str, *, name: str | None = None, mac: bytes | None = None,
                       mtu: int | None = None) -> Interface:
+        if mtu is not None:
+            check_mtu(None, mtu, name or "the new interface")
         if isinstance(link, str):
             from threadnet.link import open_link
 
             link = open_link(link, description=f"threadnet stack {self.name} pid={os.getpid()}")
+            if mtu is not None:
+                try:
+                    check_mtu(link, mtu, name or "the new interface")
+                except ValueError:
+                    link.close()  # we opened it
+                    raise
         index = max(self.interfaces) + 1
         name = name or f"eth{sum(1 for i in self.interfaces.values() if not i.loopback)}"
         if any(i.name == name for i in self.interfaces.values()):
             raise ValueError(f"interface {name!r} exists")
+        if mtu is not None:
+            check_mtu(link, mtu, name)  # (a link given open stays the caller's)
         iface = Interface(index, name, link, mac or random_mac(), mtu or link.max_frame - 18)
         if getattr(link, "vnet_hdr", False):
             link.enable_offload()  # type: ignore[attr-defined]
@@ -203,13 +244,26 @@ class Stack:
             raise OSError(errno.ENODEV, f"no interface {ref!r}")
         return iface
 
+    def _api_now(self, now: float | None) -> float:
+        """The time of a call from outside ``input``/``on_timer`` that starts a timer (DAD
+        of an address, conflict detection): ``now`` when given, else the stack's clock,
+        the real time a driver runs it on. A stack without a driver and with the default
+        clock knows only the times its caller passed to ``input``/``on_timer``: the last
+        of them. (Before, the public API used that last time always: 0.0 for a new stack,
+        so the driver's first tick ended the DAD of every configured address.)"""
+        if now is not None:
+            return now
+        if self._on_clock or self.clock is not time.monotonic:
+            return self.clock()
+        return self._now
+
     def link_up(self, ref: int | str, now: float | None = None) -> None:
         iface = self.interface(ref)
         if iface.up:
             return
         iface.up = True
         self._gen += 1
-        now = self._now if now is None else now
+        now = self._api_now(now)
         if not iface.loopback and not any(a.addr[:2] == b"\xfe\x80" for a in iface.v6):
             self._add6(iface, eui64_link_local(iface.mac), 64, now)
         for a in iface.v6:
@@ -229,23 +283,33 @@ class Stack:
         self._gen += 1
 
     def set_mtu(self, ref: int | str, mtu: int) -> None:
-        if not 68 <= mtu <= 65535:
-            raise ValueError("MTU must be 68..65535")
-        self.interface(ref).mtu = mtu
+        """Set an interface's MTU: 68 up to what its link carries (``Link.max_mtu``, when
+        the link knows it), else ValueError. A larger MTU would make TCP send segments
+        the link drops, and stall."""
+        iface = self.interface(ref)
+        check_mtu(iface.link, mtu, iface.name)
+        iface.mtu = mtu
         self._gen += 1
 
-    def addr_add(self, ref: int | str, cidr: str, now: float | None = None) -> None:
+    def addr_add(self, ref: int | str, cidr: str, now: float | None = None, *,
+                 acd: bool | None = None) -> None:
+        """Add an address. An IPv6 one is tentative until duplicate address detection
+        (RFC 4862) ends, about a second from now; an IPv4 one is used at once, unless
+        ``acd`` (default: the stack's ``acd``) asks for conflict detection first (RFC
+        5227, some 5-9 seconds): an address found in use elsewhere stays listed, marked
+        ``conflict``, and is never used."""
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
-        now = self._now if now is None else now
+        now = self._api_now(now)
         self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
-            if entry in iface.v4:
+            if entry in iface.v4 or net.ip.packed in iface.acd4:
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
-            iface.v4.append(entry)
-            if net.network.prefixlen < 32 or iface.loopback:
-                self._kernel_route(self.routes4, net.network, iface)
+            if (self.acd if acd is None else acd) and not iface.loopback:
+                iface.acd4[entry[0]] = Acd(entry[0], entry[1], now, self.tcp.rng)
+                return
+            self._bind4(iface, entry)
         else:
             if any(a.addr == net.ip.packed for a in iface.v6):
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
@@ -254,6 +318,14 @@ class Stack:
                 self._kernel_route(self.routes6, net.network, iface)
             if iface.loopback:
                 a.state = "preferred"
+
+    def _bind4(self, iface: Interface, entry: tuple[bytes, int]) -> None:
+        """Put an IPv4 address in use, with its connected route."""
+        iface.v4.append(entry)
+        self._gen += 1
+        net = ipaddress.ip_interface(entry).network
+        if net.prefixlen < 32 or iface.loopback:
+            self._kernel_route(self.routes4, net, iface)
 
     def _kernel_route(self, table: RoutingTable, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
                       iface: Interface) -> None:
@@ -277,21 +349,36 @@ class Stack:
         self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
-            if entry not in iface.v4:
-                raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
-            iface.v4.remove(entry)
-            others = [ipaddress.ip_interface((a, p)).network for a, p in iface.v4]
-            table = self.routes4
-        else:
-            match = [a for a in iface.v6 if a.addr == net.ip.packed]
-            if not match:
-                raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
-            iface.v6.remove(match[0])
-            others = [ipaddress.ip_interface((a.addr, a.plen)).network for a in iface.v6]
-            table = self.routes6
-        if net.network not in others:
+            pending = iface.acd4.get(entry[0])
+            if pending is not None and pending.plen == entry[1]:
+                del iface.acd4[entry[0]]
+                if entry not in iface.v4:
+                    return  # probing or in conflict: never in use
+            self._unbind4(iface, entry, cidr)
+            return
+        match = [a for a in iface.v6 if a.addr == net.ip.packed]
+        if not match:
+            raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
+        iface.v6.remove(match[0])
+        others = [ipaddress.ip_interface((a.addr, a.plen)).network for a in iface.v6]
+        self._drop_kernel_route(self.routes6, net.network, others, iface)
+
+    def _unbind4(self, iface: Interface, entry: tuple[bytes, int], cidr: str) -> None:
+        """Stop using an IPv4 address; its connected route goes unless another address
+        of the interface is on that network."""
+        if entry not in iface.v4:
+            raise OSError(errno.EADDRNOTAVAIL, f"{cidr} is not on {iface.name}")
+        iface.v4.remove(entry)
+        self._gen += 1
+        others = [ipaddress.ip_interface((a, p)).network for a, p in iface.v4]
+        self._drop_kernel_route(self.routes4, ipaddress.ip_interface(entry).network, others,
+                                iface)
+
+    def _drop_kernel_route(self, table: RoutingTable, network: Any, others: list[Any],
+                           iface: Interface) -> None:
+        if network not in others:
             for r in list(table.routes):
-                if r.dst == net.network and r.ifindex == iface.index and r.proto == "kernel":
+                if r.dst == network and r.ifindex == iface.index and r.proto == "kernel":
                     table.delete(r.dst, ifindex=iface.index, metric=r.metric)
 
     def route_add(self, dst: str, via: str | None = None, dev: int | str | None = None,
@@ -345,7 +432,7 @@ class Stack:
         elif cfg.eth is False:
             self.link_down(iface.index)
         for a in cfg.addresses:
-            self.addr_add(iface.index, str(a), now)
+            self.addr_add(iface.index, str(a), now, acd=cfg.acd)
         for gw in cfg.gateways:
             self.route_add("default", str(gw))
         if cfg.fqdn is not None:
@@ -652,6 +739,15 @@ class Stack:
         op, sha, spa, tha, tpa = arp.parse(mv)
         if sha[0] & 1:
             return  # a multicast sender address is never valid
+        if iface.acd4:
+            self._acd_arp(iface, op == arp.OP_REQUEST, sha, spa, tpa, now)
+        if spa == bytes(4):
+            # an ARP probe (RFC 5227): answered if it is for us, no cache entry for 0.0.0.0
+            if op == arp.OP_REQUEST and any(a == tpa for a, _ in iface.v4):
+                buf = bytearray(28)
+                arp.build(buf, arp.OP_REPLY, iface.mac, tpa, sha, spa)
+                self._send_eth(iface, sha, _ETH_ARP, buf)
+            return
         ours = any(a == tpa for a, _ in iface.v4)
         # RFC 826: update an existing entry; create one only from a request for us (as
         # Linux with arp_accept=0: no entries from unsolicited replies or gratuitous ARP).
@@ -820,11 +916,10 @@ class Stack:
             mine = next((a for a in iface.v6 if a.addr == target), None)
             if mine is None:
                 return
-            if mine.state == "tentative":
-                if src == ipv6.UNSPECIFIED:
-                    mine.state = "duplicate"  # someone else is doing DAD for it too
-                    self._count("dad_duplicate")
-                return
+            if mine.state != "preferred":
+                if mine.state == "tentative" and src == ipv6.UNSPECIFIED:
+                    self._dad_failed(mine)  # someone else is doing DAD for it too
+                return  # not ours (yet): no answer
             if src != ipv6.UNSPECIFIED and slla is not None:
                 for pkt in iface.nd.confirm(src, bytes(slla), now, solicited=False):
                     self._xmit(iface, bytes(slla), pkt)  # type: ignore[arg-type]
@@ -842,10 +937,9 @@ class Stack:
                 return
             flags, target, tlla = icmp6.parse_na(payload)
             mine = next((a for a in iface.v6 if a.addr == target), None)
-            if mine is not None:
+            if mine is not None and mine.state != "dadfailed":  # (that one is a neighbor's)
                 if mine.state == "tentative":
-                    mine.state = "duplicate"
-                    self._count("dad_duplicate")
+                    self._dad_failed(mine)
                 return
             if tlla is not None:
                 for pkt in iface.nd.confirm(target, bytes(tlla), now,
@@ -1145,6 +1239,40 @@ class Stack:
         if send_now:
             self._arp_request(iface, nexthop, None)
 
+    # -- IPv4 address conflict detection (RFC 5227, stack/acd.py) --------------------------
+    def _acd_arp(self, iface: Interface, request: bool, sha: bytes, spa: bytes, tpa: bytes,
+                 now: float) -> None:
+        for a in list(iface.acd4.values()):
+            what = a.on_arp(request, sha, spa, tpa, iface.mac, now)
+            if what == DEFEND:
+                self._arp_announce(iface, a.addr)
+                self._count("acd_defended")
+            elif what == CONFLICT:
+                self._count("acd_conflict")
+                entry = (a.addr, a.plen)
+                if entry in iface.v4:
+                    self._unbind4(iface, entry, _ntop(a.addr))
+
+    def _acd_timer(self, iface: Interface, now: float) -> None:
+        for a in list(iface.acd4.values()):
+            if a.deadline is None or now < a.deadline:
+                continue
+            what = a.on_timer(now)
+            if what == ARP_PROBE:
+                buf = bytearray(28)
+                arp.build(buf, arp.OP_REQUEST, iface.mac, bytes(4), bytes(6), a.addr)
+                self._send_eth(iface, BROADCAST_MAC, _ETH_ARP, buf)
+            elif what == ARP_ANNOUNCE:
+                if a.usable and (a.addr, a.plen) not in iface.v4:
+                    self._bind4(iface, (a.addr, a.plen))
+                self._arp_announce(iface, a.addr)
+
+    def _arp_announce(self, iface: Interface, addr: bytes) -> None:
+        """An ARP announcement: a request with our address as sender and target."""
+        buf = bytearray(28)
+        arp.build(buf, arp.OP_REQUEST, iface.mac, addr, bytes(6), addr)
+        self._send_eth(iface, BROADCAST_MAC, _ETH_ARP, buf)
+
     def _arp_request(self, iface: Interface, target: bytes, mac: bytes | None) -> None:
         src = next((a for a, p in iface.v4 if _same_net(a, target, p)),
                    iface.v4[0][0] if iface.v4 else bytes(4))
@@ -1225,6 +1353,14 @@ class Stack:
                 self._output6(iface, dst, dst, packet, now)
                 return
         self._send_eth(iface, mac, _ETH_IPV6, packet)
+
+    def _dad_failed(self, a: Address6) -> None:
+        """RFC 4862 5.4.5: the address is someone else's. It stays listed (``ip addr``'s
+        "dadfailed") and is never used."""
+        a.state = "dadfailed"
+        a.dad_deadline = 0.0
+        self._gen += 1
+        self._count("dad_duplicate")
 
     def _start_dad(self, iface: Interface, a: Address6, now: float) -> None:
         """RFC 4862 5.4: one NS from :: for the tentative address, then wait."""
@@ -1363,15 +1499,22 @@ class Stack:
         self._output6(out_iface, nexthop, dst, out, now)
 
     # -- UDP and ping ------------------------------------------------------------------
-    def udp_bind(self, port: int, handler: UdpHandler, addr: str | None = None) -> None:
-        """Deliver datagrams for ``port`` (on ``addr``, or any address) to ``handler``."""
+    def udp_bind(self, port: int, handler: UdpHandler, addr: str | None = None, *,
+                 on_error: Callable[[int, bytes, int], None] | None = None) -> None:
+        """Deliver datagrams for ``port`` (on ``addr``, or any address) to ``handler``.
+        ``on_error(errno, destination, port)``: a datagram sent from this port could not
+        go (EHOSTUNREACH: nobody answered for its next hop)."""
         key = (ipaddress.ip_address(addr).packed if addr else b"", port)
         if key in self.udp:
             raise OSError(errno.EADDRINUSE, f"UDP port {port} is in use")
         self.udp[key] = handler
+        if on_error is not None:
+            self.udp_errors[key] = on_error
 
     def udp_unbind(self, port: int, addr: str | None = None) -> None:
-        self.udp.pop((ipaddress.ip_address(addr).packed if addr else b"", port), None)
+        key = (ipaddress.ip_address(addr).packed if addr else b"", port)
+        self.udp.pop(key, None)
+        self.udp_errors.pop(key, None)
 
     def udp_send(self, data: bytes, dst: tuple[str, int], sport: int,
                  src: str | None = None, now: float | None = None) -> None:
@@ -1415,6 +1558,8 @@ class Stack:
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
             times += [a.dad_deadline for a in iface.v6 if a.state == "tentative"]
+            if iface.acd4:
+                times += [a.deadline for a in iface.acd4.values()]
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, now: float) -> None:
@@ -1438,6 +1583,8 @@ class Stack:
                 self._ns(iface, target, mac, now)
             for etype, packet in failed:  # type: ignore[misc]
                 self._unreachable(etype, packet, now)
+            if iface.acd4:
+                self._acd_timer(iface, now)
             for a in iface.v6:
                 if a.state == "tentative" and a.dad_deadline and now >= a.dad_deadline:
                     a.state = "preferred"
@@ -1445,24 +1592,61 @@ class Stack:
         self._drain_local(now)
 
     def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
-        """Address resolution failed: host unreachable to the packet's source, if not us."""
+        """Address resolution failed (the neighbor cache gave the packets back): host
+        unreachable to the packet's source if it is not us, else to the packet's owner
+        here (``_local_unreachable``), as Linux's ICMP error to itself."""
         mv = memoryview(packet)
         if etype == ETH_P_IPV4:
             src = bytes(mv[12:16])
             if not self._is_local4(src):
                 self._icmp4_error(src, bytes(mv[16:20]), icmp4.DEST_UNREACHABLE,
                                   icmp4.UNREACH_HOST, mv, now)
+            elif not (mv[6] & 0x1F or mv[7]):  # a first fragment or a whole datagram
+                hlen = (mv[0] & 0x0F) * 4
+                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:])
             self._count("arp_failed")
         else:
             src = bytes(mv[8:24])
             if not self._is_local6(src):
                 self._icmp6_error(src, bytes(mv[24:40]), icmp6.DEST_UNREACHABLE,
                                   icmp6.UNREACH_ADDRESS, mv, now)
+            else:
+                nh, off = mv[6], ipv6.HEADER_LEN
+                if nh == ipv6.PROTO_FRAGMENT and len(mv) >= off + 8:  # our own: the first
+                    if (mv[off + 2] << 8 | mv[off + 3]) & 0xFFF8:
+                        nh = -1
+                    else:
+                        nh, off = mv[off], off + 8
+                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:])
             self._count("nd_failed")
+
+    def _local_unreachable(self, family: int, proto: int, src: bytes, dst: bytes,
+                           transport: memoryview) -> None:
+        """EHOSTUNREACH to whoever here sent ``transport``: a connecting TCP socket fails,
+        a UDP port's owner and a ping hear of it."""
+        if len(transport) < 8:
+            return
+        sport = (transport[0] << 8) | transport[1]
+        dport = (transport[2] << 8) | transport[3]
+        if proto == ipv4.PROTO_TCP:
+            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH)
+        elif proto == ipv4.PROTO_UDP:
+            fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
+            if fn is not None:
+                fn(errno.EHOSTUNREACH, dst, dport)
+        elif (family == 4 and proto == ipv4.PROTO_ICMP and transport[0] == icmp4.ECHO_REQUEST) \
+                or (family == 6 and proto == ipv6.PROTO_ICMPV6
+                    and transport[0] == icmp6.ECHO_REQUEST):
+            fn2 = self.echo_errors.get((family, (transport[4] << 8) | transport[5]))
+            if fn2 is not None:
+                fn2(errno.EHOSTUNREACH)
 
     def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
         """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
-        of the replies that came back within ``timeout`` each. Blocks the caller."""
+        of the replies that came back within ``timeout`` each. Blocks the caller.
+
+        Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
+        ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
         import threading
         import time
 
@@ -1478,7 +1662,14 @@ class Stack:
                 rtts.append(time.monotonic() - sent_at[0])
                 got.set()
 
+        failed: list[int] = []
+
+        def on_error(err: int) -> None:
+            failed.append(err)
+            got.set()
+
         self.echo_waiters[(family, ident)] = on_reply
+        self.echo_errors[(family, ident)] = on_error
         try:
             for seq in range(count):
                 expect[0] = seq.to_bytes(2, "big") + os.urandom(max(0, size - 2))
@@ -1487,8 +1678,11 @@ class Stack:
                 with self.locked():
                     self.send_echo(dst, ident, seq, expect[0], time.monotonic())
                 got.wait(timeout)
+                if failed and not rtts:
+                    raise OSError(failed[0], f"{dst}: {os.strerror(failed[0])}")
         finally:
             self.echo_waiters.pop((family, ident), None)
+            self.echo_errors.pop((family, ident), None)
         return rtts
 
     def locked(self):
@@ -1530,6 +1724,8 @@ class Stack:
             state = "UP" if i.up else "DOWN"
             lines.append(f"{i.index}: {i.name}: <{state}> mtu {i.mtu} link {mac_to_str(i.mac)}")
             lines += [f"    inet {ipaddress.ip_address(a)}/{p}" for a, p in i.v4]
+            lines += [f"    inet {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}"
+                      for a in i.acd4.values() if not a.usable]
             lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
         return lines
 

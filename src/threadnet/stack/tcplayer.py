@@ -301,7 +301,10 @@ class TcpLayer:
             _, _, _, mtu = self.stack._path(family, None, remote[0], now)
         except OSError:
             mtu = 1500
-        mss = mtu - (40 if family == 4 else 60)
+        # IPv4's total length is 16 bits: on a link of a larger MTU (the loopback's 65536,
+        # as Linux's lo) a segment must still fit in 65535 bytes (Linux's MSS there is
+        # 65495 too); IPv6's payload length does not count its 40-byte header
+        mss = (min(mtu, 0xFFFF) - 40) if family == 4 else mtu - 60
         opts = {"rcvbuf": TCP_BUF, "sndbuf": TCP_BUF, **self.defaults, **options}
         # RFC 6528: ISN = a 4 us clock + a keyed hash of the connection's addresses and
         # ports, so that a new incarnation of a connection starts above the old one (what
@@ -412,6 +415,19 @@ class TcpLayer:
         if (seq - una) & 0xFFFFFFFF >= conn.snd_max - una:
             return None
         return ep
+
+    def unreachable(self, family: int, src: bytes, sport: int, dst: bytes, dport: int,
+                    err: int) -> None:
+        """A segment of ours could not go (address resolution for its next hop failed).
+        As Linux's tcp_v4_err/tcp_v6_err for a hard error: a connection still in SYN-SENT
+        fails with ``err`` (its connect raises it); a synchronized one keeps
+        retransmitting (a soft error: the neighbor may come back)."""
+        ep = self.conns.get((src, sport, dst, dport))
+        if ep is None or ep.family != family or ep.conn.state is not TcpState.SYN_SENT:
+            return
+        ep.conn.abort(self.stack.clock())
+        ep.conn.error = ep.conn.error or err
+        self.flush(ep)  # forgets it, and tells the owner (on_event)
 
     def pmtu_reduced(self, ep: TcpEndpoint, mtu: int) -> None:
         """The path MTU of ``ep`` is ``mtu``: its segments shrink to fit (the ones lost
