@@ -168,8 +168,10 @@ class StackSocket(_socket.socket):
         if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_LINGER):
             # struct linger {int l_onoff; int l_linger;}, as Linux takes it
             try:
+                if isinstance(value, int):  # the struct as a number (a published stack's client)
+                    value = value.to_bytes(_LINGER.size, "little")
                 onoff, secs = _LINGER.unpack(bytes(value)[:_LINGER.size])
-            except (TypeError, struct.error):
+            except (TypeError, OverflowError, struct.error):
                 raise OSError(errno.EINVAL, "Invalid argument") from None
             self._opts[(level, optname)] = (int(bool(onoff)), max(0, secs))
             return
