@@ -44,7 +44,7 @@ Where threadnet differs, on purpose:
   newstackc example) is taken as ``ADDR``; real iothconf drops it silently. ``mtu=`` is a
   threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` raise NotImplementedError.
 * Name resolution (``getaddrinfo``, ``getnameinfo``, ``iothdns_update``, ``config_dns``) uses
-  the threadnet stack's resolver; if this threadnet has none, they raise NotImplementedError.
+  the threadnet stack's resolver.
 * ``Stack.socket(fileno=...)`` raises NotImplementedError: a threadnet socket's state lives
   in its Python object, so a bare descriptor cannot be adopted.
 * ``getdefaulttimeout``/``setdefaulttimeout`` are the stdlib's (iothpy keeps its own copy):
@@ -382,7 +382,7 @@ class Stack:
         try:
             if config_dns is not None:
                 self._set_dns(config_dns)
-            elif self._resolver("resolv_conf", required=False) and \
+            elif self._resolver("resolv_conf") and \
                     os.path.exists("/etc/resolv.conf"):
                 try:  # iothdns's default; a host file the resolver cannot use is no error
                     self._set_dns("/etc/resolv.conf")
@@ -445,17 +445,12 @@ class Stack:
                 link.close()
             raise
 
-    def _resolver(self, name: str, *, required: bool = True) -> Any:
-        """The threadnet stack's resolver method ``name`` (or the kernel's)."""
+    def _resolver(self, name: str) -> Any:
+        """The threadnet stack's resolver method ``name`` (or the kernel's; the kernel has
+        no ``resolv_conf``: None)."""
         if self._tstack is None:
             return None if name == "resolv_conf" else _kernel_function(name)
-        fn = getattr(self._tstack, name, None)
-        if fn is None and required:
-            raise NotImplementedError(
-                f"{name}: this threadnet has no name resolution on its stacks yet "
-                "(threadnet.Stack has no getaddrinfo/getnameinfo/resolv_conf); use numeric "
-                "addresses")
-        return fn
+        return getattr(self._tstack, name)
 
     # -- interfaces --------------------------------------------------------------------------
     def if_nametoindex(self, if_name: str | bytes) -> int:
