@@ -61,6 +61,23 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02, what: str 
         time.sleep(interval)
 
 
+def wait_blocked(thread, timeout: float = 5.0, what: str = "the thread to block") -> None:
+    """Wait until ``thread`` sleeps in the kernel (a blocking call) with Python code of its
+    own on its stack: the condition a short sleep only hopes for."""
+    def blocked() -> bool:
+        frame = sys._current_frames().get(thread.ident)
+        if frame is None or thread.native_id is None:
+            return False
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state == "S"
+
+    wait_for(blocked, timeout, what=what)
+
+
 def _gone(pid: int) -> bool:
     """True when the process has exited (a zombie waiting for its reaper counts as gone)."""
     try:

@@ -46,7 +46,7 @@ TSHARK_CHECKSUM_PREFS = ("-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checks
 _CHECKSUM_FIELDS = ("ip.checksum.status", "tcp.checksum.status", "udp.checksum.status",
                     "icmp.checksum.status", "icmpv6.checksum.status")
 _TSHARK_FIELDS = ("frame.number", "frame.protocols", "_ws.malformed", "_ws.expert.severity",
-                  *_CHECKSUM_FIELDS, "ip.src", "_ws.expert.message")
+                  *_CHECKSUM_FIELDS, "ip.src", "ipv6.src", "_ws.expert.message")
 #: tshark's word for a TCP or UDP checksum field of 0xFFFF where it computes 0x0000: the
 #: same value in ones' complement (RFC 1624), which Linux writes when it completes a
 #: checksum in software (skb_checksum_help: "csum_fold(csum) ?: CSUM_MANGLED_0")
@@ -66,8 +66,8 @@ class TsharkReport:
     frames: int = 0
     protocols: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
-    #: (frame, IPv4 source) of frames whose only fault is a checksum field of 0xFFFF for
-    #: 0x0000 (``_RFC1624``): a problem too, unless that source is allowed to
+    #: (frame, IPv4 or IPv6 source) of frames whose only fault is a checksum field of
+    #: 0xFFFF for 0x0000 (``_RFC1624``): a problem too, unless that source is allowed to
     minus_zero: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -114,7 +114,9 @@ def tshark_check(pcap: str, timeout: float = 600, tcp_data: bool = False) -> Tsh
                 why.append(f"bad {name.split('.')[0]} checksum")
         if why and not malformed and _RFC1624 in cols[-1] \
                 and set(why) <= {"expert error", "bad tcp checksum", "bad udp checksum"}:
-            report.minus_zero.append((number, cols[-2]))
+            # the outer header's source (an ICMP error quotes another after it)
+            src = (cols[-3] or cols[-2]).split(",")[0]
+            report.minus_zero.append((number, src))
         elif why:
             report.problems.append(f"frame {number} ({'; '.join(why)}): {stack} [{cols[-1]}]")
     return report
@@ -124,8 +126,13 @@ def assert_capture_clean(pcap: str, min_frames: int = 1, *, tcp_data: bool = Fal
                          minus_zero_from: tuple[str, ...] = (), **expect: int) -> TsharkReport:
     """tshark_check, then fail unless the capture holds ``min_frames`` frames or more, at
     least ``expect[protocol]`` frames holding each protocol named (``icmpv6=2``), and no
-    problem frame at all. ``minus_zero_from``: the addresses (a Linux kernel's) whose
-    0xFFFF-for-0x0000 checksums are accepted; from anyone else they are problems."""
+    problem frame at all.
+
+    ``minus_zero_from``: the addresses of the Linux kernels in the capture. Every check of
+    a capture with a kernel peer passes them: Linux writes a TCP or UDP checksum of
+    0x0000 as 0xFFFF when it completes it in software (RFC 1624's negative zero, equal
+    in ones' complement), about once in 65 535 segments, and tshark calls that bad.
+    From these addresses it is accepted; from anyone else (a stack) it is a problem."""
     report = tshark_check(pcap, tcp_data=tcp_data)
     report.problems += [f"frame {n} (checksum 0xffff for 0x0000, from {src})"
                         for n, src in report.minus_zero if src not in minus_zero_from]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import time
 
 import pytest
 
@@ -88,11 +87,14 @@ def test_plug_cable_joins_two_switches(threadnet_switch, procs, sockdir):
 
 
 def test_plug_stdio_stream(threadnet_switch, procs):
-    d, _, _ = threadnet_switch()
-    p = procs.popen(threadnet_cmd("plug", f"vde://{d}"), env=threadnet_env(),
+    d_mgmt = threadnet_switch()
+    d, mgmt, _ = d_mgmt
+    p = procs.popen(threadnet_cmd("plug", "-D", "stdio-plug", f"vde://{d}"), env=threadnet_env(),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     with open_link(f"vde://{d}") as a:
-        time.sleep(0.3)
+        with ConsoleClient(mgmt) as c:  # the plug's port exists: frames reach it
+            wait_for(lambda: any("stdio-plug" in ln for ln in c.run("port/print")[1]),
+                     timeout=20, what="the plug's port")
         f = frame(3)
         p.stdin.write(struct.pack(">H", len(f)) + f)
         p.stdin.flush()
@@ -112,8 +114,8 @@ def test_capture_writes_pcap(threadnet_switch, procs, sockdir):
                     env=threadnet_env(), stderr=subprocess.PIPE)
     with open_link(f"vde://{d}") as a:
         # the pcap file appears once the capture's link is connected
+        # (its port exists by then: frames sent now wait in its socket)
         wait_for(lambda: os.path.exists(out), timeout=20, what="the capture to start")
-        time.sleep(0.1)
         for i in range(5):
             a.send(frame(i, size=60 + i))
         assert p.wait(20) == 0

@@ -466,22 +466,6 @@ def test_ioth_resolvconf(stacks):
 
 
 # -- name resolution -------------------------------------------------------------------------------
-def test_resolver_missing_raises_not_implemented(stacks, monkeypatch, tmp_path):
-    for name in ("getaddrinfo", "getnameinfo", "resolv_conf"):
-        for cls in threadnet.Stack.__mro__:  # the core defines resolv_conf, threadnet.Stack the rest
-            if name in vars(cls):
-                monkeypatch.delattr(cls, name)
-    s = stacks("vdestack", "null://")
-    with pytest.raises(NotImplementedError, match="getaddrinfo"):
-        s.getaddrinfo("example.org", 80)
-    with pytest.raises(NotImplementedError, match="getnameinfo"):
-        s.getnameinfo(("10.0.0.1", 80), 0)
-    with pytest.raises(NotImplementedError, match="resolv_conf"):
-        s.iothdns_update("nameserver 10.0.0.53")
-    with pytest.raises(NotImplementedError):
-        iothpy.Stack("vdestack", "null://", config_dns="nameserver 10.0.0.53")
-
-
 def test_resolver_calls_go_to_the_threadnet_stack(stacks, monkeypatch, tmp_path):
     """config_dns and iothdns_update take a path (with a '/') or resolv.conf text; the
     queries are the threadnet stack's, with iothpy's enum conversion."""

@@ -33,6 +33,7 @@ from conftest import (
     run_as,
     threadnet_cmd,
     threadnet_env,
+    wait_blocked,
     wait_for,
 )
 
@@ -452,7 +453,8 @@ def test_killing_the_stack_process_fails_blocked_calls_quickly(published, procs)
 
     threads = [blocked("recv", lambda: c.recv(10)), blocked("accept", lst.accept),
                blocked("recvfrom", lambda: u.recvfrom(10))]
-    time.sleep(0.3)
+    for t in threads:
+        wait_blocked(t, what="the calls to block")
     assert not outcome
     killed = time.monotonic()
     os.kill(p.pid, 9)

@@ -34,6 +34,8 @@ from threadnet.link.udp import UdpLink, parse_udp
 from threadnet.wire.pcap import read_pcap
 from threadnet.wire.stream import MAX_RECORD
 
+from conftest import wait_blocked
+
 SRC = str(Path(threadnet.__file__).resolve().parent.parent)
 HAVE_VDE_PLUG = shutil.which("vde_plug") is not None
 HAVE_DPIPE = shutil.which("dpipe") is not None
@@ -161,7 +163,7 @@ def test_null_blocking_recv_returns_when_closed() -> None:
 
     t = threading.Thread(target=receiver)
     t.start()
-    time.sleep(0.1)
+    wait_blocked(t, what="recv() to block")
     assert t.is_alive() and not outcome
     link.close()
     t.join(5)

@@ -27,6 +27,7 @@ measure what the channel really did (loss, duplication, reordering, delay).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import random
 import socket
@@ -417,6 +418,34 @@ def test_tshark_check_takes_minus_zero_checksums_only_from_whom_it_is_told(sockd
     assert assert_capture_clean(path, minus_zero_from=("10.13.0.9",)).minus_zero == \
         [("1", "10.13.0.9")]
     with pytest.raises(AssertionError, match="checksum 0xffff for 0x0000, from 10.13.0.9"):
+        assert_capture_clean(path)
+
+
+def test_tshark_check_takes_minus_zero_checksums_from_ipv6_kernels_too(sockdir):
+    """The same over IPv6 (the curl capture test has the kernel on IPv6 too): the source
+    comes from the IPv6 header."""
+    from threadnet.wire import ipv6, tcp
+    from threadnet.wire.pcap import PcapWriter
+
+    need_tool("tshark")
+    src = ipaddress.IPv6Address("fc00:8::9").packed
+    dst = ipaddress.IPv6Address("fc00:8::1").packed
+    rng = random.Random(4)
+    while True:
+        seg = bytearray(20)
+        tcp.build(seg, src, dst, 5004, 40000, rng.getrandbits(32), rng.getrandbits(32),
+                  tcp.ACK, 1000)
+        if seg[16:18] == b"\0\0":
+            break
+    seg[16:18] = b"\xff\xff"
+    ip = bytearray(40)
+    ipv6.build(ip, src, dst, ipv6.PROTO_TCP, len(seg))
+    path = os.path.join(sockdir, "minus0v6.pcap")
+    with PcapWriter(path) as w:
+        w.write(b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + bytes(ip) + bytes(seg), 1.0)
+    assert assert_capture_clean(path, minus_zero_from=("fc00:8::9",)).minus_zero == \
+        [("1", "fc00:8::9")]
+    with pytest.raises(AssertionError, match="checksum 0xffff for 0x0000, from fc00:8::9"):
         assert_capture_clean(path)
 
 

@@ -90,8 +90,11 @@ def test_abuse_leaves_the_switch_healthy(procs, threadnet_switch, io):
     # baseline: after one client came and went
     with threadnet.open_link(f"vde://{d}", description="warm-up") as w:
         w.send(eth(BROADCAST, mac(1)))
-    time.sleep(0.2)
-    baseline = fd_count(pid)
+    with Console(mgmt) as con:
+        # the switch has let go of the warm-up's port (and its descriptors)
+        wait_for(lambda: not any("warm-up" in e for p in con.ports().values()
+                                 for e in p["endpoints"]), what="the warm-up port to go")
+        baseline = fd_count(pid) - 1  # not counting this console session
 
     # a client that connects and says nothing: must not hold up the others (and is closed
     # after the switch's request timeout, checked at the end)

@@ -465,10 +465,6 @@ def _children(pid: int) -> list[int]:
 
 def test_dpipe_middle_tool(threadnet_switch, procs, sockdir, stop_daemons_first) -> None:
     need_tool("dpipe", "vde_plug")
-    try:
-        from threadnet.link.stream import open_dpipe_alternate  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"threadnet.link.stream.open_dpipe_alternate is missing: {exc}")
     sw1, mgmt1, _ = threadnet_switch()
     sw2, mgmt2, _ = threadnet_switch()
     mgmt = os.path.join(sockdir, "dpipe-wf.mgmt")

@@ -437,6 +437,38 @@ def _runs_python(program: str) -> bool:
     return first.startswith(b"#!") and b"python" in first
 
 
+def _check_stack_path(path: str) -> None:
+    """Fail with one line that names ``path`` and says why, unless a stack listens there."""
+    import errno
+    import stat
+
+    from threadnet.stack.remote import _open_control
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"no stack at {path} (no such file)") from None
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot reach the stack at {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
+        raise OSError(errno.ENOTSOCK, f"{path} is not a stack socket ({kind}); publish one "
+                      f"with '{PROG} stack {path} --link URL ...'")
+    try:
+        _open_control(path).close()
+    except ConnectionRefusedError:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, f"no stack is listening at {path} "
+                                     "(a stale socket: has its process ended?)") from None
+    except PermissionError:
+        raise PermissionError(errno.EACCES, f"no permission to use the stack at {path} "
+                              "(its mode and group decide who may)") from None
+    except OSError as exc:
+        if exc.errno == errno.EPROTOTYPE:
+            raise OSError(exc.errno, f"{path} is a socket but not a stack's (wrong socket "
+                          "type)") from None
+        raise type(exc)(exc.errno, f"cannot reach the stack at {path}: {exc.strerror}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
@@ -451,8 +483,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{PROG} run: give either --stack PATH or --link URL (with --config)")
     if (args.config or args.hostname) and not args.link:
         raise UsageError(f"{PROG} run: --config and --hostname go with --link")
-    if args.stack and not os.path.exists(args.stack):
-        raise FileNotFoundError(2, f"no stack at {args.stack}", args.stack)
+    if args.stack:
+        _check_stack_path(args.stack)
     tmpdir = stack = None
     path = args.stack
     try:
@@ -589,6 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except NotImplementedError as exc:  # e.g. --config dhcp: a usage error, for now
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except (ThreadnetError, OSError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

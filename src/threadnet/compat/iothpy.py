@@ -275,7 +275,7 @@ class Stack:
         try:
             if config_dns is not None:
                 self._set_dns(config_dns)
-            elif self._resolver("resolv_conf", required=False) and \
+            elif self._resolver("resolv_conf") and \
                     os.path.exists("/etc/resolv.conf"):
                 try:  # iothdns's default; a host file the resolver cannot use is no error
                     self._set_dns("/etc/resolv.conf")
@@ -338,17 +338,12 @@ class Stack:
                 link.close()
             raise
 
-    def _resolver(self, name: str, *, required: bool = True) -> Any:
-        """The threadnet stack's resolver method ``name`` (or the kernel's)."""
+    def _resolver(self, name: str) -> Any:
+        """The threadnet stack's resolver method ``name`` (or the kernel's; the kernel has
+        no ``resolv_conf``: None)."""
         if self._tstack is None:
             return None if name == "resolv_conf" else _kernel_function(name)
-        fn = getattr(self._tstack, name, None)
-        if fn is None and required:
-            raise NotImplementedError(
-                f"{name}: this threadnet has no name resolution on its stacks yet "
-                "(threadnet.Stack has no getaddrinfo/getnameinfo/resolv_conf); use numeric "
-                "addresses")
-        return fn
+        return getattr(self._tstack, name)
 
     # -- interfaces --------------------------------------------------------------------------
     def if_nametoindex(self, if_name: str | bytes) -> int:

@@ -49,7 +49,7 @@ class StreamLink(Link):
                  url: str = "") -> None:
         super().__init__()
         self.url = url or f"fd://{read_fd},{write_fd}"
-        self.read_fd = read_fd
+        self.read_fd = self._orig_read_fd = read_fd
         self.write_fd = write_fd
         self.drops = 0
         self._close_fds = close_fds
@@ -57,7 +57,12 @@ class StreamLink(Link):
         # decoder, so that a non-blocking recv never loses its place in the stream.
         self._decoder = wire.Decoder()
         self._write_lock = threading.Lock()
-        self._fd_nonblocking = not os.get_blocking(read_fd)
+        # A regular file or /dev/null cannot be watched by epoll (EPERM): a thread copies
+        # it into a pipe, so that its records are read, and its end is EOF, like a pipe's
+        self._relay_fd = -1
+        if not _pollable(read_fd):
+            self.read_fd = self._relay_fd = _relay(read_fd)
+        self._fd_nonblocking = not os.get_blocking(self.read_fd)
 
     # -- Link interface ------------------------------------------------------------
     def fileno(self) -> int:
@@ -134,15 +139,54 @@ class StreamLink(Link):
         if self.closed:
             return
         super().close()
+        if self._relay_fd >= 0:
+            os.close(self._relay_fd)  # the relay thread's next write fails, and it ends
+            self._relay_fd = -1
         if self._close_fds:
             self._close_descriptors()
 
     def _close_descriptors(self) -> None:
-        for fd in {self.read_fd, self.write_fd}:
+        for fd in {self._orig_read_fd, self.write_fd}:
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _pollable(fd: int) -> bool:
+    """Can epoll watch ``fd``? (Not a regular file or /dev/null: EPERM.)"""
+    ep = select.epoll()
+    try:
+        ep.register(fd, select.EPOLLIN)
+    except PermissionError:
+        return False
+    except OSError:
+        return True  # a closed or odd descriptor: let the first read report it
+    finally:
+        ep.close()
+    return True
+
+
+def _relay(fd: int) -> int:
+    """A pipe fed from ``fd`` by a thread (closed at ``fd``'s EOF); its read end."""
+    r, w = os.pipe()
+
+    def copy() -> None:
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(w, view):]
+        except OSError:
+            pass  # a read error ends the stream like EOF; a closed pipe: the link is gone
+        finally:
+            os.close(w)
+
+    threading.Thread(target=copy, name=f"threadnet-relay-fd{fd}", daemon=True).start()
+    return r
 
 
 class StdioLink(StreamLink):

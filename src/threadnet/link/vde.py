@@ -87,10 +87,19 @@ def default_switch() -> str:
 
 
 def default_switch_dir() -> str:
-    """Where ``threadnet up`` puts the default switch so that an empty URL finds it."""
-    url = default_switch()
-    if url.startswith("vde://"):
-        return url[len("vde://"):]
+    """Where ``threadnet up`` puts the default switch so that an empty URL finds it: the
+    user's ``~/.vdeplug/default`` or ``~/.vde2/default.switch`` when it names a switch
+    directory, else vde_switch's own default, ``/var/run/vde.ctl`` for root and
+    ``/tmp/vde.ctl`` for others (vdeplug4's ``vde_plug`` looks in both)."""
+    home = os.path.expanduser("~")
+    for name in (".vdeplug/default", ".vde2/default.switch"):
+        found = _read_default_file(os.path.join(home, name))
+        if found:
+            if found.startswith("vde://"):
+                return found[len("vde://"):]
+            if "://" not in found:
+                return found
+            break
     return "/var/run/vde.ctl" if os.geteuid() == 0 else "/tmp/vde.ctl"
 
 

@@ -18,9 +18,13 @@ class ConsoleClient:
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(path)
-        except OSError:
+        except OSError as exc:
             self.sock.close()
-            raise
+            # name the console: "[Errno 111] Connection refused" alone says not where
+            why = exc.strerror or str(exc)
+            if isinstance(exc, ConnectionRefusedError):
+                why += " (nothing listens there: is the switch, wirefilter or stack running?)"
+            raise type(exc)(exc.errno, f"console {path}: {why}") from None
         self._buf = b""
         self.banner, self.prompt = self._read_banner()
 

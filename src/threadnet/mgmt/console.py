@@ -77,13 +77,16 @@ def create_unix_listener(path: str, mode: int, group: str | None, backlog: int =
 
 
 def resolve_group(group: str | int) -> int:
-    """A group name or number -> gid; ValueError with a clear message when unknown."""
+    """A group name or number -> gid; UnknownGroupError (a ValueError and LookupError)
+    naming the group when it is unknown."""
+    from threadnet.errors import UnknownGroupError
+
     if isinstance(group, int) or str(group).isdigit():
         return int(group)
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise ValueError(f"unknown group {group!r}") from None
+        raise UnknownGroupError(group) from None
 
 
 class _Session:

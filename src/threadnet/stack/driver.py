@@ -10,7 +10,11 @@ are a thousand sets of descriptors on one loop, not a thousand threads.
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -24,6 +28,31 @@ if TYPE_CHECKING:
     from threadnet.stack.stack import Interface, Stack
 
 RX_BUDGET = 64  # frames taken from one link before serving the others
+
+
+def _env_linger() -> float:
+    try:
+        return max(0.0, float(os.environ.get("THREADNET_EXIT_LINGER", "10")))
+    except ValueError:
+        return 10.0
+
+
+#: At interpreter exit, how long (seconds) the drivers keep running so that connections
+#: the program has closed still deliver their data and FIN, as the kernel would after a
+#: process exits. Set it here or with the environment variable THREADNET_EXIT_LINGER;
+#: 0 turns the wait off.
+EXIT_LINGER = _env_linger()
+_running: weakref.WeakSet[Driver] = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _linger_at_exit() -> None:
+    """Run by atexit: daemon threads (the drivers') still run then, and stop for good
+    right after, so this is the last moment to let closing connections finish."""
+    deadline = monotonic() + EXIT_LINGER
+    for driver in list(_running):
+        if not driver.linger(deadline):
+            break
 
 
 class Driver:
@@ -58,10 +87,33 @@ class Driver:
             self._calls.popleft()()
 
     def _ensure_started(self) -> None:
+        global _atexit_registered
         with self._started:
             if self._thread is None:
                 self._thread = threading.Thread(target=self.loop.run, name=self.name, daemon=True)
                 self._thread.start()
+                _running.add(self)
+                if not _atexit_registered:
+                    _atexit_registered = True
+                    atexit.register(_linger_at_exit)
+
+    def linger(self, deadline: float) -> bool:
+        """Wait until no connection that the application has closed still has data or a
+        FIN unacknowledged, or until ``deadline`` (monotonic); False if it passed."""
+        from threadnet.stack.socket import unfinished
+
+        while True:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                return True
+            with self.lock:
+                busy = any(unfinished(ep) for stack in list(self._stacks.values())
+                           for ep in list(stack.tcp.conns.values()))
+            if not busy:
+                return True
+            if monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     # -- stacks ------------------------------------------------------------------------
     def attach(self, stack: Stack) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import _socket as _csocket
 import errno
 import json
+import logging
 import os
 import select
 import socket as _socket
@@ -74,6 +75,11 @@ def _decode(msg: bytes) -> tuple[dict[str, Any], bytes]:
     return obj, payload
 
 
+_log = logging.getLogger("threadnet.stack.remote")
+MAX_LOGGED_ERRORS = 20  # tracebacks logged per process (a client must not flood the log)
+_internal_errors = 0
+
+
 def _error_reply(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, _socket.gaierror):
         return {"raise": "gaierror", "errno": exc.errno, "msg": exc.strerror or str(exc)}
@@ -83,8 +89,17 @@ def _error_reply(exc: BaseException) -> dict[str, Any]:
         return {"raise": "timeout", "msg": str(exc)}
     if isinstance(exc, OSError):
         return {"raise": "OSError", "errno": exc.errno, "msg": exc.strerror or str(exc)}
-    name = type(exc).__name__ if isinstance(exc, TypeError | ValueError | OverflowError) else "ValueError"
-    return {"raise": name, "msg": str(exc)}
+    if isinstance(exc, TypeError | ValueError | OverflowError):
+        return {"raise": type(exc).__name__, "msg": str(exc)}
+    # anything else is a bug in the stack: the stack's log gets the traceback, and the
+    # client an I/O error that says what happened (not a ValueError it could not place)
+    global _internal_errors
+    _internal_errors += 1
+    if _internal_errors <= MAX_LOGGED_ERRORS:
+        _log.error("published stack: unexpected %s while serving a client", type(exc).__name__,
+                   exc_info=exc)
+    return {"raise": "OSError", "errno": errno.EIO,
+            "msg": f"internal error in the stack: {type(exc).__name__}: {exc}"}
 
 
 def _raise_from(reply: dict[str, Any]) -> None:
@@ -427,12 +442,9 @@ def _bind_listener(path: str, mode: int, group: int | str | None) -> _socket.soc
     open to all. The directories above ``path`` must be safe (``threadnet.fsafe``); only a
     stale stack socket of ours is replaced, and symbolic links are never followed."""
     from threadnet.fsafe import bind_unix_listener
+    from threadnet.mgmt.console import resolve_group
 
-    gid = -1
-    if group is not None:
-        import grp
-
-        gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+    gid = resolve_group(group) if group is not None else -1  # before anything is bound
     return bind_unix_listener(path, _SEQPACKET, mode, gid, 128)
 
 

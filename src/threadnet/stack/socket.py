@@ -34,6 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from threadnet.stack.tcp.connection import TcpState
 from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ PUMP_CHUNK = 256 * 1024
 _UDP_HDR = struct.Struct("!B16sH")  # family, address (v4 in the first 4 bytes), port
 _V4MAPPED = b"\x00" * 10 + b"\xff\xff"
 _APP_BUF = 512 * 1024
+_LINGER = struct.Struct("ii")
+# the states in which our FIN (and maybe data before it) waits for its acknowledgement
+_FIN_UNACKED = frozenset((TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK))
 
 
 def _to_int_family(family: int) -> int:
@@ -161,6 +165,16 @@ class StackSocket(_socket.socket):
 
     # -- options -------------------------------------------------------------------------
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
+        if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_LINGER):
+            # struct linger {int l_onoff; int l_linger;}, as Linux takes it
+            try:
+                if isinstance(value, int):  # the struct as a number (a published stack's client)
+                    value = value.to_bytes(_LINGER.size, "little")
+                onoff, secs = _LINGER.unpack(bytes(value)[:_LINGER.size])
+            except (TypeError, OverflowError, struct.error):
+                raise OSError(errno.EINVAL, "Invalid argument") from None
+            self._opts[(level, optname)] = (int(bool(onoff)), max(0, secs))
+            return
         v = int.from_bytes(value, "little") if isinstance(value, bytes | bytearray) else value
         self._opts[(level, optname)] = v
         if (level, optname) == (_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY):
@@ -182,6 +196,9 @@ class StackSocket(_socket.socket):
             return self._vtype
         if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
             return int(self._listener is not None)
+        if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_LINGER):
+            onoff, secs = self._opts.get((level, optname), (0, 0))
+            return onoff if buflen is None else _LINGER.pack(onoff, secs)[:buflen]
         bufopt = (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
                                       (_socket.SOL_SOCKET, _socket.SO_SNDBUF))
         if bufopt and self._pump is not None:  # what the connection really has
@@ -498,8 +515,26 @@ class StackSocket(_socket.socket):
                 self._inner.close()
             except OSError:
                 pass
+        pump = self._pump
+        onoff, secs = self._opts.get((_socket.SOL_SOCKET, _socket.SO_LINGER), (0, 0))
+        if pump is not None and onoff and secs == 0:
+            # SO_LINGER with a zero timeout: reset at once, unsent data dropped (Linux)
+            with stack.locked():
+                if not pump.closed:
+                    pump.eof_in = True
+                    pump.ep.abort()
+                    pump._shutdown()
         # a stream's pump sees EOF on its end and closes the connection gracefully
         super().close()
+        if pump is not None and onoff and secs > 0 and stack.driver is not None:
+            # SO_LINGER with a timeout: close() waits until the data and the FIN are
+            # acknowledged, or the timeout passes
+            deadline = time.monotonic() + secs
+            while time.monotonic() < deadline:
+                with stack.driver.lock:
+                    if not unfinished(pump.ep):
+                        break
+                time.sleep(0.01)
 
 
 class _StreamPump:
@@ -747,6 +782,20 @@ class _StreamPump:
             self._call(close)
         else:
             inner.close()
+
+
+def unfinished(ep: TcpEndpoint) -> bool:
+    """Has the application closed this connection (or shut it for writing) while data
+    or the FIN it owes the peer are not yet acknowledged? (The stack lock is held.)
+    A connection the application still holds open is its own business."""
+    conn = ep.conn
+    if conn.closed:
+        return False
+    pump = getattr(ep.on_event, "__self__", None)
+    if isinstance(pump, _StreamPump) and not pump.closed and not pump.eof_in:
+        # data may still wait in the socket pair; only a closed socket counts
+        return _hung_up(pump.inner)
+    return conn.state in _FIN_UNACKED
 
 
 def _no_options() -> dict[str, Any]:
