@@ -48,9 +48,9 @@ def test_stack_unknown_group(sockdir):
 
 
 def test_publish_unknown_group_names_it(sockdir):
+    from threadnet import Stack
     from threadnet.errors import UnknownGroupError
     from threadnet.stack.driver import Driver
-    from threadnet.stack.stack import Stack
 
     driver = Driver("test-cli-errors")
     s = Stack("eth,ip=10.0.0.1/24", link="null://", driver=driver)
@@ -156,9 +156,9 @@ def test_failed_mgmtgroup_leaves_nothing(sockdir, cmd):
 def test_published_stack_internal_error_is_logged_and_reported(sockdir, caplog):
     """A bug in the stack while serving a client: the stack's log has the traceback, the
     client an EIO that names the exception (not a bare ValueError)."""
+    from threadnet import Stack
     from threadnet.stack.driver import Driver
     from threadnet.stack.remote import RemoteStack
-    from threadnet.stack.stack import Stack
 
     driver = Driver("test-cli-errors")
     s = Stack("eth,ip=10.0.0.1/24", link="null://", driver=driver)

@@ -110,6 +110,28 @@ def test_dad_detects_a_duplicate_on_a_switch(switch, driver):
             b.close()
 
 
+def test_no_usable_source_during_dad_is_eaddrnotavail_and_settle_waits(switch, driver):
+    """While every IPv6 address is tentative, sending says so (EADDRNOTAVAIL, as Linux
+    does), not "no route"; ``settle()`` waits for DAD, after which the send goes out."""
+    a = Stack("eth,ip=fc00:5::1/64", link=switch, driver=driver, name="A")
+    try:
+        u = a.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        with u:
+            if _state6(a, "fc00:5::1") == "tentative":
+                with pytest.raises(OSError) as exc:
+                    u.sendto(b"x", ("fc00:5::2", 9))
+                assert exc.value.errno == errno.EADDRNOTAVAIL
+                assert "tentative" in str(exc.value)
+            a.settle(timeout=10)
+            assert _state6(a, "fc00:5::1") == "preferred"
+            u.sendto(b"x", ("fc00:5::2", 9))
+            with pytest.raises(OSError) as exc:
+                u.sendto(b"x", ("fc00:6::2", 9))
+            assert exc.value.errno == errno.ENETUNREACH
+    finally:
+        a.close()
+
+
 class _Wire:
     """Stacks on fake time joined by list links: what one sends, the others get."""
 

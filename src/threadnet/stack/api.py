@@ -9,6 +9,7 @@ and a driver by default (the process's ``Driver``), so ``Stack(config, link)`` r
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from threadnet.link import Link
@@ -57,6 +58,25 @@ class Stack(core.Stack):
             self._publications = []
         self._publications.append(pub)
         return pub
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no address is tentative: IPv6 duplicate address detection (about a
+        second, as on Linux) and IPv4 conflict probing (``acd``, several seconds) are
+        over, so every address that passed can be used as a source. Addresses that
+        failed stay listed as failed; TimeoutError if probing outlasts ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.locked():
+                pending = [a for i in self.interfaces.values()
+                           for a in i.v6 if a.state == "tentative"]
+                pending += [a for i in self.interfaces.values()
+                            for a in i.acd4.values() if a.state == "tentative"]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"addresses of stack {self.name} still tentative "
+                                   f"after {timeout} s")
+            time.sleep(0.02)
 
     def close(self) -> None:
         """Stop the stack and close its links. Its publications go first; its connections

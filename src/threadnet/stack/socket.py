@@ -34,6 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from threadnet.stack import driver as _driver
 from threadnet.stack.tcp.connection import TcpState
 from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
 
@@ -796,6 +797,9 @@ def unfinished(ep: TcpEndpoint) -> bool:
         # data may still wait in the socket pair; only a closed socket counts
         return _hung_up(pump.inner)
     return conn.state in _FIN_UNACKED
+
+
+_driver.linger_check = unfinished
 
 
 def _no_options() -> dict[str, Any]:

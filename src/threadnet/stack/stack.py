@@ -1075,6 +1075,18 @@ class Stack:
                 return a
         return iface.v4[0][0] if iface.v4 else None
 
+    def _no_source(self, family: int, dst: bytes) -> OSError:
+        """Why a packet to ``dst`` has no source address: no route (ENETUNREACH), or a
+        route whose interface has no usable address yet (EADDRNOTAVAIL, as Linux says
+        while every IPv6 address is still tentative, i.e. during DAD)."""
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            return OSError(errno.ENETUNREACH, f"no route to {_ntop(dst)}")
+        return OSError(errno.EADDRNOTAVAIL,
+                       f"no usable source address for {_ntop(dst)} on {r[0].name} "
+                       "(its addresses are still tentative: duplicate address detection "
+                       "takes about a second)")
+
     def _source6(self, dst: bytes) -> bytes | None:
         if self._is_local6(dst):
             return dst
@@ -1523,7 +1535,7 @@ class Stack:
         s = ipaddress.ip_address(src).packed if src else (
             self.source4(d) if addr.version == 4 else self._source6(d))
         if s is None:
-            raise OSError(errno.ENETUNREACH, f"no route to {dst[0]}")
+            raise self._no_source(addr.version, d)
         out = bytearray(8 + len(data))
         udp.build(out, s, d, sport, dst[1], data)
         if addr.version == 4:
@@ -1542,7 +1554,7 @@ class Stack:
         else:
             src = self._source6(addr.packed)
             if src is None:
-                raise OSError(errno.ENETUNREACH, f"no route to {dst}")
+                raise self._no_source(6, addr.packed)
             out = bytearray(8 + len(data))
             icmp6.build_echo(out, src, addr.packed, ident, seq, data)
             self.send_ip6(src, addr.packed, ipv6.PROTO_ICMPV6, out, now)
