@@ -2,17 +2,22 @@
 
 ``threadnet stack PATH ... -M MGMT`` serves this table on a vde_switch-style console socket
 (mgmt/console.py), so ``threadnet console MGMT CMD`` and Debian's ``unixterm MGMT`` work on
-it as they do on a switch. Every handler runs under ``stack.locked()``; the console has its
-own event loop and thread, so a slow console client never stalls the stack's driver.
+it as they do on a switch. The console has its own event loop and thread, so a slow console
+client never stalls the stack's driver.
 
-Errors are CommandError with the errno iproute2 would report: ENODEV for an unknown
+Each handler is a module-level function of a ``ManagedStack`` (the stack and what its
+console tells about it) and the argument text; ``COMMANDS`` lists them in help order.
+``build_table`` runs every handler under ``stack.locked()`` and turns the stack API's
+exceptions into a CommandError with the errno iproute2 would report: ENODEV for an unknown
 interface, EINVAL for bad syntax, EEXIST for an address or route that is already there,
-EADDRNOTAVAIL for an address that is not, ESRCH for a route that is not.
+EADDRNOTAVAIL for an address that is not, ESRCH for a route that is not. ``help``,
+``logout`` and ``shutdown`` (flag ``UNLOCKED``) run as they are, without the lock.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import sys
@@ -20,11 +25,22 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from threadnet.loop import EventLoop
-from threadnet.mgmt.commands import CommandError, CommandTable, parse_int, split_args
+from threadnet.mgmt.commands import (
+    OUTPUT,
+    CommandError,
+    CommandTable,
+    Entry,
+    Handler,
+    parse_int,
+    split_args,
+    table_from_entries,
+)
 from threadnet.mgmt.console import ConsoleServer
+from threadnet.stack.stack import check_mtu
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
 if TYPE_CHECKING:
@@ -32,8 +48,30 @@ if TYPE_CHECKING:
 
 PROMPT = "\nstack$ "
 
+#: this table's own entry flag, beside mgmt's OUTPUT and CALLER (which it leaves alone):
+#: the handler runs without the stack's lock and without error translation
+UNLOCKED = 1 << 8
+
 #: ``ss``'s names for the TCP states
 _SS_STATE = {"ESTABLISHED": "ESTAB", "SYN-RECEIVED": "SYN-RECV"}
+#: ``ss``'s header line, for tcp/print and udp/print
+_SS_HEADER = (f"{'State':<11}{'Recv-Q':>7} {'Send-Q':>7} {'Local Address:Port':<42}"
+              "Peer Address:Port")
+
+
+@dataclass(slots=True)
+class ManagedStack:
+    """What the console's commands act on: the stack, the table they are in (for
+    ``help``), where the stack is published (``path``) and its console socket (``mgmt``,
+    ``mgmtmode``), and what ``shutdown`` calls (None: ``shutdown`` is not supported)."""
+
+    stack: Stack
+    path: str | None = None
+    mgmt: str | None = None
+    mgmtmode: int = 0o600
+    on_shutdown: Callable[[], None] | None = None
+    table: CommandTable = field(default_factory=CommandTable)
+    started: float = field(default_factory=time.monotonic)
 
 
 def _fail(exc: BaseException) -> CommandError:
@@ -70,6 +108,10 @@ def _sockaddr(addr: bytes, port: int, family: int) -> str:
     return f"{host}:{port}"
 
 
+def _ss_line(state: str, recv_q: int, send_q: int, local: str, peer: str) -> str:
+    return f"{state:<11}{recv_q:>7} {send_q:>7} {local:<42}{peer}"
+
+
 def _flags(iface: Interface) -> str:
     flags = ["LOOPBACK"] if iface.loopback else ["BROADCAST", "MULTICAST"]
     if iface.up:
@@ -77,294 +119,317 @@ def _flags(iface: Interface) -> str:
     return ",".join(flags)
 
 
+def _interface(stack: Stack, name: str) -> Interface:
+    """The interface called (or numbered) ``name``: EINVAL when missing, ENODEV when unknown."""
+    if not name:
+        raise CommandError(errno.EINVAL)
+    try:
+        return stack.interface(name)
+    except OSError:
+        raise CommandError(errno.ENODEV, f"no interface {name!r}") from None
+
+
+# -- general ------------------------------------------------------------------------------
+def help_(managed: ManagedStack, args: str) -> list[str]:
+    return managed.table.help_lines(args.strip())
+
+
+def logout(managed: ManagedStack, args: str) -> None:
+    return None  # the console ends the session
+
+
+def shutdown(managed: ManagedStack, args: str) -> None:
+    if managed.on_shutdown is None:
+        raise CommandError(errno.EOPNOTSUPP)
+    managed.on_shutdown()
+
+
+def showinfo(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    tcp = stack.tcp
+    lines = [f"threadnet stack {stack.name}", f"hostname {stack.gethostname()}",
+             f"pid {os.getpid()} uptime {int(time.monotonic() - managed.started)}"]
+    if managed.path:
+        lines.append(f"published {managed.path}")
+    if managed.mgmt:
+        lines.append(f"mgmt {managed.mgmt} perm {managed.mgmtmode:04o}")
+    ifaces = stack.interfaces.values()
+    lines += [
+        f"interfaces {len(stack.interfaces)} ({sum(1 for i in ifaces if i.up)} up)",
+        f"addresses {' '.join(stack.addresses())}",
+        f"routes {len(stack.routes4)} ipv4 {len(stack.routes6)} ipv6",
+        f"tcp {len(tcp.conns)} connections {len(tcp.listeners)} listeners, "
+        f"udp {len(stack.udp)} ports",
+        f"rx {sum(i.rx_packets for i in ifaces)} packets {sum(i.rx_bytes for i in ifaces)} "
+        f"bytes, tx {sum(i.tx_packets for i in ifaces)} packets "
+        f"{sum(i.tx_bytes for i in ifaces)} bytes",
+    ]
+    return lines
+
+
+def stats(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    lines = [f"{k} {v}" for k, v in sorted(stack.stats.items())]
+    for i in stack.interfaces.values():
+        lines.append(f"{i.name} rx_packets {i.rx_packets} rx_bytes {i.rx_bytes} "
+                     f"rx_errors {i.rx_errors} tx_packets {i.tx_packets} "
+                     f"tx_bytes {i.tx_bytes} tx_dropped {i.tx_dropped}")
+    return lines
+
+
+def config(managed: ManagedStack, args: str) -> None:
+    if not args:
+        raise CommandError(errno.EINVAL)
+    managed.stack.configure(args)
+
+
+def hostname(managed: ManagedStack, args: str) -> list[str]:
+    if args:
+        managed.stack.set_hostname(args)
+    return [managed.stack.gethostname()]
+
+
+# -- link ---------------------------------------------------------------------------------
+def link_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    chosen = [_interface(stack, args)] if args else list(stack.interfaces.values())
+    lines = []
+    for i in chosen:
+        lines.append(f"{i.index}: {i.name}: <{_flags(i)}> mtu {i.mtu} "
+                     f"state {'UP' if i.up else 'DOWN'}")
+        kind = "loopback" if i.loopback else "ether"
+        url = "" if i.link is None else f" url {getattr(i.link, 'url', '?')}"
+        lines.append(f"    link/{kind} {mac_to_str(i.mac)}{url}")
+    return lines
+
+
+def link_set(managed: ManagedStack, args: str) -> None:
+    stack = managed.stack
+    words = args.split()
+    if len(words) < 2:
+        raise CommandError(errno.EINVAL)
+    iface = _interface(stack, words[0])
+    # check every word first, then apply: a bad word changes nothing
+    todo: list[tuple[str, object]] = []
+    rest = words[1:]
+    while rest:
+        word = rest.pop(0)
+        if word in ("up", "down"):
+            todo.append((word, None))
+        elif word in ("mtu", "mac", "address") and rest:
+            value = rest.pop(0)
+            if word == "mtu":
+                mtu = parse_int(value, "mtu")
+                try:  # 68..65535 and what the link carries, refused before any word applies
+                    check_mtu(iface.link, mtu, iface.name)
+                except ValueError as exc:
+                    raise CommandError(errno.EINVAL, str(exc)) from None
+                todo.append(("mtu", mtu))
+            else:
+                try:
+                    mac = mac_from_str(value)
+                except ValueError:
+                    raise CommandError(errno.EINVAL, f"bad MAC {value!r}") from None
+                if iface.loopback or mac[0] & 1:
+                    raise CommandError(errno.EINVAL, "not a unicast MAC for an Ethernet")
+                todo.append(("mac", mac))
+        else:
+            raise CommandError(errno.EINVAL, f"link/set: bad word {word!r}")
+    for what, value in todo:
+        if what == "up":
+            stack.link_up(iface.index)
+        elif what == "down":
+            stack.link_down(iface.index)
+        elif what == "mtu":
+            stack.set_mtu(iface.index, value)  # type: ignore[arg-type]
+        else:
+            stack.set_mac(iface.index, value)  # type: ignore[arg-type]
+
+
+# -- addr ---------------------------------------------------------------------------------
+def addr_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    if not args:
+        return stack.describe()
+    name = _interface(stack, args).name
+    lines, keep = [], False
+    for line in stack.describe():
+        if not line.startswith(" "):  # an interface's first line: "N: NAME: ..."
+            keep = line.split(":", 2)[1].strip() == name
+        if keep:
+            lines.append(line)
+    return lines
+
+
+def _interface_and_cidr(stack: Stack, args: str) -> tuple[int, str]:
+    name, cidr = split_args(args, 2)
+    iface = _interface(stack, name)
+    try:
+        ipaddress.ip_interface(cidr)
+    except ValueError:
+        raise CommandError(errno.EINVAL, f"bad address {cidr!r}") from None
+    return iface.index, cidr
+
+
+def addr_add(managed: ManagedStack, args: str) -> None:
+    managed.stack.addr_add(*_interface_and_cidr(managed.stack, args))
+
+
+def addr_del(managed: ManagedStack, args: str) -> None:
+    managed.stack.addr_del(*_interface_and_cidr(managed.stack, args))
+
+
+# -- route --------------------------------------------------------------------------------
+def route_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    if args and args not in ("-4", "-6", "4", "6"):
+        raise CommandError(errno.EINVAL)
+    lines = []
+    for family, routes in ((4, stack.routes4), (6, stack.routes6)):
+        if args and args.lstrip("-") != str(family):
+            continue
+        for r in routes:
+            dev = stack.interfaces.get(r.ifindex)
+            line = str(r).replace("{dev}", dev.name if dev else str(r.ifindex))
+            lines.append(line if args else f"ipv{family} {line}")
+    return lines
+
+
+def _route_words(args: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """DST and its ``KEY VALUE`` options (each of ``allowed`` at most once)."""
+    words = args.split()
+    if not words or len(words) % 2 == 0:
+        raise CommandError(errno.EINVAL)
+    opts: dict[str, str] = {}
+    for key, value in zip(words[1::2], words[2::2], strict=True):
+        if key not in allowed or key in opts:
+            raise CommandError(errno.EINVAL, f"bad word {key!r}")
+        opts[key] = value
+    return words[0], opts
+
+
+def route_add(managed: ManagedStack, args: str) -> None:
+    stack = managed.stack
+    dst, opts = _route_words(args, ("via", "dev", "metric"))
+    dev = _interface(stack, opts["dev"]).index if "dev" in opts else None
+    metric = parse_int(opts["metric"], "metric", 0, 2**32 - 1) if "metric" in opts else 0
+    stack.route_add(dst, opts.get("via"), dev, metric)
+
+
+def route_del(managed: ManagedStack, args: str) -> None:
+    dst, opts = _route_words(args, ("via",))
+    managed.stack.route_del(dst, opts.get("via"))
+
+
+# -- neighbors ----------------------------------------------------------------------------
+def neigh_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    chosen = [_interface(stack, args)] if args else list(stack.interfaces.values())
+    lines = []
+    for i in chosen:
+        for cache in (i.arp, i.nd):
+            for addr, e in cache.entries.items():
+                mac = f" lladdr {mac_to_str(e.mac)}" if e.mac is not None else ""
+                state = "PERMANENT" if e.static else e.state
+                lines.append(f"{_ip(addr)} dev {i.name}{mac} {state}")
+    return lines
+
+
+# -- sockets ------------------------------------------------------------------------------
+def tcp_print(managed: ManagedStack, args: str) -> list[str]:
+    tcp = managed.stack.tcp
+    lines = [_SS_HEADER]
+    for ls in sorted(tcp.listeners.values(), key=lambda x: (x.port, x.family)):
+        lines.append(_ss_line("LISTEN", len(ls.ready), ls.backlog,
+                              _sockaddr(ls.addr, ls.port, ls.family), "*:*"))
+    for ep in sorted(tcp.conns.values(), key=lambda e: (e.local[1], e.remote[1])):
+        c = ep.conn
+        state = str(c.state)
+        lines.append(_ss_line(_SS_STATE.get(state, state), c.recv_queued, c.send_queued,
+                              _sockaddr(ep.local[0], ep.local[1], ep.family),
+                              _sockaddr(ep.remote[0], ep.remote[1], ep.family)))
+    return lines
+
+
+def udp_print(managed: ManagedStack, args: str) -> list[str]:
+    lines = [_SS_HEADER]
+    for addr, port in sorted(managed.stack.udp, key=lambda k: (k[1], k[0])):
+        local = f"*:{port}" if not addr else _sockaddr(addr, port, 4 if len(addr) == 4 else 6)
+        lines.append(_ss_line("UNCONN", 0, 0, local, "*:*"))
+    return lines
+
+
+# -- names --------------------------------------------------------------------------------
+def dns_print(managed: ManagedStack, args: str) -> list[str]:
+    return managed.stack.resolv_conf().splitlines()
+
+
+def dns_set(managed: ManagedStack, args: str) -> None:
+    if not args:
+        raise CommandError(errno.EINVAL)
+    managed.stack.resolv_conf(args.replace("\\n", "\n"))
+
+
+#: the stack's commands, in help order
+COMMANDS: tuple[Entry, ...] = (
+    ("help", "[arg]", "Help (limited to arg when specified)", help_, OUTPUT | UNLOCKED),
+    ("logout", "", "logout from this mgmt terminal", logout, UNLOCKED),
+    ("shutdown", "", "stop the stack service (removes PATH)", shutdown, UNLOCKED),
+    ("showinfo", "", "show the stack's name, host name, pid and counters", showinfo, OUTPUT),
+    ("stats", "", "the stack's counters and each interface's", stats, OUTPUT),
+    ("config", "CFG", 'apply a configuration string ("eth,ip=10.0.0.5/24,gw=...")', config, 0),
+    ("hostname", "[NAME]", "show or set the host name", hostname, OUTPUT),
+    ("link", "", "LINK MENU", None, 0),
+    ("link/print", "[IFACE]", "interfaces: index, name, state, MTU, MAC, link URL",
+     link_print, OUTPUT),
+    ("link/set", "IFACE up|down|mtu N|mac M", "change an interface (words may repeat)",
+     link_set, 0),
+    ("addr", "", "ADDRESS MENU", None, 0),
+    ("addr/print", "[IFACE]", "addresses of every interface (or one)", addr_print, OUTPUT),
+    ("addr/add", "IFACE CIDR", "add an address (10.0.0.5/24, fc00::5/64)", addr_add, 0),
+    ("addr/del", "IFACE CIDR", "remove an address", addr_del, 0),
+    ("route", "", "ROUTE MENU", None, 0),
+    ("route/print", "[-4|-6]", "the IPv4 and IPv6 routing tables", route_print, OUTPUT),
+    ("route/add", "DST [via GW] [dev IFACE] [metric N]",
+     "add a route (DST: default or a network)", route_add, 0),
+    ("route/del", "DST [via GW]", "remove a route", route_del, 0),
+    ("neigh", "", "NEIGHBOR MENU", None, 0),
+    ("neigh/print", "[IFACE]", "the ARP and NDP caches", neigh_print, OUTPUT),
+    ("tcp", "", "TCP MENU", None, 0),
+    ("tcp/print", "", "TCP connections and listeners (like ss -tan)", tcp_print, OUTPUT),
+    ("udp", "", "UDP MENU", None, 0),
+    ("udp/print", "", "bound UDP ports (like ss -uan)", udp_print, OUTPUT),
+    ("dns", "", "NAME RESOLUTION MENU", None, 0),
+    ("dns/print", "", "the DNS settings, as resolv.conf", dns_print, OUTPUT),
+    ("dns/set", "TEXT", r"resolv.conf text (lines split by \n) or ADDR,ADDR", dns_set, 0),
+)
+
+
+def _under_lock(managed: ManagedStack, handler: Handler, flags: int) -> Handler:
+    """``handler`` run under the stack's lock, the stack API's exceptions turned into
+    CommandError (bad input gets an errno, never ends the service); UNLOCKED ones as
+    they are."""
+    if flags & UNLOCKED:
+        return handler
+
+    def run(args: str) -> list[str] | None:
+        try:
+            with managed.stack.locked():
+                return handler(args)
+        except Exception as exc:
+            raise _fail(exc) from None
+
+    return run
+
+
 def build_table(stack: Stack, *, path: str | None = None, mgmt: str | None = None,
                 mgmtmode: int = 0o600, on_shutdown: Callable[[], None] | None = None
                 ) -> CommandTable:
     """The command table of ``stack`` (published at ``path``, console at ``mgmt``)."""
-    t = CommandTable()
-    started = time.monotonic()
-
-    def add(cmd: str, syntax: str, help: str, fn: Callable[[str], list[str] | None], *,
-            output: bool = False) -> None:
-        def run(args: str) -> list[str] | None:
-            try:
-                with stack.locked():
-                    return fn(args)
-            except Exception as exc:  # bad input gets an errno, never ends the service
-                raise _fail(exc) from None
-
-        t.add(cmd, syntax, help, run, output=output)
-
-    def iface_of(name: str) -> Interface:
-        if not name:
-            raise CommandError(errno.EINVAL)
-        try:
-            return stack.interface(name)
-        except OSError:
-            raise CommandError(errno.ENODEV, f"no interface {name!r}") from None
-
-    # -- general ---------------------------------------------------------------------
-    t.add("help", "[arg]", "Help (limited to arg when specified)",
-          lambda a: t.help_lines(a.strip()), output=True)
-    t.add("logout", "", "logout from this mgmt terminal", lambda a: None)
-
-    def shutdown(args: str) -> None:
-        if on_shutdown is None:
-            raise CommandError(errno.EOPNOTSUPP)
-        on_shutdown()
-
-    t.add("shutdown", "", "stop the stack service (removes PATH)", shutdown)
-
-    def showinfo(args: str) -> list[str]:
-        tcp = stack.tcp
-        lines = [f"threadnet stack {stack.name}", f"hostname {stack.gethostname()}",
-                 f"pid {os.getpid()} uptime {int(time.monotonic() - started)}"]
-        if path:
-            lines.append(f"published {path}")
-        if mgmt:
-            lines.append(f"mgmt {mgmt} perm {mgmtmode:04o}")
-        ifaces = stack.interfaces.values()
-        lines += [
-            f"interfaces {len(stack.interfaces)} "
-            f"({sum(1 for i in ifaces if i.up)} up)",
-            f"addresses {' '.join(stack.addresses())}",
-            f"routes {len(stack.routes4)} ipv4 {len(stack.routes6)} ipv6",
-            f"tcp {len(tcp.conns)} connections {len(tcp.listeners)} listeners, "
-            f"udp {len(stack.udp)} ports",
-            f"rx {sum(i.rx_packets for i in ifaces)} packets "
-            f"{sum(i.rx_bytes for i in ifaces)} bytes, "
-            f"tx {sum(i.tx_packets for i in ifaces)} packets "
-            f"{sum(i.tx_bytes for i in ifaces)} bytes",
-        ]
-        return lines
-
-    add("showinfo", "", "show the stack's name, host name, pid and counters", showinfo,
-        output=True)
-
-    def stats(args: str) -> list[str]:
-        lines = [f"{k} {v}" for k, v in sorted(stack.stats.items())]
-        for i in stack.interfaces.values():
-            lines.append(f"{i.name} rx_packets {i.rx_packets} rx_bytes {i.rx_bytes} "
-                         f"rx_errors {i.rx_errors} tx_packets {i.tx_packets} "
-                         f"tx_bytes {i.tx_bytes} tx_dropped {i.tx_dropped}")
-        return lines
-
-    add("stats", "", "the stack's counters and each interface's", stats, output=True)
-
-    def config(args: str) -> None:
-        if not args:
-            raise CommandError(errno.EINVAL)
-        stack.configure(args)
-
-    add("config", "CFG", 'apply a configuration string ("eth,ip=10.0.0.5/24,gw=...")', config)
-
-    def hostname(args: str) -> list[str]:
-        if args:
-            stack.set_hostname(args)
-        return [stack.gethostname()]
-
-    add("hostname", "[NAME]", "show or set the host name", hostname, output=True)
-
-    # -- link --------------------------------------------------------------------------
-    t.menu("link", "LINK MENU")
-
-    def link_print(args: str) -> list[str]:
-        chosen = [iface_of(args)] if args else list(stack.interfaces.values())
-        lines = []
-        for i in chosen:
-            lines.append(f"{i.index}: {i.name}: <{_flags(i)}> mtu {i.mtu} "
-                         f"state {'UP' if i.up else 'DOWN'}")
-            kind = "loopback" if i.loopback else "ether"
-            url = "" if i.link is None else f" url {getattr(i.link, 'url', '?')}"
-            lines.append(f"    link/{kind} {mac_to_str(i.mac)}{url}")
-        return lines
-
-    add("link/print", "[IFACE]", "interfaces: index, name, state, MTU, MAC, link URL",
-        link_print, output=True)
-
-    def link_set(args: str) -> None:
-        words = args.split()
-        if len(words) < 2:
-            raise CommandError(errno.EINVAL)
-        iface = iface_of(words[0])
-        # check every word first, then apply: a bad word changes nothing
-        todo: list[tuple[str, object]] = []
-        rest = words[1:]
-        while rest:
-            word = rest.pop(0)
-            if word in ("up", "down"):
-                todo.append((word, None))
-            elif word in ("mtu", "mac", "address") and rest:
-                value = rest.pop(0)
-                if word == "mtu":
-                    mtu = parse_int(value, "mtu", 68, 65535)
-                    top = None if iface.link is None else iface.link.max_mtu
-                    if top is not None and mtu > top:  # refused before any word is applied
-                        raise CommandError(errno.EINVAL, f"MTU {mtu}: {iface.name}'s link "
-                                           f"carries at most MTU {top}")
-                    todo.append(("mtu", mtu))
-                else:
-                    try:
-                        mac = mac_from_str(value)
-                    except ValueError:
-                        raise CommandError(errno.EINVAL, f"bad MAC {value!r}") from None
-                    if iface.loopback or mac[0] & 1:
-                        raise CommandError(errno.EINVAL, "not a unicast MAC for an Ethernet")
-                    todo.append(("mac", mac))
-            else:
-                raise CommandError(errno.EINVAL, f"link/set: bad word {word!r}")
-        for what, value in todo:
-            if what == "up":
-                stack.link_up(iface.index)
-            elif what == "down":
-                stack.link_down(iface.index)
-            elif what == "mtu":
-                stack.set_mtu(iface.index, value)  # type: ignore[arg-type]
-            else:
-                stack.set_mac(iface.index, value)  # type: ignore[arg-type]
-
-    add("link/set", "IFACE up|down|mtu N|mac M", "change an interface (words may repeat)",
-        link_set)
-
-    # -- addr --------------------------------------------------------------------------
-    t.menu("addr", "ADDRESS MENU")
-
-    def addr_print(args: str) -> list[str]:
-        if args:
-            iface_of(args)
-            lines, keep = [], False
-            for line in stack.describe():
-                if not line.startswith(" "):
-                    keep = line.split(":", 2)[1].strip() == stack.interface(args).name
-                if keep:
-                    lines.append(line)
-            return lines
-        return stack.describe()
-
-    add("addr/print", "[IFACE]", "addresses of every interface (or one)", addr_print,
-        output=True)
-
-    def addr_change(fn: Callable[[int, str], None]) -> Callable[[str], None]:
-        def run(args: str) -> None:
-            name, cidr = split_args(args, 2)
-            iface = iface_of(name)
-            try:
-                ipaddress.ip_interface(cidr)
-            except ValueError:
-                raise CommandError(errno.EINVAL, f"bad address {cidr!r}") from None
-            fn(iface.index, cidr)
-        return run
-
-    add("addr/add", "IFACE CIDR", "add an address (10.0.0.5/24, fc00::5/64)",
-        addr_change(stack.addr_add))
-    add("addr/del", "IFACE CIDR", "remove an address", addr_change(stack.addr_del))
-
-    # -- route -------------------------------------------------------------------------
-    t.menu("route", "ROUTE MENU")
-
-    def route_print(args: str) -> list[str]:
-        lines = []
-        for family, table in ((4, stack.routes4), (6, stack.routes6)):
-            if args and args not in ("-4", "-6", "4", "6"):
-                raise CommandError(errno.EINVAL)
-            if args and args.lstrip("-") != str(family):
-                continue
-            for r in table:
-                dev = stack.interfaces.get(r.ifindex)
-                line = str(r).replace("{dev}", dev.name if dev else str(r.ifindex))
-                lines.append(line if args else f"ipv{family} {line}")
-        return lines
-
-    add("route/print", "[-4|-6]", "the IPv4 and IPv6 routing tables", route_print, output=True)
-
-    def route_words(args: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-        words = args.split()
-        if not words or len(words) % 2 == 0:
-            raise CommandError(errno.EINVAL)
-        opts: dict[str, str] = {}
-        for key, value in zip(words[1::2], words[2::2], strict=True):
-            if key not in allowed or key in opts:
-                raise CommandError(errno.EINVAL, f"bad word {key!r}")
-            opts[key] = value
-        return words[0], opts
-
-    def route_add(args: str) -> None:
-        dst, opts = route_words(args, ("via", "dev", "metric"))
-        dev = iface_of(opts["dev"]).index if "dev" in opts else None
-        metric = parse_int(opts["metric"], "metric", 0, 2**32 - 1) if "metric" in opts else 0
-        stack.route_add(dst, opts.get("via"), dev, metric)
-
-    add("route/add", "DST [via GW] [dev IFACE] [metric N]",
-        "add a route (DST: default or a network)", route_add)
-
-    def route_del(args: str) -> None:
-        dst, opts = route_words(args, ("via",))
-        stack.route_del(dst, opts.get("via"))
-
-    add("route/del", "DST [via GW]", "remove a route", route_del)
-
-    # -- neighbors ---------------------------------------------------------------------
-    t.menu("neigh", "NEIGHBOR MENU")
-
-    def neigh_print(args: str) -> list[str]:
-        chosen = [iface_of(args)] if args else list(stack.interfaces.values())
-        lines = []
-        for i in chosen:
-            for cache in (i.arp, i.nd):
-                for addr, e in cache.entries.items():
-                    mac = f" lladdr {mac_to_str(e.mac)}" if e.mac is not None else ""
-                    state = "PERMANENT" if e.static else e.state
-                    lines.append(f"{_ip(addr)} dev {i.name}{mac} {state}")
-        return lines
-
-    add("neigh/print", "[IFACE]", "the ARP and NDP caches", neigh_print, output=True)
-
-    # -- sockets -----------------------------------------------------------------------
-    t.menu("tcp", "TCP MENU")
-    header = f"{'State':<11}{'Recv-Q':>7} {'Send-Q':>7} {'Local Address:Port':<42}Peer Address:Port"
-
-    def sock_line(state: str, rq: int, sq: int, local: str, peer: str) -> str:
-        return f"{state:<11}{rq:>7} {sq:>7} {local:<42}{peer}"
-
-    def tcp_print(args: str) -> list[str]:
-        tcp = stack.tcp
-        lines = [header]
-        for ls in sorted(tcp.listeners.values(), key=lambda x: (x.port, x.family)):
-            lines.append(sock_line("LISTEN", len(ls.ready), ls.backlog,
-                                   _sockaddr(ls.addr, ls.port, ls.family), "*:*"))
-        for ep in sorted(tcp.conns.values(), key=lambda e: (e.local[1], e.remote[1])):
-            c = ep.conn
-            state = str(c.state)
-            lines.append(sock_line(_SS_STATE.get(state, state), c.recv_queued, c.send_queued,
-                                   _sockaddr(ep.local[0], ep.local[1], ep.family),
-                                   _sockaddr(ep.remote[0], ep.remote[1], ep.family)))
-        return lines
-
-    add("tcp/print", "", "TCP connections and listeners (like ss -tan)", tcp_print, output=True)
-
-    t.menu("udp", "UDP MENU")
-
-    def udp_print(args: str) -> list[str]:
-        lines = [header]
-        for addr, port in sorted(stack.udp, key=lambda k: (k[1], k[0])):
-            local = f"*:{port}" if not addr else _sockaddr(addr, port, 4 if len(addr) == 4 else 6)
-            lines.append(sock_line("UNCONN", 0, 0, local, "*:*"))
-        return lines
-
-    add("udp/print", "", "bound UDP ports (like ss -uan)", udp_print, output=True)
-
-    # -- names -------------------------------------------------------------------------
-    t.menu("dns", "NAME RESOLUTION MENU")
-    add("dns/print", "", "the DNS settings, as resolv.conf",
-        lambda a: stack.resolv_conf().splitlines(), output=True)
-
-    def dns_set(args: str) -> None:
-        if not args:
-            raise CommandError(errno.EINVAL)
-        stack.resolv_conf(args.replace("\\n", "\n"))
-
-    add("dns/set", "TEXT", r"resolv.conf text (lines split by \n) or ADDR,ADDR", dns_set)
-    return t
+    managed = ManagedStack(stack, path, mgmt, mgmtmode, on_shutdown)
+    managed.table = table_from_entries(COMMANDS, managed,
+                                       wrap=functools.partial(_under_lock, managed))
+    return managed.table
 
 
 class StackConsole:
