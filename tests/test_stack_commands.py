@@ -1,0 +1,286 @@
+"""The stack console's handlers one by one, called directly on an in-process stack with no
+driver (a pair link, nothing delivered unless a test says so). The table around them, the
+console and the service are tested in test_stack_console.py."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import socket
+
+import pytest
+
+from threadnet import Stack
+from threadnet.link.pair import open_pair
+from threadnet.mgmt.commands import CommandError, table_from_entries
+from threadnet.stack import commands as c
+
+MAC_A = bytes.fromhex("020000004001")
+MAC_B = bytes.fromhex("020000004002")
+
+
+@pytest.fixture
+def m():
+    """alpha (10.40.0.1, fc00:40::1) on a pair link that carries MTU 1500, under management."""
+    la, lb = open_pair(1518, "cmds")
+    stack = Stack("eth,ip=10.40.0.1/24,ip=fc00:40::1/64,gw=10.40.0.254,mac=02:00:00:00:40:01",
+                  link=la, driver=False, name="alpha")
+    managed = c.ManagedStack(stack, path="/run/alpha", mgmt="/run/alpha.mgmt", mgmtmode=0o640)
+    managed.table = table_from_entries(c.COMMANDS, managed)
+    yield managed
+    stack.close()
+    lb.close()
+
+
+def run(m, handler, args: str = ""):
+    """``handler`` as the console runs it: under the stack's lock, errors as errnos."""
+    return c._under_lock(m, functools.partial(handler, m), 0)(args)
+
+
+def fails(code: int, m, handler, args: str = "") -> None:
+    with pytest.raises(CommandError) as info:
+        run(m, handler, args)
+    assert info.value.errno == code, (args, os.strerror(info.value.errno))
+
+
+def test_every_entry_is_a_module_level_function_called_here():
+    source = open(__file__).read()
+    for path, _, _, handler, _ in c.COMMANDS:
+        if handler is not None:
+            assert handler is getattr(c, handler.__name__), path
+            assert f"c.{handler.__name__}" in source, path
+
+
+def test_help(m):
+    lines = c.help_(m, "route")
+    assert lines[:2] == ["COMMAND PATH       SYNTAX          HELP",
+                         "------------       --------------  ------------"]
+    assert [line.split()[0] for line in lines[2:]] == ["route", "route/print", "route/add",
+                                                       "route/del"]
+    assert len(c.help_(m, "")) == 2 + len(c.COMMANDS)
+
+
+def test_logout(m):
+    assert c.logout(m, "") is None
+
+
+def test_shutdown(m):
+    stopped = []
+    m.on_shutdown = lambda: stopped.append(1)
+    c.shutdown(m, "")
+    assert stopped == [1]
+    m.on_shutdown = None  # a table built without on_shutdown: not supported
+    with pytest.raises(CommandError) as info:
+        c.shutdown(m, "")
+    assert info.value.errno == errno.EOPNOTSUPP
+
+
+def test_showinfo(m):
+    lines = c.showinfo(m, "")
+    assert lines[0] == "threadnet stack alpha" and lines[1] == "hostname alpha"
+    assert lines[2].startswith(f"pid {os.getpid()} uptime ")
+    assert lines[3:] == [
+        "published /run/alpha", "mgmt /run/alpha.mgmt perm 0640", "interfaces 2 (2 up)",
+        "addresses 127.0.0.1/8 ::1/128 10.40.0.1/24", "routes 3 ipv4 1 ipv6",
+        "tcp 0 connections 0 listeners, udp 0 ports",
+        lines[-1]]
+    assert lines[-1].startswith("rx 0 packets 0 bytes, tx ")
+    m.path = m.mgmt = None
+    assert not any(line.startswith(("published", "mgmt")) for line in c.showinfo(m, ""))
+
+
+def test_stats(m):
+    lines = c.stats(m, "")
+    assert lines[-2].startswith("lo rx_packets 0 rx_bytes 0 rx_errors 0 tx_packets 0 ")
+    assert lines[-1].startswith("eth0 rx_packets 0 rx_bytes 0 rx_errors 0 tx_packets ")
+    assert all(len(line.split()) == 2 for line in lines[:-2])
+
+
+def test_config(m):
+    run(m, c.config, "ip=10.40.0.77/24")
+    assert "10.40.0.77/24" in m.stack.addresses()
+    fails(errno.EINVAL, m, c.config, "")
+    fails(errno.EINVAL, m, c.config, "nonsense=1")
+    fails(errno.EOPNOTSUPP, m, c.config, "dhcp")
+    fails(errno.ENODEV, m, c.config, "iface=eth7,ip=10.1.0.1/24")
+
+
+def test_hostname(m):
+    assert c.hostname(m, "") == ["alpha"]
+    assert c.hostname(m, "box.example.org") == ["box.example.org"]
+    assert m.stack.gethostname() == "box.example.org"
+
+
+def test_link_print(m):
+    url = m.stack.interface("eth0").link.url
+    assert c.link_print(m, "") == [
+        "1: lo: <LOOPBACK,UP> mtu 65536 state UP", "    link/loopback 00:00:00:00:00:00",
+        "2: eth0: <BROADCAST,MULTICAST,UP> mtu 1500 state UP",
+        f"    link/ether 02:00:00:00:40:01 url {url}"]
+    assert c.link_print(m, "2") == c.link_print(m, "eth0") == c.link_print(m, "")[2:]
+    fails(errno.ENODEV, m, c.link_print, "eth7")
+
+
+def test_link_set(m):
+    eth0 = m.stack.interface("eth0")
+    c.link_set(m, "eth0 mtu 1400 mac 02:00:00:00:40:09 down")
+    assert (eth0.mtu, eth0.mac, eth0.up) == (1400, bytes.fromhex("020000004009"), False)
+    c.link_set(m, "2 up address 02:00:00:00:40:01 mtu 1500")
+    assert (eth0.mtu, eth0.mac, eth0.up) == (1500, MAC_A, True)
+    c.link_set(m, "lo mtu 65535")  # no link, no limit beyond IP's
+    fails(errno.ENODEV, m, c.link_set, "eth7 up")
+    for bad in ("", "eth0", "eth0 sideways", "eth0 mtu", "eth0 mtu 67", "eth0 mtu 65536",
+                "eth0 mtu many", "eth0 mac zz", "eth0 mac 01:00:5e:00:00:01",
+                "lo mac 02:00:00:00:00:01", "eth0 down mac", "lo mtu 70000"):
+        fails(errno.EINVAL, m, c.link_set, bad)
+    # the link carries MTU 1500: 1501 is refused before any word is applied
+    with pytest.raises(CommandError, match="at most MTU 1500") as info:
+        c.link_set(m, "eth0 down mtu 1501")
+    assert info.value.errno == errno.EINVAL
+    assert (eth0.mtu, eth0.up) == (1500, True)
+
+
+def test_addr_print(m):
+    assert c.addr_print(m, "") == m.stack.describe()
+    eth0 = c.addr_print(m, "eth0")
+    assert eth0[0] == "2: eth0: <UP> mtu 1500 link 02:00:00:00:40:01"
+    assert "    inet 10.40.0.1/24" in eth0 and "    inet 127.0.0.1/8" not in eth0
+    assert c.addr_print(m, "1") == ["1: lo: <UP> mtu 65536 link 00:00:00:00:00:00",
+                                    "    inet 127.0.0.1/8", "    inet6 ::1/128 preferred"]
+    fails(errno.ENODEV, m, c.addr_print, "eth9")
+
+
+def test_addr_add_and_del(m):
+    c.addr_add(m, "eth0 10.40.0.9/24")
+    assert "10.40.0.9/24" in m.stack.addresses()
+    fails(errno.EEXIST, m, c.addr_add, "eth0 10.40.0.9/24")
+    c.addr_del(m, "eth0 10.40.0.9/24")
+    assert "10.40.0.9/24" not in m.stack.addresses()
+    fails(errno.EADDRNOTAVAIL, m, c.addr_del, "eth0 10.40.0.9/24")
+    for handler in (c.addr_add, c.addr_del):
+        fails(errno.ENODEV, m, handler, "eth5 10.40.0.9/24")
+        for bad in ("", "eth0", "eth0 x/y", "eth0 10.400.0.1/24", "eth0 10.0.0.1/24 extra"):
+            fails(errno.EINVAL, m, handler, bad)
+
+
+def test_route_print(m):
+    m.stack.route_add("fd00:7::/48", "fc00:40::2", None, 10)
+    assert c.route_print(m, "") == [
+        "ipv4 default via 10.40.0.254 dev eth0 proto static",
+        "ipv4 10.40.0.0/24 dev eth0 proto kernel", "ipv4 127.0.0.0/8 dev lo proto kernel",
+        "ipv6 fc00:40::/64 dev eth0 proto kernel",
+        "ipv6 fd00:7::/48 via fc00:40::2 dev eth0 proto static metric 10"]
+    assert c.route_print(m, "-4") == c.route_print(m, "4") == [
+        line[5:] for line in c.route_print(m, "") if line.startswith("ipv4 ")]
+    assert c.route_print(m, "6") == ["fc00:40::/64 dev eth0 proto kernel",
+                                     "fd00:7::/48 via fc00:40::2 dev eth0 proto static metric 10"]
+    fails(errno.EINVAL, m, c.route_print, "-5")
+
+
+def test_route_add(m):
+    c.route_add(m, "192.168.7.0/24 via 10.40.0.2")
+    c.route_add(m, "10.99.0.0/16 dev eth0 metric 5")
+    assert {"192.168.7.0/24 via 10.40.0.2 dev eth0 proto static",
+            "10.99.0.0/16 dev eth0 proto static metric 5"} <= set(c.route_print(m, "-4"))
+    fails(errno.EEXIST, m, c.route_add, "192.168.7.0/24 via 10.40.0.2")
+    fails(errno.ENETUNREACH, m, c.route_add, "172.16.0.0/12 via 10.77.0.1")
+    fails(errno.ENODEV, m, c.route_add, "172.16.0.0/12 dev eth3")
+    for bad in ("", "10.1.2.3/8 dev eth0", "172.16.0.0/12", "172.16.0.0/12 via",
+                "172.16.0.0/12 via nowhere", "172.16.0.0/12 dev eth0 metric x",
+                "172.16.0.0/12 dev eth0 metric -1", "172.16.0.0/12 by eth0",
+                "172.16.0.0/12 dev eth0 dev eth0"):
+        fails(errno.EINVAL, m, c.route_add, bad)
+
+
+def test_route_del(m):
+    c.route_add(m, "192.168.7.0/24 via 10.40.0.2")
+    fails(errno.ESRCH, m, c.route_del, "192.168.7.0/24 via 10.40.0.3")
+    c.route_del(m, "192.168.7.0/24 via 10.40.0.2")
+    fails(errno.ESRCH, m, c.route_del, "192.168.7.0/24")
+    for bad in ("", "10.0.0.0/33", "10.0.0.0/8 dev eth0", "10.0.0.0/8 via"):
+        fails(errno.EINVAL, m, c.route_del, bad)
+
+
+def test_neigh_print(m):
+    assert c.neigh_print(m, "") == []
+    eth0 = m.stack.interface("eth0")
+    eth0.arp.add_static(bytes([10, 40, 0, 2]), MAC_B)
+    eth0.nd.add_static(socket.inet_pton(socket.AF_INET6, "fc00:40::2"), MAC_B)
+    expected = ["10.40.0.2 dev eth0 lladdr 02:00:00:00:40:02 PERMANENT",
+                "fc00:40::2 dev eth0 lladdr 02:00:00:00:40:02 PERMANENT"]
+    assert c.neigh_print(m, "") == c.neigh_print(m, "eth0") == expected
+    assert c.neigh_print(m, "lo") == []
+    fails(errno.ENODEV, m, c.neigh_print, "eth4")
+
+
+def test_tcp_print(m):
+    header = "State       Recv-Q  Send-Q Local Address:Port                        Peer Address:Port"
+    assert c.tcp_print(m, "") == [header]
+    tcp = m.stack.tcp
+    tcp.listen(6, b"", 8080, 5)
+    tcp.listen(4, bytes([10, 40, 0, 1]), 8081, 3)
+    tcp.connect(4, None, 40000, bytes([10, 40, 0, 2]), 80, 0.0)
+    assert c.tcp_print(m, "") == [
+        header,
+        "LISTEN           0       5 [::]:8080                                 *:*",
+        "LISTEN           0       3 10.40.0.1:8081                            *:*",
+        "SYN-SENT         0       0 10.40.0.1:40000                           10.40.0.2:80"]
+
+
+def test_udp_print(m):
+    header = "State       Recv-Q  Send-Q Local Address:Port                        Peer Address:Port"
+    assert c.udp_print(m, "") == [header]
+    m.stack.udp_bind(5353, lambda *a: None)
+    m.stack.udp_bind(5354, lambda *a: None, "fc00:40::1")
+    m.stack.udp_bind(5355, lambda *a: None, "10.40.0.1")
+    assert c.udp_print(m, "") == [
+        header,
+        "UNCONN           0       0 *:5353                                    *:*",
+        "UNCONN           0       0 [fc00:40::1]:5354                         *:*",
+        "UNCONN           0       0 10.40.0.1:5355                            *:*"]
+
+
+def test_dns_print_and_set(m):
+    assert c.dns_print(m, "") == []
+    c.dns_set(m, r"nameserver 10.40.0.53\nsearch example.org")
+    assert c.dns_print(m, "") == ["search example.org", "nameserver 10.40.0.53"]
+    c.dns_set(m, "10.40.0.53,fc00:40::53")
+    assert c.dns_print(m, "") == ["nameserver 10.40.0.53", "nameserver fc00:40::53"]
+    fails(errno.EINVAL, m, c.dns_set, "")
+
+
+def test_under_lock_turns_exceptions_into_errnos(m, capsys):
+    cases = [(FileExistsError("x"), errno.EEXIST), (OSError(errno.ENETDOWN, "x"), errno.ENETDOWN),
+             (OSError("no errno"), errno.EINVAL), (KeyError("x"), errno.ESRCH),
+             (NotImplementedError("x"), errno.EOPNOTSUPP), (ValueError("x"), errno.EINVAL),
+             (TypeError("x"), errno.EINVAL), (CommandError(errno.EPERM), errno.EPERM),
+             (ZeroDivisionError("a bug"), errno.EIO)]
+    for exc, code in cases:
+        def boom(managed, args, exc=exc):
+            raise exc
+        fails(code, m, boom)
+    assert "ZeroDivisionError: a bug" in capsys.readouterr().err  # a bug is reported
+    # help, logout and shutdown run as they are: no lock, no translation
+    plain = functools.partial(c.shutdown, m)
+    assert c._under_lock(m, plain, c.UNLOCKED) is plain
+
+
+def test_build_table_runs_the_handlers_under_the_stacks_lock():
+    held = []
+
+    class Spy(Stack):
+        def locked(self):
+            held.append(True)
+            return super().locked()
+
+    stack = Spy(driver=False, name="spy")
+    try:
+        table = c.build_table(stack, path="/run/spy")
+        assert table.run("hostname")[:2] == (0, ["spy"]) and held == [True]
+        assert table.run("help link")[0] == 0 and held == [True]
+        assert table.run("shutdown")[0] == errno.EOPNOTSUPP and held == [True]
+        assert table.run("link/print eth0")[:2] == (errno.ENODEV, [])
+        assert held == [True, True]
+    finally:
+        stack.close()
