@@ -248,11 +248,42 @@ def test_link_calls(stacks):
     assert s.linkgetaddr(1) == bytes(6)
     s.linksetmtu(i, 1400)
     assert ts.interfaces[i].mtu == 1400
-    for bad in (67, 1501):  # a 1518-byte link carries at most MTU 1500
+    for bad in (67, 65536):
         with pytest.raises(OSError) as info:
             s.linksetmtu(i, bad)
         assert oserror(info) == errno.EINVAL
     s.linksetmtu(1, 65535)
+
+
+def test_mtu_limit_is_the_stacks(stacks, switch_url):
+    """linksetmtu and ioth_config's mtu= allow what the stack's set_mtu allows: up to the
+    link's max_mtu when the link knows it (vde://: 1500), else up to 65535 (null:// here,
+    like a tap, whose kernel device decides). They used to take max_frame - 18 always,
+    which refused a tap's jumbo MTU the stack itself accepts."""
+    vde = stacks(f"stack=vdestack,vnl={switch_url}")
+    ts = vde.threadnet_stack
+    i = vde.if_nametoindex("vde0")
+    assert ts.interfaces[i].link.max_mtu == 1500
+    vde.linksetmtu(i, 1500)
+    for bad in (1501, 9000, 67):
+        with pytest.raises(OSError) as info:
+            vde.linksetmtu(i, bad)
+        assert oserror(info) == errno.EINVAL
+        with pytest.raises(OSError) as info:
+            vde.ioth_config(f"ifindex={i},mtu={bad}")
+        assert oserror(info) == errno.EINVAL
+        with pytest.raises(ValueError):  # and the stack's own API agrees
+            ts.set_mtu(i, bad)
+    assert ts.interfaces[i].mtu == 1500
+    null = stacks("vdestack", "null://")
+    ts = null.threadnet_stack
+    i = null.if_nametoindex("vde0")
+    assert ts.interfaces[i].link.max_mtu is None
+    null.linksetmtu(i, 9000)
+    assert ts.interfaces[i].mtu == 9000
+    null.ioth_config(f"ifindex={i},mtu=65535")
+    assert ts.interfaces[i].mtu == 65535
+    ts.set_mtu(i, 9000)  # the stack's own API agrees
 
 
 # -- addresses and routes -------------------------------------------------------------------------
@@ -423,7 +454,8 @@ def test_ioth_config(stacks):
     for bad, code in [("", errno.EINVAL), ("eth,bogus", errno.EINVAL),
                       ("stack=vdestack", errno.EINVAL), ("vnl=null://", errno.EINVAL),
                       ("ip=10.7.0.300/24", errno.EINVAL), ("gw=nonsense", errno.EINVAL),
-                      ("iface=nope,eth", errno.ENODEV), ("eth,mtu=9000", errno.EINVAL)]:
+                      ("iface=nope,eth", errno.ENODEV), ("eth,mtu=67", errno.EINVAL),
+                      ("eth,mtu=65536", errno.EINVAL)]:
         with pytest.raises(OSError) as info:
             s.ioth_config(bad)
         assert oserror(info) == code, bad

@@ -75,7 +75,7 @@ from threadnet.link import open_link
 from threadnet.stack.api import Stack as _ThreadnetStack
 from threadnet.stack.config import Config, ConfigError, parse_config, parse_mac
 from threadnet.stack.socket import StackSocket
-from threadnet.stack.stack import Interface
+from threadnet.stack.stack import Interface, check_mtu
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
 # -- the module-level names iothpy re-exports from the stdlib socket module -----------------
@@ -133,6 +133,15 @@ _stack_ids = itertools.count(1)
 
 def _fail(code: int, message: str) -> OSError:
     return OSError(code, f"{os.strerror(code)}: {message}")
+
+
+def _check_mtu(iface: Interface, mtu: int) -> None:
+    """The stack's own rule (``check_mtu``: 68..65535 and no more than the link carries,
+    when it knows), as OSError(EINVAL)."""
+    try:
+        check_mtu(iface.link, mtu, iface.name)
+    except ValueError as exc:
+        raise _fail(errno.EINVAL, str(exc)) from None
 
 
 # -- iothconf configuration strings: threadnet.stack.config's parser, lenient as iothconf --
@@ -406,14 +415,14 @@ class Stack:
             return bytes(self._iface(self._tstack, ifindex).mac)
 
     def linksetmtu(self, ifindex: int, mtu: int) -> None:
-        """Set the interface's MTU (68 up to what its link carries; EINVAL otherwise)."""
+        """Set the interface's MTU: 68 up to what its link carries (``Link.max_mtu``) or,
+        when the link does not know (a tap), up to 65535, as the stack allows; EINVAL
+        otherwise."""
         mtu = operator.index(mtu)
         ts = self._net("linksetmtu")
         with ts.locked():
             iface = self._iface(ts, ifindex)
-            top = 65535 if iface.link is None else iface.link.max_frame - 18
-            if not 68 <= mtu <= top:
-                raise _fail(errno.EINVAL, f"MTU {mtu} is outside 68..{top} for {iface.name}")
+            _check_mtu(iface, mtu)
             ts.set_mtu(iface.index, mtu)
 
     def iplink_add(self, ifindex: int, type: str, data: Any = None,
@@ -535,9 +544,7 @@ class Stack:
             if "eth" in cfg.clean:
                 ts.link_down(iface.index)
             if cfg.mtu is not None:
-                top = 65535 if iface.link is None else iface.link.max_frame - 18
-                if not 68 <= cfg.mtu <= top:
-                    raise _fail(errno.EINVAL, f"mtu={cfg.mtu} is outside 68..{top}")
+                _check_mtu(iface, cfg.mtu)
                 ts.set_mtu(iface.index, cfg.mtu)
             if cfg.eth:
                 mac = cfg.mac or (hash_mac(cfg.fqdn) if cfg.fqdn else None)
