@@ -26,7 +26,8 @@ def m():
     la, lb = open_pair(1518, "cmds")
     stack = Stack("eth,ip=10.40.0.1/24,ip=fc00:40::1/64,gw=10.40.0.254,mac=02:00:00:00:40:01",
                   link=la, driver=False, name="alpha")
-    managed = c.ManagedStack(stack, path="/run/alpha", mgmt="/run/alpha.mgmt", mgmtmode=0o640)
+    managed = c.ManagedStack(stack, published_path="/run/alpha",
+                             console_path="/run/alpha.mgmt", console_mode=0o640)
     managed.table = table_from_entries(c.COMMANDS, managed)
     yield managed
     stack.close()
@@ -86,7 +87,7 @@ def test_showinfo(m):
         "tcp 0 connections 0 listeners, udp 0 ports",
         lines[-1]]
     assert lines[-1].startswith("rx 0 packets 0 bytes, tx ")
-    m.path = m.mgmt = None
+    m.published_path = m.console_path = None
     assert not any(line.startswith(("published", "mgmt")) for line in c.showinfo(m, ""))
 
 

@@ -53,7 +53,7 @@ PROMPT = "\nstack$ "
 UNLOCKED = 1 << 8
 
 #: ``ss``'s names for the TCP states
-_SS_STATE = {"ESTABLISHED": "ESTAB", "SYN-RECEIVED": "SYN-RECV"}
+_SS_STATE_NAMES = {"ESTABLISHED": "ESTAB", "SYN-RECEIVED": "SYN-RECV"}
 #: ``ss``'s header line, for tcp/print and udp/print
 _SS_HEADER = (f"{'State':<11}{'Recv-Q':>7} {'Send-Q':>7} {'Local Address:Port':<42}"
               "Peer Address:Port")
@@ -62,19 +62,19 @@ _SS_HEADER = (f"{'State':<11}{'Recv-Q':>7} {'Send-Q':>7} {'Local Address:Port':<
 @dataclass(slots=True)
 class ManagedStack:
     """What the console's commands act on: the stack, the table they are in (for
-    ``help``), where the stack is published (``path``) and its console socket (``mgmt``,
-    ``mgmtmode``), and what ``shutdown`` calls (None: ``shutdown`` is not supported)."""
+    ``help``), where the stack is published and its console socket (for ``showinfo``), and
+    what ``shutdown`` calls (None: ``shutdown`` is not supported)."""
 
     stack: Stack
-    path: str | None = None
-    mgmt: str | None = None
-    mgmtmode: int = 0o600
+    published_path: str | None = None
+    console_path: str | None = None
+    console_mode: int = 0o600
     on_shutdown: Callable[[], None] | None = None
     table: CommandTable = field(default_factory=CommandTable)
     started: float = field(default_factory=time.monotonic)
 
 
-def _fail(exc: BaseException) -> CommandError:
+def _command_error(exc: BaseException) -> CommandError:
     """The CommandError for an exception from the stack's API."""
     if isinstance(exc, CommandError):
         return exc
@@ -93,18 +93,18 @@ def _fail(exc: BaseException) -> CommandError:
     return CommandError(errno.EIO, str(exc))
 
 
-def _ip(addr: bytes) -> str:
+def _ip_text(addr: bytes) -> str:
     return str(ipaddress.ip_address(addr))
 
 
-def _sockaddr(addr: bytes, port: int, family: int) -> str:
+def _ss_address(addr: bytes, port: int, family: int) -> str:
     """``ss``'s address:port (IPv6 in brackets, the wildcard as 0.0.0.0 or [::])."""
     if not addr or addr == b"::" or addr == bytes(16):
         host = "0.0.0.0" if family == 4 and not addr else "[::]"
     elif len(addr) == 16:
-        host = f"[{_ip(addr)}]"
+        host = f"[{_ip_text(addr)}]"
     else:
-        host = _ip(addr)
+        host = _ip_text(addr)
     return f"{host}:{port}"
 
 
@@ -112,7 +112,7 @@ def _ss_line(state: str, recv_q: int, send_q: int, local: str, peer: str) -> str
     return f"{state:<11}{recv_q:>7} {send_q:>7} {local:<42}{peer}"
 
 
-def _flags(iface: Interface) -> str:
+def _link_flags(iface: Interface) -> str:
     flags = ["LOOPBACK"] if iface.loopback else ["BROADCAST", "MULTICAST"]
     if iface.up:
         flags.append("UP")
@@ -149,10 +149,10 @@ def showinfo(managed: ManagedStack, args: str) -> list[str]:
     tcp = stack.tcp
     lines = [f"threadnet stack {stack.name}", f"hostname {stack.gethostname()}",
              f"pid {os.getpid()} uptime {int(time.monotonic() - managed.started)}"]
-    if managed.path:
-        lines.append(f"published {managed.path}")
-    if managed.mgmt:
-        lines.append(f"mgmt {managed.mgmt} perm {managed.mgmtmode:04o}")
+    if managed.published_path:
+        lines.append(f"published {managed.published_path}")
+    if managed.console_path:
+        lines.append(f"mgmt {managed.console_path} perm {managed.console_mode:04o}")
     ifaces = stack.interfaces.values()
     lines += [
         f"interfaces {len(stack.interfaces)} ({sum(1 for i in ifaces if i.up)} up)",
@@ -170,10 +170,10 @@ def showinfo(managed: ManagedStack, args: str) -> list[str]:
 def stats(managed: ManagedStack, args: str) -> list[str]:
     stack = managed.stack
     lines = [f"{k} {v}" for k, v in sorted(stack.stats.items())]
-    for i in stack.interfaces.values():
-        lines.append(f"{i.name} rx_packets {i.rx_packets} rx_bytes {i.rx_bytes} "
-                     f"rx_errors {i.rx_errors} tx_packets {i.tx_packets} "
-                     f"tx_bytes {i.tx_bytes} tx_dropped {i.tx_dropped}")
+    for iface in stack.interfaces.values():
+        lines.append(f"{iface.name} rx_packets {iface.rx_packets} rx_bytes {iface.rx_bytes} "
+                     f"rx_errors {iface.rx_errors} tx_packets {iface.tx_packets} "
+                     f"tx_bytes {iface.tx_bytes} tx_dropped {iface.tx_dropped}")
     return lines
 
 
@@ -194,12 +194,12 @@ def link_print(managed: ManagedStack, args: str) -> list[str]:
     stack = managed.stack
     chosen = [_interface(stack, args)] if args else list(stack.interfaces.values())
     lines = []
-    for i in chosen:
-        lines.append(f"{i.index}: {i.name}: <{_flags(i)}> mtu {i.mtu} "
-                     f"state {'UP' if i.up else 'DOWN'}")
-        kind = "loopback" if i.loopback else "ether"
-        url = "" if i.link is None else f" url {getattr(i.link, 'url', '?')}"
-        lines.append(f"    link/{kind} {mac_to_str(i.mac)}{url}")
+    for iface in chosen:
+        lines.append(f"{iface.index}: {iface.name}: <{_link_flags(iface)}> mtu {iface.mtu} "
+                     f"state {'UP' if iface.up else 'DOWN'}")
+        kind = "loopback" if iface.loopback else "ether"
+        url = "" if iface.link is None else f" url {getattr(iface.link, 'url', '?')}"
+        lines.append(f"    link/{kind} {mac_to_str(iface.mac)}{url}")
     return lines
 
 
@@ -210,12 +210,12 @@ def link_set(managed: ManagedStack, args: str) -> None:
         raise CommandError(errno.EINVAL)
     iface = _interface(stack, words[0])
     # check every word first, then apply: a bad word changes nothing
-    todo: list[tuple[str, object]] = []
+    changes: list[tuple[str, object]] = []
     rest = words[1:]
     while rest:
         word = rest.pop(0)
         if word in ("up", "down"):
-            todo.append((word, None))
+            changes.append((word, None))
         elif word in ("mtu", "mac", "address") and rest:
             value = rest.pop(0)
             if word == "mtu":
@@ -224,7 +224,7 @@ def link_set(managed: ManagedStack, args: str) -> None:
                     check_mtu(iface.link, mtu, iface.name)
                 except ValueError as exc:
                     raise CommandError(errno.EINVAL, str(exc)) from None
-                todo.append(("mtu", mtu))
+                changes.append(("mtu", mtu))
             else:
                 try:
                     mac = mac_from_str(value)
@@ -232,10 +232,10 @@ def link_set(managed: ManagedStack, args: str) -> None:
                     raise CommandError(errno.EINVAL, f"bad MAC {value!r}") from None
                 if iface.loopback or mac[0] & 1:
                     raise CommandError(errno.EINVAL, "not a unicast MAC for an Ethernet")
-                todo.append(("mac", mac))
+                changes.append(("mac", mac))
         else:
             raise CommandError(errno.EINVAL, f"link/set: bad word {word!r}")
-    for what, value in todo:
+    for what, value in changes:
         if what == "up":
             stack.link_up(iface.index)
         elif what == "down":
@@ -261,7 +261,7 @@ def addr_print(managed: ManagedStack, args: str) -> list[str]:
     return lines
 
 
-def _interface_and_cidr(stack: Stack, args: str) -> tuple[int, str]:
+def _index_and_cidr(stack: Stack, args: str) -> tuple[int, str]:
     name, cidr = split_args(args, 2)
     iface = _interface(stack, name)
     try:
@@ -272,11 +272,11 @@ def _interface_and_cidr(stack: Stack, args: str) -> tuple[int, str]:
 
 
 def addr_add(managed: ManagedStack, args: str) -> None:
-    managed.stack.addr_add(*_interface_and_cidr(managed.stack, args))
+    managed.stack.addr_add(*_index_and_cidr(managed.stack, args))
 
 
 def addr_del(managed: ManagedStack, args: str) -> None:
-    managed.stack.addr_del(*_interface_and_cidr(managed.stack, args))
+    managed.stack.addr_del(*_index_and_cidr(managed.stack, args))
 
 
 # -- route --------------------------------------------------------------------------------
@@ -288,9 +288,9 @@ def route_print(managed: ManagedStack, args: str) -> list[str]:
     for family, routes in ((4, stack.routes4), (6, stack.routes6)):
         if args and args.lstrip("-") != str(family):
             continue
-        for r in routes:
-            dev = stack.interfaces.get(r.ifindex)
-            line = str(r).replace("{dev}", dev.name if dev else str(r.ifindex))
+        for route in routes:
+            dev = stack.interfaces.get(route.ifindex)
+            line = str(route).replace("{dev}", dev.name if dev else str(route.ifindex))
             lines.append(line if args else f"ipv{family} {line}")
     return lines
 
@@ -326,12 +326,12 @@ def neigh_print(managed: ManagedStack, args: str) -> list[str]:
     stack = managed.stack
     chosen = [_interface(stack, args)] if args else list(stack.interfaces.values())
     lines = []
-    for i in chosen:
-        for cache in (i.arp, i.nd):
-            for addr, e in cache.entries.items():
-                mac = f" lladdr {mac_to_str(e.mac)}" if e.mac is not None else ""
-                state = "PERMANENT" if e.static else e.state
-                lines.append(f"{_ip(addr)} dev {i.name}{mac} {state}")
+    for iface in chosen:
+        for cache in (iface.arp, iface.nd):
+            for addr, entry in cache.entries.items():
+                mac = f" lladdr {mac_to_str(entry.mac)}" if entry.mac is not None else ""
+                state = "PERMANENT" if entry.static else entry.state
+                lines.append(f"{_ip_text(addr)} dev {iface.name}{mac} {state}")
     return lines
 
 
@@ -339,22 +339,22 @@ def neigh_print(managed: ManagedStack, args: str) -> list[str]:
 def tcp_print(managed: ManagedStack, args: str) -> list[str]:
     tcp = managed.stack.tcp
     lines = [_SS_HEADER]
-    for ls in sorted(tcp.listeners.values(), key=lambda x: (x.port, x.family)):
-        lines.append(_ss_line("LISTEN", len(ls.ready), ls.backlog,
-                              _sockaddr(ls.addr, ls.port, ls.family), "*:*"))
-    for ep in sorted(tcp.conns.values(), key=lambda e: (e.local[1], e.remote[1])):
-        c = ep.conn
-        state = str(c.state)
-        lines.append(_ss_line(_SS_STATE.get(state, state), c.recv_queued, c.send_queued,
-                              _sockaddr(ep.local[0], ep.local[1], ep.family),
-                              _sockaddr(ep.remote[0], ep.remote[1], ep.family)))
+    for listener in sorted(tcp.listeners.values(), key=lambda ls: (ls.port, ls.family)):
+        lines.append(_ss_line("LISTEN", len(listener.ready), listener.backlog,
+                              _ss_address(listener.addr, listener.port, listener.family), "*:*"))
+    for endpoint in sorted(tcp.conns.values(), key=lambda ep: (ep.local[1], ep.remote[1])):
+        conn = endpoint.conn
+        state = str(conn.state)
+        lines.append(_ss_line(_SS_STATE_NAMES.get(state, state), conn.recv_queued, conn.send_queued,
+                              _ss_address(endpoint.local[0], endpoint.local[1], endpoint.family),
+                              _ss_address(endpoint.remote[0], endpoint.remote[1], endpoint.family)))
     return lines
 
 
 def udp_print(managed: ManagedStack, args: str) -> list[str]:
     lines = [_SS_HEADER]
     for addr, port in sorted(managed.stack.udp, key=lambda k: (k[1], k[0])):
-        local = f"*:{port}" if not addr else _sockaddr(addr, port, 4 if len(addr) == 4 else 6)
+        local = f"*:{port}" if not addr else _ss_address(addr, port, 4 if len(addr) == 4 else 6)
         lines.append(_ss_line("UNCONN", 0, 0, local, "*:*"))
     return lines
 
@@ -417,7 +417,7 @@ def _under_lock(managed: ManagedStack, handler: Handler, flags: int) -> Handler:
             with managed.stack.locked():
                 return handler(args)
         except Exception as exc:
-            raise _fail(exc) from None
+            raise _command_error(exc) from None
 
     return run
 
@@ -426,7 +426,8 @@ def build_table(stack: Stack, *, path: str | None = None, mgmt: str | None = Non
                 mgmtmode: int = 0o600, on_shutdown: Callable[[], None] | None = None
                 ) -> CommandTable:
     """The command table of ``stack`` (published at ``path``, console at ``mgmt``)."""
-    managed = ManagedStack(stack, path, mgmt, mgmtmode, on_shutdown)
+    managed = ManagedStack(stack, published_path=path, console_path=mgmt,
+                           console_mode=mgmtmode, on_shutdown=on_shutdown)
     managed.table = table_from_entries(COMMANDS, managed,
                                        wrap=functools.partial(_under_lock, managed))
     return managed.table
