@@ -222,7 +222,11 @@ def test_twenty_threads_each_with_its_own_address_reach_a_kernel_server(lan, tap
         with open(log) as f:
             return {line.split()[0] for line in f if '"GET /' in line}
 
-    wait_for(lambda: len(sources()) == 20, timeout=10, what="20 source addresses in the log")
+    try:
+        wait_for(lambda: len(sources()) == 20, timeout=10, what="20 source addresses in the log")
+    except AssertionError:
+        with open(log) as f:
+            raise AssertionError(f"sources {sorted(sources())}; log:\n{f.read()}") from None
     assert sources() == {f"10.22.0.{i + 1}" for i in range(20)}
 
 
