@@ -393,16 +393,19 @@ def test_tshark_check_passes_good_frames_and_flags_every_bad_one(sockdir):
         assert_capture_clean(path)
 
 
-def test_tshark_check_takes_minus_zero_checksums_only_from_whom_it_is_told(sockdir):
+@pytest.mark.parametrize("version", [4, 6])
+def test_tshark_check_takes_minus_zero_checksums_only_from_whom_it_is_told(sockdir, version):
     """A TCP checksum field of 0xFFFF where 0x0000 is computed (the same in ones'
     complement; Linux writes it when it completes a checksum in software) is accepted
-    from the addresses named, and is a problem from any other."""
-    from threadnet.wire import ipv4, tcp
+    from the addresses named, and is a problem from any other; over IPv6 too (the curl
+    capture test has the kernel on IPv6), where the source comes from the IPv6 header."""
+    from threadnet.wire import ipv4, ipv6, tcp
     from threadnet.wire.pcap import PcapWriter
 
     need_tool("tshark")
-    src, dst = bytes([10, 13, 0, 9]), bytes([10, 13, 0, 1])
-    rng = random.Random(3)
+    peer, me = ("10.13.0.9", "10.13.0.1") if version == 4 else ("fc00:8::9", "fc00:8::1")
+    src, dst = ipaddress.ip_address(peer).packed, ipaddress.ip_address(me).packed
+    rng = random.Random(version)
     while True:  # a segment whose checksum comes out as 0x0000 (one in 65 535)
         seg = bytearray(20)
         tcp.build(seg, src, dst, 5004, 40000, rng.getrandbits(32), rng.getrandbits(32),
@@ -410,42 +413,19 @@ def test_tshark_check_takes_minus_zero_checksums_only_from_whom_it_is_told(sockd
         if seg[16:18] == b"\0\0":
             break
     seg[16:18] = b"\xff\xff"
-    ip = bytearray(20)
-    ipv4.build(ip, src, dst, ipv4.PROTO_TCP, len(seg))
-    path = os.path.join(sockdir, "minus0.pcap")
+    if version == 4:
+        ip = bytearray(20)
+        ipv4.build(ip, src, dst, ipv4.PROTO_TCP, len(seg))
+        ethertype = b"\x08\x00"
+    else:
+        ip = bytearray(40)
+        ipv6.build(ip, src, dst, ipv6.PROTO_TCP, len(seg))
+        ethertype = b"\x86\xdd"
+    path = os.path.join(sockdir, f"minus0v{version}.pcap")
     with PcapWriter(path) as w:
-        w.write(b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + bytes(ip) + bytes(seg), 1.0)
-    assert assert_capture_clean(path, minus_zero_from=("10.13.0.9",)).minus_zero == \
-        [("1", "10.13.0.9")]
-    with pytest.raises(AssertionError, match="checksum 0xffff for 0x0000, from 10.13.0.9"):
-        assert_capture_clean(path)
-
-
-def test_tshark_check_takes_minus_zero_checksums_from_ipv6_kernels_too(sockdir):
-    """The same over IPv6 (the curl capture test has the kernel on IPv6 too): the source
-    comes from the IPv6 header."""
-    from threadnet.wire import ipv6, tcp
-    from threadnet.wire.pcap import PcapWriter
-
-    need_tool("tshark")
-    src = ipaddress.IPv6Address("fc00:8::9").packed
-    dst = ipaddress.IPv6Address("fc00:8::1").packed
-    rng = random.Random(4)
-    while True:
-        seg = bytearray(20)
-        tcp.build(seg, src, dst, 5004, 40000, rng.getrandbits(32), rng.getrandbits(32),
-                  tcp.ACK, 1000)
-        if seg[16:18] == b"\0\0":
-            break
-    seg[16:18] = b"\xff\xff"
-    ip = bytearray(40)
-    ipv6.build(ip, src, dst, ipv6.PROTO_TCP, len(seg))
-    path = os.path.join(sockdir, "minus0v6.pcap")
-    with PcapWriter(path) as w:
-        w.write(b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + bytes(ip) + bytes(seg), 1.0)
-    assert assert_capture_clean(path, minus_zero_from=("fc00:8::9",)).minus_zero == \
-        [("1", "fc00:8::9")]
-    with pytest.raises(AssertionError, match="checksum 0xffff for 0x0000, from fc00:8::9"):
+        w.write(b"\x02" * 6 + b"\x04" * 6 + ethertype + bytes(ip) + bytes(seg), 1.0)
+    assert assert_capture_clean(path, minus_zero_from=(peer,)).minus_zero == [("1", peer)]
+    with pytest.raises(AssertionError, match=f"checksum 0xffff for 0x0000, from {peer}"):
         assert_capture_clean(path)
 
 
