@@ -532,7 +532,7 @@ class StackSocket(_socket.socket):
             # acknowledged, or the timeout passes
             deadline = time.monotonic() + secs
             while time.monotonic() < deadline:
-                with stack.driver.lock:
+                with stack.lock:
                     if not unfinished(pump.ep):
                         break
                 time.sleep(0.01)
