@@ -84,3 +84,33 @@ def test_saturated_slow_link_does_not_delay_another_stack(driver):
         stop.set()
         for s in (a, b, c, d):
             s.close()
+
+
+def test_udp_sendto_does_not_wake_the_driver(driver):
+    """A datagram that leaves at once moves no deadline earlier, so the calling thread
+    sends it under the stack's lock and the driver's loop is not woken (it was, once per
+    call, through ``touch``). After a call that arms a timer (a datagram to an unresolved
+    neighbour starts ARP), the driver's timer is armed no later than the new deadline."""
+    import socket as _socket
+
+    la, lb = open_pair(1518, "quiet")
+    a = Stack("eth,ip=10.63.0.1/24", la, driver=driver)
+    b = Stack("eth,ip=10.63.0.2/24", lb, driver=driver)
+    try:
+        assert a.ping("10.63.0.2")  # ARP resolved
+        wakes = []
+        real = driver.call_soon
+        driver.call_soon = lambda fn: (wakes.append(fn), real(fn))[1]  # type: ignore[method-assign]
+        with a.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as s:
+            s.sendto(b"warm", ("10.63.0.2", 9))
+            wakes.clear()
+            for _ in range(100):
+                s.sendto(b"x", ("10.63.0.2", 9))
+            assert wakes == []
+            s.sendto(b"y", ("10.63.0.77", 9))  # ARP: a timer must run within 1 s
+            with a.locked():
+                due = a.next_deadline()
+                assert due is not None and driver._due[id(a)] <= due
+    finally:
+        a.close()
+        b.close()
