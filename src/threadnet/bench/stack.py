@@ -12,6 +12,10 @@ Cases:
   process); printed as the ratio threadnet / PyTCP. threadnet runs twice: on a plain
   ``tap://`` and on ``tap://...[offload]`` (the kernel's TSO and checksum offloads);
 - connections per second (handshake, a small request, close) between two stacks;
+- small UDP ``sendto`` calls (64 bytes, one destination): microseconds per call on a
+  stack whose link is ``null://`` (the neighbor entry static, so every datagram leaves),
+  beside the kernel's (a UDP socket sending to a loopback port); ``--only udp-sendto``
+  runs just this case;
 - memory per idle stack.
 Every figure is printed with its ratio to the kernel's veth figure where one exists.
 """
@@ -242,6 +246,54 @@ def connections_per_second(count: int) -> float:
     a.close()
     b.close()
     return rate
+
+
+def udp_sendto_us(count: int) -> tuple[float, float]:
+    """Microseconds per 64-byte ``sendto``: (kernel, threadnet stack)."""
+    import socket
+
+    from threadnet.link.null import open_null
+    from threadnet.stack.api import Stack
+
+    data = b"x" * 64
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dst = rx.getsockname()
+    t0 = time.perf_counter()
+    for i in range(count):
+        tx.sendto(data, dst)
+        if i & 255 == 255:  # keep the receive queue from filling (drops cost nothing)
+            try:
+                while rx.recv(128):
+                    pass
+            except BlockingIOError:
+                pass
+    kernel = (time.perf_counter() - t0) / count * 1e6
+    tx.close()
+    rx.close()
+
+    stack = Stack("eth,ip=10.254.0.1/24", open_null("null://", "", None))
+    stack.interface("eth0").arp.add_static(bytes((10, 254, 0, 2)), b"\x02\0\0\0\0\x02")
+    s = stack.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dst = ("10.254.0.2", 9)
+    s.sendto(data, dst)  # binds the port
+    t0 = time.perf_counter()
+    for _ in range(count):
+        s.sendto(data, dst)
+    ours = (time.perf_counter() - t0) / count * 1e6
+    s.close()
+    stack.close()
+    return kernel, ours
+
+
+def _print_udp(udp: list[tuple[float, float]]) -> None:
+    k = statistics.median(u[0] for u in udp)
+    t = statistics.median(u[1] for u in udp)
+    print(f"{'udp sendto 64 B, us per call':<34} threadnet {t:.1f}  kernel {k:.1f}  "
+          f"ratio {t / k:.1f}x  (target: at most 15 us; medians of {len(udp)} runs, "
+          f"{interpreter()})")
 
 
 def memory_per_stack(count: int) -> float:
@@ -510,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conns", type=int, default=300, help="connections for the conn/s case")
     p.add_argument("--stacks", type=int, default=1000, help="stacks for the memory case")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--only", choices=["udp-sendto"], help="run only this case")
+    p.add_argument("--calls", type=int, default=50000, help="sendto calls per udp-sendto run")
     p.add_argument("--no-pytcp", action="store_true",
                    help="skip the PyTCP comparison (it installs PyTCP into a throwaway venv)")
     p.add_argument("--pytcp-mbytes", type=int, default=4,
@@ -531,6 +585,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"interpreter: {interpreter()}")
     print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
+    udp: list[tuple[float, float]] = []
+    if args.only == "udp-sendto":
+        for rep in range(args.repeat):
+            udp.append(udp_sendto_us(args.calls))
+            print(f"  run {rep + 1}: udp sendto: threadnet {udp[-1][1]:.1f}  kernel "
+                  f"{udp[-1][0]:.1f} us per call", flush=True)
+        _print_udp(udp)
+        return 0
     nbytes = args.mbytes << 20
     work = tempfile.mkdtemp(prefix="tnbs-", dir="/tmp")
     res: dict[str, list[float]] = {}
@@ -550,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kernel-veth": lambda: kernel_veth(5),
                 "kernel-stack-tap": lambda: kernel_and_stack(args.python, nbytes, work),
                 "conn/s": lambda: connections_per_second(args.conns),
+                "udp-sendto": lambda: udp_sendto_us(args.calls),
             }
             for kind in ("threadnet", "threadnet-offload", "pytcp"):
                 if kind in why_not or (kind == "pytcp" and args.no_pytcp):
@@ -569,7 +632,11 @@ def main(argv: list[str] | None = None) -> int:
                 v = fn()
                 if v is None:
                     continue
-                if name == "stack-switch-1500":
+                if name == "udp-sendto":
+                    udp.append(v)  # type: ignore[arg-type]
+                    print(f"  run {rep + 1}: udp sendto: threadnet {v[1]:.1f}  kernel "  # type: ignore[index]
+                          f"{v[0]:.1f} us per call", flush=True)
+                elif name == "stack-switch-1500":
                     mbps, tx_us, rx_us = v  # type: ignore[misc]
                     res.setdefault(name, []).append(mbps)
                     cpu.setdefault("sender", []).append(tx_us)
@@ -596,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{m / veth:20.3f}" if veth and name != "conn/s" else f"{'':>20}"
         unit = "conn/s" if name == "conn/s" else "Mbit/s"
         print(f"{name:<34} {m:10.1f}  {ratio}  {unit}")
+    if udp:
+        _print_udp(udp)
     print(f"{'memory per idle stack':<34} {mem / 1024:10.1f}  KiB  "
           f"({(1 << 30) / mem:,.0f} stacks per GiB)")
     if cpu:

@@ -6,9 +6,15 @@ wirefilter's: ``loss``, ``lostburst``, ``delay``, ``dup``, ``bandwidth``, ``spee
 ``noise``, ``mtu``, ``chanbufsize``, ``fifo``, each with an optional ``LR``/``RL`` prefix
 and jitter ``A+B[U|N]``, e.g. ``wirefilter://loss=5/delay=LR20+5/seed=7{vde:///tmp/sw}``.
 
+Sending never blocks and never sleeps (a stack calls ``send`` under its lock). A frame
+goes into the ``LR`` channel, or, while a ``speed`` limit keeps the line busy, into a
+bounded transmit queue (as a NIC's, ``TXQUEUE_FRAMES``; what overflows it is dropped and
+counted in ``drops``) from which it enters the channel at the time the line frees up.
+
 A pacing thread delivers delayed frames on time: due outgoing frames go to the wrapped
 link, and due incoming frames go into a socket pair whose read end is this link's
-``fileno()``, so select/poll see exactly the frames that are ready.
+``fileno()``, so select/poll see exactly the frames that are ready. A sender wakes it
+only when its frame makes the next deadline earlier than the one it sleeps until.
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 
 from threadnet.errors import LinkError, URLError
 from threadnet.link import Link, open_link, require_inner, unquote
 from threadnet.wirefilter.core import Filter
 
 _INNER_BUDGET = 64
+#: the transmit queue in front of a speed-limited line: Linux's default txqueuelen, and
+#: at most this many bytes (frames may be up to 64 KiB)
+TXQUEUE_FRAMES = 1000
+TXQUEUE_BYTES = 4 << 20
+_NEVER = float("inf")
 
 
 class EmulatedLink(Link):
@@ -47,6 +59,12 @@ class EmulatedLink(Link):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._rx_paused_until = 0.0
+        # frames a busy speed-limited line has not accepted yet: (frame, time sent)
+        self._txq: deque[tuple[bytes, float]] = deque()
+        self._txq_bytes = 0
+        # the deadline the pacing thread sleeps until (under _lock): a sender whose frame
+        # is due earlier wakes it, any other sender does not
+        self._sleeping_until = 0.0
         self.drops = 0
         inner.setblocking(False)
         self._stop = False
@@ -71,13 +89,50 @@ class EmulatedLink(Link):
         if self._error is not None:
             raise self._error
         ch = self.filter.channels["LR"]
+        data = bytes(frame)
         with self._lock:
             now = time.monotonic()
-            ch.push(bytes(frame), now)
-            ready = ch.accept_at(now)
-        if ready > now:
-            time.sleep(ready - now)  # "speed" blocks the sender instead of losing frames
-        self._wake()
+            txq = self._txq
+            if txq or ch.accept_at(now) > now:
+                # "speed": the line is busy; wait in the queue, not in this call
+                if len(txq) >= TXQUEUE_FRAMES or self._txq_bytes + len(data) > TXQUEUE_BYTES:
+                    self.drops += 1
+                    return
+                txq.append((data, now))
+                self._txq_bytes += len(data)
+            else:
+                ch.push(data, now)
+            due = self._next_due()
+            wake = due is not None and due < self._sleeping_until
+            if wake:
+                self._sleeping_until = due  # one wake-up for a burst of senders
+        if wake:
+            self._wake()
+
+    def _next_due(self) -> float | None:
+        """When the pacing thread has work next (under _lock): a due frame, or the time
+        the busy line accepts the head of the transmit queue."""
+        due = self.filter.next_deadline()
+        if self._txq:
+            at = self.filter.channels["LR"].accept_at(self._txq[0][1])
+            if due is None or at < due:
+                due = at
+        return due
+
+    def _release(self, now: float) -> None:
+        """Frames of the transmit queue whose turn on the line has come enter the channel,
+        each at the time it would have been accepted (so pacing does not drift with the
+        thread's wake-up latency). Under _lock."""
+        ch = self.filter.channels["LR"]
+        txq = self._txq
+        while txq:
+            data, sent = txq[0]
+            at = ch.accept_at(sent)
+            if at > now:
+                return
+            txq.popleft()
+            self._txq_bytes -= len(data)
+            ch.push(data, at)
 
     def _recv(self) -> bytes:
         try:
@@ -112,8 +167,10 @@ class EmulatedLink(Link):
         inner = self.inner
         try:
             while not self._stop:
+                self._deliver(lr, rl)
                 with self._lock:
-                    due = self.filter.next_deadline()
+                    due = self._next_due()
+                    self._sleeping_until = _NEVER if due is None else due
                 now = time.monotonic()
                 timeout = None if due is None else max(0.0, due - now)
                 fds = [self._wake_r]
@@ -132,7 +189,6 @@ class EmulatedLink(Link):
                         pass
                 if inner.fileno() in r:
                     self._take_inner(rl)
-                self._deliver(lr, rl)
         except LinkError as exc:
             self._error = exc
             self.closed_by_peer = inner.closed_by_peer
@@ -155,6 +211,7 @@ class EmulatedLink(Link):
     def _deliver(self, lr, rl) -> None:
         now = time.monotonic()
         with self._lock:
+            self._release(now)
             out = lr.pop(now)
             incoming = rl.pop(now)
         for frame in out:

@@ -1,11 +1,20 @@
 """One event loop per process drives every stack and link in it.
 
-The driver's thread waits on all interfaces' links and all stacks' timers. Stack state
-is protected by one lock (lwIP's "core locking"): the driver holds it while it feeds a
-stack, and application threads hold it while they call into one, so a call runs
-inline in the caller's thread instead of handing work to the driver's thread (a
-hand-off costs ~100 us here, see shared/docs/performance-notes.md). A thousand stacks
-are a thousand sets of descriptors on one loop, not a thousand threads.
+The driver's thread waits on all interfaces' links and all stacks' timers. Each stack's
+state is protected by the stack's own lock (``Stack.lock``, lwIP's "core locking"): the
+driver holds it while it feeds that stack, and application threads hold it while they
+call into it, so a call runs inline in the caller's thread instead of handing work to
+the driver's thread (a hand-off costs ~100 us here, see shared/docs/performance-notes.md).
+Stacks on one driver never wait for each other's locks, and nothing under a stack's lock
+blocks: links queue what they cannot send at once (bounded) instead of waiting.
+
+Lock order: a stack's lock, then a link's own small lock (emulation, backlogs). No code
+holds two stacks' locks. The loop's timers and registrations belong to the driver's
+thread; the deadline each stack's timer is armed for (``_due``) is read and written
+under that stack's lock, which is how an application thread decides, without waking the
+loop, whether its call moved the stack's next deadline earlier (``rearm``).
+
+A thousand stacks are a thousand sets of descriptors on one loop, not a thousand threads.
 """
 
 from __future__ import annotations
@@ -68,9 +77,11 @@ class Driver:
         self.name = name
         self.loop = EventLoop()
         self.loop.on_error = self._loop_error
-        self.lock = threading.RLock()
         self._calls: deque[Callable[[], None]] = deque()
         self._timers: dict[int, Timer] = {}
+        #: per stack, the deadline its loop timer is armed for or about to be (an _arm is
+        #: queued); read and written under that stack's lock only
+        self._due: dict[int, float] = {}
         self._stacks: dict[int, Stack] = {}
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
@@ -113,9 +124,12 @@ class Driver:
             thread = self._thread
             if thread is None or not thread.is_alive():
                 return True
-            with self.lock:
-                busy = any(unfinished(ep) for stack in list(self._stacks.values())
-                           for ep in list(stack.tcp.conns.values()))
+            busy = False
+            for stack in list(self._stacks.values()):
+                with stack.lock:
+                    busy = any(unfinished(ep) for ep in list(stack.tcp.conns.values()))
+                if busy:
+                    break
             if not busy:
                 return True
             if monotonic() >= deadline:
@@ -152,6 +166,7 @@ class Driver:
                 t = self._timers.pop(id(stack), None)
                 if t is not None:
                     t.cancel()
+                self._due.pop(id(stack), None)
             finally:
                 done.set()
 
@@ -170,12 +185,32 @@ class Driver:
         self.call_soon(lambda: self.loop.add_reader(link.fileno(), lambda: self._rx(stack, iface)))
 
     def touch(self, stack: Stack) -> None:
-        """The stack's next deadline may have changed: (re)arm its timer."""
+        """The stack's next deadline may have changed: (re)arm its timer (wakes the loop)."""
+        self.call_soon(lambda: self._arm(stack))
+
+    def rearm(self, stack: Stack) -> None:
+        """Called with ``stack``'s lock held, after an application thread's call into it:
+        wake the loop only if the stack's next deadline is now earlier than the timer
+        armed for it. A later deadline needs nothing: the armed timer fires early, finds
+        nothing due and arms again."""
+        due = stack.next_deadline()
+        if due is None:
+            return
+        key = id(stack)
+        armed = self._due.get(key)
+        if armed is not None and armed <= due:
+            return
+        self._due[key] = due
         self.call_soon(lambda: self._arm(stack))
 
     def _arm(self, stack: Stack) -> None:
-        with self.lock:
-            due = stack.next_deadline()
+        key = id(stack)
+        with stack.lock:
+            due = stack.next_deadline() if key in self._stacks else None
+            if due is None:
+                self._due.pop(key, None)
+            else:
+                self._due[key] = due
         old = self._timers.get(id(stack))
         if old is not None:
             if due is not None and old.when == due and not old.cancelled:
@@ -187,7 +222,7 @@ class Driver:
 
     def _fire(self, stack: Stack) -> None:
         self._timers.pop(id(stack), None)
-        with self.lock:
+        with stack.lock:
             try:
                 stack.on_timer(monotonic())
             except Exception as exc:  # a bug must not stop every stack in the process
@@ -214,7 +249,7 @@ class Driver:
         link = iface.link
         assert link is not None
         now = monotonic()
-        with self.lock:
+        with stack.lock:
             # one batch: TCP answers (ACKs, the data they release) and socket wake-ups
             # once per connection at the end, not once per frame
             opened = stack.begin_batch()

@@ -300,9 +300,9 @@ class Resolver(ResolverConfig):
             return port
 
         res.new_port = new_port
-        # the driver's lock itself: stack.locked() also re-arms the stack's timers, which
+        # the stack's lock itself: stack.locked() also checks the stack's timers, which
         # only matters after something was sent (_flush does it then)
-        lock = driver.lock
+        lock = stack.lock
         if token is not None:
             token._add(wake.set)
         try:
@@ -340,7 +340,7 @@ class Resolver(ResolverConfig):
                         stack.udp_unbind(port)
 
     def _flush(self, res: Resolution) -> None:
-        """Send what ``res`` wants sent (under the driver's lock)."""
+        """Send what ``res`` wants sent (under the stack's lock)."""
         stack = self.stack
         sent = False
         while True:
@@ -355,7 +355,7 @@ class Resolver(ResolverConfig):
                 except OSError:
                     res.unreachable(q, stack.clock())
         if sent and stack.driver is not None:
-            stack.driver.touch(stack)  # ARP/NDP may have armed a timer
+            stack.driver.rearm(stack)  # ARP/NDP may have armed a timer (lock held)
 
     def _tcp_exchange(self, server: tuple[bytes, int], payload: bytes) -> bytes | None:
         """RFC 1035 4.2.2 / RFC 7766: one query over TCP, with a 2-byte length prefix."""
@@ -570,8 +570,7 @@ class Resolver(ResolverConfig):
                 return _LOOP6
             return stack.source4(dst) if len(dst) == 4 else stack._source6(dst)
 
-        driver = stack.driver
-        with driver.lock if driver is not None else contextlib.nullcontext():
+        with stack.lock:
             sources = [source(a) for a, _ in addrs]
         return sort_destinations(addrs, sources)
 

@@ -88,6 +88,9 @@ class StackSocket(_socket.socket):
         self._pump: _StreamPump | None = None
         self._udp_key: tuple[bytes, int] | None = None
         self._v6only = False
+        # sendto's last destination, as given and as parsed (numeric addresses only)
+        self._last_to: Any = None
+        self._last_parsed: tuple[int, bytes, int] = (0, b"", 0)
         if type & getattr(_socket, "SOCK_NONBLOCK", 0):
             self.setblocking(False)
         if _endpoint is not None:
@@ -178,6 +181,7 @@ class StackSocket(_socket.socket):
             return
         v = int.from_bytes(value, "little") if isinstance(value, bytes | bytearray) else value
         self._opts[(level, optname)] = v
+        self._last_to = None  # (IPV6_V6ONLY changes what an address means)
         if (level, optname) == (_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY):
             self._v6only = bool(v)
             if self._listener is not None:
@@ -427,7 +431,15 @@ class StackSocket(_socket.socket):
         address = flags_or_addr if addr is None else addr
         if self._vtype != SOCK_DGRAM:
             raise OSError(errno.EISCONN, "Transport endpoint is already connected")
-        fam, dst, port = self._parse(address)
+        # the hot path of small datagrams: a repeated numeric destination is parsed once,
+        # addresses stay packed, and the datagram leaves in this thread; the driver's
+        # thread hears of it only if a timer must run earlier (Stack.locked)
+        if address == self._last_to:
+            fam, dst, port = self._last_parsed
+        else:
+            fam, dst, port = self._parse(address)
+            if dst and _numeric(address[0]):
+                self._last_to, self._last_parsed = address, (fam, dst, port)
         data = bytes(data)
         if len(data) > 65507:
             raise OSError(errno.EMSGSIZE, "Message too long")
@@ -437,9 +449,10 @@ class StackSocket(_socket.socket):
         with stack.locked():
             if self._udp_key is None:
                 self._udp_bind(b"", self._free_udp_port(b""))
-            src = self._local[0] if self._local and self._local[0] else None
-            stack.udp_send(data, (str(ipaddress.ip_address(dst)), port), self._local[1],  # type: ignore[index]
-                           str(ipaddress.ip_address(src)) if src else None, stack.clock())
+            local = self._local
+            # udp_send takes packed addresses as well as strings (ipaddress.ip_address does)
+            stack.udp_send(data, (dst, port), local[1], local[0] or None,  # type: ignore[arg-type,index]
+                           stack.clock())
         return len(data)
 
     def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
@@ -532,7 +545,7 @@ class StackSocket(_socket.socket):
             # acknowledged, or the timeout passes
             deadline = time.monotonic() + secs
             while time.monotonic() < deadline:
-                with stack.driver.lock:
+                with stack.lock:
                     if not unfinished(pump.ep):
                         break
                 time.sleep(0.01)
@@ -800,6 +813,15 @@ def unfinished(ep: TcpEndpoint) -> bool:
 
 
 _driver.linger_check = unfinished
+
+
+def _numeric(host: Any) -> bool:
+    """Is ``host`` an address literal (whose parse may be remembered), not a name?"""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except (ValueError, AttributeError):
+        return False
+    return True
 
 
 def _no_options() -> dict[str, Any]:

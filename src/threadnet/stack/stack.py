@@ -16,6 +16,7 @@ import ipaddress
 import itertools
 import os
 import struct
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -177,6 +178,9 @@ class Stack:
         self._ip_ids = [0] * IP_ID_BUCKETS
         self._now = 0.0
         self.driver = None
+        #: this stack's state lock (see ``locked``); a driver holds it while it feeds us
+        self.lock = threading.RLock()
+        self._held = _Held(self)
         self._resolver: ResolverConfig | None = None  # made on first use (resolver_class)
         # bumped by every change of interfaces and addresses: caches of the data path
         # (local address sets, TCP connections' output paths) check it
@@ -1697,20 +1701,11 @@ class Stack:
             self.echo_errors.pop((family, ident), None)
         return rtts
 
-    def locked(self):
-        """Hold the stack's lock (the driver's) for calls from application threads; on
-        exit the driver re-arms the stack's timers."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def hold():
-            lock = self.driver.lock if self.driver is not None else contextlib.nullcontext()
-            with lock:
-                yield self
-            if self.driver is not None:
-                self.driver.touch(self)
-
-        return hold()
+    def locked(self) -> _Held:
+        """Hold the stack's lock for a call from an application thread (``with
+        stack.locked():``); reentrant. Leaving it wakes the driver only if the call
+        moved the stack's next deadline earlier than its armed timer."""
+        return self._held
 
     def close(self) -> None:
         """Stop the stack and close its links. Its connections are reset, and the sockets
@@ -1740,6 +1735,33 @@ class Stack:
                       for a in i.acd4.values() if not a.usable]
             lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
         return lines
+
+
+class _Held:
+    """``Stack.locked()``: one reusable object per stack (a generator-based context
+    manager cost microseconds per call). ``depth`` counts the holder's nesting; only it
+    changes it, under the lock."""
+
+    __slots__ = ("stack", "depth")
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.depth = 0
+
+    def __enter__(self) -> Stack:
+        self.stack.lock.acquire()
+        self.depth += 1
+        return self.stack
+
+    def __exit__(self, *exc: object) -> None:
+        stack = self.stack
+        try:
+            self.depth -= 1
+            driver = stack.driver
+            if not self.depth and driver is not None:
+                driver.rearm(stack)  # type: ignore[attr-defined]
+        finally:
+            stack.lock.release()
 
 
 #: the upper-layer headers a first fragment must hold in full (RFC 7112; as Linux's
