@@ -26,12 +26,24 @@ from threadnet.errors import FrameError, LinkError
 from threadnet.link import Link
 from threadnet.stack.acd import ARP_ANNOUNCE, ARP_PROBE, CONFLICT, DEFEND, Acd
 from threadnet.stack.config import parse_config
+from threadnet.stack.ip import (
+    FORWARD,
+    HOOK_POINTS,
+    INPUT,
+    OUTPUT,
+    POSTROUTING,
+    PREROUTING,
+    Hook,
+    Path,
+    make_path,
+    run_hooks,
+)
 from threadnet.stack.neighbor import INCOMPLETE, PROBE, REACHABLE, Neighbor, NeighborCache
 from threadnet.stack.reassembly import Reassembler
 from threadnet.stack.resolvconf import ResolverConfig
 from threadnet.stack.route import Route, RoutingTable
 from threadnet.stack.tcplayer import TcpLayer
-from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, udp, vnet
+from threadnet.wire import arp, icmp4, icmp6, ipv4, ipv6, tcp, udp, vnet
 from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
 
 BROADCAST_MAC = b"\xff" * 6
@@ -39,12 +51,9 @@ _ETYPE = struct.Struct("!H")
 _ETH_IPV4 = _ETYPE.pack(ETH_P_IPV4)
 _ETH_IPV6 = _ETYPE.pack(ETH_P_IPV6)
 _ETH_ARP = _ETYPE.pack(ETH_P_ARP)
-_FAST4 = struct.Struct("!H2xH")  # IPv4 total length, (identification), flags+offset
-# what receive coalescing reads of an Ethernet + IPv4 + TCP frame with the timestamps
-# option: destination MAC, ethertype, version/IHL, total length, flags+offset, protocol,
-# addresses, ports, seq, ack, data offset+flags, window, the 12 option bytes
-_GRO = struct.Struct("!6s6xHBxH2xHxB2x8s4sIIHH4x12s")
-_TS_HEAD = b"\x01\x01\x08\x0a"
+_FAST4 = ipv4.LEN_FRAG
+_GRO = tcp.GRO4
+_TS_HEAD = tcp.TS_HEAD
 _LOOPBACK6 = bytes(15) + b"\x01"
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes (Linux's mtu_expires)
@@ -186,6 +195,13 @@ class Stack:
         self._local6: dict[Interface, frozenset[bytes]] = {}
         self._local6_gen = -1
         self._batch_ifaces: list[Interface] = []
+        # the IP layer's hook points (stack/ip.py): empty tuples cost one test each
+        self.hooks_prerouting: tuple[Hook, ...] = ()
+        self.hooks_input: tuple[Hook, ...] = ()
+        self.hooks_forward: tuple[Hook, ...] = ()
+        self.hooks_output: tuple[Hook, ...] = ()
+        self.hooks_postrouting: tuple[Hook, ...] = ()
+        self._rx_hooked = False  # prerouting or input hooks: the direct input paths are off
         lo = Interface(1, "lo", None, bytes(6), 65536)
         self.interfaces[1] = lo
         self.link_up("lo", 0.0)
@@ -290,6 +306,31 @@ class Stack:
         check_mtu(iface.link, mtu, iface.name)
         iface.mtu = mtu
         self._gen += 1
+
+    def add_hook(self, point: str, hook: Hook) -> None:
+        """Install ``hook(packet, meta) -> ACCEPT | DROP`` at ``point`` (``"prerouting"``,
+        ``"input"``, ``"forward"``, ``"output"``, ``"postrouting"``), after the hooks
+        there; see ``stack/ip.py``. Cached output paths are dropped, and the direct
+        paths stay off while a hook they would pass by is installed."""
+        if point not in HOOK_POINTS:
+            raise ValueError(f"no hook point {point!r}: one of {', '.join(HOOK_POINTS)}")
+        name = f"hooks_{point}"
+        setattr(self, name, (*getattr(self, name), hook))
+        self._hooks_changed()
+
+    def remove_hook(self, point: str, hook: Hook) -> None:
+        """Remove a hook ``add_hook`` installed (ValueError if it is not there)."""
+        if point not in HOOK_POINTS:
+            raise ValueError(f"no hook point {point!r}: one of {', '.join(HOOK_POINTS)}")
+        name = f"hooks_{point}"
+        hooks = list(getattr(self, name))
+        hooks.remove(hook)
+        setattr(self, name, tuple(hooks))
+        self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        self._rx_hooked = bool(self.hooks_prerouting or self.hooks_input)
+        self._gen += 1  # cached paths go: output_path says None while hooks need it
 
     def addr_add(self, ref: int | str, cidr: str, now: float | None = None, *,
                  acd: bool | None = None) -> None:
@@ -534,7 +575,7 @@ class Stack:
         try:
             mv = memoryview(frame)
             if header is None:
-                if not self._input_direct(iface, mv, n, now, False):
+                if self._rx_hooked or not self._input_direct(iface, mv, n, now, False):
                     self._input_eth(iface, mv, now)
             else:
                 self._input_offloaded(iface, mv, n, header, now)
@@ -547,14 +588,14 @@ class Stack:
     def _input_offloaded(self, iface: Interface, mv: memoryview, n: int,
                          header: tuple[int, int, int, int, int, int], now: float) -> None:
         flags, gso_type, _, gso_size, start, offset = header
-        vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
+        vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID)) and not self._rx_hooked
         if vouched and self._input_direct(iface, mv, n, now, True):
             return
         if gso_type != vnet.GSO_NONE:
             # not for our TCP fast paths (forwarded...): ordinary frames
             for piece in vnet.segment(mv, gso_type, gso_size):
                 pmv = memoryview(piece)
-                if not self._input_direct(iface, pmv, len(piece), now, True):
+                if self._rx_hooked or not self._input_direct(iface, pmv, len(piece), now, True):
                     self._input_eth(iface, pmv, now)
             return
         if flags & vnet.F_NEEDS_CSUM:
@@ -575,7 +616,7 @@ class Stack:
         frame's own IPv4 and TCP checksums are checked. Anything else, and any run that
         is not for one of our addresses, takes ``input`` frame by frame."""
         n = len(frames)
-        if n < 2 or not iface.up:
+        if n < 2 or not iface.up or self._rx_hooked:
             for f in frames:
                 self.input(iface, f, now)
             return
@@ -772,6 +813,9 @@ class Stack:
             # RFC 1122 3.2.1.3: 127/8 never comes from a wire (Linux: a martian)
             self._count("ip4_martian")
             return
+        if self.hooks_prerouting and not run_hooks(self, self.hooks_prerouting, PREROUTING, 4,
+                                                   mv[:total], iface, None, now):
+            return
         payload = mv[hlen:total]
         broadcast = dst == LIMITED_BROADCAST or any(
             dst == _bcast4(a, p) for a, p in iface.v4)
@@ -783,6 +827,9 @@ class Stack:
                 self._forward4(iface, mv[:total], ttl, dst, now)
             else:
                 self._count("ip4_not_for_us")
+            return
+        if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 4, mv[:total],
+                                              iface, None, now):
             return
         if flags & ipv4.FLAG_MF or frag_off:
             whole = self.reasm4.add((src, dst, proto, ident), frag_off, bool(flags & ipv4.FLAG_MF),
@@ -850,6 +897,9 @@ class Stack:
             return
         end = ipv6.HEADER_LEN + plen
         packet = mv[:end]
+        if self.hooks_prerouting and not run_hooks(self, self.hooks_prerouting, PREROUTING, 6,
+                                                   packet, iface, None, now):
+            return
         multicast = dst[0] == 0xFF
         if multicast:
             local = dst == ipv6.ALL_NODES or any(
@@ -861,6 +911,9 @@ class Stack:
                 return
             if self.forwarding:
                 self._forward6(iface, packet, hlim, dst, now)
+            return
+        if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 6, packet, iface,
+                                              None, now):
             return
         try:
             proto, off, frag = ipv6.walk(packet, nh)
@@ -1153,6 +1206,20 @@ class Stack:
             return None
         return self._reachable(iface, iface.nd, nexthop, dst, now)
 
+    def output_path(self, family: int, src: bytes, dst: bytes, proto: int, now: float, *,
+                    offload: bool = False) -> Path | None:
+        """A cached output path (``stack/ip.py``) for a flow of ``proto`` packets from
+        our ``src`` to ``dst``, or None when they need ``send_ip4``/``send_ip6`` (see
+        ``fast_path4``; and while output or postrouting hooks are installed, which the
+        path would pass by). ``offload``: the flow's transport (TCP) can use the
+        segmentation and checksum offloads of an offload link."""
+        if self.hooks_output or self.hooks_postrouting:
+            return None
+        r = (self.fast_path6 if family == 6 else self.fast_path4)(src, dst, now)
+        if r is None:
+            return None
+        return make_path(self, family, src, dst, proto, r, offload)
+
     def _path(self, family: int, src: bytes | None, dst: bytes, now: float
               ) -> tuple[Interface, bytes, bytes, int]:
         """Route to ``dst``: (interface, next hop, source address, path MTU).
@@ -1205,6 +1272,9 @@ class Stack:
             ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl,
                        ident=self.take_ip_ids(self.ip_id_hash(src, dst, proto)))
             packet[20:] = payload
+            if self.hooks_output and not run_hooks(self, self.hooks_output, OUTPUT, 4, packet,
+                                                   None, self.interfaces[1], now):
+                return
             self._loop_local(ETH_P_IPV4, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(4, src, dst, now)
@@ -1212,6 +1282,14 @@ class Stack:
             df = False  # a path MTU locked at MIN_PMTU4: as Linux, no DF to this host
         ident = self.take_ip_ids(self.ip_id_hash(src, dst, proto))
         n = len(payload)
+        if self.hooks_output:
+            # one look at the whole datagram, before it is cut up
+            packet = bytearray(20 + n)
+            ipv4.build(packet, src, dst, proto, n, ttl=ttl, ident=ident,
+                       flags=ipv4.FLAG_DF if df else 0)
+            packet[20:] = payload
+            if not run_hooks(self, self.hooks_output, OUTPUT, 4, packet, None, iface, now):
+                return
         if 20 + n <= mtu:
             packet = bytearray(20 + n)
             ipv4.build(packet, src, dst, proto, n, ttl=ttl, ident=ident,
@@ -1233,6 +1311,9 @@ class Stack:
 
     def _output4(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
                  now: float) -> None:
+        if self.hooks_postrouting and not run_hooks(self, self.hooks_postrouting, POSTROUTING,
+                                                    4, packet, None, iface, now):
+            return
         if dst == LIMITED_BROADCAST or any(dst == _bcast4(a, p) for a, p in iface.v4):
             self._send_eth(iface, BROADCAST_MAC, _ETH_IPV4, packet)
             return
@@ -1301,10 +1382,19 @@ class Stack:
             packet = bytearray(40 + len(payload))
             ipv6.build(packet, src or dst, dst, next_header, len(payload), hop_limit=hop_limit)
             packet[40:] = payload
+            if self.hooks_output and not run_hooks(self, self.hooks_output, OUTPUT, 6, packet,
+                                                   None, self.interfaces[1], now):
+                return
             self._loop_local(ETH_P_IPV6, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(6, src, dst, now)
         n = len(payload)
+        if self.hooks_output:
+            packet = bytearray(40 + n)
+            ipv6.build(packet, src, dst, next_header, n, hop_limit=hop_limit)
+            packet[40:] = payload
+            if not run_hooks(self, self.hooks_output, OUTPUT, 6, packet, None, iface, now):
+                return
         if 40 + n <= mtu:
             packet = bytearray(40 + n)
             ipv6.build(packet, src, dst, next_header, n, hop_limit=hop_limit)
@@ -1324,6 +1414,9 @@ class Stack:
 
     def _output6(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
                  now: float) -> None:
+        if self.hooks_postrouting and not run_hooks(self, self.hooks_postrouting, POSTROUTING,
+                                                    6, packet, None, iface, now):
+            return
         if dst[0] == 0xFF:
             self._send_eth(iface, ipv6.multicast_mac(dst), _ETH_IPV6, packet)
             return
@@ -1447,6 +1540,9 @@ class Stack:
 
     def _forward4(self, iface: Interface, packet: memoryview, ttl: int, dst: bytes,
                   now: float) -> None:
+        if self.hooks_forward and not run_hooks(self, self.hooks_forward, FORWARD, 4, packet,
+                                                iface, None, now):
+            return
         src = bytes(packet[12:16])
         if ttl <= 1:
             self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.TIME_EXCEEDED,
@@ -1492,6 +1588,9 @@ class Stack:
         src = bytes(packet[8:24])
         if src[:2] == b"\xfe\x80" or dst[:2] == b"\xfe\x80":
             return  # link-local scope is never forwarded
+        if self.hooks_forward and not run_hooks(self, self.hooks_forward, FORWARD, 6, packet,
+                                                iface, None, now):
+            return
         if hlim <= 1:
             self._icmp6_error(src, bytes(16), icmp6.TIME_EXCEEDED, 0, packet, now)
             return
