@@ -39,12 +39,17 @@ coalescing are off, so no packet passes a hook by.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import os
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from threadnet.errors import LinkError
-from threadnet.stack.neighbor import REACHABLE
+from threadnet.errors import FrameError, LinkError
+from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
 from threadnet.wire import ipv4, ipv6, vnet
+from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Interface, Stack
@@ -58,6 +63,19 @@ HOOK_POINTS = (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING)
 
 DROP = 0  # (netfilter's NF_DROP and NF_ACCEPT values)
 ACCEPT = 1
+
+BROADCAST_MAC = b"\xff" * 6
+LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+LOOPBACK6 = bytes(15) + b"\x01"
+ETYPE = struct.Struct("!H")
+ETH_IPV4 = ETYPE.pack(ETH_P_IPV4)
+ETH_IPV6 = ETYPE.pack(ETH_P_IPV6)
+ETH_ARP = ETYPE.pack(ETH_P_ARP)
+MAX_LOCAL_QUEUE = 1024  # packets looped back to ourselves waiting to be processed
+#: IPv4 identification counters (as Linux's ip_idents): a keyed hash of source,
+#: destination and protocol picks one of these and an offset, so each destination sees
+#: its own sequence and nobody can count our traffic to others (no idle scans)
+IP_ID_BUCKETS = 2048
 
 
 class HookMeta:
@@ -256,3 +274,386 @@ def make_path(stack: Stack, family: int, src: bytes, dst: bytes, proto: int,
     # an offload link takes segments of up to 64 KiB and completes their checksums
     p.offload = offload_ok and p.iface.offload and p.pmtu is None
     return p
+
+
+class IpLayer:
+    """The Stack's IP layer (a mixin of ``Stack``): hooks, routes and source addresses,
+    the general output path (``send_ip4``/``send_ip6``: fragmentation, neighbor
+    resolution, the link, counters), the cached one (``output_path``) and loopback."""
+
+    def add_hook(self, point: str, hook: Hook) -> None:
+        """Install ``hook(packet, meta) -> ACCEPT | DROP`` at ``point`` (``"prerouting"``,
+        ``"input"``, ``"forward"``, ``"output"``, ``"postrouting"``), after the hooks
+        there; see ``stack/ip.py``. Cached output paths are dropped, and the direct
+        paths stay off while a hook they would pass by is installed."""
+        if point not in HOOK_POINTS:
+            raise ValueError(f"no hook point {point!r}: one of {', '.join(HOOK_POINTS)}")
+        name = f"hooks_{point}"
+        setattr(self, name, (*getattr(self, name), hook))
+        self._hooks_changed()
+
+    def remove_hook(self, point: str, hook: Hook) -> None:
+        """Remove a hook ``add_hook`` installed (ValueError if it is not there)."""
+        if point not in HOOK_POINTS:
+            raise ValueError(f"no hook point {point!r}: one of {', '.join(HOOK_POINTS)}")
+        name = f"hooks_{point}"
+        hooks = list(getattr(self, name))
+        hooks.remove(hook)
+        setattr(self, name, tuple(hooks))
+        self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        self._rx_hooked = bool(self.hooks_prerouting or self.hooks_input)
+        self._gen += 1  # cached paths go: output_path says None while hooks need it
+
+    def _route4(self, dst: bytes) -> tuple[Interface, bytes] | None:
+        route = self.routes4.lookup(int.from_bytes(dst, "big"))
+        if route is None:
+            return None
+        iface = self.interfaces.get(route.ifindex)
+        if iface is None or not iface.up:
+            return None
+        return iface, route.gateway.packed if route.gateway is not None else dst
+
+    def _route6(self, dst: bytes) -> tuple[Interface, bytes] | None:
+        route = self.routes6.lookup(int.from_bytes(dst, "big"))
+        if route is None:
+            if dst[:2] == b"\xfe\x80":  # link-local: the first interface that has one
+                for iface in self.interfaces.values():
+                    if iface.up and not iface.loopback:
+                        return iface, dst
+            return None
+        iface = self.interfaces.get(route.ifindex)
+        if iface is None or not iface.up:
+            return None
+        return iface, route.gateway.packed if route.gateway is not None else dst
+
+    def source4(self, dst: bytes) -> bytes | None:
+        """The source address for ``dst``: an address of the outgoing interface."""
+        if self._is_local4(dst):
+            return dst
+        r = self._route4(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        for a, p in iface.v4:
+            if same_net(a, nexthop, p):
+                return a
+        return iface.v4[0][0] if iface.v4 else None
+
+    def _no_source(self, family: int, dst: bytes) -> OSError:
+        """Why a packet to ``dst`` has no source address: no route (ENETUNREACH), or a
+        route whose interface has no usable address yet (EADDRNOTAVAIL, as Linux says
+        while every IPv6 address is still tentative, i.e. during DAD)."""
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            return OSError(errno.ENETUNREACH, f"no route to {ntop(dst)}")
+        return OSError(errno.EADDRNOTAVAIL,
+                       f"no usable source address for {ntop(dst)} on {r[0].name} "
+                       "(its addresses are still tentative: duplicate address detection "
+                       "takes about a second)")
+
+    def _source6(self, dst: bytes) -> bytes | None:
+        if self._is_local6(dst):
+            return dst
+        r = self._route6(dst)
+        if r is None:
+            return None
+        iface = r[0]
+        usable = iface.v6_usable()
+        if not usable:
+            return None
+        want_ll = dst[:2] == b"\xfe\x80"
+        for a in usable:
+            if (a[:2] == b"\xfe\x80") == want_ll:
+                return a
+        return usable[0]
+
+    def fast_path4(self, src: bytes, dst: bytes, now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """For a unicast flow from our ``src`` to ``dst``: (interface, next hop, its
+        REACHABLE neighbor entry, the path MTU entry or None, the MTU), which a
+        connection may reuse while none of them changes; None when packets to ``dst`` need
+        the general output path (no route, a local, broadcast or multicast destination,
+        a next hop not known to be reachable, or ``src`` not ours)."""
+        if dst[0] >= 224 or self._is_local4(dst) or src not in self._local4_set():
+            return None
+        r = self._route4(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        if iface.link is None or any(dst == broadcast4(a, p) for a, p in iface.v4):
+            return None
+        return self._reachable(iface, iface.arp, nexthop, dst, now)
+
+    def _reachable(self, iface: Interface, cache: NeighborCache, nexthop: bytes, dst: bytes,
+                   now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """The end of ``fast_path4``/``fast_path6`` for a route through ``iface`` to
+        ``nexthop``: its REACHABLE entry in ``cache``, the path MTU entry, the MTU."""
+        nb = cache.entries.get(nexthop)
+        if nb is None or nb.mac is None or nb.state != REACHABLE or not now < nb.deadline:
+            return None
+        mtu = iface.mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None:
+            if learned[1] < now:
+                return None
+            mtu = min(mtu, learned[0])
+        return iface, nexthop, nb, learned, mtu
+
+    def fast_path6(self, src: bytes, dst: bytes, now: float
+                   ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
+        """``fast_path4`` for IPv6: the same answer where ``send_ip6`` would route a packet
+        from our preferred ``src`` to a unicast ``dst`` that is not ours through a
+        REACHABLE neighbor; None otherwise (multicast, unspecified or local destination,
+        no route, a next hop not known to be reachable, ``src`` not a preferred address)."""
+        if dst[0] == 0xFF or dst == ipv6.UNSPECIFIED or self._is_local6(dst) \
+                or not self._is_local6(src):
+            return None
+        r = self._route6(dst)
+        if r is None:
+            return None
+        iface, nexthop = r
+        if iface.link is None:
+            return None
+        return self._reachable(iface, iface.nd, nexthop, dst, now)
+
+    def output_path(self, family: int, src: bytes, dst: bytes, proto: int, now: float, *,
+                    offload: bool = False) -> Path | None:
+        """A cached output path (``stack/ip.py``) for a flow of ``proto`` packets from
+        our ``src`` to ``dst``, or None when they need ``send_ip4``/``send_ip6`` (see
+        ``fast_path4``; and while output or postrouting hooks are installed, which the
+        path would pass by). ``offload``: the flow's transport (TCP) can use the
+        segmentation and checksum offloads of an offload link."""
+        if self.hooks_output or self.hooks_postrouting:
+            return None
+        r = (self.fast_path6 if family == 6 else self.fast_path4)(src, dst, now)
+        if r is None:
+            return None
+        return make_path(self, family, src, dst, proto, r, offload)
+
+    def _path(self, family: int, src: bytes | None, dst: bytes, now: float
+              ) -> tuple[Interface, bytes, bytes, int]:
+        """Route to ``dst``: (interface, next hop, source address, path MTU).
+
+        Raises OSError(ENETUNREACH) without a route, EADDRNOTAVAIL without a source.
+        """
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            raise OSError(errno.ENETUNREACH, f"no route to {ntop(dst)}")
+        iface, nexthop = r
+        if src is None:
+            src = self.source4(dst) if family == 4 else self._source6(dst)
+            if src is None:
+                raise OSError(errno.EADDRNOTAVAIL, f"no usable IPv{family} address on {iface.name}")
+        mtu = iface.mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None:
+            if learned[1] < now:
+                del self.pmtu[dst]  # RFC 1191/8201: try the interface MTU again
+            else:
+                mtu = min(mtu, learned[0])
+        return iface, nexthop, src, mtu
+
+    def ip_id_hash(self, src: bytes, dst: bytes, proto: int) -> int:
+        """The keyed hash (the TCP layer's secret, as for ISNs) that picks the IP ID
+        counter of packets from ``src`` to ``dst`` with ``proto``: a caller may keep it
+        (a connection's cached path) and pass it to ``take_ip_ids``."""
+        return self.tcp._keyed_hash(src + dst + bytes((proto,)))
+
+    def take_ip_ids(self, h: int, n: int = 1) -> int:
+        """The first of ``n`` consecutive IPv4 identifications (mask with 0xFFFF) from
+        the counter that the hash ``h`` picks, offset by ``h``."""
+        ids = self._ip_ids
+        b = h & (IP_ID_BUCKETS - 1)
+        v = ids[b]
+        ids[b] = (v + n) & 0xFFFF
+        return ((h >> 16) + v) & 0xFFFF
+
+    def send_ip4(self, src: bytes | None, dst: bytes, proto: int, payload: bytes | bytearray,
+                 now: float | None = None, *, ttl: int = 64, df: bool = False) -> None:
+        """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``.
+
+        Raises OSError(ENETUNREACH) without a route, EMSGSIZE when ``df`` forbids
+        fragmenting.
+        """
+        now = self._now if now is None else now
+        if self._is_local4(dst):
+            src = src or dst
+            packet = bytearray(20 + len(payload))
+            ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl,
+                       ident=self.take_ip_ids(self.ip_id_hash(src, dst, proto)))
+            packet[20:] = payload
+            if self.hooks_output and not run_hooks(self, self.hooks_output, OUTPUT, 4, packet,
+                                                   None, self.interfaces[1], now):
+                return
+            self._loop_local(ETH_P_IPV4, bytes(packet))
+            return
+        iface, nexthop, src, mtu = self._path(4, src, dst, now)
+        if df and mtu < iface.mtu and self.pmtu[dst][2]:
+            df = False  # a path MTU locked at MIN_PMTU4: as Linux, no DF to this host
+        ident = self.take_ip_ids(self.ip_id_hash(src, dst, proto))
+        n = len(payload)
+        if self.hooks_output:
+            # one look at the whole datagram, before it is cut up
+            packet = bytearray(20 + n)
+            ipv4.build(packet, src, dst, proto, n, ttl=ttl, ident=ident,
+                       flags=ipv4.FLAG_DF if df else 0)
+            packet[20:] = payload
+            if not run_hooks(self, self.hooks_output, OUTPUT, 4, packet, None, iface, now):
+                return
+        if 20 + n <= mtu:
+            packet = bytearray(20 + n)
+            ipv4.build(packet, src, dst, proto, n, ttl=ttl, ident=ident,
+                       flags=ipv4.FLAG_DF if df else 0)
+            packet[20:] = payload
+            self._output4(iface, nexthop, dst, packet, now)
+            return
+        if df:
+            raise OSError(errno.EMSGSIZE, f"datagram of {n} bytes exceeds the path MTU {mtu}")
+        chunk = (mtu - 20) & ~7
+        for off in range(0, n, chunk):
+            piece = payload[off:off + chunk]
+            more = off + chunk < n
+            packet = bytearray(20 + len(piece))
+            ipv4.build(packet, src, dst, proto, len(piece), ttl=ttl, ident=ident,
+                       flags=ipv4.FLAG_MF if more else 0, frag_offset=off)
+            packet[20:] = piece
+            self._output4(iface, nexthop, dst, packet, now)
+
+    def _output4(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
+                 now: float) -> None:
+        if self.hooks_postrouting and not run_hooks(self, self.hooks_postrouting, POSTROUTING,
+                                                    4, packet, None, iface, now):
+            return
+        if dst == LIMITED_BROADCAST or any(dst == broadcast4(a, p) for a, p in iface.v4):
+            self._send_eth(iface, BROADCAST_MAC, ETH_IPV4, packet)
+            return
+        if dst[0] >= 224 and dst[0] < 240:
+            mac = b"\x01\x00\x5e" + bytes([dst[1] & 0x7F]) + dst[2:]
+            self._send_eth(iface, mac, ETH_IPV4, packet)
+            return
+        mac, probe = iface.arp.lookup(nexthop, now)
+        if mac is not None:
+            if probe:
+                self._arp_request(iface, nexthop, mac)
+            self._send_eth(iface, mac, ETH_IPV4, packet)
+            return
+        send_now, dropped = iface.arp.enqueue(nexthop, (ETH_P_IPV4, bytes(packet)), now)
+        iface.tx_dropped += len(dropped)
+        if send_now:
+            self._arp_request(iface, nexthop, None)
+
+    def send_ip6(self, src: bytes | None, dst: bytes, next_header: int,
+                 payload: bytes | bytearray, now: float | None = None, *,
+                 hop_limit: int = 64) -> None:
+        """Send an IPv6 packet, with source fragmentation (RFC 8200 4.5) beyond the PMTU."""
+        now = self._now if now is None else now
+        if self._is_local6(dst):
+            packet = bytearray(40 + len(payload))
+            ipv6.build(packet, src or dst, dst, next_header, len(payload), hop_limit=hop_limit)
+            packet[40:] = payload
+            if self.hooks_output and not run_hooks(self, self.hooks_output, OUTPUT, 6, packet,
+                                                   None, self.interfaces[1], now):
+                return
+            self._loop_local(ETH_P_IPV6, bytes(packet))
+            return
+        iface, nexthop, src, mtu = self._path(6, src, dst, now)
+        n = len(payload)
+        if self.hooks_output:
+            packet = bytearray(40 + n)
+            ipv6.build(packet, src, dst, next_header, n, hop_limit=hop_limit)
+            packet[40:] = payload
+            if not run_hooks(self, self.hooks_output, OUTPUT, 6, packet, None, iface, now):
+                return
+        if 40 + n <= mtu:
+            packet = bytearray(40 + n)
+            ipv6.build(packet, src, dst, next_header, n, hop_limit=hop_limit)
+            packet[40:] = payload
+            self._output6(iface, nexthop, dst, packet, now)
+            return
+        chunk = (mtu - 48) & ~7
+        ident = int.from_bytes(os.urandom(4), "big")
+        for off in range(0, n, chunk):
+            piece = payload[off:off + chunk]
+            more = off + chunk < n
+            packet = bytearray(48 + len(piece))
+            ipv6.build(packet, src, dst, ipv6.PROTO_FRAGMENT, 8 + len(piece), hop_limit=hop_limit)
+            ipv6.build_fragment(packet, next_header, off, more, ident, offset=40)
+            packet[48:] = piece
+            self._output6(iface, nexthop, dst, packet, now)
+
+    def _output6(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
+                 now: float) -> None:
+        if self.hooks_postrouting and not run_hooks(self, self.hooks_postrouting, POSTROUTING,
+                                                    6, packet, None, iface, now):
+            return
+        if dst[0] == 0xFF:
+            self._send_eth(iface, ipv6.multicast_mac(dst), ETH_IPV6, packet)
+            return
+        mac, probe = iface.nd.lookup(nexthop, now)
+        if mac is not None:
+            if probe:
+                self._ns(iface, nexthop, mac, now)
+            self._send_eth(iface, mac, ETH_IPV6, packet)
+            return
+        send_now, dropped = iface.nd.enqueue(nexthop, (ETH_P_IPV6, bytes(packet)), now)
+        iface.tx_dropped += len(dropped)
+        if send_now:
+            self._ns(iface, nexthop, None, now)
+
+    def _send_eth(self, iface: Interface, dst_mac: bytes, etype: bytes,
+                  payload: bytes | bytearray) -> None:
+        link = iface.link
+        if link is None or not iface.up:
+            return
+        frame = dst_mac + iface.mac + etype + payload
+        try:
+            link.send(frame)
+        except LinkError:
+            iface.tx_dropped += 1
+            return
+        iface.tx_packets += 1
+        iface.tx_bytes += len(frame)
+
+    def _xmit(self, iface: Interface, mac: bytes, pkt: tuple[int, bytes]) -> None:
+        etype, packet = pkt
+        self._send_eth(iface, mac, ETYPE.pack(etype), packet)
+
+    def _loop_local(self, etype: int, packet: bytes) -> None:
+        if len(self._local) >= MAX_LOCAL_QUEUE:
+            self._count("local_dropped")
+            return
+        self._local.append((etype, packet))
+
+    def _drain_local(self, now: float) -> None:
+        lo = self.interfaces[1]
+        while self._local:
+            etype, packet = self._local.popleft()
+            try:
+                if etype == ETH_P_IPV4:
+                    self._input_ip4(lo, memoryview(packet), now, bytes(6))
+                else:
+                    self._input_ip6(lo, memoryview(packet), now, bytes(6))
+            except FrameError:
+                self._count("rx_malformed")
+
+
+def broadcast4(addr: bytes, plen: int) -> bytes:
+    """The directed broadcast address of ``addr``/``plen`` (b"" for /31 and /32)."""
+    if plen >= 31:
+        return b""
+    host = (1 << (32 - plen)) - 1
+    return (int.from_bytes(addr, "big") | host).to_bytes(4, "big")
+
+
+def same_net(a: bytes, b: bytes, plen: int) -> bool:
+    if plen == 0:
+        return True
+    shift = 32 - plen
+    return int.from_bytes(a, "big") >> shift == int.from_bytes(b, "big") >> shift
+
+
+def ntop(addr: bytes) -> str:
+    return str(ipaddress.ip_address(addr))
