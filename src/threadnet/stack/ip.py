@@ -369,6 +369,19 @@ class IpLayer:
                 return a
         return usable[0]
 
+    def source(self, family: int, dst: bytes) -> bytes | None:
+        """The source address for a packet to ``dst`` (``source4``, or IPv6's preferred
+        address of the outgoing interface of the right scope), None without one."""
+        return self.source4(dst) if family == 4 else self._source6(dst)
+
+    def path_mtu(self, family: int, dst: bytes, now: float) -> int | None:
+        """The MTU of the path to ``dst``: the outgoing interface's, or a smaller one
+        learned by path MTU discovery; None without a route or source address."""
+        try:
+            return self._path(family, None, dst, now)[3]
+        except OSError:
+            return None
+
     def fast_path4(self, src: bytes, dst: bytes, now: float
                    ) -> tuple[Interface, bytes, Neighbor, tuple[int, float] | None, int] | None:
         """For a unicast flow from our ``src`` to ``dst``: (interface, next hop, its

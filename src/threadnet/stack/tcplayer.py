@@ -252,7 +252,7 @@ class TcpLayer:
                 now: float, **options: object) -> TcpEndpoint:
         stack = self.stack
         if src is None:
-            src = stack.source4(dst) if family == 4 else stack._source6(dst)
+            src = stack.source(family, dst)
             if src is None:
                 raise OSError(errno.ENETUNREACH, "no route to host")
         if not sport:
@@ -269,10 +269,7 @@ class TcpLayer:
 
     def _new_conn(self, family: int, local: tuple[bytes, int], remote: tuple[bytes, int],
                   now: float, options: dict, iss: int | None = None) -> TcpConnection:
-        try:
-            _, _, _, mtu = self.stack._path(family, None, remote[0], now)
-        except OSError:
-            mtu = 1500
+        mtu = self.stack.path_mtu(family, remote[0], now) or 1500
         # IPv4's total length is 16 bits: on a link of a larger MTU (the loopback's 65536,
         # as Linux's lo) a segment must still fit in 65535 bytes (Linux's MSS there is
         # 65495 too); IPv6's payload length does not count its 40-byte header
