@@ -167,3 +167,18 @@ def test_hook_points_are_checked() -> None:
     assert set(HOOK_POINTS) == {"prerouting", "input", "forward", "output", "postrouting"}
     for point in HOOK_POINTS:
         assert getattr(s, f"hooks_{point}") == ()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_loopback_passes_output_then_prerouting_and_input(family: int) -> None:
+    s = Stack(driver=False)
+    rec = Recorder()
+    for point in HOOK_POINTS:
+        s.add_hook(point, rec)
+    got: list[bytes] = []
+    s.udp_bind(7, lambda data, src, dst: got.append(data))
+    s.udp_send(b"me", ("127.0.0.1" if family == 4 else "::1", 7), 5000, now=1.0)
+    assert got == [b"me"]
+    assert [(p, f, proto) for p, f, proto, *_ in rec.seen] == [
+        ("output", family, 17), ("prerouting", family, 17), ("input", family, 17)]
+    assert rec.seen[0][3:5] == (None, "lo") and rec.seen[1][3:5] == ("lo", None)

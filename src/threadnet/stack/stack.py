@@ -1,5 +1,5 @@
-"""The Stack: interfaces, addresses and routes, and the IP input that dispatches to the
-protocols.
+"""The Stack: interfaces, addresses and routes, name settings, timers; a facade over the
+protocol modules.
 
 A Stack is a plain object (thousands can live in one process). Its protocol logic is
 sans-IO at the edges: ``input(iface, frame, now)`` takes a frame that arrived,
@@ -8,10 +8,11 @@ Frames go out through each interface's link. A ``Driver`` (``stack/driver.py``) 
 one event loop per process that feeds every stack its frames and its time.
 
 The class is a facade over one module per concern, each a mixin of it: the IP layer's
-output path, routes and hooks (``stack/ip.py``), direct TCP input and receive coalescing
-(``stack/gro.py``), ARP, NDP's solicitations, DAD and ACD (``stack/nd.py``), ICMP and
-path MTU discovery (``stack/icmp.py``), forwarding (``stack/forward.py``), UDP
-(``stack/udplayer.py``); TCP is ``self.tcp`` (``stack/tcplayer.py``).
+output path, routes and hooks (``stack/ip.py``), IP input (``stack/ipinput.py``), direct
+TCP input and receive coalescing (``stack/gro.py``), ARP, NDP's solicitations, DAD and
+ACD (``stack/nd.py``), ICMP and path MTU discovery (``stack/icmp.py``), forwarding
+(``stack/forward.py``), UDP (``stack/udplayer.py``); TCP is ``self.tcp``
+(``stack/tcplayer.py``).
 
 Not here yet (see the project's issues): DHCP, SLAAC from router advertisements, NAT and
 the filter (their hook points are in ``stack/ip.py``).
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from threadnet.errors import FrameError, LinkError
+from threadnet.errors import LinkError
 from threadnet.link import Link
 from threadnet.stack.acd import Acd
 from threadnet.stack.config import parse_config
@@ -38,17 +39,8 @@ from threadnet.stack.icmp import MIN_PMTU4 as MIN_PMTU4  # (re-exported: moved t
 from threadnet.stack.icmp import PMTU_EXPIRE as PMTU_EXPIRE
 from threadnet.stack.icmp import PMTU_MAX_ENTRIES as PMTU_MAX_ENTRIES
 from threadnet.stack.icmp import Icmp
-from threadnet.stack.ip import (
-    INPUT,
-    IP_ID_BUCKETS,
-    LIMITED_BROADCAST,
-    LOOPBACK6,
-    PREROUTING,
-    Hook,
-    IpLayer,
-    broadcast4,
-    run_hooks,
-)
+from threadnet.stack.ip import IP_ID_BUCKETS, Hook, IpLayer
+from threadnet.stack.ipinput import IpInput
 from threadnet.stack.nd import DAD_DELAY as DAD_DELAY
 from threadnet.stack.nd import NeighborDiscovery
 from threadnet.stack.neighbor import NeighborCache
@@ -58,8 +50,8 @@ from threadnet.stack.route import Route, RoutingTable
 from threadnet.stack.tcplayer import TcpLayer
 from threadnet.stack.udplayer import Udp
 from threadnet.stack.udplayer import UdpHandler as UdpHandler
-from threadnet.wire import icmp4, icmp6, ipv4, ipv6, vnet
-from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, mac_to_str
+from threadnet.wire import icmp4
+from threadnet.wire.ethernet import mac_to_str
 
 
 @dataclass(slots=True)
@@ -124,7 +116,7 @@ def random_mac() -> bytes:
     return bytes(b)
 
 
-class Stack(IpLayer, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
+class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
     ``clock`` is the time source for calls made outside ``input``/``on_timer`` (socket
@@ -521,52 +513,6 @@ class Stack(IpLayer, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
         return any(a.addr == addr and a.state == "preferred"
                    for iface in self.interfaces.values() for a in iface.v6)
 
-    # -- input -------------------------------------------------------------------------
-    def input(self, iface: Interface, frame: bytes | bytearray | memoryview, now: float,
-              header: tuple[int, int, int, int, int, int] | None = None) -> None:
-        """Process one Ethernet frame received on ``iface``. Never raises for bad input.
-
-        ``header``: the virtio-net header fields of a frame from an offload link
-        (``TapLink.recv_offload``). The frame may then be a TCP segment larger than the
-        MTU, and its checksum one the kernel vouches for (``F_DATA_VALID``) or has left
-        partial (``F_NEEDS_CSUM``)."""
-        self._now = now
-        if not iface.up:
-            return
-        n = len(frame)
-        iface.rx_packets += 1
-        iface.rx_bytes += n
-        try:
-            mv = memoryview(frame)
-            if header is None:
-                if self._rx_hooked or not self._input_direct(iface, mv, n, now, False):
-                    self._input_eth(iface, mv, now)
-            else:
-                self._input_offloaded(iface, mv, n, header, now)
-        except FrameError:
-            iface.rx_errors += 1
-            self._count("rx_malformed")
-        if self._local:
-            self._drain_local(now)
-
-    def _input_offloaded(self, iface: Interface, mv: memoryview, n: int,
-                         header: tuple[int, int, int, int, int, int], now: float) -> None:
-        flags, gso_type, _, gso_size, start, offset = header
-        vouched = bool(flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID)) and not self._rx_hooked
-        if vouched and self._input_direct(iface, mv, n, now, True):
-            return
-        if gso_type != vnet.GSO_NONE:
-            # not for our TCP fast paths (forwarded...): ordinary frames
-            for piece in vnet.segment(mv, gso_type, gso_size):
-                pmv = memoryview(piece)
-                if self._rx_hooked or not self._input_direct(iface, pmv, len(piece), now, True):
-                    self._input_eth(iface, pmv, now)
-            return
-        if flags & vnet.F_NEEDS_CSUM:
-            mv = memoryview(bytearray(mv))
-            vnet.complete_checksum(mv, start, offset)
-        self._input_eth(iface, mv, now)
-
     def begin_batch(self) -> bool:
         """Start a batch of ``input`` calls (a driver's receive batch): work that can be
         done once for all of them waits for ``end_batch``. Returns False when a batch is
@@ -593,125 +539,6 @@ class Stack(IpLayer, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
                     iface.link.end_tx()  # type: ignore[union-attr]
                 except LinkError:
                     iface.tx_dropped += 1
-
-    def _input_eth(self, iface: Interface, mv: memoryview, now: float) -> None:
-        if len(mv) < 14:
-            raise FrameError("runt frame")
-        dst = mv[0:6]
-        if dst != iface.mac and not dst[0] & 1:
-            return  # unicast for someone else
-        etype = (mv[12] << 8) | mv[13]
-        if etype == ETH_P_IPV4:
-            self._input_ip4(iface, mv[14:], now, bytes(mv[6:12]))
-        elif etype == ETH_P_IPV6:
-            self._input_ip6(iface, mv[14:], now, bytes(mv[6:12]))
-        elif etype == ETH_P_ARP:
-            self._input_arp(iface, mv[14:], now)
-
-    def _input_ip4(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
-        (tos, total, ident, flags, frag_off, ttl, proto, src, dst, hlen,
-         _opts) = ipv4.parse(mv)
-        if (dst[0] == 127 or src[0] == 127) and not iface.loopback:
-            # RFC 1122 3.2.1.3: 127/8 never comes from a wire (Linux: a martian)
-            self._count("ip4_martian")
-            return
-        if self.hooks_prerouting and not run_hooks(self, self.hooks_prerouting, PREROUTING, 4,
-                                                   mv[:total], iface, None, now):
-            return
-        payload = mv[hlen:total]
-        broadcast = dst == LIMITED_BROADCAST or any(
-            dst == broadcast4(a, p) for a, p in iface.v4)
-        local = broadcast or self._is_local4(dst) or (iface.loopback and dst[0] == 127)
-        if not local:
-            if dst[0] >= 224:
-                return  # multicast we did not join
-            if self.forwarding:
-                self._forward4(iface, mv[:total], ttl, dst, now)
-            else:
-                self._count("ip4_not_for_us")
-            return
-        if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 4, mv[:total],
-                                              iface, None, now):
-            return
-        if flags & ipv4.FLAG_MF or frag_off:
-            whole = self.reasm4.add((src, dst, proto, ident), frag_off, bool(flags & ipv4.FLAG_MF),
-                                    payload, now, first_header=bytes(mv[:hlen]) if not frag_off else None)
-            if whole is None:
-                return
-            payload = memoryview(whole)
-        if proto == ipv4.PROTO_ICMP:
-            self._input_icmp4(iface, src, dst, payload, mv[:total], broadcast, now)
-        elif proto == ipv4.PROTO_UDP:
-            self._input_udp(4, src, dst, payload, mv[:total], broadcast, now)
-        elif proto == ipv4.PROTO_TCP:
-            self._input_tcp(4, src, dst, payload, mv[:total], now)
-        elif not broadcast:
-            self._icmp4_error(src, dst, icmp4.DEST_UNREACHABLE, icmp4.UNREACH_PROTOCOL, mv[:total], now)
-
-    def _input_tcp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
-                   packet: memoryview, now: float) -> None:
-        if dst[0] == 0xFF or (family == 4 and (dst[0] >= 224 or dst == LIMITED_BROADCAST)):
-            return  # TCP is unicast only
-        self.tcp.input(family, src, dst, payload, now)
-
-    def _input_ip6(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
-        tc, flow, plen, nh, hlim, src, dst = ipv6.parse(mv)
-        if (dst == LOOPBACK6 or src == LOOPBACK6) and not iface.loopback:
-            # RFC 4291 2.5.3: a packet to (or from) ::1 received on an interface is dropped
-            self._count("ip6_martian")
-            return
-        end = ipv6.HEADER_LEN + plen
-        packet = mv[:end]
-        if self.hooks_prerouting and not run_hooks(self, self.hooks_prerouting, PREROUTING, 6,
-                                                   packet, iface, None, now):
-            return
-        multicast = dst[0] == 0xFF
-        if multicast:
-            local = dst == ipv6.ALL_NODES or any(
-                dst == ipv6.solicited_node(a.addr) for a in iface.v6)
-        else:
-            local = self._is_local6(dst) or any(a.addr == dst for a in iface.v6)
-        if not local:
-            if multicast:
-                return
-            if self.forwarding:
-                self._forward6(iface, packet, hlim, dst, now)
-            return
-        if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 6, packet, iface,
-                                              None, now):
-            return
-        try:
-            proto, off, frag = ipv6.walk(packet, nh)
-        except ipv6.ParameterProblem as exc:
-            if not multicast or not exc.unicast_only:
-                self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, exc.code, packet, now,
-                                  rest=exc.pointer)
-            return
-        payload = packet[off:]
-        if frag is not None:
-            frag_off, more, ident = frag
-            if not frag_off and more and not _whole_chain(payload, proto):
-                # RFC 7112 5: a first fragment must hold the whole header chain, up to
-                # and with the upper-layer header; drop it, with the parameter problem
-                # (code 3) the RFC allows
-                self._count("ip6_incomplete_chain")
-                if not multicast:
-                    self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, 3, packet, now)
-                return
-            whole = self.reasm6.add((src, dst, ident), frag_off, more, payload, now)
-            if whole is None:
-                return
-            # the reassembled payload starts with the header after the fragment header
-            proto, off2, _ = ipv6.walk(memoryview(whole), proto, offset=0)
-            payload = memoryview(whole)[off2:]
-        if proto == ipv6.PROTO_ICMPV6:
-            self._input_icmp6(iface, src, dst, hlim, payload, packet, now, src_mac)
-        elif proto == ipv6.PROTO_UDP:
-            self._input_udp(6, src, dst, payload, packet, multicast, now)
-        elif proto == ipv6.PROTO_TCP:
-            self._input_tcp(6, src, dst, payload, packet, now)
-        elif proto != ipv6.PROTO_NONE and not multicast:
-            self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, 1, packet, now, rest=6)
 
     # -- timers ------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -799,21 +626,3 @@ class Stack(IpLayer, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
                       for a in i.acd4.values() if not a.usable]
             lines += [f"    inet6 {ipaddress.ip_address(a.addr)}/{a.plen} {a.state}" for a in i.v6]
         return lines
-
-
-#: the upper-layer headers a first fragment must hold in full (RFC 7112; as Linux's
-#: ipv6frag_thdr_truncated): TCP's and UDP's fixed headers, ICMPv6's type, code, checksum
-#: and 4 more bytes
-_UPPER_HEADER = {ipv6.PROTO_TCP: 20, ipv6.PROTO_UDP: 8, ipv6.PROTO_ICMPV6: 8}
-
-
-def _whole_chain(data: memoryview, nh: int) -> bool:
-    """Whether ``data`` (a first fragment's data, headers after the Fragment header
-    first) holds every extension header and the upper-layer header."""
-    try:
-        proto, off, _ = ipv6.walk(data, nh, offset=0)
-    except ipv6.ParameterProblem:
-        return True  # complete enough to be wrong: the reassembled datagram says how
-    except FrameError:
-        return False
-    return len(data) - off >= _UPPER_HEADER.get(proto, 0)
