@@ -968,3 +968,52 @@ def test_bench_runs(capsys):
     assert bench.main(["--number", "200"]) == 0
     out = capsys.readouterr().out
     assert "µs" in out and "interpreter" in out
+
+
+# -- the hot path's fixed headers (stack/ip.py's paths, stack/tcplayer.py, receive coalescing)
+@settings(max_examples=50, deadline=None)
+@given(v6=st.booleans(), seq=st.integers(0, 2**32 - 1), ack=st.integers(0, 2**32 - 1),
+       ts=st.one_of(st.none(), st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))),
+       payload=st.binary(max_size=64))
+def test_hot_path_headers_against_scapy(v6, seq, ack, ts, payload):
+    from scapy.all import IPv6 as IPv6_
+
+    smac, dmac = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
+    src, dst = (socket.inet_pton(socket.AF_INET6, "fc00::1"),
+                socket.inet_pton(socket.AF_INET6, "fc00::2")) if v6 else (
+        bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    th = 54 if v6 else 34
+    hl = 20 if ts is None else 32
+    frame = bytearray(th + hl + len(payload))
+    if ts is None:
+        tcp.HEADER.pack_into(frame, th, 1000, 80, seq, ack, 0x5000 | tcp.ACK, 512, 0, 0)
+    else:
+        tcp.HEADER_TS.pack_into(frame, th, 1000, 80, seq, ack, 0x8000 | tcp.ACK, 512, 0, 0,
+                                tcp.NOP_NOP_TS, *ts)
+    frame[th + hl:] = payload
+    total = len(frame) - 14
+    if v6:
+        ipv6.ETH_HEADER.pack_into(frame, 0, dmac, smac, 0x86DD, 0x60000000, total - 40, 6, 64,
+                                  src, dst)
+    else:
+        ipv4.ETH_HEADER.pack_into(frame, 0, dmac, smac, 0x0800, 0x45, 0, total, 7, 0x4000, 64,
+                                  6, 0, src, dst)
+    pkt = Ether(bytes(frame))
+    ip = pkt[IPv6_] if v6 else pkt[IP]
+    assert (ip.src, ip.dst) == (("fc00::1", "fc00::2") if v6 else ("10.0.0.1", "10.0.0.2"))
+    t = pkt[TCP]
+    assert (t.sport, t.dport, t.seq, t.ack, t.flags, t.window) == (1000, 80, seq, ack, "A", 512)
+    assert bytes(t.payload) == payload
+    if ts is not None:
+        assert dict((k, v) for k, v in t.options if k == "Timestamp")["Timestamp"] == ts
+        assert frame[th + 20:th + 24] == tcp.TS_HEAD
+        if not v6:  # what receive coalescing reads of it
+            (dm, etype, vihl, tot, frag, proto, addrs, ports, s2, a2, offfl, window,
+             opts) = tcp.GRO4.unpack_from(frame)
+            assert (dm, etype, vihl, tot, frag, proto, addrs) == (dmac, 0x0800, 0x45, total,
+                                                                   0x4000, 6, src + dst)
+            assert (ports, s2, a2, offfl & 0xFF, window) == (
+                b"\x03\xe8\x00\x50", seq, ack, tcp.ACK, 512)
+            assert opts == bytes(frame[th + 20:th + 32])
+    if not v6:
+        assert ipv4.LEN_FRAG.unpack_from(frame, 16) == (total, 0x4000)

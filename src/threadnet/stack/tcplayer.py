@@ -24,10 +24,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from threadnet.errors import FrameError, LinkError
-from threadnet.stack.neighbor import REACHABLE
+from threadnet.errors import FrameError
+from threadnet.stack.ip import Path
 from threadnet.stack.tcp import Segment, TcpConnection, TcpState
-from threadnet.wire import ipv4, ipv6, tcp, vnet
+from threadnet.wire import ipv4, ipv6, tcp
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -44,42 +44,14 @@ TCP_BUF = 1 << 20
 #: MSS-sized ones): 45 segments of 1448 bytes, with the headers within IPv4's 64 KiB
 TSO_MAX = 65535 - 20 - 60
 _seq = itertools.count()
-# Ethernet + IPv4 (no options, DF) + TCP header, and the same with the timestamps option
-# (NOP NOP TS, as every segment of a connection that negotiated them carries it)
-_FRAME4 = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIHHHH")
-_FRAME4_TS = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIHHHHIII")
-# Ethernet + IPv6 (no extension headers) + TCP header, without and with timestamps
-_FRAME6 = struct.Struct("!6s6sHIHBB16s16sHHIIHHHH")
-_FRAME6_TS = struct.Struct("!6s6sHIHBB16s16sHHIIHHHHIII")
-_NOP_NOP_TS = 0x0101080A
-_TCP_HDR = struct.Struct("!HHIIHHHH")
-_TS_OPT = struct.Struct("!III")
+_HDR = tcp.HEADER.pack_into
+_HDR_TS = tcp.HEADER_TS.pack_into
+_TCP_HDR = tcp.HEADER
+_TS_OPT = tcp.TS_OPTION
 _CSUM = struct.Struct("!H")
 _SYN_ACK_RST = tcp.SYN | tcp.ACK | tcp.RST
 _NOT_PSH = 0xFF & ~tcp.PSH
-_TS_HEAD = b"\x01\x01\x08\x0a"
-
-
-class Path:
-    """What a connection's output needs, resolved once: interface, link, MACs, the
-    partial checksums. ``TcpLayer._path`` re-checks it for every batch of segments and
-    resolves it again after any change (addresses, routes, MTU, path MTU, the neighbor)."""
-
-    __slots__ = ("gen", "table", "index", "iface", "ifmtu", "pmtu", "nb", "neighbors",
-                 "nexthop", "mac", "smac", "link", "mtu", "psum", "offload", "v6", "df",
-                 "idhash")
-
-
-class Path4(Path):
-    """An IPv4 path: with the constant part of the IPv4 header's checksum."""
-
-    __slots__ = ("ipsum",)
-
-
-class Path6(Path):
-    """An IPv6 path (the IPv6 header has no checksum)."""
-
-    __slots__ = ()
+_TS_HEAD = tcp.TS_HEAD
 
 
 ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
@@ -280,7 +252,7 @@ class TcpLayer:
                 now: float, **options: object) -> TcpEndpoint:
         stack = self.stack
         if src is None:
-            src = stack.source4(dst) if family == 4 else stack._source6(dst)
+            src = stack.source(family, dst)
             if src is None:
                 raise OSError(errno.ENETUNREACH, "no route to host")
         if not sport:
@@ -297,10 +269,7 @@ class TcpLayer:
 
     def _new_conn(self, family: int, local: tuple[bytes, int], remote: tuple[bytes, int],
                   now: float, options: dict, iss: int | None = None) -> TcpConnection:
-        try:
-            _, _, _, mtu = self.stack._path(family, None, remote[0], now)
-        except OSError:
-            mtu = 1500
+        mtu = self.stack.path_mtu(family, remote[0], now) or 1500
         # IPv4's total length is 16 bits: on a link of a larger MTU (the loopback's 65536,
         # as Linux's lo) a segment must still fit in 65535 bytes (Linux's MSS there is
         # 65495 too); IPv6's payload length does not count its 40-byte header
@@ -552,149 +521,78 @@ class TcpLayer:
         self._send(ep.family, src, dst, out, now)
 
     def _path(self, ep: TcpEndpoint, now: float) -> Path | None:
-        """The connection's resolved output path, checked, or None for the general path
-        (no route, neighbor not REACHABLE, local destination...)."""
-        stack = self.stack
+        """The connection's output path from the IP layer (``Stack.output_path``), kept
+        while it holds, or None for the general path (no route, neighbor not REACHABLE,
+        local destination, a hook installed...)."""
         p = ep.path
         if p is not None:
-            nb = p.nb
-            pm = p.pmtu
-            if (p.gen == stack._gen and p.index is p.table._index and p.iface.up
-                    and p.iface.mtu == p.ifmtu and nb.mac is p.mac and nb.state == REACHABLE
-                    and now < nb.deadline and not p.link.closed
-                    and p.neighbors.get(p.nexthop) is nb
-                    and (stack.pmtu.get(ep.remote[0]) is pm if (pm is not None or stack.pmtu)
-                         else True)
-                    and (pm is None or pm[1] >= now)):
+            if p.fresh(now):
                 return p
             ep.path = None
             ep.conn.tso_max = 0
-        src = ep.local[0]
-        dst = ep.remote[0]
-        v6 = ep.family == 6
-        r = (stack.fast_path6 if v6 else stack.fast_path4)(src, dst, now)
-        if r is None:
+        p = self.stack.output_path(ep.family, ep.local[0], ep.remote[0], ipv4.PROTO_TCP, now,
+                                   offload=True)
+        if p is None:
             return None
-        p = Path6() if v6 else Path4()
-        (p.iface, p.nexthop, p.nb, p.pmtu, p.mtu) = r
-        p.v6 = v6
-        p.gen = stack._gen
-        p.table = stack.routes6 if v6 else stack.routes4
-        p.index = p.table._index
-        p.neighbors = (p.iface.nd if v6 else p.iface.arp).entries
-        p.ifmtu = p.iface.mtu
-        p.mac = p.nb.mac
-        p.smac = p.iface.mac
-        p.link = p.iface.link
-        # the constant words of the TCP pseudo-header and (IPv4) of the IP header: version/
-        # IHL, DF, TTL 64/TCP, addresses; summed once (mod 0xFFFF is the one's complement
-        # sum, for 16-byte addresses too)
-        a = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
-        p.psum = (a + 6) % 0xFFFF
-        # DF, unless the path MTU is locked at its minimum (stack.MIN_PMTU4)
-        p.df = 0 if p.pmtu is not None and p.pmtu[2] else 0x4000
-        if not v6:
-            p.ipsum = 0x4500 + p.df + 0x4006 + a  # type: ignore[attr-defined]
-            # the keyed hash that picks this destination's IP ID counter (stack.ip_ids)
-            p.idhash = stack.ip_id_hash(src, dst, ipv4.PROTO_TCP)
-        # an offload link takes segments of up to 64 KiB and completes their checksums
-        p.offload = p.iface.offload and p.pmtu is None
         ep.conn.tso_max = TSO_MAX if p.offload else 0
         ep.path = p
         return p
 
     def _xmit_path(self, ep: TcpEndpoint, p: Path, segs: list[Segment], now: float) -> None:
-        """Build whole Ethernet frames (one buffer, one copy of the payload) and hand them to
-        the link: the output path of established connections, IPv4 or IPv6."""
-        src, sport = ep.local
-        dst, dport = ep.remote
-        iface = p.iface
-        link = p.link
-        mac = p.mac
-        smac = p.smac
-        mtu = p.mtu
+        """Encode segments into frames with the path's headroom (one buffer, one copy of
+        the payload) and hand them to the path in one batch: the output of established
+        connections, IPv4 or IPv6. Segments the path cannot take (options other than
+        timestamps, larger than its MTU) take the general path, in order."""
+        sport = ep.local[1]
+        dport = ep.remote[1]
         psum = p.psum
-        v6 = p.v6
-        if v6:
-            iphl = 40
-            frame6 = _FRAME6.pack_into
-            frame6ts = _FRAME6_TS.pack_into
-        else:
-            iphl = 20
-            ipsum = p.ipsum  # type: ignore[attr-defined]
-            df = p.df
-            # IP IDs: a run of this destination's counter for the whole batch
-            ident = self.stack.take_ip_ids(p.idhash, len(segs)) - 1
-            frame4 = _FRAME4.pack_into
-            frame4ts = _FRAME4_TS.pack_into
-        th = 14 + iphl  # where the TCP header starts
+        th = p.headroom  # where the TCP header starts
+        mtu = 0xFFFF if p.offload else p.mtu
+        iphl = th - 14
+        hdr = _HDR
+        hdr_ts = _HDR_TS
         csum_into = _CSUM.pack_into
         from_bytes = int.from_bytes
         offload = p.offload
-        if offload:
-            mtu = 0xFFFF
-            send_offload = link.send_offload  # type: ignore[attr-defined]
-            mss = ep.conn.snd_mss
-            gso = vnet.GSO_TCPV6 if v6 else vnet.GSO_TCPV4
+        mss = ep.conn.snd_mss
+        frames: list[bytearray] = []
         for seg in segs:
-            if seg.mss is not None or seg.wscale is not None or seg.sack_permitted or \
-                    seg.sack_blocks:
-                self._xmit(ep, seg, now)  # options: the general encoder
-                continue
             payload = seg.payload
             n = len(payload)
             tsv = seg.ts_val
             hl = 20 if tsv is None else 32
-            total = iphl + hl + n
-            if total > mtu:
-                # the IP layer refuses it (IPv4, DF: EMSGSIZE) or fragments it (IPv6)
+            if seg.mss is not None or seg.wscale is not None or seg.sack_permitted or \
+                    seg.sack_blocks or iphl + hl + n > mtu:
+                # options: the general encoder; too large: the IP layer refuses it (IPv4,
+                # DF: EMSGSIZE) or fragments it (IPv6)
+                if frames:
+                    p.send(frames, mss)
+                    frames = []
                 self._xmit(ep, seg, now)
                 continue
             frame = bytearray(th + hl + n)
-            if v6:
-                # hop limit 64 and flow label 0, as send_ip6 sends them
-                if tsv is None:
-                    frame6(frame, 0, mac, smac, 0x86DD, 0x60000000, hl + n, 6, 64, src, dst,
-                           sport, dport, seg.seq, seg.ack, 0x5000 | seg.flags, seg.window, 0, 0)
-                else:
-                    frame6ts(frame, 0, mac, smac, 0x86DD, 0x60000000, hl + n, 6, 64, src, dst,
-                             sport, dport, seg.seq, seg.ack, 0x8000 | seg.flags, seg.window, 0,
-                             0, _NOP_NOP_TS, tsv, seg.ts_ecr)
+            if tsv is None:
+                hdr(frame, th, sport, dport, seg.seq, seg.ack, 0x5000 | seg.flags,
+                    seg.window, 0, 0)
             else:
-                ident = (ident + 1) & 0xFFFF
-                s = (ipsum + total + ident) % 0xFFFF
-                if tsv is None:
-                    frame4(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, df, 64, 6,
-                           0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
-                           0x5000 | seg.flags, seg.window, 0, 0)
-                else:
-                    frame4ts(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, df, 64, 6,
-                             0xFFFF - s if s else 0, src, dst, sport, dport, seg.seq, seg.ack,
-                             0x8000 | seg.flags, seg.window, 0, 0, _NOP_NOP_TS, tsv, seg.ts_ecr)
+                hdr_ts(frame, th, sport, dport, seg.seq, seg.ack, 0x8000 | seg.flags,
+                       seg.window, 0, 0, tcp.NOP_NOP_TS, tsv, seg.ts_ecr)
             if n:
                 frame[th + hl:] = payload
-            try:
-                if offload:
-                    # the kernel completes the checksum from the pseudo-header's sum and
-                    # cuts a segment larger than the MSS into MSS-sized ones
-                    csum_into(frame, th + 16, (psum + hl + n) % 0xFFFF)
-                    send_offload(vnet.HEADER.pack(
-                        vnet.F_NEEDS_CSUM, gso if n > mss else vnet.GSO_NONE,
-                        th + hl, mss if n > mss else 0, th, 16), frame)
-                else:
-                    v = from_bytes(frame[th:th + hl], "big") + psum + hl + n
-                    if n:
-                        # reduced before it is added to (a sum of big integers copies one)
-                        d = from_bytes(payload, "big") % 0xFFFF
-                        v += d << 8 if n & 1 else d
-                    s = v % 0xFFFF
-                    csum_into(frame, th + 16, 0xFFFF - s if s else 0)
-                    link.send(frame)
-            except LinkError:
-                iface.tx_dropped += 1
-                continue
-            iface.tx_packets += 1
-            iface.tx_bytes += 14 + total
+            if offload:
+                # the link completes the checksum from the pseudo-header's sum
+                csum_into(frame, th + 16, (psum + hl + n) % 0xFFFF)
+            else:
+                v = from_bytes(frame[th:th + hl], "big") + psum + hl + n
+                if n:
+                    # reduced before it is added to (a sum of big integers copies one)
+                    d = from_bytes(payload, "big") % 0xFFFF
+                    v += d << 8 if n & 1 else d
+                s = v % 0xFFFF
+                csum_into(frame, th + 16, 0xFFFF - s if s else 0)
+            frames.append(frame)
+        if frames:
+            p.send(frames, mss)
 
     def _forget(self, ep: TcpEndpoint) -> None:
         if self.conns.get(ep.key) is ep:

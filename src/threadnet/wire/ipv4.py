@@ -44,6 +44,12 @@ FLAG_MF = 0x1  # more fragments
 OPT_EOL = 0
 OPT_NOP = 1
 
+#: the hot path's Ethernet + IPv4 header (no options) in one call (``stack/ip.py``'s
+#: ``Path4``): destination MAC, source MAC, EtherType, version/IHL, TOS, total length,
+#: identification, flags + fragment offset, TTL, protocol, header checksum, addresses
+ETH_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
+#: total length, (identification), flags + fragment offset: at offset 2 of the header
+LEN_FRAG = struct.Struct("!H2xH")
 _HDR = struct.Struct("!BBHHHBBH4s4s")
 _CSUM = struct.Struct("!H")
 

@@ -51,6 +51,22 @@ _SACKOK_TS = struct.Struct("!BBBBII")  # SACK-permitted + timestamps, or NOP NOP
 _NOP_WS = struct.Struct("!BBBB")
 _NOP_NOP_HEAD = struct.Struct("!BBBB")  # NOP NOP then a 2-byte option head
 
+#: the hot path's fixed headers (``stack/tcplayer.py`` packs them into a frame after the
+#: IP layer's headroom): a TCP header without options, and one with the timestamps option
+#: as every segment of a connection that negotiated it carries it (NOP NOP TS, RFC 7323
+#: appendix A): ports, seq, ack, data offset + flags, window, checksum, urgent (+ the
+#: option's first word ``NOP_NOP_TS``, TSval, TSecr)
+HEADER = struct.Struct("!HHIIHHHH")
+HEADER_TS = struct.Struct("!HHIIHHHHIII")
+NOP_NOP_TS = 0x0101080A
+TS_HEAD = b"\x01\x01\x08\x0a"  # the first 4 bytes of such an option block
+TS_OPTION = struct.Struct("!III")  # NOP NOP kind len, TSval, TSecr
+#: what receive coalescing (``stack/gro.py``) reads of an Ethernet + IPv4 (no options) +
+#: TCP frame with the timestamps option, in one call: destination MAC, EtherType,
+#: version/IHL, total length, flags+offset, protocol, addresses, ports, seq, ack,
+#: data offset + flags, window, the 12 option bytes
+GRO4 = struct.Struct("!6s6xHBxH2xHxB2x8s4sIIHH4x12s")
+
 _KNOWN_LENGTHS = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERMITTED: 2, OPT_TIMESTAMPS: 10}
 
 

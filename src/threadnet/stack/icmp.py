@@ -1,0 +1,333 @@
+"""ICMP and ICMPv6 in the Stack: echo, errors, path MTU discovery (RFC 1191, RFC 8201),
+neighbor solicitations and advertisements that arrive, ping, and what happens to packets
+whose next hop never answered.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import itertools
+import os
+from typing import TYPE_CHECKING
+
+from threadnet.stack.ip import LIMITED_BROADCAST
+from threadnet.wire import icmp4, icmp6, ipv4, ipv6
+from threadnet.wire.ethernet import ETH_P_IPV4
+
+if TYPE_CHECKING:
+    from threadnet.stack.stack import Interface
+
+PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes (Linux's mtu_expires)
+PMTU_MAX_ENTRIES = 4096  # learned path MTUs kept; the oldest goes first
+#: Linux's net.ipv4.route.min_pmtu: a smaller advertised MTU sets this one, "locked": the
+#: packets to that destination then go without DF, so routers may fragment them
+MIN_PMTU4 = 552
+_ident = itertools.count(int.from_bytes(os.urandom(2), "big"))  # ping identifiers
+
+
+class Icmp:
+    """ICMP, ICMPv6 and path MTU discovery (a mixin of ``Stack``)."""
+
+    def _input_icmp4(self, iface: Interface, src: bytes, dst: bytes, payload: memoryview,
+                     packet: memoryview, broadcast: bool, now: float) -> None:
+        kind, code, rest, body = icmp4.parse(payload)
+        if kind == icmp4.ECHO_REQUEST:
+            if broadcast:
+                return  # no replies to broadcast pings (Linux's default)
+            out = bytearray(len(payload))
+            icmp4.build_echo(out, rest >> 16, rest & 0xFFFF, body, reply=True)
+            self.send_ip4(dst, src, ipv4.PROTO_ICMP, out, now)
+        elif kind == icmp4.ECHO_REPLY:
+            waiter = self.echo_waiters.get((4, rest >> 16))
+            if waiter is not None:
+                waiter(bytes(body), now)
+        elif kind == icmp4.DEST_UNREACHABLE and code == icmp4.UNREACH_FRAG_NEEDED:
+            # RFC 1191: the quoted header names the destination whose path MTU shrank
+            quoted = ipv4.parse(body, quoted=True)
+            if quoted[4]:
+                return  # a later fragment: no transport header to check it against
+            self._icmp_too_big(4, quoted[6], quoted[7], quoted[8], body[quoted[9]:],
+                               rest & 0xFFFF, now)
+
+    def _input_icmp6(self, iface: Interface, src: bytes, dst: bytes, hlim: int,
+                     payload: memoryview, packet: memoryview, now: float, src_mac: bytes) -> None:
+        kind, code, rest, body = icmp6.parse(payload, src, dst)
+        if kind == icmp6.ECHO_REQUEST:
+            reply_src = dst if dst[0] != 0xFF else self._source6(src)
+            if reply_src is None:
+                return
+            out = bytearray(len(payload))
+            icmp6.build_echo(out, reply_src, src, rest >> 16, rest & 0xFFFF, body, reply=True)
+            self.send_ip6(reply_src, src, ipv6.PROTO_ICMPV6, out, now)
+        elif kind == icmp6.ECHO_REPLY:
+            waiter = self.echo_waiters.get((6, rest >> 16))
+            if waiter is not None:
+                waiter(bytes(body), now)
+        elif kind == icmp6.NEIGHBOR_SOLICITATION:
+            if hlim != 255:
+                return  # RFC 4861 7.1.1: not from an on-link node
+            target, slla = icmp6.parse_ns(payload)
+            mine = next((a for a in iface.v6 if a.addr == target), None)
+            if mine is None:
+                return
+            if mine.state != "preferred":
+                if mine.state == "tentative" and src == ipv6.UNSPECIFIED:
+                    self._dad_failed(mine)  # someone else is doing DAD for it too
+                return  # not ours (yet): no answer
+            if src != ipv6.UNSPECIFIED and slla is not None:
+                for pkt in iface.nd.confirm(src, bytes(slla), now, solicited=False):
+                    self._xmit(iface, bytes(slla), pkt)  # type: ignore[arg-type]
+            flags = icmp6.NA_OVERRIDE
+            to = src
+            if src == ipv6.UNSPECIFIED:
+                to = ipv6.ALL_NODES
+            else:
+                flags |= icmp6.NA_SOLICITED
+            out = bytearray(32)
+            n = icmp6.build_na(out, target, to, target, flags, iface.mac)
+            self._send6_direct(iface, target, to, out[:n], src_mac if to == src else None, now)
+        elif kind == icmp6.NEIGHBOR_ADVERTISEMENT:
+            if hlim != 255:
+                return
+            flags, target, tlla = icmp6.parse_na(payload)
+            mine = next((a for a in iface.v6 if a.addr == target), None)
+            if mine is not None and mine.state != "dadfailed":  # (that one is a neighbor's)
+                if mine.state == "tentative":
+                    self._dad_failed(mine)
+                return
+            if tlla is not None:
+                for pkt in iface.nd.confirm(target, bytes(tlla), now,
+                                            solicited=bool(flags & icmp6.NA_SOLICITED),
+                                            create=False):
+                    self._xmit(iface, bytes(tlla), pkt)  # type: ignore[arg-type]
+        elif kind == icmp6.PACKET_TOO_BIG:
+            quoted = ipv6.parse(body, quoted=True)
+            nh, off = quoted[3], ipv6.HEADER_LEN
+            if nh == ipv6.PROTO_FRAGMENT:  # one of our source fragments: the first only
+                if len(body) < off + ipv6.FRAGMENT_LEN or \
+                        (body[off + 2] << 8 | body[off + 3]) & 0xFFF8:
+                    return
+                nh, off = body[off], off + ipv6.FRAGMENT_LEN
+            self._icmp_too_big(6, nh, quoted[5], quoted[6], body[off:], rest, now)
+
+    def _icmp_too_big(self, family: int, proto: int, src: bytes, dst: bytes,
+                      transport: memoryview, mtu: int, now: float) -> None:
+        """A "fragmentation needed" (IPv4) or "packet too big" (IPv6) about a packet from
+        ``src`` to ``dst`` whose transport header starts ``transport``.
+
+        It is believed only when it quotes a packet one of our endpoints could have sent
+        (RFC 5927 4): for TCP, a live connection's 4-tuple with a sequence number in
+        SND.UNA..SND.NXT; for UDP and ICMP echo (IPv6 only), a bound port or a ping
+        waiting for its reply, as Linux accepts them for sockets that exist. IPv4 sends
+        only TCP with DF, so a router fragments any other IPv4 packet of ours rather than
+        complain: an IPv4 message about UDP or ICMP is forged (or broken) and ignored.
+        Anything else is ignored too: with no check, anyone could shrink any path.
+
+        The MTU is clamped as Linux clamps it (IPv4: 552 at least, and then "locked":
+        packets go without DF; IPv6: 1280, RFC 8201 4) and only ever lowers the path's
+        MTU; entries expire after 10 minutes and the table holds at most
+        ``PMTU_MAX_ENTRIES``. The TCP connection it is about shrinks its segments."""
+        if len(transport) < 8:
+            return  # RFC 792/4443 quote at least 8 bytes: the ports (and TCP's sequence)
+        sport, dport = (transport[0] << 8) | transport[1], (transport[2] << 8) | transport[3]
+        ep = None
+        if family == 4:
+            if src not in self._local4_set():
+                return
+        elif not self._is_local6(src):
+            return
+        if proto == ipv4.PROTO_TCP:
+            ep = self.tcp.icmp_endpoint(family, src, sport, dst, dport,
+                                        int.from_bytes(transport[4:8], "big"))
+            if ep is None:
+                self._count("pmtu_ignored")
+                return
+        elif family == 6 and proto == ipv6.PROTO_UDP:
+            if (src, sport) not in self.udp and (b"", sport) not in self.udp:
+                self._count("pmtu_ignored")
+                return
+        elif family == 6 and proto == ipv6.PROTO_ICMPV6:
+            ident = (transport[4] << 8) | transport[5]
+            if transport[0] != icmp6.ECHO_REQUEST or (6, ident) not in self.echo_waiters:
+                self._count("pmtu_ignored")
+                return
+        else:
+            self._count("pmtu_ignored")
+            return
+        r = self._route4(dst) if family == 4 else self._route6(dst)
+        if r is None:
+            return
+        current = r[0].mtu
+        learned = self.pmtu.get(dst)
+        if learned is not None and learned[1] >= now:
+            current = min(current, learned[0])
+        locked = False
+        if family == 4:
+            if mtu < MIN_PMTU4:
+                mtu, locked = MIN_PMTU4, True
+        elif mtu < ipv6.MIN_MTU:
+            mtu = ipv6.MIN_MTU
+        if mtu < current:
+            self._pmtu_learn(dst, mtu, locked, now)
+            current = mtu
+            self._count("pmtu_learned")
+        if ep is not None:
+            self.tcp.pmtu_reduced(ep, current)
+
+    def _pmtu_learn(self, dst: bytes, mtu: int, locked: bool, now: float) -> None:
+        table = self.pmtu
+        self._pmtu_expire(now)
+        table.pop(dst, None)
+        while len(table) >= PMTU_MAX_ENTRIES:
+            table.popitem(last=False)
+        table[dst] = (mtu, now + PMTU_EXPIRE, locked)
+
+    def _pmtu_expire(self, now: float) -> None:
+        """Forget the learned path MTUs that expired by ``now`` (RFC 1191 6.3, RFC 8201 4):
+        the table is in expiry order, so this looks at the expired ones and one more."""
+        table = self.pmtu
+        while table:
+            dst, entry = next(iter(table.items()))
+            if entry[1] >= now:
+                return
+            del table[dst]
+
+    def _icmp4_error(self, to: bytes, fr: bytes, kind: int, code: int, packet: memoryview,
+                     now: float, mtu: int = 0) -> None:
+        if to[0] >= 224 or to == LIMITED_BROADCAST or to == bytes(4):
+            return  # RFC 1122 3.2.2: never about broadcasts or from unspecified sources
+        out = bytearray(8 + min(len(packet), icmp4.MAX_QUOTE))
+        if kind == icmp4.DEST_UNREACHABLE:
+            icmp4.build_unreachable(out, code, packet, mtu)
+        else:
+            icmp4.build_time_exceeded(out, code, packet)
+        src = fr if self._is_local4(fr) else self.source4(to)
+        try:
+            self.send_ip4(src, to, ipv4.PROTO_ICMP, out, now)
+        except OSError:
+            pass
+
+    def _icmp6_error(self, to: bytes, fr: bytes, kind: int, code: int, packet: memoryview,
+                     now: float, rest: int = 0) -> None:
+        if to[0] == 0xFF or to == ipv6.UNSPECIFIED:
+            return
+        src = fr if self._is_local6(fr) else self._source6(to)
+        if src is None:
+            return
+        out = bytearray(8 + min(len(packet), icmp6.MAX_QUOTE))
+        icmp6.build_error(out, src, to, kind, code, packet, rest)
+        try:
+            self.send_ip6(src, to, ipv6.PROTO_ICMPV6, out, now)
+        except OSError:
+            pass
+
+    def send_echo(self, dst: str, ident: int, seq: int, data: bytes = b"",
+                  now: float | None = None) -> None:
+        addr = ipaddress.ip_address(dst)
+        if addr.version == 4:
+            out = bytearray(8 + len(data))
+            icmp4.build_echo(out, ident, seq, data)
+            self.send_ip4(None, addr.packed, ipv4.PROTO_ICMP, out, now)
+        else:
+            src = self._source6(addr.packed)
+            if src is None:
+                raise self._no_source(6, addr.packed)
+            out = bytearray(8 + len(data))
+            icmp6.build_echo(out, src, addr.packed, ident, seq, data)
+            self.send_ip6(src, addr.packed, ipv6.PROTO_ICMPV6, out, now)
+        self._drain_local(self._now if now is None else now)
+
+    def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
+        """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
+        of the replies that came back within ``timeout`` each. Blocks the caller.
+
+        Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
+        ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
+        import threading
+        import time
+
+        family = ipaddress.ip_address(dst).version
+        ident = next(_ident) & 0xFFFF
+        rtts: list[float] = []
+        got = threading.Event()
+        sent_at = [0.0]
+        expect = [b""]
+
+        def on_reply(body: bytes, now: float) -> None:
+            if body == expect[0]:
+                rtts.append(time.monotonic() - sent_at[0])
+                got.set()
+
+        failed: list[int] = []
+
+        def on_error(err: int) -> None:
+            failed.append(err)
+            got.set()
+
+        self.echo_waiters[(family, ident)] = on_reply
+        self.echo_errors[(family, ident)] = on_error
+        try:
+            for seq in range(count):
+                expect[0] = seq.to_bytes(2, "big") + os.urandom(max(0, size - 2))
+                got.clear()
+                sent_at[0] = time.monotonic()
+                with self.locked():
+                    self.send_echo(dst, ident, seq, expect[0], time.monotonic())
+                got.wait(timeout)
+                if failed and not rtts:
+                    raise OSError(failed[0], f"{dst}: {os.strerror(failed[0])}")
+        finally:
+            self.echo_waiters.pop((family, ident), None)
+            self.echo_errors.pop((family, ident), None)
+        return rtts
+
+    def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
+        """Address resolution failed (the neighbor cache gave the packets back): host
+        unreachable to the packet's source if it is not us, else to the packet's owner
+        here (``_local_unreachable``), as Linux's ICMP error to itself."""
+        mv = memoryview(packet)
+        if etype == ETH_P_IPV4:
+            src = bytes(mv[12:16])
+            if not self._is_local4(src):
+                self._icmp4_error(src, bytes(mv[16:20]), icmp4.DEST_UNREACHABLE,
+                                  icmp4.UNREACH_HOST, mv, now)
+            elif not (mv[6] & 0x1F or mv[7]):  # a first fragment or a whole datagram
+                hlen = (mv[0] & 0x0F) * 4
+                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:])
+            self._count("arp_failed")
+        else:
+            src = bytes(mv[8:24])
+            if not self._is_local6(src):
+                self._icmp6_error(src, bytes(mv[24:40]), icmp6.DEST_UNREACHABLE,
+                                  icmp6.UNREACH_ADDRESS, mv, now)
+            else:
+                nh, off = mv[6], ipv6.HEADER_LEN
+                if nh == ipv6.PROTO_FRAGMENT and len(mv) >= off + 8:  # our own: the first
+                    if (mv[off + 2] << 8 | mv[off + 3]) & 0xFFF8:
+                        nh = -1
+                    else:
+                        nh, off = mv[off], off + 8
+                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:])
+            self._count("nd_failed")
+
+    def _local_unreachable(self, family: int, proto: int, src: bytes, dst: bytes,
+                           transport: memoryview) -> None:
+        """EHOSTUNREACH to whoever here sent ``transport``: a connecting TCP socket fails,
+        a UDP port's owner and a ping hear of it."""
+        if len(transport) < 8:
+            return
+        sport = (transport[0] << 8) | transport[1]
+        dport = (transport[2] << 8) | transport[3]
+        if proto == ipv4.PROTO_TCP:
+            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH)
+        elif proto == ipv4.PROTO_UDP:
+            fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
+            if fn is not None:
+                fn(errno.EHOSTUNREACH, dst, dport)
+        elif (family == 4 and proto == ipv4.PROTO_ICMP and transport[0] == icmp4.ECHO_REQUEST) \
+                or (family == 6 and proto == ipv6.PROTO_ICMPV6
+                    and transport[0] == icmp6.ECHO_REQUEST):
+            fn2 = self.echo_errors.get((family, (transport[4] << 8) | transport[5]))
+            if fn2 is not None:
+                fn2(errno.EHOSTUNREACH)
