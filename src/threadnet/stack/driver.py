@@ -34,6 +34,7 @@ from threadnet.link.batch import frames as batch_frames
 from threadnet.loop import EventLoop, Timer, monotonic
 
 if TYPE_CHECKING:
+    from threadnet.link import Link
     from threadnet.stack.stack import Interface, Stack
 
 RX_BUDGET = 64  # frames taken from one link before serving the others
@@ -159,8 +160,10 @@ class Driver:
         def unregister() -> None:
             try:
                 for link in links:
+                    link.attach_tx(None)
                     if not link.closed:
                         self.loop.remove_reader(link.fileno())
+                        self.loop.remove_writer(link.tx_fileno())
                         if close_links:
                             link.close()
                 t = self._timers.pop(id(stack), None)
@@ -183,6 +186,32 @@ class Driver:
         assert link is not None
         link.setblocking(False)
         self.call_soon(lambda: self.loop.add_reader(link.fileno(), lambda: self._rx(stack, iface)))
+        link.attach_tx(self._tx_wake)
+
+    # -- links' transmit backlogs ------------------------------------------------------
+    def _tx_wake(self, link: Link) -> None:
+        """A link's backlog started to fill (any thread, maybe under a stack's lock):
+        watch its socket for room. The link calls this once until ``on_writable`` has
+        emptied the backlog."""
+        self.call_soon(lambda: self._watch_tx(link))
+
+    def _watch_tx(self, link: Link) -> None:
+        if link.closed:
+            return
+        fd = link.tx_fileno()
+        self.loop.add_writer(fd, lambda: self._tx_ready(link, fd))
+
+    def _tx_ready(self, link: Link, fd: int) -> None:
+        """The link's socket has room: the backlog drains under the link's own lock only,
+        so no stack waits for it."""
+        more = False
+        if not link.closed:
+            try:
+                more = link.on_writable()
+            except Exception as exc:  # a bug must not stop every stack in the process
+                self._loop_error(exc)
+        if not more:
+            self.loop.remove_writer(fd)
 
     def touch(self, stack: Stack) -> None:
         """The stack's next deadline may have changed: (re)arm its timer (wakes the loop)."""
