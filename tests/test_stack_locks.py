@@ -218,3 +218,55 @@ def test_full_socket_on_driver_thread_does_not_delay_another_stack(driver):
         for s in (a, b, d):
             s.close()
         theirs.close()
+
+
+def test_emulated_link_is_paced_by_the_driver(driver):
+    """Issue 9: an emulated link under a driver has no thread of its own: the driver's
+    timers deliver both directions' delayed frames (a 30 + 20 ms delay shows in the
+    RTT), and a speed limit on arrivals paces them through the receive queue."""
+    slow_a, slow_c = open_pair(1518, "paced")
+    emulated = EmulatedLink(slow_a, [("delay", "LR30"), ("delay", "RL20"), ("speed", "RL100K")])
+    a = Stack("eth,ip=10.67.0.1/24", emulated, driver=driver)
+    c = Stack("eth,ip=10.67.0.2/24", slow_c, driver=driver)
+    try:
+        assert emulated._thread is None
+        assert a.ping("10.67.0.2", timeout=2)  # ARP resolved
+        rtts = a.ping("10.67.0.2", count=3, timeout=2)
+        assert len(rtts) == 3 and all(0.05 <= r < 1.0 for r in rtts), rtts
+        with a.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                c.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            rx.bind(("10.67.0.1", 7000))
+            rx.settimeout(5)
+            started = time.monotonic()
+            for i in range(40):  # 40 x 1042 B on the wire at 102400 B/s: ~0.4 s
+                tx.sendto(b"%04d" % i + bytes(996), ("10.67.0.1", 7000))
+            got = [rx.recv(2048)[:4] for _ in range(40)]
+            elapsed = time.monotonic() - started
+        assert got == [b"%04d" % i for i in range(40)]
+        assert elapsed >= 0.3, elapsed
+    finally:
+        a.close()
+        c.close()
+
+
+def test_emulated_transmit_queue_is_bounded_under_the_driver(driver):
+    """A burst far beyond the line's speed: sends return at once, the transmit queue
+    holds at most its limit and what overflows is counted in ``drops``."""
+    from threadnet.link import emulation
+
+    slow_a, slow_c = open_pair(1518, "burst")
+    emulated = EmulatedLink(slow_a, [("speed", "10K")])
+    a = Stack("eth,ip=10.68.0.1/24", emulated, driver=driver)
+    c = Stack("eth,ip=10.68.0.2/24", slow_c, driver=driver)
+    try:
+        assert a.ping("10.68.0.2", timeout=5)
+        with a.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            started = time.monotonic()
+            for _ in range(emulation.TXQUEUE_FRAMES + 200):
+                s.sendto(bytes(100), ("10.68.0.2", 9))
+            assert time.monotonic() - started < 5.0
+        assert len(emulated._txq) <= emulation.TXQUEUE_FRAMES
+        assert emulated.drops >= 150
+    finally:
+        a.close()
+        c.close()

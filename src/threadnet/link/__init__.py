@@ -12,7 +12,8 @@ that nothing it does under a stack's lock blocks or sleeps:
   ``on_writable()`` whenever ``tx_fileno()`` is writable until it returns False;
 - timers: ``attach_timer(wake)``; ``next_deadline()`` says when the link has work, and the
   loop calls ``on_timer(now)`` then (an emulated line's pacing). ``wake(link)`` says the
-  deadline moved earlier.
+  deadline moved earlier. The loop also watches ``inner_fileno()``, when there is one,
+  and calls ``on_inner_readable(now)`` (an emulated line paces arrivals too).
 
 A link with no loop attached works alone (it may wait briefly, or run its own thread).
 
@@ -153,6 +154,14 @@ class Link:
     def on_timer(self, now: float) -> None:
         """Do what is due at ``now``."""
 
+    def inner_fileno(self) -> int | None:
+        """With timers attached: a descriptor of the link's own (its wrapped link's) that
+        the loop watches, calling ``on_inner_readable`` when it is readable; or None."""
+        return None
+
+    def on_inner_readable(self, now: float) -> None:
+        """Take what arrived on ``inner_fileno()``."""
+
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError  # pragma: no cover
 
@@ -222,6 +231,12 @@ class WrapperLink(Link):
 
     def on_timer(self, now: float) -> None:
         self.inner.on_timer(now)
+
+    def inner_fileno(self) -> int | None:
+        return self.inner.inner_fileno()
+
+    def on_inner_readable(self, now: float) -> None:
+        self.inner.on_inner_readable(now)
 
     def recv(self) -> bytes:
         if self.closed:
