@@ -7,8 +7,11 @@ process (and on the driver's thread), so its neighbours' pings waited with it.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import statistics
 import threading
+import time
 
 import pytest
 
@@ -16,6 +19,7 @@ from threadnet import Stack
 from threadnet.link.emulation import EmulatedLink
 from threadnet.link.pair import open_pair
 from threadnet.stack.driver import Driver
+from threadnet.wire import arp, ethernet
 
 from conftest import wait_for
 
@@ -114,3 +118,155 @@ def test_udp_sendto_does_not_wake_the_driver(driver):
     finally:
         a.close()
         b.close()
+
+
+PEER_MAC = bytes.fromhex("02aabbccdd01")
+
+
+def _arp_request(sender_ip: str, target_ip: str) -> bytes:
+    buf = bytearray(42)
+    n = ethernet.build(buf, b"\xff" * 6, PEER_MAC, 0x0806)
+    arp.build(buf, arp.OP_REQUEST, PEER_MAC, ipaddress.IPv4Address(sender_ip).packed,
+              bytes(6), ipaddress.IPv4Address(target_ip).packed, n)
+    return bytes(buf)
+
+
+def _full_pair(name: str):
+    """A pair link whose sending side has a small buffer: a few frames fill it while the
+    other end (a raw link, not a stack) reads nothing."""
+    mine, theirs = open_pair(1518, name)
+    mine._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    theirs.setblocking(False)
+    return mine, theirs
+
+
+def _drain(link) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(link.recv())
+        except BlockingIOError:
+            return got
+
+
+def test_full_socket_queues_and_delivers_later(driver):
+    """Issue 9: a stack's send into a full datagram socket returns at once; the frames
+    wait in the link's bounded backlog (none dropped) and go out, in order, as the
+    receiver reads. (Before, each send waited up to 5 ms under the stack's lock, then
+    dropped the frame.)"""
+    mine, theirs = _full_pair("full")
+    a = Stack("eth,ip=10.64.0.1/24", mine, driver=driver)
+    try:
+        theirs.send(_arp_request("10.64.0.2", "10.64.0.1"))  # a learns our MAC
+        wait_for(lambda: any(f[12:14] == b"\x08\x06" for f in _drain(theirs)),
+                 what="the ARP reply")
+        with a.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            started = time.monotonic()
+            for i in range(300):
+                s.sendto(b"%04d" % i + bytes(200), ("10.64.0.2", 9))
+            elapsed = time.monotonic() - started
+        assert mine.tx_backlog > 0, "the socket never filled: the test proves nothing"
+        assert mine.drops == 0
+        assert elapsed < 1.0, elapsed  # 300 waits of 5 ms took 1.5 s before
+        got: list[bytes] = []
+
+        def more() -> bool:
+            got.extend(f for f in _drain(theirs) if f[12:14] == b"\x08\x00")
+            return len(got) >= 300
+
+        wait_for(more, timeout=10, what="the queued frames")
+        assert [bytes(f[42:46]) for f in got] == [b"%04d" % i for i in range(300)]
+        assert mine.tx_backlog == 0 and mine.drops == 0
+    finally:
+        a.close()
+
+
+def test_full_socket_on_driver_thread_does_not_delay_another_stack(driver):
+    """A stack answers a flood of ARP requests on the driver's thread into a socket
+    nobody reads: the answers queue (then drop, counted, once the backlog is full) and
+    a neighbour stack's pings on the same driver stay fast. (Before, every answer
+    batch waited 5 ms for room on the driver's thread.)"""
+    mine, theirs = _full_pair("flood")
+    fast_b, fast_d = open_pair(1518, "fast2")
+    a = Stack("eth,ip=10.65.0.1/24", mine, driver=driver)
+    b = Stack("eth,ip=10.66.0.1/24", fast_b, driver=driver)
+    d = Stack("eth,ip=10.66.0.2/24", fast_d, driver=driver)
+    stop = threading.Event()
+    request = _arp_request("10.65.0.2", "10.65.0.1")
+
+    def flood() -> None:
+        while not stop.is_set():
+            try:
+                theirs.send(request)
+            except OSError:
+                return
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=flood, daemon=True)
+    try:
+        t.start()
+        wait_for(lambda: mine.tx_backlog > 0, what="a's socket to fill")
+        assert b.ping("10.66.0.2", count=3, timeout=2)  # ARP resolved
+        rtts = b.ping("10.66.0.2", count=20, timeout=2)
+        assert len(rtts) == 20
+        ms = sorted(r * 1000 for r in rtts)
+        assert statistics.median(ms) < 5.0, ms
+        assert sum(m < 5.0 for m in ms) >= 18, ms
+    finally:
+        stop.set()
+        t.join(2)
+        for s in (a, b, d):
+            s.close()
+        theirs.close()
+
+
+def test_emulated_link_is_paced_by_the_driver(driver):
+    """Issue 9: an emulated link under a driver has no thread of its own: the driver's
+    timers deliver both directions' delayed frames (a 30 + 20 ms delay shows in the
+    RTT), and a speed limit on arrivals paces them through the receive queue."""
+    slow_a, slow_c = open_pair(1518, "paced")
+    emulated = EmulatedLink(slow_a, [("delay", "LR30"), ("delay", "RL20"), ("speed", "RL100K")])
+    a = Stack("eth,ip=10.67.0.1/24", emulated, driver=driver)
+    c = Stack("eth,ip=10.67.0.2/24", slow_c, driver=driver)
+    try:
+        assert emulated._thread is None
+        assert a.ping("10.67.0.2", timeout=2)  # ARP resolved
+        rtts = a.ping("10.67.0.2", count=3, timeout=2)
+        assert len(rtts) == 3 and all(0.05 <= r < 1.0 for r in rtts), rtts
+        with a.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                c.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            rx.bind(("10.67.0.1", 7000))
+            rx.settimeout(5)
+            started = time.monotonic()
+            for i in range(40):  # 40 x 1042 B on the wire at 102400 B/s: ~0.4 s
+                tx.sendto(b"%04d" % i + bytes(996), ("10.67.0.1", 7000))
+            got = [rx.recv(2048)[:4] for _ in range(40)]
+            elapsed = time.monotonic() - started
+        assert got == [b"%04d" % i for i in range(40)]
+        assert elapsed >= 0.3, elapsed
+    finally:
+        a.close()
+        c.close()
+
+
+def test_emulated_transmit_queue_is_bounded_under_the_driver(driver):
+    """A burst far beyond the line's speed: sends return at once, the transmit queue
+    holds at most its limit and what overflows is counted in ``drops``."""
+    from threadnet.link import emulation
+
+    slow_a, slow_c = open_pair(1518, "burst")
+    emulated = EmulatedLink(slow_a, [("speed", "10K")])
+    a = Stack("eth,ip=10.68.0.1/24", emulated, driver=driver)
+    c = Stack("eth,ip=10.68.0.2/24", slow_c, driver=driver)
+    try:
+        assert a.ping("10.68.0.2", timeout=5)
+        with a.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            started = time.monotonic()
+            for _ in range(emulation.TXQUEUE_FRAMES + 200):
+                s.sendto(bytes(100), ("10.68.0.2", 9))
+            assert time.monotonic() - started < 5.0
+        assert len(emulated._txq) <= emulation.TXQUEUE_FRAMES
+        assert emulated.drops >= 150
+    finally:
+        a.close()
+        c.close()

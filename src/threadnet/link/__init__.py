@@ -4,6 +4,19 @@ Every link has the same small interface: ``send(frame)``, ``recv()`` (one frame)
 ``fileno()`` (readable when a frame waits) and ``close()``. Wrappers (emulation,
 capture) take any link and are links themselves, so they compose.
 
+A link driven by an event loop (the stack driver's) also offers two optional parts, so
+that nothing it does under a stack's lock blocks or sleeps:
+
+- a transmit backlog: ``attach_tx(wake)`` hands it the loop. A frame the transport cannot
+  take now waits in a bounded backlog, ``wake(link)`` tells the loop, which then calls
+  ``on_writable()`` whenever ``tx_fileno()`` is writable until it returns False;
+- timers: ``attach_timer(wake)``; ``next_deadline()`` says when the link has work, and the
+  loop calls ``on_timer(now)`` then (an emulated line's pacing). ``wake(link)`` says the
+  deadline moved earlier. The loop also watches ``inner_fileno()``, when there is one,
+  and calls ``on_inner_readable(now)`` (an emulated line paces arrivals too).
+
+A link with no loop attached works alone (it may wait briefly, or run its own thread).
+
     >>> link = open_link("vde:///tmp/sw")         # a port on a vde_switch-protocol switch
     >>> link.send(frame); reply = link.recv()
 
@@ -108,6 +121,47 @@ class Link:
     def _check_peer(self) -> None:
         """Called when the control descriptor is readable: decide whether the peer is gone."""
 
+    # -- driven by a loop (optional) -----------------------------------------------
+    def attach_tx(self, wake: Callable[[Link], None] | None) -> bool:
+        """Let a loop drain this link's transmit backlog; False if the link has none.
+
+        ``wake(link)`` may be called from any thread, under a stack's lock, and must not
+        block: it asks the loop to watch ``tx_fileno()`` for writability and call
+        ``on_writable()``. ``None`` detaches the loop (frames still queued go out with a
+        brief wait on the next send).
+        """
+        return False
+
+    def tx_fileno(self) -> int:
+        """The descriptor whose writability lets the backlog drain."""
+        return self.fileno()
+
+    def on_writable(self) -> bool:
+        """Send what the backlog holds while the transport takes it; True while frames
+        still wait (keep watching), False when it is empty."""
+        return False
+
+    def attach_timer(self, wake: Callable[[Link], None] | None) -> bool:
+        """Let a loop run this link's timers; False if the link has none. ``wake(link)``
+        (any thread, must not block) says ``next_deadline()`` moved earlier. ``None``
+        detaches the loop; the link then runs its timers itself."""
+        return False
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` has work next (monotonic seconds), or None."""
+        return None
+
+    def on_timer(self, now: float) -> None:
+        """Do what is due at ``now``."""
+
+    def inner_fileno(self) -> int | None:
+        """With timers attached: a descriptor of the link's own (its wrapped link's) that
+        the loop watches, calling ``on_inner_readable`` when it is readable; or None."""
+        return None
+
+    def on_inner_readable(self, now: float) -> None:
+        """Take what arrived on ``inner_fileno()``."""
+
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError  # pragma: no cover
 
@@ -154,6 +208,35 @@ class WrapperLink(Link):
 
     def _recv(self) -> bytes:
         return self.inner.recv()
+
+    # a wrapper that queues or paces nothing itself leaves both to the link it wraps
+    def attach_tx(self, wake: Callable[[Link], None] | None) -> bool:
+        if wake is None:
+            return self.inner.attach_tx(None)
+        return self.inner.attach_tx(lambda _inner: wake(self))
+
+    def tx_fileno(self) -> int:
+        return self.inner.tx_fileno()
+
+    def on_writable(self) -> bool:
+        return self.inner.on_writable()
+
+    def attach_timer(self, wake: Callable[[Link], None] | None) -> bool:
+        if wake is None:
+            return self.inner.attach_timer(None)
+        return self.inner.attach_timer(lambda _inner: wake(self))
+
+    def next_deadline(self) -> float | None:
+        return self.inner.next_deadline()
+
+    def on_timer(self, now: float) -> None:
+        self.inner.on_timer(now)
+
+    def inner_fileno(self) -> int | None:
+        return self.inner.inner_fileno()
+
+    def on_inner_readable(self, now: float) -> None:
+        self.inner.on_inner_readable(now)
 
     def recv(self) -> bytes:
         if self.closed:

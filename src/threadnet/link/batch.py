@@ -9,6 +9,11 @@ fills one shared ``mmsg.RecvBatch`` with ``recvmmsg`` per wake-up.
 
 Only where ``mmsg.available()`` (64-bit little-endian Linux); links fall back to one
 system call per frame otherwise.
+
+When the socket is full (the peer has not read its queue yet), a link driven by a loop
+(``attach_tx``) puts what it cannot send into a bounded ``TxBacklog`` and the loop drains
+it when the socket becomes writable: a send under a stack's lock, or on the driver's
+thread, never waits. A link with no loop waits up to ``FLUSH_WAIT`` for room instead.
 """
 
 from __future__ import annotations
@@ -16,14 +21,22 @@ from __future__ import annotations
 import ctypes
 import errno
 import select
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 
 from threadnet import mmsg
 
-#: how long a flush waits for room in the socket before it drops the rest (the switch or
-#: the peer reads its socket in a tight loop: a full queue empties within microseconds)
+#: how long a flush of a link with no loop waits for room in the socket before it drops
+#: the rest (the switch or the peer reads its socket in a tight loop: a full queue
+#: empties within microseconds)
 FLUSH_WAIT = 0.005
 MSG_TRUNC = 0x20
+#: a driven link's backlog: Linux's default txqueuelen, and at most this many bytes
+BACKLOG_FRAMES = 1000
+BACKLOG_BYTES = 4 << 20
+_FULL = (errno.EAGAIN, errno.ENOBUFS)
 
 
 class TxBatch:
@@ -80,9 +93,51 @@ class TxBatch:
         self._slots[i][:n] = frame
         mmsg.IOV.pack_into(self._iov, i * 16, self._addrs[i], n)
 
+    def send_now(self, sock) -> int:  # noqa: ANN001 - a socket.socket
+        """Send what the socket takes without waiting; returns how many frames went (the
+        rest stay: ``unsent`` gives them, ``discard`` forgets them). OSError for a dead
+        socket."""
+        count = self.count
+        first = self._first
+        if first is not None:
+            try:
+                sock.send(first)
+            except (BlockingIOError, InterruptedError):
+                return 0
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                return 0
+            return 1
+        fd = sock.fileno()
+        sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
+        sent = 0
+        while sent < count:
+            n = sendmmsg(fd, self._msgs_addr + sent * 64, count - sent, mmsg.MSG_DONTWAIT)
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                if err in _FULL:
+                    break
+                raise OSError(err, errno.errorcode.get(err, str(err)))
+            sent += n
+        return sent
+
+    def unsent(self, start: int) -> list[bytes]:
+        """Copies of the queued frames from index ``start`` on."""
+        if self._first is not None:
+            return [bytes(self._first)] if start == 0 else []
+        assert self._slots is not None and self._iov is not None
+        out = []
+        for i in range(start, self.count):
+            n = mmsg.IOV.unpack_from(self._iov, i * 16)[1]
+            out.append(bytes(self._slots[i][:n]))
+        return out
+
     def flush(self, sock) -> int:  # noqa: ANN001 - a socket.socket
-        """Send what is queued; returns how many frames were dropped because the socket
-        stayed full. OSError for a dead socket."""
+        """Send what is queued, waiting up to FLUSH_WAIT for room; returns how many
+        frames were dropped because the socket stayed full. OSError for a dead socket."""
         count = self.count
         if not count:
             return 0
@@ -145,13 +200,51 @@ def send_waiting(sock, frame: bytes | bytearray | memoryview) -> int:  # noqa: A
                 raise
 
 
+class TxBacklog:
+    """Frames a full socket has not taken yet, oldest first, bounded like a NIC's transmit
+    queue (``BACKLOG_FRAMES``, ``BACKLOG_BYTES``). ``lock`` guards it: senders hold a
+    stack's lock and then this one, the loop's ``on_writable`` only this one."""
+
+    def __init__(self, max_frames: int = BACKLOG_FRAMES, max_bytes: int = BACKLOG_BYTES) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.frames: deque[bytes] = deque()
+        self.bytes = 0
+        self.lock = threading.Lock()
+        #: the loop's ``wake(link)``, or None when no loop drains this link
+        self.wake: Callable | None = None
+        #: the loop was woken and watches the socket (set and cleared under ``lock``)
+        self.armed = False
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def push(self, frame: bytes) -> bool:
+        """Queue ``frame``; False when the backlog is full (the caller counts a drop)."""
+        n = len(frame)
+        if len(self.frames) >= self.max_frames or self.bytes + n > self.max_bytes:
+            return False
+        self.frames.append(frame)
+        self.bytes += n
+        return True
+
+    def clear(self) -> int:
+        """Forget every frame; returns how many there were."""
+        n = len(self.frames)
+        self.frames.clear()
+        self.bytes = 0
+        return n
+
+
 class BatchedDatagramLink:
     """What a link on one datagram socket needs for batches: ``begin_tx``/``end_tx``
-    around a stack's answers, ``recv_many`` for the driver, and ``_send_frame`` for its
-    ``_send``. The link provides ``_dgram`` (its socket), ``rx_slot``, ``drops``, ``closed``
-    and ``_gone(exc)``, the LinkError that says its peer went away."""
+    around a stack's answers, ``recv_many`` for the driver, ``_send_frame`` for its
+    ``_send``, and the transmit backlog a loop drains (``attach_tx``, ``on_writable``).
+    The link provides ``_dgram`` (its socket), ``rx_slot``, ``drops``, ``closed`` and
+    ``_gone(exc)``, the LinkError that says its peer went away."""
 
     _tx: TxBatch | None = None
+    _backlog: TxBacklog | None = None
 
     def _dgram_socket(self):  # noqa: ANN202
         raise NotImplementedError
@@ -159,6 +252,76 @@ class BatchedDatagramLink:
     def _gone(self, exc: OSError) -> Exception:
         raise NotImplementedError
 
+    # -- the backlog, drained by a loop --------------------------------------------------
+    def attach_tx(self, wake: Callable | None) -> bool:
+        bl = self._backlog
+        if bl is None:
+            bl = self._backlog = TxBacklog()
+        with bl.lock:
+            bl.wake = wake
+            bl.armed = False
+            pending = bool(bl.frames)
+        if pending and wake is not None:
+            with bl.lock:
+                bl.armed = True
+            wake(self)
+        return True
+
+    @property
+    def tx_backlog(self) -> int:
+        """Frames waiting for room in the socket."""
+        bl = self._backlog
+        return 0 if bl is None else len(bl.frames)
+
+    def on_writable(self) -> bool:
+        bl = self._backlog
+        if bl is None:
+            return False
+        with bl.lock:
+            frames = bl.frames
+            if self.closed:  # type: ignore[attr-defined]
+                frames.clear()
+                bl.bytes = 0
+            sock = None if self.closed else self._dgram_socket()  # type: ignore[attr-defined]
+            while frames:
+                frame = frames[0]
+                try:
+                    sock.send(frame)  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    return True
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        return True
+                    # the peer is gone: what waits is lost; the next send or recv says so
+                    self.drops += bl.clear()  # type: ignore[attr-defined]
+                    self.closed_by_peer = True
+                    break
+                frames.popleft()
+                bl.bytes -= len(frame)
+            bl.armed = False
+            return False
+
+    def _queue(self, bl: TxBacklog, frames: list[bytes]) -> bool:
+        """Put ``frames`` in the backlog (under its lock); True if the loop must be woken."""
+        for frame in frames:
+            if not bl.push(frame):
+                self.drops += 1  # type: ignore[attr-defined]
+        if bl.armed or not bl.frames:
+            return False
+        bl.armed = True
+        return True
+
+    def _drain_waiting(self, sock) -> None:  # noqa: ANN001
+        """No loop drains the backlog any more: send what it holds, waiting briefly."""
+        bl = self._backlog
+        assert bl is not None
+        with bl.lock:
+            while bl.frames:
+                frame = bl.frames.popleft()
+                bl.bytes -= len(frame)
+                self.drops += send_waiting(sock, frame)  # type: ignore[attr-defined]
+
+    # -- sending --------------------------------------------------------------------------
     def _send_frame(self, frame: bytes | bytearray | memoryview) -> None:
         tx = self._tx
         if tx is not None and tx.depth:
@@ -167,9 +330,28 @@ class BatchedDatagramLink:
             self._flush_tx()  # full, or a frame too big for a slot: keep the order
             if tx.add(frame):
                 return
+        sock = self._dgram_socket()
+        bl = self._backlog
         try:
-            # a full socket (the peer has not read its queue yet) is waited for briefly
-            self.drops += send_waiting(self._dgram_socket(), frame)  # type: ignore[attr-defined]
+            if bl is not None and bl.wake is not None:
+                with bl.lock:
+                    if not bl.frames:  # (else it goes behind them: keep the order)
+                        try:
+                            sock.send(frame)
+                            return
+                        except (BlockingIOError, InterruptedError):
+                            pass
+                        except OSError as exc:
+                            if exc.errno != errno.ENOBUFS:
+                                raise
+                    wake = self._queue(bl, [bytes(frame)])
+                if wake:
+                    bl.wake(self)
+                return
+            if bl is not None and bl.frames:
+                self._drain_waiting(sock)
+            # no loop to drain a backlog: a full socket is waited for briefly
+            self.drops += send_waiting(sock, frame)  # type: ignore[attr-defined]
         except OSError as exc:
             self.closed_by_peer = True
             raise self._gone(exc) from exc
@@ -199,9 +381,24 @@ class BatchedDatagramLink:
         if self.closed:  # type: ignore[attr-defined]
             tx.discard()
             return
+        sock = self._dgram_socket()
+        bl = self._backlog
         try:
-            self.drops += tx.flush(self._dgram_socket())  # type: ignore[attr-defined]
+            if bl is not None and bl.wake is not None:
+                with bl.lock:
+                    # behind frames already waiting, or what the socket does not take now
+                    sent = 0 if bl.frames else tx.send_now(sock)
+                    rest = tx.unsent(sent) if sent < tx.count else []
+                    tx.discard()
+                    wake = self._queue(bl, rest) if rest else False
+                if wake:
+                    bl.wake(self)
+                return
+            if bl is not None and bl.frames:
+                self._drain_waiting(sock)
+            self.drops += tx.flush(sock)  # type: ignore[attr-defined]
         except OSError as exc:
+            tx.discard()
             self.closed_by_peer = True
             raise self._gone(exc) from exc
 

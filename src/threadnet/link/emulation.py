@@ -11,10 +11,18 @@ goes into the ``LR`` channel, or, while a ``speed`` limit keeps the line busy, i
 bounded transmit queue (as a NIC's, ``TXQUEUE_FRAMES``; what overflows it is dropped and
 counted in ``drops``) from which it enters the channel at the time the line frees up.
 
-A pacing thread delivers delayed frames on time: due outgoing frames go to the wrapped
-link, and due incoming frames go into a socket pair whose read end is this link's
-``fileno()``, so select/poll see exactly the frames that are ready. A sender wakes it
-only when its frame makes the next deadline earlier than the one it sleeps until.
+Due outgoing frames go to the wrapped link, and due incoming frames go into a socket
+pair whose read end is this link's ``fileno()``, so select/poll see exactly the frames
+that are ready. Who does that on time:
+
+- a loop (the stack driver) that ``attach_timer`` hands to the link: it calls
+  ``on_timer(now)`` at ``next_deadline()`` and ``on_inner_readable(now)`` when the wrapped
+  link's ``inner_fileno()`` is readable. A speed limit on incoming frames then holds them
+  in a bounded receive queue (as the transmit queue does), not in the kernel's buffer;
+- otherwise (standalone use) a pacing thread of the link's own.
+
+A sender wakes either one only when its frame makes the next deadline earlier than the
+one it is armed for.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from threadnet.errors import LinkError, URLError
 from threadnet.link import Link, open_link, require_inner, unquote
@@ -65,17 +74,42 @@ class EmulatedLink(Link):
         # the deadline the pacing thread sleeps until (under _lock): a sender whose frame
         # is due earlier wakes it, any other sender does not
         self._sleeping_until = 0.0
+        # driven by a loop: incoming frames a busy speed-limited line holds back
+        self._rxq: deque[tuple[bytes, float]] = deque()
+        self._rxq_bytes = 0
         self.drops = 0
         inner.setblocking(False)
         self._stop = False
         self._error: LinkError | None = None
+        #: the loop's wake(link) while a loop runs our timers, else None (our own thread)
+        self._loop_wake: Callable[[Link], None] | None = None
+        self._thread: threading.Thread | None = None
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"emulation {self.url}", daemon=True)
         self._thread.start()
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop = True
+        self._wake_thread()
+        if thread is not threading.current_thread():
+            thread.join(2)
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
 
     def set(self, option: str, value: str) -> None:
         """Change one setting live, as wirefilter's console does (ValueError if bad)."""
         with self._lock:
             self.filter.set(option, value, time.monotonic())
+            self._sleeping_until = 0.0  # (a loop re-arms from next_deadline)
         self._wake()
 
     # -- Link interface ------------------------------------------------------------
@@ -110,29 +144,115 @@ class EmulatedLink(Link):
             self._wake()
 
     def _next_due(self) -> float | None:
-        """When the pacing thread has work next (under _lock): a due frame, or the time
-        the busy line accepts the head of the transmit queue."""
+        """When the pacing has work next (under _lock): a due frame, or the time a busy
+        line accepts the head of the transmit (or receive) queue."""
         due = self.filter.next_deadline()
-        if self._txq:
-            at = self.filter.channels["LR"].accept_at(self._txq[0][1])
-            if due is None or at < due:
-                due = at
+        for q, direction in ((self._txq, "LR"), (self._rxq, "RL")):
+            if q:
+                at = self.filter.channels[direction].accept_at(q[0][1])
+                if due is None or at < due:
+                    due = at
         return due
 
     def _release(self, now: float) -> None:
-        """Frames of the transmit queue whose turn on the line has come enter the channel,
-        each at the time it would have been accepted (so pacing does not drift with the
-        thread's wake-up latency). Under _lock."""
-        ch = self.filter.channels["LR"]
-        txq = self._txq
-        while txq:
-            data, sent = txq[0]
-            at = ch.accept_at(sent)
-            if at > now:
-                return
-            txq.popleft()
-            self._txq_bytes -= len(data)
-            ch.push(data, at)
+        """Frames of the transmit (and receive) queue whose turn on the line has come
+        enter the channel, each at the time it would have been accepted (so pacing does
+        not drift with the wake-up latency). Under _lock."""
+        self._txq_bytes = _release(self.filter.channels["LR"], self._txq, self._txq_bytes, now)
+        if self._rxq:
+            self._rxq_bytes = _release(self.filter.channels["RL"], self._rxq, self._rxq_bytes,
+                                       now)
+
+    # -- driven by a loop ----------------------------------------------------------
+    def attach_timer(self, wake: Callable[[Link], None] | None) -> bool:
+        """A loop runs our pacing (``next_deadline``, ``on_timer``, ``inner_fileno``,
+        ``on_inner_readable``) instead of our thread; None gives it back to the thread."""
+        if wake is not None:
+            self._stop_thread()
+            with self._lock:
+                self._loop_wake = wake
+                self._sleeping_until = 0.0  # nothing armed yet: the loop reads next_deadline
+            return True
+        if self._loop_wake is not None:
+            with self._lock:
+                self._loop_wake = None
+                rxq, self._rxq = self._rxq, deque()
+                self._rxq_bytes = 0
+                now = time.monotonic()
+                for data, _ in rxq:
+                    self.filter.channels["RL"].push(data, now)
+            if not self.closed:
+                self._start_thread()
+        return True
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` has work next; the loop arms its timer for it (and a sender
+        wakes the loop only for an earlier frame)."""
+        with self._lock:
+            due = self._next_due()
+            self._sleeping_until = _NEVER if due is None else due
+        return due
+
+    def on_timer(self, now: float) -> None:
+        """Deliver what is due: outgoing frames to the wrapped link, incoming ones to
+        our ``fileno()``."""
+        if self._error is not None or self.closed:
+            return
+        lr, rl = self.filter.channels["LR"], self.filter.channels["RL"]
+        try:
+            self._deliver(lr, rl)
+        except LinkError as exc:
+            self._fail(exc)
+
+    def inner_fileno(self) -> int:
+        """The wrapped link's descriptor: readable when a frame arrives to be paced."""
+        return self.inner.fileno()
+
+    def on_inner_readable(self, now: float) -> None:
+        """Take what arrived on the wrapped link into the receiving channel (or, while a
+        speed limit keeps that line busy, into the bounded receive queue), then deliver
+        what is due at once."""
+        if self._error is not None or self.closed:
+            return
+        rl = self.filter.channels["RL"]
+        try:
+            for _ in range(_INNER_BUDGET):
+                try:
+                    frame = self.inner.recv()
+                except BlockingIOError:
+                    break
+                with self._lock:
+                    rxq = self._rxq
+                    if rxq or rl.accept_at(now) > now:
+                        if len(rxq) >= TXQUEUE_FRAMES or self._rxq_bytes + len(frame) > TXQUEUE_BYTES:
+                            self.drops += 1
+                            continue
+                        rxq.append((frame, now))
+                        self._rxq_bytes += len(frame)
+                    else:
+                        rl.push(frame, now)
+            self._deliver(self.filter.channels["LR"], rl)
+        except LinkError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: LinkError) -> None:
+        """The wrapped link is gone: readers of ``fileno()`` see EOF, then the error."""
+        if self._error is None:
+            self._error = exc
+            self.closed_by_peer = self.inner.closed_by_peer
+            self._rx_w.close()
+
+    # the wrapped link's transmit backlog, when it has one, drains on the same loop
+    def attach_tx(self, wake: Callable[[Link], None] | None) -> bool:
+        if wake is None:
+            return self.inner.attach_tx(None)
+        return self.inner.attach_tx(lambda _inner: wake(self))
+
+    def tx_fileno(self) -> int:
+        return self.inner.tx_fileno()
+
+    def on_writable(self) -> bool:
+        return self.inner.on_writable()
 
     def _recv(self) -> bytes:
         try:
@@ -155,6 +275,13 @@ class EmulatedLink(Link):
 
     # -- the pacing thread -----------------------------------------------------------
     def _wake(self) -> None:
+        wake = self._loop_wake
+        if wake is not None:
+            wake(self)
+        else:
+            self._wake_thread()
+
+    def _wake_thread(self) -> None:
         try:
             self._wake_w.send(b"\0")
         except BlockingIOError:
@@ -190,9 +317,7 @@ class EmulatedLink(Link):
                 if inner.fileno() in r:
                     self._take_inner(rl)
         except LinkError as exc:
-            self._error = exc
-            self.closed_by_peer = inner.closed_by_peer
-            self._rx_w.close()  # wakes readers; recv then raises the error
+            self._fail(exc)  # wakes readers; recv then raises the error
 
     def _take_inner(self, rl) -> None:
         for _ in range(_INNER_BUDGET):
@@ -226,13 +351,24 @@ class EmulatedLink(Link):
         if self.closed:
             return
         super().close()
-        self._stop = True
-        self._wake()
-        if self._thread is not threading.current_thread():
-            self._thread.join(2)
+        self._stop_thread()
         for s in (self._rx_r, self._rx_w, self._wake_r, self._wake_w):
             s.close()
         self.inner.close()
+
+
+def _release(ch, q: deque[tuple[bytes, float]], nbytes: int, now: float) -> int:
+    """Move the head of ``q`` into channel ``ch`` while the line accepts it by ``now``;
+    returns the bytes left in ``q``."""
+    while q:
+        data, sent = q[0]
+        at = ch.accept_at(sent)
+        if at > now:
+            break
+        q.popleft()
+        nbytes -= len(data)
+        ch.push(data, at)
+    return nbytes
 
 
 def emulate(link: Link, *, seed: int | None = None, **settings: str | float) -> EmulatedLink:

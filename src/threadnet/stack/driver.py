@@ -34,6 +34,7 @@ from threadnet.link.batch import frames as batch_frames
 from threadnet.loop import EventLoop, Timer, monotonic
 
 if TYPE_CHECKING:
+    from threadnet.link import Link
     from threadnet.stack.stack import Interface, Stack
 
 RX_BUDGET = 64  # frames taken from one link before serving the others
@@ -83,6 +84,8 @@ class Driver:
         #: queued); read and written under that stack's lock only
         self._due: dict[int, float] = {}
         self._stacks: dict[int, Stack] = {}
+        #: timers armed for links' own deadlines (emulated lines), by id(link)
+        self._link_timers: dict[int, Timer] = {}
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
         # receive slots shared by every link of this driver (one _rx runs at a time, and a
@@ -159,10 +162,20 @@ class Driver:
         def unregister() -> None:
             try:
                 for link in links:
+                    link.attach_tx(None)
+                    t = self._link_timers.pop(id(link), None)
+                    if t is not None:
+                        t.cancel()
                     if not link.closed:
                         self.loop.remove_reader(link.fileno())
+                        self.loop.remove_writer(link.tx_fileno())
+                        inner_fd = link.inner_fileno()
+                        if inner_fd is not None:
+                            self.loop.remove_reader(inner_fd)
                         if close_links:
                             link.close()
+                        else:
+                            link.attach_timer(None)  # standalone again: its own thread
                 t = self._timers.pop(id(stack), None)
                 if t is not None:
                     t.cancel()
@@ -183,6 +196,81 @@ class Driver:
         assert link is not None
         link.setblocking(False)
         self.call_soon(lambda: self.loop.add_reader(link.fileno(), lambda: self._rx(stack, iface)))
+        link.attach_tx(self._tx_wake)
+        if link.attach_timer(self._link_wake):
+            self.call_soon(lambda: self._watch_link_timers(link))
+
+    # -- links' timers (an emulated line's pacing) --------------------------------------
+    def _watch_link_timers(self, link: Link) -> None:
+        if link.closed:
+            return
+        fd = link.inner_fileno()
+        if fd is not None:
+            self.loop.add_reader(fd, lambda: self._link_in(link, fd))
+        self._arm_link(link)
+
+    def _link_wake(self, link: Link) -> None:
+        """A link's next deadline moved earlier (any thread, maybe under a stack's lock)."""
+        self.call_soon(lambda: self._arm_link(link))
+
+    def _arm_link(self, link: Link) -> None:
+        key = id(link)
+        old = self._link_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if link.closed:
+            return
+        due = link.next_deadline()
+        if due is not None:
+            self._link_timers[key] = self.loop.call_at(due, lambda: self._link_fire(link))
+
+    def _link_fire(self, link: Link) -> None:
+        """Pacing runs under the link's own lock, not a stack's: no stack waits for it."""
+        self._link_timers.pop(id(link), None)
+        if link.closed:
+            return
+        try:
+            link.on_timer(monotonic())
+        except Exception as exc:  # a bug must not stop every stack in the process
+            self._loop_error(exc)
+        self._arm_link(link)
+
+    def _link_in(self, link: Link, fd: int) -> None:
+        if link.closed:
+            self.loop.remove_reader(fd)
+            return
+        try:
+            link.on_inner_readable(monotonic())
+        except Exception as exc:  # a bug must not stop every stack in the process
+            self._loop_error(exc)
+        if link.closed_by_peer:
+            self.loop.remove_reader(fd)
+        self._arm_link(link)
+
+    # -- links' transmit backlogs ------------------------------------------------------
+    def _tx_wake(self, link: Link) -> None:
+        """A link's backlog started to fill (any thread, maybe under a stack's lock):
+        watch its socket for room. The link calls this once until ``on_writable`` has
+        emptied the backlog."""
+        self.call_soon(lambda: self._watch_tx(link))
+
+    def _watch_tx(self, link: Link) -> None:
+        if link.closed:
+            return
+        fd = link.tx_fileno()
+        self.loop.add_writer(fd, lambda: self._tx_ready(link, fd))
+
+    def _tx_ready(self, link: Link, fd: int) -> None:
+        """The link's socket has room: the backlog drains under the link's own lock only,
+        so no stack waits for it."""
+        more = False
+        if not link.closed:
+            try:
+                more = link.on_writable()
+            except Exception as exc:  # a bug must not stop every stack in the process
+                self._loop_error(exc)
+        if not more:
+            self.loop.remove_writer(fd)
 
     def touch(self, stack: Stack) -> None:
         """The stack's next deadline may have changed: (re)arm its timer (wakes the loop)."""
