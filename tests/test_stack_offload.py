@@ -94,11 +94,11 @@ def as_kernel_would_deliver(header: Header, frame: bytes) -> list[bytes]:
 def _pair(a_offload: bool, b_offload: bool):
     la = OffloadListLink() if a_offload else PlainListLink()
     lb = OffloadListLink() if b_offload else PlainListLink()
-    a, b = Stack(link=la, driver=False), Stack(link=lb, driver=False)
+    clock = [100.0]
+    a = Stack(link=la, driver=False, clock=lambda: clock[0])
+    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
     a.configure("eth,ip=10.9.0.1/24,ip=fc00:9::1/64")
     b.configure("eth,ip=10.9.0.2/24,ip=fc00:9::2/64")
-    clock = [100.0]
-    a.clock = b.clock = lambda: clock[0]
     clock[0] += 1.5  # duplicate address detection ends: the IPv6 addresses are usable
     for s in (a, b):
         s.on_timer(clock[0])
@@ -207,12 +207,11 @@ def test_partial_udp_checksum_is_completed_and_large_frames_for_others_are_cut()
     from scapy.layers.l2 import ARP, Ether
 
     off, out = OffloadListLink(), PlainListLink()
-    r = Stack(link=off, driver=False, forwarding=True)
+    now = 100.0
+    r = Stack(link=off, driver=False, forwarding=True, clock=lambda: now)
     r.add_interface(out)
     r.configure("eth,iface=eth0,ip=10.9.0.1/24")
     r.configure("eth,iface=eth1,ip=10.10.0.1/24")
-    now = 100.0
-    r.clock = lambda: now
     mac_r0, mac_r1 = r.interfaces[2].mac, r.interfaces[3].mac
     host_mac, other_mac = b"\x02\0\0\0\0\x09", b"\x02\0\0\0\0\x0a"
     got = []

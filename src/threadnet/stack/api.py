@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from threadnet.link import Link
@@ -24,7 +25,7 @@ class Stack(core.Stack):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine), with its sockets.
 
     ``driver`` is the Driver that runs it: the process's default one if None, none if
-    False (a test then feeds it frames and time itself).
+    False (a test then feeds it frames and time itself). ``clock``: see the core Stack.
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
         >>> s.socket().connect(("10.0.0.1", 80))
@@ -35,10 +36,12 @@ class Stack(core.Stack):
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None, acd: bool = False) -> None:
+                 driver: object | None = None, acd: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         self._publications: list[Publication] | None = None  # stack.publish(path)
         super().__init__(config, link, name=name, forwarding=forwarding,
-                         driver=default_driver() if driver is None else driver, acd=acd)
+                         driver=default_driver() if driver is None else driver, acd=acd,
+                         clock=clock)
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
         """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""

@@ -120,9 +120,11 @@ def random_mac() -> bytes:
 class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
-    ``clock`` is the time source for calls made outside ``input``/``on_timer`` (socket
-    calls, addresses added, links set up); tests that drive the stack on fake time replace
-    it. ``acd``: IPv4 addresses go through conflict detection (RFC 5227) before use, unless
+    ``clock`` (default ``time.monotonic``) is the time source for calls made outside
+    ``input``/``on_timer`` (socket calls, addresses added, links set up, a ping started):
+    read only at that boundary (``_api_now``), never inside protocol processing, which
+    takes the caller's ``now``. Tests that drive the stack on fake time pass a fake one
+    (the ``clock`` attribute may still be replaced after construction). ``acd``: IPv4 addresses go through conflict detection (RFC 5227) before use, unless
     ``addr_add`` says otherwise (the configuration item ``acd`` turns it on too).
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
@@ -140,9 +142,10 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None, acd: bool = False) -> None:
+                 driver: object | None = None, acd: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         self.name = name or f"stack{id(self):x}"
-        self.clock: Callable[[], float] = time.monotonic
+        self.clock: Callable[[], float] = time.monotonic if clock is None else clock
         self.acd = acd
         # a driver runs this stack on its clock; without one (None or False) the caller's
         # explicit times are the stack's only time, unless it sets a clock (see _api_now)
