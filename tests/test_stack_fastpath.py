@@ -218,7 +218,7 @@ def test_cached_path_follows_a_new_neighbor_mac_and_mtu() -> None:
     a.set_mtu(2, 576)
     ep.send(os.urandom(5000))
     clock[0] += 0.5
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert all(len(f) - 14 <= 576 for f in la.sent)
     # and back: full-sized frames again, through a path resolved anew
     # (the segments the smaller MTU refused are retransmitted after timeouts)

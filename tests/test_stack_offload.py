@@ -186,7 +186,7 @@ def test_an_offload_receiver_checks_only_what_the_kernel_does_not_vouch_for() ->
     _move(a, b, la, lb, clock[0])
     [server] = list(b.tcp.conns.values())
     ep.send(b"hello")
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     [(header, frame)] = la.sent
     la.sent = []
     bad = bytearray(frame)
@@ -264,10 +264,10 @@ def test_tso_output_keeps_to_mss_multiples_and_nagle() -> None:
     assert conn.tso_max == TSO_MAX
     conn.cc.cwnd = 100 * mss
     ep.send(b"a")  # one small segment in flight: Nagle now holds small ones back
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     held, la.sent = la.sent, []
     ep.send(os.urandom(5 * mss + 100))
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert [len(f) - 66 for _, f in la.sent] == [5 * mss]  # the 100-byte tail waits
     la.sent = held + la.sent
     later = _move(a, b, la, lb, clock[0])  # delivered and ACKed: then the tail goes
@@ -275,14 +275,14 @@ def test_tso_output_keeps_to_mss_multiples_and_nagle() -> None:
     # without Nagle the tail goes with the rest
     conn.nodelay = True
     ep.send(os.urandom(7 * mss + 10))
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert [len(f) - 66 for _, f in la.sent] == [7 * mss + 10]
     # a window that ends inside the data cuts at an MSS boundary
     _move(a, b, la, lb, clock[0])
     conn.snd_wnd = 3 * mss + 500
     conn.max_snd_wnd = 3 * mss + 500
     ep.send(os.urandom(10 * mss))
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert [len(f) - 66 for _, f in la.sent] == [3 * mss]
 
 

@@ -294,7 +294,7 @@ class Icmp:
                                   icmp4.UNREACH_HOST, mv, now)
             elif not (mv[6] & 0x1F or mv[7]):  # a first fragment or a whole datagram
                 hlen = (mv[0] & 0x0F) * 4
-                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:])
+                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:], now)
             self._count("arp_failed")
         else:
             src = bytes(mv[8:24])
@@ -308,11 +308,11 @@ class Icmp:
                         nh = -1
                     else:
                         nh, off = mv[off], off + 8
-                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:])
+                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:], now)
             self._count("nd_failed")
 
     def _local_unreachable(self, family: int, proto: int, src: bytes, dst: bytes,
-                           transport: memoryview) -> None:
+                           transport: memoryview, now: float) -> None:
         """EHOSTUNREACH to whoever here sent ``transport``: a connecting TCP socket fails,
         a UDP port's owner and a ping hear of it."""
         if len(transport) < 8:
@@ -320,7 +320,7 @@ class Icmp:
         sport = (transport[0] << 8) | transport[1]
         dport = (transport[2] << 8) | transport[3]
         if proto == ipv4.PROTO_TCP:
-            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH)
+            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH, now)
         elif proto == ipv4.PROTO_UDP:
             fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
             if fn is not None:

@@ -249,9 +249,11 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         return iface
 
     def _api_now(self, now: float | None) -> float:
-        """The time of a call from outside ``input``/``on_timer`` that starts a timer (DAD
-        of an address, conflict detection): ``now`` when given, else the stack's clock,
-        the real time a driver runs it on. A stack without a driver and with the default
+        """The time of a call from outside ``input``/``on_timer`` (a socket's send or
+        close, an address added, a ping started): ``now`` when given, else the stack's
+        clock, the real time a driver runs it on. This is the one place the core reads
+        its clock, at the boundary with the layers above; protocol processing below it
+        takes ``now`` from its caller. A stack without a driver and with the default
         clock knows only the times its caller passed to ``input``/``on_timer``: the last
         of them. (Before, the public API used that last time always: 0.0 for a new stack,
         so the driver's first tick ended the DAD of every configured address.)"""
@@ -536,9 +538,11 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._batch_ifaces = links
         return True
 
-    def end_batch(self) -> None:
+    def end_batch(self, now: float | None = None) -> None:
+        """End the batch: the connections its input touched send, at ``now`` (default:
+        the time of the batch's latest segment; no clock is read)."""
         try:
-            self.tcp.end_batch()
+            self.tcp.end_batch(now)
         finally:
             ifaces, self._batch_ifaces = self._batch_ifaces, []
             for iface in ifaces:
@@ -600,10 +604,11 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         """Stop the stack and close its links. Its connections are reset, and the sockets
         on it see that at once (a blocked recv or accept fails instead of hanging)."""
         with self.locked():
+            now = self._api_now(None)
             for ep in list(self.tcp.conns.values()):
-                ep.abort(errno.ECONNABORTED)
+                ep.abort(errno.ECONNABORTED, now)
             for listener in list(self.tcp.listeners.values()):
-                listener.close()
+                listener.close(now)
         if self.driver is not None:
             self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():
