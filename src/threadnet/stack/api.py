@@ -9,6 +9,7 @@ and a driver by default (the process's ``Driver``), so ``Stack(config, link)`` r
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +81,26 @@ class Stack(core.Stack):
                 raise TimeoutError(f"addresses of stack {self.name} still tentative "
                                    f"after {timeout} s")
             time.sleep(0.02)
+
+    def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
+        """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
+        of the replies that came back within ``timeout`` each. Blocks the caller while
+        the stack's driver runs the ping (``start_ping``, an ``EchoSession``).
+
+        Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
+        ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
+        finished = threading.Event()
+        with self.locked():
+            session = self.start_ping(dst, count, timeout, size,
+                                      on_done=lambda _: finished.set())
+        # the driver ends it within count * timeout; a stack nobody drives (driver=False)
+        # would never: stop waiting a little after that
+        if not finished.wait(count * timeout + 1.0):
+            with self.locked():
+                session.cancel()
+        if session.error is not None and not session.rtts:
+            raise OSError(session.error, f"{dst}: {os.strerror(session.error)}")
+        return list(session.rtts)
 
     def close(self) -> None:
         """Stop the stack and close its links. Its publications go first; its connections

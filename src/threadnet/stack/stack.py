@@ -39,7 +39,7 @@ from threadnet.stack.gro import DirectInput
 from threadnet.stack.icmp import MIN_PMTU4 as MIN_PMTU4  # (re-exported: moved there)
 from threadnet.stack.icmp import PMTU_EXPIRE as PMTU_EXPIRE
 from threadnet.stack.icmp import PMTU_MAX_ENTRIES as PMTU_MAX_ENTRIES
-from threadnet.stack.icmp import Icmp
+from threadnet.stack.icmp import EchoSession, Icmp
 from threadnet.stack.ip import IP_ID_BUCKETS, Hook, IpLayer
 from threadnet.stack.ipinput import IpInput
 from threadnet.stack.nd import DAD_DELAY as DAD_DELAY
@@ -164,7 +164,9 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         #: who hears of an error about what they sent (address resolution failed): a
         #: UDP port's owner (error, destination, port) and a ping's (error)
         self.udp_errors: dict[tuple[bytes, int], Callable[[int, bytes, int], None]] = {}
-        self.echo_errors: dict[tuple[int, int], Callable[[int], None]] = {}
+        self.echo_errors: dict[tuple[int, int], Callable[[int, float], None]] = {}
+        #: pings under way (``start_ping``), run by ``on_timer``
+        self.echo_sessions: list[EchoSession] = []
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
@@ -555,6 +557,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     def next_deadline(self) -> float | None:
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
                  self.tcp.next_deadline()]
+        times += [p.next_deadline() for p in self.echo_sessions]
         if self.pmtu:
             times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
@@ -592,6 +595,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                 if a.state == "tentative" and a.dad_deadline and now >= a.dad_deadline:
                     a.state = "preferred"
                     self._gen += 1  # the fast input path's address sets change
+        for ping in list(self.echo_sessions):
+            ping.on_timer(now)
         self._drain_local(now)
 
     def locked(self) -> _Held:
