@@ -36,11 +36,11 @@ class ListLink(Link):
 
 def _pair():
     la, lb = ListLink(), ListLink()
-    a, b = Stack(link=la, driver=False), Stack(link=lb, driver=False)
+    clock = [100.0]
+    a = Stack(link=la, driver=False, clock=lambda: clock[0])
+    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
     a.configure("eth,ip=10.9.0.1/24,ip=fc00:9::1/64")
     b.configure("eth,ip=10.9.0.2/24,ip=fc00:9::2/64")
-    clock = [100.0]
-    a.clock = b.clock = lambda: clock[0]
     _dad(clock, a, b)
     return a, b, la, lb, clock
 
@@ -218,7 +218,7 @@ def test_cached_path_follows_a_new_neighbor_mac_and_mtu() -> None:
     a.set_mtu(2, 576)
     ep.send(os.urandom(5000))
     clock[0] += 0.5
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert all(len(f) - 14 <= 576 for f in la.sent)
     # and back: full-sized frames again, through a path resolved anew
     # (the segments the smaller MTU refused are retransmitted after timeouts)
@@ -291,15 +291,15 @@ def test_a_learned_ipv6_path_mtu_limits_the_direct_path_through_a_router() -> No
     the smaller MTU (TCP's segments shrink to fit it), frames from A go to R's MAC, both
     ways byte-exact."""
     la, lr0, lr1, lb = ListLink(), ListLink(), ListLink(), ListLink()
-    a, b = Stack(link=la, driver=False), Stack(link=lb, driver=False)
-    r = Stack(link=lr0, driver=False, forwarding=True)
+    clock = [100.0]
+    a = Stack(link=la, driver=False, clock=lambda: clock[0])
+    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
+    r = Stack(link=lr0, driver=False, forwarding=True, clock=lambda: clock[0])
     r.add_interface(lr1, mtu=1280)
     a.configure("eth,ip=fc00:9::1/64,gw=fc00:9::fe")
     r.configure("eth,iface=eth0,ip=fc00:9::fe/64")
     r.configure("eth,iface=eth1,ip=fc00:10::fe/64")
     b.configure("eth,ip=fc00:10::2/64,gw=fc00:10::fe")
-    clock = [100.0]
-    a.clock = b.clock = r.clock = lambda: clock[0]
     wires = [(la, r, r.interfaces[2]), (lr0, a, a.interfaces[2]),
              (lr1, b, b.interfaces[2]), (lb, r, r.interfaces[3])]
     seen: list[bytes] = []

@@ -153,12 +153,11 @@ def test_frames_for_another_host_are_forwarded_one_by_one() -> None:
     """A forwarding stack gets a run of segments for another host: it does not merge them
     (it is not their end), each is forwarded as it came."""
     la, lout = ListLink(), ListLink()
-    r = Stack(link=la, driver=False, forwarding=True)
+    now = 100.0
+    r = Stack(link=la, driver=False, forwarding=True, clock=lambda: now)
     r.add_interface(lout)
     r.configure("eth,iface=eth0,ip=10.9.0.1/24")
     r.configure("eth,iface=eth1,ip=10.10.0.1/24")
-    now = 100.0
-    r.clock = lambda: now
     # learn the far host's MAC from its ARP request for the router
     from threadnet.wire import arp, ethernet
 

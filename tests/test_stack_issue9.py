@@ -142,8 +142,7 @@ class _Wire:
         self.links = [ListLink() for _ in configs]
         self.stacks = []
         for cfg, link in zip(configs, self.links, strict=True):
-            s = Stack(link=link, driver=False, **kw)
-            s.clock = lambda: self.now[0]
+            s = Stack(link=link, driver=False, clock=lambda: self.now[0], **kw)
             s.configure(cfg)
             self.stacks.append(s)
 
@@ -208,9 +207,8 @@ def test_acd_probes_announces_then_uses_the_address():
     from stack_helpers import ListLink
 
     link = ListLink()
-    s = Stack(link=link, driver=False)
     now = [50.0]
-    s.clock = lambda: now[0]
+    s = Stack(link=link, driver=False, clock=lambda: now[0])
     try:
         s.configure("eth,acd,ip=10.4.2.7/24")
         addr = socket.inet_aton("10.4.2.7")
@@ -349,9 +347,8 @@ def _lone_stack(config: str):
     from stack_helpers import ListLink
 
     link = ListLink()
-    s = Stack(link=link, driver=False)
     now = [500.0]
-    s.clock = lambda: now[0]
+    s = Stack(link=link, driver=False, clock=lambda: now[0])
     s.configure(config)
     for _ in range(20):  # DAD ends
         now[0] += 0.1

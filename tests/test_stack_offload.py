@@ -94,11 +94,11 @@ def as_kernel_would_deliver(header: Header, frame: bytes) -> list[bytes]:
 def _pair(a_offload: bool, b_offload: bool):
     la = OffloadListLink() if a_offload else PlainListLink()
     lb = OffloadListLink() if b_offload else PlainListLink()
-    a, b = Stack(link=la, driver=False), Stack(link=lb, driver=False)
+    clock = [100.0]
+    a = Stack(link=la, driver=False, clock=lambda: clock[0])
+    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
     a.configure("eth,ip=10.9.0.1/24,ip=fc00:9::1/64")
     b.configure("eth,ip=10.9.0.2/24,ip=fc00:9::2/64")
-    clock = [100.0]
-    a.clock = b.clock = lambda: clock[0]
     clock[0] += 1.5  # duplicate address detection ends: the IPv6 addresses are usable
     for s in (a, b):
         s.on_timer(clock[0])
@@ -186,7 +186,7 @@ def test_an_offload_receiver_checks_only_what_the_kernel_does_not_vouch_for() ->
     _move(a, b, la, lb, clock[0])
     [server] = list(b.tcp.conns.values())
     ep.send(b"hello")
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     [(header, frame)] = la.sent
     la.sent = []
     bad = bytearray(frame)
@@ -207,12 +207,11 @@ def test_partial_udp_checksum_is_completed_and_large_frames_for_others_are_cut()
     from scapy.layers.l2 import ARP, Ether
 
     off, out = OffloadListLink(), PlainListLink()
-    r = Stack(link=off, driver=False, forwarding=True)
+    now = 100.0
+    r = Stack(link=off, driver=False, forwarding=True, clock=lambda: now)
     r.add_interface(out)
     r.configure("eth,iface=eth0,ip=10.9.0.1/24")
     r.configure("eth,iface=eth1,ip=10.10.0.1/24")
-    now = 100.0
-    r.clock = lambda: now
     mac_r0, mac_r1 = r.interfaces[2].mac, r.interfaces[3].mac
     host_mac, other_mac = b"\x02\0\0\0\0\x09", b"\x02\0\0\0\0\x0a"
     got = []
@@ -265,10 +264,10 @@ def test_tso_output_keeps_to_mss_multiples_and_nagle() -> None:
     assert conn.tso_max == TSO_MAX
     conn.cc.cwnd = 100 * mss
     ep.send(b"a")  # one small segment in flight: Nagle now holds small ones back
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     held, la.sent = la.sent, []
     ep.send(os.urandom(5 * mss + 100))
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert [len(f) - 66 for _, f in la.sent] == [5 * mss]  # the 100-byte tail waits
     la.sent = held + la.sent
     later = _move(a, b, la, lb, clock[0])  # delivered and ACKed: then the tail goes
@@ -276,14 +275,14 @@ def test_tso_output_keeps_to_mss_multiples_and_nagle() -> None:
     # without Nagle the tail goes with the rest
     conn.nodelay = True
     ep.send(os.urandom(7 * mss + 10))
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert [len(f) - 66 for _, f in la.sent] == [7 * mss + 10]
     # a window that ends inside the data cuts at an MSS boundary
     _move(a, b, la, lb, clock[0])
     conn.snd_wnd = 3 * mss + 500
     conn.max_snd_wnd = 3 * mss + 500
     ep.send(os.urandom(10 * mss))
-    a.tcp.flush(ep)
+    a.tcp.flush(ep, clock[0])
     assert [len(f) - 66 for _, f in la.sent] == [3 * mss]
 
 

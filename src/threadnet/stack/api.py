@@ -9,7 +9,9 @@ and a driver by default (the process's ``Driver``), so ``Stack(config, link)`` r
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from threadnet.link import Link
@@ -24,7 +26,7 @@ class Stack(core.Stack):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine), with its sockets.
 
     ``driver`` is the Driver that runs it: the process's default one if None, none if
-    False (a test then feeds it frames and time itself).
+    False (a test then feeds it frames and time itself). ``clock``: see the core Stack.
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
         >>> s.socket().connect(("10.0.0.1", 80))
@@ -35,10 +37,12 @@ class Stack(core.Stack):
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None, acd: bool = False) -> None:
+                 driver: object | None = None, acd: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         self._publications: list[Publication] | None = None  # stack.publish(path)
         super().__init__(config, link, name=name, forwarding=forwarding,
-                         driver=default_driver() if driver is None else driver, acd=acd)
+                         driver=default_driver() if driver is None else driver, acd=acd,
+                         clock=clock)
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
         """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""
@@ -77,6 +81,26 @@ class Stack(core.Stack):
                 raise TimeoutError(f"addresses of stack {self.name} still tentative "
                                    f"after {timeout} s")
             time.sleep(0.02)
+
+    def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
+        """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
+        of the replies that came back within ``timeout`` each. Blocks the caller while
+        the stack's driver runs the ping (``start_ping``, an ``EchoSession``).
+
+        Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
+        ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
+        finished = threading.Event()
+        with self.locked():
+            session = self.start_ping(dst, count, timeout, size,
+                                      on_done=lambda _: finished.set())
+        # the driver ends it within count * timeout; a stack nobody drives (driver=False)
+        # would never: stop waiting a little after that
+        if not finished.wait(count * timeout + 1.0):
+            with self.locked():
+                session.cancel()
+        if session.error is not None and not session.rtts:
+            raise OSError(session.error, f"{dst}: {os.strerror(session.error)}")
+        return list(session.rtts)
 
     def close(self) -> None:
         """Stop the stack and close its links. Its publications go first; its connections

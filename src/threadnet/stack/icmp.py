@@ -1,6 +1,9 @@
 """ICMP and ICMPv6 in the Stack: echo, errors, path MTU discovery (RFC 1191, RFC 8201),
 neighbor solicitations and advertisements that arrive, ping, and what happens to packets
 whose next hop never answered.
+
+A ping is an ``EchoSession``: a sans-IO state machine run by the stack's timers, on the
+times it is given (``threadnet.Stack.ping``, in the socket-API layer, blocks on one).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import errno
 import ipaddress
 import itertools
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadnet.stack.ip import LIMITED_BROADCAST
@@ -16,7 +20,7 @@ from threadnet.wire import icmp4, icmp6, ipv4, ipv6
 from threadnet.wire.ethernet import ETH_P_IPV4
 
 if TYPE_CHECKING:
-    from threadnet.stack.stack import Interface
+    from threadnet.stack.stack import Interface, Stack
 
 PMTU_EXPIRE = 600.0  # RFC 1191: forget a learned path MTU after 10 minutes (Linux's mtu_expires)
 PMTU_MAX_ENTRIES = 4096  # learned path MTUs kept; the oldest goes first
@@ -238,49 +242,19 @@ class Icmp:
             self.send_ip6(src, addr.packed, ipv6.PROTO_ICMPV6, out, now)
         self._drain_local(self._now if now is None else now)
 
-    def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
-        """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
-        of the replies that came back within ``timeout`` each. Blocks the caller.
-
-        Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
-        ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
-        import threading
-        import time
-
-        family = ipaddress.ip_address(dst).version
-        ident = next(_ident) & 0xFFFF
-        rtts: list[float] = []
-        got = threading.Event()
-        sent_at = [0.0]
-        expect = [b""]
-
-        def on_reply(body: bytes, now: float) -> None:
-            if body == expect[0]:
-                rtts.append(time.monotonic() - sent_at[0])
-                got.set()
-
-        failed: list[int] = []
-
-        def on_error(err: int) -> None:
-            failed.append(err)
-            got.set()
-
-        self.echo_waiters[(family, ident)] = on_reply
-        self.echo_errors[(family, ident)] = on_error
-        try:
-            for seq in range(count):
-                expect[0] = seq.to_bytes(2, "big") + os.urandom(max(0, size - 2))
-                got.clear()
-                sent_at[0] = time.monotonic()
-                with self.locked():
-                    self.send_echo(dst, ident, seq, expect[0], time.monotonic())
-                got.wait(timeout)
-                if failed and not rtts:
-                    raise OSError(failed[0], f"{dst}: {os.strerror(failed[0])}")
-        finally:
-            self.echo_waiters.pop((family, ident), None)
-            self.echo_errors.pop((family, ident), None)
-        return rtts
+    def start_ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56,
+                   now: float | None = None, *,
+                   on_done: Callable[[EchoSession], None] | None = None,
+                   ident: int | None = None) -> EchoSession:
+        """Start a ping (``EchoSession``) to ``dst``, its first request sent at ``now``
+        (default: the stack's boundary time, ``_api_now``). The stack's timers run it
+        (``next_deadline``/``on_timer``); ``on_done(session)`` is called, under the
+        stack's lock, when it ends. OSError when the first request cannot go (no route,
+        no source address)."""
+        session = EchoSession(self, dst, count, timeout, size,
+                              next(_ident) & 0xFFFF if ident is None else ident, on_done)
+        session.start(self._api_now(now))
+        return session
 
     def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
         """Address resolution failed (the neighbor cache gave the packets back): host
@@ -294,7 +268,7 @@ class Icmp:
                                   icmp4.UNREACH_HOST, mv, now)
             elif not (mv[6] & 0x1F or mv[7]):  # a first fragment or a whole datagram
                 hlen = (mv[0] & 0x0F) * 4
-                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:])
+                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:], now)
             self._count("arp_failed")
         else:
             src = bytes(mv[8:24])
@@ -308,11 +282,11 @@ class Icmp:
                         nh = -1
                     else:
                         nh, off = mv[off], off + 8
-                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:])
+                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:], now)
             self._count("nd_failed")
 
     def _local_unreachable(self, family: int, proto: int, src: bytes, dst: bytes,
-                           transport: memoryview) -> None:
+                           transport: memoryview, now: float) -> None:
         """EHOSTUNREACH to whoever here sent ``transport``: a connecting TCP socket fails,
         a UDP port's owner and a ping hear of it."""
         if len(transport) < 8:
@@ -320,7 +294,7 @@ class Icmp:
         sport = (transport[0] << 8) | transport[1]
         dport = (transport[2] << 8) | transport[3]
         if proto == ipv4.PROTO_TCP:
-            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH)
+            self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH, now)
         elif proto == ipv4.PROTO_UDP:
             fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
             if fn is not None:
@@ -330,4 +304,127 @@ class Icmp:
                     and transport[0] == icmp6.ECHO_REQUEST):
             fn2 = self.echo_errors.get((family, (transport[4] << 8) | transport[5]))
             if fn2 is not None:
-                fn2(errno.EHOSTUNREACH)
+                fn2(errno.EHOSTUNREACH, now)
+
+
+class EchoSession:
+    """One ping: ``count`` echo requests to ``dst``, one at a time; each waits up to
+    ``timeout`` seconds for its reply, and the next goes when the reply came or the wait
+    ended. Sans-IO: it reads no clock, and its round-trip times are differences of the
+    times it is given (the send's ``now``, the reply's ``now``).
+
+    ``Stack.start_ping`` makes and starts one; the stack then calls ``on_timer`` when
+    ``next_deadline`` comes, and ``on_reply``/``on_error`` when a reply or an error
+    (address resolution for ``dst`` failed) arrives. When it ends (``done``), ``rtts``
+    holds the replies' round-trip times in seconds, and ``error`` an errno: EHOSTUNREACH
+    when address resolution failed before any reply came (the ping stops there), or the
+    error of a request that could not be sent."""
+
+    def __init__(self, stack: Stack, dst: str, count: int, timeout: float, size: int,
+                 ident: int, on_done: Callable[[EchoSession], None] | None = None) -> None:
+        self.stack = stack
+        self.dst = dst
+        self.family = ipaddress.ip_address(dst).version
+        self.count = count
+        self.timeout = timeout
+        self.size = size
+        self.ident = ident
+        self.on_done = on_done
+        self.rtts: list[float] = []
+        self.error: int | None = None
+        self.done = False
+        self.seq = -1  # of the request in flight (or due next)
+        self._sent_at = 0.0
+        self._expect: bytes | None = None  # the payload the reply must echo
+        self._due: float | None = None  # the current wait's end, or when the next goes
+
+    def start(self, now: float) -> None:
+        """Send the first request at ``now``; OSError if it cannot go (nothing stays
+        registered then)."""
+        if self.count <= 0:
+            self._finish()
+            return
+        key = (self.family, self.ident)
+        stack = self.stack
+        stack.echo_waiters[key] = self.on_reply
+        stack.echo_errors[key] = self.on_error
+        stack.echo_sessions.append(self)
+        try:
+            self._send(now)
+        except BaseException:
+            self._unregister()
+            raise
+
+    def next_deadline(self) -> float | None:
+        return None if self.done else self._due
+
+    def on_timer(self, now: float) -> None:
+        """The wait for a reply ended, or the next request is due."""
+        if self.done or self._due is None or now < self._due:
+            return
+        if self._expect is not None:  # no reply in time: that request is lost
+            self._expect = None
+        self._next(now)
+
+    def on_reply(self, body: bytes, now: float) -> None:
+        """An echo reply with our identifier, its data ``body``, arrived at ``now``."""
+        if self.done or self._expect is None or body != self._expect:
+            return  # an old request's late reply, or not ours
+        self._expect = None
+        self.rtts.append(now - self._sent_at)
+        self._due = now  # the next request goes at the next timer (no nested sends)
+        if self.seq + 1 >= self.count:
+            self._finish()
+
+    def on_error(self, err: int, now: float) -> None:
+        """A request could not reach its next hop (``err``, EHOSTUNREACH)."""
+        if self.done:
+            return
+        if not self.rtts:
+            self.error = err  # as Linux's ping: stop at once
+            self._finish()
+            return
+        self._expect = None  # that one is lost; the next goes at the next timer
+        self._due = now
+
+    def cancel(self) -> None:
+        """Stop now (the replies counted so far stay in ``rtts``)."""
+        if not self.done:
+            self._finish()
+
+    def _next(self, now: float) -> None:
+        if self.seq + 1 >= self.count:
+            self._finish()
+            return
+        try:
+            self._send(now)
+        except OSError as exc:
+            self.error = exc.errno
+            self._finish()
+
+    def _send(self, now: float) -> None:
+        self.seq += 1
+        payload = self.seq.to_bytes(2, "big") + os.urandom(max(0, self.size - 2))
+        self._expect = payload
+        self._sent_at = now
+        self._due = now + self.timeout
+        # (a local destination answers within this call: on_reply runs before it returns)
+        self.stack.send_echo(self.dst, self.ident, self.seq & 0xFFFF, payload, now)
+
+    def _unregister(self) -> None:
+        stack = self.stack
+        key = (self.family, self.ident)
+        if stack.echo_waiters.get(key) == self.on_reply:
+            del stack.echo_waiters[key]
+        if stack.echo_errors.get(key) == self.on_error:
+            del stack.echo_errors[key]
+        if self in stack.echo_sessions:
+            stack.echo_sessions.remove(self)
+
+    def _finish(self) -> None:
+        self.done = True
+        self._due = None
+        self._expect = None
+        self._unregister()
+        if self.on_done is not None:
+            self.on_done(self)

@@ -561,7 +561,7 @@ class _Conn:
         elif op == "abort":
             if sock._pump is not None:
                 with stack.locked():
-                    sock._pump.ep.abort()
+                    sock._pump.ep.abort(now=stack.clock())
         elif op == "status":
             pump = sock._pump
             return {"error": pump.error if pump is not None else 0}, []

@@ -288,7 +288,7 @@ class StackSocket(_socket.socket):
             try:
                 return StackSocket(self._stack, self._vfamily, SOCK_STREAM, _endpoint=ep)
             except BaseException:
-                ep.abort()  # no descriptor for it (EMFILE): the peer hears a reset
+                ep.abort(now=self._stack.clock())  # no descriptor for it (EMFILE): the peer hears a reset
                 raise
 
     def _can_accept(self) -> bool:
@@ -369,7 +369,7 @@ class StackSocket(_socket.socket):
             return errno.EINPROGRESS
         if not self._pump.done.wait(timeout):
             with stack.locked():
-                ep.abort()
+                ep.abort(now=stack.clock())
             raise TimeoutError("timed out")
         return self._pump.error
 
@@ -517,7 +517,7 @@ class StackSocket(_socket.socket):
         stack = self._stack
         if self._listener is not None:
             with stack.locked():
-                self._listener.close()
+                self._listener.close(stack.clock())
             self._listener = None
         if self._udp_key is not None:
             with stack.locked():
@@ -536,7 +536,7 @@ class StackSocket(_socket.socket):
             with stack.locked():
                 if not pump.closed:
                     pump.eof_in = True
-                    pump.ep.abort()
+                    pump.ep.abort(now=stack.clock())
                     pump._shutdown()
         # a stream's pump sees EOF on its end and closes the connection gracefully
         super().close()
@@ -640,7 +640,7 @@ class _StreamPump:
         if conn.closed:
             self._shutdown()
         elif self.eof_in and self.eof_out:
-            self.ep.close()
+            self.ep.close(self.stack.clock())
             self._shutdown()
 
     def _deliver(self) -> None:
@@ -661,12 +661,12 @@ class _StreamPump:
             except OSError:
                 # the application closed its socket with data arriving: reset (RFC 9293)
                 view.release()
-                ep.abort()
+                ep.abort(now=self.stack.clock())
                 self._shutdown()
                 return
             finally:
                 view.release()
-            ep.consume(n)
+            ep.consume(n, self.stack.clock())
         if conn.eof and not self.eof_out:
             self.eof_out = True
             try:
@@ -735,7 +735,7 @@ class _StreamPump:
                 # the application closed its socket with received data unread: as Linux
                 # does, the connection is reset (RFC 1122 4.2.2.13)
                 self.eof_in = True
-                self.ep.abort()
+                self.ep.abort(now=self.stack.clock())
                 self._shutdown()
                 return
             except OSError:
@@ -746,13 +746,13 @@ class _StreamPump:
                 if self.eof_out or conn.eof or _hung_up(inner):
                     # closed (not just shut down for writing): a FIN goes out, and the
                     # connection resets if data arrives later; the descriptor goes now
-                    self.ep.close()
+                    self.ep.close(self.stack.clock())
                     self._shutdown()
                 else:
-                    self.ep.shutdown_write()
+                    self.ep.shutdown_write(self.stack.clock())
                     self._watch_hangup(0.05)
                 return
-            self.ep.send(data)
+            self.ep.send(data, self.stack.clock())
 
     def _watch_hangup(self, delay: float, until_connected: bool = False) -> None:
         """After a shutdown(SHUT_WR), check now and then whether the application has
@@ -764,7 +764,7 @@ class _StreamPump:
                 if self.closed or (until_connected and self.connected):
                     return
                 if _hung_up(self.inner):
-                    self.ep.close()
+                    self.ep.close(self.stack.clock())
                     self._shutdown()
                 else:
                     self._watch_hangup(min(2.0, delay * 2), until_connected)

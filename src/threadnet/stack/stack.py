@@ -39,7 +39,7 @@ from threadnet.stack.gro import DirectInput
 from threadnet.stack.icmp import MIN_PMTU4 as MIN_PMTU4  # (re-exported: moved there)
 from threadnet.stack.icmp import PMTU_EXPIRE as PMTU_EXPIRE
 from threadnet.stack.icmp import PMTU_MAX_ENTRIES as PMTU_MAX_ENTRIES
-from threadnet.stack.icmp import Icmp
+from threadnet.stack.icmp import EchoSession, Icmp
 from threadnet.stack.ip import IP_ID_BUCKETS, Hook, IpLayer
 from threadnet.stack.ipinput import IpInput
 from threadnet.stack.nd import DAD_DELAY as DAD_DELAY
@@ -120,9 +120,11 @@ def random_mac() -> bytes:
 class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
-    ``clock`` is the time source for calls made outside ``input``/``on_timer`` (socket
-    calls, addresses added, links set up); tests that drive the stack on fake time replace
-    it. ``acd``: IPv4 addresses go through conflict detection (RFC 5227) before use, unless
+    ``clock`` (default ``time.monotonic``) is the time source for calls made outside
+    ``input``/``on_timer`` (socket calls, addresses added, links set up, a ping started):
+    read only at that boundary (``_api_now``), never inside protocol processing, which
+    takes the caller's ``now``. Tests that drive the stack on fake time pass a fake one
+    (the ``clock`` attribute may still be replaced after construction). ``acd``: IPv4 addresses go through conflict detection (RFC 5227) before use, unless
     ``addr_add`` says otherwise (the configuration item ``acd`` turns it on too).
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
@@ -140,9 +142,10 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None, acd: bool = False) -> None:
+                 driver: object | None = None, acd: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         self.name = name or f"stack{id(self):x}"
-        self.clock: Callable[[], float] = time.monotonic
+        self.clock: Callable[[], float] = time.monotonic if clock is None else clock
         self.acd = acd
         # a driver runs this stack on its clock; without one (None or False) the caller's
         # explicit times are the stack's only time, unless it sets a clock (see _api_now)
@@ -161,7 +164,9 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         #: who hears of an error about what they sent (address resolution failed): a
         #: UDP port's owner (error, destination, port) and a ping's (error)
         self.udp_errors: dict[tuple[bytes, int], Callable[[int, bytes, int], None]] = {}
-        self.echo_errors: dict[tuple[int, int], Callable[[int], None]] = {}
+        self.echo_errors: dict[tuple[int, int], Callable[[int, float], None]] = {}
+        #: pings under way (``start_ping``), run by ``on_timer``
+        self.echo_sessions: list[EchoSession] = []
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
@@ -246,9 +251,11 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         return iface
 
     def _api_now(self, now: float | None) -> float:
-        """The time of a call from outside ``input``/``on_timer`` that starts a timer (DAD
-        of an address, conflict detection): ``now`` when given, else the stack's clock,
-        the real time a driver runs it on. A stack without a driver and with the default
+        """The time of a call from outside ``input``/``on_timer`` (a socket's send or
+        close, an address added, a ping started): ``now`` when given, else the stack's
+        clock, the real time a driver runs it on. This is the one place the core reads
+        its clock, at the boundary with the layers above; protocol processing below it
+        takes ``now`` from its caller. A stack without a driver and with the default
         clock knows only the times its caller passed to ``input``/``on_timer``: the last
         of them. (Before, the public API used that last time always: 0.0 for a new stack,
         so the driver's first tick ended the DAD of every configured address.)"""
@@ -533,9 +540,11 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._batch_ifaces = links
         return True
 
-    def end_batch(self) -> None:
+    def end_batch(self, now: float | None = None) -> None:
+        """End the batch: the connections its input touched send, at ``now`` (default:
+        the time of the batch's latest segment; no clock is read)."""
         try:
-            self.tcp.end_batch()
+            self.tcp.end_batch(now)
         finally:
             ifaces, self._batch_ifaces = self._batch_ifaces, []
             for iface in ifaces:
@@ -548,6 +557,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     def next_deadline(self) -> float | None:
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
                  self.tcp.next_deadline()]
+        times += [p.next_deadline() for p in self.echo_sessions]
         if self.pmtu:
             times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
@@ -585,6 +595,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                 if a.state == "tentative" and a.dad_deadline and now >= a.dad_deadline:
                     a.state = "preferred"
                     self._gen += 1  # the fast input path's address sets change
+        for ping in list(self.echo_sessions):
+            ping.on_timer(now)
         self._drain_local(now)
 
     def locked(self) -> _Held:
@@ -597,10 +609,11 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         """Stop the stack and close its links. Its connections are reset, and the sockets
         on it see that at once (a blocked recv or accept fails instead of hanging)."""
         with self.locked():
+            now = self._api_now(None)
             for ep in list(self.tcp.conns.values()):
-                ep.abort(errno.ECONNABORTED)
+                ep.abort(errno.ECONNABORTED, now)
             for listener in list(self.tcp.listeners.values()):
-                listener.close()
+                listener.close(now)
         if self.driver is not None:
             self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():

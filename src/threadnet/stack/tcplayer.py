@@ -9,6 +9,10 @@ stays bounded and a real client's retransmitted SYN still gets through.
 
 Everything here runs under the stack's lock (the driver's). ``TcpEndpoint.on_event``
 is called whenever something a socket might wait for changes (data, space, state).
+
+Nothing here reads a clock: input and timers carry the driver's ``now``, and the socket
+layer's calls on a ``TcpEndpoint`` take theirs (``now``; when omitted, the stack's
+boundary time, ``Stack._api_now``).
 """
 
 from __future__ import annotations
@@ -78,42 +82,47 @@ class TcpEndpoint:
         self.path: Path | None = None
 
     # -- the socket layer's calls (under the stack lock) ------------------------------
-    def send(self, data: bytes | bytearray | memoryview) -> int:
+    # Each takes the time of the call, ``now``; None (tests, old callers) means the
+    # stack's boundary time (``Stack._api_now``): the clock is read there, never below.
+    def send(self, data: bytes | bytearray | memoryview, now: float | None = None) -> int:
         n = self.conn.send(data)
-        self.layer.flush(self)
+        self.layer.flush(self, self.layer.stack._api_now(now))
         return n
 
-    def recv(self, maxlen: int) -> bytes:
+    def recv(self, maxlen: int, now: float | None = None) -> bytes:
         """Up to ``maxlen`` bytes; b"" when nothing is queued (check ``conn.eof``)."""
         if not self.conn.recv_queued:
             return b""
         data = self.conn.recv(maxlen)
-        self.layer.flush(self)  # a window update may be due
+        self.layer.flush(self, self.layer.stack._api_now(now))  # a window update may be due
         return data
 
-    def consume(self, n: int) -> None:
+    def consume(self, n: int, now: float | None = None) -> None:
         """Drop ``n`` bytes shown by ``conn.peek`` (a window update goes out if due)."""
         if self.conn.consume(n):
-            self.layer.flush(self)
+            self.layer.flush(self, self.layer.stack._api_now(now))
 
-    def shutdown_write(self) -> None:
-        self.conn.shutdown_write(self.layer.stack.clock())
-        self.layer.flush(self)
+    def shutdown_write(self, now: float | None = None) -> None:
+        now = self.layer.stack._api_now(now)
+        self.conn.shutdown_write(now)
+        self.layer.flush(self, now)
 
-    def close(self) -> None:
-        self.conn.close(self.layer.stack.clock())
+    def close(self, now: float | None = None) -> None:
+        now = self.layer.stack._api_now(now)
+        self.conn.close(now)
         self.on_event = None
-        self.layer.flush(self)
+        self.layer.flush(self, now)
 
-    def abort(self, error: int = 0) -> None:
+    def abort(self, error: int = 0, now: float | None = None) -> None:
         """Reset the connection. An application's own abort ends its interest in events;
         with ``error`` (the stack itself going away) the owner is told, with that error."""
-        self.conn.abort(self.layer.stack.clock())
+        now = self.layer.stack._api_now(now)
+        self.conn.abort(now)
         notify, self.on_event = self.on_event, None
         if error and notify is not None:
             self.conn.error = self.conn.error or error
             notify(self)
-        self.layer.flush(self)
+        self.layer.flush(self, now)
 
 
 class TcpListener:
@@ -144,11 +153,12 @@ class TcpListener:
             return ep
         return None
 
-    def close(self) -> None:
+    def close(self, now: float | None = None) -> None:
         if self.layer.listeners.get(self.key) is self:
             del self.layer.listeners[self.key]
+        now = self.layer.stack._api_now(now)
         for ep in list(self.half_open.values()) + list(self.ready):
-            ep.abort()
+            ep.abort(now=now)
         self.half_open.clear()
         self.ready.clear()
         if self.on_closed is not None:
@@ -166,8 +176,10 @@ class TcpLayer:
         self._secret = os.urandom(16)
         self.defaults: dict[str, object] = {}
         self.rst_sent = 0
-        # while a batch of frames is processed: the connections to flush at its end
+        # while a batch of frames is processed: the connections to flush at its end, and
+        # the time of the batch's latest segment (when they are flushed)
         self._batch: dict[TcpEndpoint, None] | None = None
+        self._batch_now = 0.0
 
     # -- batches ---------------------------------------------------------------------
     def begin_batch(self) -> bool:
@@ -179,12 +191,16 @@ class TcpLayer:
         self._batch = {}
         return True
 
-    def end_batch(self) -> None:
+    def end_batch(self, now: float | None = None) -> None:
+        """Flush the connections the batch touched, at ``now`` (default: the time its
+        latest segment arrived)."""
         pending = self._batch
         self._batch = None
         if pending:
+            if now is None:
+                now = self._batch_now
             for ep in pending:
-                self.flush(ep)
+                self.flush(ep, now)
 
     # -- ports -----------------------------------------------------------------------
     def port_in_use(self, addr: bytes, port: int, family: int = 0, v6only: bool = False) -> bool:
@@ -264,7 +280,7 @@ class TcpLayer:
         ep = TcpEndpoint(self, conn, family, (src, sport), (dst, dport))
         self.conns[key] = ep
         conn.connect(now)
-        self.flush(ep)
+        self.flush(ep, now)
         return ep
 
     def _new_conn(self, family: int, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -331,20 +347,20 @@ class TcpLayer:
                 _, ts_val, ts_ecr = _TS_OPT.unpack_from(payload, 20)
                 if flags & _NOT_PSH == tcp.ACK and n > 32 and \
                         ep.conn.input_data(seq, ack, window, payload[32:], ts_val, now):
-                    self._touched(ep)
+                    self._touched(ep, now)
                     return
                 seg = Segment(seq, ack, flags, window, payload[32:], None, None, False, (),
                               ts_val, ts_ecr)
             elif doff == 20:
                 if flags & _NOT_PSH == tcp.ACK and n > 20 and \
                         ep.conn.input_data(seq, ack, window, payload[20:], None, now):
-                    self._touched(ep)
+                    self._touched(ep, now)
                     return
                 seg = Segment(seq, ack, flags, window, payload[20:])
             else:
                 seg = self._segment(seq, ack, flags, window, payload[20:doff], payload[doff:])
             ep.conn.input(seg, now)
-            self._touched(ep)
+            self._touched(ep, now)
             return
         opts = payload[20:doff] if doff > 20 else memoryview(b"")
         ls = self.listeners
@@ -386,7 +402,7 @@ class TcpLayer:
         return ep
 
     def unreachable(self, family: int, src: bytes, sport: int, dst: bytes, dport: int,
-                    err: int) -> None:
+                    err: int, now: float) -> None:
         """A segment of ours could not go (address resolution for its next hop failed).
         As Linux's tcp_v4_err/tcp_v6_err for a hard error: a connection still in SYN-SENT
         fails with ``err`` (its connect raises it); a synchronized one keeps
@@ -394,22 +410,24 @@ class TcpLayer:
         ep = self.conns.get((src, sport, dst, dport))
         if ep is None or ep.family != family or ep.conn.state is not TcpState.SYN_SENT:
             return
-        ep.conn.abort(self.stack.clock())
+        ep.conn.abort(now)
         ep.conn.error = ep.conn.error or err
-        self.flush(ep)  # forgets it, and tells the owner (on_event)
+        self.flush(ep, now)  # forgets it, and tells the owner (on_event)
 
     def pmtu_reduced(self, ep: TcpEndpoint, mtu: int) -> None:
         """The path MTU of ``ep`` is ``mtu``: its segments shrink to fit (the ones lost
         go again, smaller, when the retransmission timer fires)."""
         ep.conn.path_mss(mtu - (60 if ep.family == 6 else 40))
 
-    def _touched(self, ep: TcpEndpoint) -> None:
+    def _touched(self, ep: TcpEndpoint, now: float) -> None:
         """Input reached ``ep``: flush it now, or once at the end of the receive batch."""
         batch = self._batch
         if batch is not None:
             batch[ep] = None
+            if now > self._batch_now:
+                self._batch_now = now
         else:
-            self.flush(ep)
+            self.flush(ep, now)
 
     @staticmethod
     def _segment(seq: int, ack: int, flags: int, window: int, opts: memoryview,
@@ -438,7 +456,7 @@ class TcpLayer:
         self.conns[key] = ep
         listener.half_open[key] = ep
         conn.listen_accept(self._segment(seq, 0, tcp.SYN, window, opts, memoryview(b"")), now)
-        self.flush(ep)
+        self.flush(ep, now)
 
     def _reset(self, family: int, src: bytes, sport: int, dst: bytes, dport: int, seq: int,
                ack: int, flags: int, data_len: int, now: float) -> None:
@@ -454,9 +472,9 @@ class TcpLayer:
         self._send(family, dst, src, out, now)
 
     # -- output and timers ----------------------------------------------------------------
-    def flush(self, ep: TcpEndpoint) -> None:
-        """Send what the connection wants to send, then update timers and waiters."""
-        now = self.stack.clock()
+    def flush(self, ep: TcpEndpoint, now: float) -> None:
+        """Send what the connection wants to send at ``now`` (the time of the input, timer
+        or call that changed it), then update timers and waiters."""
         conn = ep.conn
         segs = conn.output(now)
         if segs:
@@ -484,7 +502,7 @@ class TcpLayer:
                 if listener.on_ready is not None:
                     listener.on_ready()
             else:
-                ep.abort()
+                ep.abort(now=now)
                 return
         if conn.closed:
             self._forget(ep)
@@ -633,7 +651,7 @@ class TcpLayer:
                 continue
             ep._timer = None
             ep.conn.on_timer(now)
-            self.flush(ep)
+            self.flush(ep, now)
 
 
 def _cut(segs: list[Segment], mss: int) -> list[Segment]:
