@@ -180,6 +180,23 @@ class Link:
         return f"<{type(self).__name__} {self.url}{state}>"
 
 
+# The transmit backlog of a wrapped link drains on the loop that drives the wrapper: these
+# pass ``attach_tx``/``tx_fileno``/``on_writable`` through to ``self.inner`` (used by
+# WrapperLink and by the emulation link, which wraps without being a WrapperLink).
+def pass_tx_attach(self, wake: Callable[[Link], None] | None) -> bool:  # noqa: ANN001
+    if wake is None:
+        return self.inner.attach_tx(None)
+    return self.inner.attach_tx(lambda _inner: wake(self))
+
+
+def pass_tx_fileno(self) -> int:  # noqa: ANN001
+    return self.inner.tx_fileno()
+
+
+def pass_on_writable(self) -> bool:  # noqa: ANN001
+    return self.inner.on_writable()
+
+
 class WrapperLink(Link):
     """A link that wraps another one; by default every call passes through."""
 
@@ -210,16 +227,9 @@ class WrapperLink(Link):
         return self.inner.recv()
 
     # a wrapper that queues or paces nothing itself leaves both to the link it wraps
-    def attach_tx(self, wake: Callable[[Link], None] | None) -> bool:
-        if wake is None:
-            return self.inner.attach_tx(None)
-        return self.inner.attach_tx(lambda _inner: wake(self))
-
-    def tx_fileno(self) -> int:
-        return self.inner.tx_fileno()
-
-    def on_writable(self) -> bool:
-        return self.inner.on_writable()
+    attach_tx = pass_tx_attach
+    tx_fileno = pass_tx_fileno
+    on_writable = pass_on_writable
 
     def attach_timer(self, wake: Callable[[Link], None] | None) -> bool:
         if wake is None:

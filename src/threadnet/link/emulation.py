@@ -35,7 +35,15 @@ from collections import deque
 from collections.abc import Callable
 
 from threadnet.errors import LinkError, URLError
-from threadnet.link import Link, open_link, require_inner, unquote
+from threadnet.link import (
+    Link,
+    open_link,
+    pass_on_writable,
+    pass_tx_attach,
+    pass_tx_fileno,
+    require_inner,
+    unquote,
+)
 from threadnet.wirefilter.core import Filter
 
 _INNER_BUDGET = 64
@@ -243,16 +251,9 @@ class EmulatedLink(Link):
             self._rx_w.close()
 
     # the wrapped link's transmit backlog, when it has one, drains on the same loop
-    def attach_tx(self, wake: Callable[[Link], None] | None) -> bool:
-        if wake is None:
-            return self.inner.attach_tx(None)
-        return self.inner.attach_tx(lambda _inner: wake(self))
-
-    def tx_fileno(self) -> int:
-        return self.inner.tx_fileno()
-
-    def on_writable(self) -> bool:
-        return self.inner.on_writable()
+    attach_tx = pass_tx_attach
+    tx_fileno = pass_tx_fileno
+    on_writable = pass_on_writable
 
     def _recv(self) -> bytes:
         try:
