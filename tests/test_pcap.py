@@ -206,3 +206,31 @@ def test_tshark_reads_written_file(tmp_path) -> None:
                            "-e", "frame.cap_len"], capture_output=True, text=True, timeout=60,
                           check=True).stdout.split()
     assert info == [str(len(udp_frame(b"z" * 400))), "100"]
+
+
+def test_switch_capture_changes_run_on_the_switchs_thread(sockdir, monkeypatch):
+    """set_capture from another thread is carried out on the running switch's own thread
+    (a test thread that stopped a capture closed the file while the switch's thread was
+    writing a frame to it), and its errors still reach the caller."""
+    import os
+
+    from threadnet.switch.server import SwitchServer
+
+    seen: list[threading.Thread] = []
+    original = SwitchServer._set_capture
+
+    def record(self, *args):
+        seen.append(threading.current_thread())
+        return original(self, *args)
+
+    monkeypatch.setattr(SwitchServer, "_set_capture", record)
+    sw = SwitchServer(os.path.join(sockdir, "sw")).start()
+    try:
+        pcap = os.path.join(sockdir, "all.pcap")
+        sw.set_capture(None, pcap)
+        sw.set_capture(None, None)
+        assert seen and all(t is sw._thread for t in seen)
+        with pytest.raises(OSError):
+            sw.set_capture(None, os.path.join(sockdir, "no", "such", "dir.pcap"))
+    finally:
+        sw.close()

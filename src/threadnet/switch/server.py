@@ -93,7 +93,32 @@ class SwitchServer:
 
         The file is opened (created, or truncated) with the rights of ``caller``: a console
         user's own (issue 14, S2), the service's when None. It must be a regular file: a
-        FIFO or a device could block the switch's loop (EINVAL)."""
+        FIFO or a device could block the switch's loop (EINVAL).
+
+        Called from another thread while the switch runs (``start()``), the change is made
+        on the switch's own thread, so no frame is written to a capture being closed."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            done = threading.Event()
+            failed: list[BaseException] = []
+
+            def change() -> None:
+                try:
+                    self._set_capture(port, path, caller)
+                except BaseException as exc:
+                    failed.append(exc)
+                finally:
+                    done.set()
+
+            self.loop.call_soon_threadsafe(change)
+            if not done.wait(30):
+                raise TimeoutError("the switch's loop did not take the capture change")
+            if failed:
+                raise failed[0]
+            return
+        self._set_capture(port, path, caller)
+
+    def _set_capture(self, port: int | None, path: str | None, caller: Caller | None) -> None:
         import contextlib
         import stat
 
