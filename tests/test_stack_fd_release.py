@@ -105,10 +105,13 @@ def test_server_closes_first_no_descriptor_through_time_wait(pair):
             assert got == b"answer"
     t.join(10)
     wait_for(_settled(baseline), timeout=5, what=f"descriptors back to {baseline} (now {nfds()})")
-    # the protocol state is still there (the last ones reach TIME-WAIT when the client's
-    # FIN arrives, which may be just after the descriptors went)
-    wait_for(lambda: _states(b).count("TIME-WAIT") >= n, timeout=5,
-             what=f"{n} connections in TIME-WAIT ({_states(b)})")
+    # the protocol state is still there, with no descriptor: every connection is in
+    # TIME-WAIT, or on its way there (a FIN lost on a loaded machine is retransmitted
+    # after the RTO, so the last one may still be in FIN-WAIT)
+    closing = ("TIME-WAIT", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSING")
+    wait_for(lambda: sum(st in closing for st in _states(b)) >= n, timeout=30,
+             what=f"{n} connections closing or in TIME-WAIT ({_states(b)})")
+    assert nfds() <= baseline
     srv.close()
 
 
