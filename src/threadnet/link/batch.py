@@ -109,9 +109,12 @@ class TxBatch:
                     raise
                 return 0
             return 1
-        fd = sock.fileno()
+        return self._send_from(sock.fileno(), 0, count)
+
+    def _send_from(self, fd: int, sent: int, count: int) -> int:
+        """``sendmmsg`` the queued frames from index ``sent`` on without waiting; returns
+        how far it got (less than ``count`` when the socket is full)."""
         sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
-        sent = 0
         while sent < count:
             n = sendmmsg(fd, self._msgs_addr + sent * 64, count - sent, mmsg.MSG_DONTWAIT)
             if n < 0:
@@ -147,25 +150,16 @@ class TxBatch:
             self._first = None
             return self._send_one(sock, first)
         fd = sock.fileno()
-        sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
-        sent = 0
+        sent = self._send_from(fd, 0, count)
         deadline = None
-        while sent < count:
-            n = sendmmsg(fd, self._msgs_addr + sent * 64, count - sent, mmsg.MSG_DONTWAIT)
-            if n < 0:
-                err = ctypes.get_errno()
-                if err == errno.EINTR:
-                    continue
-                if err in (errno.EAGAIN, errno.ENOBUFS):
-                    now = time.monotonic()
-                    if deadline is None:
-                        deadline = now + FLUSH_WAIT
-                    if now >= deadline:
-                        return count - sent
-                    select.select([], [fd], [], deadline - now)
-                    continue
-                raise OSError(err, errno.errorcode.get(err, str(err)))
-            sent += n
+        while sent < count:  # the socket is full: wait for room, up to FLUSH_WAIT
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + FLUSH_WAIT
+            if now >= deadline:
+                return count - sent
+            select.select([], [fd], [], deadline - now)
+            sent = self._send_from(fd, sent, count)
         return 0
 
     @staticmethod

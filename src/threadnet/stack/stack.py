@@ -417,11 +417,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     def configure(self, text: str, now: float | None = None) -> None:
         """Apply a libioth-style configuration string, e.g. ``"eth,ip=10.0.0.5/24,gw=10.0.0.1"``."""
         cfg = parse_config(text)
-        unsupported = [n for n, v in (("dhcp", cfg.dhcp4), ("dhcp6", cfg.dhcp6), ("rd", cfg.rd),
-                                      ("slaac", cfg.slaac)) if v]
-        if unsupported:
-            raise NotImplementedError(f"{', '.join(unsupported)}: dynamic configuration is not "
-                                      "implemented yet; use ip= and gw=")
+        cfg.require_static()  # DHCP, RD and SLAAC: not implemented yet
         links = [i for i in self.interfaces.values() if not i.loopback]
         if cfg.iface is not None:
             iface = self.interface(cfg.iface)
