@@ -50,17 +50,17 @@ def test_stack_unknown_group(sockdir):
 def test_publish_unknown_group_names_it(sockdir):
     from threadnet import Stack
     from threadnet.errors import UnknownGroupError
-    from threadnet.stack.driver import Driver
+    from threadnet.stack.runner import StackRunner
 
-    driver = Driver("test-cli-errors")
-    s = Stack("eth,ip=10.0.0.1/24", link="null://", driver=driver)
+    runner = StackRunner("test-cli-errors")
+    s = Stack("eth,ip=10.0.0.1/24", link="null://", runner=runner)
     try:
         with pytest.raises(UnknownGroupError, match=NO_GROUP) as info:
             s.publish(os.path.join(sockdir, "x"), group=NO_GROUP)
         assert isinstance(info.value, ValueError) and isinstance(info.value, LookupError)
     finally:
         s.close()
-        driver.stop()
+        runner.stop()
     assert os.listdir(sockdir) == []
 
 
@@ -157,11 +157,11 @@ def test_published_stack_internal_error_is_logged_and_reported(sockdir, caplog):
     """A bug in the stack while serving a client: the stack's log has the traceback, the
     client an EIO that names the exception (not a bare ValueError)."""
     from threadnet import Stack
-    from threadnet.stack.driver import Driver
     from threadnet.stack.remote import RemoteStack
+    from threadnet.stack.runner import StackRunner
 
-    driver = Driver("test-cli-errors")
-    s = Stack("eth,ip=10.0.0.1/24", link="null://", driver=driver)
+    runner = StackRunner("test-cli-errors")
+    s = Stack("eth,ip=10.0.0.1/24", link="null://", runner=runner)
     path = os.path.join(sockdir, "st")
     try:
         s.publish(path)
@@ -180,7 +180,7 @@ def test_published_stack_internal_error_is_logged_and_reported(sockdir, caplog):
             remote.close()
     finally:
         s.close()
-        driver.stop()
+        runner.stop()
     assert info.value.errno == errno.EIO
     assert "RuntimeError" in str(info.value) and "boom in the stack" in str(info.value)
     rec = caplog.records[0]

@@ -22,8 +22,8 @@ from threadnet import Stack
 from threadnet.stack import dnsclient as rz
 from threadnet.stack import gai
 from threadnet.stack.dnsclient import Cache, Query, Resolution
-from threadnet.stack.driver import Driver
 from threadnet.stack.resolver import Resolver
+from threadnet.stack.runner import StackRunner
 from threadnet.switch.server import SwitchServer
 from threadnet.wire import dns
 
@@ -397,7 +397,7 @@ def _outcome(fn, *args):
 def test_getaddrinfo_matches_glibc_for_numeric_hosts():
     """Numeric and absent hosts never reach a resolver, so the host's getaddrinfo is an
     oracle: every combination below must give the same results or the same error."""
-    stack = Stack(driver=False)
+    stack = Stack(runner=False)
     hosts = [None, "*", "", "127.0.0.1", "127.1", "0x7f.1", "08.1.1.1", "4294967295",
              "4294967296", "1.16777215", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "fe80::1%1",
              "fe80::1%lo", "fe80::1%nosuch", "2001:db8::1%5", "2001:db8::1%lo",
@@ -421,7 +421,7 @@ def test_getaddrinfo_matches_glibc_for_numeric_hosts():
 
 
 def test_getnameinfo_and_gethostby_match_the_stdlib_for_numeric_input():
-    stack = Stack(driver=False)
+    stack = Stack(runner=False)
     for h, p, rest, flags in itertools.product(
             ["127.0.0.1", "127.1", "::1", "fe80::1", "fe80::1%lo", "ff02::1", "2001:db8::1",
              "::ffff:127.0.0.1", "localhost", "", b"127.0.0.1", "::"],
@@ -443,7 +443,7 @@ def test_getnameinfo_and_gethostby_match_the_stdlib_for_numeric_input():
 
 
 def test_local_names_hosts_table_and_own_name_without_dns():
-    stack = Stack(driver=False)
+    stack = Stack(runner=False)
     assert stack.gethostname() == stack.name and stack._resolver is None  # nothing made yet
     stack.add_host("db.internal", "10.7.0.5")
     stack.add_host("db.internal", "fc00:7::5")
@@ -487,9 +487,9 @@ def test_destination_order_prefers_families_the_stack_can_reach():
     from stack_helpers import ListLink
 
     s = socket
-    v4 = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link=ListLink(), driver=False)
+    v4 = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link=ListLink(), runner=False)
     dual = Stack("eth,ip=10.0.0.6/24,gw=10.0.0.1,ip=2001:db8::6/64", link=ListLink(),
-                 driver=False)
+                 runner=False)
     dual.route_add("default", "2001:db8::1")
     for st_ in (v4, dual):
         st_.on_timer(5.0)  # DAD done: the IPv6 addresses (link-local too) are usable
@@ -502,7 +502,7 @@ def test_destination_order_prefers_families_the_stack_can_reach():
     order = [a[4][0] for a in dual.getaddrinfo("both.example", 80, type=s.SOCK_STREAM)]
     assert order == ["fe80::5", "2001:db8:5::5", "192.0.2.5"]  # precedence 40 > 35
     # AI_ADDRCONFIG, as glibc: a family counts with an address other than loopback
-    lone = Stack(driver=False)
+    lone = Stack(runner=False)
     with pytest.raises(s.gaierror) as e:
         lone.getaddrinfo("localhost", 80, s.AF_INET, 0, 0, s.AI_ADDRCONFIG)
     assert e.value.errno == s.EAI_NONAME
@@ -520,15 +520,15 @@ def lan(tmp_path_factory):
     """Client C, server S and third party X on one switch, each with IPv4 and IPv6."""
     d = tmp_path_factory.mktemp("dnslan")
     sw = SwitchServer(str(d / "sw")).start()
-    driver = Driver("test-dns")
+    runner = StackRunner("test-dns")
     url = f"vde://{sw.directory}"
-    stacks = {n: Stack(f"eth,ip=10.53.0.{i}/24,ip=fc00:53::{i}/64", link=url, driver=driver,
+    stacks = {n: Stack(f"eth,ip=10.53.0.{i}/24,ip=fc00:53::{i}/64", link=url, runner=runner,
                        name=n) for i, n in ((1, "C"), (2, "S"), (3, "X"))}
     wait_for(lambda: all(len(s.addresses(6)) == 3 for s in stacks.values()), what="DAD")
     yield stacks
     for s in stacks.values():
         s.close()
-    driver.stop()
+    runner.stop()
     sw.close()
 
 
@@ -795,18 +795,18 @@ def test_stack_sockets_take_names(fake, lan):
         sock.connect(("nope.example", 80))
 
 
-def test_resolving_on_the_driver_thread_refuses_instead_of_deadlocking(fake):
+def test_resolving_on_the_runner_thread_refuses_instead_of_deadlocking(fake):
     c, _ = fake
     box = []
 
-    def on_driver():
+    def on_runner():
         try:
             c.gethostbyname("web.example")
         except RuntimeError as exc:
             box.append(exc)
 
-    c.driver.call_soon(on_driver)
-    wait_for(lambda: box, what="the driver's call")
+    c.runner.call_soon(on_runner)
+    wait_for(lambda: box, what="the runner's call")
     assert "deadlock" in str(box[0])
 
 
@@ -818,9 +818,9 @@ def dnsmasq(netns, procs, sockdir):
     vde_plug2tap, answering for test.example only (no upstream, no /etc/hosts)."""
     need_tool("vde_plug2tap", "dnsmasq")
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-dnsmasq")
+    runner = StackRunner("test-dnsmasq")
     client = Stack("eth,ip=10.54.0.1/24,ip=fc00:54::1/64,dns=10.54.0.53", link=f"vde://{sw.directory}",
-                   driver=driver, name="dnsclient")
+                   runner=runner, name="dnsclient")
     ns = netns.add()
     try:
         for cmd in (("ip", "tuntap", "add", "dev", "tnd0", "mode", "tap"),
@@ -853,7 +853,7 @@ def dnsmasq(netns, procs, sockdir):
         yield client, ns, log
     finally:
         client.close()
-        driver.stop()
+        runner.stop()
         sw.close()
 
 

@@ -21,7 +21,7 @@ import pytest
 import threadnet
 from threadnet import Stack
 from threadnet.hook import hook_installed, uninstall_hook
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import StackSocket
 from threadnet.switch.server import SwitchServer
 
@@ -42,20 +42,20 @@ KERNEL_SOCKET = socket.socket
 
 @pytest.fixture
 def lan(sockdir):
-    """A threadnet switch (256 ports) and a factory of stacks on it, all run by one driver."""
+    """A threadnet switch (256 ports) and a factory of stacks on it, all run by one runner."""
     sw = SwitchServer(os.path.join(sockdir, "sw"), numports=256, mode=0o666, dirmode=0o777).start()
-    driver = Driver("test-iot")
+    runner = StackRunner("test-iot")
     made: list[Stack] = []
 
     def make(cfg: str, name: str | None = None) -> Stack:
-        s = Stack(cfg, link=f"vde://{sw.directory}", driver=driver, name=name)
+        s = Stack(cfg, link=f"vde://{sw.directory}", runner=runner, name=name)
         made.append(s)
         return s
 
     yield SimpleNamespace(sw=sw, dir=sw.directory, url=f"vde://{sw.directory}", make=make)
     for s in made:
         s.close()
-    driver.stop()
+    runner.stop()
     sw.close()
     uninstall_hook()
     threadnet.set_default_stack(None, scope="process")

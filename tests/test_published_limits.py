@@ -26,7 +26,7 @@ import pytest
 import threadnet
 from threadnet import Stack
 from threadnet.hook import uninstall_hook
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_root, run_as, threadnet_cmd, threadnet_env, wait_for
@@ -39,16 +39,16 @@ HERE, PEER = "10.33.0.1", "10.33.0.2"
 def lan(sockdir):
     """Stack P (published by this process at ``path``) and a peer stack on one switch."""
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-published")
-    p = Stack(f"eth,ip={HERE}/24", link=f"vde://{sw.directory}", driver=driver, name="P")
-    peer = Stack(f"eth,ip={PEER}/24", link=f"vde://{sw.directory}", driver=driver, name="peer")
+    runner = StackRunner("test-published")
+    p = Stack(f"eth,ip={HERE}/24", link=f"vde://{sw.directory}", runner=runner, name="P")
+    peer = Stack(f"eth,ip={PEER}/24", link=f"vde://{sw.directory}", runner=runner, name="peer")
     path = os.path.join(sockdir, "P")
     try:
-        yield SimpleNamespace(stack=p, peer=peer, path=path, driver=driver, dir=sw.directory)
+        yield SimpleNamespace(stack=p, peer=peer, path=path, runner=runner, dir=sw.directory)
     finally:
         p.close()
         peer.close()
-        driver.stop()
+        runner.stop()
         sw.close()
         uninstall_hook()
         threadnet.set_default_stack(None, scope="process")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for
@@ -23,8 +23,8 @@ from stack_helpers import ListLink
 
 
 @pytest.fixture
-def driver():
-    d = Driver("test-driver")
+def runner():
+    d = StackRunner("test-runner")
     yield d
     d.stop()
 
@@ -36,10 +36,10 @@ def switch(sockdir):
     sw.close()
 
 
-def test_two_stacks_ping_and_udp_v4_v6(switch, driver):
+def test_two_stacks_ping_and_udp_v4_v6(switch, runner):
     url = f"vde://{switch.directory}"
-    a = Stack("eth,ip=10.5.0.1/24,ip=fc00:5::1/64", link=url, driver=driver)
-    b = Stack("eth,ip=10.5.0.2/24,ip=fc00:5::2/64", link=url, driver=driver)
+    a = Stack("eth,ip=10.5.0.1/24,ip=fc00:5::1/64", link=url, runner=runner)
+    b = Stack("eth,ip=10.5.0.2/24,ip=fc00:5::2/64", link=url, runner=runner)
     try:
         assert len(a.ping("10.5.0.2", count=3)) == 3
         assert len(a.ping("127.0.0.1")) == 1 and len(a.ping("10.5.0.1")) == 1
@@ -90,7 +90,7 @@ _frame_heads = st.sampled_from([b"\x08\x00", b"\x86\xdd", b"\x08\x06", b"\x81\x0
 @given(dst=st.sampled_from([_MAC, b"\xff" * 6, b"\x33\x33\xff\x00\x00\x01"]),
        etype=_frame_heads, body=st.binary(max_size=200))
 def test_random_frames_never_raise(dst, etype, body):
-    s = Stack(driver=False)
+    s = Stack(runner=False)
     link = ListLink()
     iface = s.add_interface(link, mac=_MAC)
     s.configure("eth,ip=10.9.9.1/24,ip=fc00::1/64", 0.0)
@@ -111,7 +111,7 @@ def test_structured_garbage_never_raises():
     from threadnet.wire import icmp4, ipv4, ipv6, tcp, udp
 
     rnd = random.Random(5)
-    s = Stack(driver=False)
+    s = Stack(runner=False)
     link = ListLink()
     iface = s.add_interface(link, mac=_MAC)
     s.configure("eth,ip=10.9.9.1/24,ip=fc00::1/64", 0.0)
@@ -175,9 +175,9 @@ def kernel_peer(netns, procs, sockdir, switch):
     return ns
 
 
-def test_kernel_pings_the_stack_and_back(kernel_peer, netns, switch, driver):
+def test_kernel_pings_the_stack_and_back(kernel_peer, netns, switch, runner):
     ns = kernel_peer
-    s = Stack("eth,ip=10.6.0.2/24,ip=fc00:6::2/64", link=f"vde://{switch.directory}", driver=driver)
+    s = Stack("eth,ip=10.6.0.2/24,ip=fc00:6::2/64", link=f"vde://{switch.directory}", runner=runner)
     try:
         wait_for(lambda: "fc00:6::2/64" in s.addresses(6), what="DAD")
         r = netns.run(ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.6.0.2", check=False)
@@ -210,7 +210,7 @@ def test_kernel_pings_the_stack_and_back(kernel_peer, netns, switch, driver):
 
 
 @pytest.mark.slow
-def test_a_thousand_stacks_answer_ping(sockdir, procs, driver):
+def test_a_thousand_stacks_answer_ping(sockdir, procs, runner):
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -224,10 +224,10 @@ def test_a_thousand_stacks_answer_ping(sockdir, procs, driver):
     url = f"vde://{d}"
     stacks = []
     try:
-        prober = Stack("eth,ip=10.7.255.254/16", link=url, driver=driver)
+        prober = Stack("eth,ip=10.7.255.254/16", link=url, runner=runner)
         for i in range(1000):
             stacks.append(Stack(f"eth,ip=10.7.{i // 250}.{i % 250 + 1}/16,-dhcp", link=url,
-                                driver=driver))
+                                runner=runner))
         missing = []
         t0 = time.monotonic()
         for i in range(1000):
@@ -242,12 +242,12 @@ def test_a_thousand_stacks_answer_ping(sockdir, procs, driver):
         prober.close()
 
 
-def test_closing_stacks_does_not_break_the_next_ones(switch, driver):
-    """Closed links leave the driver's selector before their descriptors can be reused."""
+def test_closing_stacks_does_not_break_the_next_ones(switch, runner):
+    """Closed links leave the runner's selector before their descriptors can be reused."""
     url = f"vde://{switch.directory}"
     for round_ in range(5):
-        a = Stack(f"eth,ip=10.5.1.{2 * round_ + 1}/24", link=url, driver=driver)
-        b = Stack(f"eth,ip=10.5.1.{2 * round_ + 2}/24", link=url, driver=driver)
+        a = Stack(f"eth,ip=10.5.1.{2 * round_ + 1}/24", link=url, runner=runner)
+        b = Stack(f"eth,ip=10.5.1.{2 * round_ + 2}/24", link=url, runner=runner)
         try:
             assert a.ping(f"10.5.1.{2 * round_ + 2}", timeout=2.0), f"round {round_}"
         finally:
@@ -267,7 +267,7 @@ def test_loopback_addresses_from_the_wire_are_dropped(family: int, which: str) -
     from scapy.layers.l2 import Ether
 
     link = ListLink()
-    s = Stack("eth,ip=10.50.0.1/24,ip=fc00:50::1/64", link=link, driver=False)
+    s = Stack("eth,ip=10.50.0.1/24,ip=fc00:50::1/64", link=link, runner=False)
     try:
         s.tcp.listen(family, b"", 80, 8)
         s.tcp.listen(family, b"::" if family == 6 else b"", 81, 8)

@@ -1,5 +1,5 @@
 """The stack console's handlers one by one, called directly on an in-process stack with no
-driver (a pair link, nothing delivered unless a test says so). The table around them, the
+runner (a pair link, nothing delivered unless a test says so). The table around them, the
 console and the service are tested in test_stack_console.py."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def m():
     """alpha (10.40.0.1, fc00:40::1) on a pair link that carries MTU 1500, under management."""
     la, lb = open_pair(1518, "cmds")
     stack = Stack("eth,ip=10.40.0.1/24,ip=fc00:40::1/64,gw=10.40.0.254,mac=02:00:00:00:40:01",
-                  link=la, driver=False, name="alpha")
+                  link=la, runner=False, name="alpha")
     managed = c.ManagedStack(stack, published_path="/run/alpha",
                              console_path="/run/alpha.mgmt", console_mode=0o640)
     managed.table = table_from_entries(c.COMMANDS, managed)
@@ -275,7 +275,7 @@ def test_build_table_runs_the_handlers_under_the_stacks_lock():
             held.append(True)
             return super().locked()
 
-    stack = Spy(driver=False, name="spy")
+    stack = Spy(runner=False, name="spy")
     try:
         table = c.build_table(stack, path="/run/spy")
         assert table.run("hostname")[:2] == (0, ["spy"]) and held == [True]

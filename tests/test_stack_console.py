@@ -22,7 +22,7 @@ from threadnet import Stack
 from threadnet.mgmt.client import ConsoleClient
 from threadnet.mgmt.console import format_reply
 from threadnet.stack.commands import build_table
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.switch.server import SwitchServer
 
 from conftest import _gone, need_tool, threadnet_cmd, threadnet_env, wait_for
@@ -34,11 +34,11 @@ from switch_helpers import unixterm
 def two(sockdir):
     """Two stacks (10.30.0.1 with a console table, 10.30.0.2) on an in-process switch."""
     sw = SwitchServer(os.path.join(sockdir, "sw"), numports=8).start()
-    driver = Driver("test-stack-console")
+    runner = StackRunner("test-stack-console")
     a = Stack("eth,ip=10.30.0.1/24,ip=fc00:30::1/64,gw=10.30.0.254", link=f"vde://{sw.directory}",
-              driver=driver, name="alpha")
+              runner=runner, name="alpha")
     b = Stack("eth,ip=10.30.0.2/24,ip=fc00:30::2/64", link=f"vde://{sw.directory}",
-              driver=driver, name="beta")
+              runner=runner, name="beta")
     stopped = []
     table = build_table(a, path="/run/alpha", on_shutdown=lambda: stopped.append(1))
 
@@ -49,7 +49,7 @@ def two(sockdir):
     yield SimpleNamespace(a=a, b=b, table=table, run=run, stopped=stopped)
     a.close()
     b.close()
-    driver.stop()
+    runner.stop()
     sw.close()
 
 
@@ -243,11 +243,11 @@ def service(threadnet_switch, procs, sockdir):
     pid = procs.daemon(threadnet_cmd("stack", path, "--link", f"vde://{d}", "--config",
                                      "eth,ip=10.32.0.1/24", "-M", mgmt, "-d", "-p", pidfile),
                        pidfile, env=threadnet_env())
-    driver = Driver("test-stack-service")
-    peer = Stack("eth,ip=10.32.0.2/24", link=f"vde://{d}", driver=driver, name="peer")
+    runner = StackRunner("test-stack-service")
+    peer = Stack("eth,ip=10.32.0.2/24", link=f"vde://{d}", runner=runner, name="peer")
     yield SimpleNamespace(path=path, mgmt=mgmt, pidfile=pidfile, pid=pid, peer=peer)
     peer.close()
-    driver.stop()
+    runner.stop()
 
 
 def console(mgmt: str, *command: str) -> subprocess.CompletedProcess:

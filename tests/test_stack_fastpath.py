@@ -1,5 +1,5 @@
 """The stack's direct TCP paths over IPv4 and IPv6 (whole-frame output from a cached
-path, direct input) on stacks joined by in-memory links, without a driver: the frames
+path, direct input) on stacks joined by in-memory links, without a runner: the frames
 they build must be valid on the wire, the cached path must follow neighbor, MTU, route
 and path MTU changes, and a stack that uses them must work with one that does not."""
 
@@ -37,8 +37,8 @@ class ListLink(Link):
 def _pair():
     la, lb = ListLink(), ListLink()
     clock = [100.0]
-    a = Stack(link=la, driver=False, clock=lambda: clock[0])
-    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
+    a = Stack(link=la, runner=False, clock=lambda: clock[0])
+    b = Stack(link=lb, runner=False, clock=lambda: clock[0])
     a.configure("eth,ip=10.9.0.1/24,ip=fc00:9::1/64")
     b.configure("eth,ip=10.9.0.2/24,ip=fc00:9::2/64")
     _dad(clock, a, b)
@@ -292,9 +292,9 @@ def test_a_learned_ipv6_path_mtu_limits_the_direct_path_through_a_router() -> No
     ways byte-exact."""
     la, lr0, lr1, lb = ListLink(), ListLink(), ListLink(), ListLink()
     clock = [100.0]
-    a = Stack(link=la, driver=False, clock=lambda: clock[0])
-    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
-    r = Stack(link=lr0, driver=False, forwarding=True, clock=lambda: clock[0])
+    a = Stack(link=la, runner=False, clock=lambda: clock[0])
+    b = Stack(link=lb, runner=False, clock=lambda: clock[0])
+    r = Stack(link=lr0, runner=False, forwarding=True, clock=lambda: clock[0])
     r.add_interface(lr1, mtu=1280)
     a.configure("eth,ip=fc00:9::1/64,gw=fc00:9::fe")
     r.configure("eth,iface=eth0,ip=fc00:9::fe/64")

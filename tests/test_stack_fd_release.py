@@ -18,7 +18,7 @@ import time
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import StackSocket, create_connection, create_server
 from threadnet.switch.server import SwitchServer
 
@@ -33,12 +33,12 @@ def nfds() -> int:
 
 @pytest.fixture
 def pair(sockdir):
-    """Stacks A and B on one threadnet switch, one driver; gc is off while the test runs."""
+    """Stacks A and B on one threadnet switch, one runner; gc is off while the test runs."""
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-fd-release")
+    runner = StackRunner("test-fd-release")
     url = f"vde://{sw.directory}"
-    a = Stack(f"eth,ip={A}/24", link=url, driver=driver, name="A")
-    b = Stack(f"eth,ip={B}/24", link=url, driver=driver, name="B")
+    a = Stack(f"eth,ip={A}/24", link=url, runner=runner, name="A")
+    b = Stack(f"eth,ip={B}/24", link=url, runner=runner, name="B")
     was = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -49,7 +49,7 @@ def pair(sockdir):
             gc.enable()
         a.close()
         b.close()
-        driver.stop()
+        runner.stop()
         sw.close()
 
 
@@ -63,7 +63,7 @@ def _settled(baseline: int, slack: int = 0):
 
 
 def _warm_up(a: Stack, srv: socket.socket) -> None:
-    """One connection first: ARP, lazily opened descriptors of the driver and the like."""
+    """One connection first: ARP, lazily opened descriptors of the runner and the like."""
     done = threading.Event()
 
     def serve() -> None:

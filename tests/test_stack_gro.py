@@ -154,7 +154,7 @@ def test_frames_for_another_host_are_forwarded_one_by_one() -> None:
     (it is not their end), each is forwarded as it came."""
     la, lout = ListLink(), ListLink()
     now = 100.0
-    r = Stack(link=la, driver=False, forwarding=True, clock=lambda: now)
+    r = Stack(link=la, runner=False, forwarding=True, clock=lambda: now)
     r.add_interface(lout)
     r.configure("eth,iface=eth0,ip=10.9.0.1/24")
     r.configure("eth,iface=eth1,ip=10.10.0.1/24")

@@ -130,7 +130,7 @@ def test_a_drop_at_each_point_drops(family: int, point: str) -> None:
 
 def _router():
     l1, l2 = ListLink(), ListLink()
-    r = Stack(link=l1, driver=False, forwarding=True)
+    r = Stack(link=l1, runner=False, forwarding=True)
     r.add_interface(l2)
     for iface, ip in (("eth0", "10.9.0.254/24"), ("eth1", "10.8.0.254/24")):
         r.link_up(iface, 0.0)
@@ -159,7 +159,7 @@ def test_forward_hook(verdict: int) -> None:
 
 
 def test_hook_points_are_checked() -> None:
-    s = Stack(driver=False)
+    s = Stack(runner=False)
     with pytest.raises(ValueError):
         s.add_hook("nat", lambda p, m: ACCEPT)
     with pytest.raises(ValueError):
@@ -171,7 +171,7 @@ def test_hook_points_are_checked() -> None:
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_loopback_passes_output_then_prerouting_and_input(family: int) -> None:
-    s = Stack(driver=False)
+    s = Stack(runner=False)
     rec = Recorder()
     for point in HOOK_POINTS:
         s.add_hook(point, rec)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import create_connection, create_server
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for
@@ -185,12 +185,12 @@ def impaired(sockdir, procs, netns, fg_switch, stop_daemons_first):
     pidfile = os.path.join(sockdir, "p2t.pid")
     procs.daemon(netns.exec_cmd(ns, "vde_plug2tap", "-s", sw[4]["dir"], "-d", "-P", pidfile,
                                 "tnk0"), pidfile)
-    driver = Driver("test-impaired")
+    runner = StackRunner("test-impaired")
     stacks: dict[str, Stack] = {}
     try:
         for name, conf, i in (("A", "eth,ip=10.12.0.1/24", 1), ("B", "eth,ip=10.12.0.2/24", 2),
                               ("C", "eth,ip=10.13.0.1/24", 3)):
-            stacks[name] = Stack(conf, link=f"vde://{sw[i]['dir']}", driver=driver, name=name)
+            stacks[name] = Stack(conf, link=f"vde://{sw[i]['dir']}", runner=runner, name=name)
         # both paths carry frames (a lost ping is the impairment at work: try again)
         wait_for(lambda: stacks["A"].ping("10.12.0.2", timeout=0.5), 20, what="A pings B")
         wait_for(lambda: stacks["C"].ping("10.13.0.9", timeout=0.5), 20, what="C pings the kernel")
@@ -198,7 +198,7 @@ def impaired(sockdir, procs, netns, fg_switch, stop_daemons_first):
     finally:
         for s in stacks.values():
             s.close()
-        driver.stop()
+        runner.stop()
 
 
 def _stop_captures(sw: dict) -> None:

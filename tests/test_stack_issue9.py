@@ -19,25 +19,25 @@ import threading
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 
 from conftest import wait_for
 
 
 @pytest.fixture
-def driver():
-    d = Driver("test-issue9")
+def runner():
+    d = StackRunner("test-issue9")
     yield d
     d.stop()
 
 
 # -- a. the loopback's MTU and IPv4 ------------------------------------------------------
 @pytest.mark.parametrize("size", [70_000, 1_000_000])
-def test_tcp_over_loopback_both_families(driver, size):
+def test_tcp_over_loopback_both_families(runner, size):
     """70 kB and 1 MB through 127.0.0.1 and ::1 on one stack, both arriving intact. Before
     the fix the IPv4 MSS (65536 - 40) made a segment of total length 65536, which the IP
     layer refused, and the IPv4 transfer stalled after its first segment."""
-    s = Stack(driver=driver)
+    s = Stack(runner=runner)
     try:
         for host, fam in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
             payload = os.urandom(size)
@@ -63,7 +63,7 @@ def test_tcp_over_loopback_both_families(driver, size):
             srv.close()
             assert len(got) == size, f"{host}: {len(got)} of {size} bytes"
             assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest(), host
-        assert not s.stats.get("driver_errors")
+        assert not s.stats.get("runner_errors")
     finally:
         s.close()
 
@@ -83,16 +83,16 @@ def _state6(stack: Stack, addr: str) -> str:
     return next(a.state for i in stack.interfaces.values() for a in i.v6 if a.addr == packed)
 
 
-def test_dad_detects_a_duplicate_on_a_switch(switch, driver):
+def test_dad_detects_a_duplicate_on_a_switch(switch, runner):
     """The second stack configured (Stack(config)) with an address the first one holds
     marks it dadfailed: listed so, never a source. Before the fix both kept it
-    "preferred": the address was added at time 0.0, so the driver's first tick ended DAD
+    "preferred": the address was added at time 0.0, so the runner's first tick ended DAD
     before the first stack's advertisement came back."""
-    a = Stack("eth,ip=fc00:4::1/64", link=switch, driver=driver, name="A")
+    a = Stack("eth,ip=fc00:4::1/64", link=switch, runner=runner, name="A")
     b = None
     try:
         wait_for(lambda: "fc00:4::1/64" in a.addresses(6), what="A's DAD")
-        b = Stack("eth,ip=fc00:4::1/64,ip=fc00:4::2/64", link=switch, driver=driver, name="B")
+        b = Stack("eth,ip=fc00:4::1/64,ip=fc00:4::2/64", link=switch, runner=runner, name="B")
         wait_for(lambda: _state6(b, "fc00:4::1") != "tentative"
                  and _state6(b, "fc00:4::2") != "tentative", timeout=10, what="B's DAD")
         assert _state6(b, "fc00:4::1") == "dadfailed"
@@ -110,10 +110,10 @@ def test_dad_detects_a_duplicate_on_a_switch(switch, driver):
             b.close()
 
 
-def test_no_usable_source_during_dad_is_eaddrnotavail_and_settle_waits(switch, driver):
+def test_no_usable_source_during_dad_is_eaddrnotavail_and_settle_waits(switch, runner):
     """While every IPv6 address is tentative, sending says so (EADDRNOTAVAIL, as Linux
     does), not "no route"; ``settle()`` waits for DAD, after which the send goes out."""
-    a = Stack("eth,ip=fc00:5::1/64", link=switch, driver=driver, name="A")
+    a = Stack("eth,ip=fc00:5::1/64", link=switch, runner=runner, name="A")
     try:
         u = a.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         with u:
@@ -142,7 +142,7 @@ class _Wire:
         self.links = [ListLink() for _ in configs]
         self.stacks = []
         for cfg, link in zip(configs, self.links, strict=True):
-            s = Stack(link=link, driver=False, clock=lambda: self.now[0], **kw)
+            s = Stack(link=link, runner=False, clock=lambda: self.now[0], **kw)
             s.configure(cfg)
             self.stacks.append(s)
 
@@ -208,7 +208,7 @@ def test_acd_probes_announces_then_uses_the_address():
 
     link = ListLink()
     now = [50.0]
-    s = Stack(link=link, driver=False, clock=lambda: now[0])
+    s = Stack(link=link, runner=False, clock=lambda: now[0])
     try:
         s.configure("eth,acd,ip=10.4.2.7/24")
         addr = socket.inet_aton("10.4.2.7")
@@ -263,11 +263,11 @@ def test_acd_conflict_on_fake_time():
         w.close()
 
 
-def test_acd_two_stacks_on_a_switch(switch, driver):
+def test_acd_two_stacks_on_a_switch(switch, runner):
     """The configuration item ``acd`` on real stacks: the second stack with A's address
     finds the conflict; its other address goes into use and answers ping."""
-    a = Stack("eth,ip=10.4.4.1/24", link=switch, driver=driver, name="A")
-    b = Stack("eth,acd,ip=10.4.4.1/24,ip=10.4.4.2/24", link=switch, driver=driver, name="B")
+    a = Stack("eth,ip=10.4.4.1/24", link=switch, runner=runner, name="A")
+    b = Stack("eth,acd,ip=10.4.4.1/24,ip=10.4.4.2/24", link=switch, runner=runner, name="B")
     try:
         wait_for(lambda: "10.4.4.2/24" in b.addresses(4)
                  and "    inet 10.4.4.1/24 conflict" in b.describe(),
@@ -298,15 +298,15 @@ def test_links_tell_their_largest_mtu(switch, tmp_path):
         assert pa.max_mtu == 9000
 
 
-def test_mtu_beyond_the_link_is_refused(switch, driver):
+def test_mtu_beyond_the_link_is_refused(switch, runner):
     """vde:// carries MTU 1500 at most: mtu=9000 in a configuration, set_mtu, add_interface
     and the console's link/set are refused with an error that says so, and the MTU stays.
     Before, each was accepted and TCP then stalled on segments the switch dropped."""
     from threadnet.stack.commands import build_table
 
     with pytest.raises(ValueError, match="at most MTU 1500"):
-        Stack("eth,ip=10.4.5.1/24,mtu=9000", link=switch, driver=False)
-    s = Stack("eth,ip=10.4.5.1/24", link=switch, driver=driver)
+        Stack("eth,ip=10.4.5.1/24,mtu=9000", link=switch, runner=False)
+    s = Stack("eth,ip=10.4.5.1/24", link=switch, runner=runner)
     try:
         with pytest.raises(ValueError, match="at most MTU 1500"):
             s.set_mtu("eth0", 9000)
@@ -348,7 +348,7 @@ def _lone_stack(config: str):
 
     link = ListLink()
     now = [500.0]
-    s = Stack(link=link, driver=False, clock=lambda: now[0])
+    s = Stack(link=link, runner=False, clock=lambda: now[0])
     s.configure(config)
     for _ in range(20):  # DAD ends
         now[0] += 0.1
@@ -418,11 +418,11 @@ def test_connected_udp_gets_ehostunreach_once_on_fake_time(fam, dst):
         s.close()
 
 
-def test_nobody_at_the_address_real_sockets(switch, driver):
+def test_nobody_at_the_address_real_sockets(switch, runner):
     """On a switch with nobody at the address: TCP connect (IPv4 and IPv6) raises
     EHOSTUNREACH, a connected UDP socket's recv does, and ping reports it. The timeouts
     are generous; only the errno is asserted."""
-    s = Stack("eth,ip=10.4.9.1/24,ip=fc00:49::1/64", link=switch, driver=driver)
+    s = Stack("eth,ip=10.4.9.1/24,ip=fc00:49::1/64", link=switch, runner=runner)
     try:
         wait_for(lambda: "fc00:49::1/64" in s.addresses(6), what="DAD")
         for fam, dst in ((socket.AF_INET, "10.4.9.99"), (socket.AF_INET6, "fc00:49::99")):

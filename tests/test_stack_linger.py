@@ -1,5 +1,5 @@
 """A program that closes its stack sockets and exits at once still delivers what it sent
-(issue 9 c): the driver thread lingers at interpreter exit until closing connections are
+(issue 9 c): the runner thread lingers at interpreter exit until closing connections are
 flushed and acknowledged, as the kernel would deliver them; SO_LINGER 0 resets at once."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import create_server
 from threadnet.switch.server import SwitchServer
 
@@ -29,11 +29,11 @@ CHILD_TIMEOUT = 300  # only a bound for a hung child; nothing here measures time
 def peer(sockdir):
     """A switch and a stack (10.9.0.1) in this process; the child joins the switch."""
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-linger")
-    stack = Stack("eth,ip=10.9.0.1/24", link=f"vde://{sw.directory}", driver=driver, name="P")
+    runner = StackRunner("test-linger")
+    stack = Stack("eth,ip=10.9.0.1/24", link=f"vde://{sw.directory}", runner=runner, name="P")
     yield stack, f"vde://{sw.directory}"
     stack.close()
-    driver.stop()
+    runner.stop()
     sw.close()
 
 

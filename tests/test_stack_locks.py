@@ -1,8 +1,8 @@
 """Issue 9: a lock per stack, and nothing blocks while holding one.
 
-Stacks that share a driver must not delay each other: a stack saturating a slow emulated
+Stacks that share a runner must not delay each other: a stack saturating a slow emulated
 link used to sleep in ``EmulatedLink.send`` under the one lock of every stack in the
-process (and on the driver's thread), so its neighbours' pings waited with it.
+process (and on the runner's thread), so its neighbours' pings waited with it.
 """
 
 from __future__ import annotations
@@ -18,34 +18,34 @@ import pytest
 from threadnet import Stack
 from threadnet.link.emulation import EmulatedLink
 from threadnet.link.pair import open_pair
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.wire import arp, ethernet
 
 from conftest import wait_for
 
 
 @pytest.fixture
-def driver():
-    d = Driver("test-locks")
+def runner():
+    d = StackRunner("test-locks")
     yield d
     d.stop()
 
 
-def test_saturated_slow_link_does_not_delay_another_stack(driver):
+def test_saturated_slow_link_does_not_delay_another_stack(runner):
     """(a) Stack A pushes TCP bulk through ``wirefilter://speed=100K`` (102400 B/s) and
-    keeps it saturated; stack B, on the same driver, pings over a plain pair link. Its
+    keeps it saturated; stack B, on the same runner, pings over a plain pair link. Its
     round trips stay under 5 ms. (Before: each frame A sent slept ~15 ms in ``send`` on
-    the driver's thread, holding the lock of every stack: B's RTTs measured 0.2-2.2 s.
+    the runner's thread, holding the lock of every stack: B's RTTs measured 0.2-2.2 s.
     After: about 0.1 ms.) The 5 ms bound is the acceptance item's; 18 of 20 rather
     than all keeps a noisy, shared machine's odd slow round trip (one GIL switch
     interval is 5 ms) from failing it."""
     slow_a, slow_c = open_pair(1518, "slow")
     emulated = EmulatedLink(slow_a, [("speed", "100K")])
     fast_b, fast_d = open_pair(1518, "fast")
-    a = Stack("eth,ip=10.61.0.1/24", emulated, driver=driver)
-    c = Stack("eth,ip=10.61.0.2/24", slow_c, driver=driver)
-    b = Stack("eth,ip=10.62.0.1/24", fast_b, driver=driver)
-    d = Stack("eth,ip=10.62.0.2/24", fast_d, driver=driver)
+    a = Stack("eth,ip=10.61.0.1/24", emulated, runner=runner)
+    c = Stack("eth,ip=10.61.0.2/24", slow_c, runner=runner)
+    b = Stack("eth,ip=10.62.0.1/24", fast_b, runner=runner)
+    d = Stack("eth,ip=10.62.0.2/24", fast_d, runner=runner)
     stop = threading.Event()
     try:
         srv = c.socket()
@@ -90,21 +90,21 @@ def test_saturated_slow_link_does_not_delay_another_stack(driver):
             s.close()
 
 
-def test_udp_sendto_does_not_wake_the_driver(driver):
+def test_udp_sendto_does_not_wake_the_runner(runner):
     """A datagram that leaves at once moves no deadline earlier, so the calling thread
-    sends it under the stack's lock and the driver's loop is not woken (it was, once per
+    sends it under the stack's lock and the runner's loop is not woken (it was, once per
     call, through ``touch``). After a call that arms a timer (a datagram to an unresolved
-    neighbour starts ARP), the driver's timer is armed no later than the new deadline."""
+    neighbour starts ARP), the runner's timer is armed no later than the new deadline."""
     import socket as _socket
 
     la, lb = open_pair(1518, "quiet")
-    a = Stack("eth,ip=10.63.0.1/24", la, driver=driver)
-    b = Stack("eth,ip=10.63.0.2/24", lb, driver=driver)
+    a = Stack("eth,ip=10.63.0.1/24", la, runner=runner)
+    b = Stack("eth,ip=10.63.0.2/24", lb, runner=runner)
     try:
         assert a.ping("10.63.0.2")  # ARP resolved
         wakes = []
-        real = driver.call_soon
-        driver.call_soon = lambda fn: (wakes.append(fn), real(fn))[1]  # type: ignore[method-assign]
+        real = runner.call_soon
+        runner.call_soon = lambda fn: (wakes.append(fn), real(fn))[1]  # type: ignore[method-assign]
         with a.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as s:
             s.sendto(b"warm", ("10.63.0.2", 9))
             wakes.clear()
@@ -114,7 +114,7 @@ def test_udp_sendto_does_not_wake_the_driver(driver):
             s.sendto(b"y", ("10.63.0.77", 9))  # ARP: a timer must run within 1 s
             with a.locked():
                 due = a.next_deadline()
-                assert due is not None and driver._due[id(a)] <= due
+                assert due is not None and runner._due[id(a)] <= due
     finally:
         a.close()
         b.close()
@@ -149,13 +149,13 @@ def _drain(link) -> list[bytes]:
             return got
 
 
-def test_full_socket_queues_and_delivers_later(driver):
+def test_full_socket_queues_and_delivers_later(runner):
     """Issue 9: a stack's send into a full datagram socket returns at once; the frames
     wait in the link's bounded backlog (none dropped) and go out, in order, as the
     receiver reads. (Before, each send waited up to 5 ms under the stack's lock, then
     dropped the frame.)"""
     mine, theirs = _full_pair("full")
-    a = Stack("eth,ip=10.64.0.1/24", mine, driver=driver)
+    a = Stack("eth,ip=10.64.0.1/24", mine, runner=runner)
     try:
         theirs.send(_arp_request("10.64.0.2", "10.64.0.1"))  # a learns our MAC
         wait_for(lambda: any(f[12:14] == b"\x08\x06" for f in _drain(theirs)),
@@ -181,16 +181,16 @@ def test_full_socket_queues_and_delivers_later(driver):
         a.close()
 
 
-def test_full_socket_on_driver_thread_does_not_delay_another_stack(driver):
-    """A stack answers a flood of ARP requests on the driver's thread into a socket
+def test_full_socket_on_runner_thread_does_not_delay_another_stack(runner):
+    """A stack answers a flood of ARP requests on the runner's thread into a socket
     nobody reads: the answers queue (then drop, counted, once the backlog is full) and
-    a neighbour stack's pings on the same driver stay fast. (Before, every answer
-    batch waited 5 ms for room on the driver's thread.)"""
+    a neighbour stack's pings on the same runner stay fast. (Before, every answer
+    batch waited 5 ms for room on the runner's thread.)"""
     mine, theirs = _full_pair("flood")
     fast_b, fast_d = open_pair(1518, "fast2")
-    a = Stack("eth,ip=10.65.0.1/24", mine, driver=driver)
-    b = Stack("eth,ip=10.66.0.1/24", fast_b, driver=driver)
-    d = Stack("eth,ip=10.66.0.2/24", fast_d, driver=driver)
+    a = Stack("eth,ip=10.65.0.1/24", mine, runner=runner)
+    b = Stack("eth,ip=10.66.0.1/24", fast_b, runner=runner)
+    d = Stack("eth,ip=10.66.0.2/24", fast_d, runner=runner)
     stop = threading.Event()
     request = _arp_request("10.65.0.2", "10.65.0.1")
 
@@ -220,14 +220,14 @@ def test_full_socket_on_driver_thread_does_not_delay_another_stack(driver):
         theirs.close()
 
 
-def test_emulated_link_is_paced_by_the_driver(driver):
-    """Issue 9: an emulated link under a driver has no thread of its own: the driver's
+def test_emulated_link_is_paced_by_the_runner(runner):
+    """Issue 9: an emulated link under a runner has no thread of its own: the runner's
     timers deliver both directions' delayed frames (a 30 + 20 ms delay shows in the
     RTT), and a speed limit on arrivals paces them through the receive queue."""
     slow_a, slow_c = open_pair(1518, "paced")
     emulated = EmulatedLink(slow_a, [("delay", "LR30"), ("delay", "RL20"), ("speed", "RL100K")])
-    a = Stack("eth,ip=10.67.0.1/24", emulated, driver=driver)
-    c = Stack("eth,ip=10.67.0.2/24", slow_c, driver=driver)
+    a = Stack("eth,ip=10.67.0.1/24", emulated, runner=runner)
+    c = Stack("eth,ip=10.67.0.2/24", slow_c, runner=runner)
     try:
         assert emulated._thread is None
         assert a.ping("10.67.0.2", timeout=2)  # ARP resolved
@@ -249,15 +249,15 @@ def test_emulated_link_is_paced_by_the_driver(driver):
         c.close()
 
 
-def test_emulated_transmit_queue_is_bounded_under_the_driver(driver):
+def test_emulated_transmit_queue_is_bounded_under_the_runner(runner):
     """A burst far beyond the line's speed: sends return at once, the transmit queue
     holds at most its limit and what overflows is counted in ``drops``."""
     from threadnet.link import emulation
 
     slow_a, slow_c = open_pair(1518, "burst")
     emulated = EmulatedLink(slow_a, [("speed", "10K")])
-    a = Stack("eth,ip=10.68.0.1/24", emulated, driver=driver)
-    c = Stack("eth,ip=10.68.0.2/24", slow_c, driver=driver)
+    a = Stack("eth,ip=10.68.0.1/24", emulated, runner=runner)
+    c = Stack("eth,ip=10.68.0.2/24", slow_c, runner=runner)
     try:
         assert a.ping("10.68.0.2", timeout=5)
         with a.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

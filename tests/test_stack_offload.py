@@ -20,7 +20,7 @@ from test_stack_fastpath import _move as fastpath_move
 from test_stack_fastpath import _one_way as one_way
 from threadnet import Stack
 from threadnet.link import Link, open_link
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import create_server
 from threadnet.stack.tcp import TcpConnection
 from threadnet.stack.tcp.segment import ACK, CWR, FIN, PSH, Segment
@@ -95,8 +95,8 @@ def _pair(a_offload: bool, b_offload: bool):
     la = OffloadListLink() if a_offload else PlainListLink()
     lb = OffloadListLink() if b_offload else PlainListLink()
     clock = [100.0]
-    a = Stack(link=la, driver=False, clock=lambda: clock[0])
-    b = Stack(link=lb, driver=False, clock=lambda: clock[0])
+    a = Stack(link=la, runner=False, clock=lambda: clock[0])
+    b = Stack(link=lb, runner=False, clock=lambda: clock[0])
     a.configure("eth,ip=10.9.0.1/24,ip=fc00:9::1/64")
     b.configure("eth,ip=10.9.0.2/24,ip=fc00:9::2/64")
     clock[0] += 1.5  # duplicate address detection ends: the IPv6 addresses are usable
@@ -208,7 +208,7 @@ def test_partial_udp_checksum_is_completed_and_large_frames_for_others_are_cut()
 
     off, out = OffloadListLink(), PlainListLink()
     now = 100.0
-    r = Stack(link=off, driver=False, forwarding=True, clock=lambda: now)
+    r = Stack(link=off, runner=False, forwarding=True, clock=lambda: now)
     r.add_interface(out)
     r.configure("eth,iface=eth0,ip=10.9.0.1/24")
     r.configure("eth,iface=eth1,ip=10.10.0.1/24")
@@ -316,9 +316,9 @@ def _own_tap(netns, options: str):
     need_root()
     ns = netns.add()
     name = f"tno{os.getpid() % 100000}"
-    driver = Driver("test-offload")
+    runner = StackRunner("test-offload")
     a = Stack("eth,ip=10.12.0.1/24,ip=fc00:12::1/64", link=f"tap://{name}{options}",
-              driver=driver, name="A")
+              runner=runner, name="A")
     try:
         subprocess.run(["ip", "link", "set", name, "netns", ns], check=True)
         netns.run(ns, "ip", "addr", "add", "10.12.0.9/24", "dev", name)
@@ -328,7 +328,7 @@ def _own_tap(netns, options: str):
         yield a, ns, name
     finally:
         a.close()
-        driver.stop()
+        runner.stop()
 
 
 @pytest.fixture
@@ -345,7 +345,7 @@ def plain_tap(netns):
 @pytest.mark.parametrize("direction", ["download", "upload"])
 def test_kernel_transfers_through_a_plain_tap(plain_tap, netns, procs, sockdir, direction,
                                              host):
-    """The same without offloads: a stack on a plain ``tap://`` (whose frames the driver
+    """The same without offloads: a stack on a plain ``tap://`` (whose frames the runner
     takes in batches, with receive coalescing) moves 16 MiB each way, in frames no larger
     than the MTU."""
     a, ns, _ = plain_tap
@@ -459,11 +459,11 @@ def test_a_plain_reader_of_an_offload_tap_gets_ordinary_frames(netns, sockdir):
     ns = netns.add()
     name = f"tnp{os.getpid() % 100000}"
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-offload-plain")
+    runner = StackRunner("test-offload-plain")
     tap = open_link(f"tap://{name}[offload]")
     tap.enable_offload()  # type: ignore[attr-defined]
     port = open_link(f"vde://{sw.directory}")
-    b = Stack("eth,ip=10.14.0.2/24", link=f"vde://{sw.directory}", driver=driver, name="B")
+    b = Stack("eth,ip=10.14.0.2/24", link=f"vde://{sw.directory}", runner=runner, name="B")
     stop = threading.Event()
     biggest = [0]
 
@@ -522,7 +522,7 @@ def test_a_plain_reader_of_an_offload_tap_gets_ordinary_frames(netns, sockdir):
             if t.is_alive():
                 t.join(2)
         b.close()
-        driver.stop()
+        runner.stop()
         tap.close()
         port.close()
         sw.close()

@@ -240,7 +240,7 @@ def test_addr_del_removes_the_connected_route_with_the_last_address_on_it() -> N
     from stack_helpers import ListLink
 
     s = Stack("eth,ip=10.40.0.1/24,ip=10.40.0.2/24,ip=fc00:40::1/64", link=ListLink(),
-              driver=False)
+              runner=False)
     try:
         def connected(table) -> list[str]:
             return [str(r.dst) for r in table.routes if r.proto == "kernel" and r.ifindex == 2]

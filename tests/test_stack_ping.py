@@ -1,5 +1,5 @@
 """Ping as a sans-IO session (``Stack.start_ping``, ``EchoSession``) on fake time: two
-core stacks joined by an in-memory wire with a fixed one-way delay, no driver, no
+core stacks joined by an in-memory wire with a fixed one-way delay, no runner, no
 threads, no sleeps. The round-trip times are differences of the fake times."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import create_server
 
 from conftest import need_root, wait_for
@@ -115,8 +115,8 @@ def test_http_soak_and_abandoned_connections(netns, procs, sockdir):
     need_root()
     ns = netns.add()
     name = f"tns{os.getpid() % 100000}"
-    driver = Driver("test-soak")
-    stack = Stack(f"eth,ip={HERE}/24", link=f"tap://{name}", driver=driver, name="soak")
+    runner = StackRunner("test-soak")
+    stack = Stack(f"eth,ip={HERE}/24", link=f"tap://{name}", runner=runner, name="soak")
     # TIME-WAIT (60 s by default) is protocol state, and holds a small record per
     # connection; a 1 s TIME-WAIT lets the end state be reached without a minute's wait
     stack.tcp.defaults["msl"] = 0.5
@@ -213,4 +213,4 @@ def test_http_soak_and_abandoned_connections(netns, procs, sockdir):
             srv.shutdown()
             srv.server_close()
         stack.close()
-        driver.stop()
+        runner.stop()

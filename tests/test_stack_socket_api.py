@@ -12,7 +12,7 @@ import time
 import pytest
 
 from threadnet import Stack, msocket
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.switch.server import SwitchServer
 
 from conftest import need_tool, wait_for
@@ -23,10 +23,10 @@ from stack_helpers import self_signed_cert, serve_echo
 def net(tmp_path_factory):
     d = tmp_path_factory.mktemp("api")
     sw = SwitchServer(str(d / "sw")).start()
-    driver = Driver("test-api")
+    runner = StackRunner("test-api")
     url = f"vde://{sw.directory}"
-    a = Stack("eth,ip=10.30.0.1/24,ip=fc00:30::1/64", link=url, driver=driver, name="A")
-    b = Stack("eth,ip=10.30.0.2/24,ip=fc00:30::2/64", link=url, driver=driver, name="B")
+    a = Stack("eth,ip=10.30.0.1/24,ip=fc00:30::1/64", link=url, runner=runner, name="A")
+    b = Stack("eth,ip=10.30.0.2/24,ip=fc00:30::2/64", link=url, runner=runner, name="B")
     wait_for(lambda: "fc00:30::1/64" in a.addresses(6) and "fc00:30::2/64" in b.addresses(6),
              what="DAD")
     path = str(d / "stackA")
@@ -40,7 +40,7 @@ def net(tmp_path_factory):
     echo.close()
     a.close()
     b.close()
-    driver.stop()
+    runner.stop()
     sw.close()
 
 
@@ -261,9 +261,9 @@ def test_closing_a_stack_fails_its_blocked_sockets_at_once():
     from threadnet.link.pair import open_pair
 
     la, lb = open_pair()
-    driver = Driver("test-close")
-    a = Stack("eth,ip=10.31.0.1/24", link=la, driver=driver)
-    b = Stack("eth,ip=10.31.0.2/24", link=lb, driver=driver)
+    runner = StackRunner("test-close")
+    a = Stack("eth,ip=10.31.0.1/24", link=la, runner=runner)
+    b = Stack("eth,ip=10.31.0.2/24", link=lb, runner=runner)
     try:
         listener = b.socket()
         listener.bind(("", 80))
@@ -300,7 +300,7 @@ def test_closing_a_stack_fails_its_blocked_sockets_at_once():
     finally:
         a.close()
         b.close()
-        driver.stop()
+        runner.stop()
 
 
 def test_buffer_sizes_apply_to_a_live_connection(net):
@@ -334,7 +334,7 @@ def _roundtrip_small(s: socket.socket) -> None:
 
 def test_control_channel_survives_random_requests(net, capfd):
     """Broken and hostile control messages get error replies; the published stack keeps
-    serving, and nothing escapes on its driver thread."""
+    serving, and nothing escapes on its runner thread."""
     import json
     import random
 
@@ -387,13 +387,13 @@ def test_control_channel_survives_random_requests(net, capfd):
     for c in conns:
         c.close()
     assert kinds[True] > 1000 and kinds[False] > 20, kinds  # mostly refused, some served
-    # still serving, and the driver reported nothing
+    # still serving, and the runner reported nothing
     with msocket(path, socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(("10.30.0.2", 7))
         s.sendall(b"still here")
         assert s.recv(100) == b"still here"
-    assert "threadnet driver" not in capfd.readouterr().err
+    assert "threadnet runner" not in capfd.readouterr().err
 
 
 def test_ssl_wrapping(opener, net, tmp_path):

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import create_connection, create_server
 from threadnet.switch.server import SwitchServer
 
@@ -41,17 +41,17 @@ KERNEL_ADDRS = ("10.8.0.9", "fc00:8::9")
 def pair(sockdir):
     """Two stacks, A and B, on one threadnet switch, each with an IPv4 and an IPv6 address."""
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-sockets")
+    runner = StackRunner("test-sockets")
     url = f"vde://{sw.directory}"
-    a = Stack("eth,ip=10.8.0.1/24,ip=fc00:8::1/64", link=url, driver=driver, name="A")
-    b = Stack("eth,ip=10.8.0.2/24,ip=fc00:8::2/64", link=url, driver=driver, name="B")
+    a = Stack("eth,ip=10.8.0.1/24,ip=fc00:8::1/64", link=url, runner=runner, name="A")
+    b = Stack("eth,ip=10.8.0.2/24,ip=fc00:8::2/64", link=url, runner=runner, name="B")
     wait_for(lambda: "fc00:8::1/64" in a.addresses(6) and "fc00:8::2/64" in b.addresses(6),
              what="DAD")
     a.switch = b.switch = sw  # type: ignore[attr-defined]
     yield a, b
     a.close()
     b.close()
-    driver.stop()
+    runner.stop()
     sw.close()
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from threadnet import Stack
-from threadnet.stack.driver import Driver
+from threadnet.stack.runner import StackRunner
 from threadnet.stack.socket import create_connection, create_server
 from threadnet.stack.tcplayer import SYN_BACKLOG
 from threadnet.switch.server import SwitchServer
@@ -37,7 +37,7 @@ def tcp_frame(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int
 
 
 def test_syn_flood_memory_bounded_and_real_client_connects():
-    s = Stack(driver=False)
+    s = Stack(runner=False)
     link = ListLink()
     iface = s.add_interface(link, mac=MAC)
     s.configure("eth,ip=10.1.0.1/16", 0.0)
@@ -85,14 +85,14 @@ def test_syn_flood_memory_bounded_and_real_client_connects():
 @pytest.fixture
 def pair(sockdir):
     sw = SwitchServer(os.path.join(sockdir, "sw")).start()
-    driver = Driver("test-robust")
+    runner = StackRunner("test-robust")
     url = f"vde://{sw.directory}"
-    a = Stack("eth,ip=10.11.0.1/24", link=url, driver=driver, name="A")
-    b = Stack("eth,ip=10.11.0.2/24", link=url, driver=driver, name="B")
+    a = Stack("eth,ip=10.11.0.1/24", link=url, runner=runner, name="A")
+    b = Stack("eth,ip=10.11.0.2/24", link=url, runner=runner, name="B")
     yield a, b
     a.close()
     b.close()
-    driver.stop()
+    runner.stop()
     sw.close()
 
 

@@ -47,8 +47,8 @@ class Pair:
     def __init__(self) -> None:
         self.la, self.lb = ListLink(), ListLink()
         self.now = 100.0
-        self.a = Stack(link=self.la, driver=False, clock=lambda: self.now)
-        self.b = Stack(link=self.lb, driver=False, clock=lambda: self.now)
+        self.a = Stack(link=self.la, runner=False, clock=lambda: self.now)
+        self.b = Stack(link=self.lb, runner=False, clock=lambda: self.now)
         self.a.configure(f"eth,ip={IP_A}/24,ip={IP6_A}/64")
         self.b.configure(f"eth,ip={IP_B}/24,ip={IP6_B}/64")
         self.tick(1.5)  # duplicate address detection ends

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from threadnet.wirefilter.core import MAX_QUEUE_FRAMES, Channel, ChannelParams, Filter
+from threadnet.wirefilter.core import MAX_QUEUE_FRAMES, Channel, ChannelParams, ImpairedLine
 from threadnet.wirefilter.values import Value, parse_setting, parse_value
 
 
@@ -473,7 +473,7 @@ def test_accounting_balances() -> None:
 
 def test_seeded_runs_are_reproducible() -> None:
     def run() -> list[bytes]:
-        f = Filter(seed=99)
+        f = ImpairedLine(seed=99)
         for opt, val in [("loss", "30"), ("delay", "10+10N"), ("noise", "100000"), ("fifo", "0")]:
             f.set(opt, val, 0.0)
         ch = f.channels["LR"]
@@ -503,8 +503,8 @@ SAMPLE = [
 ]
 
 
-def configured_filter() -> Filter:
-    f = Filter(seed=1)
+def configured_filter() -> ImpairedLine:
+    f = ImpairedLine(seed=1)
     for opt, val in [
         ("loss", "5"), ("loss", "LR5+2"), ("lostburst", "3"), ("delay", "10+5N"),
         ("dup", "2"), ("bandwidth", "1M"), ("speed", "10K"), ("noise", "3"),
@@ -519,7 +519,7 @@ def test_showinfo_matches_wirefilter() -> None:
 
 
 def test_showinfo_defaults_and_queue_sizes() -> None:
-    f = Filter()
+    f = ImpairedLine()
     f.set("delay", "LR100", 0.0)
     f.channels["LR"].push(b"a", 0.0)
     f.channels["LR"].push(b"b", 0.0)
@@ -545,7 +545,7 @@ def test_showinfo_monodirectional() -> None:
 
 
 def test_filter_set_directions_and_aliases() -> None:
-    f = Filter()
+    f = ImpairedLine()
     f.set("delay", "RL20", 0.0)
     assert f.channels["LR"].params.delay == Value(0)
     assert f.channels["RL"].params.delay == Value(20)
@@ -561,7 +561,7 @@ def test_filter_set_directions_and_aliases() -> None:
 
 
 def test_filter_channels_share_one_rng() -> None:
-    f = Filter(seed=5)
+    f = ImpairedLine(seed=5)
     assert f.channels["LR"].rng is f.channels["RL"].rng is f.rng
     assert f.channels["LR"].params is not f.channels["RL"].params
 
@@ -579,13 +579,13 @@ def test_filter_channels_share_one_rng() -> None:
     ],
 )
 def test_filter_set_errors(option: str, text: str, fragment: str) -> None:
-    f = Filter()
+    f = ImpairedLine()
     with pytest.raises(ValueError, match=fragment):
         f.set(option, text, 0.0)
 
 
 def test_filter_live_delay_zero() -> None:
-    f = Filter(seed=2)
+    f = ImpairedLine(seed=2)
     f.set("delay", "1000", 0.0)
     f.channels["LR"].push(b"a", 0.0)
     f.channels["RL"].push(b"b", 0.0)

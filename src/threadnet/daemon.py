@@ -29,7 +29,7 @@ def daemonize(pidfile: str | None = None) -> None:
 
 
 def detach() -> Callable[[str | None], None]:
-    """Go to the background before building state that needs threads (a stack's driver
+    """Go to the background before building state that needs threads (a stack's runner
     does not survive a fork). Returns ``ready(error)``: the original process waits for it,
     then exits 0, or prints ``error`` to its stderr and exits 1."""
     sys.stdout.flush()

@@ -50,7 +50,7 @@ class EventLoop:
         self._old_signals: dict[int, Any] = {}
         self._soon: deque[Callable[[], Any]] = deque()
         # None: a failing callback ends run() (a switch should not limp on); a loop that
-        # serves many independent parties (the stack driver) reports and continues.
+        # serves many independent parties (the stack runner) reports and continues.
         self.on_error: Callable[[BaseException], None] | None = None
 
     # -- descriptors ---------------------------------------------------------------

@@ -306,7 +306,7 @@ def memory_per_stack(count: int) -> float:
     before = tracemalloc.get_traced_memory()[0]
     stacks = []
     for i in range(count):
-        s = Stack(link=open_null("null://", "", None), driver=False)
+        s = Stack(link=open_null("null://", "", None), runner=False)
         s.configure(f"eth,ip=10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255 or 1}/8")
         stacks.append(s)
     used = tracemalloc.get_traced_memory()[0] - before

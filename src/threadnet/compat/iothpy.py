@@ -771,12 +771,12 @@ def _route_args(family: int, gw_addr: Any, dst_addr: Any, dst_prefix: Any, ifind
 
 
 def _close_link(ts: _ThreadnetStack, iface: Interface) -> None:
-    """Take a removed interface's link off the driver's loop (on its thread), then close it."""
+    """Take a removed interface's link off the runner's loop (on its thread), then close it."""
     link = iface.link
     if link is None:
         return
-    driver = ts.driver
-    if driver is None:
+    runner = ts.runner
+    if runner is None:
         if not link.closed:
             link.close()
         return
@@ -785,12 +785,12 @@ def _close_link(ts: _ThreadnetStack, iface: Interface) -> None:
     def unregister() -> None:
         try:
             if not link.closed:
-                driver.loop.remove_reader(link.fileno())  # type: ignore[attr-defined]
+                runner.loop.remove_reader(link.fileno())  # type: ignore[attr-defined]
                 link.close()
         finally:
             done.set()
 
-    driver.call_soon(unregister)  # type: ignore[attr-defined]
+    runner.call_soon(unregister)  # type: ignore[attr-defined]
     done.wait(5)
 
 

@@ -4,7 +4,7 @@ Every link has the same small interface: ``send(frame)``, ``recv()`` (one frame)
 ``fileno()`` (readable when a frame waits) and ``close()``. Wrappers (emulation,
 capture) take any link and are links themselves, so they compose.
 
-A link driven by an event loop (the stack driver's) also offers two optional parts, so
+A link driven by an event loop (the stack runner's) also offers two optional parts, so
 that nothing it does under a stack's lock blocks or sleeps:
 
 - a transmit backlog: ``attach_tx(wake)`` hands it the loop. A frame the transport cannot

@@ -4,7 +4,7 @@ A stack processes a batch of received frames at a time (``Stack.begin_batch``). 
 answers then go out together: while a link's transmit batch is open, ``TxBatch.add``
 copies frames into fixed slots and ``flush`` hands them to the kernel with one
 ``sendmmsg``. A batch of a single frame is sent as it is, so a link that only ever sends
-one frame per batch (an echo reply) never allocates the slots. Receiving, the driver
+one frame per batch (an echo reply) never allocates the slots. Receiving, the runner
 fills one shared ``mmsg.RecvBatch`` with ``recvmmsg`` per wake-up.
 
 Only where ``mmsg.available()`` (64-bit little-endian Linux); links fall back to one
@@ -12,7 +12,7 @@ system call per frame otherwise.
 
 When the socket is full (the peer has not read its queue yet), a link driven by a loop
 (``attach_tx``) puts what it cannot send into a bounded ``TxBacklog`` and the loop drains
-it when the socket becomes writable: a send under a stack's lock, or on the driver's
+it when the socket becomes writable: a send under a stack's lock, or on the runner's
 thread, never waits. A link with no loop waits up to ``FLUSH_WAIT`` for room instead.
 """
 
@@ -232,7 +232,7 @@ class TxBacklog:
 
 class BatchedDatagramLink:
     """What a link on one datagram socket needs for batches: ``begin_tx``/``end_tx``
-    around a stack's answers, ``recv_many`` for the driver, ``_send_frame`` for its
+    around a stack's answers, ``recv_many`` for the runner, ``_send_frame`` for its
     ``_send``, and the transmit backlog a loop drains (``attach_tx``, ``on_writable``).
     The link provides ``_dgram`` (its socket), ``rx_slot``, ``drops``, ``closed`` and
     ``_gone(exc)``, the LinkError that says its peer went away."""

@@ -15,7 +15,7 @@ Due outgoing frames go to the wrapped link, and due incoming frames go into a so
 pair whose read end is this link's ``fileno()``, so select/poll see exactly the frames
 that are ready. Who does that on time:
 
-- a loop (the stack driver) that ``attach_timer`` hands to the link: it calls
+- a loop (the stack runner) that ``attach_timer`` hands to the link: it calls
   ``on_timer(now)`` at ``next_deadline()`` and ``on_inner_readable(now)`` when the wrapped
   link's ``inner_fileno()`` is readable. A speed limit on incoming frames then holds them
   in a bounded receive queue (as the transmit queue does), not in the kernel's buffer;
@@ -44,7 +44,7 @@ from threadnet.link import (
     require_inner,
     unquote,
 )
-from threadnet.wirefilter.core import Filter
+from threadnet.wirefilter.core import ImpairedLine
 
 _INNER_BUDGET = 64
 #: the transmit queue in front of a speed-limited line: Linux's default txqueuelen, and
@@ -64,7 +64,7 @@ class EmulatedLink(Link):
         self.url = inner.url
         self.max_frame = inner.max_frame
         self.max_frame_known = inner.max_frame_known
-        self.filter = Filter(seed)
+        self.filter = ImpairedLine(seed)
         self._lock = threading.Lock()
         now = time.monotonic()
         for option, value in settings or []:
@@ -381,7 +381,7 @@ def parse_settings(text: str, url: str) -> tuple[list[tuple[str, str]], int | No
     """``loss=5/delay=LR20+5/seed=3`` -> ([("loss","5"), ("delay","LR20+5")], 3)."""
     settings: list[tuple[str, str]] = []
     seed = None
-    known = Filter.OPTIONS + tuple(Filter.ALIASES)
+    known = ImpairedLine.OPTIONS + tuple(ImpairedLine.ALIASES)
     for item in text.split("/"):
         if not item:
             continue
@@ -396,7 +396,7 @@ def parse_settings(text: str, url: str) -> tuple[list[tuple[str, str]], int | No
         if len(matches) != 1 or not eq:
             raise URLError(f"{url!r}: bad option {item!r} (known: {', '.join(known)}, seed)")
         settings.append((matches[0], value))
-    probe = Filter()
+    probe = ImpairedLine()
     for option, value in settings:
         try:
             probe.set(option, value, 0.0)

@@ -3,7 +3,7 @@
 The core is a protocol engine and imports nothing above it. This subclass, in the
 socket-API layer, adds the calls that need that layer: ``socket`` (``StackSocket``),
 ``publish`` (``Publication``), the name lookups (``Resolver``, which blocks the caller),
-and a driver by default (the process's ``Driver``), so ``Stack(config, link)`` runs at once.
+and a runner by default (the process's ``StackRunner``), so ``Stack(config, link)`` runs at once.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Any
 
 from threadnet.link import Link
 from threadnet.stack import stack as core
-from threadnet.stack.driver import default_driver
 from threadnet.stack.remote import Publication
 from threadnet.stack.resolver import Resolver
+from threadnet.stack.runner import default_runner
 from threadnet.stack.socket import StackSocket
 
 
 class Stack(core.Stack):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine), with its sockets.
 
-    ``driver`` is the Driver that runs it: the process's default one if None, none if
+    ``runner`` is the StackRunner that runs it: the process's default one if None, none if
     False (a test then feeds it frames and time itself). ``clock``: see the core Stack.
 
         >>> s = Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="vde:///tmp/sw")
@@ -37,11 +37,11 @@ class Stack(core.Stack):
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None, acd: bool = False,
+                 runner: object | None = None, acd: bool = False,
                  clock: Callable[[], float] | None = None) -> None:
         self._publications: list[Publication] | None = None  # stack.publish(path)
         super().__init__(config, link, name=name, forwarding=forwarding,
-                         driver=default_driver() if driver is None else driver, acd=acd,
+                         runner=default_runner() if runner is None else runner, acd=acd,
                          clock=clock)
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
@@ -85,7 +85,7 @@ class Stack(core.Stack):
     def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
         """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
         of the replies that came back within ``timeout`` each. Blocks the caller while
-        the stack's driver runs the ping (``start_ping``, an ``EchoSession``).
+        the stack's runner runs the ping (``start_ping``, an ``EchoSession``).
 
         Raises OSError(EHOSTUNREACH) when nobody answered the address resolution for
         ``dst`` (about 3 s of ARP or NS) before any reply came: it stops there."""
@@ -93,7 +93,7 @@ class Stack(core.Stack):
         with self.locked():
             session = self.start_ping(dst, count, timeout, size,
                                       on_done=lambda _: finished.set())
-        # the driver ends it within count * timeout; a stack nobody drives (driver=False)
+        # the runner ends it within count * timeout; a stack nobody drives (runner=False)
         # would never: stop waiting a little after that
         if not finished.wait(count * timeout + 1.0):
             with self.locked():

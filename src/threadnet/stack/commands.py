@@ -3,7 +3,7 @@
 ``threadnet stack PATH ... -M MGMT`` serves this table on a vde_switch-style console socket
 (mgmt/console.py), so ``threadnet console MGMT CMD`` and Debian's ``unixterm MGMT`` work on
 it as they do on a switch. The console has its own event loop and thread, so a slow console
-client never stalls the stack's driver.
+client never stalls the stack's runner.
 
 Each handler is a module-level function of a ``ManagedStack`` (the stack and what its
 console tells about it) and the argument text; ``COMMANDS`` lists them in help order.

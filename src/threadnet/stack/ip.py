@@ -2,11 +2,11 @@
 
 Every packet this stack sends goes down through the IP layer: ``Stack.send_ip4`` and
 ``send_ip6`` (route, source, path MTU, fragmentation, neighbor resolution), or, for a
-flow that sends many packets to a reachable neighbor, a ``Path`` from
+flow that sends many packets to a reachable neighbor, a ``OutputPath`` from
 ``Stack.output_path``. A transport (TCP) keeps its flow's path and hands it finished
 transport packets in frames with ``headroom`` bytes free in front; the path writes the
 Ethernet and IP headers, sends the frames on its link and counts them. The transport
-never sees links, neighbor entries or route tables: it asks ``Path.fresh(now)`` whether
+never sees links, neighbor entries or route tables: it asks ``OutputPath.fresh(now)`` whether
 its path still holds and, when not, asks the stack for a new one (or None: then it sends
 through ``send_ip4``/``send_ip6``).
 
@@ -114,7 +114,7 @@ def run_hooks(stack: Stack, hooks: tuple[Hook, ...], point: str, family: int,
     return True
 
 
-class Path:
+class OutputPath:
     """One flow's output, resolved once: interface, link, MACs, the constant parts of
     the IP header and of the transport's pseudo-header checksum. The stack makes it
     (``Stack.output_path``); ``fresh`` tells whether it still holds (no change of
@@ -150,7 +150,7 @@ class Path:
         raise NotImplementedError
 
 
-class Path4(Path):
+class OutputPath4(OutputPath):
     """An IPv4 path: with the constant part of the IPv4 header's checksum."""
 
     __slots__ = ("ipsum",)
@@ -199,7 +199,7 @@ class Path4(Path):
         iface.tx_bytes += nbytes
 
 
-class Path6(Path):
+class OutputPath6(OutputPath):
     """An IPv6 path (the IPv6 header has no checksum)."""
 
     __slots__ = ()
@@ -241,10 +241,10 @@ class Path6(Path):
 
 
 def make_path(stack: Stack, family: int, src: bytes, dst: bytes, proto: int,
-              r: tuple, offload_ok: bool) -> Path:
+              r: tuple, offload_ok: bool) -> OutputPath:
     """A path from ``fast_path4``/``fast_path6``'s answer ``r``."""
     v6 = family == 6
-    p: Path = Path6() if v6 else Path4()
+    p: OutputPath = OutputPath6() if v6 else OutputPath4()
     (p.iface, p.nexthop, p.nb, p.pmtu, p.mtu) = r
     p.stack = stack
     p.src = src
@@ -433,7 +433,7 @@ class IpLayer:
         return self._reachable(iface, iface.nd, nexthop, dst, now)
 
     def output_path(self, family: int, src: bytes, dst: bytes, proto: int, now: float, *,
-                    offload: bool = False) -> Path | None:
+                    offload: bool = False) -> OutputPath | None:
         """A cached output path (``stack/ip.py``) for a flow of ``proto`` packets from
         our ``src`` to ``dst``, or None when they need ``send_ip4``/``send_ip6`` (see
         ``fast_path4``; and while output or postrouting hooks are installed, which the

@@ -14,7 +14,7 @@ process has two descriptors there:
 
 Messages are one JSON object per packet, optionally followed by a NUL and a binary
 payload; replies carry descriptors as ancillary data. The stack's process serves them
-on its driver thread (resolver calls, which may wait for the network, on a worker
+on its runner thread (resolver calls, which may wait for the network, on a worker
 thread). If the stack's process dies, the data descriptors see their peer vanish and
 the control connections reset: blocked calls fail with ECONNRESET or EPIPE at once.
 """
@@ -121,7 +121,7 @@ def _tuple(addr: Any) -> Any:
 
 def _numeric_address(addr: Any) -> tuple:
     """An address from a client: numeric only (clients resolve names first, so the
-    driver's thread never waits for a resolver that needs the driver)."""
+    runner's thread never waits for a resolver that needs the runner)."""
     addr = _tuple(addr)
     if not isinstance(addr, tuple) or len(addr) < 2 or not isinstance(addr[0], str):
         raise TypeError(f"address must be a (host, port) tuple, not {addr!r}")
@@ -301,9 +301,9 @@ class Publication:
     def __init__(self, stack: Stack, path: str | os.PathLike[str], mode: int = 0o660,
                  group: int | str | None = None, *, max_sockets: int | None = None,
                  max_pending: int | None = None) -> None:
-        driver = stack.driver
-        if driver is None:
-            raise ValueError("only a stack run by a driver can be published")
+        runner = stack.runner
+        if runner is None:
+            raise ValueError("only a stack run by a runner can be published")
         budget = _socket_budget()
         if max_sockets is None:
             max_sockets = min(DEFAULT_MAX_SOCKETS, max(16, budget // 4))
@@ -316,7 +316,7 @@ class Publication:
         self._budget = budget  # sockets of all clients together: the process's own limit
         self.stack = stack
         self.path = os.path.abspath(os.fspath(path))
-        self.driver = driver
+        self.runner = runner
         self._listener = _bind_listener(self.path, mode, group)
         self._inode = os.stat(self.path).st_ino
         self._conns: set[_Conn] = set()
@@ -324,7 +324,7 @@ class Publication:
         self._refusing: dict[int, int] = {}
         self._work = _FairQueue(self.max_pending)
         self.closed = False
-        driver.call_soon(lambda: driver.loop.add_reader(self._listener, self._on_accept))
+        runner.call_soon(lambda: runner.loop.add_reader(self._listener, self._on_accept))
 
     def __repr__(self) -> str:
         return f"<Publication {self.path} of {self.stack.name}>"
@@ -335,7 +335,7 @@ class Publication:
         return {uid: {"sockets": self._count.get(uid, 0), "pending": self._work.pending(uid)}
                 for uid in sorted(uids)}
 
-    # -- quotas (driver thread) ------------------------------------------------------------
+    # -- quotas (runner thread) ------------------------------------------------------------
     def _quota_error(self, uid: int) -> OSError | None:
         if self._count.get(uid, 0) >= self.max_sockets:
             return OSError(errno.EMFILE, f"too many sockets on this stack for uid {uid} "
@@ -353,8 +353,8 @@ class Publication:
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # out of descriptors: pause accepting for a moment instead of spinning
-                    self.driver.loop.remove_reader(self._listener)
-                    self.driver.loop.call_later(0.1, self._resume_accepting)
+                    self.runner.loop.remove_reader(self._listener)
+                    self.runner.loop.call_later(0.1, self._resume_accepting)
                 return
             try:
                 uid = _peer_uid(conn)
@@ -378,19 +378,19 @@ class Publication:
         c = _Conn(self, ctl, None, uid, counted=False)
         c.refusal = why
         self._conns.add(c)
-        self.driver.loop.add_reader(ctl, c.on_readable)
-        self.driver.loop.call_later(_REFUSE_LINGER, c.close)
+        self.runner.loop.add_reader(ctl, c.on_readable)
+        self.runner.loop.call_later(_REFUSE_LINGER, c.close)
 
     def _resume_accepting(self) -> None:
         if not self.closed:
-            self.driver.loop.add_reader(self._listener, self._on_accept)
+            self.runner.loop.add_reader(self._listener, self._on_accept)
 
     def _serve(self, ctl: _socket.socket, sock: StackSocket | None, uid: int) -> _Conn:
         ctl.setblocking(False)
         c = _Conn(self, ctl, sock, uid, counted=True)
         self._count[uid] = self._count.get(uid, 0) + 1
         self._conns.add(c)
-        self.driver.loop.add_reader(ctl, c.on_readable)
+        self.runner.loop.add_reader(ctl, c.on_readable)
         return c
 
     def _forget(self, c: _Conn) -> None:
@@ -426,14 +426,14 @@ class Publication:
 
         def shut() -> None:
             try:
-                self.driver.loop.remove_reader(self._listener)
+                self.runner.loop.remove_reader(self._listener)
                 self._listener.close()
                 for c in list(self._conns):
                     c.close()
             finally:
                 done.set()
 
-        self.driver.call_soon(shut)
+        self.runner.call_soon(shut)
         done.wait(5)
 
 
@@ -518,7 +518,7 @@ class _Conn:
                          "msg": f"this stack does not provide {name}"}, [])
             return
         args = [_tuple(a) for a in req.get("args", [])]
-        driver = self.pub.driver
+        runner = self.pub.runner
 
         def work(cancel: Any) -> None:
             try:
@@ -526,7 +526,7 @@ class _Conn:
             except Exception as exc:
                 reply = _error_reply(exc)
             if not cancel.cancelled:
-                driver.call_soon(lambda: self._reply(reply, []))
+                runner.call_soon(lambda: self._reply(reply, []))
 
         if not self.pub._work.submit(self.uid, _Job(self, work)):
             self._reply({"raise": "OSError", "errno": errno.EAGAIN,
@@ -595,7 +595,7 @@ class _Conn:
 
     def close(self) -> None:
         if self.ctl.fileno() >= 0:
-            self.pub.driver.loop.remove_reader(self.ctl)
+            self.pub.runner.loop.remove_reader(self.ctl)
             self.ctl.close()
         self.pub._forget(self)
         if self.sock is not None:
@@ -759,7 +759,7 @@ class RemoteSocket(StackSocket):
                 f"raddr={self._raddr}>")
 
     def _numeric(self, address: Any) -> list:
-        """Names are resolved by the stack first (on its worker thread, not its driver)."""
+        """Names are resolved by the stack first (on its worker thread, not its runner)."""
         if not isinstance(address, tuple) or len(address) < 2:
             raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
         host = address[0]

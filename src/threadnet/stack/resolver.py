@@ -267,11 +267,11 @@ class Resolver(ResolverConfig):
         """Drive ``res`` on the stack: random UDP ports with handlers that feed it, the
         datagrams it wants sent, TCP exchanges, and its timers, in the caller's thread."""
         stack = self.stack
-        driver = stack.driver
-        if driver is None:
-            raise LookupFailed("fail", "no driver runs this stack, so it cannot ask DNS")
-        if threading.current_thread() is getattr(driver, "_thread", None):
-            raise RuntimeError("a blocking name lookup on the stack's driver thread would "
+        runner = stack.runner
+        if runner is None:
+            raise LookupFailed("fail", "no runner runs this stack, so it cannot ask DNS")
+        if threading.current_thread() is getattr(runner, "_thread", None):
+            raise RuntimeError("a blocking name lookup on the stack's runner thread would "
                                "deadlock; resolve from an application thread")
         wake = threading.Event()
         ports: list[int] = []
@@ -310,7 +310,7 @@ class Resolver(ResolverConfig):
                 res.start(stack.clock())
                 self._flush(res)
             while True:
-                # the resolution changes on the driver thread too: read it under the lock
+                # the resolution changes on the runner thread too: read it under the lock
                 with lock:
                     if res.done:
                         break
@@ -354,8 +354,8 @@ class Resolver(ResolverConfig):
                     stack.udp_send(payload, (ntop(addr), port), q.port, now=stack.clock())
                 except OSError:
                     res.unreachable(q, stack.clock())
-        if sent and stack.driver is not None:
-            stack.driver.rearm(stack)  # ARP/NDP may have armed a timer (lock held)
+        if sent and stack.runner is not None:
+            stack.runner.rearm(stack)  # ARP/NDP may have armed a timer (lock held)
 
     def _tcp_exchange(self, server: tuple[bytes, int], payload: bytes) -> bytes | None:
         """RFC 1035 4.2.2 / RFC 7766: one query over TCP, with a 2-byte length prefix."""

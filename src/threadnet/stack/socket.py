@@ -7,7 +7,7 @@ flow control). The stack holds the other end and pumps bytes between it and the 
 connection; connect, bind, listen, accept, addresses and options are answered by the
 stack. Stream data flow:
 
-    application  <->  [socket pair]  <->  pump (driver thread)  <->  TcpConnection
+    application  <->  [socket pair]  <->  pump (runner thread)  <->  TcpConnection
 
 Flow control is end to end: the pump reads from the pair only while the connection has
 send space, and takes received data out of the connection only when the pair accepts
@@ -34,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from threadnet.stack import driver as _driver
+from threadnet.stack import runner as _runner
 from threadnet.stack.tcp.connection import TcpState
 from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
 
@@ -432,7 +432,7 @@ class StackSocket(_socket.socket):
         if self._vtype != SOCK_DGRAM:
             raise OSError(errno.EISCONN, "Transport endpoint is already connected")
         # the hot path of small datagrams: a repeated numeric destination is parsed once,
-        # addresses stay packed, and the datagram leaves in this thread; the driver's
+        # addresses stay packed, and the datagram leaves in this thread; the runner's
         # thread hears of it only if a timer must run earlier (Stack.locked)
         if address == self._last_to:
             fam, dst, port = self._last_parsed
@@ -540,7 +540,7 @@ class StackSocket(_socket.socket):
                     pump._shutdown()
         # a stream's pump sees EOF on its end and closes the connection gracefully
         super().close()
-        if pump is not None and onoff and secs > 0 and stack.driver is not None:
+        if pump is not None and onoff and secs > 0 and stack.runner is not None:
             # SO_LINGER with a timeout: close() waits until the data and the FIN are
             # acknowledged, or the timeout passes
             deadline = time.monotonic() + secs
@@ -557,7 +557,7 @@ class _StreamPump:
     def __init__(self, sock: StackSocket, ep: TcpEndpoint, *, connected: bool,
                  fill: bool = False) -> None:
         self.stack = sock._stack
-        self.driver = sock._stack.driver  # kept: the stack may be closed while callbacks wait
+        self.runner = sock._stack.runner  # kept: the stack may be closed while callbacks wait
         self.inner = sock._inner
         self.ep = ep
         self.connected = connected
@@ -574,7 +574,7 @@ class _StreamPump:
         if fill:
             self.discard = _fill(sock)
         ep.on_event = self.on_event
-        driver = self.stack.driver
+        runner = self.stack.runner
         if connected:
             self.done.set()
         else:
@@ -590,8 +590,8 @@ class _StreamPump:
             self.on_event(ep)
         finally:
             ep._in_event = False
-        if driver is not None:
-            driver.touch(self.stack)
+        if runner is not None:
+            runner.touch(self.stack)
 
     def apply_options(self) -> None:
         conn = self.ep.conn
@@ -656,7 +656,7 @@ class _StreamPump:
             except BlockingIOError:
                 if not self.writing:
                     self.writing = True
-                    self._call(lambda: self.driver.loop.add_writer(inner, self._writable))
+                    self._call(lambda: self.runner.loop.add_writer(inner, self._writable))
                 return
             except OSError:
                 # the application closed its socket with data arriving: reset (RFC 9293)
@@ -674,16 +674,16 @@ class _StreamPump:
             except OSError:
                 pass
 
-    # -- driver thread callbacks ---------------------------------------------------------------
+    # -- runner thread callbacks ---------------------------------------------------------------
     def _call(self, fn: Any) -> None:
-        if self.driver is not None:
-            self.driver.call_soon(fn)
+        if self.runner is not None:
+            self.runner.call_soon(fn)
 
     def _want_read(self, flag: bool) -> None:
         if self.closed or flag == self.reading:
             return
         self.reading = flag
-        loop = self.driver.loop
+        loop = self.runner.loop
         if flag:
             loop.add_reader(self.inner, self._readable)
         else:
@@ -694,7 +694,7 @@ class _StreamPump:
             self.writing = False
             if self.closed:
                 return
-            self.driver.loop.remove_writer(self.inner)
+            self.runner.loop.remove_writer(self.inner)
             self._deliver()
             self._maybe_done()
 
@@ -769,8 +769,8 @@ class _StreamPump:
                 else:
                     self._watch_hangup(min(2.0, delay * 2), until_connected)
 
-        if self.driver is not None and not self.closed:
-            self.driver.loop.call_later(delay, check)
+        if self.runner is not None and not self.closed:
+            self.runner.loop.call_later(delay, check)
 
     def _shutdown(self) -> None:
         if self.closed:
@@ -787,12 +787,12 @@ class _StreamPump:
         self.options = _no_options
 
         def close() -> None:
-            if self.driver is not None:
-                self.driver.loop.remove_reader(inner)
-                self.driver.loop.remove_writer(inner)
+            if self.runner is not None:
+                self.runner.loop.remove_reader(inner)
+                self.runner.loop.remove_writer(inner)
             inner.close()
 
-        if self.driver is not None:
+        if self.runner is not None:
             self._call(close)
         else:
             inner.close()
@@ -812,7 +812,7 @@ def unfinished(ep: TcpEndpoint) -> bool:
     return conn.state in _FIN_UNACKED
 
 
-_driver.linger_check = unfinished
+_runner.linger_check = unfinished
 
 
 def _numeric(host: Any) -> bool:

@@ -4,7 +4,7 @@ protocol modules.
 A Stack is a plain object (thousands can live in one process). Its protocol logic is
 sans-IO at the edges: ``input(iface, frame, now)`` takes a frame that arrived,
 ``on_timer(now)`` runs what is due and ``next_deadline()`` says when to call it again.
-Frames go out through each interface's link. A ``Driver`` (``stack/driver.py``) runs
+Frames go out through each interface's link. A ``StackRunner`` (``stack/runner.py``) runs
 one event loop per process that feeds every stack its frames and its time.
 
 The class is a facade over one module per concern, each a mixin of it: the IP layer's
@@ -133,7 +133,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     This is the protocol core: it imports nothing from the socket API. ``threadnet.Stack``
     (``stack/api.py``) is this class plus ``socket``, ``publish``, the name lookups and the
-    per-process driver by default; a core Stack runs only under a driver it is given.
+    per-process runner by default; a core Stack runs only under a runner it is given.
     """
 
     #: what ``resolver`` makes: here the settings only; ``threadnet.Stack`` sets the
@@ -142,14 +142,14 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
-                 driver: object | None = None, acd: bool = False,
+                 runner: object | None = None, acd: bool = False,
                  clock: Callable[[], float] | None = None) -> None:
         self.name = name or f"stack{id(self):x}"
         self.clock: Callable[[], float] = time.monotonic if clock is None else clock
         self.acd = acd
-        # a driver runs this stack on its clock; without one (None or False) the caller's
+        # a runner runs this stack on its clock; without one (None or False) the caller's
         # explicit times are the stack's only time, unless it sets a clock (see _api_now)
-        self._on_clock = bool(driver)
+        self._on_clock = bool(runner)
         self.interfaces: dict[int, Interface] = {}
         self.routes4 = RoutingTable(4)
         self.routes6 = RoutingTable(6)
@@ -172,8 +172,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self.tcp = TcpLayer(self)
         self._ip_ids = [0] * IP_ID_BUCKETS
         self._now = 0.0
-        self.driver = None
-        #: this stack's state lock (see ``locked``); a driver holds it while it feeds us
+        self.runner = None
+        #: this stack's state lock (see ``locked``); a runner holds it while it feeds us
         self.lock = threading.RLock()
         self._held = _Held(self)
         self._resolver: ResolverConfig | None = None  # made on first use (resolver_class)
@@ -207,8 +207,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                     if iface.link is not None and isinstance(link, str):
                         iface.link.close()
                 raise
-        if driver:
-            driver.attach(self)  # type: ignore[attr-defined]
+        if runner:
+            runner.attach(self)  # type: ignore[attr-defined]
 
     # -- configuration ---------------------------------------------------------------
     def add_interface(self, link: Link | str, *, name: str | None = None, mac: bytes | None = None,
@@ -237,8 +237,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             iface.offload = True
         self.interfaces[index] = iface
         self._gen += 1
-        if self.driver is not None:
-            self.driver.watch(self, iface)  # type: ignore[attr-defined]
+        if self.runner is not None:
+            self.runner.watch(self, iface)  # type: ignore[attr-defined]
         return iface
 
     def interface(self, ref: int | str) -> Interface:
@@ -253,12 +253,12 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     def _api_now(self, now: float | None) -> float:
         """The time of a call from outside ``input``/``on_timer`` (a socket's send or
         close, an address added, a ping started): ``now`` when given, else the stack's
-        clock, the real time a driver runs it on. This is the one place the core reads
+        clock, the real time a runner runs it on. This is the one place the core reads
         its clock, at the boundary with the layers above; protocol processing below it
-        takes ``now`` from its caller. A stack without a driver and with the default
+        takes ``now`` from its caller. A stack without a runner and with the default
         clock knows only the times its caller passed to ``input``/``on_timer``: the last
         of them. (Before, the public API used that last time always: 0.0 for a new stack,
-        so the driver's first tick ended the DAD of every configured address.)"""
+        so the runner's first tick ended the DAD of every configured address.)"""
         if now is not None:
             return now
         if self._on_clock or self.clock is not time.monotonic:
@@ -521,7 +521,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                    for iface in self.interfaces.values() for a in iface.v6)
 
     def begin_batch(self) -> bool:
-        """Start a batch of ``input`` calls (a driver's receive batch): work that can be
+        """Start a batch of ``input`` calls (a runner's receive batch): work that can be
         done once for all of them waits for ``end_batch``. Returns False when a batch is
         open already; only the call that opened it ends it."""
         if not self.tcp.begin_batch():
@@ -597,7 +597,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     def locked(self) -> _Held:
         """Hold the stack's lock for a call from an application thread (``with
-        stack.locked():``); reentrant. Leaving it wakes the driver only if the call
+        stack.locked():``); reentrant. Leaving it wakes the runner only if the call
         moved the stack's next deadline earlier than its armed timer."""
         return self._held
 
@@ -610,8 +610,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                 ep.abort(errno.ECONNABORTED, now)
             for listener in list(self.tcp.listeners.values()):
                 listener.close(now)
-        if self.driver is not None:
-            self.driver.detach(self, close_links=True)  # type: ignore[attr-defined]
+        if self.runner is not None:
+            self.runner.detach(self, close_links=True)  # type: ignore[attr-defined]
         for iface in self.interfaces.values():
             if iface.link is not None and not iface.link.closed:
                 iface.link.close()
@@ -652,8 +652,8 @@ class _Held:
         stack = self.stack
         try:
             self.depth -= 1
-            driver = stack.driver
-            if not self.depth and driver is not None:
-                driver.rearm(stack)  # type: ignore[attr-defined]
+            runner = stack.runner
+            if not self.depth and runner is not None:
+                runner.rearm(stack)  # type: ignore[attr-defined]
         finally:
             stack.lock.release()

@@ -7,10 +7,10 @@ IP layer. A listener keeps a bounded queue of half-open connections (the SYN bac
 under a SYN flood the oldest half-open entry is dropped to admit the newest, so memory
 stays bounded and a real client's retransmitted SYN still gets through.
 
-Everything here runs under the stack's lock (the driver's). ``TcpEndpoint.on_event``
+Everything here runs under the stack's lock (the runner's). ``TcpEndpoint.on_event``
 is called whenever something a socket might wait for changes (data, space, state).
 
-Nothing here reads a clock: input and timers carry the driver's ``now``, and the socket
+Nothing here reads a clock: input and timers carry the runner's ``now``, and the socket
 layer's calls on a ``TcpEndpoint`` take theirs (``now``; when omitted, the stack's
 boundary time, ``Stack._api_now``).
 """
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadnet.errors import FrameError
-from threadnet.stack.ip import Path
+from threadnet.stack.ip import OutputPath
 from threadnet.stack.tcp import Segment, TcpConnection, TcpState
 from threadnet.wire import ipv4, ipv6, tcp
 
@@ -79,7 +79,7 @@ class TcpEndpoint:
         self.accepted = False
         self._timer: float | None = None
         self._in_event = False
-        self.path: Path | None = None
+        self.path: OutputPath | None = None
 
     # -- the socket layer's calls (under the stack lock) ------------------------------
     # Each takes the time of the call, ``now``; None (tests, old callers) means the
@@ -302,7 +302,7 @@ class TcpLayer:
         conn = TcpConnection(now, iss=iss, ts_offset=ts_off, mss=max(mss, 536), rng=self.rng,
                              **opts)  # type: ignore[arg-type]
         conn.payload_views = True  # flush() encodes them at once, then drops them
-        conn.stretch_acks = True  # the driver feeds batches and flushes after each
+        conn.stretch_acks = True  # the runner feeds batches and flushes after each
         return conn
 
     def _keyed_hash(self, data: bytes) -> int:
@@ -538,7 +538,7 @@ class TcpLayer:
                   sack_permitted=seg.sack_permitted, sack_blocks=seg.sack_blocks, ts=ts)
         self._send(ep.family, src, dst, out, now)
 
-    def _path(self, ep: TcpEndpoint, now: float) -> Path | None:
+    def _path(self, ep: TcpEndpoint, now: float) -> OutputPath | None:
         """The connection's output path from the IP layer (``Stack.output_path``), kept
         while it holds, or None for the general path (no route, neighbor not REACHABLE,
         local destination, a hook installed...)."""
@@ -556,7 +556,7 @@ class TcpLayer:
         ep.path = p
         return p
 
-    def _xmit_path(self, ep: TcpEndpoint, p: Path, segs: list[Segment], now: float) -> None:
+    def _xmit_path(self, ep: TcpEndpoint, p: OutputPath, segs: list[Segment], now: float) -> None:
         """Encode segments into frames with the path's headroom (one buffer, one copy of
         the payload) and hand them to the path in one batch: the output of established
         connections, IPv4 or IPv6. Segments the path cannot take (options other than

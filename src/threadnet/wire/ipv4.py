@@ -45,7 +45,7 @@ OPT_EOL = 0
 OPT_NOP = 1
 
 #: the hot path's Ethernet + IPv4 header (no options) in one call (``stack/ip.py``'s
-#: ``Path4``): destination MAC, source MAC, EtherType, version/IHL, TOS, total length,
+#: ``OutputPath4``): destination MAC, source MAC, EtherType, version/IHL, TOS, total length,
 #: identification, flags + fragment offset, TTL, protocol, header checksum, addresses
 ETH_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
 #: total length, (identification), flags + fragment offset: at offset 2 of the header

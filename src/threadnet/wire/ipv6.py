@@ -41,7 +41,7 @@ _PP_UNRECOGNIZED_NEXT_HEADER = 1
 _PP_UNRECOGNIZED_OPTION = 2
 
 #: the hot path's Ethernet + IPv6 header (no extension headers) in one call
-#: (``stack/ip.py``'s ``Path6``): destination MAC, source MAC, EtherType,
+#: (``stack/ip.py``'s ``OutputPath6``): destination MAC, source MAC, EtherType,
 #: version/class/flow label, payload length, next header, hop limit, addresses
 ETH_HEADER = struct.Struct("!6s6sHIHBB16s16s")
 _HDR = struct.Struct("!IHBB16s16s")

@@ -1,7 +1,7 @@
 """``threadnet wirefilter``: a cable whose two directions pass through emulated channels.
 
-The Filter (sans-IO, ``core.py``) decides what happens to each frame and when; this
-module only moves frames between the two links and the Filter on an event loop, and
+The ImpairedLine (sans-IO, ``core.py``) decides what happens to each frame and when; this
+module only moves frames between the two links and the ImpairedLine on an event loop, and
 serves wirefilter's console (prompt ``VDEwf$``) on ``-M``.
 """
 
@@ -16,7 +16,7 @@ from threadnet.link.cable import Cable
 from threadnet.loop import EventLoop, Timer, monotonic
 from threadnet.mgmt.commands import Caller, CommandError, CommandTable, add_load_command
 from threadnet.mgmt.console import ConsoleServer, run_script
-from threadnet.wirefilter.core import Filter
+from threadnet.wirefilter.core import ImpairedLine
 from threadnet.wirefilter.options import VALUE_OPTIONS, split_sides
 
 BANNER = "\nVDE wirefilter V.2.3.2\n(C) threadnet - a wirefilter-compatible link emulator in Python\n"
@@ -42,12 +42,12 @@ _HELP = [
 
 
 class WireFilter:
-    """Two links joined through a Filter, on an event loop."""
+    """Two links joined through a ImpairedLine, on an event loop."""
 
     def __init__(self, left: Link, right: Link, *, seed: int | None = None,
                  loop: EventLoop | None = None) -> None:
         self.loop = loop if loop is not None else EventLoop()
-        self.filter = Filter(seed)
+        self.filter = ImpairedLine(seed)
         self.cable = Cable(self.loop, left, right)
         self.cable.lr = lambda frame, now: self._push("LR", frame, now)
         self.cable.rl = lambda frame, now: self._push("RL", frame, now)
@@ -177,7 +177,7 @@ def _open_sides(args: argparse.Namespace) -> tuple[Link, Link]:
 
 def run(args: argparse.Namespace) -> int:
     # Check every value before touching the network, so bad options fail fast.
-    probe = Filter()
+    probe = ImpairedLine()
     settings = [(opt, v) for _, _, opt, _ in VALUE_OPTIONS for v in getattr(args, opt)]
     for opt, v in settings:
         probe.set(opt, v, 0.0)

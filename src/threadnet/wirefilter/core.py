@@ -5,7 +5,7 @@ Nothing here reads a clock, sleeps or touches a socket. The caller passes the cu
 wait, and calls ``pop(now)`` when that time comes. With a seeded ``random.Random`` the
 whole behaviour is reproducible.
 
-    >>> f = Filter(seed=1)
+    >>> f = ImpairedLine(seed=1)
     >>> f.set("delay", "10", now=0.0)
     >>> f.channels["LR"].push(b"frame", 0.0)
     True
@@ -319,7 +319,7 @@ class Channel:
         self._last_due = self._tx_end = _NEG_INF
 
 
-class Filter:
+class ImpairedLine:
     """A pair of channels, ``LR`` and ``RL``, sharing one random generator, set with
     wirefilter's option names and values and reported as wirefilter's ``showinfo`` does."""
 

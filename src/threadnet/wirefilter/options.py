@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-# (short, long, option name in the Filter, help)
+# (short, long, option name in the ImpairedLine, help)
 VALUE_OPTIONS = [
     ("-l", "--loss", "loss", "loss percentage, e.g. 20, LR5, 10+5"),
     ("-L", "--lostburst", "lostburst", "mean length of lost-packet bursts (Gilbert model)"),

@@ -1,15 +1,15 @@
 """One event loop per process drives every stack and link in it.
 
-The driver's thread waits on all interfaces' links and all stacks' timers. Each stack's
+The runner's thread waits on all interfaces' links and all stacks' timers. Each stack's
 state is protected by the stack's own lock (``Stack.lock``, lwIP's "core locking"): the
-driver holds it while it feeds that stack, and application threads hold it while they
+runner holds it while it feeds that stack, and application threads hold it while they
 call into it, so a call runs inline in the caller's thread instead of handing work to
-the driver's thread (a hand-off costs ~100 us here, see shared/docs/performance-notes.md).
-Stacks on one driver never wait for each other's locks, and nothing under a stack's lock
+the runner's thread (a hand-off costs ~100 us here, see shared/docs/performance-notes.md).
+Stacks on one runner never wait for each other's locks, and nothing under a stack's lock
 blocks: links queue what they cannot send at once (bounded) instead of waiting.
 
 Lock order: a stack's lock, then a link's own small lock (emulation, backlogs). No code
-holds two stacks' locks. The loop's timers and registrations belong to the driver's
+holds two stacks' locks. The loop's timers and registrations belong to the runner's
 thread; the deadline each stack's timer is armed for (``_due``) is read and written
 under that stack's lock, which is how an application thread decides, without waking the
 loop, whether its call moved the stack's next deadline earlier (``rearm``).
@@ -47,34 +47,34 @@ def _env_linger() -> float:
         return 10.0
 
 
-#: At interpreter exit, how long (seconds) the drivers keep running so that connections
+#: At interpreter exit, how long (seconds) the runners keep running so that connections
 #: the program has closed still deliver their data and FIN, as the kernel would after a
 #: process exits. Set it here or with the environment variable THREADNET_EXIT_LINGER;
 #: 0 turns the wait off.
 EXIT_LINGER = _env_linger()
-_running: weakref.WeakSet[Driver] = weakref.WeakSet()
+_running: weakref.WeakSet[StackRunner] = weakref.WeakSet()
 _atexit_registered = False
 
 
 def _linger_at_exit() -> None:
-    """Run by atexit: daemon threads (the drivers') still run then, and stop for good
+    """Run by atexit: daemon threads (the runners') still run then, and stop for good
     right after, so this is the last moment to let closing connections finish."""
     deadline = monotonic() + EXIT_LINGER
-    for driver in list(_running):
-        if not driver.linger(deadline):
+    for runner in list(_running):
+        if not runner.linger(deadline):
             break
 
 
 #: ``linger_check(endpoint)``: has the application closed this connection while data or
 #: the FIN it owes the peer are unacknowledged? The socket API sets it (it knows its
-#: socket pairs); the driver, a layer below, only waits on it at interpreter exit.
+#: socket pairs); the runner, a layer below, only waits on it at interpreter exit.
 linger_check: Callable[[Any], bool] | None = None
 
 
-class Driver:
+class StackRunner:
     """Runs the event loop thread that drives stacks. Start it lazily, stop it explicitly."""
 
-    def __init__(self, name: str = "threadnet-driver") -> None:
+    def __init__(self, name: str = "threadnet-runner") -> None:
         self.name = name
         self.loop = EventLoop()
         self.loop.on_error = self._loop_error
@@ -88,13 +88,13 @@ class Driver:
         self._link_timers: dict[int, Timer] = {}
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
-        # receive slots shared by every link of this driver (one _rx runs at a time, and a
+        # receive slots shared by every link of this runner (one _rx runs at a time, and a
         # stack copies what it keeps of a frame), by slot size
         self._rbs: dict[int, mmsg.RecvBatch] = {}
 
     # -- cross-thread calls -----------------------------------------------------------
     def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the driver's thread (for changing the loop's registrations)."""
+        """Run ``fn`` on the runner's thread (for changing the loop's registrations)."""
         if threading.current_thread() is self._thread:
             fn()
             return
@@ -141,7 +141,7 @@ class Driver:
 
     # -- stacks ------------------------------------------------------------------------
     def attach(self, stack: Stack) -> None:
-        stack.driver = self
+        stack.runner = self
         self._stacks[id(stack)] = stack
         for iface in stack.interfaces.values():
             if iface.link is not None:
@@ -151,7 +151,7 @@ class Driver:
     def detach(self, stack: Stack, *, close_links: bool = False) -> None:
         """Stop driving ``stack``; with ``close_links`` also close its links.
 
-        Both happen on the driver's thread, and the caller waits for them: a link closed
+        Both happen on the runner's thread, and the caller waits for them: a link closed
         before its descriptor leaves the selector would leave a stale registration that
         silently swallows the next descriptor to reuse the number.
         """
@@ -183,7 +183,7 @@ class Driver:
             finally:
                 done.set()
 
-        stack.driver = None
+        stack.runner = None
         if self._thread is None or not self._thread.is_alive():
             unregister()
             return
@@ -321,15 +321,15 @@ class Driver:
         import sys
         import traceback
 
-        print(f"threadnet driver: {exc!r}", file=sys.stderr)
+        print(f"threadnet runner: {exc!r}", file=sys.stderr)
         traceback.print_exception(exc)
 
     def _report(self, stack: Stack, exc: BaseException) -> None:
         import sys
         import traceback
 
-        stack._count("driver_errors")
-        if stack.stats["driver_errors"] <= 3:
+        stack._count("runner_errors")
+        if stack.stats["runner_errors"] <= 3:
             print(f"threadnet: error in {stack.name}: {exc!r}", file=sys.stderr)
             traceback.print_exc()
 
@@ -404,14 +404,14 @@ class Driver:
             self._thread.join(5)
 
 
-_default: Driver | None = None
+_default: StackRunner | None = None
 _default_lock = threading.Lock()
 
 
-def default_driver() -> Driver:
-    """The process's driver (created on first use)."""
+def default_runner() -> StackRunner:
+    """The process's runner (created on first use)."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = Driver()
+            _default = StackRunner()
         return _default
