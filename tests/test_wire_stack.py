@@ -1016,4 +1016,4 @@ def test_hot_path_headers_against_scapy(v6, seq, ack, ts, payload):
                 b"\x03\xe8\x00\x50", seq, ack, tcp.ACK, 512)
             assert opts == bytes(frame[th + 20:th + 32])
     if not v6:
-        assert ipv4.LEN_FRAG.unpack_from(frame, 16) == (total, 0x4000)
+        assert ipv4.FIELDS.unpack_from(frame, 14) == (0x45, total, 0x4000, 6, src, dst)

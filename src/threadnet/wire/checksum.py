@@ -9,6 +9,13 @@ is padded with one zero octet (RFC 1071 4.1), which is ``v << 8``.
 
 Partial sums (``initial``, the pseudo-header functions) are ordinary non-negative ints in
 0..0xffff; they add to ``v`` before the remainder is taken.
+
+``ones_sum``, ``checksum`` and ``verify`` are the general helpers, and the reference:
+the fast paths of the other wire modules (``ipv4.checksum_ok``, ``ipv4.write_eth_headers``,
+``tcp.parse_header``, ``tcp.set_checksums``, ``tcp.verify_frames4``, ``udp.parse`` and
+``udp.build``) inline the same arithmetic to save a call per packet, and their tests check
+them against these and against scapy. ``finish`` turns a sum of words into the value of a
+checksum field, and ``update`` changes a checksum for one changed word (RFC 1624).
 """
 
 from __future__ import annotations
@@ -16,10 +23,33 @@ from __future__ import annotations
 Buffer = bytes | bytearray | memoryview
 
 
-def _fold(v: int) -> int:
-    """Reduce a non-negative sum to its 16-bit ones' complement value (0 only for v == 0)."""
+def fold(v: int) -> int:
+    """Reduce a non-negative sum of 16-bit words (of any size) to its 16-bit ones'
+    complement value: 1..0xffff, or 0 only for ``v == 0``."""
     s = v % 0xFFFF
     return s if s or not v else 0xFFFF
+
+
+def finish(v: int) -> int:
+    """The checksum field for the non-negative sum ``v`` of a header's words (reduced or
+    not, its checksum field counted as zero): the ones' complement of ``fold(v)``.
+
+    A sum of -0 (0xffff, or any non-zero multiple of it) gives 0, as ``checksum`` does,
+    and only an all-zero sum (``v == 0``) gives 0xffff."""
+    s = v % 0xFFFF
+    return 0xFFFF - s if s or not v else 0
+
+
+def update(csum: int, old: int, new: int) -> int:
+    """The checksum field ``csum`` after one 16-bit word it covers changed from ``old`` to
+    ``new``, without summing the data again: RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m').
+
+    Unlike RFC 1141's HC' = HC + m + ~m', it never gives 0xffff where a recomputation
+    gives 0 (RFC 1624 3 and its example in 4): over data that is not all zero it writes
+    what ``checksum`` would. A change of several words is one call per word."""
+    # ~HC is the sum the old checksum stood for; the new sum is never +0 when that
+    # was not (~HC > 0), so ``finish`` gives 0 for -0 as a recomputation would
+    return finish((0xFFFF - csum) + (0xFFFF - old) + new)
 
 
 def _reduce(v: int, n: int) -> int:
@@ -72,4 +102,4 @@ def pseudo_header(src: Buffer, dst: Buffer, proto: int, length: int) -> int:
     header. The fields differ only in width and order, and a 32-bit length adds as its two
     16-bit halves (``length`` modulo 0xffff), so their sums are equal and one formula
     serves both."""
-    return _fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length)
+    return fold(int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length)

@@ -24,7 +24,16 @@ ETH_P_IPV6 = 0x86DD
 
 BROADCAST = b"\xff" * 6
 
-_TYPE = struct.Struct("!H")
+#: the EtherType field
+TYPE = struct.Struct("!H")
+#: the EtherType field's two bytes of IPv4, IPv6 and ARP, for a header made by
+#: concatenation: destination + source + type (the stack's general output)
+TYPE_IPV4 = TYPE.pack(ETH_P_IPV4)
+TYPE_IPV6 = TYPE.pack(ETH_P_IPV6)
+TYPE_ARP = TYPE.pack(ETH_P_ARP)
+#: what the direct input (``stack/gro.py``) reads first of a frame, in one call:
+#: destination MAC and EtherType (of an untagged frame)
+DST_TYPE = struct.Struct("!6s6xH")
 _TAG = struct.Struct("!HH")
 
 
@@ -62,7 +71,7 @@ def parse(frame: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int, int
     n = len(frame)
     if n < HEADER_LEN:
         raise FrameError(f"Ethernet frame of {n} bytes is shorter than its 14-byte header")
-    (etype,) = _TYPE.unpack_from(frame, 12)
+    (etype,) = TYPE.unpack_from(frame, 12)
     dst = bytes(frame[0:6])
     src = bytes(frame[6:12])
     if etype != ETH_P_8021Q:
@@ -84,11 +93,11 @@ def build(buf: bytearray | memoryview, dst: bytes, src: bytes, ethertype: int,
     buf[offset:offset + 6] = dst
     buf[offset + 6:offset + 12] = src
     if vlan < 0:
-        _TYPE.pack_into(buf, offset + 12, ethertype)
+        TYPE.pack_into(buf, offset + 12, ethertype)
         return HEADER_LEN
     if not 0 <= vlan <= 0xFFF:
         raise ValueError(f"VLAN id {vlan} out of range 0..4095")
-    _TYPE.pack_into(buf, offset + 12, ETH_P_8021Q)
+    TYPE.pack_into(buf, offset + 12, ETH_P_8021Q)
     _TAG.pack_into(buf, offset + 14, ((pcp & 7) << 13) | vlan, ethertype)
     return HEADER_LEN + TAG_LEN
 

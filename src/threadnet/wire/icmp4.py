@@ -13,6 +13,7 @@ import struct
 
 from threadnet.errors import FrameError
 from threadnet.wire.checksum import Buffer, checksum
+from threadnet.wire.checksum import verify as verify_checksum
 
 HEADER_LEN = 8
 # RFC 1812 4.3.2.3: an error quotes as much as fits in a 576-byte datagram
@@ -58,12 +59,8 @@ def parse(data: Buffer, verify: bool = True) -> tuple[int, int, int, memoryview]
     n = len(data)
     if n < HEADER_LEN:
         raise FrameError(f"ICMP message of {n} bytes is shorter than its 8-byte header")
-    if verify:
-        # an odd last byte would be padded (v << 8), but 256 is invertible mod 0xFFFF:
-        # whether the sum is 0 mod 0xFFFF does not change, so no shift is needed
-        v = int.from_bytes(data, "big")
-        if not v or v % 0xFFFF:
-            raise FrameError("ICMP checksum mismatch")
+    if verify and not verify_checksum(data):
+        raise FrameError("ICMP checksum mismatch")
     kind, code, _csum, rest = _HDR.unpack_from(data)
     return kind, code, rest, memoryview(data)[HEADER_LEN:]
 

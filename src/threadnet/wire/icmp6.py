@@ -18,6 +18,7 @@ import struct
 
 from threadnet.errors import FrameError
 from threadnet.wire.checksum import Buffer, checksum, pseudo_header
+from threadnet.wire.checksum import verify as verify_checksum
 
 HEADER_LEN = 8
 # RFC 4443 2.4(c): an error quotes as much as fits in a packet of the minimum MTU
@@ -106,13 +107,8 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
     n = len(data)
     if n < HEADER_LEN:
         raise FrameError(f"ICMPv6 message of {n} bytes is shorter than its 8-byte header")
-    if verify:
-        v = int.from_bytes(data, "big") % 0xFFFF  # reduced first: a sum would copy it
-        if n & 1:
-            v <<= 8
-        v += pseudo_header(src, dst, PROTO_ICMPV6, n)
-        if v % 0xFFFF:  # never zero: the pseudo-header holds the non-zero next header
-            raise FrameError("ICMPv6 checksum mismatch")
+    if verify and not verify_checksum(data, pseudo_header(src, dst, PROTO_ICMPV6, n)):
+        raise FrameError("ICMPv6 checksum mismatch")
     kind, code, _csum, rest = _HDR.unpack_from(data)
     return kind, code, rest, memoryview(data)[HEADER_LEN:]
 

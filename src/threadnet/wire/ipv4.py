@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from threadnet.errors import FrameError
-from threadnet.wire.checksum import Buffer
+from threadnet.wire.checksum import Buffer, update
 
 HEADER_LEN = 20
 MAX_HEADER_LEN = 60
@@ -44,14 +44,23 @@ FLAG_MF = 0x1  # more fragments
 OPT_EOL = 0
 OPT_NOP = 1
 
-#: the hot path's Ethernet + IPv4 header (no options) in one call (``stack/ip.py``'s
-#: ``OutputPath4``): destination MAC, source MAC, EtherType, version/IHL, TOS, total length,
+#: the hot path's Ethernet + IPv4 header (no options) in one call (``write_eth_headers``):
+#: destination MAC, source MAC, EtherType, version/IHL, TOS, total length,
 #: identification, flags + fragment offset, TTL, protocol, header checksum, addresses
 ETH_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
+#: what the direct TCP input (``stack/gro.py``) reads of an IPv4 header, in one call:
+#: version/IHL, total length, flags + fragment offset, protocol, source, destination.
+#: Its checksum is ``checksum_ok``'s to check.
+FIELDS = struct.Struct("!BxH2xHxB2x4s4s")
 #: total length, (identification), flags + fragment offset: at offset 2 of the header
 LEN_FRAG = struct.Struct("!H2xH")
+#: the flags + fragment offset word's bits of a fragment: MF, or any offset
+FRAGMENT_BITS = 0x3FFF
+#: the version/IHL octet of a header without options
+VIHL = 0x45
 _HDR = struct.Struct("!BBHHHBBH4s4s")
 _CSUM = struct.Struct("!H")
+_ETH_P_IPV4 = 0x0800
 
 
 def parse(data: Buffer, verify: bool = True, quoted: bool = False
@@ -85,9 +94,7 @@ def parse(data: Buffer, verify: bool = True, quoted: bool = False
         verify = False
     elif total > n:
         raise FrameError(f"IPv4 total length {total} exceeds the {n} bytes received")
-    # a header sums to 0xffff when its checksum is right; it is never all zero (version 4),
-    # so a zero remainder can only mean -0
-    if verify and int.from_bytes(data[:hl], "big") % 0xFFFF:
+    if verify and not checksum_ok(data, 0, hl):
         raise FrameError("IPv4 header checksum mismatch")
     frag_offset = (frag & 0x1FFF) << 3
     if frag_offset and frag_offset + total - hl > MAX_PACKET - HEADER_LEN:
@@ -160,3 +167,59 @@ def build(buf: bytearray | memoryview, src: bytes, dst: bytes, proto: int, paylo
          + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + opt_sum) % 0xFFFF
     _CSUM.pack_into(buf, offset + 10, 0xFFFF - s if s else 0)  # header is never all zero
     return hl
+
+
+def checksum_ok(data: Buffer, offset: int = 0, header_len: int = HEADER_LEN) -> bool:
+    """Whether the IPv4 header of ``header_len`` bytes at ``offset`` in ``data`` has a
+    right checksum: its words sum to 0xffff (RFC 1071). Any header is non-zero (version
+    4), so a remainder of 0 modulo 0xffff can only mean -0, and 0xffff in the checksum
+    field is accepted as 0 is (RFC 1624 3). The caller has checked that the bytes are
+    there."""
+    return not int.from_bytes(data[offset:offset + header_len], "big") % 0xFFFF
+
+
+def header_sum(flags_frag: int, ttl: int, proto: int, src: bytes, dst: bytes,
+               tos: int = 0) -> int:
+    """The sum of the words of a header without options that a flow's packets share,
+    all but the total length, the identification and the checksum: version/IHL and
+    ``tos``, ``flags_frag`` (the 16-bit flags + fragment offset word: 0x4000 for DF),
+    ``ttl`` and ``proto``, the addresses. ``write_eth_headers`` adds the other two and
+    finishes it into each packet's checksum."""
+    return (((VIHL << 8) | tos) + flags_frag + ((ttl << 8) | proto)
+            + int.from_bytes(src, "big") + int.from_bytes(dst, "big"))
+
+
+def write_eth_headers(frames: list[bytearray], dmac: bytes, smac: bytes, ident: int,
+                      flags_frag: int, ttl: int, proto: int, src: bytes, dst: bytes,
+                      hsum: int) -> None:
+    """Write the Ethernet and IPv4 headers (no options) of a batch of one flow's frames:
+    each of ``frames`` holds 34 free bytes, then the IP payload, to its end. The
+    identifications are ``ident``, ``ident + 1``, ... (mod 65536); ``hsum`` is
+    ``header_sum(flags_frag, ttl, proto, src, dst)`` (TOS 0), from which each checksum
+    is finished without reading the header back. The output path's fast helper: one
+    call per batch."""
+    pack = ETH_HEADER.pack_into
+    for frame in frames:
+        total = len(frame) - 14
+        s = (hsum + total + ident) % 0xFFFF  # never 0 with 0 words: version 4
+        pack(frame, 0, dmac, smac, _ETH_P_IPV4, VIHL, 0, total, ident, flags_frag, ttl, proto,
+             0xFFFF - s if s else 0, src, dst)
+        ident = (ident + 1) & 0xFFFF
+
+
+def decrement_ttl(buf: bytearray | memoryview, offset: int = 0) -> int:
+    """Decrement the TTL of the IPv4 header at ``offset`` in ``buf`` (a router's step,
+    RFC 1812 5.3.1) and update its checksum for it (RFC 1624), without summing the
+    header again. The TTL must be at least 1. Returns the new TTL."""
+    ttl = buf[offset + 8]
+    proto = buf[offset + 9]
+    (csum,) = _CSUM.unpack_from(buf, offset + 10)
+    buf[offset + 8] = ttl - 1
+    _CSUM.pack_into(buf, offset + 10, update(csum, (ttl << 8) | proto, ((ttl - 1) << 8) | proto))
+    return ttl - 1
+
+
+def multicast_mac(addr: Buffer) -> bytes:
+    """The Ethernet address an IPv4 multicast address maps to (RFC 1112 6.4): 01:00:5e
+    and the address's low 23 bits."""
+    return b"\x01\x00\x5e" + bytes((addr[1] & 0x7F, addr[2], addr[3]))

@@ -41,9 +41,13 @@ _PP_UNRECOGNIZED_NEXT_HEADER = 1
 _PP_UNRECOGNIZED_OPTION = 2
 
 #: the hot path's Ethernet + IPv6 header (no extension headers) in one call
-#: (``stack/ip.py``'s ``OutputPath6``): destination MAC, source MAC, EtherType,
+#: (``write_eth_headers``): destination MAC, source MAC, EtherType,
 #: version/class/flow label, payload length, next header, hop limit, addresses
 ETH_HEADER = struct.Struct("!6s6sHIHBB16s16s")
+#: what the direct TCP input (``stack/gro.py``) reads of an IPv6 header, in one call:
+#: version/class/flow label, payload length, next header, source, destination
+FIELDS = struct.Struct("!IHBx16s16s")
+_ETH_P_IPV6 = 0x86DD
 _HDR = struct.Struct("!IHBB16s16s")
 _FRAG = struct.Struct("!BBHI")
 _EXT = struct.Struct("!BB")
@@ -170,9 +174,7 @@ def walk(data: Buffer, next_header: int, offset: int = HEADER_LEN, end: int = -1
         if offset + 8 > end:
             raise FrameError(f"IPv6 extension header {nh} at offset {offset} is truncated")
         if nh == PROTO_FRAGMENT:
-            nxt, _res, off_m, ident = _FRAG.unpack_from(data, offset)
-            frag_offset = off_m & 0xFFF8
-            more = bool(off_m & 1)
+            nxt, frag_offset, more, ident = parse_fragment(data, offset)
             body = end - offset - FRAGMENT_LEN
             # RFC 8200 4.5: non-final fragments are multiples of 8 octets, and no
             # fragment may reach past 65535 octets of reassembled payload
@@ -208,6 +210,17 @@ def walk(data: Buffer, next_header: int, offset: int = HEADER_LEN, end: int = -1
         offset += size
 
 
+def parse_fragment(data: Buffer, offset: int = 0) -> tuple[int, int, bool, int]:
+    """Read the Fragment header (RFC 8200 4.5) at ``offset`` in ``data``.
+
+    Returns ``(next_header, frag_offset, more, identification)`` with ``frag_offset`` in
+    bytes. Raises FrameError when the 8 bytes are not all there."""
+    if offset + FRAGMENT_LEN > len(data):
+        raise FrameError(f"IPv6 fragment header at offset {offset} is truncated")
+    nxt, _res, off_m, ident = _FRAG.unpack_from(data, offset)
+    return nxt, off_m & 0xFFF8, bool(off_m & 1), ident
+
+
 def build_fragment(buf: bytearray | memoryview, next_header: int, frag_offset: int,
                    more: bool, ident: int, offset: int = 0) -> int:
     """Write a Fragment header (RFC 8200 4.5) into ``buf`` at ``offset``; returns 8.
@@ -233,3 +246,23 @@ def solicited_node(addr: Buffer) -> bytes:
 def multicast_mac(addr: Buffer) -> bytes:
     """The Ethernet address an IPv6 multicast address maps to (RFC 2464 7): 33:33 + last 4."""
     return b"\x33\x33" + bytes(addr[12:16])
+
+
+def write_eth_headers(frames: list[bytearray], dmac: bytes, smac: bytes, next_header: int,
+                      hop_limit: int, src: bytes, dst: bytes) -> None:
+    """Write the Ethernet and IPv6 headers (no extension headers, traffic class and flow
+    label 0) of a batch of one flow's frames: each of ``frames`` holds 54 free bytes,
+    then the payload, to its end. The output path's fast helper: one call per batch."""
+    pack = ETH_HEADER.pack_into
+    for frame in frames:
+        pack(frame, 0, dmac, smac, _ETH_P_IPV6, 0x60000000, len(frame) - 54, next_header,
+             hop_limit, src, dst)
+
+
+def decrement_hop_limit(buf: bytearray | memoryview, offset: int = 0) -> int:
+    """Decrement the hop limit of the IPv6 header at ``offset`` in ``buf`` (a router's
+    step, RFC 8200 3; there is no header checksum). It must be at least 1. Returns the
+    new hop limit."""
+    hlim = buf[offset + 7] - 1
+    buf[offset + 7] = hlim
+    return hlim

@@ -4,6 +4,12 @@ The checksum covers a pseudo-header; its sum is the same formula for both IP ver
 so the functions take the two addresses (4 or 16 bytes) and need no version flag.
 ``parse`` returns the options as a view; ``parse_options`` reads them when the
 connection needs them (on SYNs, and for timestamps and SACK on established ones).
+
+The stack's hot path has fast helpers here too, each tested against scapy and the
+general functions: ``parse_header`` (what the stack's TCP input reads of every segment,
+``parse`` is built on it), ``set_checksums``/``set_partial_checksums`` (the output of
+established connections, a batch at a time, after ``HEADER``/``HEADER_TS``), and for
+receive coalescing ``GRO4``, ``verify_frames4`` and ``coalesce4``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ MAX_WSCALE = 14  # RFC 7323 2.3
 MAX_SACK_BLOCKS = 4  # (40 - 2) // 8
 
 _HDR = struct.Struct("!HHIIHHHH")
+_FIXED = struct.Struct("!HHIIHH")  # ports, seq, ack, data offset + flags, window
+_QUOTED = struct.Struct("!HHI")  # ports, seq: what an ICMP error quotes at least
+_CSUM_URG = struct.Struct("!HH")
 _CSUM = struct.Struct("!H")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -58,6 +67,10 @@ _NOP_NOP_HEAD = struct.Struct("!BBBB")  # NOP NOP then a 2-byte option head
 #: option's first word ``NOP_NOP_TS``, TSval, TSecr)
 HEADER = struct.Struct("!HHIIHHHH")
 HEADER_TS = struct.Struct("!HHIIHHHHIII")
+#: the data offset of ``HEADER`` (5 words) and ``HEADER_TS`` (8), in the data offset +
+#: flags word: OR the flags in
+HEADER_OFFSET = 5 << 12
+HEADER_TS_OFFSET = 8 << 12
 NOP_NOP_TS = 0x0101080A
 TS_HEAD = b"\x01\x01\x08\x0a"  # the first 4 bytes of such an option block
 TS_OPTION = struct.Struct("!III")  # NOP NOP kind len, TSval, TSecr
@@ -66,8 +79,54 @@ TS_OPTION = struct.Struct("!III")  # NOP NOP kind len, TSval, TSecr
 #: version/IHL, total length, flags+offset, protocol, addresses, ports, seq, ack,
 #: data offset + flags, window, the 12 option bytes
 GRO4 = struct.Struct("!6s6xHBxH2xHxB2x8s4sIIHH4x12s")
+#: a GRO4 frame's headers: Ethernet, IPv4 without options, TCP with timestamps; the
+#: payload starts here
+GRO4_HEADERS_LEN = 14 + 20 + 32
+#: a segment receive coalescing may merge has, under this mask of its data offset +
+#: flags word, ``GRO4_MERGEABLE``: a 32-byte header (timestamps) and ACK, with or
+#: without PSH, and no other flag (the reserved bits are not looked at)
+GRO4_MERGEABLE_MASK = 0xF0F7
+GRO4_MERGEABLE = HEADER_TS_OFFSET | ACK
 
 _KNOWN_LENGTHS = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERMITTED: 2, OPT_TIMESTAMPS: 10}
+
+
+def parse_header(data: Buffer, src: bytes, dst: bytes, verify: bool = True
+                 ) -> tuple[int, int, int, int, int, int, int]:
+    """The fields of the TCP header of ``data`` that a receiver acts on, checked as
+    ``parse`` checks them, with no object made but the tuple: the stack's TCP input.
+
+    Returns ``(sport, dport, seq, ack, data_offset, flags, window)``; the options are
+    ``data[20:data_offset]`` and the payload ``data[data_offset:]``. Raises FrameError
+    as ``parse`` does.
+    """
+    n = len(data)
+    if n < HEADER_LEN:
+        raise FrameError(f"TCP segment of {n} bytes is shorter than its 20-byte header")
+    sport, dport, seq, ack, off_flags, window = _FIXED.unpack_from(data)
+    hl = (off_flags >> 12) << 2
+    if hl < HEADER_LEN:
+        raise FrameError(f"TCP data offset {hl} is below the 20-byte minimum")
+    if hl > n:
+        raise FrameError(f"TCP data offset {hl} exceeds the {n}-byte segment")
+    if verify:
+        # checksum.verify with the pseudo-header's sum inlined (see
+        # checksum.pseudo_header); never 0: proto is 6
+        v = int.from_bytes(data, "big") % 0xFFFF  # reduced first: a sum would copy it
+        if n & 1:
+            v <<= 8
+        if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + n) % 0xFFFF:
+            raise FrameError("TCP checksum mismatch")
+    return sport, dport, seq, ack, hl, off_flags & 0xFF, window
+
+
+def parse_quoted(data: Buffer) -> tuple[int, int, int]:
+    """The ports and sequence number of the TCP header that an ICMP error quotes (its
+    first 8 bytes, all that RFC 792 and RFC 4443 promise): ``(sport, dport, seq)``.
+    Raises FrameError when fewer than 8 bytes are there."""
+    if len(data) < 8:
+        raise FrameError(f"quoted TCP header of {len(data)} bytes is shorter than 8 bytes")
+    return _QUOTED.unpack_from(data)
 
 
 def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
@@ -82,24 +141,10 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
     Raises FrameError on a short segment, a data offset below 20 or past the segment,
     or a wrong checksum (unless ``verify`` is false).
     """
-    n = len(data)
-    if n < HEADER_LEN:
-        raise FrameError(f"TCP segment of {n} bytes is shorter than its 20-byte header")
-    sport, dport, seq, ack, off_flags, window, csum, urgent = _HDR.unpack_from(data)
-    hl = (off_flags >> 12) << 2
-    if hl < HEADER_LEN:
-        raise FrameError(f"TCP data offset {hl} is below the 20-byte minimum")
-    if hl > n:
-        raise FrameError(f"TCP data offset {hl} exceeds the {n}-byte segment")
-    if verify:
-        # the pseudo-header sum inlined (see checksum.pseudo_header); never 0: proto is 6
-        v = int.from_bytes(data, "big") % 0xFFFF  # reduced first: a sum would copy it
-        if n & 1:
-            v <<= 8
-        if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + n) % 0xFFFF:
-            raise FrameError("TCP checksum mismatch")
+    sport, dport, seq, ack, hl, flags, window = parse_header(data, src, dst, verify)
+    csum, urgent = _CSUM_URG.unpack_from(data, 16)
     options = memoryview(data)[HEADER_LEN:hl] if hl > HEADER_LEN else b""
-    return sport, dport, seq, ack, hl, off_flags & 0xFF, window, csum, urgent, options
+    return sport, dport, seq, ack, hl, flags, window, csum, urgent, options
 
 
 def parse_options(options: Buffer
@@ -272,3 +317,71 @@ def build(buf: bytearray | memoryview, src: bytes, dst: bytes, sport: int, dport
     s = v % 0xFFFF
     _CSUM.pack_into(buf, offset + 16, 0xFFFF - s if s else 0)  # v > 0: proto is 6
     return hl + n
+
+
+# -- the output of established connections (stack/tcplayer.py) -----------------------------
+def set_checksums(frames: list[bytearray], payloads: list[Buffer], start: int,
+                  psum: int) -> None:
+    """Write the TCP checksum of each of ``frames``: its TCP segment runs from ``start``
+    to its end (the checksum field zero) and ends with the data ``payloads[i]``, which
+    the caller copied in (``HEADER``/``HEADER_TS`` before it). ``psum`` is the sum of
+    the pseudo-header without its length (``checksum.pseudo_header(src, dst,
+    PROTO_TCP, 0)`` of the flow's addresses). One call per batch.
+
+    The header and the data are summed apart, the data from the caller's object (a view
+    of a send buffer, say), as ``build`` does: its integer is reduced before anything is
+    added to it, and data of zeros makes the integer 0, whose reduction costs nothing,
+    where a sum over the whole segment would take as long as for any data (the header's
+    bits make it a full-size integer)."""
+    from_bytes = int.from_bytes
+    pack = _CSUM.pack_into
+    for frame, payload in zip(frames, payloads, strict=True):
+        n = len(payload)
+        body = len(frame) - n
+        v = from_bytes(frame[start:body], "big") + psum + body - start + n
+        if n:
+            d = from_bytes(payload, "big") % 0xFFFF  # reduced first: a sum would copy it
+            # RFC 1071: an odd last byte is padded to a word (the header's length is even)
+            v += d << 8 if n & 1 else d
+        s = v % 0xFFFF
+        pack(frame, start + 16, 0xFFFF - s if s else 0)  # the sum is never +0: proto is 6
+
+
+def set_partial_checksums(frames: list[bytearray], start: int, psum: int) -> None:
+    """``set_checksums`` for an offload link (``vnet.F_NEEDS_CSUM``): each checksum field
+    gets the uncomplemented sum of the pseudo-header, its length included, and the link
+    (the kernel) completes it over the segment."""
+    pack = _CSUM.pack_into
+    for frame in frames:
+        pack(frame, start + 16, (psum + len(frame) - start) % 0xFFFF)
+
+
+# -- receive coalescing (stack/gro.py) ----------------------------------------------------
+def verify_frames4(frames: list[memoryview], src: bytes, dst: bytes) -> bool:
+    """Whether every one of ``frames`` (Ethernet, IPv4 without options, TCP: what GRO4
+    reads, each exactly its IP datagram long) has a right IPv4 header checksum and a
+    right TCP checksum for a segment from ``src`` to ``dst``. One call per run."""
+    from_bytes = int.from_bytes
+    psum = from_bytes(src, "big") + from_bytes(dst, "big") + PROTO_TCP
+    for f in frames:
+        if from_bytes(f[14:34], "big") % 0xFFFF:  # ipv4.checksum_ok inlined
+            return False
+        n = len(f) - 34
+        v = from_bytes(f[34:], "big") % 0xFFFF  # reduced first: a sum would copy it
+        if n & 1:
+            v <<= 8
+        if (v + psum + n) % 0xFFFF:
+            return False
+    return True
+
+
+def coalesce4(frames: list[memoryview]) -> bytearray:
+    """One TCP segment from a run of GRO4 frames that continue each other: the first
+    frame's TCP header, with the last frame's flags (a PSH), then every frame's payload
+    in order. Its checksum field is the first frame's, not the merged segment's: the
+    caller has checked each frame (``verify_frames4``) and passes it on as checked."""
+    th = GRO4_HEADERS_LEN - 32  # where the TCP header starts
+    seg = bytearray(frames[0][th:GRO4_HEADERS_LEN])
+    seg[13] = frames[-1][th + 13]  # the flags
+    seg += b"".join([f[GRO4_HEADERS_LEN:] for f in frames])
+    return seg

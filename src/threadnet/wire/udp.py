@@ -17,6 +17,7 @@ PROTO_UDP = 17
 
 _HDR = struct.Struct("!HHHH")
 _CSUM = struct.Struct("!H")
+_PORTS = struct.Struct("!HH")
 
 
 def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
@@ -47,6 +48,15 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
             raise FrameError("UDP checksum mismatch")  # the sum is never zero: length >= 8
         return sport, dport, view[HEADER_LEN:]
     return sport, dport, memoryview(data)[HEADER_LEN:length]
+
+
+def parse_quoted(data: Buffer) -> tuple[int, int]:
+    """The ports of the UDP header that an ICMP error quotes (the first 8 bytes are
+    promised, RFC 792 and RFC 4443; the datagram after them may be cut short):
+    ``(sport, dport)``. Raises FrameError when fewer than 8 bytes are there."""
+    if len(data) < HEADER_LEN:
+        raise FrameError(f"quoted UDP header of {len(data)} bytes is shorter than 8 bytes")
+    return _PORTS.unpack_from(data)
 
 
 def build_header(buf: bytearray | memoryview, src: bytes, dst: bytes, sport: int, dport: int,

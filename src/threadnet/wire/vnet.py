@@ -78,6 +78,19 @@ def unpack_header(buf: Buffer) -> tuple[int, int, int, int, int, int]:
     return HEADER.unpack_from(buf)
 
 
+def tso_header(frame: Buffer, csum_start: int, gso_type: int, gso_size: int) -> bytes:
+    """The virtio-net header to send ``frame``, a TCP segment at ``csum_start`` (after
+    its Ethernet and IP headers) whose checksum field holds the pseudo-header's sum
+    (``tcp.set_partial_checksums``): ``F_NEEDS_CSUM`` over the segment, and when it
+    carries more than ``gso_size`` bytes of data, ``gso_type`` (GSO_TCPV4 or GSO_TCPV6)
+    so that the kernel cuts it into segments of ``gso_size``. ``hdr_len`` covers every
+    header, TCP's options included (its data offset)."""
+    hdr_len = csum_start + ((frame[csum_start + 12] >> 4) << 2)
+    if len(frame) - hdr_len > gso_size:
+        return HEADER.pack(F_NEEDS_CSUM, gso_type, hdr_len, gso_size, csum_start, 16)
+    return HEADER.pack(F_NEEDS_CSUM, GSO_NONE, hdr_len, 0, csum_start, 16)
+
+
 def complete_checksum(frame: bytearray | memoryview, csum_start: int, csum_offset: int) -> None:
     """Finish a partial checksum in place (``F_NEEDS_CSUM``, Linux's CHECKSUM_PARTIAL).
 
