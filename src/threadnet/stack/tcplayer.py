@@ -50,12 +50,12 @@ TSO_MAX = 65535 - 20 - 60
 _seq = itertools.count()
 _HDR = tcp.HEADER.pack_into
 _HDR_TS = tcp.HEADER_TS.pack_into
-_TCP_HDR = tcp.HEADER
-_TS_OPT = tcp.TS_OPTION
+_PARSE = tcp.parse_header
+_TS_OPT = tcp.TS_OPTION.unpack_from
+_NOP_NOP_TS = tcp.NOP_NOP_TS
 _CSUM = struct.Struct("!H")
 _SYN_ACK_RST = tcp.SYN | tcp.ACK | tcp.RST
 _NOT_PSH = 0xFF & ~tcp.PSH
-_TS_HEAD = tcp.TS_HEAD
 
 
 ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
@@ -313,23 +313,10 @@ class TcpLayer:
     # -- input --------------------------------------------------------------------------
     def input(self, family: int, src: bytes, dst: bytes, payload: memoryview, now: float,
               csum_ok: bool = False) -> None:
-        """One TCP segment; ``csum_ok``: an offload link vouches for its checksum."""
+        """One TCP segment; ``csum_ok``: an offload link vouches for its checksum.
+        Raises FrameError for a malformed one (``tcp.parse_header``)."""
+        sport, dport, seq, ack, doff, flags, window = _PARSE(payload, src, dst, not csum_ok)
         n = len(payload)
-        if n < 20:
-            raise FrameError(f"TCP segment of {n} bytes is shorter than its 20-byte header")
-        sport, dport, seq, ack, off_flags, window, _, _ = _TCP_HDR.unpack_from(payload)
-        doff = (off_flags >> 12) << 2
-        if doff < 20 or doff > n:
-            raise FrameError(f"TCP data offset {doff} is out of range for a {n}-byte segment")
-        if not csum_ok:
-            # the checksum with its pseudo-header (wire/tcp.parse does the same); the big
-            # integer is reduced before anything is added to it (a sum would copy it)
-            v = int.from_bytes(payload, "big") % 0xFFFF
-            if n & 1:
-                v <<= 8
-            if (v + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + n) % 0xFFFF:
-                raise FrameError("TCP checksum mismatch")
-        flags = off_flags & 0xFF
         key = (dst, dport, src, sport)
         ep = self.conns.get(key)
         iss = None
@@ -343,8 +330,9 @@ class TcpLayer:
             self._forget(ep)
             ep = None
         if ep is not None:
-            if doff == 32 and payload[20:24] == _TS_HEAD:
-                _, ts_val, ts_ecr = _TS_OPT.unpack_from(payload, 20)
+            # a 32-byte header whose options are NOP NOP timestamps (RFC 7323 appendix A)
+            if doff == 32 and (ts := _TS_OPT(payload, 20))[0] == _NOP_NOP_TS:
+                _, ts_val, ts_ecr = ts
                 if flags & _NOT_PSH == tcp.ACK and n > 32 and \
                         ep.conn.input_data(seq, ack, window, payload[32:], ts_val, now):
                     self._touched(ep, now)

@@ -52,8 +52,6 @@ ETH_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
 #: version/IHL, total length, flags + fragment offset, protocol, source, destination.
 #: Its checksum is ``checksum_ok``'s to check.
 FIELDS = struct.Struct("!BxH2xHxB2x4s4s")
-#: total length, (identification), flags + fragment offset: at offset 2 of the header
-LEN_FRAG = struct.Struct("!H2xH")
 #: the flags + fragment offset word's bits of a fragment: MF, or any offset
 FRAGMENT_BITS = 0x3FFF
 #: the version/IHL octet of a header without options
