@@ -42,14 +42,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
 from threadnet.wire import ipv4, ipv6, vnet
-from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6
+from threadnet.wire.checksum import pseudo_header
+from threadnet.wire.ethernet import ETH_P_IPV4, ETH_P_IPV6, TYPE, TYPE_IPV4, TYPE_IPV6
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Interface, Stack
@@ -67,10 +67,6 @@ ACCEPT = 1
 BROADCAST_MAC = b"\xff" * 6
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 LOOPBACK6 = bytes(15) + b"\x01"
-ETYPE = struct.Struct("!H")
-ETH_IPV4 = ETYPE.pack(ETH_P_IPV4)
-ETH_IPV6 = ETYPE.pack(ETH_P_IPV6)
-ETH_ARP = ETYPE.pack(ETH_P_ARP)
 MAX_LOCAL_QUEUE = 1024  # packets looped back to ourselves waiting to be processed
 #: IPv4 identification counters (as Linux's ip_idents): a keyed hash of source,
 #: destination and protocol picks one of these and an offset, so each destination sees
@@ -121,9 +117,10 @@ class OutputPath:
     interfaces, addresses, routes, hooks, MTU, path MTU or the neighbor since).
 
     For the transport: ``headroom`` (where its header starts in a frame), ``mtu`` (the
-    largest IP packet), ``psum`` (the pseudo-header's sum, mod 0xFFFF, without the
-    length), ``offload`` (the link takes segments of up to 64 KiB and completes their
-    checksums: ``send`` then wants the pseudo-header sum in the checksum field).
+    largest IP packet), ``psum`` (the pseudo-header's sum without the length,
+    ``checksum.pseudo_header``), ``offload`` (the link takes segments of up to 64 KiB and
+    completes their checksums: ``send`` then wants the pseudo-header sum in the checksum
+    field). ``send`` writes the headers with ``ipv4``/``ipv6.write_eth_headers``.
     """
 
     __slots__ = ("stack", "src", "dst", "proto", "gen", "table", "index", "iface", "ifmtu",
@@ -156,45 +153,35 @@ class OutputPath4(OutputPath):
     __slots__ = ("ipsum",)
 
     def send(self, frames: list[bytearray], gso_size: int = 0) -> None:
+        # IP IDs: a run of this destination's counter for the whole batch
+        ipv4.write_eth_headers(frames, self.mac, self.smac,
+                               self.stack.take_ip_ids(self.idhash, len(frames)), self.df, 64,
+                               self.proto, self.src, self.dst, self.ipsum)
         iface = self.iface
         link = self.link
-        mac = self.mac
-        smac = self.smac
-        src = self.src
-        dst = self.dst
-        proto = self.proto
-        df = self.df
-        ipsum = self.ipsum
-        pack = ipv4.ETH_HEADER.pack_into
-        # IP IDs: a run of this destination's counter for the whole batch
-        ident = self.stack.take_ip_ids(self.idhash, len(frames)) - 1
-        offload = self.offload
-        if offload:
-            send_offload = link.send_offload  # type: ignore[attr-defined]
-            hdr = vnet.HEADER.pack
         sent = nbytes = 0
-        for frame in frames:
-            total = len(frame) - 14
-            ident = (ident + 1) & 0xFFFF
-            s = (ipsum + total + ident) % 0xFFFF
-            pack(frame, 0, mac, smac, 0x0800, 0x45, 0, total, ident, df, 64, proto,
-                 0xFFFF - s if s else 0, src, dst)
-            try:
-                if offload:
-                    # the kernel completes the checksum from the pseudo-header's sum and
-                    # cuts a segment larger than the MSS into MSS-sized ones
-                    hlen = (frame[34 + 12] >> 4) * 4 + 34  # headers, TCP's included
-                    n = total + 14 - hlen
-                    send_offload(hdr(vnet.F_NEEDS_CSUM,
-                                     vnet.GSO_TCPV4 if n > gso_size else vnet.GSO_NONE,
-                                     hlen, gso_size if n > gso_size else 0, 34, 16), frame)
-                else:
-                    link.send(frame)
-            except LinkError:
-                iface.tx_dropped += 1
-                continue
-            sent += 1
-            nbytes += 14 + total
+        if self.offload:
+            # the kernel completes each checksum from the pseudo-header's sum and cuts a
+            # segment larger than the MSS into MSS-sized ones
+            send_offload = link.send_offload  # type: ignore[attr-defined]
+            for frame in frames:
+                try:
+                    send_offload(vnet.tso_header(frame, 34, vnet.GSO_TCPV4, gso_size), frame)
+                except LinkError:
+                    iface.tx_dropped += 1
+                    continue
+                sent += 1
+                nbytes += len(frame)
+        else:
+            send = link.send
+            for frame in frames:
+                try:
+                    send(frame)
+                except LinkError:
+                    iface.tx_dropped += 1
+                    continue
+                sent += 1
+                nbytes += len(frame)
         iface.tx_packets += sent
         iface.tx_bytes += nbytes
 
@@ -205,37 +192,31 @@ class OutputPath6(OutputPath):
     __slots__ = ()
 
     def send(self, frames: list[bytearray], gso_size: int = 0) -> None:
+        # hop limit 64 and flow label 0, as send_ip6 sends them
+        ipv6.write_eth_headers(frames, self.mac, self.smac, self.proto, 64, self.src, self.dst)
         iface = self.iface
         link = self.link
-        mac = self.mac
-        smac = self.smac
-        src = self.src
-        dst = self.dst
-        proto = self.proto
-        pack = ipv6.ETH_HEADER.pack_into
-        offload = self.offload
-        if offload:
-            send_offload = link.send_offload  # type: ignore[attr-defined]
-            hdr = vnet.HEADER.pack
         sent = nbytes = 0
-        for frame in frames:
-            plen = len(frame) - 54
-            # hop limit 64 and flow label 0, as send_ip6 sends them
-            pack(frame, 0, mac, smac, 0x86DD, 0x60000000, plen, proto, 64, src, dst)
-            try:
-                if offload:
-                    hlen = (frame[54 + 12] >> 4) * 4 + 54
-                    n = plen + 54 - hlen
-                    send_offload(hdr(vnet.F_NEEDS_CSUM,
-                                     vnet.GSO_TCPV6 if n > gso_size else vnet.GSO_NONE,
-                                     hlen, gso_size if n > gso_size else 0, 54, 16), frame)
-                else:
-                    link.send(frame)
-            except LinkError:
-                iface.tx_dropped += 1
-                continue
-            sent += 1
-            nbytes += 54 + plen
+        if self.offload:
+            send_offload = link.send_offload  # type: ignore[attr-defined]
+            for frame in frames:
+                try:
+                    send_offload(vnet.tso_header(frame, 54, vnet.GSO_TCPV6, gso_size), frame)
+                except LinkError:
+                    iface.tx_dropped += 1
+                    continue
+                sent += 1
+                nbytes += len(frame)
+        else:
+            send = link.send
+            for frame in frames:
+                try:
+                    send(frame)
+                except LinkError:
+                    iface.tx_dropped += 1
+                    continue
+                sent += 1
+                nbytes += len(frame)
         iface.tx_packets += sent
         iface.tx_bytes += nbytes
 
@@ -260,15 +241,12 @@ def make_path(stack: Stack, family: int, src: bytes, dst: bytes, proto: int,
     p.smac = p.iface.mac
     p.link = p.iface.link
     p.headroom = 54 if v6 else 34
-    # the constant words of the pseudo-header and (IPv4) of the IP header: version/IHL,
-    # DF, TTL 64/protocol, addresses; summed once (mod 0xFFFF is the one's complement
-    # sum, for 16-byte addresses too)
-    a = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
-    p.psum = (a + proto) % 0xFFFF
+    # the constant words of the pseudo-header and (IPv4) of the IP header, summed once
+    p.psum = pseudo_header(src, dst, proto, 0)
     # DF, unless the path MTU is locked at its minimum (stack.MIN_PMTU4)
-    p.df = 0 if p.pmtu is not None and p.pmtu[2] else 0x4000
+    p.df = 0 if p.pmtu is not None and p.pmtu[2] else ipv4.FLAG_DF << 13
     if not v6:
-        p.ipsum = 0x4500 + p.df + 0x4000 + proto + a  # type: ignore[attr-defined]
+        p.ipsum = ipv4.header_sum(p.df, 64, proto, src, dst)  # type: ignore[attr-defined]
         # the keyed hash that picks this destination's IP ID counter (stack.take_ip_ids)
         p.idhash = stack.ip_id_hash(src, dst, proto)
     # an offload link takes segments of up to 64 KiB and completes their checksums
@@ -541,17 +519,16 @@ class IpLayer:
                                                     4, packet, None, iface, now):
             return
         if dst == LIMITED_BROADCAST or any(dst == broadcast4(a, p) for a, p in iface.v4):
-            self._send_eth(iface, BROADCAST_MAC, ETH_IPV4, packet)
+            self._send_eth(iface, BROADCAST_MAC, TYPE_IPV4, packet)
             return
         if dst[0] >= 224 and dst[0] < 240:
-            mac = b"\x01\x00\x5e" + bytes([dst[1] & 0x7F]) + dst[2:]
-            self._send_eth(iface, mac, ETH_IPV4, packet)
+            self._send_eth(iface, ipv4.multicast_mac(dst), TYPE_IPV4, packet)
             return
         mac, probe = iface.arp.lookup(nexthop, now)
         if mac is not None:
             if probe:
                 self._arp_request(iface, nexthop, mac)
-            self._send_eth(iface, mac, ETH_IPV4, packet)
+            self._send_eth(iface, mac, TYPE_IPV4, packet)
             return
         send_now, dropped = iface.arp.enqueue(nexthop, (ETH_P_IPV4, bytes(packet)), now)
         iface.tx_dropped += len(dropped)
@@ -603,13 +580,13 @@ class IpLayer:
                                                     6, packet, None, iface, now):
             return
         if dst[0] == 0xFF:
-            self._send_eth(iface, ipv6.multicast_mac(dst), ETH_IPV6, packet)
+            self._send_eth(iface, ipv6.multicast_mac(dst), TYPE_IPV6, packet)
             return
         mac, probe = iface.nd.lookup(nexthop, now)
         if mac is not None:
             if probe:
                 self._ns(iface, nexthop, mac, now)
-            self._send_eth(iface, mac, ETH_IPV6, packet)
+            self._send_eth(iface, mac, TYPE_IPV6, packet)
             return
         send_now, dropped = iface.nd.enqueue(nexthop, (ETH_P_IPV6, bytes(packet)), now)
         iface.tx_dropped += len(dropped)
@@ -621,7 +598,7 @@ class IpLayer:
         link = iface.link
         if link is None or not iface.up:
             return
-        frame = dst_mac + iface.mac + etype + payload
+        frame = dst_mac + iface.mac + etype + payload  # an untagged Ethernet II header
         try:
             link.send(frame)
         except LinkError:
@@ -632,7 +609,7 @@ class IpLayer:
 
     def _xmit(self, iface: Interface, mac: bytes, pkt: tuple[int, bytes]) -> None:
         etype, packet = pkt
-        self._send_eth(iface, mac, ETYPE.pack(etype), packet)
+        self._send_eth(iface, mac, TYPE.pack(etype), packet)
 
     def _loop_local(self, etype: int, packet: bytes) -> None:
         if len(self._local) >= MAX_LOCAL_QUEUE:

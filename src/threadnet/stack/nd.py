@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from threadnet.stack.acd import ARP_ANNOUNCE, ARP_PROBE, CONFLICT, DEFEND
-from threadnet.stack.ip import BROADCAST_MAC, ETH_ARP, ETH_IPV6, ntop, same_net
+from threadnet.stack.ip import BROADCAST_MAC, ntop, same_net
 from threadnet.stack.neighbor import INCOMPLETE, PROBE
 from threadnet.wire import arp, icmp6, ipv6
+from threadnet.wire.ethernet import TYPE_ARP, TYPE_IPV6
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Address6, Interface
@@ -33,7 +34,7 @@ class NeighborDiscovery:
             if op == arp.OP_REQUEST and any(a == tpa for a, _ in iface.v4):
                 buf = bytearray(28)
                 arp.build(buf, arp.OP_REPLY, iface.mac, tpa, sha, spa)
-                self._send_eth(iface, sha, ETH_ARP, buf)
+                self._send_eth(iface, sha, TYPE_ARP, buf)
             return
         ours = any(a == tpa for a, _ in iface.v4)
         # RFC 826: update an existing entry; create one only from a request for us (as
@@ -50,7 +51,7 @@ class NeighborDiscovery:
         if op == arp.OP_REQUEST and ours:
             buf = bytearray(28)
             arp.build(buf, arp.OP_REPLY, iface.mac, tpa, sha, spa)
-            self._send_eth(iface, sha, ETH_ARP, buf)
+            self._send_eth(iface, sha, TYPE_ARP, buf)
 
     def _acd_arp(self, iface: Interface, request: bool, sha: bytes, spa: bytes, tpa: bytes,
                  now: float) -> None:
@@ -73,7 +74,7 @@ class NeighborDiscovery:
             if what == ARP_PROBE:
                 buf = bytearray(28)
                 arp.build(buf, arp.OP_REQUEST, iface.mac, bytes(4), bytes(6), a.addr)
-                self._send_eth(iface, BROADCAST_MAC, ETH_ARP, buf)
+                self._send_eth(iface, BROADCAST_MAC, TYPE_ARP, buf)
             elif what == ARP_ANNOUNCE:
                 if a.usable and (a.addr, a.plen) not in iface.v4:
                     self._bind4(iface, (a.addr, a.plen))
@@ -83,14 +84,14 @@ class NeighborDiscovery:
         """An ARP announcement: a request with our address as sender and target."""
         buf = bytearray(28)
         arp.build(buf, arp.OP_REQUEST, iface.mac, addr, bytes(6), addr)
-        self._send_eth(iface, BROADCAST_MAC, ETH_ARP, buf)
+        self._send_eth(iface, BROADCAST_MAC, TYPE_ARP, buf)
 
     def _arp_request(self, iface: Interface, target: bytes, mac: bytes | None) -> None:
         src = next((a for a, p in iface.v4 if same_net(a, target, p)),
                    iface.v4[0][0] if iface.v4 else bytes(4))
         buf = bytearray(28)
         arp.build(buf, arp.OP_REQUEST, iface.mac, src, bytes(6), target)
-        self._send_eth(iface, mac or BROADCAST_MAC, ETH_ARP, buf)
+        self._send_eth(iface, mac or BROADCAST_MAC, TYPE_ARP, buf)
 
     def _ns(self, iface: Interface, target: bytes, mac: bytes | None, now: float,
             src: bytes | None = None) -> None:
@@ -118,7 +119,7 @@ class NeighborDiscovery:
             else:
                 self._output6(iface, dst, dst, packet, now)
                 return
-        self._send_eth(iface, mac, ETH_IPV6, packet)
+        self._send_eth(iface, mac, TYPE_IPV6, packet)
 
     def _dad_failed(self, a: Address6) -> None:
         """RFC 4862 5.4.5: the address is someone else's. It stays listed (``ip addr``'s

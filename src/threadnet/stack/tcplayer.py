@@ -23,7 +23,6 @@ import heapq
 import itertools
 import os
 import random
-import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -48,12 +47,16 @@ TCP_BUF = 1 << 20
 #: MSS-sized ones): 45 segments of 1448 bytes, with the headers within IPv4's 64 KiB
 TSO_MAX = 65535 - 20 - 60
 _seq = itertools.count()
+# the wire helpers of the hot path, bound once (wire/tcp.py)
 _HDR = tcp.HEADER.pack_into
 _HDR_TS = tcp.HEADER_TS.pack_into
 _PARSE = tcp.parse_header
 _TS_OPT = tcp.TS_OPTION.unpack_from
 _NOP_NOP_TS = tcp.NOP_NOP_TS
-_CSUM = struct.Struct("!H")
+_OFF = tcp.HEADER_OFFSET
+_OFF_TS = tcp.HEADER_TS_OFFSET
+_SET_CSUMS = tcp.set_checksums
+_SET_PARTIAL_CSUMS = tcp.set_partial_checksums
 _SYN_ACK_RST = tcp.SYN | tcp.ACK | tcp.RST
 _NOT_PSH = 0xFF & ~tcp.PSH
 
@@ -297,7 +300,7 @@ class TcpLayer:
         # a keyed hash of the two addresses
         if iss is None:
             iss = int(now * 250_000) + self._keyed_hash(
-                local[0] + remote[0] + struct.pack("!HH", local[1], remote[1]))
+                local[0] + remote[0] + ((local[1] << 16) | remote[1]).to_bytes(4, "big"))
         ts_off = self._keyed_hash(local[0] + remote[0])
         conn = TcpConnection(now, iss=iss, ts_offset=ts_off, mss=max(mss, 536), rng=self.rng,
                              **opts)  # type: ignore[arg-type]
@@ -557,11 +560,10 @@ class TcpLayer:
         iphl = th - 14
         hdr = _HDR
         hdr_ts = _HDR_TS
-        csum_into = _CSUM.pack_into
-        from_bytes = int.from_bytes
         offload = p.offload
         mss = ep.conn.snd_mss
         frames: list[bytearray] = []
+        payloads: list[memoryview | bytes] = []  # what each frame carries, for its checksum
         for seg in segs:
             payload = seg.payload
             n = len(payload)
@@ -572,32 +574,34 @@ class TcpLayer:
                 # options: the general encoder; too large: the IP layer refuses it (IPv4,
                 # DF: EMSGSIZE) or fragments it (IPv6)
                 if frames:
+                    if offload:
+                        _SET_PARTIAL_CSUMS(frames, th, psum)
+                    else:
+                        _SET_CSUMS(frames, payloads, th, psum)
                     p.send(frames, mss)
                     frames = []
+                    payloads = []
                 self._xmit(ep, seg, now)
                 continue
             frame = bytearray(th + hl + n)
             if tsv is None:
-                hdr(frame, th, sport, dport, seg.seq, seg.ack, 0x5000 | seg.flags,
-                    seg.window, 0, 0)
+                hdr(frame, th, sport, dport, seg.seq, seg.ack, _OFF | seg.flags, seg.window,
+                    0, 0)
             else:
-                hdr_ts(frame, th, sport, dport, seg.seq, seg.ack, 0x8000 | seg.flags,
-                       seg.window, 0, 0, tcp.NOP_NOP_TS, tsv, seg.ts_ecr)
+                hdr_ts(frame, th, sport, dport, seg.seq, seg.ack, _OFF_TS | seg.flags,
+                       seg.window, 0, 0, _NOP_NOP_TS, tsv, seg.ts_ecr)
             if n:
                 frame[th + hl:] = payload
-            if offload:
-                # the link completes the checksum from the pseudo-header's sum
-                csum_into(frame, th + 16, (psum + hl + n) % 0xFFFF)
-            else:
-                v = from_bytes(frame[th:th + hl], "big") + psum + hl + n
-                if n:
-                    # reduced before it is added to (a sum of big integers copies one)
-                    d = from_bytes(payload, "big") % 0xFFFF
-                    v += d << 8 if n & 1 else d
-                s = v % 0xFFFF
-                csum_into(frame, th + 16, 0xFFFF - s if s else 0)
             frames.append(frame)
+            if not offload:
+                payloads.append(payload)
         if frames:
+            # the checksums, a batch at a time: whole, or on an offload link the
+            # pseudo-header's sum, which the link completes
+            if offload:
+                _SET_PARTIAL_CSUMS(frames, th, psum)
+            else:
+                _SET_CSUMS(frames, payloads, th, psum)
             p.send(frames, mss)
 
     def _forget(self, ep: TcpEndpoint) -> None:
