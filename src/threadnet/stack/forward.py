@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from threadnet.stack.ip import FORWARD, run_hooks
-from threadnet.wire import icmp4, icmp6, ipv4
+from threadnet.wire import icmp4, icmp6, ipv4, ipv6
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Interface
@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 class Forwarding:
     """IPv4 and IPv6 forwarding (a mixin of ``Stack``)."""
 
-    def _forward4(self, iface: Interface, packet: memoryview, ttl: int, dst: bytes,
-                  now: float) -> None:
+    def _forward4(self, iface: Interface, packet: memoryview, src: bytes, dst: bytes,
+                  ttl: int, flags: int, now: float) -> None:
+        """Forward ``packet`` (``ipv4.parse`` gave its ``src``, ``dst``, ``ttl`` and
+        ``flags``)."""
         if self.hooks_forward and not run_hooks(self, self.hooks_forward, FORWARD, 4, packet,
                                                 iface, None, now):
             return
-        src = bytes(packet[12:16])
         if ttl <= 1:
             self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.TIME_EXCEEDED,
                               icmp4.TTL_EXCEEDED, packet, now)
@@ -33,19 +34,14 @@ class Forwarding:
             return
         out_iface, nexthop = r
         out = bytearray(packet)
-        out[8] = ttl - 1
-        # RFC 1624 incremental update of the header checksum for the TTL change
-        csum = ((out[10] << 8) | out[11]) + 0x0100
-        csum = (csum & 0xFFFF) + (csum >> 16)
-        out[10], out[11] = csum >> 8, csum & 0xFF
+        ipv4.decrement_ttl(out)  # and its checksum (RFC 1624)
         if len(out) > out_iface.mtu:
-            if out[6] & 0x40:  # DF: RFC 1191 fragmentation needed, with our MTU
+            if flags & ipv4.FLAG_DF:  # RFC 1191 fragmentation needed, with our MTU
                 self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.DEST_UNREACHABLE,
                                   icmp4.UNREACH_FRAG_NEEDED, packet, now, mtu=out_iface.mtu)
                 return
-            hlen = (out[0] & 0x0F) * 4
             fields = ipv4.parse(out)
-            body = bytes(out[hlen:])
+            body = bytes(out[fields[9]:])
             self._count("ip4_forward_fragmented")
             chunk = (out_iface.mtu - 20) & ~7
             for off in range(0, len(body), chunk):
@@ -61,9 +57,9 @@ class Forwarding:
         self._count("ip4_forwarded")
         self._output4(out_iface, nexthop, dst, out, now)
 
-    def _forward6(self, iface: Interface, packet: memoryview, hlim: int, dst: bytes,
-                  now: float) -> None:
-        src = bytes(packet[8:24])
+    def _forward6(self, iface: Interface, packet: memoryview, src: bytes, dst: bytes,
+                  hlim: int, now: float) -> None:
+        """Forward ``packet`` (``ipv6.parse`` gave its ``src``, ``dst`` and ``hlim``)."""
         if src[:2] == b"\xfe\x80" or dst[:2] == b"\xfe\x80":
             return  # link-local scope is never forwarded
         if self.hooks_forward and not run_hooks(self, self.hooks_forward, FORWARD, 6, packet,
@@ -83,6 +79,6 @@ class Forwarding:
                               rest=out_iface.mtu)
             return
         out = bytearray(packet)
-        out[7] = hlim - 1
+        ipv6.decrement_hop_limit(out)
         self._count("ip6_forwarded")
         self._output6(out_iface, nexthop, dst, out, now)

@@ -15,8 +15,9 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from threadnet.errors import FrameError
 from threadnet.stack.ip import LIMITED_BROADCAST
-from threadnet.wire import icmp4, icmp6, ipv4, ipv6
+from threadnet.wire import icmp4, icmp6, ipv4, ipv6, tcp, udp
 from threadnet.wire.ethernet import ETH_P_IPV4
 
 if TYPE_CHECKING:
@@ -109,10 +110,13 @@ class Icmp:
             quoted = ipv6.parse(body, quoted=True)
             nh, off = quoted[3], ipv6.HEADER_LEN
             if nh == ipv6.PROTO_FRAGMENT:  # one of our source fragments: the first only
-                if len(body) < off + ipv6.FRAGMENT_LEN or \
-                        (body[off + 2] << 8 | body[off + 3]) & 0xFFF8:
+                try:
+                    nh, frag_off, _, _ = ipv6.parse_fragment(body, off)
+                except FrameError:
                     return
-                nh, off = body[off], off + ipv6.FRAGMENT_LEN
+                if frag_off:
+                    return
+                off += ipv6.FRAGMENT_LEN
             self._icmp_too_big(6, nh, quoted[5], quoted[6], body[off:], rest, now)
 
     def _icmp_too_big(self, family: int, proto: int, src: bytes, dst: bytes,
@@ -134,7 +138,6 @@ class Icmp:
         ``PMTU_MAX_ENTRIES``. The TCP connection it is about shrinks its segments."""
         if len(transport) < 8:
             return  # RFC 792/4443 quote at least 8 bytes: the ports (and TCP's sequence)
-        sport, dport = (transport[0] << 8) | transport[1], (transport[2] << 8) | transport[3]
         ep = None
         if family == 4:
             if src not in self._local4_set():
@@ -142,18 +145,19 @@ class Icmp:
         elif not self._is_local6(src):
             return
         if proto == ipv4.PROTO_TCP:
-            ep = self.tcp.icmp_endpoint(family, src, sport, dst, dport,
-                                        int.from_bytes(transport[4:8], "big"))
+            sport, dport, seq = tcp.parse_quoted(transport)
+            ep = self.tcp.icmp_endpoint(family, src, sport, dst, dport, seq)
             if ep is None:
                 self._count("pmtu_ignored")
                 return
         elif family == 6 and proto == ipv6.PROTO_UDP:
+            sport, _ = udp.parse_quoted(transport)
             if (src, sport) not in self.udp and (b"", sport) not in self.udp:
                 self._count("pmtu_ignored")
                 return
         elif family == 6 and proto == ipv6.PROTO_ICMPV6:
-            ident = (transport[4] << 8) | transport[5]
-            if transport[0] != icmp6.ECHO_REQUEST or (6, ident) not in self.echo_waiters:
+            kind, _, rest, _ = icmp6.parse(transport, src, dst, verify=False)  # cut short
+            if kind != icmp6.ECHO_REQUEST or (6, rest >> 16) not in self.echo_waiters:
                 self._count("pmtu_ignored")
                 return
         else:
@@ -262,28 +266,37 @@ class Icmp:
         here (``_local_unreachable``), as Linux's ICMP error to itself."""
         mv = memoryview(packet)
         if etype == ETH_P_IPV4:
-            src = bytes(mv[12:16])
-            if not self._is_local4(src):
-                self._icmp4_error(src, bytes(mv[16:20]), icmp4.DEST_UNREACHABLE,
-                                  icmp4.UNREACH_HOST, mv, now)
-            elif not (mv[6] & 0x1F or mv[7]):  # a first fragment or a whole datagram
-                hlen = (mv[0] & 0x0F) * 4
-                self._local_unreachable(4, mv[9], src, bytes(mv[16:20]), mv[hlen:], now)
             self._count("arp_failed")
+            # a packet we sent or forward, whole (its checksum is not looked at)
+            try:
+                (_, total, _, _, frag_off, _, proto, src, dst, hlen,
+                 _) = ipv4.parse(mv, verify=False)
+            except FrameError:
+                return
+            if not self._is_local4(src):
+                self._icmp4_error(src, dst, icmp4.DEST_UNREACHABLE, icmp4.UNREACH_HOST, mv, now)
+            elif not frag_off:  # a first fragment or a whole datagram
+                self._local_unreachable(4, proto, src, dst, mv[hlen:total], now)
         else:
-            src = bytes(mv[8:24])
-            if not self._is_local6(src):
-                self._icmp6_error(src, bytes(mv[24:40]), icmp6.DEST_UNREACHABLE,
-                                  icmp6.UNREACH_ADDRESS, mv, now)
-            else:
-                nh, off = mv[6], ipv6.HEADER_LEN
-                if nh == ipv6.PROTO_FRAGMENT and len(mv) >= off + 8:  # our own: the first
-                    if (mv[off + 2] << 8 | mv[off + 3]) & 0xFFF8:
-                        nh = -1
-                    else:
-                        nh, off = mv[off], off + 8
-                self._local_unreachable(6, nh, src, bytes(mv[24:40]), mv[off:], now)
             self._count("nd_failed")
+            try:
+                _, _, plen, nh, _, src, dst = ipv6.parse(mv)
+            except FrameError:
+                return
+            if not self._is_local6(src):
+                self._icmp6_error(src, dst, icmp6.DEST_UNREACHABLE, icmp6.UNREACH_ADDRESS, mv,
+                                  now)
+                return
+            off = ipv6.HEADER_LEN
+            if nh == ipv6.PROTO_FRAGMENT:  # one of our source fragments: the first only
+                try:
+                    nh, frag_off, _, _ = ipv6.parse_fragment(mv, off)
+                except FrameError:
+                    return
+                if frag_off:
+                    return
+                off += ipv6.FRAGMENT_LEN
+            self._local_unreachable(6, nh, src, dst, mv[off:ipv6.HEADER_LEN + plen], now)
 
     def _local_unreachable(self, family: int, proto: int, src: bytes, dst: bytes,
                            transport: memoryview, now: float) -> None:
@@ -291,20 +304,27 @@ class Icmp:
         a UDP port's owner and a ping hear of it."""
         if len(transport) < 8:
             return
-        sport = (transport[0] << 8) | transport[1]
-        dport = (transport[2] << 8) | transport[3]
         if proto == ipv4.PROTO_TCP:
+            sport, dport, _ = tcp.parse_quoted(transport)
             self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH, now)
         elif proto == ipv4.PROTO_UDP:
+            sport, dport = udp.parse_quoted(transport)
             fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
             if fn is not None:
                 fn(errno.EHOSTUNREACH, dst, dport)
-        elif (family == 4 and proto == ipv4.PROTO_ICMP and transport[0] == icmp4.ECHO_REQUEST) \
-                or (family == 6 and proto == ipv6.PROTO_ICMPV6
-                    and transport[0] == icmp6.ECHO_REQUEST):
-            fn2 = self.echo_errors.get((family, (transport[4] << 8) | transport[5]))
-            if fn2 is not None:
-                fn2(errno.EHOSTUNREACH, now)
+        elif family == 4 and proto == ipv4.PROTO_ICMP:
+            kind, _, rest, _ = icmp4.parse(transport, verify=False)
+            if kind == icmp4.ECHO_REQUEST:
+                self._echo_unreachable(4, rest >> 16, now)
+        elif family == 6 and proto == ipv6.PROTO_ICMPV6:
+            kind, _, rest, _ = icmp6.parse(transport, src, dst, verify=False)
+            if kind == icmp6.ECHO_REQUEST:
+                self._echo_unreachable(6, rest >> 16, now)
+
+    def _echo_unreachable(self, family: int, ident: int, now: float) -> None:
+        fn = self.echo_errors.get((family, ident))
+        if fn is not None:
+            fn(errno.EHOSTUNREACH, now)
 
 
 class EchoSession:

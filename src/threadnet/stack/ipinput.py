@@ -18,7 +18,7 @@ from threadnet.stack.ip import (
     broadcast4,
     run_hooks,
 )
-from threadnet.wire import icmp4, icmp6, ipv4, ipv6, vnet
+from threadnet.wire import ethernet, icmp4, icmp6, ipv4, ipv6, vnet
 from threadnet.wire.ethernet import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6
 
 if TYPE_CHECKING:
@@ -74,18 +74,17 @@ class IpInput:
         self._input_eth(iface, mv, now)
 
     def _input_eth(self, iface: Interface, mv: memoryview, now: float) -> None:
-        if len(mv) < 14:
-            raise FrameError("runt frame")
-        dst = mv[0:6]
+        dst, src, etype, vlan, off = ethernet.parse(mv)  # FrameError for a runt
         if dst != iface.mac and not dst[0] & 1:
             return  # unicast for someone else
-        etype = (mv[12] << 8) | mv[13]
+        if vlan >= 0:
+            return  # an interface is on one untagged LAN: 802.1Q frames are not for it
         if etype == ETH_P_IPV4:
-            self._input_ip4(iface, mv[14:], now, bytes(mv[6:12]))
+            self._input_ip4(iface, mv[off:], now, src)
         elif etype == ETH_P_IPV6:
-            self._input_ip6(iface, mv[14:], now, bytes(mv[6:12]))
+            self._input_ip6(iface, mv[off:], now, src)
         elif etype == ETH_P_ARP:
-            self._input_arp(iface, mv[14:], now)
+            self._input_arp(iface, mv[off:], now)
 
     def _input_ip4(self, iface: Interface, mv: memoryview, now: float, src_mac: bytes) -> None:
         (tos, total, ident, flags, frag_off, ttl, proto, src, dst, hlen,
@@ -105,7 +104,7 @@ class IpInput:
             if dst[0] >= 224:
                 return  # multicast we did not join
             if self.forwarding:
-                self._forward4(iface, mv[:total], ttl, dst, now)
+                self._forward4(iface, mv[:total], src, dst, ttl, flags, now)
             else:
                 self._count("ip4_not_for_us")
             return
@@ -154,7 +153,7 @@ class IpInput:
             if multicast:
                 return
             if self.forwarding:
-                self._forward6(iface, packet, hlim, dst, now)
+                self._forward6(iface, packet, src, dst, hlim, now)
             return
         if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 6, packet, iface,
                                               None, now):
