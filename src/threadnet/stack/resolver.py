@@ -81,7 +81,7 @@ from threadnet.stack.gai import (
 from threadnet.stack.resolvconf import ResolverConfig
 from threadnet.stack.services import service_ports
 from threadnet.stack.socket import StackSocket
-from threadnet.wire import dns
+from threadnet.wire import dns, stream
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -369,21 +369,20 @@ class Resolver(ResolverConfig):
         try:
             sock.settimeout(self.timeout)
             sock.connect((ntop(addr), port))
-            sock.sendall(len(payload).to_bytes(2, "big") + payload)
-            buf = b""
-            need = 2
-            while len(buf) < need:
+            # the 2-byte length prefix is vde_plug's stream framing (wire/stream.py)
+            sock.sendall(stream.encode(payload))
+            records = stream.Decoder(0xFFFF)
+            while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 sock.settimeout(left)
-                chunk = sock.recv(65537 - len(buf))
+                chunk = sock.recv(records.wanted)  # no further than the first message
                 if not chunk:
                     return None
-                buf += chunk
-                if len(buf) >= 2:
-                    need = 2 + int.from_bytes(buf[:2], "big")
-            return buf[2:need]
+                answers = records.feed(chunk)
+                if answers:
+                    return answers[0]
         except OSError:
             return None
         finally:
