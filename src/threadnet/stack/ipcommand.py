@@ -31,9 +31,9 @@ from threadnet.stack.iproute import (
     addr_show,
     interface_named,
     link_show,
-    metric,
     neigh_show,
     render,
+    route_metric,
     route_show,
     shown_routes,
 )
@@ -546,9 +546,14 @@ def _route_words(cmd: Command, *, show: bool) -> dict[str, Any]:
         word = words.next()
         if word == "via":
             value = words.value("via")
+            # the gateway's family: "via inet6 X", or the command's, or the prefix's
+            family = cmd.family
+            if family is None and spec.get("dst") is not None and spec["dst"].prefixlen:
+                family = spec["dst"].version
             if value in ("inet", "inet6"):
+                family = 4 if value == "inet" else 6
                 value = words.value("via")
-            spec["via"] = _address(value, cmd.family)
+            spec["via"] = _address(value, family)
         elif word in ("dev", "oif"):
             spec["dev"] = words.value(word)
         elif word in ("metric", "priority", "preference"):
@@ -612,8 +617,11 @@ def _route_family(cmd: Command, spec: dict[str, Any]) -> int:
 def _route_show(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]:
     spec = _route_words(cmd, show=True)
     family = cmd.family or (spec["dst"].version if "dst" in spec else 4)
+    for word in ("pref", "expires", "scope"):
+        if word in spec:
+            raise _unsupported(f"{word} (in a route show)")
     return route_show(stack, now, family, spec.get("dev"), proto=spec.get("proto"),
-                      to=spec.get("dst"))
+                      to=spec.get("dst"), via=spec.get("via"), metric=spec.get("metric"))
 
 
 def _route_matches(stack: Stack, spec: dict[str, Any], family: int) -> list[Route]:
@@ -630,7 +638,7 @@ def _route_matches(stack: Stack, spec: dict[str, Any], family: int) -> list[Rout
             continue
         if iface is not None and r.ifindex != iface.index:
             continue
-        if "metric" in spec and metric(r) != spec["metric"]:
+        if "metric" in spec and route_metric(r) != spec["metric"]:
             continue
         if "proto" in spec and r.proto != spec["proto"]:
             continue
@@ -690,7 +698,7 @@ def _route_change(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]
     want = spec.get("metric", 0)
     wanted_metric = want or (METRIC6_USER if family == 6 else 0)
     table = stack.routes4 if family == 4 else stack.routes6
-    same = [r for r in table.routes if r.dst == dst and metric(r) == wanted_metric
+    same = [r for r in table.routes if r.dst == dst and route_metric(r) == wanted_metric
             and (family == 4 or cmd.verb != "add" or r.gateway == via)]
     if cmd.verb == "add" and same:
         raise _kernel(errno.EEXIST)
@@ -715,6 +723,11 @@ def _route_change(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]
 
 
 # neigh ---------------------------------------------------------------------------------------
+#: the neighbour states iproute2 names (ip/ipneigh.c, nud_state_a2n), "perm" for short
+_NUD_STATES = ("permanent", "perm", "reachable", "stale", "incomplete", "delay", "probe",
+               "failed", "noarp", "none", "all", "any")
+
+
 def _neigh_words(cmd: Command) -> dict[str, Any]:
     words = _Words(cmd.words)
     spec: dict[str, Any] = {}
@@ -730,8 +743,9 @@ def _neigh_words(cmd: Command) -> dict[str, Any]:
                 raise IpError(f'"{value}" is invalid lladdr.') from None
         elif word == "nud":
             value = words.value("nud")
-            if value not in ("permanent", "perm"):
-                raise _unsupported(f"nud {value} (threadnet adds permanent entries)")
+            if value not in _NUD_STATES:
+                raise _invarg(value, '"nud" state is invalid')
+            spec["nud"] = "permanent" if value == "perm" else value
         elif word == "all":
             spec["all"] = True
         elif word in ("proxy", "router", "extern_learn", "use", "managed", "vrf", "protocol",
@@ -749,7 +763,9 @@ def _neigh_words(cmd: Command) -> dict[str, Any]:
 def _neigh_show(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]:
     spec = _neigh_words(cmd)
     to = spec["to"].network if "to" in spec else None
-    return neigh_show(stack, now, cmd.family, spec.get("dev"), to=to)
+    data = neigh_show(stack, now, cmd.family, spec.get("dev"), to=to)
+    nud = spec.get("nud", "all")
+    return [n for n in data if nud in ("all", "any") or n["state"][0] == nud.upper()]
 
 
 def _neigh_flush(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]:
@@ -757,14 +773,21 @@ def _neigh_flush(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]
         raise IpError("Flush requires arguments.")
     spec = _neigh_words(cmd)
     to = spec["to"].network if "to" in spec else None
-    ifaces = [interface_named(stack, spec["dev"])] if "dev" in spec else list(stack.interfaces.values())
+    ifaces = ([interface_named(stack, spec["dev"])] if "dev" in spec
+              else list(stack.interfaces.values()))
+    nud = spec.get("nud")
     for iface in ifaces:
         for fam, cache in ((4, iface.arp), (6, iface.nd)):
             if cmd.family not in (None, fam):
                 continue
             for addr, entry in list(cache.entries.items()):
-                if entry.static or (to is not None and ipaddress.ip_address(addr) not in to):
-                    continue  # iproute2 flushes all but permanent entries
+                if to is not None and ipaddress.ip_address(addr) not in to:
+                    continue
+                state = "permanent" if entry.static else entry.state.lower()
+                if nud is None and entry.static:
+                    continue  # without "nud", iproute2 flushes all but permanent entries
+                if nud not in (None, "all", "any", state):
+                    continue
                 cache.remove(addr)
     return []
 
@@ -787,6 +810,8 @@ def _neigh_change(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]
         raise _kernel(errno.EEXIST)
     if cmd.verb == "change" and entry is None:
         raise _kernel(errno.ENOENT)
+    if spec.get("nud", "permanent") != "permanent":
+        raise _unsupported(f"nud {spec['nud']} (threadnet adds permanent entries)")
     if "lladdr" not in spec:
         raise _kernel(errno.EINVAL, "Error: No link layer address given.")
     cache.add_static(addr, spec["lladdr"])

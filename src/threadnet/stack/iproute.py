@@ -235,6 +235,10 @@ def addr_show(stack: Stack, now: float, family: int | None = None, dev: str | No
         if family is not None and not infos:
             continue
         info = _link_info(iface, with_mode=False, with_link=family is None)
+        if family == 6 and dev is None:
+            # ip -6 addr asks Linux for its IPv6 view of every link (RTM_GETLINK for
+            # AF_INET6), which has no qdisc and no group: iproute2 prints none
+            del info["qdisc"], info["group"]
         info["addr_info"] = infos
         out.append(info)
     return out
@@ -268,7 +272,7 @@ def link_show(stack: Stack, now: float, dev: str | None = None, *,
     return [_link_info(i, with_mode=True, with_link=True) for i in _interfaces(stack, dev, up)]
 
 
-def metric(route: Route) -> int:
+def route_metric(route: Route) -> int:
     """A route's metric as Linux has it: an IPv6 route's 0 is the default, 256 for an
     address's prefix route and 1024 for others (ip6_route_add, addrconf)."""
     if route.metric or route.dst.version == 4:
@@ -296,7 +300,7 @@ def shown_routes(stack: Stack, family: int) -> list[Route]:
                 routes.append(Route(ll, None, iface.index, 0, "kernel"))
     return sorted(routes, key=lambda r: (family == 6 and r.dst.prefixlen == 0,
                                          int(r.dst.network_address), -r.dst.prefixlen,
-                                         metric(r)))
+                                         route_metric(r)))
 
 
 def _prefix_expiry(stack: Stack, route: Route) -> float | None:
@@ -329,11 +333,13 @@ def _prefsrc(stack: Stack, route: Route) -> str | None:
 
 
 def route_show(stack: Stack, now: float, family: int = 4, dev: str | None = None, *,
-               proto: str | None = None, to: Any = None) -> list[dict[str, Any]]:
+               proto: str | None = None, to: Any = None, via: Any = None,
+               metric: int | None = None) -> list[dict[str, Any]]:
     """``ip -j route show`` (``family`` 4) or ``ip -6 -j route show``: the main table.
-    ``dev`` keeps the routes through that interface and leaves out their ``dev`` key,
-    as iproute2 does; ``proto`` those of a protocol; ``to`` (an ``ipaddress`` network)
-    the route to exactly that prefix."""
+    ``dev`` keeps the routes through that interface, ``proto`` those of a protocol,
+    ``via`` (an ``ipaddress`` address) those through that gateway, ``metric`` those of
+    that metric, and each leaves out the key it fixes, as iproute2 does; ``to`` (an
+    ``ipaddress`` network) keeps the routes to exactly that prefix."""
     iface_filter = interface_named(stack, dev) if dev is not None else None
     out = []
     for r in shown_routes(stack, family):
@@ -343,11 +349,20 @@ def route_show(stack: Stack, now: float, family: int = 4, dev: str | None = None
             continue
         if to is not None and r.dst != to:
             continue
-        out.append(_route_info(stack, r, now, with_dev=iface_filter is None))
+        if via is not None and r.gateway != via:
+            continue
+        if metric is not None and route_metric(r) != metric:
+            continue
+        info = _route_info(stack, r, now)
+        for key, fixed in (("dev", dev), ("protocol", proto), ("gateway", via),
+                           ("metric", metric)):
+            if fixed is not None:
+                info.pop(key, None)
+        out.append(info)
     return out
 
 
-def _route_info(stack: Stack, r: Route, now: float, *, with_dev: bool) -> dict[str, Any]:
+def _route_info(stack: Stack, r: Route, now: float) -> dict[str, Any]:
     plen = r.dst.prefixlen
     if plen == 0:
         dst = "default"
@@ -359,8 +374,7 @@ def _route_info(stack: Stack, r: Route, now: float, *, with_dev: bool) -> dict[s
     if r.gateway is not None:
         info["gateway"] = _ntop(r.gateway.packed)
     iface = stack.interfaces.get(r.ifindex)
-    if with_dev:
-        info["dev"] = iface.name if iface is not None else str(r.ifindex)
+    info["dev"] = iface.name if iface is not None else str(r.ifindex)
     if r.proto != "boot":
         info["protocol"] = r.proto
     if r.dst.version == 4 and r.gateway is None:
@@ -368,7 +382,7 @@ def _route_info(stack: Stack, r: Route, now: float, *, with_dev: bool) -> dict[s
     src = _prefsrc(stack, r) if r.dst.version == 4 else None
     if src is not None:
         info["prefsrc"] = src
-    m = metric(r)
+    m = route_metric(r)
     if m or r.dst.version == 6:
         info["metric"] = m
     info["flags"] = [] if iface is not None and iface.up else ["linkdown"]
@@ -434,11 +448,15 @@ def render(obj: str, data: list[dict[str, Any]], *, json_output: bool = False,
 
 def _link_text(info: dict[str, Any], *, link: bool) -> list[str]:
     name = info["ifname"] + (f"@{info['link']}" if "link" in info else "")
-    first = (f"{info['ifindex']}: {name}: <{','.join(info['flags'])}> mtu {info['mtu']} "
-             f"qdisc {info['qdisc']} state {info['operstate']} ")
+    first = f"{info['ifindex']}: {name}: <{','.join(info['flags'])}> mtu {info['mtu']} "
+    if "qdisc" in info:
+        first += f"qdisc {info['qdisc']} "
+    first += f"state {info['operstate']} "
     if link:
         first += f"mode {info['linkmode']} "
-    lines = [first + f"group {info['group']} qlen {info['txqlen']}"]
+    if "group" in info:
+        first += f"group {info['group']} "
+    lines = [first + f"qlen {info['txqlen']}"]
     if "link_type" in info:
         lines.append(f"    link/{info['link_type']} {info['address']} brd {info['broadcast']}")
     for a in info.get("addr_info", ()):

@@ -58,8 +58,9 @@ _REFUSING_PER_UID = 8
 _REFUSE_LINGER = 2.0
 _RESOLVER_CALLS = ("getaddrinfo", "gethostname", "gethostbyname", "gethostbyname_ex",
                    "gethostbyaddr", "getnameinfo", "getfqdn")
-#: characters of an ``ip`` reply per packet (JSON text, ASCII)
-_IP_PAGE = 60000
+#: characters of an ``ip`` reply's JSON text per packet: sent as a JSON string, which
+#: at worst doubles them (quotes and backslashes escaped), within MAX_MESSAGE
+_IP_PAGE = 30000
 _UNIX = _socket.AF_UNIX
 _SEQPACKET = _socket.SOCK_SEQPACKET
 
