@@ -317,7 +317,7 @@ _ADDR_FLAG_WORDS = ("permanent", "dynamic", "secondary", "primary", "tentative",
                     "home", "nodad", "optimistic", "autojoin", "stable-privacy")
 
 
-def _addr_filter(stack: Stack, cmd: Command) -> dict[str, Any]:
+def _addr_filter(cmd: Command) -> dict[str, Any]:
     """The selectors of ``ip address show|flush``."""
     words = _Words(cmd.words)
     sel: dict[str, Any] = {"dev": None, "up": False, "scope": None, "to": None, "flags": []}
@@ -345,7 +345,7 @@ def _addr_filter(stack: Stack, cmd: Command) -> dict[str, Any]:
 
 
 def _addr_show(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]:
-    sel = _addr_filter(stack, cmd)
+    sel = _addr_filter(cmd)
     return addr_show(stack, now, cmd.family, sel["dev"], up=sel["up"], scope=sel["scope"],
                      to=sel["to"], flags=sel["flags"])
 
