@@ -373,6 +373,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         now = self._api_now(now)
         valid = INFINITY if valid_lft is None else now + valid_lft
         preferred = valid if preferred_lft is None else min(now + preferred_lft, valid)
+        self._gen += 1  # (the cached next end of a lifetime)
         if len(packed) == 4:
             if packed not in iface.v4_life and not any(a == packed for a, _ in iface.v4):
                 raise OSError(errno.EADDRNOTAVAIL, f"{addr} is not on {iface.name}")
@@ -621,18 +622,20 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     # -- timers ------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
+        """When ``on_timer`` is next due (None: nothing pending). It runs after every
+        application call, so what changes only with the addresses (DAD, lifetimes) is
+        cached until the next change (``_addresses_deadline``)."""
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
-                 self.tcp.next_deadline()]
-        times += [p.next_deadline() for p in self.echo_sessions]
+                 self.tcp.next_deadline(), self._addresses_deadline()]
+        if self.echo_sessions:
+            times += [p.next_deadline() for p in self.echo_sessions]
         if self.agents:
             times.append(self._agents_deadline())
-        times.append(self._lifetimes_deadline())
         if self.pmtu:
             times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
-            times += [a.dad_deadline for a in iface.v6 if a.state == "tentative"]
             if iface.acd4:
                 times += [a.deadline for a in iface.acd4.values()]
         return min((t for t in times if t is not None), default=None)
