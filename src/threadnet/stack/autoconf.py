@@ -89,3 +89,11 @@ def _rd(stack: Stack, iface: Interface, cfg: Config) -> Agent:
 
 CLIENTS["rd"] = _rd
 
+
+def _ra(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.raserver import RaServer
+
+    return RaServer.from_options(stack, iface, options)
+
+
+SERVERS["ra"] = _ra
