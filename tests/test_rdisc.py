@@ -597,3 +597,16 @@ def test_dadfailed_events_for_other_addresses_are_not_its_business(net):
     agent.on_address(net.host, net.host.interfaces[2], p6("fd00::99"), DADFAILED, net.lan.now)
     assert not agent.counters
 
+
+
+def test_solicitations_wait_for_the_link():
+    lan = FakeLan("eth,ip=fd00:7::1/64", "rd")
+    try:
+        host = lan.stacks[1]
+        agent = host.find_agents("rd")[0]
+        lan.run_until(lambda: lan.now > 110, 11)
+        assert agent.solicitations == 0
+        host.link_up(2)
+        lan.run_until(lambda: agent.solicitations == 1, 6)
+    finally:
+        lan.close()

@@ -375,7 +375,11 @@ class RouterDiscovery(Agent):
     # -- router solicitation -------------------------------------------------------------
     def _solicit(self, stack: Stack, iface: Interface, now: float) -> None:
         """RFC 4861 6.3.7: from the link-local address once DAD has passed (with our
-        link-layer address), or from :: without one when there is none to use."""
+        link-layer address), or from :: without one when there is none to use. While
+        the link is down none goes, and none is counted."""
+        if not iface.up:
+            self.solicit_at = now + RTR_SOLICITATION_INTERVAL
+            return
         lls = [a for a in iface.v6 if a.addr[:2] == b"\xfe\x80"]
         tentative = [a for a in lls if a.state == "tentative" and a.dad_deadline]
         ready = [a for a in lls if a.state == "preferred"]
