@@ -196,6 +196,9 @@ def test_an_advert_sets_router_onlink_prefix_mtu_dns_and_flags(net):
     assert (desc["managed"], desc["other"], desc["hop_limit"], desc["reachable_time"],
             desc["retrans_timer"], desc["mtu"]) == (True, True, 32, 30000, 1000, 1400)
     assert desc["routers"][0]["preference"] == "high"
+    # the router's MAC is known without asking (RFC 4861 6.3.4)
+    entry = net.host.interfaces[2].nd.entries[net.rll]
+    assert (entry.mac, entry.state) == (net.router.interfaces[2].mac, "STALE")
     # a host on the prefix is reached on-link, without the router
     assert net.host.routes6.lookup(int(ipaddress.IPv6Address("fd00:7::99"))).gateway is None
 

@@ -10,7 +10,8 @@ and preference, RFC 4191 2.2), each on-link prefix (L flag) a connected route wi
 prefix's valid lifetime, each route information option (RFC 4191 2.3, not the ::/0 one)
 a route through the router; the MTU option sets the interface's MTU when it is 1280 or
 more and the link carries it; RDNSS and DNSSL (RFC 8106) go to the resolver
-(``resolver.learn``) until their lifetimes end. The cur hop limit, reachable time,
+(``resolver.learn``) until their lifetimes end; a router's link-layer address goes in the
+neighbor cache. The cur hop limit, reachable time,
 retransmission timer and the M and O flags are recorded (``describe``); no DHCPv6 client
 is started on M.
 
@@ -424,6 +425,11 @@ class RouterDiscovery(Agent):
         if ra.retrans_timer:
             self.retrans_timer = ra.retrans_timer
         self.managed, self.other = ra.managed, ra.other
+        if ra.slla is not None and not ra.slla[0] & 1:
+            # RFC 4861 6.3.4: the router's link-layer address goes in the neighbor cache
+            # (STALE, or as it was if unchanged), and packets waiting for it go
+            for pkt in iface.nd.confirm(src, ra.slla, now, solicited=False):
+                stack._xmit(iface, ra.slla, pkt)  # type: ignore[arg-type]
         self._router(stack, iface, src, ra, now)
         if ra.router_lifetime:
             self.solicit_at = None  # RFC 4861 6.3.7: a router answered
