@@ -120,7 +120,8 @@ def test_slaac_from_dnsmasq(lan, netns, procs, sockdir, runner):
     start_dnsmasq(netns, procs, sockdir, ns)
     s = stack_on(sw, runner, "slaac-dnsmasq")
     try:
-        s.configure("eth,slaac")
+        with s.locked():  # (the runner runs it)
+            s.configure("eth,slaac")
         mine = expected(0)
         wait_for(lambda: f"{mine}/64" in s.addresses(6), 20, what="the SLAAC address")
         a = v6(s, mine)
@@ -185,7 +186,8 @@ def test_the_stacks_ra_server_configures_linux(lan, netns, sockdir, runner):
         (server,) = s.find_agents("ra")
         assert server.counters["ra"] >= 1
         # the last advertisement: lifetime 0, the kernel drops its default route
-        s.configure("-ra")
+        with s.locked():
+            s.configure("-ra")
         wait_for(lambda: not json.loads(netns.run(ns, "ip", "-6", "-j", "route", "show",
                                                   "default").stdout),
                  5, what="the kernel to drop the route through the stack")
@@ -206,7 +208,8 @@ def test_a_slaac_address_the_kernel_holds_fails_dad(lan, netns, procs, sockdir, 
     start_dnsmasq(netns, procs, sockdir, ns)
     s = stack_on(sw, runner, "slaac-dad")
     try:
-        s.configure("eth,slaac")
+        with s.locked():  # (the runner runs it)
+            s.configure("eth,slaac")
         wait_for(lambda: (a := v6(s, taken)) is not None and a.state == "dadfailed", 20,
                  what="DAD to fail")
         second = expected(1)
