@@ -328,6 +328,7 @@ class RouterDiscovery(Agent):
             for t in list(p.temps):
                 if t.regen_at is not None and now >= t.regen_at:
                     t.regen_at = None
+                    p.temp_failures = 0  # (the retries are per new address)
                     self._make_temporary(stack, iface, p, now)
             if p.onlink_until is None and not p.autonomous:
                 del self.prefixes[key]
