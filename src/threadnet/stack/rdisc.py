@@ -29,8 +29,9 @@ temporary address per prefix (RFC 8981): random identifier, lifetimes capped at
 TEMP_VALID_LIFETIME and TEMP_PREFERRED_LIFETIME less a random DESYNC_FACTOR, a new one
 REGEN_ADVANCE seconds before the old one is deprecated (which then lives out its valid
 lifetime); its addresses are flagged ``temporary`` and the stable ones ``mngtmpaddr``, as
-Linux flags them. Addresses are added with ``noprefixroute``: their on-link route comes
-from the L flag alone (an A-only prefix is not on-link, RFC 5942).
+Linux flags them. Addresses are added without a connected route (``prefix_route=False``,
+shown without ``noprefixroute`` as Linux shows them): their on-link route comes from the
+L flag alone (an A-only prefix is not on-link, RFC 5942).
 
 Bounds: 16 routers, 16 prefixes, 64 routes, 8 DNS servers and 8 search domains (a new
 one replaces the one that would expire first, RFC 8106 5.3.1); beyond, advertisements

@@ -336,8 +336,10 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
         ``valid_lft``/``preferred_lft``: seconds from ``now`` until the address goes, and
         until it is deprecated (None: forever). ``origin``: who made it ("static",
-        "dhcp", "ra"). ``prefix_route``: add the connected route (iproute2's
-        ``noprefixroute`` when False)."""
+        "dhcp", "ra"). ``flags``: iproute2's address flags (``noprefixroute`` also
+        means no connected route). ``prefix_route=False``: no connected route either,
+        without the flag (SLAAC's addresses, whose on-link route is the router's to
+        give, and which Linux shows without it)."""
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
         now = self._api_now(now)
@@ -359,8 +361,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
             a = self._add6(iface, net.ip.packed, net.network.prefixlen, now)
             a.valid_until, a.preferred_until, a.origin = valid, preferred, origin
-            a.flags = tuple(flags) + (() if prefix_route else ("noprefixroute",))
-            if net.network.prefixlen < 128 and prefix_route:
+            a.flags = tuple(flags)
+            if net.network.prefixlen < 128 and prefix_route and "noprefixroute" not in a.flags:
                 self._kernel_route(self.routes6, net.network, iface)
             if iface.loopback:
                 a.state = "preferred"
