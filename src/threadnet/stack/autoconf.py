@@ -79,3 +79,21 @@ def option(options: dict[str, list[str]], name: str, server: str,
         raise ConfigError(f"unknown option {server}.{unknown[0]} (known: "
                           f"{', '.join(f'{server}.{k}' for k in known)})")
     return options.get(name, [])
+
+
+def _rd(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.rdisc import RouterDiscovery
+
+    return RouterDiscovery.from_config(stack, iface, cfg)
+
+
+CLIENTS["rd"] = _rd
+
+
+def _ra(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.raserver import RaServer
+
+    return RaServer.from_options(stack, iface, options)
+
+
+SERVERS["ra"] = _ra

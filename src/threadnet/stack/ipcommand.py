@@ -423,8 +423,7 @@ def _addr_change(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]
                           f"Error: {family}: {'a' if v6 else 'A'}ddress already assigned.")
         stack.addr_add(iface.index, f"{local.ip}/{local.network.prefixlen}", now,
                        valid_lft=valid, preferred_lft=preferred,
-                       flags=tuple(f for f in flags if f != "noprefixroute"),
-                       prefix_route="noprefixroute" not in flags)
+                       flags=tuple(flags))  # (noprefixroute: no connected route)
     else:  # change, or replace of an address that is there: new lifetimes (forever if none)
         if existing is None:
             raise _kernel(errno.ENOENT)
