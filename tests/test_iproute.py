@@ -252,6 +252,20 @@ default via fc00::1 dev eth0 metric 1024 pref medium$
     assert ip(a, "route").splitlines()[0] == "default via 10.0.0.1 dev eth0 proto static linkdown "
 
 
+def test_router_discoverys_routes_show_as_linux_shows_them(lan):
+    """An advertised on-link prefix is the kernel's on Linux (metric 256, with expires);
+    the router's default route is proto ra, metric 1024."""
+    a = lan.stacks[0]
+    a.route_add("fd00:7::/64", dev="eth0", proto="ra", lifetime=600, now=lan.now)
+    a.route_add("default", "fe80::1", dev="eth0", metric=1024, proto="ra", lifetime=1800,
+                now=lan.now)
+    text = ip(a, "-6 route")
+    assert "fd00:7::/64 dev eth0 proto kernel metric 256 expires 600sec pref medium" in text
+    assert "default via fe80::1 dev eth0 proto ra metric 1024 expires 1800sec pref medium" in text
+    assert [r["dst"] for r in data(a, "-6 route show proto kernel")] == [
+        "fc00::/64", "fd00:7::/64", "fe80::/64"]
+
+
 def test_neigh_show(lan):
     a, b = lan.stacks
     a.start_ping("10.0.0.1", 1, now=lan.now)

@@ -272,12 +272,21 @@ def link_show(stack: Stack, now: float, dev: str | None = None, *,
     return [_link_info(i, with_mode=True, with_link=True) for i in _interfaces(stack, dev, up)]
 
 
+def shown_proto(route: Route) -> str:
+    """A route's protocol as Linux names it: an on-link prefix from a router
+    advertisement (the L flag) is the kernel's there (addrconf_prefix_route), although
+    router discovery owns it here (``proto ra``)."""
+    if route.proto == "ra" and route.gateway is None and route.dst.version == 6:
+        return "kernel"
+    return route.proto
+
+
 def route_metric(route: Route) -> int:
     """A route's metric as Linux has it: an IPv6 route's 0 is the default, 256 for an
     address's prefix route and 1024 for others (ip6_route_add, addrconf)."""
     if route.metric or route.dst.version == 4:
         return route.metric
-    return METRIC6_KERNEL if route.proto == "kernel" else METRIC6_USER
+    return METRIC6_KERNEL if shown_proto(route) == "kernel" else METRIC6_USER
 
 
 def shown_routes(stack: Stack, family: int) -> list[Route]:
@@ -345,7 +354,7 @@ def route_show(stack: Stack, now: float, family: int = 4, dev: str | None = None
     for r in shown_routes(stack, family):
         if iface_filter is not None and r.ifindex != iface_filter.index:
             continue
-        if proto is not None and r.proto != proto:
+        if proto is not None and shown_proto(r) != proto:
             continue
         if to is not None and r.dst != to:
             continue
@@ -376,7 +385,7 @@ def _route_info(stack: Stack, r: Route, now: float) -> dict[str, Any]:
     iface = stack.interfaces.get(r.ifindex)
     info["dev"] = iface.name if iface is not None else str(r.ifindex)
     if r.proto != "boot":
-        info["protocol"] = r.proto
+        info["protocol"] = shown_proto(r)
     if r.dst.version == 4 and r.gateway is None:
         info["scope"] = "link"
     src = _prefsrc(stack, r) if r.dst.version == 4 else None
