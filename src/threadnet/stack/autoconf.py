@@ -31,6 +31,22 @@ CLIENTS: dict[str, ClientFactory] = {}
 SERVERS: dict[str, ServerFactory] = {}
 
 
+def _dhcp6_client(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    return Dhcp6Client(iface.index, iface.mac)
+
+
+def _dhcp6_server(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.dhcp6server import server_from_options
+
+    return server_from_options(stack, iface, options)
+
+
+CLIENTS["dhcp6"] = _dhcp6_client
+SERVERS["dhcpd6"] = _dhcp6_server
+
+
 def methods(cfg: Config) -> list[str]:
     """The client methods a configuration asks for (``slaac`` is ``rd`` with addresses)."""
     wanted = [m for m in cfg.dynamic if m != "slaac"]
