@@ -133,7 +133,12 @@ class Dhcp6Server(Agent):
         self.t2 = int(preferred * 0.8) if t2 is None else t2
         if not 0 <= self.t1 <= self.t2 <= d.INFINITY:
             raise ValueError(f"need t1 ({self.t1}) <= t2 ({self.t2})")
-        self.dns = [str(ipaddress.IPv6Address(a)) for a in dns]
+        self.dns = []
+        for a in dns:
+            try:
+                self.dns.append(str(ipaddress.IPv6Address(a)))
+            except ValueError:
+                raise ValueError(f"DNS server {a!r} is not an IPv6 address") from None
         self.domains = list(domains)
         if self.domains:
             d.encode_domains(self.domains)  # a bad name fails here, not per message
