@@ -14,7 +14,10 @@ import os
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from test_wire_dhcp6 import messages
 from threadnet.stack import dhcp6client as dc
 from threadnet.stack import dhcp6server as ds
 from threadnet.stack.agents import Agent
@@ -758,5 +761,66 @@ def test_an_offered_address_in_use_is_declined_and_another_taken():
         assert srv.by_address[int(first)].state == ds.DECLINED and srv.stats["declined"] == 1
         assert [a.state for a in client_stack.interfaces[2].v6
                 if a.addr == first.packed] == []  # removed after the failed DAD
+    finally:
+        lan.close()
+
+
+def test_serve_is_the_python_api():
+    lan = FakeLan("eth,ip=fd00:3::1/64")
+    try:
+        s = lan.stacks[0]
+        srv = ds.serve(s, "eth0", "::100-::1ff", lease=600, dns=["fd00:3::53"], domain=["lan"],
+                       host={"02:00:00:00:00:05": "::50"}, rapid=True)
+        assert s.find_agents("dhcpd6") == [srv]
+        assert srv.describe()["pool"] == "fd00:3::100-fd00:3::1ff" and srv.rapid_commit
+        assert srv.hosts == {bytes.fromhex("020000000005"): int(ipaddress.IPv6Address("fd00:3::50"))}
+        assert (srv.valid, srv.dns, srv.domains) == (600, ["fd00:3::53"], ["lan"])
+        again = ds.serve(s)  # the first interface, the default pool: it replaces the first
+        assert s.find_agents("dhcpd6") == [again]
+        with pytest.raises(ConfigError, match="unknown option dhcpd6.bogus"):
+            ds.serve(s, bogus=1)
+    finally:
+        lan.close()
+
+
+# -- bad input: whatever a peer sends, the agents neither raise nor grow -----------------------
+
+
+@given(st.lists(messages(), min_size=1, max_size=10), st.sampled_from([None, C1, C2]))
+@settings(max_examples=120, deadline=None)
+def test_the_server_answers_any_message_without_raising_or_growing(msgs, client_id):
+    s = server(max_leases=16, rapid_commit=True)
+    for i, m in enumerate(msgs):
+        if client_id is not None:
+            m.client_id = client_id
+        if i % 2:
+            m.server_id = SERVER_A  # (so REQUESTs and RENEWs get past the first check)
+        reply = s.answer(d.parse(d.build(m)), 100.0 + i, LINK, ip("fe80::ff:fe00:303"))
+        if reply is not None:
+            d.parse(d.build(reply))  # what it sends is well formed
+        assert len(s.leases) + len(s.declined) <= 16
+        assert len(s.by_address) == len(s.leases) + len(s.declined)
+
+
+@given(st.lists(messages(), min_size=1, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_the_client_takes_any_answer_to_its_transaction_without_raising(msgs):
+    lan = FakeLan("eth,mac=02:00:00:00:0c:01")
+    try:
+        stack = lan.stacks[0]
+        client = stack.add_agent(dc.Dhcp6Client(2, MAC, rng=random.Random(1)), lan.now)
+        run(lan, lambda: client.exchange is not None and client.exchange.count, 5)
+        iface = stack.interfaces[2]
+        for m in msgs:
+            ex = client.exchange
+            if ex is not None:
+                m.xid, m.client_id = ex.xid, client.duid
+            for ia in m.ia_na[:1]:
+                ia.iaid = client.iaid
+            client.on_udp(stack, iface, 6, ip("fe80::1"), 547, ip("fe80::2"), 546,
+                          d.build(m), lan.now)
+            lan.step()
+        assert client.state in (dc.SOLICITING, dc.REQUESTING, dc.BOUND, dc.RENEWING,
+                                dc.REBINDING, dc.DECLINING)
     finally:
         lan.close()
