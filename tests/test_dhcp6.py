@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from test_wire_dhcp6 import messages
 from threadnet.stack import dhcp6client as dc
+from threadnet.stack import dhcp6leases as dl
 from threadnet.stack import dhcp6server as ds
 from threadnet.stack.agents import Agent
 from threadnet.stack.config import ConfigError
@@ -439,11 +440,11 @@ def test_solicit_request_and_an_offer_held_for_its_client():
     offered = address_of(adv)
     ia = adv.ia_na[0]
     assert (ia.t1, ia.t2, ia.addresses[0].preferred, ia.addresses[0].valid) == (1800, 2880, 3600, 3600)
-    assert s.leases[(C1, 1)].state == ds.OFFERED
+    assert s.table.leases[(C1, 1)].state == dl.OFFERED
     assert address_of(ask(s, d.SOLICIT, duid=C2)) != offered  # held for C1
     rep = ask(s, d.REQUEST, hints=[offered], sid=SERVER_A, now=101)
     assert rep.msg_type == d.REPLY and address_of(rep) == offered
-    assert s.leases[(C1, 1)].state == ds.BOUND and s.leases[(C1, 1)].valid_until == 3701
+    assert s.table.leases[(C1, 1)].state == dl.BOUND and s.table.leases[(C1, 1)].valid_until == 3701
     # a free hint in the pool is honoured, one off the link is NotOnLink
     assert address_of(ask(s, d.REQUEST, duid=C2, iaid=7, hints=["fd00:1::1077"],
                           sid=SERVER_A)) == "fd00:1::1077"
@@ -469,7 +470,7 @@ def test_renew_rebind_release_decline_and_their_status_codes():
     a = address_of(ask(s, d.REQUEST, sid=SERVER_A))
     rep = ask(s, d.RENEW, hints=[a, "fd00:1::1234"], sid=SERVER_A, now=500)
     assert [(x.address, x.valid) for x in rep.ia_na[0].addresses] == [(a, 3600), ("fd00:1::1234", 0)]
-    assert s.leases[(C1, 1)].valid_until == 4100
+    assert s.table.leases[(C1, 1)].valid_until == 4100
     assert ask(s, d.RENEW, iaid=9, sid=SERVER_A).ia_na[0].status.code == d.NO_BINDING
     # REBIND without a binding: off the link -> lifetimes 0; free on the link -> bound
     rep = ask(s, d.REBIND, iaid=3, hints=["fd00:9::5"])
@@ -478,12 +479,12 @@ def test_renew_rebind_release_decline_and_their_status_codes():
     assert ask(s, d.REBIND, duid=C2, hints=["fd00:1::1005"]).ia_na[0].status.code == d.NO_BINDING
     # RELEASE frees; a second one finds no binding
     rep = ask(s, d.RELEASE, hints=[a], sid=SERVER_A)
-    assert rep.status.code == d.SUCCESS and rep.ia_na == [] and (C1, 1) not in s.leases
+    assert rep.status.code == d.SUCCESS and rep.ia_na == [] and (C1, 1) not in s.table.leases
     assert ask(s, d.RELEASE, hints=[a], sid=SERVER_A).ia_na[0].status.code == d.NO_BINDING
     # DECLINE sets the address aside: nobody gets it
     b = address_of(ask(s, d.REQUEST, duid=C2, sid=SERVER_A))
     assert ask(s, d.DECLINE, duid=C2, hints=[b], sid=SERVER_A).status.code == d.SUCCESS
-    assert s.by_address[int(ipaddress.IPv6Address(b))].state == ds.DECLINED
+    assert s.table.by_address[int(ipaddress.IPv6Address(b))].state == dl.DECLINED
     assert address_of(ask(s, d.REQUEST, duid=C2, sid=SERVER_A)) != b
     assert address_of(ask(s, d.SOLICIT, duid=C2, iaid=5, hints=[b])) != b
 
@@ -522,7 +523,7 @@ def test_too_many_ias_and_rapid_commit():
     assert sum(1 for ia in adv.ia_na if ia.status and ia.status.code == d.NO_ADDRS_AVAIL) == 12
     rep = ask(s, d.SOLICIT, duid=C2, rapid_commit=True)
     assert rep.msg_type == d.REPLY and rep.rapid_commit
-    assert s.leases[(C2, 1)].state == ds.BOUND
+    assert s.table.leases[(C2, 1)].state == dl.BOUND
     assert ask(server(), d.SOLICIT, rapid_commit=True).msg_type == d.ADVERTISE  # not allowed
 
 
@@ -536,17 +537,17 @@ def test_a_solicit_flood_is_bounded_and_a_real_client_still_gets_an_address():
         duid = d.duid_ll(rnd.randbytes(6))
         reply = ask(s, d.SOLICIT, duid=duid, now=100 + i * 0.001)
         assert reply.ia_na[0].status is None
-        assert len(s.leases) + len(s.declined) <= 1000
-    assert len(s.offers) == 511 and len(s.by_address) == 512
+        assert len(s.table.leases) + len(s.table.declined) <= 1000
+    assert len(s.table.offers) == 511 and len(s.table.by_address) == 512
     assert s.stats["offers_evicted"] > 9000
     a = address_of(ask(s, d.SOLICIT, now=111))
     assert address_of(ask(s, d.REQUEST, hints=[a], sid=SERVER_A, now=111)) == a
-    assert s.leases[(C2, 1)].state == ds.BOUND and address_of(bound)  # bindings stay
+    assert s.table.leases[(C2, 1)].state == dl.BOUND and address_of(bound)  # bindings stay
     # a flood of REQUESTs binds the pool, then gets NoAddrsAvail: still bounded
     for _ in range(600):
         ask(s, d.REQUEST, duid=d.duid_ll(rnd.randbytes(6)), sid=SERVER_A, now=112)
-    assert len(s.leases) <= 512 and s.stats["no_addrs_avail"] >= 88
-    assert all(x.state == ds.BOUND for x in s.leases.values())
+    assert len(s.table.leases) <= 512 and s.stats["no_addrs_avail"] >= 88
+    assert all(x.state == dl.BOUND for x in s.table.leases.values())
 
 
 def test_the_table_bound_evicts_offers_first_then_refuses():
@@ -554,9 +555,9 @@ def test_the_table_bound_evicts_offers_first_then_refuses():
     for i in range(3):
         ask(s, d.REQUEST, duid=d.duid_ll(bytes([2, 0, 0, 0, 0, i])), sid=SERVER_A)
     ask(s, d.SOLICIT)
-    assert len(s.leases) == 4
+    assert len(s.table.leases) == 4
     ask(s, d.SOLICIT, duid=C2)  # evicts C1's offer
-    assert (C1, 1) not in s.leases and (C2, 1) in s.leases
+    assert (C1, 1) not in s.table.leases and (C2, 1) in s.table.leases
     ask(s, d.REQUEST, duid=C2, sid=SERVER_A)
     rep = ask(s, d.SOLICIT)  # four bindings: no room
     assert rep.ia_na[0].status.code == d.NO_ADDRS_AVAIL and s.stats["table_full"] == 1
@@ -568,11 +569,11 @@ def test_leases_expire_on_the_stack_time():
     ask(s, d.SOLICIT, duid=C2, now=0)
     assert s.next_deadline() == 10
     s.on_timer(None, 10)
-    assert (C2, 1) not in s.leases and (C1, 1) in s.leases
+    assert (C2, 1) not in s.table.leases and (C1, 1) in s.table.leases
     s.on_timer(None, 99.9)
-    assert (C1, 1) in s.leases
+    assert (C1, 1) in s.table.leases
     s.on_timer(None, 100)
-    assert not s.leases and not s.by_address and s.stats["expired"] == 1
+    assert not s.table.leases and not s.table.by_address and s.stats["expired"] == 1
 
 
 class Wall:
@@ -606,16 +607,16 @@ def test_the_lease_file_keeps_bindings_across_restarts(sockdir):
     s2 = server(leasefile=path, duid=None, wallclock=wall, valid=1000)
     s2.start(FakeStack(mac=bytes.fromhex("02000000ffff")), 5.0)
     assert s2.duid == s.duid
-    lease = s2.leases[(C1, 1)]
+    lease = s2.table.leases[(C1, 1)]
     assert ipaddress.IPv6Address(lease.address) == ipaddress.IPv6Address(a)
     assert lease.valid_until == pytest.approx(5.0 + 1000 - 200, abs=0.01)
-    assert s2.by_address[int(ipaddress.IPv6Address(b))].state == ds.DECLINED
+    assert s2.table.by_address[int(ipaddress.IPv6Address(b))].state == dl.DECLINED
     assert address_of(ask(s2, d.RENEW, hints=[a], sid=s2.duid, now=6)) == a
     # ended leases are not restored
     wall.t += 10_000
     s3 = server(leasefile=path, duid=None, wallclock=wall)
     s3.start(FakeStack(), 0.0)
-    assert not s3.leases and not s3.declined
+    assert not s3.table.leases and not s3.table.declined
 
 
 def test_a_lease_file_is_never_followed_through_a_link_and_bad_content_is_survived(sockdir):
@@ -631,14 +632,14 @@ def test_a_lease_file_is_never_followed_through_a_link_and_bad_content_is_surviv
         f.write("{not json")
     s = server(leasefile=bad)
     s.start(FakeStack(), 0)
-    assert "unreadable" in s.leasefile_error and not s.leases
+    assert "unreadable" in s.leasefile_error and not s.table.leases
     with open(bad, "w") as f:
         json.dump({"leases": [{"address": "nope"}, 5, {"address": "fd00:1::5", "state": "bound",
                                "duid": d.duid_text(C1), "iaid": 1, "valid_until": 1e12,
                                "preferred_until": 1e12}]}, f)
     s = server(leasefile=bad)
     s.start(FakeStack(), 0)
-    assert "2 bad entries" in s.leasefile_error and (C1, 1) in s.leases
+    assert "2 bad entries" in s.leasefile_error and (C1, 1) in s.table.leases
     # writing replaces a link put in its place, without touching the link's target
     os.unlink(bad)
     os.symlink(target, bad)
@@ -672,7 +673,7 @@ def test_config_items_and_their_errors():
         (srv,) = s.find_agents("dhcpd6")
         assert srv.describe()["pool"] == "fd00:7::1000-fd00:7::1fff"
         assert (srv.valid, srv.preferred, srv.t1, srv.t2) == (600, 600, 300, 480)
-        assert srv.hosts == {bytes.fromhex("020000000005"): int(ipaddress.IPv6Address("fd00:7::50"))}
+        assert srv.table.hosts == {bytes.fromhex("020000000005"): int(ipaddress.IPv6Address("fd00:7::50"))}
         assert srv.preference == 9 and srv.rapid_commit and srv.dns == ["fd00:7::53"]
         assert d.ALL_SERVERS in s.interfaces[2].groups6
         s.configure("dhcpd6=fd00:7::a-fd00:7::f")
@@ -729,7 +730,7 @@ def test_two_clients_get_different_addresses_over_the_lan_and_a_restart_keeps_th
         srv_stack.configure("-dhcpd6")
         srv_stack.configure(f"dhcpd6=::1000-::10ff,dhcpd6.lease=300,dhcpd6.leasefile={path}")
         (srv2,) = srv_stack.find_agents("dhcpd6")
-        assert srv2.duid == srv.duid and len(srv2.leases) == 2
+        assert srv2.duid == srv.duid and len(srv2.table.leases) == 2
         run(lan, lambda: a1.stats.get("bound", 0) >= 2 and a2.stats.get("bound", 0) >= 2, 200)
         assert list(a1.addresses) == [x1] and list(a2.addresses) == [x2]
         assert a1.stats["sent_renew"] >= 1 and "sent_rebind" not in a1.stats
@@ -751,14 +752,14 @@ def test_an_offered_address_in_use_is_declined_and_another_taken():
         srv_stack, client_stack, squatter = lan.stacks
         (srv,) = srv_stack.find_agents("dhcpd6")
         client = dc.Dhcp6Client(2, MAC, rng=random.Random(1))
-        first = ipaddress.IPv6Address(srv._probe(client.duid, client.iaid))
+        first = ipaddress.IPv6Address(srv.table.probe(client.duid, client.iaid))
         squatter.addr_add(2, f"{first}/64", lan.now)
         client_stack.add_agent(client, lan.now)
         run(lan, lambda: client.stats.get("declined"), 10)
         run(lan, lambda: client.state == dc.BOUND and client.stats["bound"] == 2, 20)
         (other,) = client.addresses
         assert ipaddress.IPv6Address(other) != first
-        assert srv.by_address[int(first)].state == ds.DECLINED and srv.stats["declined"] == 1
+        assert srv.table.by_address[int(first)].state == dl.DECLINED and srv.stats["declined"] == 1
         assert [a.state for a in client_stack.interfaces[2].v6
                 if a.addr == first.packed] == []  # removed after the failed DAD
     finally:
@@ -773,7 +774,7 @@ def test_serve_is_the_python_api():
                        host={"02:00:00:00:00:05": "::50"}, rapid=True)
         assert s.find_agents("dhcpd6") == [srv]
         assert srv.describe()["pool"] == "fd00:3::100-fd00:3::1ff" and srv.rapid_commit
-        assert srv.hosts == {bytes.fromhex("020000000005"): int(ipaddress.IPv6Address("fd00:3::50"))}
+        assert srv.table.hosts == {bytes.fromhex("020000000005"): int(ipaddress.IPv6Address("fd00:3::50"))}
         assert (srv.valid, srv.dns, srv.domains) == (600, ["fd00:3::53"], ["lan"])
         again = ds.serve(s)  # the first interface, the default pool: it replaces the first
         assert s.find_agents("dhcpd6") == [again]
@@ -798,8 +799,8 @@ def test_the_server_answers_any_message_without_raising_or_growing(msgs, client_
         reply = s.answer(d.parse(d.build(m)), 100.0 + i, LINK, ip("fe80::ff:fe00:303"))
         if reply is not None:
             d.parse(d.build(reply))  # what it sends is well formed
-        assert len(s.leases) + len(s.declined) <= 16
-        assert len(s.by_address) == len(s.leases) + len(s.declined)
+        assert len(s.table.leases) + len(s.table.declined) <= 16
+        assert len(s.table.by_address) == len(s.table.leases) + len(s.table.declined)
 
 
 @given(st.lists(messages(), min_size=1, max_size=8))

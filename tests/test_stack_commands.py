@@ -307,7 +307,7 @@ def test_dhcpd6_start_print_forget_stop(m):
     assert c.dhcpd6_print(m, "") == c.dhcpd6_print(m, "eth0")
     assert c.dhcpd6_print(m, "lo") == []
     run(m, c.dhcpd6_forget, f"eth0 {leased}")
-    assert not srv.leases
+    assert not srv.table.leases
     fails(errno.EADDRNOTAVAIL, m, c.dhcpd6_forget, f"eth0 {leased}")
     fails(errno.EINVAL, m, c.dhcpd6_forget, "eth0")
     fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 lese=5")  # unknown option

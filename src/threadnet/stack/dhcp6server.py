@@ -30,11 +30,11 @@ neighbor discovery). Messages (RFC 8415 18.3, 16 for what each must carry):
 * CONFIRM: Success when every address is on the link, else NotOnLink; no answer without
   addresses (18.3.3). INFORMATION-REQUEST: the DNS options.
 
-Bounded: the table holds at most ``max`` entries (offers, bindings, declined addresses).
-Finding a free address probes at most as many addresses as are taken. A new client
-beyond that evicts the oldest offer, then the oldest declined address; when every entry
-is a binding it gets NoAddrsAvail. So a flood of SOLICITs from random DUIDs fills the
-pool with offers that real clients take over, and nothing else grows.
+Bounded: the lease table (``stack/dhcp6leases.py``) holds at most ``max`` entries
+(offers, bindings, declined addresses). A new client beyond that evicts the oldest offer,
+then the oldest declined address; when every entry is a binding it gets NoAddrsAvail. So
+a flood of SOLICITs from random DUIDs fills the pool with offers that real clients take
+over, and nothing else grows.
 
 The lease file (``leasefile``) holds the server's DUID and the bindings and declined
 addresses with their ends in wall-clock time: JSON, rewritten whole (``fsafe``: atomic,
@@ -45,20 +45,18 @@ across restarts; everything else runs on the stack's time.
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import ipaddress
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from threadnet import fsafe
 from threadnet.stack import autoconf
 from threadnet.stack.agents import Agent
 from threadnet.stack.config import ConfigError, parse_mac
+from threadnet.stack.dhcp6leases import BOUND, OFFERED, Lease, LeaseTable
+from threadnet.stack.dhcp6leases import address_text as _text
 from threadnet.wire import dhcp6 as d
 
 if TYPE_CHECKING:
@@ -75,28 +73,6 @@ DEFAULT_MAX = 4096
 MAX_IAS = 8
 SAVE_DELAY = 0.5
 MAX_LEASEFILE = 16 << 20
-OFFERED, BOUND, DECLINED = "offered", "bound", "declined"
-
-
-@dataclass(slots=True)
-class Lease:
-    """An entry of the table: an address offered to or bound to a client's IA, or
-    declined (``duid`` empty). Times are the stack's."""
-
-    address: int
-    duid: bytes
-    iaid: int
-    state: str
-    valid_until: float
-    preferred_until: float
-
-    @property
-    def key(self) -> tuple[bytes, int]:
-        return (self.duid, self.iaid)
-
-
-def _text(address: int) -> str:
-    return str(ipaddress.IPv6Address(address))
 
 
 class Dhcp6Server(Agent):
@@ -147,28 +123,22 @@ class Dhcp6Server(Agent):
         self.preference = preference
         if max_leases < 1 or offer <= 0:
             raise ValueError("max and offer must be positive")
-        self.max_leases, self.offer = max_leases, float(offer)
+        self.offer = float(offer)
         self.rapid_commit = rapid_commit
         self.link = [ipaddress.IPv6Network(n, strict=False) for n in link]
-        #: reservations: DUID or MAC -> address, and address -> its owner
-        self.hosts: dict[bytes, int] = {}
-        self.reserved: dict[int, bytes] = {}
+        reservations: dict[bytes, int] = {}
         for owner, address in (hosts or {}).items():
             a = int(ipaddress.IPv6Address(address))
-            if a in self.reserved:
+            if a in reservations.values():
                 raise ValueError(f"{address} is reserved twice")
-            self.hosts[bytes(owner)] = a
-            self.reserved[a] = bytes(owner)
+            reservations[bytes(owner)] = a
+        self.stats: dict[str, int] = {}
+        self.table = LeaseTable(lo, hi, hosts=reservations, max_leases=max_leases,
+                                offer=self.offer, stats=self.stats)
         self.wallclock = wallclock
         self.leasefile = leasefile
         self.duid = duid
-        self.leases: dict[tuple[bytes, int], Lease] = {}
-        self.by_address: dict[int, Lease] = {}
-        self.offers: OrderedDict[tuple[bytes, int], None] = OrderedDict()  # oldest first
-        self.declined: OrderedDict[int, Lease] = OrderedDict()
-        self._expiry: list[tuple[float, int]] = []  # (time, address): a lazy heap
         self._save_at: float | None = None
-        self.stats: dict[str, int] = {}
         self.leasefile_error: str | None = None
         self._loaded: dict[str, Any] | None = None
         if leasefile is not None:
@@ -193,11 +163,12 @@ class Dhcp6Server(Agent):
             self._save(now)
 
     def next_deadline(self) -> float | None:
-        times = [self._save_at, self._expiry[0][0] if self._expiry else None]
+        times = [self._save_at, self.table.next_expiry()]
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, stack: Stack, now: float) -> None:
-        self._expire(now)
+        if self.table.expire(now):
+            self._dirty(now)
         if self._save_at is not None and now >= self._save_at:
             self._save(now)
 
@@ -208,7 +179,8 @@ class Dhcp6Server(Agent):
         except d.Dhcp6Error:
             self._count("malformed")
             return
-        self._expire(now)
+        if self.table.expire(now):
+            self._dirty(now)
         reply = self.answer(msg, now, self._link_networks(stack, iface), src)
         if reply is None:
             return
@@ -226,7 +198,7 @@ class Dhcp6Server(Agent):
                 "duid": d.duid_text(self.duid) if self.duid else None,
                 "lease": self.valid, "preferred": self.preferred, "t1": self.t1, "t2": self.t2,
                 "dns": list(self.dns), "domains": list(self.domains),
-                "max": self.max_leases, "leasefile": self.leasefile,
+                "max": self.table.max_leases, "leasefile": self.leasefile,
                 "leasefile_error": self.leasefile_error, "leases": self.lease_list(),
                 "stats": dict(self.stats)}
 
@@ -235,8 +207,7 @@ class Dhcp6Server(Agent):
         """The table: address, DUID (hex), IAID, state, and the ends of the lifetimes in
         the stack's time (or, with ``now``, the seconds left)."""
         out = []
-        for lease in sorted([*self.leases.values(), *self.declined.values()],
-                            key=lambda x: x.address):
+        for lease in self.table.entries():
             entry: dict[str, Any] = {"address": _text(lease.address),
                                      "duid": d.duid_text(lease.duid), "iaid": lease.iaid,
                                      "state": lease.state, "valid_until": lease.valid_until,
@@ -249,10 +220,10 @@ class Dhcp6Server(Agent):
 
     def forget(self, address: str, now: float) -> bool:
         """Drop the entry of ``address`` (an administrator's release): whether there was one."""
-        lease = self.by_address.get(int(ipaddress.IPv6Address(address)))
+        lease = self.table.by_address.get(int(ipaddress.IPv6Address(address)))
         if lease is None:
             return False
-        self._drop(lease)
+        self.table.drop(lease)
         self._dirty(now)
         return True
 
@@ -362,27 +333,27 @@ class Dhcp6Server(Agent):
         hints = [int(ipaddress.IPv6Address(a.address)) for a in ia.addresses]
         if commit and any(not self._on_link(h, link) for h in hints):
             return d.IaNa(ia.iaid, status=d.Status(d.NOT_ON_LINK, "address not on this link"))
-        lease = self._lease_for(duid, ia.iaid, mac, hints, now)
+        lease = self.table.take(duid, ia.iaid, mac, hints, now)
         if lease is None:
             self._count("no_addrs_avail")
             return d.IaNa(ia.iaid, status=d.Status(d.NO_ADDRS_AVAIL, "no addresses available"))
         if commit:
             self._bind(lease, now)
         elif lease.state == OFFERED:
-            self._hold(lease, now + self.offer, now + self.offer)
+            self.table.hold(lease, now + self.offer, now + self.offer)
         return self._ia_with(ia, lease, now)
 
     def _extend(self, duid: bytes, ia: d.IaNa, mac: bytes | None, now: float,
                 link: list[ipaddress.IPv6Network], rebind: bool) -> d.IaNa:
         """RENEW and REBIND (RFC 8415 18.3.4, 18.3.5)."""
-        lease = self.leases.get((duid, ia.iaid))
+        lease = self.table.leases.get((duid, ia.iaid))
         asked = [int(ipaddress.IPv6Address(a.address)) for a in ia.addresses]
         if lease is None or lease.state != BOUND:
             if rebind:
                 off = [a for a in asked if not self._on_link(a, link)]
                 if off:
                     return d.IaNa(ia.iaid, addresses=[d.IaAddress(_text(a), 0, 0) for a in off])
-                taken = self._lease_for(duid, ia.iaid, mac, asked[:1], now, hint_only=True)
+                taken = self.table.take(duid, ia.iaid, mac, asked[:1], now, hint_only=True)
                 if taken is not None:
                     self._bind(taken, now)
                     return self._ia_with(ia, taken, now)
@@ -396,138 +367,22 @@ class Dhcp6Server(Agent):
 
     def _give_back(self, duid: bytes, ia: d.IaNa, now: float, decline: bool) -> d.IaNa | None:
         """RELEASE and DECLINE (RFC 8415 18.3.7, 18.3.8): None when done."""
-        lease = self.leases.get((duid, ia.iaid))
+        lease = self.table.leases.get((duid, ia.iaid))
         asked = {int(ipaddress.IPv6Address(a.address)) for a in ia.addresses}
         if lease is None or lease.state != BOUND or lease.address not in asked:
             return d.IaNa(ia.iaid, status=d.Status(d.NO_BINDING, "no binding for this IA"))
-        self._drop(lease)
         if decline:
             self._count("declined")
-            held = Lease(lease.address, b"", 0, DECLINED, now + self.valid, now + self.valid)
-            self._make_room(now)
-            self.declined[lease.address] = held
-            self.by_address[lease.address] = held
-            self._schedule(held)
+            self.table.decline(lease, now + self.valid)
         else:
             self._count("released")
+            self.table.drop(lease)
         self._dirty(now)
         return None
-
-    # -- the table -------------------------------------------------------------------------
-    def _lease_for(self, duid: bytes, iaid: int, mac: bytes | None, hints: list[int],
-                   now: float, *, hint_only: bool = False) -> Lease | None:
-        """The entry of (duid, iaid), made if need be: its reservation, its entry, a free
-        hint in the pool, a free address of the pool; None if there is none."""
-        key = (duid, iaid)
-        reserved = self.hosts.get(duid)
-        if reserved is None and mac is not None:
-            reserved = self.hosts.get(mac)
-        lease = self.leases.get(key)
-        if reserved is not None:
-            if lease is not None and lease.address != reserved:
-                self._drop(lease)
-                lease = None
-            if lease is None:
-                holder = self.by_address.get(reserved)
-                if holder is not None and holder.state != OFFERED:
-                    return None  # declined, or bound before the reservation was made
-                if holder is not None:
-                    self._drop(holder)
-                return self._new(key, reserved, now)
-            return lease
-        if lease is not None:
-            return lease
-        for h in hints:
-            if self._free(h):
-                return self._new(key, h, now)
-        if hint_only:
-            return None
-        address = self._probe(duid, iaid)
-        if address is None and self.offers:
-            # the pool is full: the oldest offer gives way (a flood only holds offers)
-            oldest = self.leases[next(iter(self.offers))]
-            address = oldest.address
-            self._drop(oldest)
-            self._count("offers_evicted")
-        return None if address is None else self._new(key, address, now)
-
-    def _free(self, address: int) -> bool:
-        return self.first <= address <= self.last and address not in self.by_address \
-            and address not in self.reserved
-
-    def _probe(self, duid: bytes, iaid: int) -> int | None:
-        """A free address of the pool, from a place that depends on the client (it gets
-        the same one again after a lease file is lost), probing onward at most as many
-        addresses as are taken, plus one."""
-        size = self.last - self.first + 1
-        digest = hashlib.sha256(duid + iaid.to_bytes(4, "big")).digest()
-        start = int.from_bytes(digest[:16], "big") % size
-        for i in range(min(size, len(self.by_address) + len(self.reserved) + 1)):
-            address = self.first + (start + i) % size
-            if address not in self.by_address and address not in self.reserved:
-                return address
-        return None
-
-    def _new(self, key: tuple[bytes, int], address: int, now: float) -> Lease | None:
-        if not self._make_room(now):
-            return None
-        lease = Lease(address, key[0], key[1], OFFERED, now + self.offer, now + self.offer)
-        self.leases[key] = lease
-        self.by_address[address] = lease
-        self.offers[key] = None
-        self._schedule(lease)
-        return lease
-
-    def _make_room(self, now: float) -> bool:
-        """Room for one more entry: evict the oldest offer, then the oldest declined
-        address, when the table is full; False when every entry is a binding."""
-        if len(self.leases) + len(self.declined) < self.max_leases:
-            return True
-        if self.offers:
-            self._drop(self.leases[next(iter(self.offers))])
-            self._count("offers_evicted")
-            return True
-        if self.declined:
-            self._drop(next(iter(self.declined.values())))
-            return True
-        self._count("table_full")
-        return False
-
-    def _hold(self, lease: Lease, valid_until: float, preferred_until: float) -> None:
-        lease.valid_until, lease.preferred_until = valid_until, preferred_until
-        self._schedule(lease)
 
     def _bind(self, lease: Lease, now: float) -> None:
-        if lease.state == OFFERED:
-            self.offers.pop(lease.key, None)
-        lease.state = BOUND
-        self._hold(lease, now + self.valid, now + self.preferred)
+        self.table.bind(lease, now + self.valid, now + self.preferred)
         self._dirty(now)
-
-    def _drop(self, lease: Lease) -> None:
-        if lease.state == DECLINED:
-            self.declined.pop(lease.address, None)
-        else:
-            self.leases.pop(lease.key, None)
-            self.offers.pop(lease.key, None)
-        if self.by_address.get(lease.address) is lease:
-            del self.by_address[lease.address]
-
-    def _schedule(self, lease: Lease) -> None:
-        heapq.heappush(self._expiry, (lease.valid_until, lease.address))
-        if len(self._expiry) > 4 * len(self.by_address) + 64:  # renewals left stale items
-            self._expiry = [(x.valid_until, a) for a, x in self.by_address.items()]
-            heapq.heapify(self._expiry)
-
-    def _expire(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            when, address = heapq.heappop(self._expiry)
-            lease = self.by_address.get(address)
-            if lease is not None and lease.valid_until <= now:
-                self._drop(lease)
-                if lease.state != OFFERED:
-                    self._count("expired")
-                    self._dirty(now)
 
     # -- the lease file --------------------------------------------------------------------
     def _dirty(self, now: float) -> None:
@@ -549,34 +404,7 @@ class Dhcp6Server(Agent):
 
     def _restore(self, loaded: dict[str, Any], now: float) -> None:
         """The bindings and declined addresses of a lease file that have not ended."""
-        wall = self.wallclock()
-        bad = 0
-        entries = loaded.get("leases")
-        for entry in entries if isinstance(entries, list) else []:
-            if len(self.leases) + len(self.declined) >= self.max_leases:
-                break
-            try:
-                address = int(ipaddress.IPv6Address(entry["address"]))
-                state = entry["state"]
-                valid = now + float(entry["valid_until"]) - wall
-                preferred = now + float(entry["preferred_until"]) - wall
-                duid = d.parse_duid(entry["duid"]) if state == BOUND else b""
-                iaid = int(entry["iaid"]) if state == BOUND else 0
-                if state not in (BOUND, DECLINED) or address in self.by_address \
-                        or (duid, iaid) in self.leases or not 0 <= iaid <= 0xFFFFFFFF:
-                    raise ValueError("bad or repeated entry")
-            except (KeyError, TypeError, ValueError):
-                bad += 1
-                continue
-            if valid <= now:
-                continue
-            lease = Lease(address, duid, iaid, state, valid, min(preferred, valid))
-            if state == BOUND:
-                self.leases[lease.key] = lease
-            else:
-                self.declined[address] = lease
-            self.by_address[address] = lease
-            self._schedule(lease)
+        bad = self.table.restore(loaded.get("leases"), now, self.wallclock())
         if bad:
             self.leasefile_error = f"{self.leasefile}: {bad} bad entries skipped"
 
@@ -584,14 +412,8 @@ class Dhcp6Server(Agent):
         self._save_at = None
         if self.leasefile is None:
             return
-        wall = self.wallclock()
-        entries = [{"address": _text(x.address), "duid": d.duid_text(x.duid), "iaid": x.iaid,
-                    "state": x.state, "valid_until": round(wall + x.valid_until - now, 3),
-                    "preferred_until": round(wall + x.preferred_until - now, 3)}
-                   for x in [*self.leases.values(), *self.declined.values()]
-                   if x.state != OFFERED]
-        data = json.dumps({"server_duid": d.duid_text(self.duid or b""), "leases": entries},
-                          indent=0)
+        data = json.dumps({"server_duid": d.duid_text(self.duid or b""),
+                           "leases": self.table.snapshot(now, self.wallclock())}, indent=0)
         try:
             fsafe.write_file_atomic(self.leasefile, data.encode() + b"\n")
             self.leasefile_error = None
