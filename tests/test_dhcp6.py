@@ -285,6 +285,21 @@ def test_no_binding_makes_the_client_request_again(net):
     run(lan, lambda: client.state == dc.BOUND, 2)
 
 
+def test_an_address_the_interface_has_already_is_not_taken_over(net):
+    lan, stack, client, script = net
+    stack.addr_add(2, "fd00:1::100/64", lan.now)  # static: forever
+    run(lan, lambda: script.of(d.SOLICIT), 5)
+    _, src, _, m = script.of(d.SOLICIT)[0]
+    script.answer(m, src, d.ADVERTISE, preference=255)
+    run(lan, lambda: script.of(d.REQUEST), 2)
+    _, src, _, req = script.of(d.REQUEST)[0]
+    script.answer(req, src)
+    run(lan, lambda: client.stats.get("address_exists"), 2)
+    (a,) = [x for x in stack.interfaces[2].v6 if x.addr == ip("fd00:1::100")]
+    assert (a.origin, a.plen, a.valid_until) == ("static", 64, float("inf"))
+    assert client.state == dc.SOLICITING and not client.addresses
+
+
 def test_t1_t2_zero_the_client_chooses_and_t1_over_t2_is_discarded(net):
     lan, stack, client, script = net
     bind(lan, client, script, ia=d.IaNa(client.iaid, 0, 0, [d.IaAddress("fd00:1::100", 1000, 2000)]))

@@ -160,8 +160,8 @@ class Dhcp6Client(Agent):
 
     def stop(self, stack: Stack, now: float) -> None:
         if self.addresses and self.server is not None:
-            self._send(stack, now, self._message(d.RELEASE, self.rng.getrandbits(24), now,
-                                                 server=True, lifetimes=False), None)
+            self._send(stack, now, self._message(d.RELEASE, self.rng.getrandbits(24),
+                                                 server=True), None)
         self._drop_lease(stack, now)
         self.exchange = None
         self.wait_until = None
@@ -296,8 +296,7 @@ class Dhcp6Client(Agent):
         ex = self.exchange
         assert ex is not None
         t = ex.msg_type
-        msg = self._message(t, ex.xid, now, server=t in (d.REQUEST, d.RENEW, d.DECLINE),
-                            lifetimes=False)
+        msg = self._message(t, ex.xid, server=t in (d.REQUEST, d.RENEW, d.DECLINE))
         if t == d.SOLICIT:
             msg.ia_na = [d.IaNa(self.iaid)]
         elif t == d.REQUEST:
@@ -307,8 +306,7 @@ class Dhcp6Client(Agent):
         msg.elapsed = min(int((now - ex.started) * 100), 0xFFFF) if ex.count else 0
         self._send(stack, now, msg, ex)
 
-    def _message(self, msg_type: int, xid: int, now: float, *, server: bool,
-                 lifetimes: bool) -> d.Message:
+    def _message(self, msg_type: int, xid: int, *, server: bool) -> d.Message:
         """A message with our DUID, the server's (``server``), our IA with the lease's
         addresses and the option request list (for those that carry them)."""
         msg = d.Message(msg_type, xid, client_id=self.duid,
@@ -440,13 +438,16 @@ class Dhcp6Client(Agent):
                 continue
             valid = None if a.valid == d.INFINITY else float(a.valid)
             preferred = None if a.preferred == d.INFINITY else float(a.preferred)
-            if a.address in self.addresses:
+            packed = ipaddress.IPv6Address(a.address).packed
+            iface = stack.interfaces.get(self.ifindex)
+            if a.address in self.addresses and iface is not None \
+                    and any(x.addr == packed for x in iface.v6):
                 stack.addr_set_lifetimes(self.ifindex, a.address, valid, preferred, now)
-            else:
+            else:  # new (or removed by hand meanwhile)
                 try:
                     stack.addr_add(self.ifindex, f"{a.address}/128", now, valid_lft=valid,
                                    preferred_lft=preferred, origin="dhcp")
-                except FileExistsError:
+                except FileExistsError:  # the interface has it already, not from us
                     self._count("address_exists")
                     continue
             self.addresses[a.address] = (INFINITY if valid is None else now + valid,
