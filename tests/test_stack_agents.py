@@ -241,3 +241,12 @@ def test_slaac_is_router_discovery_with_addresses():
     assert autoconf.methods(parse_config("slaac")) == ["rd"]
     assert autoconf.methods(parse_config("auto")) == ["dhcp4", "dhcp6", "rd"]
     assert ipv6.ALL_NODES  # (the module is what the agents send with)
+
+
+def test_a_high_preference_router_wins_a_tie(lan):
+    """RFC 4191: between equal default routes the router's preference decides."""
+    client, _ = lan.stacks
+    client.route_add("default", "fe80::1", dev=2, proto="ra", pref="low", metric=1024)
+    client.route_add("default", "fe80::2", dev=2, proto="ra", pref="high", metric=1024)
+    best = client.routes6.lookup(int(ipaddress.ip_address("2001:db8::1")))
+    assert str(best.gateway) == "fe80::2"

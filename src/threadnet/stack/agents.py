@@ -216,17 +216,29 @@ class Agents:
         self._send6_direct(iface, src, dst, message, mac, self._now)  # type: ignore[attr-defined]
 
     # -- lifetimes -------------------------------------------------------------------------
-    def _lifetimes_deadline(self) -> float | None:
-        best = INFINITY
-        for iface in self.interfaces.values():  # type: ignore[attr-defined]
-            for a in iface.v6:
-                if a.valid_until < best:
-                    best = a.valid_until
-                if not a.deprecated and a.preferred_until < best:
-                    best = a.preferred_until
-            for info in iface.v4_life.values():
-                if info[0] < best:
-                    best = info[0]
+    _life_gen = -1
+    _life_best = INFINITY
+
+    def _addresses_deadline(self) -> float | None:
+        """The next end of a DAD wait or of a lifetime (addresses' and routes'). The
+        addresses' part is cached until the next change of addresses (``_gen``), since
+        ``next_deadline`` runs after every socket call."""
+        if self._life_gen != self._gen:  # type: ignore[attr-defined]
+            best = INFINITY
+            for iface in self.interfaces.values():  # type: ignore[attr-defined]
+                for a in iface.v6:
+                    if a.valid_until < best:
+                        best = a.valid_until
+                    if not a.deprecated and a.preferred_until < best:
+                        best = a.preferred_until
+                    if a.state == "tentative" and a.dad_deadline and a.dad_deadline < best:
+                        best = a.dad_deadline
+                for info in iface.v4_life.values():
+                    if info[0] < best:
+                        best = info[0]
+            self._life_best = best
+            self._life_gen = self._gen  # type: ignore[attr-defined]
+        best = self._life_best
         for table in (self.routes4, self.routes6):  # type: ignore[attr-defined]
             t = table.next_expiry()
             if t is not None and t < best:

@@ -31,22 +31,6 @@ CLIENTS: dict[str, ClientFactory] = {}
 SERVERS: dict[str, ServerFactory] = {}
 
 
-def _dhcp6_client(stack: Stack, iface: Interface, cfg: Config) -> Agent:
-    from threadnet.stack.dhcp6client import Dhcp6Client
-
-    return Dhcp6Client(iface.index, iface.mac)
-
-
-def _dhcp6_server(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
-    from threadnet.stack.dhcp6server import server_from_options
-
-    return server_from_options(stack, iface, options)
-
-
-CLIENTS["dhcp6"] = _dhcp6_client
-SERVERS["dhcpd6"] = _dhcp6_server
-
-
 def methods(cfg: Config) -> list[str]:
     """The client methods a configuration asks for (``slaac`` is ``rd`` with addresses)."""
     wanted = [m for m in cfg.dynamic if m != "slaac"]
@@ -95,3 +79,39 @@ def option(options: dict[str, list[str]], name: str, server: str,
         raise ConfigError(f"unknown option {server}.{unknown[0]} (known: "
                           f"{', '.join(f'{server}.{k}' for k in known)})")
     return options.get(name, [])
+
+
+def _rd(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.rdisc import RouterDiscovery
+
+    return RouterDiscovery.from_config(stack, iface, cfg)
+
+
+CLIENTS["rd"] = _rd
+
+
+def _ra(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.raserver import RaServer
+
+    return RaServer.from_options(stack, iface, options)
+
+
+SERVERS["ra"] = _ra
+
+
+def _dhcp6(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    return Dhcp6Client(iface.index, iface.mac)
+
+
+CLIENTS["dhcp6"] = _dhcp6
+
+
+def _dhcpd6(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.dhcp6server import server_from_options
+
+    return server_from_options(stack, iface, options)
+
+
+SERVERS["dhcpd6"] = _dhcpd6

@@ -370,33 +370,90 @@ def dns_set(managed: ManagedStack, args: str) -> None:
     managed.stack.resolv_conf(args.replace("\\n", "\n"))
 
 
-# -- DHCPv6 -------------------------------------------------------------------------------
-def _seconds_left(until: float | None, now: float) -> str:
-    return "forever" if until is None or until == float("inf") else f"{max(0, int(until - now))}sec"
+# -- router discovery and advertisements -------------------------------------------------
+def _lft(seconds: float | None) -> str:
+    """iproute2's way with a lifetime: whole seconds, or forever."""
+    return "forever" if seconds is None else f"{int(seconds)}sec"
 
 
-def _agents(stack: Stack, kind: str, args: str) -> list:
+def _agents_of(stack: Stack, kind: str, args: str) -> list:
     ifindex = _interface(stack, args).index if args else None
     return stack.find_agents(kind, ifindex)
 
 
+def rd_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)
+    lines = []
+    for agent in _agents_of(stack, "rd", args):
+        d = agent.describe(now)
+        modes = " slaac" * d["slaac"] + " temporary" * d["temporary"]
+        lines.append(f"{stack.interfaces[d['ifindex']].name}: rd{modes} managed "
+                     f"{int(d['managed'])} other {int(d['other'])} hoplimit {d['hop_limit']}"
+                     f" mtu {d['mtu'] or '-'} solicitations {d['solicitations']}")
+        lines += [f"    router {r['address']} lifetime {_lft(r['lifetime'])} pref "
+                  f"{r['preference']}" for r in d["routers"]]
+        for p in d["prefixes"]:
+            words = [f"    prefix {p['prefix']}"]
+            if p["onlink"]:
+                words.append(f"onlink {_lft(p['onlink_lifetime'])}")
+            if p["autonomous"]:
+                words.append(f"autonomous valid_lft {_lft(p['valid_lft'])} preferred_lft "
+                             f"{_lft(p['preferred_lft'])}")
+            lines.append(" ".join(words))
+        lines += [f"    address {a['address']} {a['kind']} valid_lft {_lft(a['valid_lft'])} "
+                  f"preferred_lft {_lft(a['preferred_lft'])}" + " dadfailed" * a["dadfailed"]
+                  for a in d["addresses"]]
+        lines += [f"    route {r['dst']} via {r['via']} lifetime {_lft(r['lifetime'])} pref "
+                  f"{r['preference']}" for r in d["routes"]]
+        lines += [f"    dns {x['server']} lifetime {_lft(x['lifetime'])}" for x in d["dns"]]
+        lines += [f"    search {x['domain']} lifetime {_lft(x['lifetime'])}"
+                  for x in d["search"]]
+        if d["counters"]:
+            lines.append("    counters " + " ".join(f"{k} {v}" for k, v in
+                                                   sorted(d["counters"].items())))
+    return lines
+
+
+def ra_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)
+    lines = []
+    for agent in _agents_of(stack, "ra", args):
+        d = agent.describe(now)
+        iface = stack.interfaces[d["ifindex"]]
+        nxt = "-" if d["next_ra"] is None else f"{d['next_ra']:.0f}sec"
+        lines.append(f"{iface.name}: ra lifetime {d['router_lifetime']} pref {d['preference']} "
+                     f"interval {d['min_interval']:g}-{d['interval']:g} next {nxt} managed "
+                     f"{int(d['managed'])} other {int(d['other'])} hoplimit {d['hop_limit']} "
+                     f"mtu {d['mtu'] or '-'} forwarding {'on' if stack.forwarding else 'off'}")
+        for p in agent.advertised_prefixes(iface):
+            flags = " onlink" * p.on_link + " autonomous" * p.autonomous
+            lines.append(f"    prefix {ipaddress.ip_address(p.prefix)}/{p.plen}{flags} valid "
+                         f"{p.valid} preferred {p.preferred}")
+        lines += [f"    rdnss {a} lifetime {d['dns_lifetime']}" for a in d["rdnss"]]
+        lines += [f"    dnssl {n} lifetime {d['dns_lifetime']}" for n in d["dnssl"]]
+        if d["counters"]:
+            lines.append("    counters " + " ".join(f"{k} {v}" for k, v in
+                                                   sorted(d["counters"].items())))
+    return lines
+
+
+# -- DHCPv6 -------------------------------------------------------------------------------
 def dhcp6_print(managed: ManagedStack, args: str) -> list[str]:
     stack = managed.stack
-    now = stack._api_now(None)  # the stack's time: its agents' times are on its clock
+    now = stack._api_now(None)
     lines = []
-    for agent in _agents(stack, "dhcp6", args):
-        info = agent.describe()
+    for agent in _agents_of(stack, "dhcp6", args):
+        info = agent.describe(now)
         name = stack.interfaces[agent.ifindex].name
         server = f" server {info['server']}" if info["server"] else ""
         lines.append(f"{name}: dhcp6 {info['state']}{server} iaid {info['iaid']} "
                      f"duid {info['duid']}")
         if info["addresses"]:
-            lines.append(f"    t1 {_seconds_left(info['renew_at'], now)} "
-                         f"t2 {_seconds_left(info['rebind_at'], now)}")
-        for a in info["addresses"]:
-            lines.append(f"    inet6 {a['address']}/128 valid_lft "
-                         f"{_seconds_left(a['valid_until'], now)} preferred_lft "
-                         f"{_seconds_left(a['preferred_until'], now)}")
+            lines.append(f"    t1 {_lft(info['renew_in'])} t2 {_lft(info['rebind_in'])}")
+        lines += [f"    inet6 {a['address']}/128 valid_lft {_lft(a['valid_lft'])} "
+                  f"preferred_lft {_lft(a['preferred_lft'])}" for a in info["addresses"]]
         if info["dns"] or info["domains"]:
             lines.append(f"    dns {' '.join(info['dns']) or '-'} domains "
                          f"{' '.join(info['domains']) or '-'}")
@@ -407,8 +464,8 @@ def dhcpd6_print(managed: ManagedStack, args: str) -> list[str]:
     stack = managed.stack
     now = stack._api_now(None)
     lines = []
-    for agent in _agents(stack, "dhcpd6", args):
-        info = agent.describe()
+    for agent in _agents_of(stack, "dhcpd6", args):
+        info = agent.describe(now)
         name = stack.interfaces[agent.ifindex].name
         lines.append(f"{name}: dhcpd6 pool {info['pool']} lease {info['lease']} preferred "
                      f"{info['preferred']} leases {len(info['leases'])}/{info['max']} "
@@ -419,10 +476,8 @@ def dhcpd6_print(managed: ManagedStack, args: str) -> list[str]:
         if info["leasefile"]:
             problem = f" ({info['leasefile_error']})" if info["leasefile_error"] else ""
             lines.append(f"    leasefile {info['leasefile']}{problem}")
-        for lease in info["leases"]:
-            lines.append(f"    {lease['address']} {lease['state']} duid {lease['duid']} "
-                         f"iaid {lease['iaid']} valid_lft "
-                         f"{_seconds_left(lease['valid_until'], now)}")
+        lines += [f"    {x['address']} {x['state']} duid {x['duid']} iaid {x['iaid']} "
+                  f"valid_lft {_lft(x['valid_lft'])}" for x in info["leases"]]
     return lines
 
 
@@ -454,7 +509,7 @@ def dhcpd6_stop(managed: ManagedStack, args: str) -> None:
 def dhcpd6_forget(managed: ManagedStack, args: str) -> None:
     name, address = split_args(args, 2)
     stack = managed.stack
-    agents = _agents(stack, "dhcpd6", name)
+    agents = _agents_of(stack, "dhcpd6", name)
     if not agents:
         raise CommandError(errno.ESRCH, f"no DHCPv6 server on {name}")
     if not agents[0].forget(address, stack._api_now(None)):
@@ -493,6 +548,12 @@ COMMANDS: tuple[Entry, ...] = (
     ("dns", "", "NAME RESOLUTION MENU", None, 0),
     ("dns/print", "", "the DNS settings, as resolv.conf", dns_print, OUTPUT),
     ("dns/set", "TEXT", r"resolv.conf text (lines split by \n) or ADDR,ADDR", dns_set, 0),
+    ("rd", "", "ROUTER DISCOVERY MENU", None, 0),
+    ("rd/print", "[IFACE]", "routers, prefixes, SLAAC addresses and DNS from advertisements",
+     rd_print, OUTPUT),
+    ("ra", "", "ROUTER ADVERTISEMENT SERVER MENU", None, 0),
+    ("ra/print", "[IFACE]", "what the RA server advertises (start it: config ra=PREFIX/LEN)",
+     ra_print, OUTPUT),
     ("dhcp6", "", "DHCPV6 CLIENT MENU", None, 0),
     ("dhcp6/print", "[IFACE]", "DHCPv6 clients: state, server, addresses, T1/T2, DNS",
      dhcp6_print, OUTPUT),

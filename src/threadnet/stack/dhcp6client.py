@@ -152,13 +152,16 @@ class Dhcp6Client(Agent):
         self.failures = 0
         self.wait_until: float | None = None  # INIT: when to look at the link-local again
         self.stats: dict[str, int] = {}
+        self._now = 0.0  # the last time the stack called it (for describe)
 
     # -- the agent's interface -------------------------------------------------------------
     def start(self, stack: Stack, now: float) -> None:
+        self._now = now
         self.state = INIT
         self._wait_for_link_local(stack, now)
 
     def stop(self, stack: Stack, now: float) -> None:
+        self._now = now
         if self.addresses and self.server is not None:
             self._send(stack, now, self._message(d.RELEASE, self.rng.getrandbits(24),
                                                  server=True), None)
@@ -178,6 +181,7 @@ class Dhcp6Client(Agent):
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, stack: Stack, now: float) -> None:
+        self._now = now
         if self.state == INIT:
             if self.wait_until is not None and now >= self.wait_until:
                 self._wait_for_link_local(stack, now)
@@ -208,6 +212,7 @@ class Dhcp6Client(Agent):
 
     def on_udp(self, stack: Stack, iface: Interface, family: int, src: bytes, sport: int,
                dst: bytes, dport: int, data: bytes, now: float) -> None:
+        self._now = now
         try:
             msg = d.parse(data)
         except d.Dhcp6Error:
@@ -228,6 +233,7 @@ class Dhcp6Client(Agent):
 
     def on_address(self, stack: Stack, iface: Interface, addr: bytes, event: str,
                    now: float) -> None:
+        self._now = now
         text = str(ipaddress.IPv6Address(addr)) if len(addr) == 16 else ""
         if text not in self.addresses:
             return
@@ -245,15 +251,25 @@ class Dhcp6Client(Agent):
             self.state = DECLINING
             self._begin(d.DECLINE, now, DEC_TIMEOUT, 0.0, mrc=DEC_MAX_RC)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        """State, DUIDs, the lease: addresses with their lifetimes left, T1 and T2 and the
+        seconds until them (``renew_in``, ``rebind_in``, ``expires_in``), DNS. Seconds
+        are counted from ``now`` (default: the last time the stack called it); None is
+        forever, or never."""
+        now = self._now if now is None else now
+
+        def left(until: float | None) -> float | None:
+            return None if until is None or until == INFINITY else max(0.0, until - now)
+
         return {"kind": self.kind, "ifindex": self.ifindex, "state": self.state,
                 "duid": d.duid_text(self.duid), "iaid": self.iaid,
                 "server": d.duid_text(self.server) if self.server else None,
-                "addresses": [{"address": a, "valid_until": _finite(v),
-                               "preferred_until": _finite(p)}
+                "addresses": [{"address": a, "valid_lft": left(v), "preferred_lft": left(p)}
                               for a, (v, p) in self.addresses.items()],
-                "t1": _finite(self.t1), "t2": _finite(self.t2), "renew_at": self.renew_at,
-                "rebind_at": self.rebind_at, "expires_at": self.expires_at,
+                "t1": None if self.t1 == INFINITY else self.t1,
+                "t2": None if self.t2 == INFINITY else self.t2,
+                "renew_in": left(self.renew_at), "rebind_in": left(self.rebind_at),
+                "expires_in": left(self.expires_at),
                 "dns": list(self.dns), "domains": list(self.domains),
                 "stats": dict(self.stats)}
 
@@ -511,7 +527,3 @@ class Dhcp6Client(Agent):
         self.exchange = None
         self._solicit_later(now)
 
-
-def _finite(t: float) -> float | None:
-    """A time for ``describe``: None for forever (JSON has no infinity)."""
-    return None if t == INFINITY else t

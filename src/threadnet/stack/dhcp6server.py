@@ -139,6 +139,7 @@ class Dhcp6Server(Agent):
         self.leasefile = leasefile
         self.duid = duid
         self._save_at: float | None = None
+        self._now = 0.0  # the last time the stack called it (for describe)
         self.leasefile_error: str | None = None
         self._loaded: dict[str, Any] | None = None
         if leasefile is not None:
@@ -146,6 +147,7 @@ class Dhcp6Server(Agent):
 
     # -- the agent's interface -------------------------------------------------------------
     def start(self, stack: Stack, now: float) -> None:
+        self._now = now
         loaded, self._loaded = self._loaded, None
         if self.duid is None and loaded is not None:
             try:
@@ -167,6 +169,7 @@ class Dhcp6Server(Agent):
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, stack: Stack, now: float) -> None:
+        self._now = now
         if self.table.expire(now):
             self._dirty(now)
         if self._save_at is not None and now >= self._save_at:
@@ -174,6 +177,7 @@ class Dhcp6Server(Agent):
 
     def on_udp(self, stack: Stack, iface: Interface, family: int, src: bytes, sport: int,
                dst: bytes, dport: int, data: bytes, now: float) -> None:
+        self._now = now
         try:
             msg = d.parse(data)
         except d.Dhcp6Error:
@@ -192,31 +196,27 @@ class Dhcp6Server(Agent):
         stack.send_udp_on(iface, ll, d.SERVER_PORT, src, d.CLIENT_PORT, d.build(reply))
         self._count(f"sent_{reply.name.lower()}")
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        """The settings and the table (``lease_list``: lifetimes left at ``now``, default
+        the last time the stack called it)."""
         return {"kind": self.kind, "ifindex": self.ifindex,
                 "pool": f"{_text(self.first)}-{_text(self.last)}",
                 "duid": d.duid_text(self.duid) if self.duid else None,
                 "lease": self.valid, "preferred": self.preferred, "t1": self.t1, "t2": self.t2,
                 "dns": list(self.dns), "domains": list(self.domains),
                 "max": self.table.max_leases, "leasefile": self.leasefile,
-                "leasefile_error": self.leasefile_error, "leases": self.lease_list(),
+                "leasefile_error": self.leasefile_error, "leases": self.lease_list(now),
                 "stats": dict(self.stats)}
 
     # -- the Python API --------------------------------------------------------------------
     def lease_list(self, now: float | None = None) -> list[dict[str, Any]]:
-        """The table: address, DUID (hex), IAID, state, and the ends of the lifetimes in
-        the stack's time (or, with ``now``, the seconds left)."""
-        out = []
-        for lease in self.table.entries():
-            entry: dict[str, Any] = {"address": _text(lease.address),
-                                     "duid": d.duid_text(lease.duid), "iaid": lease.iaid,
-                                     "state": lease.state, "valid_until": lease.valid_until,
-                                     "preferred_until": lease.preferred_until}
-            if now is not None:
-                entry["valid_lft"] = max(0, int(lease.valid_until - now))
-                entry["preferred_lft"] = max(0, int(lease.preferred_until - now))
-            out.append(entry)
-        return out
+        """The table: address, DUID (hex), IAID, state, and the seconds left of the
+        lifetimes at ``now`` (default: the last time the stack called the server)."""
+        now = self._now if now is None else now
+        return [{"address": _text(x.address), "duid": d.duid_text(x.duid), "iaid": x.iaid,
+                 "state": x.state, "valid_lft": max(0.0, x.valid_until - now),
+                 "preferred_lft": max(0.0, x.preferred_until - now)}
+                for x in self.table.entries()]
 
     def forget(self, address: str, now: float) -> bool:
         """Drop the entry of ``address`` (an administrator's release): whether there was one."""

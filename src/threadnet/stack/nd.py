@@ -139,4 +139,5 @@ class NeighborDiscovery:
     def _start_dad(self, iface: Interface, a: Address6, now: float) -> None:
         """RFC 4862 5.4: one NS from :: for the tentative address, then wait."""
         a.dad_deadline = now + DAD_DELAY
+        self._gen += 1  # (the cached next deadline)
         self._ns(iface, a.addr, None, now, src=ipv6.UNSPECIFIED)

@@ -35,6 +35,10 @@ class Route:
         return f"{dst}{via} dev {{dev}} proto {self.proto}{metric}"
 
 
+#: an IPv6 router's preference (RFC 4191) breaks a tie between equal routes
+_PREF_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
 class RoutingTable:
     """Routes of one family (4 or 6)."""
 
@@ -97,7 +101,7 @@ class RoutingTable:
         self._index = sorted(
             ((r.dst.prefixlen, full ^ ((1 << (self.bits - r.dst.prefixlen)) - 1),
               int(r.dst.network_address), r) for r in self.routes),
-            key=lambda t: (-t[0], t[3].metric))
+            key=lambda t: (-t[0], t[3].metric, _PREF_RANK.get(t[3].pref, 1)))
         self._cache.clear()
         self._next_expiry = min((r.expires for r in self.routes if r.expires is not None),
                                 default=None)

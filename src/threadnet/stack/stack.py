@@ -336,8 +336,10 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
         ``valid_lft``/``preferred_lft``: seconds from ``now`` until the address goes, and
         until it is deprecated (None: forever). ``origin``: who made it ("static",
-        "dhcp", "ra"). ``prefix_route``: add the connected route (iproute2's
-        ``noprefixroute`` when False)."""
+        "dhcp", "ra"). ``flags``: iproute2's address flags (``noprefixroute`` also
+        means no connected route). ``prefix_route=False``: no connected route either,
+        without the flag (SLAAC's addresses, whose on-link route is the router's to
+        give, and which Linux shows without it)."""
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
         now = self._api_now(now)
@@ -359,8 +361,8 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
             a = self._add6(iface, net.ip.packed, net.network.prefixlen, now)
             a.valid_until, a.preferred_until, a.origin = valid, preferred, origin
-            a.flags = tuple(flags) + (() if prefix_route else ("noprefixroute",))
-            if net.network.prefixlen < 128 and prefix_route:
+            a.flags = tuple(flags)
+            if net.network.prefixlen < 128 and prefix_route and "noprefixroute" not in a.flags:
                 self._kernel_route(self.routes6, net.network, iface)
             if iface.loopback:
                 a.state = "preferred"
@@ -373,6 +375,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         now = self._api_now(now)
         valid = INFINITY if valid_lft is None else now + valid_lft
         preferred = valid if preferred_lft is None else min(now + preferred_lft, valid)
+        self._gen += 1  # (the cached next end of a lifetime)
         if len(packed) == 4:
             if packed not in iface.v4_life and not any(a == packed for a, _ in iface.v4):
                 raise OSError(errno.EADDRNOTAVAIL, f"{addr} is not on {iface.name}")
@@ -621,18 +624,20 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     # -- timers ------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
+        """When ``on_timer`` is next due (None: nothing pending). It runs after every
+        application call, so what changes only with the addresses (DAD, lifetimes) is
+        cached until the next change (``_addresses_deadline``)."""
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
-                 self.tcp.next_deadline()]
-        times += [p.next_deadline() for p in self.echo_sessions]
+                 self.tcp.next_deadline(), self._addresses_deadline()]
+        if self.echo_sessions:
+            times += [p.next_deadline() for p in self.echo_sessions]
         if self.agents:
             times.append(self._agents_deadline())
-        times.append(self._lifetimes_deadline())
         if self.pmtu:
             times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
-            times += [a.dad_deadline for a in iface.v6 if a.state == "tentative"]
             if iface.acd4:
                 times += [a.deadline for a in iface.acd4.values()]
         return min((t for t in times if t is not None), default=None)
