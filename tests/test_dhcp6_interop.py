@@ -2,9 +2,11 @@
 DHCPv6 parts), each in a network namespace joined to a threadnet switch by Debian's
 ``vde_plug2tap``:
 
-* a stack with ``eth,dhcp6`` gets an IA_NA address from dnsmasq's DHCPv6 server, with
-  the DNS server and the domain dnsmasq gives, pings the namespace from that address
-  (and is pinged at it), and its RELEASE on close empties dnsmasq's lease file;
+* a stack with ``eth,dhcp6,rd`` gets an IA_NA address from dnsmasq's DHCPv6 server, with
+  the DNS server and the domain dnsmasq gives, and the on-link prefix from dnsmasq's
+  router advertisements (M flag, no autonomous prefix: no SLAAC address); it pings the
+  namespace from that address (and is pinged at it), and its RELEASE on close empties
+  dnsmasq's lease file;
 * the stack's DHCPv6 server (``dhcpd6``) leases an address to ISC ``dhclient -6``,
   which applies it with our script; the namespace pings the stack from that address,
   and dhclient's RELEASE frees the lease.
@@ -91,7 +93,7 @@ def test_stack_leases_from_dnsmasq_dhcpv6(lan, netns, procs, sockdir):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: os.path.exists(log) and "DHCPv6" in open(log).read(), 10,
              what="dnsmasq's DHCPv6 service")
-    stack = Stack("eth,dhcp6", link=f"vde://{swdir}", runner=runner, name="dhcp6client")
+    stack = Stack("eth,dhcp6,rd", link=f"vde://{swdir}", runner=runner, name="dhcp6client")
     try:
         (client,) = stack.find_agents("dhcp6")
 
@@ -106,17 +108,24 @@ def test_stack_leases_from_dnsmasq_dhcpv6(lan, netns, procs, sockdir):
         assert ipaddress.IPv6Address("fd00:6d::100") <= ipaddress.IPv6Address(leased) \
             <= ipaddress.IPv6Address("fd00:6d::1ff")
         assert info["dns"] == ["fd00:6d::53"] and info["domains"] == ["test.example"]
-        assert stack.nameservers == ["fd00:6d::53"]
-        assert stack.resolver.learned() == {"dhcp6:eth0": (["fd00:6d::53"], ["test.example"])}
+        assert stack.nameservers == ["fd00:6d::53"]  # (router advertisements may say so too)
+        assert stack.resolver.learned()["dhcp6:eth0"] == (["fd00:6d::53"], ["test.example"])
         # dnsmasq's lease: 1 hour, and its T1/T2 (dnsmasq sends half and 7/8 of it)
         assert info["expires_in"] - info["renew_in"] > 1000
         wait_for(lambda: f"{leased}/128" in stack.addresses(6), 5, what="DAD of the lease")
         (entry,) = dnsmasq_leases(leases)
         assert entry[2] == leased and int(entry[1]) == client.iaid
         assert entry[4].replace(":", "") == client.duid.hex()
-        # the on-link prefix would come from dnsmasq's router advertisements (the rd agent);
-        # this stack runs no router discovery, so the test adds the route
-        stack.route_add("fd00:6d::/64", dev="eth0")
+        # the on-link prefix: from dnsmasq's router advertisements, not from DHCPv6
+        def on_link() -> bool:
+            with stack.locked():
+                return any(str(r.dst) == "fd00:6d::/64" and r.gateway is None
+                           for r in stack.routes6)
+
+        wait_for(on_link, 10, what="the on-link prefix from dnsmasq's advertisements")
+        with stack.locked():
+            assert [a for a in stack.addresses(6) if a.startswith("fd00:6d:")] == \
+                [f"{leased}/128"]  # the lease only: the prefix is not autonomous
         assert stack.source(6, ipaddress.IPv6Address("fd00:6d::1").packed) == \
             ipaddress.IPv6Address(leased).packed
         assert len(stack.ping("fd00:6d::1", count=3, timeout=2.0)) == 3
