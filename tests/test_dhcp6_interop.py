@@ -8,8 +8,9 @@ DHCPv6 parts), each in a network namespace joined to a threadnet switch by Debia
   namespace from that address (and is pinged at it), and its RELEASE on close empties
   dnsmasq's lease file;
 * the stack's DHCPv6 server (``dhcpd6``) leases an address to ISC ``dhclient -6``,
-  which applies it with our script; the namespace pings the stack from that address,
-  and dhclient's RELEASE frees the lease.
+  which applies it with our script, while the stack's RA server (``ra.managed``) gives
+  the namespace the on-link prefix; the namespace pings the stack from the leased
+  address, and dhclient's RELEASE frees the lease.
 
 Root only (namespaces, taps). Everything (namespaces, taps, processes, sockets) is removed
 by the fixtures, by PID, even on failure. Traffic stays inside the namespaces and the
@@ -176,7 +177,10 @@ def test_stack_dhcpv6_server_leases_to_isc_dhclient(lan, netns, procs, sockdir):
         f.write("request dhcp6.name-servers, dhcp6.domain-search;\n")
     pidfile, leasefile = os.path.join(d, "pid"), os.path.join(d, "leases")
     server_leases = os.path.join(sockdir, "dhcpd6.leases")
-    stack = Stack("eth,ip=fd00:6e::1/64,dhcpd6=::100-::1ff,dhcpd6.dns=fd00:6e::53,"
+    for key, value in (("accept_ra", "2"), ("autoconf", "0")):  # the prefix, no SLAAC
+        netns.run(ns, "sysctl", "-qw", f"net.ipv6.conf.{tap}.{key}={value}")
+    stack = Stack("eth,ip=fd00:6e::1/64,ra,ra.managed,ra.interval=4,"
+                  "dhcpd6=::100-::1ff,dhcpd6.dns=fd00:6e::53,"
                   f"dhcpd6.domain=test.example,dhcpd6.lease=600,dhcpd6.leasefile={server_leases}",
                   link=f"vde://{swdir}", runner=runner, name="dhcp6server")
     try:
@@ -211,8 +215,10 @@ def test_stack_dhcpv6_server_leases_to_isc_dhclient(lan, netns, procs, sockdir):
         assert lease["address"] == leased and lease["state"] == "bound"
         addrs = netns.run(ns, "ip", "-6", "addr", "show", "dev", tap).stdout
         assert leased in addrs
-        # the prefix route would come from router advertisements (the RA server)
-        netns.run(ns, "ip", "-6", "route", "add", "fd00:6e::/64", "dev", tap)
+        # the on-link prefix comes from the stack's router advertisements
+        wait_for(lambda: "fd00:6e::/64" in netns.run(ns, "ip", "-6", "route", "show", "dev",
+                                                       tap).stdout, 10,
+                 what="the prefix route from the stack's advertisements")
         r = netns.run(ns, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "-I", leased,
                       "fd00:6e::1", check=False)
         assert r.returncode == 0, r.stdout + r.stderr
