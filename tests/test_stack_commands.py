@@ -113,6 +113,16 @@ def test_hostname(m):
     assert m.stack.gethostname() == "box.example.org"
 
 
+def test_ip(m):
+    """iproute2's ip (its outputs and errors: tests/test_iproute.py)."""
+    assert run(m, c.ip, "-4 addr show dev eth0")[1] == \
+        "    inet 10.40.0.1/24 brd 10.40.0.255 scope global eth0"
+    assert run(m, c.ip, "route add 10.41.0.0/16 via 10.40.0.254") == []
+    fails(errno.EEXIST, m, c.ip, "route add 10.41.0.0/16 via 10.40.0.254")
+    fails(errno.ENODEV, m, c.ip, "link set eth7 up")
+    fails(errno.EINVAL, m, c.ip, "bogus")
+
+
 def test_link_print(m):
     url = m.stack.interface("eth0").link.url
     assert c.link_print(m, "") == [

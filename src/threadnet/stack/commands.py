@@ -40,6 +40,7 @@ from threadnet.mgmt.commands import (
     table_from_entries,
 )
 from threadnet.mgmt.console import ConsoleServer
+from threadnet.stack import ipcommand
 from threadnet.stack.stack import check_mtu
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
@@ -187,6 +188,16 @@ def hostname(managed: ManagedStack, args: str) -> list[str]:
     if args:
         managed.stack.set_hostname(args)
     return [managed.stack.gethostname()]
+
+
+def ip(managed: ManagedStack, args: str) -> list[str]:
+    """iproute2's ``ip`` (``stack/ipcommand.py``): what it prints, or its errno."""
+    try:
+        cmd = ipcommand.parse(args)
+        data = ipcommand.execute(managed.stack, cmd, managed.stack._api_now(None))
+    except ipcommand.IpError as exc:
+        raise CommandError(exc.errno, exc.message) from None
+    return ipcommand.output(cmd, data).splitlines()
 
 
 # -- link ---------------------------------------------------------------------------------
@@ -525,6 +536,8 @@ COMMANDS: tuple[Entry, ...] = (
     ("stats", "", "the stack's counters and each interface's", stats, OUTPUT),
     ("config", "CFG", 'apply a configuration string ("eth,ip=10.0.0.5/24,gw=...")', config, 0),
     ("hostname", "[NAME]", "show or set the host name", hostname, OUTPUT),
+    ("ip", "[-4|-6] [-j] OBJECT CMD ...", "iproute2's ip: addr, link, route, neigh", ip,
+     OUTPUT),
     ("link", "", "LINK MENU", None, 0),
     ("link/print", "[IFACE]", "interfaces: index, name, state, MTU, MAC, link URL",
      link_print, OUTPUT),
