@@ -348,3 +348,61 @@ def test_build_table_runs_the_handlers_under_the_stacks_lock():
         assert held == [True, True]
     finally:
         stack.close()
+
+
+# -- DHCPv6 (issue 10) ----------------------------------------------------------------------
+
+def test_dhcpd6_start_print_forget_stop(m):
+    from threadnet.wire import dhcp6
+
+    run(m, c.dhcpd6_start, "eth0 ::100-::1ff lease=600 dns=fc00:40::53 domain=lan rapid")
+    (srv,) = m.stack.find_agents("dhcpd6")
+    assert srv.describe()["pool"] == "fc00:40::100-fc00:40::1ff" and srv.rapid_commit
+    client = dhcp6.duid_ll(MAC_B)
+    reply = srv.answer(dhcp6.Message(dhcp6.SOLICIT, 1, client_id=client, rapid_commit=True,
+                                     ia_na=[dhcp6.IaNa(1)]), 0.0)
+    leased = reply.ia_na[0].addresses[0].address
+    duid = srv.duid.hex(":")
+    assert c.dhcpd6_print(m, "eth0") == [
+        f"eth0: dhcpd6 pool fc00:40::100-fc00:40::1ff lease 600 preferred 600 leases 1/4096 "
+        f"duid {duid}", "    dns fc00:40::53 domains lan",
+        f"    {leased} bound duid {client.hex(':')} iaid 1 valid_lft 600sec"]
+    assert c.dhcpd6_print(m, "") == c.dhcpd6_print(m, "eth0")
+    assert c.dhcpd6_print(m, "lo") == []
+    run(m, c.dhcpd6_forget, f"eth0 {leased}")
+    assert not srv.table.leases
+    fails(errno.EADDRNOTAVAIL, m, c.dhcpd6_forget, f"eth0 {leased}")
+    fails(errno.EINVAL, m, c.dhcpd6_forget, "eth0")
+    fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 lese=5")  # unknown option
+    fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 dns=a,b")
+    fails(errno.EINVAL, m, c.dhcpd6_start, "")
+    fails(errno.ENODEV, m, c.dhcpd6_start, "eth7")
+    assert m.stack.find_agents("dhcpd6") == [srv]  # refused: the server runs on
+    run(m, c.dhcpd6_start, "eth0")  # restarted with the defaults
+    (srv2,) = m.stack.find_agents("dhcpd6")
+    assert srv2 is not srv and srv2.describe()["pool"] == "fc00:40::1000-fc00:40::1fff"
+    run(m, c.dhcpd6_stop, "eth0")
+    assert not m.stack.find_agents("dhcpd6")
+    fails(errno.ESRCH, m, c.dhcpd6_stop, "eth0")
+    fails(errno.ESRCH, m, c.dhcpd6_forget, f"eth0 {leased}")
+
+
+def test_dhcp6_print(m):
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    assert c.dhcp6_print(m, "") == []
+    client = Dhcp6Client(2, MAC_A)
+    m.stack.add_agent(client, 0.0)
+    duid = "00:03:00:01:02:00:00:00:40:01"
+    assert c.dhcp6_print(m, "eth0") == [f"eth0: dhcp6 init iaid {0x00004001} duid {duid}"]
+    # a lease, as a REPLY leaves it
+    client.state, client.server = "bound", bytes.fromhex("000300010200000040ff")
+    client.addresses = {"fc00:40::123": (7200.0, 3600.0)}
+    client.renew_at, client.rebind_at = 1800.0, 2880.0
+    client.dns, client.domains = ["fc00:40::53"], ["lan"]
+    assert c.dhcp6_print(m, "") == [
+        f"eth0: dhcp6 bound server 00:03:00:01:02:00:00:00:40:ff iaid {0x4001} duid {duid}",
+        "    t1 1800sec t2 2880sec",
+        "    inet6 fc00:40::123/128 valid_lft 7200sec preferred_lft 3600sec",
+        "    dns fc00:40::53 domains lan"]
+    fails(errno.ENODEV, m, c.dhcp6_print, "eth7")

@@ -97,3 +97,21 @@ def _ra(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
 
 
 SERVERS["ra"] = _ra
+
+
+def _dhcp6(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    return Dhcp6Client(iface.index, iface.mac)
+
+
+CLIENTS["dhcp6"] = _dhcp6
+
+
+def _dhcpd6(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.dhcp6server import server_from_options
+
+    return server_from_options(stack, iface, options)
+
+
+SERVERS["dhcpd6"] = _dhcpd6
