@@ -115,3 +115,12 @@ def _dhcpd6(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Ag
 
 
 SERVERS["dhcpd6"] = _dhcpd6
+
+
+def _dhcp4_client(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.dhcp4client import from_config
+
+    return from_config(stack, iface, cfg)
+
+
+CLIENTS["dhcp4"] = _dhcp4_client
