@@ -411,6 +411,32 @@ def test_config_item_dhcp_starts_the_client_and_minus_dhcp_stops_it(lan):
     autoconf.check(parse_config("auto4"))
 
 
+def test_a_whole_life_against_threadnets_server():
+    """The client and the server of this package on one LAN: a lease, a renewal at T1,
+    a RELEASE on close that the server's table shows."""
+    from threadnet.stack.dhcp4server import serve
+
+    w = FakeLan("eth", "eth,ip=10.9.0.1/24,dns=10.9.0.53")
+    try:
+        client, server = w.stacks
+        srv = serve(server, "eth0", lease=600, domain="lan.example", now=w.now)
+        client.configure("eth,dhcp", w.now)
+        (agent,) = client.find_agents("dhcp4")
+        run(w, lambda: agent.state == BOUND, 30)
+        assert "10.9.0.100/24" in client.addresses(4)
+        assert client.nameservers == ["10.9.0.53"] and client.resolver.search == ["lan.example"]
+        t1 = agent.t1_at
+        run(w, lambda: agent.stats.get("got_ack", 0) == 2, 400)
+        # ARP for the server, the REQUEST, the ACK
+        assert w.now == pytest.approx(t1 + 4 * w.DELAY, abs=2 * STEP)
+        assert agent.expires_at == pytest.approx(t1 + 600, abs=STEP)
+        assert srv.table(w.now)[0]["state"] == "bound"
+        client.close()
+        run(w, lambda: srv.table(w.now)[0]["state"] == "free", 1)
+    finally:
+        w.close()
+
+
 def test_the_client_is_sans_io_plain_data():
     a = Dhcp4Client(2)
     assert a.kind == "dhcp4" and a.udp_ports == ((4, 68),) and a.next_deadline() is None

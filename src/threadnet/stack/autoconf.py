@@ -123,4 +123,11 @@ def _dhcp4_client(stack: Stack, iface: Interface, cfg: Config) -> Agent:
     return from_config(stack, iface, cfg)
 
 
+def _dhcp4_server(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.dhcp4server import from_options
+
+    return from_options(stack, iface, options)
+
+
 CLIENTS["dhcp4"] = _dhcp4_client
+SERVERS["dhcpd"] = _dhcp4_server
