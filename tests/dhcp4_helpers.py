@@ -49,7 +49,10 @@ def answer(stack, req: DhcpMessage, kind: int, yiaddr: str = "0.0.0.0", *,
     opts = {dhcp4.OPT_MESSAGE_TYPE: bytes([kind]), dhcp4.OPT_SERVER_ID: ip(server)}
     for name, value in options.items():
         code = int(name[4:]) if name.startswith("opt_") else names[name]
-        opts[code] = value
+        if value is None:
+            opts.pop(code, None)  # (sid=None: a reply without its server identifier)
+        else:
+            opts[code] = value
     msg = DhcpMessage(op=dhcp4.BOOTREPLY, xid=req.xid if xid is None else xid,
                       chaddr=req.chaddr if chaddr is None else chaddr,
                       yiaddr=ip(yiaddr), options=opts)

@@ -324,6 +324,17 @@ def test_init_reboot_asks_for_the_earlier_address(lan):
     assert f"{OFFERED}/24" in client.addresses(4)
 
 
+def test_an_ack_without_server_identifier_renews_with_its_sender(lan):
+    client, server = lan.stacks
+    agent, script = start(lan, address=OFFERED)
+    run(lan, lambda: script.got, 5)
+    full_ack(lan, script.got[0][3], sid=None)
+    run(lan, lambda: agent.state == BOUND, 15)
+    assert agent.server == SERVER
+    run(lan, lambda: script.got[-1][3].ciaddr != ANY, 600)
+    assert script.got[-1][2] == SERVER  # unicast to the ACK's sender
+
+
 def test_init_reboot_refused_goes_to_init(lan):
     agent, script = start(lan, address=OFFERED)
     run(lan, lambda: script.got, 5)
@@ -391,6 +402,8 @@ def test_no_subnet_mask_takes_the_class_and_an_infinite_lease_never_renews(lan):
     run(lan, lambda: script.of_type(dhcp4.REQUEST), 1)
     answer(server, script.of_type(dhcp4.REQUEST)[0][3], dhcp4.ACK, OFFERED,
            lease=dhcp4.u32(dhcp4.INFINITE))
+    run(lan, lambda: agent.state == PROBING, 1)
+    assert agent.next_deadline() is None  # no timer at infinity for a runner to arm
     run(lan, lambda: agent.state == BOUND, 15)
     assert f"{OFFERED}/8" in client.addresses(4)
     assert agent.next_deadline() is None

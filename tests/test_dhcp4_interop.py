@@ -395,7 +395,8 @@ def test_an_address_a_namespace_holds_is_declined_and_another_taken(lan):
     assert agent.describe()["address"] == "10.66.0.101/24"
     assert agent.stats["sent_decline"] == 1
     (srv,) = server.find_agents("dhcpd")
-    rows = {row["address"]: row["state"] for row in srv.table(server._api_now(None))}
+    with server.locked():
+        rows = {row["address"]: row["state"] for row in srv.table(server._api_now(None))}
     assert rows == {"10.66.0.100": "declined", "10.66.0.101": "bound"}
     assert "10.66.0.100/24" not in client.addresses(4)
     # and the namespace keeps its address: it still answers from it

@@ -261,6 +261,10 @@ def test_relayed_malformed_and_odd_messages_are_ignored(h):
     assert h.send_raw(good[:243]) == []  # no end option and h.server.stats["bad"] == 1
     assert h.send(dhcp4.DISCOVER, b"\x03" + A[1:]) == []  # a multicast MAC
     assert h.send(dhcp4.OFFER, A) == []  # a server's message
+    # a renewal unicast to another server (a switch floods what it has not learned)
+    assert h.send(dhcp4.REQUEST, A, src=ip("10.9.0.77"), dst=ip("10.9.0.2"),
+                  ciaddr=ip("10.9.0.77")) == []
+    assert h.server.stats["not_for_us"] == 1
     assert not h.server.leases
 
 
@@ -333,6 +337,7 @@ def test_configuration_items(tmp_path):
                          ("dhcpd.router=router", "not an IPv4 address"),
                          ("dhcpd.host=02:00:00:00:00:0b", "MAC/ADDR"),
                          ("dhcpd.host=02:00:00:00:00:0b/10.8.0.1", "not a host address"),
+                         ("dhcpd.host=02:00:00:00:00:0b/10.9.0.255", "not a host address"),
                          ("dhcpd.mtu=20", "68..65535"),
                          ("dhcpd.domain=a b", "not a domain name")]:
             with pytest.raises(ConfigError, match=why):

@@ -184,7 +184,7 @@ class Dhcp4Client(Agent):
                 self._new_exchange(now)
             self._send_request(stack, now)
         else:  # PROBING: conflict detection answers through on_address
-            self.deadline = self.expires_at
+            self.deadline = self._finite(self.expires_at)
 
     def on_udp(self, stack: Stack, iface: Interface, family: int, src: bytes, sport: int,
                dst: bytes, dport: int, data: bytes, now: float) -> None:
@@ -204,7 +204,7 @@ class Dhcp4Client(Agent):
         if kind == dhcp4.OFFER and self.state == SELECTING:
             self._on_offer(stack, msg, now)
         elif kind == dhcp4.ACK and self.state in (REQUESTING, REBOOTING, RENEWING, REBINDING):
-            self._on_ack(stack, iface, msg, now)
+            self._on_ack(stack, iface, msg, src, now)
         elif kind == dhcp4.NAK and self.state in (REQUESTING, REBOOTING, RENEWING, REBINDING):
             # RFC 2131 4.4.1: a NAK from the server asked (any server when rebinding)
             if self.state in (REQUESTING, RENEWING) and msg.server_id not in (None, self.server):
@@ -287,7 +287,8 @@ class Dhcp4Client(Agent):
         self.request_sent = now
         self._send_request(stack, now)
 
-    def _on_ack(self, stack: Stack, iface: Interface, msg: DhcpMessage, now: float) -> None:
+    def _on_ack(self, stack: Stack, iface: Interface, msg: DhcpMessage, src: bytes,
+                now: float) -> None:
         if self.state in (REQUESTING, REBOOTING):
             if msg.yiaddr != self.offered or not usable_unicast(msg.yiaddr):
                 self._count("ignored")
@@ -307,6 +308,8 @@ class Dhcp4Client(Agent):
         self.ack = msg
         if msg.server_id is not None:
             self.server = msg.server_id
+        elif self.server is None and usable_unicast(src):
+            self.server = src  # (an ACK without its server identifier: its sender)
         self._set_times(msg, start)
         if self.state in (RENEWING, REBINDING):
             self._extend(stack, iface, now)
@@ -325,7 +328,7 @@ class Dhcp4Client(Agent):
             self._addr_added = False  # set by hand already: used, not ours to remove
         if self.acd and self._addr_added:
             self.state = PROBING
-            self.deadline = self.expires_at
+            self.deadline = self._finite(self.expires_at)
         else:
             self._bound(stack, iface, now)
 
@@ -345,9 +348,13 @@ class Dhcp4Client(Agent):
             t1 = min(0.5 * lease, t2)
         self.t1_at, self.t2_at, self.expires_at = start + t1, start + t2, start + lease
 
+    @staticmethod
+    def _finite(t: float) -> float | None:
+        return None if t == float("inf") else t
+
     def _bound(self, stack: Stack, iface: Interface, now: float) -> None:
         self.state = BOUND
-        self.deadline = self.t1_at if self.t1_at != float("inf") else None
+        self.deadline = self._finite(self.t1_at)
         self._apply_options(stack, iface, now)
 
     def _extend(self, stack: Stack, iface: Interface, now: float) -> None:
@@ -417,18 +424,16 @@ class Dhcp4Client(Agent):
             return
         assert self.address is not None
         msg.ciaddr = self.address  # RENEWING, REBINDING: ciaddr only
-        if self.state == RENEWING:
-            assert self.server is not None
+        if self.state == RENEWING and self.server is not None:
             try:
                 stack.udp_send(dhcp4.to_bytes(msg), (ntop(self.server), dhcp4.SERVER_PORT),
                                dhcp4.CLIENT_PORT, ntop(self.address), now)
                 self._count("sent_request")
             except OSError:
                 self._count("send_errors")
-            end = self.t2_at
-        else:
+        else:  # REBINDING (or a server that never said who it is)
             self._broadcast(stack, msg, src=self.address)
-            end = self.expires_at
+        end = self.t2_at if self.state == RENEWING else self.expires_at
         # RFC 2131 4.4.5: half the time left, at least 60 s, not past T2 (the lease's end)
         self.deadline = min(end, now + max(MIN_RENEW_WAIT, (end - now) / 2))
 

@@ -344,7 +344,9 @@ class Dhcp4Server(Agent):
         if lo > hi:
             raise ConfigError(f"dhcpd pool {ntop(first)}-{ntop(last)} has no host address")
         for mac, addr in self.hosts.items():
-            if not same_net(addr, address, plen) or addr == address:
+            n = int.from_bytes(addr)
+            if not same_net(addr, address, plen) or addr == address or (
+                    plen <= 30 and n in (net, top)):
                 raise ConfigError(f"dhcpd host {mac_to_str(mac)}/{ntop(addr)}: not a host "
                                   f"address of {ntop(address)}/{plen}")
         if (address, plen, lo, hi) != (self.address, self.plen, self.first, self.last):
@@ -412,6 +414,11 @@ class Dhcp4Server(Agent):
     def on_udp(self, stack: Stack, iface: Interface, family: int, src: bytes, sport: int,
                dst: bytes, dport: int, data: bytes, now: float) -> None:
         if sport != dhcp4.CLIENT_PORT:
+            return
+        if dst not in (BROADCAST4, self.address, broadcast4(self.address, self.plen)):
+            # the agent hears datagrams to any address (for clients' sake): a renewal
+            # unicast to another server is that server's
+            self._count("not_for_us")
             return
         try:
             msg = dhcp4.parse(data)
