@@ -36,6 +36,70 @@ def sample() -> DhcpMessage:
                  dhcp4.OPT_CLIENT_ID: b"\x01" + MAC})
 
 
+#: real messages, captured between busybox udhcpc, ISC dhclient and dnsmasq 2.90 on a veth
+#: pair: (op .. chaddr in hex, length, the rest of op .. chaddr then the options after the
+#: magic cookie); sname and file were zeros, and what follows the end option is padding
+_CAPTURED = [
+    # udhcpc DISCOVER
+    ("01010600dfe6da6b0000000000000000000000000000", 300,
+     "000000000000a200e3b1ac0400000000000000000000"
+     "3501013902024037070103060c0f1c2a0c06636170626f783c0c756468637020312e33352e303d0701a2"
+     "00e3b1ac04ff"),
+    # dnsmasq OFFER
+    ("02010600dfe6da6b00000000000000000a4600920a46", 305,
+     "000100000000a200e3b1ac0400000000000000000000"
+     "35010236040a4600013304000000783a040000003c3b04000000690104ffffff001c040a4600ff0f0b63"
+     "61702e6578616d706c6506040a46000103040a460001ff"),
+    # udhcpc REQUEST
+    ("01010600dfe6da6b0003000000000000000000000000", 300,
+     "000000000000a200e3b1ac0400000000000000000000"
+     "35010332040a46009236040a4600013902024037070103060c0f1c2a0c06636170626f783c0c75646863"
+     "7020312e33352e303d0701a200e3b1ac04ff"),
+    # dnsmasq ACK
+    ("02010600dfe6da6b00030000000000000a4600920a46", 313,
+     "000100000000a200e3b1ac0400000000000000000000"
+     "35010536040a4600013304000000783a040000003c3b04000000690104ffffff001c040a4600ff0f0b63"
+     "61702e6578616d706c650c06636170626f7806040a46000103040a460001ff"),
+    # dhclient DISCOVER
+    ("010106002a15e94f0000000000000000000000000000", 300,
+     "000000000000a200e3b1ac0400000000000000000000"
+     "3501013707011c02030f060cff"),
+    # dhclient REQUEST
+    ("010106002a15e94f0000000000000000000000000000", 300,
+     "000000000000a200e3b1ac0400000000000000000000"
+     "35010336040a46000132040a4600923707011c02030f060cff"),
+]
+
+
+def captured() -> list[bytes]:
+    out = []
+    for head, length, rest in _CAPTURED:
+        data = bytes.fromhex(head + rest[:44]) + bytes(192) + dhcp4.MAGIC + \
+            bytes.fromhex(rest[44:])
+        out.append(data + bytes(length - len(data)))
+    return out
+
+
+def test_real_messages_of_udhcpc_dhclient_and_dnsmasq():
+    kinds = [dhcp4.parse(d).message_type for d in captured()]
+    assert kinds == [dhcp4.DISCOVER, dhcp4.OFFER, dhcp4.REQUEST, dhcp4.ACK, dhcp4.DISCOVER,
+                     dhcp4.REQUEST]
+    udhcpc_req, ack, dhclient_req = (dhcp4.parse(d) for d in
+                                     [captured()[i] for i in (2, 3, 5)])
+    assert udhcpc_req.client_id == b"\x01" + udhcpc_req.chaddr  # busybox's default
+    assert udhcpc_req.host_name == "capbox" and udhcpc_req.max_size == 576
+    assert udhcpc_req.requested_ip == ip("10.70.0.146")
+    assert udhcpc_req.server_id == ip("10.70.0.1")
+    assert ack.yiaddr == ip("10.70.0.146") and ack.lease_time == 120
+    assert (ack.t1, ack.t2) == (60, 105) and ack.routers == [ip("10.70.0.1")]
+    assert ack.dns_servers == [ip("10.70.0.1")] and ack.domain_name == "cap.example"
+    assert dhclient_req.client_id is None  # ISC dhclient sends none by default
+    assert dhclient_req.requested_ip == ip("10.70.0.146")
+    for d in captured():  # and they build back to the same options
+        m = dhcp4.parse(d)
+        assert dhcp4.parse(dhcp4.to_bytes(m)) == m
+
+
 def test_scapy_reads_what_we_build():
     data = dhcp4.to_bytes(sample())
     assert len(data) >= dhcp4.MIN_BUILD_LEN
@@ -184,7 +248,7 @@ def test_random_options_raise_only_frame_error(options, op, hlen):
 @FUZZ
 @given(st.data())
 def test_mutated_real_messages_raise_only_frame_error(data):
-    base = bytearray(dhcp4.to_bytes(sample()))
+    base = bytearray(data.draw(st.sampled_from([dhcp4.to_bytes(sample()), *captured()])))
     for _ in range(data.draw(st.integers(1, 8))):
         i = data.draw(st.integers(0, len(base) - 1))
         base[i] = data.draw(st.integers(0, 255))
