@@ -365,7 +365,7 @@ def test_leases_survive_a_restart(tmp_path):
     text = path.read_text()
     assert "02:00:00:00:00:0a 10.9.0.100 alpha *" in text
     assert "02:00:00:00:00:0b 10.9.0.101 * ff:01:02:03" in text
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # MACs and names: the server's
     assert [n for n in os.listdir(tmp_path)] == ["leases"]  # no temporary file left
     y = Harness(leases=str(path))  # a new stack, the same file
     try:

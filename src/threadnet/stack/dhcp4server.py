@@ -43,11 +43,9 @@ renewals, and when the server stops. Unreadable lines are skipped.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -55,7 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError
-from threadnet.fsafe import UnsafePathError, check_dir_chain
+from threadnet.fsafe import read_file, write_file_atomic
 from threadnet.stack.agents import Agent
 from threadnet.stack.config import ConfigError
 from threadnet.stack.ip import BROADCAST_MAC, broadcast4, ntop, same_net
@@ -162,38 +160,16 @@ class LeaseFile:
         self.path = os.path.abspath(os.fspath(path))
         self.clock = clock
         self.skipped = 0  # lines not understood at the last load
-        parent, self.name = os.path.split(self.path)
-        if not self.name:
+        if not os.path.basename(self.path):
             raise ConfigError(f"dhcpd lease file {path!r} is a directory")
-        self.parent = parent
-
-    def _dir(self) -> int:
-        """The lease file's directory, checked (no other user can swap it), as a
-        descriptor."""
-        return os.open(check_dir_chain(self.parent),
-                       os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def load(self) -> list[StoredLease]:
         """The leases in the file (none if it does not exist); those that ended are
-        left out. UnsafePathError if the file is a symbolic link."""
-        dfd = self._dir()
-        try:
-            try:
-                fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             dir_fd=dfd)
-            except FileNotFoundError:
-                return []
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePathError(self.path, "is a symbolic link; not following it"
-                                          ) from None
-                raise
-            with os.fdopen(fd, "rb") as f:
-                data = f.read(MAX_FILE + 1)
-        finally:
-            os.close(dfd)
-        if len(data) > MAX_FILE:
-            raise ConfigError(f"dhcpd lease file {self.path} is larger than {MAX_FILE} bytes")
+        left out. UnsafePathError if the file is a symbolic link or its directory could
+        be changed by another user (``fsafe.read_file``)."""
+        data = read_file(self.path, MAX_FILE)
+        if data is None:
+            return []
         wall = self.clock()
         out: list[StoredLease] = []
         self.skipped = 0
@@ -223,9 +199,9 @@ class LeaseFile:
         return StoredLease(addr, mac, key, host, None if expiry == 0 else expiry - wall)
 
     def save(self, leases: Iterable[StoredLease]) -> None:
-        """Replace the file with ``leases``: written to a new file in the same directory,
-        flushed, then renamed over the old one (a symbolic link there is replaced, never
-        followed)."""
+        """Replace the file with ``leases`` in one step (``fsafe.write_file_atomic``: a
+        reader sees the old file or the new, a symbolic link there is replaced, never
+        followed; mode 0600)."""
         wall = self.clock()
         lines = ["# threadnet dhcpd leases: expiry MAC address hostname client-id\n"]
         for s in leases:
@@ -234,26 +210,8 @@ class LeaseFile:
                 ":".join(f"{b:02x}" for b in s.key)
             lines.append(f"{expiry} {mac_to_str(s.mac)} {ntop(s.addr)} "
                          f"{s.hostname or '*'} {cid}\n")
-        data = "".join(lines).encode()
-        dfd = self._dir()
-        try:
-            tmp = f".{self.name}.{secrets.token_hex(4)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o644, dir_fd=dfd)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                try:
-                    os.unlink(tmp, dir_fd=dfd)
-                except OSError:
-                    pass
-                raise
-        finally:
-            os.close(dfd)
+        # a new file renamed over the old (a symbolic link there is replaced, not followed)
+        write_file_atomic(self.path, "".join(lines).encode())
 
 
 class Dhcp4Server(Agent):
