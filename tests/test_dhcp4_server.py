@@ -480,3 +480,12 @@ def test_from_options_checks_before_anything_starts():
         assert x.stack.find_agents("dhcpd") == []
     finally:
         x.close()
+
+
+def test_leasefile_is_the_option_name_dhcpd6_uses_too():
+    from threadnet.stack.config import parse_config
+    from threadnet.stack.dhcp4server import _parse_options as parse_options
+
+    for name in ("leasefile", "leases"):
+        opts = parse_config(f"dhcpd=10.0.0.100-10.0.0.110,dhcpd.{name}=/tmp/x").servers["dhcpd"]
+        assert parse_options(opts)["leases"] == "/tmp/x"

@@ -11,7 +11,7 @@
     dhcpd.mtu=N              the interface MTU (option 26)
     dhcpd.host=MAC/ADDR      a reservation (repeatable): that client always gets ADDR,
                              nobody else does (ADDR may be outside the pool)
-    dhcpd.leases=PATH        the lease file, read at start and kept up to date
+    dhcpd.leasefile=PATH     the lease file, read at start and kept up to date (also dhcpd.leases=)
 
 From Python: ``serve(stack, "eth0", pool="10.0.0.100-10.0.0.150", ...)``, or
 ``stack.add_agent(Dhcp4Server(...))`` after ``prepare(stack)``.
@@ -76,7 +76,8 @@ MAX_FILE = 8 << 20
 BROADCAST4 = b"\xff" * 4
 ANY4 = bytes(4)
 #: the options of the ``dhcpd`` item
-OPTIONS = ("lease", "router", "dns", "domain", "mtu", "host", "leases")
+#: ``leasefile`` as dhcpd6 names it; ``leases`` is its older name here
+OPTIONS = ("lease", "router", "dns", "domain", "mtu", "host", "leasefile", "leases")
 _NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 
 
@@ -347,9 +348,9 @@ class Dhcp4Server(Agent):
         ``dhcpd.NAME`` items but ``leases`` (``host`` adds reservations). It applies to
         the next replies; leases given stay. ConfigError for a bad one, which changes
         nothing."""
-        if name not in ("pool", *OPTIONS) or name == "leases":
+        if name not in ("pool", *OPTIONS) or name in ("leases", "leasefile"):
             raise ConfigError(f"dhcpd option {name!r} cannot be set on a running server "
-                              f"(known: pool, {', '.join(o for o in OPTIONS if o != 'leases')})")
+                              f"(known: pool, {', '.join(o for o in OPTIONS if o not in ('leases', 'leasefile'))})")
         parsed = _parse_options({"" if name == "pool" else name: values})
         if name in ("pool", "host"):
             old = (self.pool_arg, dict(self.hosts))
@@ -802,9 +803,9 @@ def _parse_options(options: dict[str, list[str]]) -> dict[str, Any]:
                 raise ConfigError(f"dhcpd.mtu={values[-1]!r}: a number 68..65535") from None
         elif name == "host":
             out["hosts"] = dict(parse_host(v) for v in values)
-        elif name == "leases":
+        elif name in ("leases", "leasefile"):
             if not values[-1]:
-                raise ConfigError("dhcpd.leases= needs a path")
+                raise ConfigError(f"dhcpd.{name}= needs a path")
             out["leases"] = values[-1]
     return out
 
