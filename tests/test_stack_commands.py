@@ -98,11 +98,14 @@ def test_stats(m):
     assert all(len(line.split()) == 2 for line in lines[:-2])
 
 
-def test_config(m):
+def test_config(m, monkeypatch):
     run(m, c.config, "ip=10.40.0.77/24")
     assert "10.40.0.77/24" in m.stack.addresses()
     fails(errno.EINVAL, m, c.config, "")
     fails(errno.EINVAL, m, c.config, "nonsense=1")
+    from threadnet.stack import autoconf
+
+    monkeypatch.setattr(autoconf, "CLIENTS", {})  # a method threadnet has no agent for
     fails(errno.EOPNOTSUPP, m, c.config, "dhcp")
     fails(errno.ENODEV, m, c.config, "iface=eth7,ip=10.1.0.1/24")
 
@@ -111,6 +114,16 @@ def test_hostname(m):
     assert c.hostname(m, "") == ["alpha"]
     assert c.hostname(m, "box.example.org") == ["box.example.org"]
     assert m.stack.gethostname() == "box.example.org"
+
+
+def test_ip(m):
+    """iproute2's ip (its outputs and errors: tests/test_iproute.py)."""
+    assert run(m, c.ip, "-4 addr show dev eth0")[1] == \
+        "    inet 10.40.0.1/24 brd 10.40.0.255 scope global eth0"
+    assert run(m, c.ip, "route add 10.41.0.0/16 via 10.40.0.254") == []
+    fails(errno.EEXIST, m, c.ip, "route add 10.41.0.0/16 via 10.40.0.254")
+    fails(errno.ENODEV, m, c.ip, "link set eth7 up")
+    fails(errno.EINVAL, m, c.ip, "bogus")
 
 
 def test_link_print(m):
@@ -251,6 +264,59 @@ def test_dns_print_and_set(m):
     fails(errno.EINVAL, m, c.dns_set, "")
 
 
+def test_rd_print(m):
+    from threadnet.stack.rdisc import RouterDiscovery
+    from threadnet.wire import icmp6, ipv6
+
+    assert run(m, c.rd_print) == []
+    stack = m.stack
+    agent = stack.add_agent(RouterDiscovery(2, slaac=True, secret=bytes(16)), now=0.0)
+    router = socket.inet_pton(socket.AF_INET6, "fe80::1")
+    ra = icmp6.RouterAdvert(
+        router_lifetime=1800, flags=icmp6.RA_OTHER,
+        prefixes=(icmp6.PrefixInfo(socket.inet_pton(socket.AF_INET6, "fc00:41::"), 64, 0xC0,
+                                   600, 300),),
+        rdnss=(icmp6.DnsServers(900, (socket.inet_pton(socket.AF_INET6, "fc00:41::53"),)),),
+        dnssl=(icmp6.SearchList(900, ("lan.example",)),))
+    msg = bytearray(icmp6.router_advert_size(ra))
+    icmp6.build_router_advert(msg, router, ipv6.ALL_NODES, ra)
+    agent.on_icmp6(stack, stack.interfaces[2], router, ipv6.ALL_NODES, 255, memoryview(msg),
+                   0.0)
+    (addr,) = [a["address"] for a in agent.describe()["addresses"]]
+    assert run(m, c.rd_print, "eth0") == [
+        "eth0: rd slaac managed 0 other 1 hoplimit 64 mtu - solicitations 0",
+        "    router fe80::1 lifetime 1800sec pref medium",
+        "    prefix fc00:41::/64 onlink 600sec autonomous valid_lft 600sec preferred_lft 300sec",
+        f"    address {addr} stable valid_lft 600sec preferred_lft 300sec",
+        "    dns fc00:41::53 lifetime 900sec",
+        "    search lan.example lifetime 900sec",
+        "    counters ra 1"]
+    assert run(m, c.rd_print) == run(m, c.rd_print, "eth0")
+    assert run(m, c.rd_print, "lo") == []
+    fails(errno.ENODEV, m, c.rd_print, "eth9")
+
+
+def test_ra_print(m):
+    from threadnet.stack.raserver import RaServer
+
+    assert run(m, c.ra_print) == []
+    m.stack.add_agent(RaServer(2, ["fc00:42::/64"], rdnss=["fc00:42::53"], dnssl=["lan.example"],
+                               managed=True, mtu=1400), now=0.0)
+    assert run(m, c.ra_print, "eth0") == [
+        "eth0: ra lifetime 1800 pref medium interval 198-600 next 0sec managed 1 other 0 "
+        "hoplimit 64 mtu 1400 forwarding off",
+        "    prefix fc00:42::/64 onlink autonomous valid 2592000 preferred 604800",
+        "    rdnss fc00:42::53 lifetime 1800",
+        "    dnssl lan.example lifetime 1800"]
+    m.stack.forwarding = True
+    m.stack.configure("ra")  # without a prefix: the interface's own
+    assert run(m, c.ra_print) == [
+        "eth0: ra lifetime 1800 pref medium interval 198-600 next 0sec managed 0 other 0 "
+        "hoplimit 64 mtu - forwarding on",
+        "    prefix fc00:40::/64 onlink autonomous valid 2592000 preferred 604800"]
+    fails(errno.ENODEV, m, c.ra_print, "eth9")
+
+
 def test_under_lock_turns_exceptions_into_errnos(m, capsys):
     cases = [(FileExistsError("x"), errno.EEXIST), (OSError(errno.ENETDOWN, "x"), errno.ENETDOWN),
              (OSError("no errno"), errno.EINVAL), (KeyError("x"), errno.ESRCH),
@@ -285,3 +351,116 @@ def test_build_table_runs_the_handlers_under_the_stacks_lock():
         assert held == [True, True]
     finally:
         stack.close()
+
+
+# -- DHCPv6 (issue 10) ----------------------------------------------------------------------
+
+def test_dhcpd6_start_print_forget_stop(m):
+    from threadnet.wire import dhcp6
+
+    run(m, c.dhcpd6_start, "eth0 ::100-::1ff lease=600 dns=fc00:40::53 domain=lan rapid")
+    (srv,) = m.stack.find_agents("dhcpd6")
+    assert srv.describe()["pool"] == "fc00:40::100-fc00:40::1ff" and srv.rapid_commit
+    client = dhcp6.duid_ll(MAC_B)
+    reply = srv.answer(dhcp6.Message(dhcp6.SOLICIT, 1, client_id=client, rapid_commit=True,
+                                     ia_na=[dhcp6.IaNa(1)]), 0.0)
+    leased = reply.ia_na[0].addresses[0].address
+    duid = srv.duid.hex(":")
+    assert c.dhcpd6_print(m, "eth0") == [
+        f"eth0: dhcpd6 pool fc00:40::100-fc00:40::1ff lease 600 preferred 600 leases 1/4096 "
+        f"duid {duid}", "    dns fc00:40::53 domains lan",
+        f"    {leased} bound duid {client.hex(':')} iaid 1 valid_lft 600sec"]
+    assert c.dhcpd6_print(m, "") == c.dhcpd6_print(m, "eth0")
+    assert c.dhcpd6_print(m, "lo") == []
+    run(m, c.dhcpd6_forget, f"eth0 {leased}")
+    assert not srv.table.leases
+    fails(errno.EADDRNOTAVAIL, m, c.dhcpd6_forget, f"eth0 {leased}")
+    fails(errno.EINVAL, m, c.dhcpd6_forget, "eth0")
+    fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 lese=5")  # unknown option
+    fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 dns=a,b")
+    fails(errno.EINVAL, m, c.dhcpd6_start, "")
+    fails(errno.ENODEV, m, c.dhcpd6_start, "eth7")
+    assert m.stack.find_agents("dhcpd6") == [srv]  # refused: the server runs on
+    run(m, c.dhcpd6_start, "eth0")  # restarted with the defaults
+    (srv2,) = m.stack.find_agents("dhcpd6")
+    assert srv2 is not srv and srv2.describe()["pool"] == "fc00:40::1000-fc00:40::1fff"
+    run(m, c.dhcpd6_stop, "eth0")
+    assert not m.stack.find_agents("dhcpd6")
+    fails(errno.ESRCH, m, c.dhcpd6_stop, "eth0")
+    fails(errno.ESRCH, m, c.dhcpd6_forget, f"eth0 {leased}")
+
+
+def test_dhcp6_print(m):
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    assert c.dhcp6_print(m, "") == []
+    client = Dhcp6Client(2, MAC_A)
+    m.stack.add_agent(client, 0.0)
+    duid = "00:03:00:01:02:00:00:00:40:01"
+    assert c.dhcp6_print(m, "eth0") == [f"eth0: dhcp6 init iaid {0x00004001} duid {duid}"]
+    # a lease, as a REPLY leaves it
+    client.state, client.server = "bound", bytes.fromhex("000300010200000040ff")
+    client.addresses = {"fc00:40::123": (7200.0, 3600.0)}
+    client.renew_at, client.rebind_at = 1800.0, 2880.0
+    client.dns, client.domains = ["fc00:40::53"], ["lan"]
+    assert c.dhcp6_print(m, "") == [
+        f"eth0: dhcp6 bound server 00:03:00:01:02:00:00:00:40:ff iaid {0x4001} duid {duid}",
+        "    t1 1800sec t2 2880sec",
+        "    inet6 fc00:40::123/128 valid_lft 7200sec preferred_lft 3600sec",
+        "    dns fc00:40::53 domains lan"]
+    fails(errno.ENODEV, m, c.dhcp6_print, "eth7")
+
+
+def test_dhcpd_start_print_set_and_stop(m, tmp_path):
+    leases = tmp_path / "leases"
+    run(m, c.dhcpd_start, f"eth0 10.40.0.50-10.40.0.59 lease=600 domain=lan.example "
+                          f"host=02:00:00:00:00:0b/10.40.0.7 leases={leases}")
+    (server,) = m.stack.find_agents("dhcpd")
+    lines = run(m, c.dhcpd_print, "")
+    assert lines[0] == ("eth0: 10.40.0.1/24 pool 10.40.0.50-10.40.0.59 lease 600s router own "
+                        "dns stack domain lan.example mtu -")
+    assert lines[1:] == ["  host 02:00:00:00:00:0b 10.40.0.7", f"  leases {leases}"]
+    run(m, c.dhcpd_set, "eth0 dns 10.40.0.53")
+    run(m, c.dhcpd_set, "eth0 pool 10.40.0.60-10.40.0.69")
+    assert "dns 10.40.0.53" in run(m, c.dhcpd_print, "eth0")[0]
+    assert "pool 10.40.0.60-10.40.0.69" in run(m, c.dhcpd_print, "eth0")[0]
+    # a lease shows in the table
+    from threadnet.wire import dhcp4
+    from threadnet.wire.dhcp4 import DhcpMessage
+
+    iface = m.stack.interfaces[2]
+    for kind in (dhcp4.DISCOVER, dhcp4.REQUEST):
+        opts = {53: bytes([kind])}
+        if kind == dhcp4.REQUEST:
+            opts.update({50: bytes([10, 40, 0, 60]), 54: bytes([10, 40, 0, 1]), 12: b"beta"})
+        server.on_udp(m.stack, iface, 4, bytes(4), 68, b"\xff" * 4, 67,
+                      dhcp4.to_bytes(DhcpMessage(xid=1, chaddr=MAC_B, options=opts)),
+                      m.stack._api_now(None))
+    assert run(m, c.dhcpd_print, "")[-1] == "  10.40.0.60 02:00:00:00:40:02 bound 600s beta"
+    fails(errno.EINVAL, m, c.dhcpd_set, "eth0 lease")
+    fails(errno.EINVAL, m, c.dhcpd_set, "eth0 lease never")
+    fails(errno.EINVAL, m, c.dhcpd_set, "eth0 color blue")
+    fails(errno.EINVAL, m, c.dhcpd_start, "eth0 bogus=1")
+    fails(errno.EINVAL, m, c.dhcpd_start, "")
+    fails(errno.ENODEV, m, c.dhcpd_start, "eth9")
+    run(m, c.dhcpd_stop, "eth0")
+    assert m.stack.find_agents("dhcpd") == [] and run(m, c.dhcpd_print, "") == []
+    fails(errno.ESRCH, m, c.dhcpd_stop, "eth0")
+    fails(errno.ESRCH, m, c.dhcpd_set, "eth0 lease 60")
+
+
+def test_dhcp_print(m):
+    from threadnet.stack.dhcp4client import Dhcp4Client
+
+    assert run(m, c.dhcp_print, "") == []
+    now = m.stack._api_now(None)
+    agent = m.stack.add_agent(Dhcp4Client(2, init_delay=0.0), now)
+    assert run(m, c.dhcp_print, "eth0") == ["eth0: INIT next in 0s"]
+    # as if bound: the lease's times show as seconds from now
+    agent.state, agent.address, agent.plen = "BOUND", bytes([10, 40, 0, 9]), 24
+    agent.server, agent._router, agent.lease = bytes([10, 40, 0, 1]), "10.40.0.1", 600.0
+    agent.t1_at, agent.t2_at, agent.expires_at = now + 300, now + 525, now + 600
+    assert run(m, c.dhcp_print, "") == [
+        "eth0: BOUND 10.40.0.9/24 server 10.40.0.1 router 10.40.0.1 lease 600s "
+        "renew in 300s rebind in 525s expires in 600s"]
+    fails(errno.ENODEV, m, c.dhcp_print, "eth7")

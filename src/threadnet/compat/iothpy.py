@@ -42,7 +42,8 @@ Where threadnet differs, on purpose:
   static settings replace the previous static set of that interface, ``eth`` with ``fqdn=``
   and no ``mac=`` takes iothconf's MD5-based MAC. A ``gw=ADDR/N`` (as in iothpy's
   newstackc example) is taken as ``ADDR``; real iothconf drops it silently. ``mtu=`` is a
-  threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` raise NotImplementedError.
+  threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` start threadnet's agents
+  (``stack/autoconf.py``); a method threadnet has no agent for raises NotImplementedError.
 * Name resolution (``getaddrinfo``, ``getnameinfo``, ``iothdns_update``, ``config_dns``) uses
   the threadnet stack's own resolver (``threadnet.Stack.resolver``), never the host's.
 * ``Stack.socket(fileno=...)`` raises NotImplementedError: a threadnet socket's state lives
@@ -72,6 +73,7 @@ from threadnet.errors import URLError
 from threadnet.hook import _NAMES as _HOOKED_NAMES
 from threadnet.hook import _ORIG_SOCKET, set_default_stack
 from threadnet.link import open_link
+from threadnet.stack import autoconf
 from threadnet.stack.api import Stack as _ThreadnetStack
 from threadnet.stack.config import Config, ConfigError, parse_config, parse_mac
 from threadnet.stack.socket import StackSocket
@@ -536,7 +538,7 @@ class Stack:
 
     def _apply_config(self, cfg: Config) -> None:
         ts = self._net("ioth_config")
-        cfg.require_static()
+        autoconf.check(cfg)
         with self._lock, ts.locked():
             iface = self._config_iface(ts, cfg)
             if "static" in cfg.clean:
@@ -554,6 +556,7 @@ class Stack:
             if cfg.static:
                 self._replace_static(ts, iface, _Static(cfg.addresses, cfg.gateways, cfg.dns,
                                                         cfg.domains))
+            autoconf.apply(ts, iface, cfg, ts._api_now(None))
             if cfg.debug:
                 print("\n".join(ts.describe()), file=sys.stderr)
 

@@ -51,9 +51,11 @@ def parse(data: Buffer, src: bytes, dst: bytes, verify: bool = True
 
 
 def parse_quoted(data: Buffer) -> tuple[int, int]:
-    """The ports of the UDP header that an ICMP error quotes (the first 8 bytes are
-    promised, RFC 792 and RFC 4443; the datagram after them may be cut short):
-    ``(sport, dport)``. Raises FrameError when fewer than 8 bytes are there."""
+    """The ports of a UDP header, nothing else looked at: ``(sport, dport)``. For the
+    header that an ICMP error quotes (the first 8 bytes are promised, RFC 792 and
+    RFC 4443; the datagram after them may be cut short), and for a datagram whose
+    port decides who takes it before ``parse`` checks it. Raises FrameError when fewer
+    than 8 bytes are there."""
     if len(data) < HEADER_LEN:
         raise FrameError(f"quoted UDP header of {len(data)} bytes is shorter than 8 bytes")
     return _PORTS.unpack_from(data)
