@@ -12,7 +12,6 @@ import pytest
 
 from threadnet.stack import conntrack as ct
 from threadnet.stack.conntrack import (
-    ASSURED,
     CLOSE,
     CLOSE_WAIT,
     ESTABLISHED,
