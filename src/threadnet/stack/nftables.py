@@ -574,18 +574,18 @@ class Parser:
     def priority(self) -> int:
         t = self.word("a priority")
         text = t.text
-        m = re.fullmatch(r"([a-z]+)?([+-]\d+)?|(-?\d+)", text)
+        m = re.fullmatch(r"(-?\d+)|([a-z]+)([+-]\d+)?", text)
         if m is None:
             raise self.src.error(t, f"bad priority {text!r}")
-        if m.group(3) is not None:
-            return int(m.group(3))
-        base_name = m.group(1)
+        if m.group(1) is not None:
+            return int(m.group(1))
+        base_name = m.group(2)
         if base_name not in PRIORITY_NAMES:
             raise self.src.error(t, f"unknown priority {base_name!r} "
                                  f"({', '.join(PRIORITY_NAMES)} or a number)")
         value = PRIORITY_NAMES[base_name]
-        if m.group(2) is not None:
-            return value + int(m.group(2))
+        if m.group(3) is not None:
+            return value + int(m.group(3))
         if self.peek().text in ("+", "-"):
             sign = self.next().text
             num = self.word("a number")
