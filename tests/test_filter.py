@@ -14,10 +14,14 @@ import struct
 
 import pytest
 
+from test_conntrack import udp4
 from test_stack_fastpath import ADDRS, _move, _one_way, _pair, _recv_all
+from threadnet import Stack
 from threadnet.stack.filter import LOG_RING
 from threadnet.stack.nftables import RulesetError
 from threadnet.wire import icmp4, icmp6, ipv4, ipv6, tcp, udp
+
+from stack_helpers import ListLink
 
 INPUT = """
 table inet filter {
@@ -443,3 +447,28 @@ def test_the_filter_reads_headers_with_struct_layouts_that_match_the_wire():
     struct.pack_into("!BBHHH", pkt4, 20, 8, 0, 0, 4242, 1)
     f = packet_fields(4, memoryview(pkt4))
     assert f[:7] == (1, s4, d4, 4242, -1, 8, 0)
+
+
+def test_the_forward_hook_learns_the_interface_out():
+    """oifname can match in the forward chain: the hook
+    runs after the route lookup, and a packet with no route reaches it with no
+    interface out."""
+    seen = []
+    router = Stack(forwarding=True, runner=False)
+    l1, l2 = ListLink(), ListLink()
+    try:
+        i1 = router.add_interface(l1)
+        router.add_interface(l2)
+        router.configure("iface=eth0,eth,ip=10.62.1.1/24", 0.0)
+        router.configure("iface=eth1,eth,ip=10.62.2.1/24", 0.0)
+        router.add_hook("forward", lambda p, meta: seen.append(
+            meta.iface_out.name if meta.iface_out else None) or 1)
+        src = bytes([10, 62, 1, 9])
+        for dst in (bytes([10, 62, 2, 9]), bytes([192, 0, 2, 1])):
+            pkt = bytearray(udp4(src, dst, 1, 2))
+            ipv4.build(pkt, src, dst, 17, len(pkt) - 20)  # (with its checksum)
+            router.input(i1, i1.mac + bytes.fromhex("020000000009") + b"\x08\x00" + bytes(pkt),
+                         1.0)
+        assert seen == ["eth1", None]
+    finally:
+        router.close()

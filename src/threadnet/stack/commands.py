@@ -40,6 +40,7 @@ from threadnet.mgmt.commands import (
     table_from_entries,
 )
 from threadnet.mgmt.console import ConsoleServer
+from threadnet.stack.filtercommands import FILTER_COMMANDS
 from threadnet.stack.stack import check_mtu
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
@@ -402,7 +403,7 @@ COMMANDS: tuple[Entry, ...] = (
     ("dns", "", "NAME RESOLUTION MENU", None, 0),
     ("dns/print", "", "the DNS settings, as resolv.conf", dns_print, OUTPUT),
     ("dns/set", "TEXT", r"resolv.conf text (lines split by \n) or ADDR,ADDR", dns_set, 0),
-)
+) + FILTER_COMMANDS  # filter/..., ct/... (stack/filtercommands.py)
 
 
 def _under_lock(managed: ManagedStack, handler: Handler, flags: int) -> Handler:

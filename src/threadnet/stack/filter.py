@@ -196,7 +196,8 @@ class PacketFilter:
         if frag == FIRST_FRAGMENT:
             self._remember_fragment(point, fam, packet, f, verdict, meta.now)
         if verdict == ACCEPT:
-            if confirm and conn is not None:
+            if confirm and conn is not None and state != ct.RELATED:
+                # (an error about a packet, such as reject's own, confirms nothing)
                 conn.status |= CONFIRMED
             return ACCEPT
         if verdict >= REJECT_BASE:
