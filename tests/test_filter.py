@@ -190,6 +190,28 @@ def test_a_reload_keeps_an_established_transfer_and_new_connections_obey_it(fami
     assert "5000" not in b.filter_list()
 
 
+def test_the_first_ruleset_adopts_the_stacks_own_connections():
+    """Tracking starts with the stack's TCP connections in the table, as they are: a
+    transfer on a port the new rules do not open survives the first ruleset (a
+    router's filter, which knows no connections, would drop its next "new" packet)."""
+    a, b, la, lb, clock = _pair()
+    b.tcp.listen(4, b"", 5000, 8)
+    ep = _connect(a, b, la, lb, clock, 4, 5000)
+    half = a.tcp.connect(4, None, 0, ADDRS[4][1], 5999, clock[0])  # SYN-SENT, unanswered
+    [server] = [e for e in b.tcp.conns.values() if e.local[1] == 5000]
+    closed_port = INPUT.replace("tcp dport 5000 counter accept", "")
+    a.filter_set(closed_port)
+    b.filter_set(closed_port)
+    [conn] = b.conntrack.connections()
+    assert conn.original == (ADDRS[4][0], ADDRS[4][1], 6, ep.local[1], 5000)  # A opened it
+    assert conn.assured and conn.state == 3  # ESTABLISHED
+    states = sorted(c.state for c in a.conntrack.connections())
+    assert states == [1, 3]  # and A's unanswered SYN: SYN_SENT, unreplied
+    _one_way(ep, server, os.urandom(300_000), clock, (a, b),
+             lambda: _move(a, b, la, lb, clock[0]))
+    assert half.conn.state != "ESTABLISHED"
+
+
 def test_a_bad_ruleset_changes_nothing():
     a, b, la, lb, clock = _pair()
     b.filter_set(INPUT)
@@ -273,7 +295,7 @@ def test_prerouting_chain_tracks_there_and_input_sees_the_state():
         chain input { type filter hook input priority 0; policy drop;
             ct state established accept; ct state new tcp dport 5000 accept;
             meta l4proto ipv6-icmp accept; } }""")
-    assert b.packet_filter._roles["prerouting"] == (True, False)
+    assert b.packet_filter.roles["prerouting"] == (True, False, True)
     b.tcp.listen(4, b"", 5000, 8)
     ep = _connect(a, b, la, lb, clock, 4, 5000)
     assert ep.conn.established

@@ -104,6 +104,7 @@ _VALID_FLAGS = frozenset({_SYN, _SYN | _URG, _SYN | _ACK, _RST, _RST | _ACK, _FI
 
 
 def _tcp_index(flags: int) -> int:
+    """A segment's class for the state table (as Linux's get_conntrack_index)."""
     if flags & _RST:
         return I_RST
     if flags & _SYN:
@@ -113,6 +114,12 @@ def _tcp_index(flags: int) -> int:
     if flags & _ACK:
         return I_ACK
     return I_NONE
+
+
+#: by the flags byte: the segment's class, and whether its flags make sense (one lookup
+#: each on the hot path)
+_INDEX = tuple(_tcp_index(f) for f in range(256))
+_VALID = tuple(f & _FLAG_BITS in _VALID_FLAGS for f in range(256))
 
 
 def _row(text: str) -> tuple[int, ...]:
@@ -219,11 +226,6 @@ def packet_fields(family: int, packet: Any) -> Fields:
     return (proto, src, dst, -1, -1, -1, -1, 0, 0, 0, 0, kind, off)
 
 
-def _after(a: int, b: int) -> bool:
-    """Sequence number ``a`` comes after ``b`` (RFC 1982)."""
-    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
-
-
 class TcpTrack:
     """What a TCP connection's tracking remembers beyond its state: per direction, the
     sequence number after the last byte sent and the highest ACK sent; the last segment
@@ -243,17 +245,6 @@ class TcpTrack:
         self.last_seq = -1
         self.last_ack = -1
         self.retrans = 0
-
-    def unacknowledged(self) -> bool:
-        """Data (or a SYN or FIN) was sent that the other side has not acknowledged."""
-        end, acked = self.end, self.acked
-        for d in (0, 1):
-            e = end[d]
-            if e is not None:
-                a = acked[1 - d]
-                if a is None or _after(e, a):
-                    return True
-        return False
 
 
 class Connection:
@@ -339,6 +330,8 @@ class Conntrack:
         self._queues: dict[float, OrderedDict[Connection, None]] = {}
         self._next = float("inf")  # no deadline before this (a lower bound)
         self._tcp_timeouts = tuple(self.timeouts[n] for n in _TCP_TIMEOUT_NAMES)
+        self._retrans_timeout = self.timeouts["tcp_max_retrans"]
+        self._unack_timeout = self.timeouts["tcp_unacknowledged"]
         self.stats = {"found": 0, "new": 0, "invalid": 0, "ignore": 0, "insert_failed": 0,
                       "drop": 0, "early_drop": 0, "expired": 0}
 
@@ -382,6 +375,26 @@ class Conntrack:
         if q is not None:
             q.pop(conn, None)
 
+    def adopt(self, family: int, original: tuple, reply: tuple, state: int, now: float,
+              *, replied: bool = True) -> Connection | None:
+        """Enter a TCP connection that exists already, in TCP ``state``, as if it had been
+        tracked from its first packet (a host's own connections, when tracking starts):
+        confirmed, ASSURED once established. None when either tuple is taken or the
+        table is full."""
+        if original in self.table or reply in self.table or \
+                len(self.table) >= self.max_entries << 1:
+            return None
+        conn = Connection(original, reply, family, now)
+        conn.state = state
+        conn.status = CONFIRMED | (SEEN_REPLY if replied else 0) | \
+            (ASSURED if ESTABLISHED_ <= state <= TIME_WAIT else 0)
+        t = conn.tcp = TcpTrack()
+        t.close_init = FIN_WAIT <= state <= TIME_WAIT
+        self.table[original] = (conn, ORIGINAL)
+        self.table[reply] = (conn, REPLY)
+        self._refresh(conn, self._tcp_timeouts[state], now)
+        return conn
+
     def confirm(self, conn: Connection) -> None:
         conn.status |= CONFIRMED
 
@@ -407,10 +420,9 @@ class Conntrack:
         """``conn`` expires ``timeout`` seconds after ``now``: to the tail of its queue."""
         queues = self._queues
         if conn.timeout == timeout:
-            q = queues.get(timeout)
-            if q is not None and conn in q:
-                q.move_to_end(conn)
-            else:
+            try:
+                queues[timeout].move_to_end(conn)
+            except KeyError:  # (not queued yet)
                 queues.setdefault(timeout, OrderedDict())[conn] = None
         else:
             old = queues.get(conn.timeout)
@@ -518,19 +530,17 @@ class Conntrack:
         src, dst = f[1], f[2]
         if proto == PROTO_TCP or proto == PROTO_UDP or proto == 136:
             key = (src, dst, proto, f[3], f[4])
-            reply = (dst, src, proto, f[4], f[3])
         elif proto == PROTO_ICMP or proto == PROTO_ICMPV6:
             return self._icmp(family, packet, f, now, update)
         else:
             key = (src, dst, proto, 0, 0)
-            reply = (dst, src, proto, 0, 0)
         hit = self.table.get(key)
         if hit is None:
+            reply = (dst, src, proto, key[4], key[3])
             if proto == PROTO_TCP:
                 flags = f[7]
-                first = TCP_TRANSITIONS[ORIGINAL][_tcp_index(flags)][NONE]
-                if flags & _FLAG_BITS not in _VALID_FLAGS:
-                    first = _IV
+                first = TCP_TRANSITIONS[ORIGINAL][_INDEX[flags]][NONE] if _VALID[flags] \
+                    else _IV
                 if first == _IV or (first == ESTABLISHED_ and not self.loose):
                     self.stats["invalid"] += 1
                     return None, ORIGINAL, INVALID
@@ -617,15 +627,15 @@ class Conntrack:
         """Move a TCP connection's state for one segment (in direction ``d``): None when
         the segment is valid, ``_INVALID``, or ``_REOPEN`` (a SYN that starts a new
         connection on the tuple of a closed one)."""
-        flags, seq, ack = f[7], f[8], f[9]
-        if flags & _FLAG_BITS not in _VALID_FLAGS:
+        flags = f[7]
+        if not _VALID[flags]:
             return _INVALID
+        seq, ack = f[8], f[9]
         t = conn.tcp
         if t is None:
             t = conn.tcp = TcpTrack()
-        index = _tcp_index(flags)
-        end = (seq + f[10] + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)) \
-            & 0xFFFFFFFF
+        index = _INDEX[flags]
+        end = (seq + f[10] + (flags & _FIN) + ((flags & _SYN) >> 1)) & 0xFFFFFFFF
         old = conn.state
         new = TCP_TRANSITIONS[d][index][old]
         if new == SYN_SENT and old >= TIME_WAIT:
@@ -646,21 +656,25 @@ class Conntrack:
                 t.last_index, t.last_dir, t.last_end = index, d, end
                 self.stats["ignore"] += 1
                 return None
-        if new == _IV:
+        elif new == _IV:
             return _INVALID
-        if index == I_RST and old == SYN_SENT and d == REPLY and \
+        elif index == I_RST and old == SYN_SENT and d == REPLY and \
                 (not flags & _ACK or ack != t.end[ORIGINAL]):
             return _INVALID  # RFC 9293 3.10.7.3: a RST to a SYN acknowledges it
-        # sequence bookkeeping: the end of what each side sent, what each acknowledged
-        # (a new SYN from the client restarts its side: a new initial sequence number)
-        e = t.end[d]
-        if e is None or _after(end, e) or (index == I_SYN and d == ORIGINAL):
-            t.end[d] = end
+        # sequence bookkeeping: the end of what each side sent and the highest ACK each
+        # sent (sequence numbers compare mod 2**32, RFC 1982); a new SYN from the client
+        # restarts its side: a new initial sequence number
+        ends = t.end
+        e = ends[d]
+        if e is None or 0 < ((end - e) & 0xFFFFFFFF) < 0x80000000 or \
+                (index == I_SYN and d == ORIGINAL):
+            ends[d] = e = end
+        acked = t.acked
         if flags & _ACK:
-            a = t.acked[d]
-            if a is None or _after(ack, a):
-                t.acked[d] = ack
-        if t.last_dir == d and t.last_seq == seq and t.last_ack == ack and t.last_end == end:
+            a = acked[d]
+            if a is None or 0 < ((ack - a) & 0xFFFFFFFF) < 0x80000000:
+                acked[d] = ack
+        if t.last_seq == seq and t.last_ack == ack and t.last_end == end and t.last_dir == d:
             t.retrans += 1
         else:
             t.retrans = 0
@@ -669,19 +683,25 @@ class Conntrack:
         if new == FIN_WAIT and old != FIN_WAIT:
             t.close_init = True
         timeout = self._tcp_timeouts[new]
-        retrans_t = self.timeouts["tcp_max_retrans"]
-        unack_t = self.timeouts["tcp_unacknowledged"]
-        if t.retrans >= TCP_MAX_RETRANS and timeout > retrans_t:
-            timeout = retrans_t
-        elif timeout > unack_t and t.unacknowledged():
-            timeout = unack_t
-        if not conn.status & SEEN_REPLY:
+        if t.retrans >= TCP_MAX_RETRANS and timeout > self._retrans_timeout:
+            timeout = self._retrans_timeout
+        elif timeout > self._unack_timeout:
+            # data (or a SYN or FIN) one side sent and the other has not acknowledged
+            other = ends[1 - d]
+            a = acked[1 - d]  # what the other side acknowledged of ours
+            b = acked[d]  # what we acknowledged of theirs
+            if (a is None or 0 < ((e - a) & 0xFFFFFFFF) < 0x80000000) or \
+                    (other is not None and (b is None or
+                                            0 < ((other - b) & 0xFFFFFFFF) < 0x80000000)):
+                timeout = self._unack_timeout
+        status = conn.status
+        if not status & SEEN_REPLY:
             if index == I_RST:  # the only answer was a RST: nothing was established
                 self.delete(conn)
                 return None
-        elif not conn.status & ASSURED and new == ESTABLISHED_ and \
-                old in (SYN_RECV, ESTABLISHED_):
-            conn.status |= ASSURED  # the handshake completed (or a picked-up one answered)
+        elif not status & ASSURED and new == ESTABLISHED_ and \
+                (old == SYN_RECV or old == ESTABLISHED_):
+            conn.status = status | ASSURED  # the handshake completed (or a picked-up one answered)
         self._refresh(conn, timeout, now)
         return None
 

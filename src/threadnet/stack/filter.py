@@ -24,7 +24,7 @@ same states:
   the filter drops that packet first, the connection is forgotten (as netfilter
   frees an unconfirmed entry with its packet), so a scan leaves no entries behind;
 - a packet that comes back through loopback was tracked at output and is not tracked
-  twice;
+  twice: it keeps the state it got there;
 - a ruleset without ``ct state`` tracks nothing; replacing a tracking ruleset by one
   that does not track empties the table (a later tracking ruleset picks up the
   connections still running, as nf_conntrack_tcp_loose does).
@@ -77,6 +77,9 @@ LOG_RING = 1000
 #: for at most FRAGMENT_MEMORY seconds (the stack's reassembly gives up after 30/60 s)
 MAX_FRAGMENT_VERDICTS = 4096
 FRAGMENT_MEMORY = 60.0
+#: what packets sent to this host got at output, until they come back (as many as the
+#: stack queues for loopback, ip.MAX_LOCAL_QUEUE)
+MAX_LOOPED = 1024
 _LEVELS = {"emerg": logging.CRITICAL, "alert": logging.CRITICAL, "crit": logging.CRITICAL,
            "err": logging.ERROR, "warn": logging.WARNING, "notice": logging.INFO,
            "info": logging.INFO, "debug": logging.DEBUG}
@@ -100,14 +103,15 @@ class PacketFilter:
         #: the log statement's lines, newest last
         self.log: deque[str] = deque(maxlen=LOG_RING)
         self.stats = {"rejected": 0, "logged": 0, "ct_table_full": 0}
-        # hook point -> (track here, confirm here)
-        self._roles: dict[str, tuple[bool, bool]] = {}
-        self._hooks = {p: self._make_hook(p) for p in
-                       ("prerouting", "input", "forward", "output", "postrouting")}
-        self._installed: set[str] = set()
+        #: hook point -> (track here, confirm here, a later hook reads what was tracked)
+        self.roles: dict[str, tuple[bool, bool, bool]] = {}
+        self._installed: dict[str, Callable[[memoryview, HookMeta], int]] = {}
         # the last packet tracked: (fields, connection, ct state), for its later hooks
         self._memo: tuple[Any, ct.Connection | None, int] | None = None
         self._frags: OrderedDict[tuple, tuple[int, float]] = OrderedDict()
+        # packets sent to ourselves, tracked at output, by their fields: what they got
+        # there, for when they come back in through loopback (the stack queues them)
+        self._looped: OrderedDict[Any, tuple[ct.Connection | None, int]] = OrderedDict()
 
     # -- rulesets ---------------------------------------------------------------------
     def compile(self, text: str, source: str = "<ruleset>") -> Compiled:
@@ -115,7 +119,8 @@ class PacketFilter:
         return compile_ruleset(parse(text, source), self._log)
 
     def install(self, compiled: Compiled | None) -> None:
-        """Put ``compiled`` (None: no ruleset) in force; call with the stack's lock held."""
+        """Put ``compiled`` (None: no ruleset) in force; call with the stack's lock held.
+        Each hook point gets a new function made for this ruleset (``_make_hook``)."""
         stack = self.stack
         self.compiled = compiled
         tracking = compiled is not None and compiled.conntrack
@@ -123,88 +128,138 @@ class PacketFilter:
             self.conntrack = Conntrack()
         if self.tracking and not tracking and self.conntrack is not None:
             self.conntrack.flush()
+        if tracking and not self.tracking:
+            self._adopt_connections()
         self.tracking = tracking
-        self._roles = _roles(compiled)
+        self.roles = _roles(compiled)
         self._memo = None
         self._frags.clear()
-        wanted = set(self._roles)
-        for point in sorted(self._installed - wanted):
-            stack.remove_hook(point, self._hooks[point])
-        for point in sorted(wanted - self._installed):
-            stack.add_hook(point, self._hooks[point])
-        self._installed = wanted
+        self._looped.clear()
+        for point, hook in sorted(self._installed.items()):
+            stack.remove_hook(point, hook)
+        self._installed = {}
+        if compiled is not None:
+            for point, role in sorted(self.roles.items()):
+                hook = self._make_hook(point, compiled, role)
+                stack.add_hook(point, hook)
+                self._installed[point] = hook
+
+    def _adopt_connections(self) -> None:
+        """Tracking starts: the stack's own TCP connections go into the table as they
+        are, as if it had seen them from their first packet, so a first ruleset (or one
+        after a ruleset without ``ct``) keeps them established; a router's filter would
+        have to pick them up from their next packets."""
+        table = self.conntrack
+        stack = self.stack
+        assert table is not None
+        now = stack._api_now(None)
+        listening = {(ls.addr, ls.port) for ls in stack.tcp.listeners.values()}
+        for ep in list(stack.tcp.conns.values()):
+            state = _ADOPTED_STATES.get(str(ep.conn.state))
+            if state is None:
+                continue
+            (laddr, lport), (raddr, rport) = ep.local, ep.remote
+            local = (laddr, raddr, 6, lport, rport)
+            remote = (raddr, laddr, 6, rport, lport)
+            # who opened it: the peer, when the port is one we listen on
+            by_peer = state == ct.SYN_RECV or (state != ct.SYN_SENT and any(
+                (a, lport) in listening for a in (laddr, b"", b"::")))
+            table.adopt(ep.family, remote if by_peer else local,
+                        local if by_peer else remote, state, now,
+                        replied=state != ct.SYN_SENT)
 
     def text(self) -> str:
         """The ruleset in force as ``nft list ruleset`` prints it ("" without one)."""
         return "" if self.compiled is None else self.compiled.ruleset.text()
 
     # -- packets ----------------------------------------------------------------------
-    def _make_hook(self, point: str) -> Callable[[memoryview, HookMeta], int]:
-        judge = self._judge
+    def _make_hook(self, point: str, compiled: Compiled, role: tuple[bool, bool, bool]
+                   ) -> Callable[[memoryview, HookMeta], int]:
+        """The hook of ``point`` for ``compiled``: what it needs is bound once here, so a
+        packet costs a header read, a table lookup and the chains' comparisons."""
+        track, confirm, memo = role
+        table = self.conntrack if self.tracking else None
+        chains = tuple((bc.fn, bc.policy, None if len(bc.families) == 2 else bc.families)
+                       for bc in compiled.hooks.get(point, ()))
+        rejects = compiled.rejects
+        pf = self
+        fields = packet_fields
+        later = self._later_fragment
+        remember = self._remember_fragment
+        reject = self._reject
+        relevant = ct.RELATED
+        table_full = ct.DROP
+        looped = self._looped
 
         def hook(packet: memoryview, meta: HookMeta) -> int:
-            return judge(point, packet, meta)
+            fam = meta.family
+            try:
+                f = fields(fam, packet)
+            except FrameError:  # an IPv6 header chain that cannot be walked
+                f = _unreadable(fam, packet)
+            frag = f[11]
+            if frag == LATER_FRAGMENT:
+                return later(point, fam, packet, f, meta.now)
+            conn = None
+            state = 0
+            if table is not None:
+                iface_in = meta.iface_in
+                if iface_in is not None and iface_in.loopback:
+                    # back from loopback: it was tracked at output
+                    got = looped.pop(f, None)
+                    if got is not None:
+                        conn, state = got
+                    else:
+                        conn, _, state = table.track(fam, packet, f, meta.now, False)
+                elif track:
+                    conn, _, state = table.track(fam, packet, f, meta.now)
+                    if memo:
+                        pf._memo = (f, conn, state)
+                    iface = meta.iface_out
+                    if iface is not None and iface.loopback and iface_in is None:
+                        looped[f] = (conn, state)
+                        if len(looped) > MAX_LOOPED:
+                            looped.popitem(last=False)
+                else:
+                    seen = pf._memo
+                    if seen is not None and seen[0] == f:
+                        conn, state = seen[1], seen[2]
+                    else:
+                        conn, _, state = table.track(fam, packet, f, meta.now, False)
+                if state == table_full:
+                    pf.stats["ct_table_full"] += 1
+                    return DROP
+            verdict = ACCEPT
+            if chains:
+                iface = meta.iface_in
+                iif = iface.name if iface is not None else ""
+                iface = meta.iface_out
+                oif = iface.name if iface is not None else ""
+                ln = len(packet)
+                for fn, policy, fams in chains:
+                    if fams is None or fam in fams:
+                        v = fn(fam, iif, oif, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+                               state, ln)
+                        if v is None:
+                            v = policy
+                        if v != ACCEPT:
+                            verdict = v
+                            break
+            if frag == FIRST_FRAGMENT:
+                remember(point, fam, packet, f, verdict, meta.now)
+            if verdict == ACCEPT:
+                if confirm and conn is not None and state != relevant:
+                    # (an error about a packet, such as reject's own, confirms nothing)
+                    conn.status |= CONFIRMED
+                return ACCEPT
+            if verdict >= REJECT_BASE:
+                reject(rejects[verdict - REJECT_BASE], fam, packet, f, meta.now)
+            if conn is not None and not conn.status & CONFIRMED:
+                table.delete(conn)  # type: ignore[union-attr]
+            return DROP
 
         hook.__qualname__ = f"PacketFilter.{point}"
         return hook
-
-    def _judge(self, point: str, packet: memoryview, meta: HookMeta) -> int:
-        c = self.compiled
-        if c is None:
-            return ACCEPT
-        fam = meta.family
-        try:
-            f = packet_fields(fam, packet)
-        except FrameError:  # an IPv6 header chain that cannot be walked
-            f = _unreadable(fam, packet)
-        frag = f[11]
-        if frag == LATER_FRAGMENT:
-            return self._later_fragment(point, fam, packet, f, meta.now)
-        conn = None
-        state = 0
-        track, confirm = self._roles.get(point, (False, False))
-        if self.tracking:
-            table = self.conntrack
-            assert table is not None
-            memo = self._memo
-            iface_in = meta.iface_in
-            if track and (iface_in is None or not iface_in.loopback):
-                conn, _, state = table.track(fam, packet, f, meta.now)
-                self._memo = (f, conn, state)
-            elif memo is not None and memo[0] == f:
-                conn, state = memo[1], memo[2]
-            else:
-                conn, _, state = table.track(fam, packet, f, meta.now, update=False)
-            if state == ct.DROP:  # a full table of assured connections
-                self.stats["ct_table_full"] += 1
-                return DROP
-        verdict = ACCEPT
-        chains = c.hooks.get(point)
-        if chains:
-            iif = meta.iface_in.name if meta.iface_in is not None else ""
-            oif = meta.iface_out.name if meta.iface_out is not None else ""
-            ln = len(packet)
-            for bc in chains:
-                if fam in bc.families:
-                    v = bc.fn(fam, iif, oif, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
-                              state, ln)
-                    if v is None:
-                        v = bc.policy
-                    if v != ACCEPT:
-                        verdict = v
-                        break
-        if frag == FIRST_FRAGMENT:
-            self._remember_fragment(point, fam, packet, f, verdict, meta.now)
-        if verdict == ACCEPT:
-            if confirm and conn is not None and state != ct.RELATED:
-                # (an error about a packet, such as reject's own, confirms nothing)
-                conn.status |= CONFIRMED
-            return ACCEPT
-        if verdict >= REJECT_BASE:
-            self._reject(c.rejects[verdict - REJECT_BASE], fam, packet, f, meta.now)
-        if conn is not None and not conn.status & CONFIRMED:
-            self.conntrack.delete(conn)  # type: ignore[union-attr]
-        return DROP
 
     # -- fragments --------------------------------------------------------------------
     @staticmethod
@@ -286,27 +341,36 @@ class PacketFilter:
         logger.log(_LEVELS[log.level], "%s", line)
 
 
-def _roles(compiled: Compiled | None) -> dict[str, tuple[bool, bool]]:
-    """Which hook points the filter needs, and at each whether it tracks packets there
-    and whether it confirms their connections there (see the module's docstring)."""
+def _roles(compiled: Compiled | None) -> dict[str, tuple[bool, bool, bool]]:
+    """Which hook points the filter needs, and at each whether it tracks packets there,
+    whether it confirms their connections there, and whether a later hook of the same
+    packet reads what was tracked (see the module's docstring)."""
     if compiled is None:
         return {}
     chains = set(compiled.hooks)
-    roles = {p: (False, False) for p in chains}
+    roles = {p: (False, False, False) for p in chains}
     if not compiled.conntrack:
         return roles
     post = "postrouting" in chains
     if "prerouting" in chains:
-        roles["prerouting"] = (True, False)
-        roles["input"] = (False, True)
-        roles["forward"] = (False, not post)
+        roles["prerouting"] = (True, False, True)
+        roles["input"] = (False, True, False)
+        roles["forward"] = (False, not post, False)
     else:
-        roles["input"] = (True, True)
-        roles["forward"] = (True, not post)
-    roles["output"] = (True, not post)
+        roles["input"] = (True, True, False)
+        roles["forward"] = (True, not post, post)
+    roles["output"] = (True, not post, post)
     if post:
-        roles["postrouting"] = (False, True)
+        roles["postrouting"] = (False, True, False)
     return roles
+
+
+#: the stack's TCP states (RFC 9293 names) as nf_conntrack's
+_ADOPTED_STATES = {"SYN-SENT": ct.SYN_SENT, "SYN-RECEIVED": ct.SYN_RECV,
+                   "ESTABLISHED": ct.ESTABLISHED_, "FIN-WAIT-1": ct.FIN_WAIT,
+                   "FIN-WAIT-2": ct.CLOSE_WAIT, "CLOSING": ct.LAST_ACK,
+                   "CLOSE-WAIT": ct.CLOSE_WAIT, "LAST-ACK": ct.LAST_ACK,
+                   "TIME-WAIT": ct.TIME_WAIT}
 
 
 def _unreadable(fam: int, packet: memoryview) -> ct.Fields:
