@@ -237,6 +237,7 @@ def test_tcp_simultaneous_open_syn_sent2():
     f.c(SYN)
     conn, d, state = f.s(SYN)  # the server's own SYN, not an answer
     assert conn.state == SYN_SENT2 and d == ct.REPLY
+    assert f.remaining() == TIMEOUTS["tcp_syn_sent2"] == 120
     f.c(SYN | ACK)
     assert conn.state == SYN_RECV
     f.s(SYN | ACK, seq=f.sseq - 1)  # the server's SYN-ACK: it passes, nothing moves

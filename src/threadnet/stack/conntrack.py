@@ -252,10 +252,11 @@ class Connection:
     destination address, protocol, source port or ICMP identifier, destination port or
     ICMP type); ``state`` its TCP state (``TCP_STATE_NAMES``; 0 for the others);
     ``status`` the bits ``SEEN_REPLY``, ``ASSURED``, ``CONFIRMED``; ``deadline`` when it
-    expires, on the stack's clock."""
+    expires, on the stack's clock; ``nat`` is NAT's own record of what it rewrote (None
+    here: NAT comes later, and changes ``reply`` with ``Conntrack.alter_reply``)."""
 
     __slots__ = ("original", "reply", "proto", "family", "state", "status", "timeout",
-                 "deadline", "created", "tcp")
+                 "deadline", "created", "tcp", "nat")
 
     def __init__(self, original: tuple, reply: tuple, family: int, now: float) -> None:
         self.original = original
@@ -268,6 +269,7 @@ class Connection:
         self.deadline = now
         self.created = now
         self.tcp: TcpTrack | None = None
+        self.nat: object | None = None
 
     @property
     def assured(self) -> bool:

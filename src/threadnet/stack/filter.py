@@ -9,8 +9,8 @@ under the stack's lock, so a packet sees the old ruleset or the new one, never a
 The connection table belongs to the stack, not to a ruleset: established connections
 stay established across a reload.
 
-How packets pass (one ``PacketFilter`` hook per hook point it needs; the stack's other
-hooks are untouched). The chains of a hook run in priority order; ``accept`` ends a
+How packets pass (one ``PacketFilter`` hook per hook point it needs, made anew for each
+ruleset and added after the stack's other hooks, which it leaves alone). The chains of a hook run in priority order; ``accept`` ends a
 chain, ``drop`` and ``reject`` end the packet. When a rule uses ``ct state`` the
 packets are tracked where netfilter tracks them, in a simpler scheme that gives the
 same states:

@@ -299,6 +299,8 @@ class Ruleset:
         return "".join("\n".join(t.text()) + "\n" for t in self.tables)
 
     def uses_conntrack(self) -> bool:
+        """Whether a rule needs connection tracking (a ``ct state`` match; NAT's chains,
+        when they come, will too)."""
         return any(isinstance(item, Match) and item.key == "ct state"
                    for t in self.tables for c in t.chains.values() for r in c.rules
                    for item in r.items)
