@@ -811,8 +811,9 @@ class Parser:
                             self._check_match(table, item, rule)
                     if v is not None and v.kind == "reject":
                         self._check_reject(table, rule, v)
+            below: dict[str, int] = {}
             for chain in table.chains.values():
-                self._depth(table, chain, 0, (chain.name,))
+                self._depth(table, chain, (chain.name,), below)
 
     def _check_match(self, table: Table, m: Match, rule: Rule) -> None:
         fam = m.key.split()[0]
@@ -840,18 +841,28 @@ class Parser:
             raise self.src.error((rule.line, rule.col), f"reject with {kind} in a table of family "
                                  f"{table.family}")
 
-    def _depth(self, table: Table, chain: Chain, depth: int, path: tuple[str, ...]) -> None:
-        if depth > MAX_JUMP_DEPTH:
-            raise self.src.error((chain.line, 1), f"jumps nest deeper than {MAX_JUMP_DEPTH} "
-                                 f"chains: {' -> '.join(path[:MAX_JUMP_DEPTH + 1])} ...")
+    def _depth(self, table: Table, chain: Chain, path: tuple[str, ...],
+               below: dict[str, int]) -> int:
+        """How many jumps deep ``chain`` reaches (memoized in ``below``, so a ruleset of
+        many chains that jump to many others costs one visit per chain); a loop or more
+        than MAX_JUMP_DEPTH levels is an error."""
+        if chain.name in below:
+            return below[chain.name]
+        deepest = 0
         for rule in chain.rules:
             v = rule.verdict
             if v is not None and v.kind in ("jump", "goto"):
-                if v.target in path:
+                target = v.target or ""
+                if target in path:
                     raise self.src.error((rule.line, rule.col), "a jump loop: "
-                                         f"{' -> '.join(path + (v.target,))}")  # type: ignore[operator]
-                self._depth(table, table.chains[v.target], depth + 1,  # type: ignore[index]
-                            path + (v.target,))  # type: ignore[operator]
+                                         f"{' -> '.join(path + (target,))}")
+                deepest = max(deepest, 1 + self._depth(table, table.chains[target],
+                                                       path + (target,), below))
+                if len(path) + deepest > MAX_JUMP_DEPTH + 1:
+                    raise self.src.error((rule.line, rule.col), "jumps nest deeper than "
+                                         f"{MAX_JUMP_DEPTH} chains: {' -> '.join(path)} ...")
+        below[chain.name] = deepest
+        return deepest
 
 
 def _shown(t: Token) -> str:
