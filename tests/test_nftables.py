@@ -93,9 +93,11 @@ def test_ports_protocols_and_icmp_types():
 
 
 def test_negated_port_never_matches_a_packet_without_ports():
-    c = build(chain("tcp dport != 22 accept"))
+    c = build(chain("tcp dport != 22 accept\n icmp type != echo-request accept"))
     assert judge(c, dp=23) == ACCEPT and judge(c, dp=22) == DROP
     assert judge(c, dp=-1, sp=-1) == DROP  # a truncated header: no port to compare
+    assert judge(c, l4=1, it=0) == ACCEPT and judge(c, l4=1, it=8) == DROP
+    assert judge(c, l4=1, it=-1) == DROP
 
 
 def test_interfaces_with_wildcards_and_sets():

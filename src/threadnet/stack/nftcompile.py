@@ -210,12 +210,11 @@ class _Gen:
             test = self.int_test(var, m.elements)
             if m.negate:
                 guard += f" and {var} >= 0"
-        elif key == "icmp type":
-            guard = "l4 == 1 and fam == 4"
+        elif key in ("icmp type", "icmpv6 type"):
+            guard = "l4 == 1 and fam == 4" if key == "icmp type" else "l4 == 58"
             test = self.int_test("it", m.elements)
-        elif key == "icmpv6 type":
-            guard = "l4 == 58"
-            test = self.int_test("it", m.elements)
+            if m.negate:
+                guard += " and it >= 0"  # (a header cut short has no type to compare)
         elif key == "ct state":
             mask = 0
             for e in m.elements:
