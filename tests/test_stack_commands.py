@@ -48,7 +48,7 @@ def fails(code: int, m, handler, args: str = "") -> None:
 def test_every_entry_is_a_module_level_function_called_here():
     source = open(__file__).read()
     for path, _, _, handler, _ in c.COMMANDS:
-        if handler is not None:
+        if handler is not None and handler.__module__ == c.__name__:  # (filter/: its own)
             assert handler is getattr(c, handler.__name__), path
             assert f"c.{handler.__name__}" in source, path
 

@@ -315,6 +315,8 @@ def _build_stack(args: argparse.Namespace, name: str) -> object:
 
     stack = Stack(name=name, forwarding=getattr(args, "forwarding", False))
     try:
+        if getattr(args, "filter", None):  # before any link: no packet passes unfiltered
+            stack.filter_load(args.filter)
         for url in args.link or ():
             stack.add_interface(url)
         for cfg in args.config or ():
@@ -593,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-g", "--group", help="group of PATH")
     p.add_argument("--name", help="the stack's name (default: PATH's base name)")
     p.add_argument("--forwarding", action="store_true", help="forward between interfaces")
+    p.add_argument("--filter", metavar="FILE",
+                   help="packet filter ruleset, nftables syntax (docs/filter.md)")
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
     p.add_argument("-p", "--pidfile", help="write the process id here")
     p.add_argument("-M", "--mgmt", metavar="MGMT", help="management console socket")

@@ -18,6 +18,9 @@ Cases:
   runs just this case;
 - memory per idle stack.
 Every figure is printed with its ratio to the kernel's veth figure where one exists.
+``--filter FILE`` loads a packet filter ruleset (docs/filter.md) into every stack of the
+stack-to-stack cases, and ``--only stack`` runs just those (switch, pair, conn/s): the
+filter's cost is the difference between a run with and one without.
 """
 
 from __future__ import annotations
@@ -105,11 +108,13 @@ class PeerUnavailable(Exception):
 
 
 # -- roles run in child processes ----------------------------------------------------------
-def role_server(link: str, ip: str) -> None:
+def role_server(link: str, ip: str, filt: str | None = None) -> None:
     from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_server
 
     s = Stack(f"eth,ip={ip}", link=link)
+    if filt:
+        s.filter_load(filt)
     srv = create_server(s, ("", PORT))
     print("ready", flush=True)
     conn, _ = srv.accept()
@@ -126,11 +131,13 @@ def role_server(link: str, ip: str) -> None:
     s.close()
 
 
-def role_client(link: str, ip: str, dst: str, nbytes: int) -> None:
+def role_client(link: str, ip: str, dst: str, nbytes: int, filt: str | None = None) -> None:
     from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_connection
 
     s = Stack(f"eth,ip={ip}", link=link)
+    if filt:
+        s.filter_load(filt)
     block = bytes(1 << 20)
     cpu0 = _cpu()
     with create_connection(s, (dst, PORT), timeout=60) as c:
@@ -156,7 +163,8 @@ def _mbps(result: dict) -> float:
 
 
 # -- cases ---------------------------------------------------------------------------------
-def stack_to_stack_switch(python: str, nbytes: int, work: str) -> tuple[float, float, float]:
+def stack_to_stack_switch(python: str, nbytes: int, work: str, filt: str | None = None
+                          ) -> tuple[float, float, float]:
     """(Mbit/s, sender's CPU us per 1448-byte segment, receiver's)."""
     d = os.path.join(work, "sw")
     pidfile = d + ".pid"
@@ -164,13 +172,16 @@ def stack_to_stack_switch(python: str, nbytes: int, work: str) -> tuple[float, f
                    check=True, env=child_env())
     try:
         me = [python, "-m", "threadnet.bench.stack"]
-        srv = subprocess.Popen(me + ["--role", "server", "--link", f"vde://{d}", "--ip", "10.251.0.2/24"],
+        extra = ["--filter", filt] if filt else []
+        srv = subprocess.Popen(me + ["--role", "server", "--link", f"vde://{d}", "--ip",
+                                     "10.251.0.2/24"] + extra,
                                stdout=subprocess.PIPE, text=True, env=child_env())
         assert srv.stdout is not None
         if srv.stdout.readline().strip() != "ready":
             raise RuntimeError("server did not start")
         cli = subprocess.run(me + ["--role", "client", "--link", f"vde://{d}", "--ip",
-                                   "10.251.0.1/24", "--dst", "10.251.0.2", "--bytes", str(nbytes)],
+                                   "10.251.0.1/24", "--dst", "10.251.0.2", "--bytes", str(nbytes)]
+                             + extra,
                              check=True, env=child_env(), timeout=600, capture_output=True,
                              text=True)
         out, _ = srv.communicate(timeout=120)
@@ -183,13 +194,16 @@ def stack_to_stack_switch(python: str, nbytes: int, work: str) -> tuple[float, f
             kill_pid(int(f.read()))
 
 
-def stack_to_stack_pair(nbytes: int, mtu: int = 65535) -> float:
+def stack_to_stack_pair(nbytes: int, mtu: int = 65535, filt: str | None = None) -> float:
     from threadnet.link.pair import open_pair
     from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_connection, create_server
 
     la, lb = open_pair(mtu)
     a, b = Stack(link=la), Stack(link=lb)
+    if filt:
+        a.filter_load(filt)
+        b.filter_load(filt)
     a.configure("eth,ip=10.252.0.1/24")
     b.configure("eth,ip=10.252.0.2/24")
     srv = create_server(b, ("", PORT))
@@ -214,13 +228,16 @@ def stack_to_stack_pair(nbytes: int, mtu: int = 65535) -> float:
     return _mbps(result)
 
 
-def connections_per_second(count: int) -> float:
+def connections_per_second(count: int, filt: str | None = None) -> float:
     from threadnet.link.pair import open_pair
     from threadnet.stack.api import Stack
     from threadnet.stack.socket import create_connection, create_server
 
     la, lb = open_pair(1518)
     a, b = Stack(link=la), Stack(link=lb)
+    if filt:
+        a.filter_load(filt)
+        b.filter_load(filt)
     a.configure("eth,ip=10.253.0.1/24")
     b.configure("eth,ip=10.253.0.2/24")
     srv = create_server(b, ("", 80), backlog=512)
@@ -562,7 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conns", type=int, default=300, help="connections for the conn/s case")
     p.add_argument("--stacks", type=int, default=1000, help="stacks for the memory case")
     p.add_argument("--python", default=sys.executable)
-    p.add_argument("--only", choices=["udp-sendto"], help="run only this case")
+    p.add_argument("--only", choices=["udp-sendto", "stack"],
+                   help="run only this case (stack: the stack-to-stack cases)")
+    p.add_argument("--filter", metavar="FILE",
+                   help="a packet filter ruleset for every stack of the stack-to-stack cases")
     p.add_argument("--calls", type=int, default=50000, help="sendto calls per udp-sendto run")
     p.add_argument("--no-pytcp", action="store_true",
                    help="skip the PyTCP comparison (it installs PyTCP into a throwaway venv)")
@@ -578,12 +598,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bytes", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.role == "server":
-        role_server(args.link, args.ip)
+        role_server(args.link, args.ip, args.filter)
         return 0
     if args.role == "client":
-        role_client(args.link, args.ip, args.dst, args.bytes)
+        role_client(args.link, args.ip, args.dst, args.bytes, args.filter)
         return 0
     print(f"interpreter: {interpreter()}")
+    if args.filter:
+        args.filter = os.path.abspath(args.filter)
+        print(f"packet filter on every stack of the stack-to-stack cases: {args.filter}")
     print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     udp: list[tuple[float, float]] = []
     if args.only == "udp-sendto":
@@ -599,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, list[float]] = {}
     why_not: dict[str, str] = {}
     pytcp_py: str | None = None
+    if args.only == "stack":
+        args.no_pytcp = True
     if not args.no_pytcp:
         try:
             pytcp_py = pytcp_python(work, args.pytcp_wheel)
@@ -607,14 +632,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rep in range(args.repeat):
             cases = {
-                "stack-switch-1500": lambda: stack_to_stack_switch(args.python, nbytes, work),
-                "stack-pair-64k": lambda: stack_to_stack_pair(nbytes),
+                "stack-switch-1500": lambda: stack_to_stack_switch(args.python, nbytes, work,
+                                                                   args.filter),
+                "stack-pair-64k": lambda: stack_to_stack_pair(nbytes, filt=args.filter),
                 "kernel-veth": lambda: kernel_veth(5),
                 "kernel-stack-tap": lambda: kernel_and_stack(args.python, nbytes, work),
-                "conn/s": lambda: connections_per_second(args.conns),
+                "conn/s": lambda: connections_per_second(args.conns, args.filter),
                 "udp-sendto": lambda: udp_sendto_us(args.calls),
             }
-            for kind in ("threadnet", "threadnet-offload", "pytcp"):
+            if args.only == "stack":
+                cases = {k: v for k, v in cases.items()
+                         if k in ("stack-switch-1500", "stack-pair-64k", "conn/s")}
+            for kind in () if args.only == "stack" else ("threadnet", "threadnet-offload",
+                                                         "pytcp"):
                 if kind in why_not or (kind == "pytcp" and args.no_pytcp):
                     continue
                 # PyTCP moves ~4 Mbit/s: it gets the small transfer, threadnet the big one
@@ -652,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
                     res.setdefault(name, []).append(v)
                     unit = "conn/s" if name == "conn/s" else "Mbit/s"
                     print(f"  run {rep + 1}: {name:<18} {v:10.1f} {unit}", flush=True)
-        mem = memory_per_stack(args.stacks)
+        mem = memory_per_stack(args.stacks) if args.only != "stack" else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
@@ -665,8 +695,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<34} {m:10.1f}  {ratio}  {unit}")
     if udp:
         _print_udp(udp)
-    print(f"{'memory per idle stack':<34} {mem / 1024:10.1f}  KiB  "
-          f"({(1 << 30) / mem:,.0f} stacks per GiB)")
+    if mem is not None:
+        print(f"{'memory per idle stack':<34} {mem / 1024:10.1f}  KiB  "
+              f"({(1 << 30) / mem:,.0f} stacks per GiB)")
     if cpu:
         print(f"stack->stack over the switch, CPU us per 1448-byte segment (all threads of "
               f"each process): sender {statistics.median(cpu['sender']):.1f}, receiver "
@@ -681,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = statistics.median(res[t]) / statistics.median(res[p_])
                 print(f"threadnet ({how}) / PyTCP {PYTCP_VERSION}, {d.format('peer')}: "
                       f"{ratio:.1f}x (target: at least 100x)")
-    if args.no_pytcp:
+    if args.no_pytcp and args.only != "stack":
         print("PyTCP: not measured (--no-pytcp)")
     for kind, reason in why_not.items():
         print(f"{'PyTCP' if kind == 'pytcp' else kind} over its own tap: not measured: {reason}")

@@ -30,11 +30,14 @@ MAX_LOAD_DEPTH = 8
 
 
 class CommandError(Exception):
-    """A management command failed with ``errno``."""
+    """A management command failed with ``errno``; a command that prints shows ``lines``
+    (why it failed, e.g. where a file is wrong) before the error code."""
 
-    def __init__(self, err: int, message: str | None = None) -> None:
+    def __init__(self, err: int, message: str | None = None, *,
+                 lines: list[str] | None = None) -> None:
         super().__init__(message or _strerror(err))
         self.errno = err
+        self.lines = lines
 
 
 def _strerror(err: int) -> str:
@@ -132,7 +135,7 @@ class CommandTable:
             else:
                 out = cmd.handler(args.strip())
         except CommandError as exc:
-            return exc.errno, [] if cmd.output else None, cmd
+            return exc.errno, (exc.lines or []) if cmd.output else None, cmd
         return 0, (out if out is not None else ([] if cmd.output else None)), cmd
 
 

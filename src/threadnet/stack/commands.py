@@ -41,6 +41,7 @@ from threadnet.mgmt.commands import (
 )
 from threadnet.mgmt.console import ConsoleServer
 from threadnet.stack import ipcommand
+from threadnet.stack.filtercommands import FILTER_COMMANDS
 from threadnet.stack.stack import check_mtu
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
@@ -670,7 +671,7 @@ COMMANDS: tuple[Entry, ...] = (
     ("dhcpd/stop", "IFACE", "stop the DHCPv4 server of an interface", dhcpd_stop, 0),
     ("dhcpd/set", "IFACE OPTION VALUE...",
      "change a running server: pool lease router dns domain mtu host", dhcpd_set, 0),
-)
+) + FILTER_COMMANDS  # filter/..., ct/... (stack/filtercommands.py)
 
 
 def _under_lock(managed: ManagedStack, handler: Handler, flags: int) -> Handler:

@@ -1,5 +1,6 @@
 """Forwarding (``Stack(forwarding=True)``): TTL and hop limit, ICMP errors, IPv4
-fragmentation on the way; packets pass the forward hook first (``stack/ip.py``).
+fragmentation on the way; packets pass the forward hook first (``stack/ip.py``), which
+learns the interface they would leave by (None without a route).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ class Forwarding:
                   ttl: int, flags: int, now: float) -> None:
         """Forward ``packet`` (``ipv4.parse`` gave its ``src``, ``dst``, ``ttl`` and
         ``flags``)."""
+        r = self._route4(dst)  # (first: the forward hook learns the interface out)
         if self.hooks_forward and not run_hooks(self, self.hooks_forward, FORWARD, 4, packet,
-                                                iface, None, now):
+                                                iface, r[0] if r else None, now):
             return
         if ttl <= 1:
             self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.TIME_EXCEEDED,
                               icmp4.TTL_EXCEEDED, packet, now)
             return
-        r = self._route4(dst)
         if r is None:
             self._icmp4_error(src, self.source4(src) or bytes(4), icmp4.DEST_UNREACHABLE,
                               icmp4.UNREACH_NET, packet, now)
@@ -62,13 +63,13 @@ class Forwarding:
         """Forward ``packet`` (``ipv6.parse`` gave its ``src``, ``dst`` and ``hlim``)."""
         if src[:2] == b"\xfe\x80" or dst[:2] == b"\xfe\x80":
             return  # link-local scope is never forwarded
+        r = self._route6(dst)
         if self.hooks_forward and not run_hooks(self, self.hooks_forward, FORWARD, 6, packet,
-                                                iface, None, now):
+                                                iface, r[0] if r else None, now):
             return
         if hlim <= 1:
             self._icmp6_error(src, bytes(16), icmp6.TIME_EXCEEDED, 0, packet, now)
             return
-        r = self._route6(dst)
         if r is None:
             self._icmp6_error(src, bytes(16), icmp6.DEST_UNREACHABLE, icmp6.UNREACH_NO_ROUTE,
                               packet, now)

@@ -17,7 +17,7 @@ Hook points (as netfilter's): a packet filter and NAT plug in here.
                       routing decision
 ``INPUT``             a packet for this host (as it arrived: fragments one by one)
 ``FORWARD``           a packet being forwarded (``forwarding=True``), before its TTL or
-                      hop limit goes down
+                      hop limit goes down (``iface_out``: where its route leads)
 ``OUTPUT``            a packet this host sends (before fragmentation), once routed
 ``POSTROUTING``       every IP packet that leaves on an interface: sent, forwarded, each
                       fragment (loopback traffic: OUTPUT only, as it comes back through

@@ -11,11 +11,10 @@ The class is a facade over one module per concern, each a mixin of it: the IP la
 output path, routes and hooks (``stack/ip.py``), IP input (``stack/ipinput.py``), direct
 TCP input and receive coalescing (``stack/gro.py``), ARP, NDP's solicitations, DAD and
 ACD (``stack/nd.py``), ICMP and path MTU discovery (``stack/icmp.py``), forwarding
-(``stack/forward.py``), UDP (``stack/udplayer.py``); TCP is ``self.tcp``
-(``stack/tcplayer.py``).
+(``stack/forward.py``), UDP (``stack/udplayer.py``), the packet filter and connection
+tracking (``stack/filter.py``); TCP is ``self.tcp`` (``stack/tcplayer.py``).
 
-Not here yet (see the project's issues): DHCP, SLAAC from router advertisements, NAT and
-the filter (their hook points are in ``stack/ip.py``).
+Not here yet (see the project's issues): NAT (its hook points are in ``stack/ip.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from threadnet.stack import autoconf
 from threadnet.stack.acd import Acd
 from threadnet.stack.agents import INFINITY, Agent, Agents
 from threadnet.stack.config import parse_config
+from threadnet.stack.filter import FilterApi
 from threadnet.stack.forward import Forwarding
 from threadnet.stack.gro import DirectInput
 from threadnet.stack.icmp import MIN_PMTU4 as MIN_PMTU4  # (re-exported: moved there)
@@ -138,7 +138,8 @@ def random_mac() -> bytes:
     return bytes(b)
 
 
-class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp, Agents):
+class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp, Agents,
+            FilterApi):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
     ``clock`` (default ``time.monotonic``) is the time source for calls made outside

@@ -1,0 +1,955 @@
+"""The packet filter's language: a subset of nftables' ruleset syntax, parsed into a
+``Ruleset`` that ``stack/nftcompile.py`` compiles and ``Ruleset.text`` prints back (as
+``nft list ruleset`` does, with counters). docs/filter.md is the reference.
+
+    table inet filter {
+        chain input {
+            type filter hook input priority 0; policy drop;
+            ct state established,related accept
+            iifname "lo" accept
+            tcp dport { 22, 80-89 } counter accept
+            udp dport 53 reject with icmpx type admin-prohibited
+        }
+    }
+
+Parsing never touches the stack: ``parse(text, source)`` gives a ``Ruleset`` or raises
+``RulesetError``, whose message names the source, line and column and shows the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, field
+
+from threadnet.stack.conntrack import CT_STATE_NAMES
+
+HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+FAMILIES = ("inet", "ip", "ip6")
+#: nftables' standard priority names (for the filter's hooks)
+PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
+                  "srcnat": 100}
+#: how deep ``jump`` may nest (nftables' jump stack holds 16)
+MAX_JUMP_DEPTH = 16
+
+L4_PROTOCOLS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
+                "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132, "udplite": 136, "dccp": 33}
+L4_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah",
+            58: "ipv6-icmp", 132: "sctp", 136: "udplite", 33: "dccp"}
+ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "source-quench": 4,
+              "redirect": 5, "echo-request": 8, "router-advertisement": 9,
+              "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
+              "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15,
+              "info-reply": 16, "address-mask-request": 17, "address-mask-reply": 18}
+ICMPV6_TYPES = {"destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3,
+                "parameter-problem": 4, "echo-request": 128, "echo-reply": 129,
+                "mld-listener-query": 130, "mld-listener-report": 131,
+                "mld-listener-done": 132, "mld-listener-reduction": 132,
+                "nd-router-solicit": 133, "nd-router-advert": 134,
+                "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137,
+                "router-renumbering": 138, "ind-neighbor-solicit": 141,
+                "ind-neighbor-advert": 142, "mld2-listener-report": 143}
+#: ``reject with icmp type X`` (destination unreachable codes, RFC 792/1812)
+REJECT_ICMP = {"net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2,
+               "port-unreachable": 3, "net-prohibited": 9, "host-prohibited": 10,
+               "admin-prohibited": 13}
+#: ``reject with icmpv6 type X`` (RFC 4443 3.1)
+REJECT_ICMPV6 = {"no-route": 0, "admin-prohibited": 1, "addr-unreachable": 3,
+                 "port-unreachable": 4, "policy-fail": 5, "reject-route": 6}
+#: ``reject with icmpx type X``: one word for both (IPv4 code, IPv6 code)
+REJECT_ICMPX = {"port-unreachable": (3, 4), "admin-prohibited": (13, 1),
+                "no-route": (0, 0), "host-unreachable": (1, 3)}
+LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
+MAX_LOG_PREFIX = 127  # as nftables
+
+
+class RulesetError(ValueError):
+    """A ruleset that cannot be parsed or used: the message names where and why."""
+
+
+# -- tokens -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Token:
+    kind: str  # "word", "string", "punct" ({ } ; , = !=), "nl", "eof"
+    text: str
+    line: int
+    col: int
+
+
+_TOKEN = re.compile(r"""
+    (?P<nl>\n)
+  | (?P<space>[ \t\r\f\v]+|\\\n)
+  | (?P<comment>\#[^\n]*)
+  | (?P<string>"[^"\n]*")
+  | (?P<punct>!=|==|[{};,=])
+  | (?P<word>[A-Za-z0-9_.:/*$@+\-\[\]]+)
+""", re.VERBOSE)
+
+
+class _Source:
+    """The text being parsed, for error messages."""
+
+    def __init__(self, text: str, name: str) -> None:
+        self.lines = text.split("\n")
+        self.name = name
+
+    def error(self, tok: Token | tuple[int, int], message: str) -> RulesetError:
+        line, col = (tok.line, tok.col) if isinstance(tok, Token) else tok
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        width = max(1, len(tok.text)) if isinstance(tok, Token) and tok.kind != "eof" else 1
+        return RulesetError(f"{self.name}:{line}:{col}: {message}\n    {text.expandtabs(4)}\n"
+                            f"    {' ' * len(text[:col - 1].expandtabs(4))}{'^' * width}")
+
+
+def tokenize(text: str, src: _Source) -> list[Token]:
+    out: list[Token] = []
+    pos, line, start = 0, 1, 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise src.error((line, pos - start + 1), f"unexpected character {text[pos]!r}")
+        kind = m.lastgroup
+        value = m.group()
+        col = pos - start + 1
+        if kind == "nl":
+            out.append(Token("nl", "\n", line, col))
+            line += 1
+            start = m.end()
+        elif kind == "space":
+            if value == "\\\n":
+                line += 1
+                start = m.end()
+        elif kind == "string":
+            out.append(Token("string", value[1:-1], line, col))
+        elif kind != "comment":
+            out.append(Token(kind, value, line, col))  # type: ignore[arg-type]
+        pos = m.end()
+    out.append(Token("eof", "", line, pos - start + 1))
+    return out
+
+
+# -- the ruleset's parts ------------------------------------------------------------------------
+@dataclass(slots=True)
+class Element:
+    """One element of a value: a closed interval of numbers (an address as an int, a
+    port, a type) or an interface name (``name``, ``wildcard``: a prefix ending in *);
+    ``text`` is how it prints."""
+
+    lo: int = 0
+    hi: int = 0
+    text: str = ""
+    name: str | None = None
+    wildcard: bool = False
+
+
+@dataclass(slots=True)
+class Match:
+    """``KEY [!=] VALUE``: ``key`` one of the selectors (``MATCH_KEYS``), ``elements`` the
+    value (one, or the members of a set), ``setref`` a named set's name."""
+
+    key: str
+    negate: bool
+    elements: list[Element]
+    braces: bool = False
+    setref: str | None = None
+    line: int = 0
+    col: int = 0
+
+    def text(self) -> str:
+        op = "!= " if self.negate else ""
+        if self.setref is not None:
+            value = f"@{self.setref}"
+        elif self.key == "ct state" and not self.braces:
+            value = ",".join(e.text for e in self.elements)
+        elif self.braces or len(self.elements) > 1:
+            value = "{ " + ", ".join(e.text for e in self.elements) + " }"
+        else:
+            value = self.elements[0].text
+        return f"{self.key} {op}{value}"
+
+
+@dataclass(slots=True)
+class Counter:
+    packets: int = 0
+    bytes: int = 0
+
+    def text(self) -> str:
+        return f"counter packets {self.packets} bytes {self.bytes}"
+
+
+@dataclass(slots=True)
+class Log:
+    prefix: str | None = None
+    level: str = "warn"
+
+    def text(self) -> str:
+        out = "log"
+        if self.prefix is not None:
+            out += ' prefix "' + self.prefix + '"'
+        if self.level != "warn":
+            out += f" level {self.level}"
+        return out
+
+
+@dataclass(slots=True)
+class Verdict:
+    """``accept``, ``drop``, ``continue``, ``return``, ``jump C``, ``goto C``, or
+    ``reject`` with ``reject_with`` = (kind, IPv4 code, IPv6 code): kind "default"
+    (TCP: a RST; others: port unreachable), "tcp reset", "icmp", "icmpv6", "icmpx"."""
+
+    kind: str
+    target: str | None = None
+    reject_with: tuple[str, int, int] = ("default", 3, 4)
+    with_text: str = ""
+
+    def text(self) -> str:
+        if self.kind in ("jump", "goto"):
+            return f"{self.kind} {self.target}"
+        if self.kind == "reject" and self.with_text:
+            return f"reject with {self.with_text}"
+        return self.kind
+
+
+Statement = Match | Counter | Log
+
+
+@dataclass(slots=True)
+class Rule:
+    """Matches and statements in order, then an optional verdict."""
+
+    items: list[Statement]
+    verdict: Verdict | None
+    comment: str | None = None
+    line: int = 0
+    col: int = 0
+
+    def text(self) -> str:
+        words = [item.text() for item in self.items]
+        if self.verdict is not None:
+            words.append(self.verdict.text())
+        if self.comment is not None:
+            words.append(f'comment "{self.comment}"')
+        return " ".join(words)
+
+
+@dataclass(slots=True)
+class Chain:
+    name: str
+    hook: str | None = None  # None: a regular chain (a jump or goto target)
+    priority: int = 0
+    policy: str = "accept"
+    rules: list[Rule] = field(default_factory=list)
+    line: int = 0
+
+    def text(self, indent: str = "\t") -> list[str]:
+        lines = [f"{indent}chain {self.name} {{"]
+        if self.hook is not None:
+            lines.append(f"{indent}\ttype filter hook {self.hook} priority "
+                         f"{priority_text(self.priority)}; policy {self.policy};")
+        lines += [f"{indent}\t{r.text()}" for r in self.rules]
+        lines.append(f"{indent}}}")
+        return lines
+
+
+@dataclass(slots=True)
+class NamedSet:
+    name: str
+    type: str  # ipv4_addr, ipv6_addr, inet_service, inet_proto, ifname
+    elements: list[Element] = field(default_factory=list)
+    interval: bool = False
+
+    def text(self, indent: str = "\t") -> list[str]:
+        lines = [f"{indent}set {self.name} {{", f"{indent}\ttype {self.type}"]
+        if self.interval:
+            lines.append(f"{indent}\tflags interval")
+        if self.elements:
+            lines.append(f"{indent}\telements = {{ "
+                         + ", ".join(e.text for e in self.elements) + " }")
+        lines.append(f"{indent}}}")
+        return lines
+
+
+@dataclass(slots=True)
+class Table:
+    family: str
+    name: str
+    sets: dict[str, NamedSet] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=dict)
+
+    def text(self) -> list[str]:
+        lines = [f"table {self.family} {self.name} {{"]
+        parts = [s.text() for s in self.sets.values()] + [c.text() for c in self.chains.values()]
+        for i, part in enumerate(parts):
+            if i:
+                lines.append("")
+            lines += part
+        lines.append("}")
+        return lines
+
+
+@dataclass(slots=True)
+class Ruleset:
+    tables: list[Table] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The ruleset as ``nft list ruleset`` prints it (counters with their values)."""
+        return "".join("\n".join(t.text()) + "\n" for t in self.tables)
+
+    def uses_conntrack(self) -> bool:
+        """Whether a rule needs connection tracking (a ``ct state`` match; NAT's chains,
+        when they come, will too)."""
+        return any(isinstance(item, Match) and item.key == "ct state"
+                   for t in self.tables for c in t.chains.values() for r in c.rules
+                   for item in r.items)
+
+
+def priority_text(value: int) -> str:
+    for name, base in PRIORITY_NAMES.items():
+        if value == base:
+            return name
+    return str(value)
+
+
+# -- what each selector takes -----------------------------------------------------------------
+#: selector -> value type: addr4, addr6, port, l4proto, icmp, icmpv6, ctstate, ifname,
+#: nfproto
+MATCH_KEYS = {
+    "iifname": "ifname", "oifname": "ifname", "iif": "ifname", "oif": "ifname",
+    "meta iifname": "ifname", "meta oifname": "ifname",
+    "ip saddr": "addr4", "ip daddr": "addr4", "ip6 saddr": "addr6", "ip6 daddr": "addr6",
+    "ip protocol": "l4proto", "ip6 nexthdr": "l4proto", "meta l4proto": "l4proto",
+    "meta nfproto": "nfproto",
+    "tcp dport": "port", "tcp sport": "port", "udp dport": "port", "udp sport": "port",
+    "th dport": "port", "th sport": "port",
+    "icmp type": "icmp", "icmpv6 type": "icmpv6", "ct state": "ctstate",
+}
+#: a named set's type -> the value type it holds
+SET_TYPES = {"ipv4_addr": "addr4", "ipv6_addr": "addr6", "inet_service": "port",
+             "inet_proto": "l4proto", "ifname": "ifname"}
+_SELECTOR_HEADS = {"ip": ("saddr", "daddr", "protocol"), "ip6": ("saddr", "daddr", "nexthdr"),
+                   "tcp": ("dport", "sport"), "udp": ("dport", "sport"),
+                   "th": ("dport", "sport"), "icmp": ("type",), "icmpv6": ("type",),
+                   "ct": ("state",), "meta": ("l4proto", "nfproto", "iifname", "oifname")}
+
+
+# -- the parser -----------------------------------------------------------------------------------
+class Parser:
+    """Recursive descent over the tokens of one ruleset text."""
+
+    def __init__(self, text: str, source: str = "<ruleset>") -> None:
+        self.src = _Source(text, source)
+        self.toks = self._expand(tokenize(text, self.src))
+        self.i = 0
+
+    # -- tokens
+    def _expand(self, toks: list[Token]) -> list[Token]:
+        """``define NAME = VALUE`` lines, and ``$NAME`` replaced by their value."""
+        out: list[Token] = []
+        defines: dict[str, list[Token]] = {}
+        i = 0
+        at_start = True
+        while i < len(toks):
+            t = toks[i]
+            if at_start and t.kind == "word" and t.text == "define":
+                if i + 2 >= len(toks) or toks[i + 1].kind != "word" or \
+                        toks[i + 2].text != "=":
+                    raise self.src.error(t, "expected 'define NAME = VALUE'")
+                name = toks[i + 1].text
+                j = i + 3
+                value: list[Token] = []
+                depth = 0
+                while toks[j].kind != "eof" and (depth or toks[j].kind != "nl") and \
+                        not (depth == 0 and toks[j].text == ";"):
+                    if toks[j].text == "{":
+                        depth += 1
+                    elif toks[j].text == "}":
+                        depth -= 1
+                    value.append(toks[j])
+                    j += 1
+                if not value:
+                    raise self.src.error(toks[i + 1], f"define {name}: no value")
+                defines[name] = self._substitute(value, defines)
+                i = j
+                continue
+            if t.kind == "word" and t.text.startswith("$"):
+                out += self._substitute([t], defines)
+            else:
+                out.append(t)
+            at_start = t.kind == "nl" or t.text in (";", "{", "}")
+            i += 1
+        return out
+
+    def _substitute(self, toks: list[Token], defines: dict[str, list[Token]]) -> list[Token]:
+        out = []
+        for t in toks:
+            if t.kind == "word" and t.text.startswith("$"):
+                value = defines.get(t.text[1:])
+                if value is None:
+                    raise self.src.error(t, f"unknown variable {t.text}")
+                out += [Token(v.kind, v.text, t.line, t.col) for v in value]
+            else:
+                out.append(t)
+        return out
+
+    def peek(self, k: int = 0) -> Token:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def next(self) -> Token:
+        t = self.toks[self.i]
+        if t.kind != "eof":
+            self.i += 1
+        return t
+
+    def accept(self, text: str) -> bool:
+        if self.peek().text == text and self.peek().kind in ("word", "punct"):
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, text: str, what: str | None = None) -> Token:
+        t = self.next()
+        if t.text != text or t.kind not in ("word", "punct"):
+            raise self.src.error(t, f"expected {what or repr(text)}, got {_shown(t)}")
+        return t
+
+    def word(self, what: str) -> Token:
+        t = self.next()
+        if t.kind not in ("word", "string"):
+            raise self.src.error(t, f"expected {what}, got {_shown(t)}")
+        return t
+
+    def skip_separators(self) -> None:
+        while self.peek().kind == "nl" or self.peek().text == ";":
+            self.i += 1
+
+    def end_of_statement(self) -> None:
+        t = self.peek()
+        if t.kind == "nl" or t.text == ";":
+            self.i += 1
+        elif t.text != "}" and t.kind != "eof":
+            raise self.src.error(t, f"unexpected {_shown(t)}: expected the end of the line")
+
+    # -- structure
+    def parse(self) -> Ruleset:
+        rs = Ruleset()
+        names: set[tuple[str, str]] = set()
+        while True:
+            self.skip_separators()
+            t = self.peek()
+            if t.kind == "eof":
+                break
+            if t.text == "flush":
+                self.next()
+                self.expect("ruleset", "'ruleset' (only 'flush ruleset' is supported)")
+                self.end_of_statement()
+                continue
+            if t.text == "table":
+                self.next()
+                table = self.table()
+                if (table.family, table.name) in names:
+                    raise self.src.error(t, f"table {table.family} {table.name} is defined "
+                                         "twice")
+                names.add((table.family, table.name))
+                rs.tables.append(table)
+                continue
+            if t.text in ("include", "add", "insert", "delete", "create"):
+                raise self.src.error(t, f"'{t.text}' is not supported: write the whole "
+                                     "ruleset as table blocks")
+            raise self.src.error(t, f"expected 'table', got {_shown(t)}")
+        self._check(rs)
+        return rs
+
+    def table(self) -> Table:
+        fam = self.word("a table family (inet, ip, ip6)")
+        if fam.text not in FAMILIES:
+            raise self.src.error(fam, f"table family {fam.text!r} is not supported "
+                                 "(inet, ip, ip6)")
+        name = self.word("a table name")
+        table = Table(fam.text, name.text)
+        self._table = table  # for the @set references of its rules
+        self.expect("{")
+        while True:
+            self.skip_separators()
+            t = self.next()
+            if t.text == "}" and t.kind == "punct":
+                break
+            if t.text == "chain":
+                cname = self.word("a chain name")
+                if cname.text in table.chains:
+                    raise self.src.error(cname, f"chain {cname.text} is defined twice")
+                table.chains[cname.text] = self.chain(cname)
+            elif t.text == "set":
+                sname = self.word("a set name")
+                if sname.text in table.sets:
+                    raise self.src.error(sname, f"set {sname.text} is defined twice")
+                table.sets[sname.text] = self.named_set(sname, table)
+            elif t.kind == "eof":
+                raise self.src.error(t, "the table is not closed: expected '}'")
+            else:
+                raise self.src.error(t, f"expected 'chain', 'set' or '}}', got {_shown(t)}")
+        return table
+
+    def named_set(self, name: Token, table: Table) -> NamedSet:
+        s = NamedSet(name.text, "")
+        self.expect("{")
+        while True:
+            self.skip_separators()
+            t = self.next()
+            if t.text == "}" and t.kind == "punct":
+                break
+            if t.text == "type":
+                ty = self.word("a set type")
+                if ty.text not in SET_TYPES:
+                    raise self.src.error(ty, f"set type {ty.text!r} is not supported "
+                                         f"({', '.join(SET_TYPES)})")
+                s.type = ty.text
+            elif t.text == "flags":
+                fl = self.word("set flags")
+                if fl.text not in ("interval", "constant"):
+                    raise self.src.error(fl, f"set flag {fl.text!r} is not supported")
+                s.interval = s.interval or fl.text == "interval"
+                while self.accept(","):
+                    self.word("set flags")
+            elif t.text == "elements":
+                if not s.type:
+                    raise self.src.error(t, "give the set's type before its elements")
+                self.expect("=")
+                s.elements = self.value(SET_TYPES[s.type], t, table, allow_ref=False)[0]
+            elif t.kind == "eof":
+                raise self.src.error(t, "the set is not closed: expected '}'")
+            else:
+                raise self.src.error(t, f"expected 'type', 'flags' or 'elements', "
+                                     f"got {_shown(t)}")
+            self.end_of_statement()
+        if not s.type:
+            raise self.src.error(name, f"set {name.text} has no type")
+        return s
+
+    def chain(self, name: Token) -> Chain:
+        chain = Chain(name.text, line=name.line)
+        self.expect("{")
+        typed = False
+        while True:
+            self.skip_separators()
+            t = self.peek()
+            if t.text == "}" and t.kind == "punct":
+                self.next()
+                break
+            if t.kind == "eof":
+                raise self.src.error(t, "the chain is not closed: expected '}'")
+            if t.text == "type" and not chain.rules:
+                self.next()
+                ty = self.word("a chain type")
+                if ty.text != "filter":
+                    raise self.src.error(ty, f"chain type {ty.text!r} is not supported "
+                                         "(only filter chains: NAT comes later)")
+                self.expect("hook")
+                hook = self.word("a hook")
+                if hook.text not in HOOKS:
+                    raise self.src.error(hook, f"hook {hook.text!r} is not supported "
+                                         f"({', '.join(HOOKS)})")
+                chain.hook = hook.text
+                if self.peek().text in ("device", "devices"):
+                    raise self.src.error(self.peek(), "devices are not supported")
+                self.expect("priority")
+                chain.priority = self.priority()
+                typed = True
+                self.end_of_statement()
+            elif t.text == "policy" and not chain.rules:
+                self.next()
+                pol = self.word("accept or drop")
+                if pol.text not in ("accept", "drop"):
+                    raise self.src.error(pol, f"policy {pol.text!r}: a policy is accept or "
+                                         "drop")
+                if not typed:
+                    raise self.src.error(t, "a policy needs a base chain (type ... hook ...) "
+                                         "before it")
+                chain.policy = pol.text
+                self.end_of_statement()
+            else:
+                chain.rules.append(self.rule())
+        return chain
+
+    def priority(self) -> int:
+        t = self.word("a priority")
+        text = t.text
+        m = re.fullmatch(r"(-?\d+)|([a-z]+)([+-]\d+)?", text)
+        if m is None:
+            raise self.src.error(t, f"bad priority {text!r}")
+        if m.group(1) is not None:
+            return int(m.group(1))
+        base_name = m.group(2)
+        if base_name not in PRIORITY_NAMES:
+            raise self.src.error(t, f"unknown priority {base_name!r} "
+                                 f"({', '.join(PRIORITY_NAMES)} or a number)")
+        value = PRIORITY_NAMES[base_name]
+        if m.group(3) is not None:
+            return value + int(m.group(3))
+        if self.peek().text in ("+", "-"):
+            sign = self.next().text
+            num = self.word("a number")
+            if not num.text.isdigit():
+                raise self.src.error(num, f"expected a number, got {_shown(num)}")
+            value += int(num.text) if sign == "+" else -int(num.text)
+        return value
+
+    def rule(self) -> Rule:
+        first = self.peek()
+        items: list[Statement] = []
+        verdict: Verdict | None = None
+        comment = None
+        while True:
+            t = self.peek()
+            if t.kind in ("nl", "eof") or t.text in (";", "}"):
+                break
+            if verdict is not None and t.text != "comment":
+                raise self.src.error(t, f"unexpected {_shown(t)} after the verdict "
+                                     f"'{verdict.text()}'")
+            w = t.text
+            if t.kind == "string":
+                raise self.src.error(t, f"unexpected string {_shown(t)}")
+            if w == "comment":
+                self.next()
+                comment = self.word("a comment string").text
+                continue
+            if w in ("accept", "drop", "continue", "return"):
+                self.next()
+                verdict = Verdict(w)
+            elif w in ("jump", "goto"):
+                self.next()
+                verdict = Verdict(w, self.word("a chain name").text)
+            elif w == "reject":
+                self.next()
+                verdict = self.reject()
+            elif w == "counter":
+                self.next()
+                c = Counter()
+                if self.peek().text == "packets":
+                    self.next()
+                    c.packets = self._count_number()
+                    self.expect("bytes")
+                    c.bytes = self._count_number()
+                items.append(c)
+            elif w == "log":
+                self.next()
+                items.append(self.log())
+            else:
+                items.append(self.match())
+        if not items and verdict is None:
+            raise self.src.error(first, "empty rule")
+        rule = Rule(items, verdict, comment, first.line, first.col)
+        self.end_of_statement()
+        return rule
+
+    def _count_number(self) -> int:
+        t = self.word("a number")
+        if not t.text.isdigit():
+            raise self.src.error(t, f"expected a number, got {_shown(t)}")
+        return int(t.text)
+
+    def log(self) -> Log:
+        log = Log()
+        while self.peek().text in ("prefix", "level"):
+            what = self.next().text
+            if what == "prefix":
+                p = self.next()
+                if p.kind != "string":
+                    raise self.src.error(p, 'a log prefix is a quoted string ("...")')
+                if len(p.text) > MAX_LOG_PREFIX:
+                    raise self.src.error(p, f"a log prefix has at most {MAX_LOG_PREFIX} "
+                                         "characters")
+                log.prefix = p.text
+            else:
+                lv = self.word("a log level")
+                if lv.text not in LOG_LEVELS:
+                    raise self.src.error(lv, f"log level {lv.text!r}: one of "
+                                         f"{', '.join(LOG_LEVELS)}")
+                log.level = lv.text
+        return log
+
+    def reject(self) -> Verdict:
+        if not self.accept("with"):
+            return Verdict("reject")
+        t = self.word("tcp, icmp, icmpv6 or icmpx")
+        if t.text == "tcp":
+            self.expect("reset", "'reset'")
+            return Verdict("reject", reject_with=("tcp reset", 0, 0), with_text="tcp reset")
+        table: dict = {"icmp": REJECT_ICMP, "icmpv6": REJECT_ICMPV6,
+                       "icmpx": REJECT_ICMPX}.get(t.text)  # type: ignore[assignment]
+        if table is None:
+            raise self.src.error(t, f"reject with {t.text!r}: expected tcp reset, icmp, "
+                                 "icmpv6 or icmpx")
+        if self.peek().text == "type":
+            self.next()
+        code = self.word(f"an {t.text} reject type")
+        if code.text not in table:
+            raise self.src.error(code, f"reject with {t.text} type {code.text!r}: one of "
+                                 f"{', '.join(table)}")
+        v = table[code.text]
+        if t.text == "icmp":
+            spec = ("icmp", v, 0)
+        elif t.text == "icmpv6":
+            spec = ("icmpv6", 0, v)
+        else:
+            spec = ("icmpx", v[0], v[1])
+        return Verdict("reject", reject_with=spec, with_text=f"{t.text} type {code.text}")
+
+    def match(self) -> Match:
+        t = self.next()
+        key = t.text
+        if key in _SELECTOR_HEADS:
+            sub = self.word(f"what of {key} to match ({', '.join(_SELECTOR_HEADS[key])})")
+            if sub.text not in _SELECTOR_HEADS[key]:
+                raise self.src.error(sub, f"{key} {sub.text}: not supported (with {key}: "
+                                     f"{', '.join(_SELECTOR_HEADS[key])})"
+                                     f"{_suggest(sub.text, _SELECTOR_HEADS[key])}")
+            key = f"{key} {sub.text}"
+        if key not in MATCH_KEYS:
+            raise self.src.error(t, f"unknown statement {_shown(t)}{_suggest(t.text)}")
+        negate = False
+        if self.peek().text in ("!=", "=="):
+            negate = self.next().text == "!="
+        vtype = MATCH_KEYS[key]
+        elements, braces, ref = self.value(vtype, t, self._table, allow_ref=True)
+        return Match(key, negate, elements, braces, ref, t.line, t.col)
+
+    _table: Table | None = None  # the table being parsed, for @set references
+
+    def value(self, vtype: str, at: Token, table: Table | None, *, allow_ref: bool
+              ) -> tuple[list[Element], bool, str | None]:
+        t = self.peek()
+        if t.kind in ("nl", "eof") or t.text in (";", "}"):
+            raise self.src.error(t, f"{at.text}: expected a value, got {_shown(t)}")
+        if t.kind == "word" and t.text.startswith("@"):
+            self.next()
+            if not allow_ref:
+                raise self.src.error(t, "a set reference is not allowed here")
+            return [], False, t.text[1:]
+        if t.text == "{":
+            self.next()
+            elems: list[Element] = []
+            while True:
+                while self.peek().kind == "nl":
+                    self.next()
+                if self.peek().text == "}":
+                    self.next()
+                    break
+                elems.append(self.element(vtype))
+                while self.peek().kind == "nl":
+                    self.next()
+                if self.accept(","):
+                    continue
+                if self.peek().text != "}":
+                    raise self.src.error(self.peek(), f"expected ',' or '}}' in a set, got "
+                                         f"{_shown(self.peek())}")
+            if not elems:
+                raise self.src.error(t, "an empty set")
+            return elems, True, None
+        elems = [self.element(vtype)]
+        if vtype == "ctstate":
+            while self.accept(","):
+                elems.append(self.element(vtype))
+        return elems, False, None
+
+    def element(self, vtype: str) -> Element:
+        t = self.next()
+        if t.kind not in ("word", "string"):
+            raise self.src.error(t, f"expected a value, got {_shown(t)}")
+        text = t.text
+        try:
+            if vtype == "ifname":
+                if len(text.rstrip("*")) > 15 or not text.rstrip("*"):
+                    raise ValueError("an interface name has 1 to 15 characters")
+                wild = text.endswith("*")
+                return Element(name=text.rstrip("*") if wild else text, wildcard=wild,
+                               text=f'"{text}"')
+            if t.kind == "string":
+                raise ValueError(f"{text!r}: a quoted string is not a value here")
+            if vtype in ("addr4", "addr6"):
+                return _address(text, 4 if vtype == "addr4" else 6)
+            if vtype == "port":
+                return _range(text, 0, 65535, _service)
+            if vtype == "l4proto":
+                return _named(text, L4_PROTOCOLS, L4_NAMES, 255)
+            if vtype == "icmp":
+                return _named(text, ICMP_TYPES, _inverse(ICMP_TYPES), 255)
+            if vtype == "icmpv6":
+                return _named(text, ICMPV6_TYPES, _inverse(ICMPV6_TYPES), 255)
+            if vtype == "nfproto":
+                if text not in ("ipv4", "ipv6"):
+                    raise ValueError("meta nfproto is ipv4 or ipv6")
+                v = 4 if text == "ipv4" else 6
+                return Element(v, v, text)
+            if vtype == "ctstate":
+                bit = CT_STATE_NAMES.get(text)
+                if bit is None:
+                    raise ValueError(f"ct state {text!r}: one of {', '.join(CT_STATE_NAMES)}")
+                return Element(bit, bit, text)
+        except ValueError as exc:
+            raise self.src.error(t, str(exc)) from None
+        raise AssertionError(vtype)  # pragma: no cover
+
+    # -- checks after parsing: references, jump loops, set types
+    def _check(self, rs: Ruleset) -> None:
+        for table in rs.tables:
+            for chain in table.chains.values():
+                for rule in chain.rules:
+                    v = rule.verdict
+                    if v is not None and v.kind in ("jump", "goto"):
+                        target = table.chains.get(v.target or "")
+                        if target is None:
+                            raise self.src.error((rule.line, rule.col), f"{v.kind} {v.target}: no "
+                                                 f"chain {v.target} in table {table.name}")
+                        if target.hook is not None:
+                            raise self.src.error((rule.line, rule.col), f"{v.kind} {v.target}: a "
+                                                 "base chain cannot be a jump target")
+                    for item in rule.items:
+                        if isinstance(item, Match):
+                            self._check_match(table, item, rule)
+                    if v is not None and v.kind == "reject":
+                        self._check_reject(table, rule, v)
+            below: dict[str, int] = {}
+            for chain in table.chains.values():
+                self._depth(table, chain, (chain.name,), below)
+
+    def _check_match(self, table: Table, m: Match, rule: Rule) -> None:
+        fam = m.key.split()[0]
+        if table.family == "ip" and fam in ("ip6", "icmpv6"):
+            raise self.src.error((m.line, m.col), f"{m.key} in a table of family ip "
+                                 "(IPv4 only) never matches")
+        if table.family == "ip6" and fam in ("ip", "icmp"):
+            raise self.src.error((m.line, m.col), f"{m.key} in a table of family ip6 "
+                                 "(IPv6 only) never matches")
+        if m.setref is None:
+            return
+        s = table.sets.get(m.setref)
+        if s is None:
+            raise self.src.error((m.line, m.col), f"@{m.setref}: no set {m.setref} in table "
+                                 f"{table.name}")
+        want = MATCH_KEYS[m.key]
+        if SET_TYPES[s.type] != want:
+            raise self.src.error((m.line, m.col), f"@{m.setref} holds {s.type}, which "
+                                 f"{m.key} does not take")
+        m.elements = s.elements
+
+    def _check_reject(self, table: Table, rule: Rule, v: Verdict) -> None:
+        kind = v.reject_with[0]
+        if kind == "icmp" and table.family == "ip6" or kind == "icmpv6" and table.family == "ip":
+            raise self.src.error((rule.line, rule.col), f"reject with {kind} in a table of family "
+                                 f"{table.family}")
+
+    def _depth(self, table: Table, chain: Chain, path: tuple[str, ...],
+               below: dict[str, int]) -> int:
+        """How many jumps deep ``chain`` reaches (memoized in ``below``, so a ruleset of
+        many chains that jump to many others costs one visit per chain); a loop or more
+        than MAX_JUMP_DEPTH levels is an error."""
+        if chain.name in below:
+            return below[chain.name]
+        deepest = 0
+        for rule in chain.rules:
+            v = rule.verdict
+            if v is not None and v.kind in ("jump", "goto"):
+                target = v.target or ""
+                if target in path:
+                    raise self.src.error((rule.line, rule.col), "a jump loop: "
+                                         f"{' -> '.join(path + (target,))}")
+                deepest = max(deepest, 1 + self._depth(table, table.chains[target],
+                                                       path + (target,), below))
+                if len(path) + deepest > MAX_JUMP_DEPTH + 1:
+                    raise self.src.error((rule.line, rule.col), "jumps nest deeper than "
+                                         f"{MAX_JUMP_DEPTH} chains: {' -> '.join(path)} ...")
+        below[chain.name] = deepest
+        return deepest
+
+
+def _shown(t: Token) -> str:
+    if t.kind == "eof":
+        return "the end of the text"
+    if t.kind == "nl":
+        return "the end of the line"
+    if t.kind == "string":
+        return f'"{t.text}"'
+    return repr(t.text)
+
+
+_KEYWORDS = ("accept", "drop", "reject", "counter", "log", "jump", "goto", "return",
+             "continue", "comment", "iifname", "oifname", "iif", "oif", "ip", "ip6", "tcp",
+             "udp", "th", "icmp", "icmpv6", "ct", "meta")
+
+
+def _suggest(word: str, choices: tuple[str, ...] = _KEYWORDS) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _inverse(table: dict[str, int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for name, v in table.items():
+        out.setdefault(v, name)
+    return out
+
+
+def _named(text: str, names: dict[str, int], back: dict[int, str], top: int) -> Element:
+    if text in names:
+        v = names[text]
+        return Element(v, v, back.get(v, text))
+    if text.isdigit() and int(text) <= top:
+        v = int(text)
+        return Element(v, v, back.get(v, text))
+    raise ValueError(f"unknown value {text!r} (a name: {', '.join(sorted(names))}; or a "
+                     f"number 0..{top})")
+
+
+def _service(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text)
+    except OSError:
+        raise ValueError(f"unknown port or service {text!r}") from None
+
+
+def _range(text: str, lo: int, hi: int, conv) -> Element:  # type: ignore[no-untyped-def]
+    if "-" in text[1:]:
+        a, b = text.split("-", 1)
+        x, y = conv(a), conv(b)
+        if not lo <= x <= y <= hi:
+            raise ValueError(f"bad range {text!r} (from {lo} to {hi}, low to high)")
+        return Element(x, y, f"{x}-{y}")
+    v = conv(text)
+    if not lo <= v <= hi:
+        raise ValueError(f"{text!r} is out of range ({lo}..{hi})")
+    return Element(v, v, str(v))
+
+
+def _address(text: str, version: int) -> Element:
+    bits = 32 if version == 4 else 128
+    kind = "IPv4" if version == 4 else "IPv6"
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            if net.version != version:
+                raise ValueError
+            lo = int(net.network_address)
+            return Element(lo, lo | ((1 << (bits - net.prefixlen)) - 1), str(net)
+                           if net.prefixlen < bits else str(net.network_address))
+        if "-" in text:
+            a, b = text.split("-", 1)
+            x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+            if x.version != version or y.version != version or int(x) > int(y):
+                raise ValueError
+            return Element(int(x), int(y), f"{x}-{y}")
+        addr = ipaddress.ip_address(text)
+        if addr.version != version:
+            raise ValueError
+        return Element(int(addr), int(addr), str(addr))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an {kind} address, prefix or range") from None
+
+
+def parse(text: str, source: str = "<ruleset>") -> Ruleset:
+    """Parse a whole ruleset; RulesetError names the line and column of the first error."""
+    return Parser(text, source).parse()
