@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadnet.stack.ip import LIMITED_BROADCAST
+from threadnet.stack.upper import PingCallback
 from threadnet.wire import icmp4, icmp6, ipv4, ipv6
 from threadnet.wire.ethernet import ETH_P_IPV4
 
@@ -43,9 +44,9 @@ class Icmp:
             icmp4.build_echo(out, rest >> 16, rest & 0xFFFF, body, reply=True)
             self.send_ip4(dst, src, ipv4.PROTO_ICMP, out, now)
         elif kind == icmp4.ECHO_REPLY:
-            waiter = self.echo_waiters.get((4, rest >> 16))
-            if waiter is not None:
-                waiter(bytes(body), now)
+            session = self.echo_waiters.get((4, rest >> 16))
+            if session is not None:
+                session.on_reply(bytes(body), now)
         elif kind == icmp4.DEST_UNREACHABLE and code == icmp4.UNREACH_FRAG_NEEDED:
             # RFC 1191: the quoted header names the destination whose path MTU shrank
             quoted = ipv4.parse(body, quoted=True)
@@ -65,9 +66,9 @@ class Icmp:
             icmp6.build_echo(out, reply_src, src, rest >> 16, rest & 0xFFFF, body, reply=True)
             self.send_ip6(reply_src, src, ipv6.PROTO_ICMPV6, out, now)
         elif kind == icmp6.ECHO_REPLY:
-            waiter = self.echo_waiters.get((6, rest >> 16))
-            if waiter is not None:
-                waiter(bytes(body), now)
+            session = self.echo_waiters.get((6, rest >> 16))
+            if session is not None:
+                session.on_reply(bytes(body), now)
         elif kind == icmp6.NEIGHBOR_SOLICITATION:
             if hlim != 255:
                 return  # RFC 4861 7.1.1: not from an on-link node
@@ -244,16 +245,24 @@ class Icmp:
 
     def start_ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56,
                    now: float | None = None, *,
-                   on_done: Callable[[EchoSession], None] | None = None,
+                   on_done: Callable[[EchoSession], None] | int | None = None,
                    ident: int | None = None) -> EchoSession:
         """Start a ping (``EchoSession``) to ``dst``, its first request sent at ``now``
         (default: the stack's boundary time, ``_api_now``). The stack's timers run it
-        (``next_deadline``/``on_timer``); ``on_done(session)`` is called, under the
-        stack's lock, when it ends. OSError when the first request cannot go (no route,
-        no source address)."""
+        (``next_deadline``/``on_timer``). When it ends, under the stack's lock, its
+        owner hears of it: ``on_done`` is the handle of an owner registered with
+        ``stack.upper`` (its ``on_ping_done(session)``), or a function ``on_done(session)``.
+        OSError when the first request cannot go (no route, no source address)."""
+        made = callable(on_done)
+        owner = self.upper.add(PingCallback(on_done)) if made else on_done
         session = EchoSession(self, dst, count, timeout, size,
-                              next(_ident) & 0xFFFF if ident is None else ident, on_done)
-        session.start(self._api_now(now))
+                              next(_ident) & 0xFFFF if ident is None else ident, owner)
+        try:
+            session.start(self._api_now(now))
+        except BaseException:
+            if made:
+                self.upper.release(owner)  # type: ignore[arg-type]
+            raise
         return session
 
     def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
@@ -296,15 +305,15 @@ class Icmp:
         if proto == ipv4.PROTO_TCP:
             self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH, now)
         elif proto == ipv4.PROTO_UDP:
-            fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
-            if fn is not None:
-                fn(errno.EHOSTUNREACH, dst, dport)
+            handle = self.udp.get((src, sport)) or self.udp.get((b"", sport))
+            if handle is not None:
+                self.upper.on_udp_error(handle, errno.EHOSTUNREACH, dst, dport)
         elif (family == 4 and proto == ipv4.PROTO_ICMP and transport[0] == icmp4.ECHO_REQUEST) \
                 or (family == 6 and proto == ipv6.PROTO_ICMPV6
                     and transport[0] == icmp6.ECHO_REQUEST):
-            fn2 = self.echo_errors.get((family, (transport[4] << 8) | transport[5]))
-            if fn2 is not None:
-                fn2(errno.EHOSTUNREACH, now)
+            session = self.echo_waiters.get((family, (transport[4] << 8) | transport[5]))
+            if session is not None:
+                session.on_error(errno.EHOSTUNREACH, now)
 
 
 class EchoSession:
@@ -315,13 +324,15 @@ class EchoSession:
 
     ``Stack.start_ping`` makes and starts one; the stack then calls ``on_timer`` when
     ``next_deadline`` comes, and ``on_reply``/``on_error`` when a reply or an error
-    (address resolution for ``dst`` failed) arrives. When it ends (``done``), ``rtts``
+    (address resolution for ``dst`` failed) arrives (``stack.echo_waiters`` holds the
+    session by family and identifier). Its owner, named by the handle ``owner``
+    (``stack/upper.py``), hears ``on_ping_done`` when it ends. When it ends (``done``), ``rtts``
     holds the replies' round-trip times in seconds, and ``error`` an errno: EHOSTUNREACH
     when address resolution failed before any reply came (the ping stops there), or the
     error of a request that could not be sent."""
 
     def __init__(self, stack: Stack, dst: str, count: int, timeout: float, size: int,
-                 ident: int, on_done: Callable[[EchoSession], None] | None = None) -> None:
+                 ident: int, owner: int | None = None) -> None:
         self.stack = stack
         self.dst = dst
         self.family = ipaddress.ip_address(dst).version
@@ -329,7 +340,7 @@ class EchoSession:
         self.timeout = timeout
         self.size = size
         self.ident = ident
-        self.on_done = on_done
+        self.owner = owner
         self.rtts: list[float] = []
         self.error: int | None = None
         self.done = False
@@ -346,8 +357,7 @@ class EchoSession:
             return
         key = (self.family, self.ident)
         stack = self.stack
-        stack.echo_waiters[key] = self.on_reply
-        stack.echo_errors[key] = self.on_error
+        stack.echo_waiters[key] = self
         stack.echo_sessions.append(self)
         try:
             self._send(now)
@@ -414,10 +424,8 @@ class EchoSession:
     def _unregister(self) -> None:
         stack = self.stack
         key = (self.family, self.ident)
-        if stack.echo_waiters.get(key) == self.on_reply:
+        if stack.echo_waiters.get(key) is self:
             del stack.echo_waiters[key]
-        if stack.echo_errors.get(key) == self.on_error:
-            del stack.echo_errors[key]
         if self in stack.echo_sessions:
             stack.echo_sessions.remove(self)
 
@@ -426,5 +434,10 @@ class EchoSession:
         self._due = None
         self._expect = None
         self._unregister()
-        if self.on_done is not None:
-            self.on_done(self)
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            upper = self.stack.upper
+            try:
+                upper.on_ping_done(owner, self)
+            finally:
+                upper.release(owner)

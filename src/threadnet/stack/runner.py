@@ -143,9 +143,8 @@ class StackRunner:
     def attach(self, stack: Stack) -> None:
         stack.runner = self
         self._stacks[id(stack)] = stack
-        for iface in stack.interfaces.values():
-            if iface.link is not None:
-                self.watch(stack, iface)
+        for index in list(stack.links):
+            self.watch(stack, stack.interfaces[index])
         self.touch(stack)
 
     def detach(self, stack: Stack, *, close_links: bool = False) -> None:
@@ -156,7 +155,7 @@ class StackRunner:
         silently swallows the next descriptor to reuse the number.
         """
         self._stacks.pop(id(stack), None)
-        links = [i.link for i in stack.interfaces.values() if i.link is not None]
+        links = list(stack.links.values())
         done = threading.Event()
 
         def unregister() -> None:
@@ -192,10 +191,10 @@ class StackRunner:
             done.wait(5)
 
     def watch(self, stack: Stack, iface: Interface) -> None:
-        link = iface.link
-        assert link is not None
+        link = stack.links[iface.index]
         link.setblocking(False)
-        self.call_soon(lambda: self.loop.add_reader(link.fileno(), lambda: self._rx(stack, iface)))
+        self.call_soon(lambda: self.loop.add_reader(
+            link.fileno(), lambda: self._rx(stack, iface, link)))
         link.attach_tx(self._tx_wake)
         if link.attach_timer(self._link_wake):
             self.call_soon(lambda: self._watch_link_timers(link))
@@ -333,9 +332,7 @@ class StackRunner:
             print(f"threadnet: error in {stack.name}: {exc!r}", file=sys.stderr)
             traceback.print_exc()
 
-    def _rx(self, stack: Stack, iface: Interface) -> None:
-        link = iface.link
-        assert link is not None
+    def _rx(self, stack: Stack, iface: Interface, link: Link) -> None:
         now = monotonic()
         with stack.lock:
             # one batch: TCP answers (ACKs, the data they release) and socket wake-ups
