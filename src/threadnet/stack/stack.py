@@ -249,10 +249,15 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._gen += 1  # cached output paths named the old links
 
     def set_link(self, ref: int | str, link: Link) -> None:
-        """Give an interface (of a restored stack) its link."""
+        """Give an interface without a link (one of a restored stack) its link."""
         iface = self.interface(ref)
         if iface.loopback:
             raise ValueError("the loopback interface has no link")
+        if iface.index in self.links:
+            raise ValueError(f"interface {iface.name} has a link")
+        iface.offload = bool(getattr(link, "vnet_hdr", False))
+        if iface.offload:
+            link.enable_offload()  # type: ignore[attr-defined]
         self.links[iface.index] = link
         self._gen += 1
         if self.runner is not None:
