@@ -288,6 +288,50 @@ def test_a_restored_stack_finishes_the_transfer_of_the_original(busy) -> None:
     assert len(a2.upper) == 0  # released with the connection
 
 
+def test_sockets_on_a_running_stack_leave_only_handles_in_its_state() -> None:
+    """``threadnet.Stack``s on a runner, with a listening socket, a connected stream
+    socket pair with data under way and a UDP socket: their pumps, socket pairs and
+    the runner are all outside the state (in ``upper``, ``links``, ``runner``), which
+    pickles; closing the sockets empties ``upper``."""
+    from threadnet import Stack
+    from threadnet.link.pair import open_pair
+
+    runner = StackRunner("test-plain-state-sockets")
+    la, lb = open_pair()
+    a = Stack(f"eth,ip={A4}/24", la, runner=runner)
+    b = Stack(f"eth,ip={B4}/24", lb, runner=runner)
+    try:
+        srv = b.socket()
+        srv.bind(("", 6000))
+        srv.listen()
+        c = a.socket()
+        c.settimeout(10)
+        c.connect((B4, 6000))
+        s, _ = srv.accept()
+        c.sendall(b"x" * 200_000)  # b does not read: data waits in b and in flight
+        u = a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("", 5353))
+        for st in (a, b):
+            with st.locked():
+                assert forbidden_in(st) == []
+                pickle.dumps(st)
+        with a.locked():
+            assert len(a.upper) == 2 and all(isinstance(h, int) for h in a.udp.values())
+        for sock in (u, c, s, srv):
+            sock.close()
+        for _ in range(500):
+            with a.locked(), b.locked():
+                if not len(a.upper) and not len(b.upper):
+                    break
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail(f"owners left: {a.upper.owners} {b.upper.owners}")
+    finally:
+        a.close()
+        b.close()
+        runner.stop()
+
+
 def test_a_core_stack_on_a_runner_runs_on_its_fake_clock() -> None:
     """``Stack(clock=fake, runner=r)``: the runner feeds the stack the fake clock's time
     with its frames and timers, and arms its timers by the fake time. Before, it read

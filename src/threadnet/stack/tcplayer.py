@@ -542,12 +542,15 @@ class TcpLayer:
                     heapq.heappush(self.timers, (due, next(_seq), ep))
         owner = ep.owner
         if owner is not None and not ep._in_event:
-            # (the owner may call send/recv, which flush again: no recursion)
-            ep._in_event = True
-            try:
-                self.stack.upper.on_tcp_event(owner, ep)
-            finally:
-                ep._in_event = False
+            # upper.on_tcp_event(owner, ep), without its call: this runs after every flush
+            event = self.stack.upper.tcp_events.get(owner)
+            if event is not None:
+                # (the owner may call send/recv, which flush again: no recursion)
+                ep._in_event = True
+                try:
+                    event(ep)
+                finally:
+                    ep._in_event = False
 
     def _xmit(self, ep: TcpEndpoint, seg: Segment, now: float) -> None:
         """Encode one segment with the general encoder and pass it to the IP layer."""

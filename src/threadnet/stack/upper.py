@@ -39,24 +39,30 @@ from typing import Any
 class Owners:
     """A stack's owners by handle (``Stack.upper``): where the core's events go."""
 
-    __slots__ = ("owners", "next_handle")
+    __slots__ = ("owners", "next_handle", "tcp_events")
 
     def __init__(self, next_handle: int = 1) -> None:
         self.owners: dict[int, Any] = {}
         #: the next handle ``add`` gives; saved with the stack's state, so that handles
         #: stay unique after a stack is restored
         self.next_handle = next_handle
+        #: each connection owner's ``on_tcp_event``, bound once: the TCP layer calls it
+        #: after every flush, so it takes it from here (one lookup, no call in between)
+        self.tcp_events: dict[int, Callable[[Any], None]] = {}
 
     def add(self, owner: Any) -> int:
         """Register ``owner``; returns its handle (1 and up: never false)."""
         handle = self.next_handle
         self.next_handle = handle + 1
-        self.owners[handle] = owner
+        self.put(handle, owner)
         return handle
 
     def put(self, handle: int, owner: Any) -> None:
         """Register ``owner`` under a handle the state already names (after a restore)."""
         self.owners[handle] = owner
+        event = getattr(owner, "on_tcp_event", None)
+        if event is not None:
+            self.tcp_events[handle] = event
         if handle >= self.next_handle:
             self.next_handle = handle + 1
 
@@ -65,6 +71,7 @@ class Owners:
 
     def release(self, handle: int) -> None:
         self.owners.pop(handle, None)
+        self.tcp_events.pop(handle, None)
 
     def __len__(self) -> int:
         return len(self.owners)
@@ -82,9 +89,9 @@ class Owners:
             owner.on_udp_error(err, dst, port)
 
     def on_tcp_event(self, handle: int, endpoint: Any) -> None:
-        owner = self.owners.get(handle)
-        if owner is not None:
-            owner.on_tcp_event(endpoint)
+        event = self.tcp_events.get(handle)
+        if event is not None:
+            event(endpoint)
 
     def on_tcp_ready(self, handle: int, listener: Any) -> None:
         owner = self.owners.get(handle)
