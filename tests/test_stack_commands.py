@@ -113,6 +113,16 @@ def test_hostname(m):
     assert m.stack.gethostname() == "box.example.org"
 
 
+def test_ip(m):
+    """iproute2's ip (its outputs and errors: tests/test_iproute.py)."""
+    assert run(m, c.ip, "-4 addr show dev eth0")[1] == \
+        "    inet 10.40.0.1/24 brd 10.40.0.255 scope global eth0"
+    assert run(m, c.ip, "route add 10.41.0.0/16 via 10.40.0.254") == []
+    fails(errno.EEXIST, m, c.ip, "route add 10.41.0.0/16 via 10.40.0.254")
+    fails(errno.ENODEV, m, c.ip, "link set eth7 up")
+    fails(errno.EINVAL, m, c.ip, "bogus")
+
+
 def test_link_print(m):
     url = m.stack.links[m.stack.interface("eth0").index].url
     assert c.link_print(m, "") == [
@@ -249,6 +259,59 @@ def test_dns_print_and_set(m):
     c.dns_set(m, "10.40.0.53,fc00:40::53")
     assert c.dns_print(m, "") == ["nameserver 10.40.0.53", "nameserver fc00:40::53"]
     fails(errno.EINVAL, m, c.dns_set, "")
+
+
+def test_rd_print(m):
+    from threadnet.stack.rdisc import RouterDiscovery
+    from threadnet.wire import icmp6, ipv6
+
+    assert run(m, c.rd_print) == []
+    stack = m.stack
+    agent = stack.add_agent(RouterDiscovery(2, slaac=True, secret=bytes(16)), now=0.0)
+    router = socket.inet_pton(socket.AF_INET6, "fe80::1")
+    ra = icmp6.RouterAdvert(
+        router_lifetime=1800, flags=icmp6.RA_OTHER,
+        prefixes=(icmp6.PrefixInfo(socket.inet_pton(socket.AF_INET6, "fc00:41::"), 64, 0xC0,
+                                   600, 300),),
+        rdnss=(icmp6.DnsServers(900, (socket.inet_pton(socket.AF_INET6, "fc00:41::53"),)),),
+        dnssl=(icmp6.SearchList(900, ("lan.example",)),))
+    msg = bytearray(icmp6.router_advert_size(ra))
+    icmp6.build_router_advert(msg, router, ipv6.ALL_NODES, ra)
+    agent.on_icmp6(stack, stack.interfaces[2], router, ipv6.ALL_NODES, 255, memoryview(msg),
+                   0.0)
+    (addr,) = [a["address"] for a in agent.describe()["addresses"]]
+    assert run(m, c.rd_print, "eth0") == [
+        "eth0: rd slaac managed 0 other 1 hoplimit 64 mtu - solicitations 0",
+        "    router fe80::1 lifetime 1800sec pref medium",
+        "    prefix fc00:41::/64 onlink 600sec autonomous valid_lft 600sec preferred_lft 300sec",
+        f"    address {addr} stable valid_lft 600sec preferred_lft 300sec",
+        "    dns fc00:41::53 lifetime 900sec",
+        "    search lan.example lifetime 900sec",
+        "    counters ra 1"]
+    assert run(m, c.rd_print) == run(m, c.rd_print, "eth0")
+    assert run(m, c.rd_print, "lo") == []
+    fails(errno.ENODEV, m, c.rd_print, "eth9")
+
+
+def test_ra_print(m):
+    from threadnet.stack.raserver import RaServer
+
+    assert run(m, c.ra_print) == []
+    m.stack.add_agent(RaServer(2, ["fc00:42::/64"], rdnss=["fc00:42::53"], dnssl=["lan.example"],
+                               managed=True, mtu=1400), now=0.0)
+    assert run(m, c.ra_print, "eth0") == [
+        "eth0: ra lifetime 1800 pref medium interval 198-600 next 0sec managed 1 other 0 "
+        "hoplimit 64 mtu 1400 forwarding off",
+        "    prefix fc00:42::/64 onlink autonomous valid 2592000 preferred 604800",
+        "    rdnss fc00:42::53 lifetime 1800",
+        "    dnssl lan.example lifetime 1800"]
+    m.stack.forwarding = True
+    m.stack.configure("ra")  # without a prefix: the interface's own
+    assert run(m, c.ra_print) == [
+        "eth0: ra lifetime 1800 pref medium interval 198-600 next 0sec managed 0 other 0 "
+        "hoplimit 64 mtu - forwarding on",
+        "    prefix fc00:40::/64 onlink autonomous valid 2592000 preferred 604800"]
+    fails(errno.ENODEV, m, c.ra_print, "eth9")
 
 
 def test_under_lock_turns_exceptions_into_errnos(m, capsys):

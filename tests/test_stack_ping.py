@@ -9,59 +9,12 @@ import errno
 import pytest
 
 from threadnet.stack.icmp import EchoSession
-from threadnet.stack.stack import Stack as CoreStack
 
-from stack_helpers import ListLink
+from stack_helpers import FakeLan
 
-DELAY = 0.05  # one way
-STEP = 0.01
-
-
-class DelayWire:
-    """Core stacks on one wire: a frame sent at t reaches the others at t + DELAY."""
-
-    def __init__(self, *configs: str, start: float = 100.0) -> None:
-        self.now = start
-        self.links = [ListLink() for _ in configs]
-        self.stacks = [CoreStack(link=link, clock=lambda: self.now) for link in self.links]
-        for s, cfg in zip(self.stacks, configs, strict=True):
-            s.configure(cfg)
-        self.queue: list[tuple[float, int, bytes]] = []
-        self.drop = lambda frame: False
-        self.ticks = 0
-        self._start = start
-
-    def collect(self) -> None:
-        for i, link in enumerate(self.links):
-            frames, link.sent = link.sent, []
-            for f in frames:
-                for j in range(len(self.stacks)):
-                    if j != i and not self.drop(f):
-                        self.queue.append((self.now + DELAY, j, f))
-
-    def step(self) -> None:
-        # integer ticks: the times stay exact multiples of STEP from the start
-        self.ticks += 1
-        self.now = self._start + self.ticks * STEP
-        due = [q for q in self.queue if q[0] <= self.now + 1e-9]
-        self.queue = [q for q in self.queue if q[0] > self.now + 1e-9]
-        for _, j, f in due:
-            s = self.stacks[j]
-            s.input(s.interfaces[2], f, self.now)
-        self.collect()
-        for s in self.stacks:
-            s.on_timer(self.now)
-        self.collect()
-
-    def run_until(self, cond, limit: float) -> None:
-        end = self.now + limit
-        while not cond():
-            assert self.now < end, "no progress on fake time"
-            self.step()
-
-    def close(self) -> None:
-        for s in self.stacks:
-            s.close()
+DELAY = FakeLan.DELAY
+STEP = FakeLan.STEP
+DelayWire = FakeLan
 
 
 def _icmp_echo_requests(frames: list[bytes]) -> int:

@@ -14,7 +14,7 @@ from threadnet.hook import (
     use,
 )
 from threadnet.link import Link, open_link, register_scheme
-from threadnet.stack.api import Stack
+from threadnet.stack.api import Stack, ip
 from threadnet.stack.remote import Publication, RemoteSocket, RemoteStack
 from threadnet.stack.socket import StackSocket
 
@@ -32,6 +32,7 @@ __all__ = [
     "use",
     "Stack",
     "StackSocket",
+    "ip",
     "msocket",
     "LinkError",
     "ThreadnetError",

@@ -8,6 +8,7 @@
     threadnet console MGMT [CMD]      talk to a switch or wirefilter console
     threadnet stack PATH --link URL --config CFG   a TCP/IP stack as a service, named by PATH
     threadnet run --stack PATH -- python app.py     run a Python program on a stack
+    threadnet ip --stack PATH addr    iproute2's ip on a published stack
     threadnet bench switch            benchmarks, side by side with the real peers
 """
 
@@ -518,6 +519,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def cmd_ip(args: argparse.Namespace) -> int:
+    from threadnet.ipcli import main as ip_main
+
+    return ip_main(args.words)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -603,6 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_args(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- python app.py ...")
     p.set_defaults(func=cmd_run)
+
+    # ip's own options (-4, -j...) are words here: threadnet/ipcli.py reads them
+    p = sub.add_parser("ip", help="iproute2's ip on a published stack (addr, link, route, "
+                       "neigh)", prefix_chars="+", add_help=False)
+    p.add_argument("words", nargs="*", help="[--stack PATH] [-4|-6] [-j] OBJECT COMMAND ...")
+    p.set_defaults(func=cmd_ip)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
     p.add_argument("what", choices=["switch", "wire", "stack", "ioth"], help="what to measure")

@@ -72,6 +72,7 @@ from threadnet.errors import URLError
 from threadnet.hook import _NAMES as _HOOKED_NAMES
 from threadnet.hook import _ORIG_SOCKET, set_default_stack
 from threadnet.link import Link, open_link
+from threadnet.stack import autoconf
 from threadnet.stack.api import Stack as _ThreadnetStack
 from threadnet.stack.config import Config, ConfigError, parse_config, parse_mac
 from threadnet.stack.socket import StackSocket
@@ -539,7 +540,7 @@ class Stack:
 
     def _apply_config(self, cfg: Config) -> None:
         ts = self._net("ioth_config")
-        cfg.require_static()
+        autoconf.check(cfg)
         with self._lock, ts.locked():
             iface = self._config_iface(ts, cfg)
             if "static" in cfg.clean:
@@ -557,6 +558,7 @@ class Stack:
             if cfg.static:
                 self._replace_static(ts, iface, _Static(cfg.addresses, cfg.gateways, cfg.dns,
                                                         cfg.domains))
+            autoconf.apply(ts, iface, cfg, ts._api_now(None))
             if cfg.debug:
                 print("\n".join(ts.describe()), file=sys.stderr)
 

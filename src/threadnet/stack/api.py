@@ -9,14 +9,15 @@ and a runner by default (the process's ``StackRunner``), so ``Stack(config, link
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from threadnet.link import Link
 from threadnet.stack import stack as core
-from threadnet.stack.remote import Publication
+from threadnet.stack.remote import Publication, RemoteStack
 from threadnet.stack.resolver import Resolver
 from threadnet.stack.runner import default_runner
 from threadnet.stack.socket import StackSocket
@@ -107,6 +108,10 @@ class Stack(core.Stack):
             raise OSError(session.error, f"{dst}: {os.strerror(session.error)}")
         return list(session.rtts)
 
+    def ip(self, command: str | Sequence[str], *, text: bool = False) -> Any:
+        """iproute2's ``ip`` on this stack: ``stack.ip("-6 route")``; see ``threadnet.ip``."""
+        return ip(self, command, text=text)
+
     def close(self) -> None:
         """Stop the stack and close its links. Its publications go first; its connections
         are reset, and the sockets on it see that at once (a blocked recv or accept fails
@@ -136,3 +141,29 @@ class Stack(core.Stack):
 
     def getfqdn(self, name: str = "") -> str:
         return self.resolver.getfqdn(name)
+
+
+def ip(stack: core.Stack | RemoteStack | str | os.PathLike[str], command: str | Sequence[str],
+       *, text: bool = False) -> Any:
+    """iproute2's ``ip`` on a stack: this process's (a Stack), or one published at a path
+    (a path or a RemoteStack). ``command`` is what follows ``ip``, as a string or its
+    words: ``"addr show dev eth0"``, ``"-6 route"``, ``"route add default via
+    10.0.0.1"``. Returns a show's data as ``ip -j`` prints it (a list of dicts, iproute2's
+    keys) and [] for a change; with ``text``, what ``ip`` prints instead (its text, or
+    JSON when the command has ``-j``). Fails with
+    ``threadnet.stack.ipcommand.IpError``, which has iproute2's message and exit status.
+
+        >>> threadnet.ip(stack, "-4 addr")[1]["addr_info"][0]["local"]
+        '10.0.0.5'
+    """
+    from threadnet.stack import ipcommand
+
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    cmd = ipcommand.parse(words)
+    if isinstance(stack, core.Stack):
+        with stack.locked():
+            data = ipcommand.execute(stack, cmd, stack._api_now(None))
+    else:
+        remote = stack if isinstance(stack, RemoteStack) else RemoteStack(stack)
+        data = remote.ip(words)
+    return ipcommand.output(cmd, data) if text else data

@@ -40,6 +40,7 @@ from threadnet.mgmt.commands import (
     table_from_entries,
 )
 from threadnet.mgmt.console import ConsoleServer
+from threadnet.stack import ipcommand
 from threadnet.stack.stack import check_mtu
 from threadnet.wire.ethernet import mac_from_str, mac_to_str
 
@@ -187,6 +188,16 @@ def hostname(managed: ManagedStack, args: str) -> list[str]:
     if args:
         managed.stack.set_hostname(args)
     return [managed.stack.gethostname()]
+
+
+def ip(managed: ManagedStack, args: str) -> list[str]:
+    """iproute2's ``ip`` (``stack/ipcommand.py``): what it prints, or its errno."""
+    try:
+        cmd = ipcommand.parse(args)
+        data = ipcommand.execute(managed.stack, cmd, managed.stack._api_now(None))
+    except ipcommand.IpError as exc:
+        raise CommandError(exc.errno, exc.message) from None
+    return ipcommand.output(cmd, data).splitlines()
 
 
 # -- link ---------------------------------------------------------------------------------
@@ -371,6 +382,75 @@ def dns_set(managed: ManagedStack, args: str) -> None:
     managed.stack.resolv_conf(args.replace("\\n", "\n"))
 
 
+# -- router discovery and advertisements -------------------------------------------------
+def _lft(seconds: float | None) -> str:
+    """iproute2's way with a lifetime: whole seconds, or forever."""
+    return "forever" if seconds is None else f"{int(seconds)}sec"
+
+
+def _agents_of(stack: Stack, kind: str, args: str) -> list:
+    ifindex = _interface(stack, args).index if args else None
+    return stack.find_agents(kind, ifindex)
+
+
+def rd_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)
+    lines = []
+    for agent in _agents_of(stack, "rd", args):
+        d = agent.describe(now)
+        modes = " slaac" * d["slaac"] + " temporary" * d["temporary"]
+        lines.append(f"{stack.interfaces[d['ifindex']].name}: rd{modes} managed "
+                     f"{int(d['managed'])} other {int(d['other'])} hoplimit {d['hop_limit']}"
+                     f" mtu {d['mtu'] or '-'} solicitations {d['solicitations']}")
+        lines += [f"    router {r['address']} lifetime {_lft(r['lifetime'])} pref "
+                  f"{r['preference']}" for r in d["routers"]]
+        for p in d["prefixes"]:
+            words = [f"    prefix {p['prefix']}"]
+            if p["onlink"]:
+                words.append(f"onlink {_lft(p['onlink_lifetime'])}")
+            if p["autonomous"]:
+                words.append(f"autonomous valid_lft {_lft(p['valid_lft'])} preferred_lft "
+                             f"{_lft(p['preferred_lft'])}")
+            lines.append(" ".join(words))
+        lines += [f"    address {a['address']} {a['kind']} valid_lft {_lft(a['valid_lft'])} "
+                  f"preferred_lft {_lft(a['preferred_lft'])}" + " dadfailed" * a["dadfailed"]
+                  for a in d["addresses"]]
+        lines += [f"    route {r['dst']} via {r['via']} lifetime {_lft(r['lifetime'])} pref "
+                  f"{r['preference']}" for r in d["routes"]]
+        lines += [f"    dns {x['server']} lifetime {_lft(x['lifetime'])}" for x in d["dns"]]
+        lines += [f"    search {x['domain']} lifetime {_lft(x['lifetime'])}"
+                  for x in d["search"]]
+        if d["counters"]:
+            lines.append("    counters " + " ".join(f"{k} {v}" for k, v in
+                                                   sorted(d["counters"].items())))
+    return lines
+
+
+def ra_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)
+    lines = []
+    for agent in _agents_of(stack, "ra", args):
+        d = agent.describe(now)
+        iface = stack.interfaces[d["ifindex"]]
+        nxt = "-" if d["next_ra"] is None else f"{d['next_ra']:.0f}sec"
+        lines.append(f"{iface.name}: ra lifetime {d['router_lifetime']} pref {d['preference']} "
+                     f"interval {d['min_interval']:g}-{d['interval']:g} next {nxt} managed "
+                     f"{int(d['managed'])} other {int(d['other'])} hoplimit {d['hop_limit']} "
+                     f"mtu {d['mtu'] or '-'} forwarding {'on' if stack.forwarding else 'off'}")
+        for p in agent.advertised_prefixes(iface):
+            flags = " onlink" * p.on_link + " autonomous" * p.autonomous
+            lines.append(f"    prefix {ipaddress.ip_address(p.prefix)}/{p.plen}{flags} valid "
+                         f"{p.valid} preferred {p.preferred}")
+        lines += [f"    rdnss {a} lifetime {d['dns_lifetime']}" for a in d["rdnss"]]
+        lines += [f"    dnssl {n} lifetime {d['dns_lifetime']}" for n in d["dnssl"]]
+        if d["counters"]:
+            lines.append("    counters " + " ".join(f"{k} {v}" for k, v in
+                                                   sorted(d["counters"].items())))
+    return lines
+
+
 #: the stack's commands, in help order
 COMMANDS: tuple[Entry, ...] = (
     ("help", "[arg]", "Help (limited to arg when specified)", help_, OUTPUT | UNLOCKED),
@@ -380,6 +460,8 @@ COMMANDS: tuple[Entry, ...] = (
     ("stats", "", "the stack's counters and each interface's", stats, OUTPUT),
     ("config", "CFG", 'apply a configuration string ("eth,ip=10.0.0.5/24,gw=...")', config, 0),
     ("hostname", "[NAME]", "show or set the host name", hostname, OUTPUT),
+    ("ip", "[-4|-6] [-j] OBJECT CMD ...", "iproute2's ip: addr, link, route, neigh", ip,
+     OUTPUT),
     ("link", "", "LINK MENU", None, 0),
     ("link/print", "[IFACE]", "interfaces: index, name, state, MTU, MAC, link URL",
      link_print, OUTPUT),
@@ -403,6 +485,12 @@ COMMANDS: tuple[Entry, ...] = (
     ("dns", "", "NAME RESOLUTION MENU", None, 0),
     ("dns/print", "", "the DNS settings, as resolv.conf", dns_print, OUTPUT),
     ("dns/set", "TEXT", r"resolv.conf text (lines split by \n) or ADDR,ADDR", dns_set, 0),
+    ("rd", "", "ROUTER DISCOVERY MENU", None, 0),
+    ("rd/print", "[IFACE]", "routers, prefixes, SLAAC addresses and DNS from advertisements",
+     rd_print, OUTPUT),
+    ("ra", "", "ROUTER ADVERTISEMENT SERVER MENU", None, 0),
+    ("ra/print", "[IFACE]", "what the RA server advertises (start it: config ra=PREFIX/LEN)",
+     ra_print, OUTPUT),
 )
 
 

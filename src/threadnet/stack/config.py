@@ -8,9 +8,11 @@ threadnet addition); ``acd`` probes the IPv4 addresses for conflicts (RFC 5227) 
 using them (a threadnet addition, undone by ``-acd``); ``debug`` asks for a dump of the
 result. ``dhcp``/``dhcp4``/``dhcpv4``,
 ``dhcp6``/``dhcpv6``, ``rd``/``rd6``, ``slaac`` and ``auto``/``auto4``/``auto6`` (also
-``autov4``, ``autov6``) ask for dynamic configuration, which threadnet does not implement
-yet: ``Config.require_static`` raises DynamicConfigNotImplemented for them. ``-static``,
-``-eth``, ``-dhcp``..., ``-rd``..., ``-auto``... and ``-all`` undo what those set up.
+``autov4``, ``autov6``) ask for dynamic configuration: agents on the interface
+(``stack/autoconf.py``; one not implemented is refused with DynamicConfigNotImplemented).
+``-static``, ``-eth``, ``-dhcp``..., ``-rd``..., ``-auto``... and ``-all`` undo what those
+set up. ``dhcpd``, ``dhcpd6`` and ``ra`` start servers (threadnet's items, with options
+as ``NAME.OPTION=VALUE``; ``-dhcpd``... stop them).
 
 ``Stack.configure``, the stack console's ``config`` command and ``compat.iothpy`` all parse
 with ``parse_config``. The grammar is iothconf's (iothconf.c ``ioth_config``); ``lenient``
@@ -39,8 +41,8 @@ class ConfigError(ThreadnetError, ValueError):
 
 
 class DynamicConfigNotImplemented(NotImplementedError):
-    """The configuration asks for DHCP, DHCPv6, router discovery or SLAAC, which threadnet
-    does not implement yet."""
+    """The configuration asks for a dynamic method or a server that threadnet does not
+    implement yet."""
 
 
 # word -> the dynamic methods it turns on (iothconf's IOTHCONF_DHCP/DHCPV6/RD/RD_SLAAC)
@@ -56,6 +58,10 @@ _CLEAN = {"static": ("static",), "eth": ("eth",),
           "auto4": ("eth", "dhcp4"), "autov4": ("eth", "dhcp4"),
           "auto6": ("eth", "dhcp6", "rd"), "autov6": ("eth", "dhcp6", "rd")}
 _STATIC_KEYS = {"ip", "gw", "dns", "domain"}
+#: the servers a stack may run on an interface (threadnet's items; iothconf has none):
+#: ``dhcpd[=FIRST-LAST]`` (``dhcpd4``), ``dhcpd6[=FIRST-LAST]``, ``ra[=PREFIX/LEN]``;
+#: their options are ``NAME.OPTION=VALUE`` items, e.g. ``dhcpd.lease=600``
+SERVERS = {"dhcpd": "dhcpd", "dhcpd4": "dhcpd", "dhcpd6": "dhcpd6", "ra": "ra"}
 
 
 @dataclass
@@ -82,6 +88,12 @@ class Config:
     stack: str | None = None  # stack= or a bare stack name (ioth_newstackc strings only)
     vnl: str | None = None  # vnl= (ioth_newstackc strings only)
     clean: set[str] = field(default_factory=set)  # what -items undo: static, eth, dhcp4...
+    #: servers asked for: "dhcpd", "dhcpd6", "ra" -> option -> values in order; the
+    #: option "" holds the values of the item itself (``dhcpd=10.0.0.100-10.0.0.199``).
+    #: Each server checks its own options (``stack/autoconf.py``).
+    servers: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: servers the string stops (``-dhcpd``)
+    servers_off: set[str] = field(default_factory=set)
     static: bool = False  # ip=, gw=, dns= or domain= given (iothconf's IOTHCONF_STATIC)
     items: int = 0  # configuration items; stack=, vnl= and a bare stack name not counted
 
@@ -95,12 +107,6 @@ class Config:
         """The dynamic methods asked for: some of dhcp4, dhcp6, rd, slaac."""
         return [n for n in ("dhcp4", "dhcp6", "rd", "slaac") if getattr(self, n)]
 
-    def require_static(self) -> None:
-        """Raise DynamicConfigNotImplemented if the string asks for dynamic configuration."""
-        if self.dynamic:
-            raise DynamicConfigNotImplemented(
-                f"{', '.join(self.dynamic)}: dynamic configuration is not implemented yet; "
-                "use ip= and gw=")
 
 
 def parse_mac(text: str) -> bytes:
@@ -140,6 +146,16 @@ def parse_config(text: str, *, lenient: bool = False,
         if not eq:
             if key in ("acd", "-acd"):
                 cfg.acd = key == "acd"
+            elif key in SERVERS:
+                cfg.servers.setdefault(SERVERS[key], {}).setdefault("", [])
+            elif key.partition(".")[0] in SERVERS and key.partition(".")[2]:
+                server, _, option = key.partition(".")  # a flag: ra.managed
+                opts = cfg.servers.setdefault(SERVERS[server], {})
+                opts.setdefault("", [])
+                opts.setdefault(option, []).append("")
+            elif key.startswith("-") and key[1:] in SERVERS:
+                cfg.servers_off.add(SERVERS[key[1:]])
+                cfg.servers.pop(SERVERS[key[1:]], None)
             elif key.startswith("-"):
                 undo = _CLEAN.get(key[1:])
                 if undo is None:
@@ -162,6 +178,17 @@ def parse_config(text: str, *, lenient: bool = False,
                 continue
             else:
                 raise ConfigError(f"unknown configuration item {item!r} in {text!r}")
+            cfg.items += 1
+            continue
+        server, dot, option = key.partition(".")
+        if server in SERVERS:
+            if not value and not dot:
+                raise ConfigError(f"empty value in {item!r} in {text!r}")
+            if dot and not option:
+                raise ConfigError(f"no option name in {item!r} in {text!r}")
+            opts = cfg.servers.setdefault(SERVERS[server], {})
+            opts.setdefault("", [])
+            opts.setdefault(option, []).append(value)
             cfg.items += 1
             continue
         try:

@@ -58,6 +58,8 @@ class Icmp:
     def _input_icmp6(self, iface: Interface, src: bytes, dst: bytes, hlim: int,
                      payload: memoryview, packet: memoryview, now: float, src_mac: bytes) -> None:
         kind, code, rest, body = icmp6.parse(payload, src, dst)
+        if self.agent_icmp6 and (kind, iface.index) in self.agent_icmp6:
+            self._agent_icmp6_input(iface, kind, src, dst, hlim, payload, now)
         if kind == icmp6.ECHO_REQUEST:
             reply_src = dst if dst[0] != 0xFF else self._source6(src)
             if reply_src is None:
@@ -78,7 +80,7 @@ class Icmp:
                 return
             if mine.state != "preferred":
                 if mine.state == "tentative" and src == ipv6.UNSPECIFIED:
-                    self._dad_failed(mine)  # someone else is doing DAD for it too
+                    self._dad_failed(mine, iface)  # someone else is doing DAD for it too
                 return  # not ours (yet): no answer
             if src != ipv6.UNSPECIFIED and slla is not None:
                 for pkt in iface.nd.confirm(src, bytes(slla), now, solicited=False):
@@ -99,7 +101,7 @@ class Icmp:
             mine = next((a for a in iface.v6 if a.addr == target), None)
             if mine is not None and mine.state != "dadfailed":  # (that one is a neighbor's)
                 if mine.state == "tentative":
-                    self._dad_failed(mine)
+                    self._dad_failed(mine, iface)
                 return
             if tlla is not None:
                 for pkt in iface.nd.confirm(target, bytes(tlla), now,

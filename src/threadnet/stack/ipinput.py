@@ -102,6 +102,9 @@ class IpInput:
             dst == broadcast4(a, p) for a, p in iface.v4)
         local = broadcast or self._is_local4(dst) or (iface.loopback and dst[0] == 127)
         if not local:
+            if self.agent_udp and proto == ipv4.PROTO_UDP and not (flags & ipv4.FLAG_MF or frag_off) \
+                    and self._agent_udp_input(iface, 4, src, dst, mv[hlen:total], now):
+                return  # a DHCP OFFER to the address we are being offered
             if dst[0] >= 224:
                 return  # multicast we did not join
             if self.forwarding:
@@ -121,6 +124,8 @@ class IpInput:
         if proto == ipv4.PROTO_ICMP:
             self._input_icmp4(iface, src, dst, payload, mv[:total], broadcast, now)
         elif proto == ipv4.PROTO_UDP:
+            if self.agent_udp and self._agent_udp_input(iface, 4, src, dst, payload, now):
+                return
             self._input_udp(4, src, dst, payload, mv[:total], broadcast, now)
         elif proto == ipv4.PROTO_TCP:
             self._input_tcp(4, src, dst, payload, mv[:total], now)
@@ -146,7 +151,7 @@ class IpInput:
             return
         multicast = dst[0] == 0xFF
         if multicast:
-            local = dst == ipv6.ALL_NODES or any(
+            local = dst == ipv6.ALL_NODES or dst in iface.groups6 or any(
                 dst == ipv6.solicited_node(a.addr) for a in iface.v6)
         else:
             local = self._is_local6(dst) or any(a.addr == dst for a in iface.v6)
@@ -186,6 +191,8 @@ class IpInput:
         if proto == ipv6.PROTO_ICMPV6:
             self._input_icmp6(iface, src, dst, hlim, payload, packet, now, src_mac)
         elif proto == ipv6.PROTO_UDP:
+            if self.agent_udp and self._agent_udp_input(iface, 6, src, dst, payload, now):
+                return
             self._input_udp(6, src, dst, payload, packet, multicast, now)
         elif proto == ipv6.PROTO_TCP:
             self._input_tcp(6, src, dst, payload, packet, now)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from threadnet.stack.acd import ARP_ANNOUNCE, ARP_PROBE, CONFLICT, DEFEND
+from threadnet.stack.agents import CONFLICT as AGENT_CONFLICT
+from threadnet.stack.agents import DADFAILED, READY
 from threadnet.stack.ip import BROADCAST_MAC, ETH_ARP, ETH_IPV6, ntop, same_net
 from threadnet.stack.neighbor import INCOMPLETE, PROBE
 from threadnet.wire import arp, icmp6, ipv6
@@ -64,6 +66,8 @@ class NeighborDiscovery:
                 entry = (a.addr, a.plen)
                 if entry in iface.v4:
                     self._unbind4(iface, entry, ntop(a.addr))
+                if self.agents:
+                    self._address_event(iface, a.addr, AGENT_CONFLICT, now)
 
     def _acd_timer(self, iface: Interface, now: float) -> None:
         for a in list(iface.acd4.values()):
@@ -77,6 +81,8 @@ class NeighborDiscovery:
             elif what == ARP_ANNOUNCE:
                 if a.usable and (a.addr, a.plen) not in iface.v4:
                     self._bind4(iface, (a.addr, a.plen))
+                    if self.agents:
+                        self._address_event(iface, a.addr, READY, now)
                 self._arp_announce(iface, a.addr)
 
     def _arp_announce(self, iface: Interface, addr: bytes) -> None:
@@ -120,15 +126,18 @@ class NeighborDiscovery:
                 return
         self._send_eth(iface, mac, ETH_IPV6, packet)
 
-    def _dad_failed(self, a: Address6) -> None:
+    def _dad_failed(self, a: Address6, iface: Interface | None = None) -> None:
         """RFC 4862 5.4.5: the address is someone else's. It stays listed (``ip addr``'s
-        "dadfailed") and is never used."""
+        "dadfailed") and is never used. The interface's agents hear of it (SLAAC)."""
         a.state = "dadfailed"
         a.dad_deadline = 0.0
         self._gen += 1
         self._count("dad_duplicate")
+        if iface is not None and self.agents:
+            self._address_event(iface, a.addr, DADFAILED, self._now)
 
     def _start_dad(self, iface: Interface, a: Address6, now: float) -> None:
         """RFC 4862 5.4: one NS from :: for the tentative address, then wait."""
         a.dad_deadline = now + DAD_DELAY
+        self._gen += 1  # (the cached next deadline)
         self._ns(iface, a.addr, None, now, src=ipv6.UNSPECIFIED)

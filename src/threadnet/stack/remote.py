@@ -30,7 +30,7 @@ import select
 import socket as _socket
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from threadnet.stack.socket import AF_INET, SOCK_DGRAM, SOCK_STREAM, StackSocket
@@ -58,6 +58,9 @@ _REFUSING_PER_UID = 8
 _REFUSE_LINGER = 2.0
 _RESOLVER_CALLS = ("getaddrinfo", "gethostname", "gethostbyname", "gethostbyname_ex",
                    "gethostbyaddr", "getnameinfo", "getfqdn")
+#: characters of an ``ip`` reply's JSON text per packet: sent as a JSON string, which
+#: at worst doubles them (quotes and backslashes escaped), within MAX_MESSAGE
+_IP_PAGE = 30000
 _UNIX = _socket.AF_UNIX
 _SEQPACKET = _socket.SOCK_SEQPACKET
 
@@ -459,6 +462,7 @@ class _Conn:
         self.uid = uid  # the client: SO_PEERCRED of the connection it came from
         self.counted = counted
         self.refusal: OSError | None = None  # over quota: every request gets this
+        self._ip_left = ""  # the rest of an ``ip`` reply, sent a page at a time
 
     def on_readable(self) -> None:
         try:
@@ -533,6 +537,32 @@ class _Conn:
                          "msg": f"too many pending calls on this stack for uid {self.uid} "
                                 f"(max_pending={self.pub.max_pending})"}, [])
 
+    def _ip(self, req: dict[str, Any]) -> dict[str, Any]:
+        """An ``ip`` command (``stack/ipcommand.py``) for ``threadnet ip --stack``: a show
+        for any client, a change only for the stack's owner and root (the uid of the
+        connection, SO_PEERCRED), as a kernel lets only CAP_NET_ADMIN change its
+        network. The reply is the data as JSON, in pages under MAX_MESSAGE."""
+        from threadnet.stack.ipcommand import IpError, execute, parse
+
+        argv = req.get("argv")
+        if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv):
+            raise TypeError("argv must be a list of strings")
+        stack = self.pub.stack
+        try:
+            cmd = parse(argv)
+            if cmd.changes and self.uid not in (0, os.geteuid()):
+                raise IpError("RTNETLINK answers: Operation not permitted", 2, errno.EPERM)
+            with stack.locked():
+                data = execute(stack, cmd, stack.clock())
+        except IpError as exc:
+            return {"ip_error": exc.message, "status": exc.status, "errno": exc.errno}
+        self._ip_left = json.dumps(data, separators=(",", ":"))
+        return self._ip_page()
+
+    def _ip_page(self) -> dict[str, Any]:
+        page, self._ip_left = self._ip_left[:_IP_PAGE], self._ip_left[_IP_PAGE:]
+        return {"ip": page, "more": len(self._ip_left)}
+
     def _state(self) -> dict[str, Any]:
         s = self.sock
         assert s is not None
@@ -541,6 +571,10 @@ class _Conn:
 
     def _handle(self, op: Any, req: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], list[Any]]:
         stack = self.pub.stack
+        if op == "ip":
+            return self._ip(req), []
+        if op == "ip_more":
+            return self._ip_page(), []
         if op == "socket":
             if self.sock is not None:
                 raise OSError(errno.EISCONN, "this control connection has a socket")
@@ -678,6 +712,28 @@ class RemoteStack:
                     svc.close()
             raise
         return reply["result"]
+
+    def ip(self, argv: Sequence[str]) -> list[dict[str, Any]]:
+        """Run an ``ip`` command line on the stack (``["-6", "route", "show"]``; see
+        ``threadnet.stack.ipcommand``): a show's data as ``ip -j`` prints it, [] for a
+        change. ``threadnet.stack.ipcommand.IpError`` as ``ip`` would fail; a change
+        from a user other than the stack's owner or root fails with "Operation not
+        permitted"."""
+        from threadnet.stack.ipcommand import IpError
+
+        ctl = _open_control(self.path)
+        try:
+            lock = threading.Lock()
+            reply, _ = _rpc(ctl, lock, {"op": "ip", "argv": [str(w) for w in argv]})
+            if "ip_error" in reply:
+                raise IpError(reply["ip_error"], int(reply["status"]), int(reply["errno"]))
+            pages = [reply["ip"]]
+            while reply.get("more"):
+                reply, _ = _rpc(ctl, lock, {"op": "ip_more"})
+                pages.append(reply["ip"])
+        finally:
+            ctl.close()
+        return json.loads("".join(pages))
 
     # the stdlib resolver functions, answered by the stack
     def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,

@@ -32,8 +32,13 @@ class ResolverConfig:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.hostname: str | None = None
+        # what was set (dns=, resolv_conf, the setters) and what agents learned (DHCP,
+        # RDNSS), by source; the lists used are the set ones, then the learned ones
+        self._static_ns: list[str] = []
+        self._static_search: list[str] = []
+        self._learned: dict[str, tuple[list[str], list[str]]] = {}
         self._nameservers: list[str] = []
-        self.search: list[str] = []
+        self._search: list[str] = []
         self.hosts: dict[str, list[str]] = {}
         self.timeout = DEFAULT_TIMEOUT
         self.attempts = DEFAULT_ATTEMPTS
@@ -57,8 +62,18 @@ class ResolverConfig:
             except ValueError:
                 raise ValueError(f"nameserver {s!r} is not an IP address") from None
             out.append(str(s))
-        self._nameservers = out
-        self.flush_cache()
+        self._static_ns = out
+        self._merge()
+
+    @property
+    def search(self) -> list[str]:
+        """The search domains: the ones set, then the ones agents learned."""
+        return self._search
+
+    @search.setter
+    def search(self, domains: list[str]) -> None:
+        self._static_search = [str(d) for d in domains]
+        self._merge()
 
     @property
     def domain(self) -> str | None:
@@ -67,6 +82,31 @@ class ResolverConfig:
     @domain.setter
     def domain(self, value: str | None) -> None:
         self.search = [value] if value else []
+
+    def learn(self, source: str, servers: list[str], search: list[str]) -> None:
+        """Settings an agent learned (``source``, e.g. "dhcp4:eth0"): used after the
+        ones set, until ``forget(source)`` (the lease ended)."""
+        for s in servers:
+            ipaddress.ip_address(str(s).split("%", 1)[0])
+        self._learned[source] = ([str(s) for s in servers], [str(d) for d in search])
+        self._merge()
+
+    def forget(self, source: str) -> None:
+        if self._learned.pop(source, None) is not None:
+            self._merge()
+
+    def learned(self) -> dict[str, tuple[list[str], list[str]]]:
+        return {k: (list(v[0]), list(v[1])) for k, v in self._learned.items()}
+
+    def _merge(self) -> None:
+        ns = list(self._static_ns)
+        search = list(self._static_search)
+        for servers, domains in self._learned.values():
+            ns += [s for s in servers if s not in ns]
+            search += [d for d in domains if d not in search]
+        self._nameservers = ns
+        self._search = search
+        self.flush_cache()
 
     def flush_cache(self) -> None:
         self._cache = None

@@ -20,13 +20,23 @@ class Route:
     gateway: IPAddress | None
     ifindex: int
     metric: int = 0
-    proto: str = "static"  # "kernel" for routes made by adding an address
+    #: who made it, as iproute2 says: "kernel" (adding an address), "static", "dhcp",
+    #: "ra" (router discovery)
+    proto: str = "static"
+    #: when it goes (the stack's clock), or None: a default router's lifetime (RFC 4861)
+    expires: float | None = None
+    #: an IPv6 router's preference (RFC 4191): "low", "medium" or "high"
+    pref: str = "medium"
 
     def __str__(self) -> str:
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
         via = f" via {self.gateway}" if self.gateway is not None else ""
         metric = f" metric {self.metric}" if self.metric else ""
         return f"{dst}{via} dev {{dev}} proto {self.proto}{metric}"
+
+
+#: an IPv6 router's preference (RFC 4191) breaks a tie between equal routes
+_PREF_RANK = {"high": 0, "medium": 1, "low": 2}
 
 
 class RoutingTable:
@@ -43,12 +53,15 @@ class RoutingTable:
         # (prefixlen, mask, network int, route), longest prefix first, then lowest metric
         self._index: list[tuple[int, int, int, Route]] = []
         self._cache: dict[int, Route | None] = {}
+        self._next_expiry: float | None = None
 
     def add(self, route: Route, *, replace: bool = False) -> None:
         if route.dst.version != self.family:
             raise ValueError(f"IPv{route.dst.version} route in the IPv{self.family} table")
         for r in self.routes:
-            if r.dst == route.dst and r.metric == route.metric:
+            # IPv6 keeps a route per gateway (as Linux: two routers' default routes)
+            if r.dst == route.dst and r.metric == route.metric and (
+                    self.family == 4 or r.gateway == route.gateway):
                 if not replace:
                     raise FileExistsError(f"route {route.dst} metric {route.metric} exists")
                 self.routes.remove(r)
@@ -67,6 +80,18 @@ class RoutingTable:
                 return r
         raise LookupError(f"no route to {dst}")
 
+    def next_expiry(self) -> float | None:
+        """When the first route with a lifetime goes, or None."""
+        return self._next_expiry
+
+    def expire(self, now: float) -> list[Route]:
+        """Remove the routes whose lifetime ended by ``now``; returns them."""
+        gone = [r for r in self.routes if r.expires is not None and r.expires <= now]
+        if gone:
+            self.routes = [r for r in self.routes if r not in gone]
+            self._rebuild()
+        return gone
+
     def flush_interface(self, ifindex: int) -> None:
         self.routes = [r for r in self.routes if r.ifindex != ifindex]
         self._rebuild()
@@ -76,8 +101,10 @@ class RoutingTable:
         self._index = sorted(
             ((r.dst.prefixlen, full ^ ((1 << (self.bits - r.dst.prefixlen)) - 1),
               int(r.dst.network_address), r) for r in self.routes),
-            key=lambda t: (-t[0], t[3].metric))
+            key=lambda t: (-t[0], t[3].metric, _PREF_RANK.get(t[3].pref, 1)))
         self._cache.clear()
+        self._next_expiry = min((r.expires for r in self.routes if r.expires is not None),
+                                default=None)
 
     def lookup(self, addr: int) -> Route | None:
         """The best route to the address ``addr`` (an int), or None."""

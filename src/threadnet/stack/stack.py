@@ -40,7 +40,9 @@ from typing import Any
 
 from threadnet.errors import LinkError
 from threadnet.link import Link
+from threadnet.stack import autoconf
 from threadnet.stack.acd import Acd
+from threadnet.stack.agents import INFINITY, Agent, Agents
 from threadnet.stack.config import parse_config
 from threadnet.stack.forward import Forwarding
 from threadnet.stack.gro import DirectInput
@@ -70,6 +72,16 @@ class Address6:
     plen: int
     state: str = "tentative"  # tentative -> preferred, or dadfailed (RFC 4862 5.4.5)
     dad_deadline: float = 0.0
+    #: when it goes, and when it stops being preferred (the stack's clock; inf: never)
+    valid_until: float = INFINITY
+    preferred_until: float = INFINITY
+    #: past its preferred lifetime: still ours, never chosen as a source (RFC 4862 5.5.4)
+    deprecated: bool = False
+    #: who made it, as iproute2 says: "kernel_ll" (link-local), "static", "dhcp", "ra"
+    origin: str = "static"
+    #: iproute2's address flags beyond the state: "temporary", "mngtmpaddr",
+    #: "noprefixroute"
+    flags: tuple[str, ...] = ()
 
 
 class Interface:
@@ -89,6 +101,12 @@ class Interface:
         #: IPv4 addresses under conflict detection (RFC 5227, ``acd``): while probing, or
         #: after a conflict, an address is here and not in ``v4``
         self.acd4: dict[bytes, Acd] = {}
+        #: IPv4 addresses with a lifetime (a DHCP lease): address -> (valid until,
+        #: preferred until, origin); an address not here is static and forever
+        self.v4_life: dict[bytes, tuple[float, float, str]] = {}
+        #: IPv6 multicast groups joined beyond all-nodes and the solicited-node ones
+        #: (an agent's, e.g. ff02::1:2 for a DHCPv6 server), with a count of joiners
+        self.groups6: dict[bytes, int] = {}
         self.arp = NeighborCache()
         self.nd = NeighborCache()
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
@@ -98,7 +116,10 @@ class Interface:
         self.offload = False
 
     def v6_usable(self) -> list[bytes]:
-        return [a.addr for a in self.v6 if a.state == "preferred"]
+        """The addresses to choose a source from: preferred ones first, then deprecated
+        ones (RFC 6724 rule 3: avoid them while there is another)."""
+        usable = [a.addr for a in self.v6 if a.state == "preferred" and not a.deprecated]
+        return usable + [a.addr for a in self.v6 if a.state == "preferred" and a.deprecated]
 
 
 def check_mtu(link: Link | None, mtu: int, name: str = "the interface") -> None:
@@ -124,7 +145,7 @@ def random_mac() -> bytes:
     return bytes(b)
 
 
-class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp):
+class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, Udp, Agents):
     """A TCP/IP stack instance (IPv4 and IPv6 in one engine).
 
     ``clock`` (default ``time.monotonic``) is the time source for calls made outside
@@ -178,6 +199,10 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         #: identifier), for their replies and errors
         self.echo_sessions: list[EchoSession] = []
         self.echo_waiters: dict[tuple[int, int], EchoSession] = {}
+        #: the protocol engines on its interfaces (``stack/agents.py``): DHCP, RD, RA
+        self.agents: list[Agent] = []
+        self.agent_udp: dict[tuple[int, int, int], Agent] = {}
+        self.agent_icmp6: dict[tuple[int, int], list[Agent]] = {}
         self.stats: dict[str, int] = {}
         self._local: deque[tuple[int, bytes]] = deque()
         self.tcp = TcpLayer(self)
@@ -327,7 +352,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._gen += 1
         now = self._api_now(now)
         if not iface.loopback and not any(a.addr[:2] == b"\xfe\x80" for a in iface.v6):
-            self._add6(iface, eui64_link_local(iface.mac), 64, now)
+            self._add6(iface, eui64_link_local(iface.mac), 64, now).origin = "kernel_ll"
         for a in iface.v6:
             if a.state == "tentative":
                 self._start_dad(iface, a, now)
@@ -354,20 +379,33 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._gen += 1
 
     def addr_add(self, ref: int | str, cidr: str, now: float | None = None, *,
-                 acd: bool | None = None) -> None:
+                 acd: bool | None = None, valid_lft: float | None = None,
+                 preferred_lft: float | None = None, origin: str = "static",
+                 flags: tuple[str, ...] = (), prefix_route: bool = True) -> None:
         """Add an address. An IPv6 one is tentative until duplicate address detection
         (RFC 4862) ends, about a second from now; an IPv4 one is used at once, unless
         ``acd`` (default: the stack's ``acd``) asks for conflict detection first (RFC
         5227, some 5-9 seconds): an address found in use elsewhere stays listed, marked
-        ``conflict``, and is never used."""
+        ``conflict``, and is never used.
+
+        ``valid_lft``/``preferred_lft``: seconds from ``now`` until the address goes, and
+        until it is deprecated (None: forever). ``origin``: who made it ("static",
+        "dhcp", "ra"). ``flags``: iproute2's address flags (``noprefixroute`` also
+        means no connected route). ``prefix_route=False``: no connected route either,
+        without the flag (SLAAC's addresses, whose on-link route is the router's to
+        give, and which Linux shows without it)."""
         iface = self.interface(ref)
         net = ipaddress.ip_interface(cidr)
         now = self._api_now(now)
+        valid = INFINITY if valid_lft is None else now + valid_lft
+        preferred = valid if preferred_lft is None else min(now + preferred_lft, valid)
         self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
             if entry in iface.v4 or net.ip.packed in iface.acd4:
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
+            if valid != INFINITY or origin != "static":
+                iface.v4_life[entry[0]] = (valid, preferred, origin)
             if (self.acd if acd is None else acd) and not iface.loopback:
                 iface.acd4[entry[0]] = Acd(entry[0], entry[1], now, self.tcp.rng)
                 return
@@ -376,10 +414,35 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             if any(a.addr == net.ip.packed for a in iface.v6):
                 raise FileExistsError(f"{cidr} is already on {iface.name}")
             a = self._add6(iface, net.ip.packed, net.network.prefixlen, now)
-            if net.network.prefixlen < 128:
+            a.valid_until, a.preferred_until, a.origin = valid, preferred, origin
+            a.flags = tuple(flags)
+            if net.network.prefixlen < 128 and prefix_route and "noprefixroute" not in a.flags:
                 self._kernel_route(self.routes6, net.network, iface)
             if iface.loopback:
                 a.state = "preferred"
+
+    def addr_set_lifetimes(self, ref: int | str, addr: str, valid_lft: float | None,
+                           preferred_lft: float | None, now: float | None = None) -> None:
+        """New lifetimes for an address (a renewed lease, a new router advertisement)."""
+        iface = self.interface(ref)
+        packed = ipaddress.ip_address(addr).packed
+        now = self._api_now(now)
+        valid = INFINITY if valid_lft is None else now + valid_lft
+        preferred = valid if preferred_lft is None else min(now + preferred_lft, valid)
+        self._gen += 1  # (the cached next end of a lifetime)
+        if len(packed) == 4:
+            if packed not in iface.v4_life and not any(a == packed for a, _ in iface.v4):
+                raise OSError(errno.EADDRNOTAVAIL, f"{addr} is not on {iface.name}")
+            origin = iface.v4_life.get(packed, (0, 0, "static"))[2]
+            iface.v4_life[packed] = (valid, preferred, origin)
+            return
+        a = next((a for a in iface.v6 if a.addr == packed), None)
+        if a is None:
+            raise OSError(errno.EADDRNOTAVAIL, f"{addr} is not on {iface.name}")
+        a.valid_until, a.preferred_until = valid, preferred
+        if a.deprecated and preferred > now:
+            a.deprecated = False
+            self._gen += 1
 
     def _bind4(self, iface: Interface, entry: tuple[bytes, int]) -> None:
         """Put an IPv4 address in use, with its connected route."""
@@ -411,6 +474,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._gen += 1
         if net.version == 4:
             entry = (net.ip.packed, net.network.prefixlen)
+            iface.v4_life.pop(entry[0], None)
             pending = iface.acd4.get(entry[0])
             if pending is not None and pending.plen == entry[1]:
                 del iface.acd4[entry[0]]
@@ -444,7 +508,13 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                     table.delete(r.dst, ifindex=iface.index, metric=r.metric)
 
     def route_add(self, dst: str, via: str | None = None, dev: int | str | None = None,
-                  metric: int = 0) -> None:
+                  metric: int = 0, *, proto: str = "static", lifetime: float | None = None,
+                  pref: str = "medium", replace: bool = False,
+                  now: float | None = None) -> None:
+        """Add a route: ``dst`` a network or "default", through gateway ``via`` and/or
+        interface ``dev``. ``lifetime``: seconds until it goes (a router's, RFC 4861);
+        ``replace``: an existing route to ``dst`` with that metric (and, for IPv6, that
+        gateway) is replaced instead of refused with FileExistsError."""
         net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst, strict=True)
         gw = ipaddress.ip_address(via) if via else None
         if dst == "default" and gw is not None and gw.version == 6:
@@ -459,7 +529,9 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             ifindex = route.ifindex
         else:
             ifindex = self.interface(dev).index
-        table.add(Route(net, gw, ifindex, metric))
+        expires = None if lifetime is None else self._api_now(now) + lifetime
+        table.add(Route(net, gw, ifindex, metric, proto, expires, pref), replace=replace)
+        self._gen += 1
 
     def route_del(self, dst: str, via: str | None = None) -> None:
         net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
@@ -471,7 +543,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     def configure(self, text: str, now: float | None = None) -> None:
         """Apply a libioth-style configuration string, e.g. ``"eth,ip=10.0.0.5/24,gw=10.0.0.1"``."""
         cfg = parse_config(text)
-        cfg.require_static()  # DHCP, RD and SLAAC: not implemented yet
+        autoconf.check(cfg)  # a method threadnet lacks is refused before anything changes
         links = [i for i in self.interfaces.values() if not i.loopback]
         if cfg.iface is not None:
             iface = self.interface(cfg.iface)
@@ -499,6 +571,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             self.resolver.nameservers = cfg.dns
         if cfg.domain is not None:
             self.resolver.domain = cfg.domain
+        autoconf.apply(self, iface, cfg, self._api_now(now))
 
     # -- names: stack/resolver.py, with the socket module's semantics ---------------------
     @property
@@ -605,15 +678,20 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     # -- timers ------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
+        """When ``on_timer`` is next due (None: nothing pending). It runs after every
+        application call, so what changes only with the addresses (DAD, lifetimes) is
+        cached until the next change (``_addresses_deadline``)."""
         times = [self.reasm4.next_deadline(), self.reasm6.next_deadline(),
-                 self.tcp.next_deadline()]
-        times += [p.next_deadline() for p in self.echo_sessions]
+                 self.tcp.next_deadline(), self._addresses_deadline()]
+        if self.echo_sessions:
+            times += [p.next_deadline() for p in self.echo_sessions]
+        if self.agents:
+            times.append(self._agents_deadline())
         if self.pmtu:
             times.append(next(iter(self.pmtu.values()))[1])
         for iface in self.interfaces.values():
             times.append(iface.arp.next_deadline())
             times.append(iface.nd.next_deadline())
-            times += [a.dad_deadline for a in iface.v6 if a.state == "tentative"]
             if iface.acd4:
                 times += [a.deadline for a in iface.acd4.values()]
         return min((t for t in times if t is not None), default=None)
@@ -647,6 +725,9 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                     self._gen += 1  # the fast input path's address sets change
         for ping in list(self.echo_sessions):
             ping.on_timer(now)
+        self._lifetimes_timer(now)
+        if self.agents:
+            self._agents_timer(now)
         self._drain_local(now)
 
     def locked(self) -> _Held:
@@ -657,9 +738,15 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
 
     def close(self) -> None:
         """Stop the stack and close its links. Its connections are reset, and the sockets
-        on it see that at once (a blocked recv or accept fails instead of hanging)."""
+        on it see that at once (a blocked recv or accept fails instead of hanging). Its
+        agents stop first (a DHCP client releases its lease)."""
         with self.locked():
             now = self._api_now(None)
+            for agent in list(reversed(self.agents)):
+                try:
+                    self.remove_agent(agent, now)
+                except Exception:  # noqa: BLE001 (closing goes on)
+                    self._count("agent_errors")
             for ep in list(self.tcp.conns.values()):
                 ep.abort(errno.ECONNABORTED, now)
             for listener in list(self.tcp.listeners.values()):
