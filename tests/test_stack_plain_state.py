@@ -28,6 +28,8 @@ from collections import deque
 import pytest
 
 from threadnet.link import Link
+from threadnet.stack.raserver import RaServer
+from threadnet.stack.rdisc import RouterDiscovery
 from threadnet.stack.runner import StackRunner
 from threadnet.stack.stack import Stack as CoreStack
 from threadnet.stack.tcp import TcpState
@@ -170,6 +172,12 @@ def busy():
     a, b = w.stacks
     try:
         w.run(2.0)  # duplicate address detection ends
+        # agents: b advertises a prefix, a takes a router and SLAAC addresses from it
+        b.add_agent(RaServer(2, ["fc00:8::/64"]), w.now)
+        rd = a.add_agent(RouterDiscovery(2, slaac=True), w.now)
+        w.run_until(lambda: any(x.origin == "ra" and x.state == "preferred"
+                                for x in a.interface("eth0").v6), 10.0)
+        assert rd.describe()
         a.route_add("10.99.0.0/16", via=B4)
         a.route_add("fc00:99::/48", via=B6)
         a.interface("eth0").arp.add_static(bytes((10, 9, 0, 77)), b"\x02\0\0\0\0\x77")
@@ -209,6 +217,7 @@ def test_the_state_of_a_busy_stack_is_plain_data(busy) -> None:
     # every kind of state is there
     assert len(a.interfaces) == 2 and a.interface("eth0").v4 and a.interface("eth0").v6
     assert a.interface("eth0").acd4
+    assert a.agents and b.agents and any(x.origin == "ra" for x in a.interface("eth0").v6)
     assert {"10.99.0.0/16", "fc00:99::/48"} <= {str(r.dst) for r in [*a.routes4, *a.routes6]}
     assert a.interface("eth0").arp.entries and a.interface("eth0").nd.entries
     assert {(b"", 5353), (b"", 5354)} <= set(a.udp)

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError
-from threadnet.stack.agents import Agent
+from threadnet.stack.agents import Agent, SystemRng
 from threadnet.wire import icmp6, ipv6
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class RaServer(Agent):
         self.mtu = mtu
         self.hop_limit = hop_limit
         self.preference = preference
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng if rng is not None else SystemRng()
         size = icmp6.router_advert_size(self._advert(None, self.prefixes))
         if size > MAX_ADVERT:
             raise ValueError(f"a {size}-byte advertisement does not fit the IPv6 minimum "

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError
-from threadnet.stack.agents import DADFAILED, EXPIRED, INFINITY, Agent
+from threadnet.stack.agents import DADFAILED, EXPIRED, INFINITY, Agent, SystemRng
 from threadnet.wire import icmp6, ipv6
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class RouterDiscovery(Agent):
         self.temporary = temporary
         self.secret = secret
         self.network_id = network_id
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng if rng is not None else SystemRng()
         self.temp_valid = temp_valid
         self.temp_preferred = temp_preferred
         self.max_solicitations = solicitations
