@@ -32,13 +32,21 @@ def one_line(r: subprocess.CompletedProcess, *needles: str, rc: tuple[int, ...] 
 
 
 @pytest.mark.parametrize("cmd", ["stack", "run"])
-def test_config_dhcp_is_not_implemented_yet(sockdir, cmd):
+def test_config_a_dhcp_server_that_cannot_start(sockdir, cmd):
+    """``dhcpd`` on an interface without an IPv4 address: one line naming why."""
     if cmd == "stack":
-        r = run("stack", os.path.join(sockdir, "s"), "--link", "null://", "--config", "eth,dhcp")
+        r = run("stack", os.path.join(sockdir, "s"), "--link", "null://", "--config", "eth,dhcpd")
     else:
-        r = run("run", "--link", "null://", "--config", "eth,dhcp", "--", "python3", "-c", "1")
-    one_line(r, "dhcp", "not implemented", rc=(2,))
+        r = run("run", "--link", "null://", "--config", "eth,dhcpd", "--", "python3", "-c", "1")
+    one_line(r, "dhcpd on eth0", "no IPv4 address", rc=(1,))
     assert os.listdir(sockdir) == []
+
+
+def test_config_dhcp_runs_the_program():
+    """``dhcp`` is implemented (issue 10): the program runs while the client asks."""
+    r = run("run", "--link", "null://", "--config", "eth,dhcp", "--", "python3", "-c",
+            "print('ran')")
+    assert r.returncode == 0 and r.stdout.strip() == "ran", r.stderr
 
 
 def test_stack_unknown_group(sockdir):

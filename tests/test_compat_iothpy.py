@@ -24,6 +24,7 @@ import pytest
 import threadnet
 import threadnet.compat.iothpy as iothpy
 from threadnet.hook import _ORIG_SOCKET, hook_installed, uninstall_hook
+from threadnet.stack import autoconf
 from threadnet.stack.socket import StackSocket
 from threadnet.switch.server import SwitchServer
 
@@ -174,13 +175,20 @@ def test_newstackc_string(stacks):
     (("stack=vdestack,eth,ip=10.0.0.1/24",), OSError, errno.ENODEV),  # no vnl: no vde0
     (("stack=vdestack,vnl=null://,bogus",), OSError, errno.EINVAL),
     (("stack=vdestack,vnl=null://,eth,ip=10.0.0.300/24",), OSError, errno.EINVAL),
-    (("stack=vdestack,vnl=null://,dhcp",), NotImplementedError, None),
 ])
 def test_constructor_errors(args, exc, code):
     with pytest.raises(exc) as info:
         iothpy.Stack(*args)
     if code is not None:
         assert oserror(info) == code
+
+
+def test_a_method_threadnet_lacks_is_refused_and_dhcp_starts_a_client(monkeypatch, stacks):
+    s = stacks("stack=vdestack,vnl=null://,eth,dhcp")
+    assert [a.kind for a in s.threadnet_stack.agents] == ["dhcp4"]
+    monkeypatch.setattr(autoconf, "CLIENTS", {})  # a method without an agent
+    with pytest.raises(NotImplementedError):
+        iothpy.Stack("stack=vdestack,vnl=null://,dhcp")
 
 
 # -- interfaces --------------------------------------------------------------------------------
@@ -421,7 +429,7 @@ def test_iplink_add_carries_traffic(stacks, switch_url):
 
 
 # -- iothconf ---------------------------------------------------------------------------------------
-def test_ioth_config(stacks):
+def test_ioth_config(stacks, monkeypatch):
     s = stacks("vdestack", "null://")
     ts = s.threadnet_stack
     vde0 = ts.interfaces[2]
@@ -459,9 +467,11 @@ def test_ioth_config(stacks):
         with pytest.raises(OSError) as info:
             s.ioth_config(bad)
         assert oserror(info) == code, bad
-    for dynamic in ("dhcp", "dhcp6", "rd", "slaac", "auto", "auto4"):
-        with pytest.raises(NotImplementedError):
-            s.ioth_config(dynamic)
+    with monkeypatch.context() as mp:
+        mp.setattr(autoconf, "CLIENTS", {})  # methods threadnet has no agent for
+        for dynamic in ("dhcp", "dhcp6", "rd", "slaac", "auto", "auto4"):
+            with pytest.raises(NotImplementedError):
+                s.ioth_config(dynamic)
     s.ioth_config("-dhcp,-rd6")  # undoing what was never done is fine
     with pytest.raises(TypeError):
         s.ioth_config(None)

@@ -155,7 +155,8 @@ def test_address_lifetimes_deprecate_then_remove(lan):
     client.addr_add(2, "fc00:9::77/64", t0, valid_lft=4.0, preferred_lft=2.0, origin="ra")
     client.addr_add(2, "fc00:9::78/64", t0, origin="static")
     client.addr_add(2, "10.9.0.77/24", t0, valid_lft=3.0, origin="dhcp")
-    a = next(x for x in client.interfaces[2].v6 if x.addr[-1] == 0x77)
+    a = next(x for x in client.interfaces[2].v6
+             if x.addr == ipaddress.ip_address("fc00:9::77").packed)
     assert (a.origin, a.valid_until, a.preferred_until) == ("ra", t0 + 4.0, t0 + 2.0)
     assert client.interfaces[2].v4_life[ipaddress.ip_address("10.9.0.77").packed][2] == "dhcp"
     lan.run_until(lambda: a.deprecated, 3.0)

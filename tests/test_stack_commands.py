@@ -98,11 +98,14 @@ def test_stats(m):
     assert all(len(line.split()) == 2 for line in lines[:-2])
 
 
-def test_config(m):
+def test_config(m, monkeypatch):
     run(m, c.config, "ip=10.40.0.77/24")
     assert "10.40.0.77/24" in m.stack.addresses()
     fails(errno.EINVAL, m, c.config, "")
     fails(errno.EINVAL, m, c.config, "nonsense=1")
+    from threadnet.stack import autoconf
+
+    monkeypatch.setattr(autoconf, "CLIENTS", {})  # a method threadnet has no agent for
     fails(errno.EOPNOTSUPP, m, c.config, "dhcp")
     fails(errno.ENODEV, m, c.config, "iface=eth7,ip=10.1.0.1/24")
 
@@ -348,3 +351,116 @@ def test_build_table_runs_the_handlers_under_the_stacks_lock():
         assert held == [True, True]
     finally:
         stack.close()
+
+
+# -- DHCPv6 (issue 10) ----------------------------------------------------------------------
+
+def test_dhcpd6_start_print_forget_stop(m):
+    from threadnet.wire import dhcp6
+
+    run(m, c.dhcpd6_start, "eth0 ::100-::1ff lease=600 dns=fc00:40::53 domain=lan rapid")
+    (srv,) = m.stack.find_agents("dhcpd6")
+    assert srv.describe()["pool"] == "fc00:40::100-fc00:40::1ff" and srv.rapid_commit
+    client = dhcp6.duid_ll(MAC_B)
+    reply = srv.answer(dhcp6.Message(dhcp6.SOLICIT, 1, client_id=client, rapid_commit=True,
+                                     ia_na=[dhcp6.IaNa(1)]), 0.0)
+    leased = reply.ia_na[0].addresses[0].address
+    duid = srv.duid.hex(":")
+    assert c.dhcpd6_print(m, "eth0") == [
+        f"eth0: dhcpd6 pool fc00:40::100-fc00:40::1ff lease 600 preferred 600 leases 1/4096 "
+        f"duid {duid}", "    dns fc00:40::53 domains lan",
+        f"    {leased} bound duid {client.hex(':')} iaid 1 valid_lft 600sec"]
+    assert c.dhcpd6_print(m, "") == c.dhcpd6_print(m, "eth0")
+    assert c.dhcpd6_print(m, "lo") == []
+    run(m, c.dhcpd6_forget, f"eth0 {leased}")
+    assert not srv.table.leases
+    fails(errno.EADDRNOTAVAIL, m, c.dhcpd6_forget, f"eth0 {leased}")
+    fails(errno.EINVAL, m, c.dhcpd6_forget, "eth0")
+    fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 lese=5")  # unknown option
+    fails(errno.EINVAL, m, c.dhcpd6_start, "eth0 dns=a,b")
+    fails(errno.EINVAL, m, c.dhcpd6_start, "")
+    fails(errno.ENODEV, m, c.dhcpd6_start, "eth7")
+    assert m.stack.find_agents("dhcpd6") == [srv]  # refused: the server runs on
+    run(m, c.dhcpd6_start, "eth0")  # restarted with the defaults
+    (srv2,) = m.stack.find_agents("dhcpd6")
+    assert srv2 is not srv and srv2.describe()["pool"] == "fc00:40::1000-fc00:40::1fff"
+    run(m, c.dhcpd6_stop, "eth0")
+    assert not m.stack.find_agents("dhcpd6")
+    fails(errno.ESRCH, m, c.dhcpd6_stop, "eth0")
+    fails(errno.ESRCH, m, c.dhcpd6_forget, f"eth0 {leased}")
+
+
+def test_dhcp6_print(m):
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    assert c.dhcp6_print(m, "") == []
+    client = Dhcp6Client(2, MAC_A)
+    m.stack.add_agent(client, 0.0)
+    duid = "00:03:00:01:02:00:00:00:40:01"
+    assert c.dhcp6_print(m, "eth0") == [f"eth0: dhcp6 init iaid {0x00004001} duid {duid}"]
+    # a lease, as a REPLY leaves it
+    client.state, client.server = "bound", bytes.fromhex("000300010200000040ff")
+    client.addresses = {"fc00:40::123": (7200.0, 3600.0)}
+    client.renew_at, client.rebind_at = 1800.0, 2880.0
+    client.dns, client.domains = ["fc00:40::53"], ["lan"]
+    assert c.dhcp6_print(m, "") == [
+        f"eth0: dhcp6 bound server 00:03:00:01:02:00:00:00:40:ff iaid {0x4001} duid {duid}",
+        "    t1 1800sec t2 2880sec",
+        "    inet6 fc00:40::123/128 valid_lft 7200sec preferred_lft 3600sec",
+        "    dns fc00:40::53 domains lan"]
+    fails(errno.ENODEV, m, c.dhcp6_print, "eth7")
+
+
+def test_dhcpd_start_print_set_and_stop(m, tmp_path):
+    leases = tmp_path / "leases"
+    run(m, c.dhcpd_start, f"eth0 10.40.0.50-10.40.0.59 lease=600 domain=lan.example "
+                          f"host=02:00:00:00:00:0b/10.40.0.7 leases={leases}")
+    (server,) = m.stack.find_agents("dhcpd")
+    lines = run(m, c.dhcpd_print, "")
+    assert lines[0] == ("eth0: 10.40.0.1/24 pool 10.40.0.50-10.40.0.59 lease 600s router own "
+                        "dns stack domain lan.example mtu -")
+    assert lines[1:] == ["  host 02:00:00:00:00:0b 10.40.0.7", f"  leases {leases}"]
+    run(m, c.dhcpd_set, "eth0 dns 10.40.0.53")
+    run(m, c.dhcpd_set, "eth0 pool 10.40.0.60-10.40.0.69")
+    assert "dns 10.40.0.53" in run(m, c.dhcpd_print, "eth0")[0]
+    assert "pool 10.40.0.60-10.40.0.69" in run(m, c.dhcpd_print, "eth0")[0]
+    # a lease shows in the table
+    from threadnet.wire import dhcp4
+    from threadnet.wire.dhcp4 import DhcpMessage
+
+    iface = m.stack.interfaces[2]
+    for kind in (dhcp4.DISCOVER, dhcp4.REQUEST):
+        opts = {53: bytes([kind])}
+        if kind == dhcp4.REQUEST:
+            opts.update({50: bytes([10, 40, 0, 60]), 54: bytes([10, 40, 0, 1]), 12: b"beta"})
+        server.on_udp(m.stack, iface, 4, bytes(4), 68, b"\xff" * 4, 67,
+                      dhcp4.to_bytes(DhcpMessage(xid=1, chaddr=MAC_B, options=opts)),
+                      m.stack._api_now(None))
+    assert run(m, c.dhcpd_print, "")[-1] == "  10.40.0.60 02:00:00:00:40:02 bound 600s beta"
+    fails(errno.EINVAL, m, c.dhcpd_set, "eth0 lease")
+    fails(errno.EINVAL, m, c.dhcpd_set, "eth0 lease never")
+    fails(errno.EINVAL, m, c.dhcpd_set, "eth0 color blue")
+    fails(errno.EINVAL, m, c.dhcpd_start, "eth0 bogus=1")
+    fails(errno.EINVAL, m, c.dhcpd_start, "")
+    fails(errno.ENODEV, m, c.dhcpd_start, "eth9")
+    run(m, c.dhcpd_stop, "eth0")
+    assert m.stack.find_agents("dhcpd") == [] and run(m, c.dhcpd_print, "") == []
+    fails(errno.ESRCH, m, c.dhcpd_stop, "eth0")
+    fails(errno.ESRCH, m, c.dhcpd_set, "eth0 lease 60")
+
+
+def test_dhcp_print(m):
+    from threadnet.stack.dhcp4client import Dhcp4Client
+
+    assert run(m, c.dhcp_print, "") == []
+    now = m.stack._api_now(None)
+    agent = m.stack.add_agent(Dhcp4Client(2, init_delay=0.0), now)
+    assert run(m, c.dhcp_print, "eth0") == ["eth0: INIT next in 0s"]
+    # as if bound: the lease's times show as seconds from now
+    agent.state, agent.address, agent.plen = "BOUND", bytes([10, 40, 0, 9]), 24
+    agent.server, agent._router, agent.lease = bytes([10, 40, 0, 1]), "10.40.0.1", 600.0
+    agent.t1_at, agent.t2_at, agent.expires_at = now + 300, now + 525, now + 600
+    assert run(m, c.dhcp_print, "") == [
+        "eth0: BOUND 10.40.0.9/24 server 10.40.0.1 router 10.40.0.1 lease 600s "
+        "renew in 300s rebind in 525s expires in 600s"]
+    fails(errno.ENODEV, m, c.dhcp_print, "eth7")

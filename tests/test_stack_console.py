@@ -211,7 +211,7 @@ def test_neigh_tcp_udp_print(two):
     v.close()
 
 
-def test_config_and_dns(two):
+def test_config_and_dns(two, monkeypatch):
     ok(two, "config iface=eth0,ip=10.31.0.1/24,dns=10.30.0.53,domain=example.org")
     assert "10.31.0.1/24" in two.a.addresses(4)
     assert ok(two, "dns/print") == ["search example.org", "nameserver 10.30.0.53"]
@@ -227,6 +227,11 @@ def test_config_and_dns(two):
     fails(two, "config iface=eth0,bogus=1", errno.EINVAL)
     fails(two, "config iface=eth9,ip=10.0.0.1/24", errno.ENODEV)
     fails(two, "config iface=eth0,ip=10.31.0.1/24", errno.EEXIST)
+    from threadnet.stack import autoconf
+
+    ok(two, "config iface=eth0,dhcpd=10.30.0.100-10.30.0.109")
+    assert ok(two, "dhcpd/print eth0")[0].startswith("eth0: 10.30.0.1/24 pool 10.30.0.100-")
+    monkeypatch.setattr(autoconf, "CLIENTS", {})  # a method threadnet has no agent for
     fails(two, "config iface=eth0,dhcp", errno.EOPNOTSUPP)
     fails(two, "hostname " + "x" * 300, errno.EINVAL)
 

@@ -293,3 +293,82 @@ def bind_unix_listener(path: str, sock_type: int, mode: int, gid: int = -1, back
     finally:
         if own_fd:
             os.close(dfd)
+
+
+def _open_parent(path: str, uid: int | None) -> tuple[int, str, str]:
+    """(descriptor of the checked directory ``path`` is in, ``path``'s last component, the
+    absolute path for messages)."""
+    absolute = os.path.abspath(path)
+    parent, name = os.path.split(absolute)
+    if not name:
+        raise IsADirectoryError(errno.EISDIR, "a directory, not a file", absolute)
+    return open_dir(check_dir_chain(parent, uid)), name, absolute
+
+
+def read_file(path: str, limit: int, uid: int | None = None) -> bytes | None:
+    """The contents of the regular file ``path`` that a service keeps (a lease file); None
+    when there is none. Its directories must pass ``check_dir_chain``; a symbolic link
+    at ``path`` is refused (UnsafePathError), not followed, and so is anything that is
+    not a regular file; one larger than ``limit`` bytes is OSError(EFBIG)."""
+    dfd, name, absolute = _open_parent(path, uid)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(absolute, "is a symbolic link; not following it") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", absolute)
+            chunks, size = [], 0
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise OSError(errno.EFBIG, f"larger than {limit} bytes", absolute)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def write_file_atomic(path: str, data: bytes, mode: int = 0o600, uid: int | None = None) -> None:
+    """Replace the file ``path`` with ``data`` as one step: written to a fresh file
+    (O_EXCL, O_NOFOLLOW) in the same checked directory, synced, then renamed over
+    ``path``. A reader sees the old contents or the new, never a part; a crash leaves the
+    old file; a symbolic link at ``path`` is replaced, never followed."""
+    dfd, name, absolute = _open_parent(path, uid)
+    try:
+        for _ in range(16):
+            tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, mode, dir_fd=dfd)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise OSError(errno.EEXIST, "no free temporary name", absolute)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(dfd)

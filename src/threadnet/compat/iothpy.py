@@ -42,7 +42,8 @@ Where threadnet differs, on purpose:
   static settings replace the previous static set of that interface, ``eth`` with ``fqdn=``
   and no ``mac=`` takes iothconf's MD5-based MAC. A ``gw=ADDR/N`` (as in iothpy's
   newstackc example) is taken as ``ADDR``; real iothconf drops it silently. ``mtu=`` is a
-  threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` raise NotImplementedError.
+  threadnet addition. ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` start threadnet's agents
+  (``stack/autoconf.py``); a method threadnet has no agent for raises NotImplementedError.
 * Name resolution (``getaddrinfo``, ``getnameinfo``, ``iothdns_update``, ``config_dns``) uses
   the threadnet stack's own resolver (``threadnet.Stack.resolver``), never the host's.
 * ``Stack.socket(fileno=...)`` raises NotImplementedError: a threadnet socket's state lives

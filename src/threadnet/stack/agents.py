@@ -196,9 +196,11 @@ class Agents:
                     data: bytes | bytearray, mac: bytes | None = None, *,
                     hop_limit: int = 64) -> None:
         """A UDP datagram out of ``iface`` as it is: IPv4 from any source (0.0.0.0 too) to
-        ``mac`` (default: broadcast), or IPv6 to ``dst``'s multicast MAC or ``mac``. For
-        agents that speak before they have an address or a route (DHCP), or that answer
-        a client by its MAC (a DHCP server's OFFER to an address not yet in use)."""
+        ``mac`` (default: broadcast), or IPv6 to ``dst``'s multicast MAC, ``mac``, or (a
+        unicast ``dst`` without ``mac``) the MAC neighbor discovery finds for ``dst`` on
+        ``iface``. For agents that speak before they have an address or a route (DHCP),
+        or that answer a client by its MAC (a DHCP server's OFFER to an address not yet
+        in use) or at its link-local address (a DHCPv6 server's REPLY)."""
         out = bytearray(8 + len(data))
         udp.build(out, src, dst, sport, dport, data)
         if len(dst) == 4:
@@ -212,8 +214,9 @@ class Agents:
         ipv6.build(packet, src, dst, ipv6.PROTO_UDP, len(out), hop_limit=hop_limit)
         packet[40:] = out
         if mac is None:
-            if dst[0] != 0xFF:
-                raise ValueError("an IPv6 unicast datagram on a link needs the peer's MAC")
+            if dst[0] != 0xFF:  # a neighbor on this link, whatever the routes say
+                self._output6(iface, dst, dst, packet, self._now)  # type: ignore[attr-defined]
+                return
             mac = ipv6.multicast_mac(dst)
         self._send_eth(iface, mac, ETH_IPV6, packet)  # type: ignore[attr-defined]
 

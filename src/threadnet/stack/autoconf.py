@@ -97,3 +97,37 @@ def _ra(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
 
 
 SERVERS["ra"] = _ra
+
+
+def _dhcp6(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.dhcp6client import Dhcp6Client
+
+    return Dhcp6Client(iface.index, iface.mac)
+
+
+CLIENTS["dhcp6"] = _dhcp6
+
+
+def _dhcpd6(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.dhcp6server import server_from_options
+
+    return server_from_options(stack, iface, options)
+
+
+SERVERS["dhcpd6"] = _dhcpd6
+
+
+def _dhcp4_client(stack: Stack, iface: Interface, cfg: Config) -> Agent:
+    from threadnet.stack.dhcp4client import from_config
+
+    return from_config(stack, iface, cfg)
+
+
+def _dhcp4_server(stack: Stack, iface: Interface, options: dict[str, list[str]]) -> Agent:
+    from threadnet.stack.dhcp4server import from_options
+
+    return from_options(stack, iface, options)
+
+
+CLIENTS["dhcp4"] = _dhcp4_client
+SERVERS["dhcpd"] = _dhcp4_server

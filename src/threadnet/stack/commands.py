@@ -451,6 +451,166 @@ def ra_print(managed: ManagedStack, args: str) -> list[str]:
     return lines
 
 
+# -- DHCPv6 -------------------------------------------------------------------------------
+def dhcp6_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)
+    lines = []
+    for agent in _agents_of(stack, "dhcp6", args):
+        info = agent.describe(now)
+        name = stack.interfaces[agent.ifindex].name
+        server = f" server {info['server']}" if info["server"] else ""
+        lines.append(f"{name}: dhcp6 {info['state']}{server} iaid {info['iaid']} "
+                     f"duid {info['duid']}")
+        if info["addresses"]:
+            lines.append(f"    t1 {_lft(info['renew_in'])} t2 {_lft(info['rebind_in'])}")
+        lines += [f"    inet6 {a['address']}/128 valid_lft {_lft(a['valid_lft'])} "
+                  f"preferred_lft {_lft(a['preferred_lft'])}" for a in info["addresses"]]
+        if info["dns"] or info["domains"]:
+            lines.append(f"    dns {' '.join(info['dns']) or '-'} domains "
+                         f"{' '.join(info['domains']) or '-'}")
+    return lines
+
+
+def dhcpd6_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)
+    lines = []
+    for agent in _agents_of(stack, "dhcpd6", args):
+        info = agent.describe(now)
+        name = stack.interfaces[agent.ifindex].name
+        lines.append(f"{name}: dhcpd6 pool {info['pool']} lease {info['lease']} preferred "
+                     f"{info['preferred']} leases {len(info['leases'])}/{info['max']} "
+                     f"duid {info['duid']}")
+        if info["dns"] or info["domains"]:
+            lines.append(f"    dns {' '.join(info['dns']) or '-'} domains "
+                         f"{' '.join(info['domains']) or '-'}")
+        if info["leasefile"]:
+            problem = f" ({info['leasefile_error']})" if info["leasefile_error"] else ""
+            lines.append(f"    leasefile {info['leasefile']}{problem}")
+        lines += [f"    {x['address']} {x['state']} duid {x['duid']} iaid {x['iaid']} "
+                  f"valid_lft {_lft(x['valid_lft'])}" for x in info["leases"]]
+    return lines
+
+
+def dhcpd6_start(managed: ManagedStack, args: str) -> None:
+    words = args.split()
+    if not words:
+        raise CommandError(errno.EINVAL)
+    iface = _interface(managed.stack, words[0])
+    items = [f"iface={iface.name}"]
+    for word in words[1:]:
+        if "," in word:
+            raise CommandError(errno.EINVAL, f"dhcpd6/start: bad word {word!r}")
+        if "=" in word or not any(c in word for c in ":-"):
+            items.append(f"dhcpd6.{word}")  # OPTION=VALUE, or a flag (rapid)
+        else:
+            items.append(f"dhcpd6={word}")
+    if len(items) == 1:
+        items.append("dhcpd6")
+    managed.stack.configure(",".join(items))
+
+
+def dhcpd6_stop(managed: ManagedStack, args: str) -> None:
+    iface = _interface(managed.stack, args)
+    if not managed.stack.find_agents("dhcpd6", iface.index):
+        raise CommandError(errno.ESRCH, f"no DHCPv6 server on {iface.name}")
+    managed.stack.configure(f"iface={iface.name},-dhcpd6")
+
+
+def dhcpd6_forget(managed: ManagedStack, args: str) -> None:
+    name, address = split_args(args, 2)
+    stack = managed.stack
+    agents = _agents_of(stack, "dhcpd6", name)
+    if not agents:
+        raise CommandError(errno.ESRCH, f"no DHCPv6 server on {name}")
+    if not agents[0].forget(address, stack._api_now(None)):
+        raise CommandError(errno.EADDRNOTAVAIL, f"no lease of {address}")
+
+
+# -- DHCPv4 (stack/dhcp4client.py, stack/dhcp4server.py) -----------------------------------
+def _in(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{max(0, int(seconds))}s"
+
+
+def dhcp_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)  # the time the stack's agents count in
+    lines = []
+    for agent in _agents_of(stack, "dhcp4", args):
+        d = agent.describe()
+        name = stack.interfaces[agent.ifindex].name
+        line = f"{name}: {d['state']}"
+        if d["address"] is not None:
+            line += (f" {d['address']} server {d['server']} router {d['router'] or '-'} "
+                     f"lease {_in(d['lease'])}")
+            for key, word in (("t1", "renew"), ("t2", "rebind"), ("expires", "expires")):
+                if d[key] is not None:
+                    line += f" {word} in {_in(d[key] - now)}"
+        elif d["next"] is not None:
+            line += f" next in {_in(d['next'] - now)}"
+        lines.append(line)
+    return lines
+
+
+def dhcpd_print(managed: ManagedStack, args: str) -> list[str]:
+    stack = managed.stack
+    now = stack._api_now(None)  # the time the stack's agents count in
+    lines = []
+    for server in _agents_of(stack, "dhcpd", args):
+        d = server.describe()
+        name = stack.interfaces[server.ifindex].name
+
+        def words(v: list[str] | None, default: str) -> str:
+            return default if v is None else (" ".join(v) or "none")
+
+        lines.append(f"{name}: {d['address']} pool {d['pool']} lease {_in(d['lease'])} "
+                     f"router {words(d['routers'], 'own')} dns {words(d['dns'], 'stack')} "
+                     f"domain {d['domain'] or '-'} mtu {d['mtu'] or '-'}")
+        lines += [f"  host {mac} {addr}" for mac, addr in d["hosts"].items()]
+        if d["leases_file"]:
+            lines.append(f"  leases {d['leases_file']}")
+        for row in server.table(now):  # type: ignore[attr-defined]
+            lines.append(f"  {row['address']} {row['mac']} {row['state']} "
+                         f"{_in(row['remaining'])} {row['hostname'] or '*'}")
+    return lines
+
+
+def dhcpd_start(managed: ManagedStack, args: str) -> None:
+    words = args.split()
+    if not words:
+        raise CommandError(errno.EINVAL)
+    iface = _interface(managed.stack, words[0])
+    items = [f"iface={iface.name}", "dhcpd"]
+    for word in words[1:]:
+        name, eq, value = word.partition("=")
+        if not eq:
+            items[1] = f"dhcpd={word}"  # the pool
+        elif not name or "," in value:
+            raise CommandError(errno.EINVAL, f"dhcpd/start: bad word {word!r}")
+        else:
+            items.append(f"dhcpd.{name}={value}")
+    managed.stack.configure(",".join(items))
+
+
+def dhcpd_stop(managed: ManagedStack, args: str) -> None:
+    iface = _interface(managed.stack, args)
+    if not managed.stack.find_agents("dhcpd", iface.index):
+        raise CommandError(errno.ESRCH, f"no DHCP server on {iface.name}")
+    managed.stack.configure(f"iface={iface.name},-dhcpd")
+
+
+def dhcpd_set(managed: ManagedStack, args: str) -> None:
+    words = args.split()
+    if len(words) < 3:
+        raise CommandError(errno.EINVAL)
+    iface = _interface(managed.stack, words[0])
+    servers = managed.stack.find_agents("dhcpd", iface.index)
+    if not servers:
+        raise CommandError(errno.ESRCH, f"no DHCP server on {iface.name}")
+    servers[0].set_option(managed.stack, words[1], words[2:])  # type: ignore[attr-defined]
+
+
 #: the stack's commands, in help order
 COMMANDS: tuple[Entry, ...] = (
     ("help", "[arg]", "Help (limited to arg when specified)", help_, OUTPUT | UNLOCKED),
@@ -491,6 +651,26 @@ COMMANDS: tuple[Entry, ...] = (
     ("ra", "", "ROUTER ADVERTISEMENT SERVER MENU", None, 0),
     ("ra/print", "[IFACE]", "what the RA server advertises (start it: config ra=PREFIX/LEN)",
      ra_print, OUTPUT),
+    ("dhcp6", "", "DHCPV6 CLIENT MENU", None, 0),
+    ("dhcp6/print", "[IFACE]", "DHCPv6 clients: state, server, addresses, T1/T2, DNS",
+     dhcp6_print, OUTPUT),
+    ("dhcpd6", "", "DHCPV6 SERVER MENU", None, 0),
+    ("dhcpd6/print", "[IFACE]", "DHCPv6 servers and their leases", dhcpd6_print, OUTPUT),
+    ("dhcpd6/start", "IFACE [FIRST-LAST] [OPT=VAL...]",
+     "start or restart a DHCPv6 server (options: the dhcpd6.OPT items)", dhcpd6_start, 0),
+    ("dhcpd6/stop", "IFACE", "stop the DHCPv6 server of an interface", dhcpd6_stop, 0),
+    ("dhcpd6/forget", "IFACE ADDRESS", "drop a DHCPv6 lease", dhcpd6_forget, 0),
+    ("dhcp", "", "DHCPv4 CLIENT MENU", None, 0),
+    ("dhcp/print", "[IFACE]", "DHCPv4 clients: state, address, server, lease times",
+     dhcp_print, OUTPUT),
+    ("dhcpd", "", "DHCPv4 SERVER MENU", None, 0),
+    ("dhcpd/print", "[IFACE]", "DHCPv4 servers: options and leases", dhcpd_print, OUTPUT),
+    ("dhcpd/start", "IFACE [FIRST-LAST] [OPTION=VALUE...]",
+     "start (or restart) a DHCPv4 server (options: lease router dns domain mtu host leases)",
+     dhcpd_start, 0),
+    ("dhcpd/stop", "IFACE", "stop the DHCPv4 server of an interface", dhcpd_stop, 0),
+    ("dhcpd/set", "IFACE OPTION VALUE...",
+     "change a running server: pool lease router dns domain mtu host", dhcpd_set, 0),
 )
 
 
