@@ -271,7 +271,7 @@ def test_mtu_limit_is_the_stacks(stacks, switch_url):
     vde = stacks(f"stack=vdestack,vnl={switch_url}")
     ts = vde.threadnet_stack
     i = vde.if_nametoindex("vde0")
-    assert ts.interfaces[i].link.max_mtu == 1500
+    assert ts.links[i].max_mtu == 1500
     vde.linksetmtu(i, 1500)
     for bad in (1501, 9000, 67):
         with pytest.raises(OSError) as info:
@@ -286,7 +286,7 @@ def test_mtu_limit_is_the_stacks(stacks, switch_url):
     null = stacks("vdestack", "null://")
     ts = null.threadnet_stack
     i = null.if_nametoindex("vde0")
-    assert ts.interfaces[i].link.max_mtu is None
+    assert ts.links[i].max_mtu is None
     null.linksetmtu(i, 9000)
     assert ts.interfaces[i].mtu == 9000
     null.ioth_config(f"ifindex={i},mtu=65535")
@@ -399,7 +399,7 @@ def test_iplink_add_del(stacks):
         s.iplink_add(-1, "vde", "vde:///nonexistent/switch")
     assert s.if_nameindex() == before  # nothing half-added
 
-    link = ts.interfaces[4].link
+    link = ts.links[4]
     s.ipaddr_add(iothpy.AF_INET, "10.4.0.1", 24, 4)
     s.iproute_add(iothpy.AF_INET, "10.4.0.254", "10.5.0.0", 16)
     assert s.iplink_del(ifname="eth9") == 0

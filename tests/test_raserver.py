@@ -267,7 +267,7 @@ def test_configuration_items_and_their_errors(make):
             ("ra.managed=maybe", r"bad ra\.managed='maybe'"),
             ("ra.interval=0", "at most 1800"),
             ("ra.interval=soon", r"bad ra\.interval")):
-        router.interfaces[2].link.max_frame_known = True
+        router.links[2].max_frame_known = True
         with pytest.raises(ConfigError, match=match):
             router.configure("ra=fd00:5::/64," + text)
         assert server(router).describe()["interval"] == 2.0  # the running one stays

@@ -225,7 +225,7 @@ def test_mtu_outside_what_the_link_and_ipv6_allow_is_ignored(net):
     net.settle()
     agent = net.rd()
     net.advertise(mtu=1279)
-    net.host.interfaces[2].link.max_frame_known = True  # it carries MTU 1500 at most
+    net.host.links[2].max_frame_known = True  # it carries MTU 1500 at most
     net.advertise(mtu=9000)
     assert net.host.interfaces[2].mtu == 1500 and agent.counters["mtu_ignored"] == 2
 

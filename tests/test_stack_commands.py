@@ -127,7 +127,7 @@ def test_ip(m):
 
 
 def test_link_print(m):
-    url = m.stack.interface("eth0").link.url
+    url = m.stack.links[m.stack.interface("eth0").index].url
     assert c.link_print(m, "") == [
         "1: lo: <LOOPBACK,UP> mtu 65536 state UP", "    link/loopback 00:00:00:00:00:00",
         "2: eth0: <BROADCAST,MULTICAST,UP> mtu 1500 state UP",

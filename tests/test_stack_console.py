@@ -95,7 +95,7 @@ def test_link_print_and_set(two):
     assert lines[0] == "1: lo: <LOOPBACK,UP> mtu 65536 state UP"
     assert lines[2].startswith("2: eth0: <BROADCAST,MULTICAST,UP> mtu ")
     eth0 = two.a.interface("eth0")
-    assert lines[3] == f"    link/ether {':'.join(f'{x:02x}' for x in eth0.mac)} url {eth0.link.url}"
+    assert lines[3] == f"    link/ether {':'.join(f'{x:02x}' for x in eth0.mac)} url {two.a.links[eth0.index].url}"
     ok(two, "link/set eth0 mtu 1400 mac 02:00:00:00:30:01")
     assert eth0.mtu == 1400 and eth0.mac == bytes.fromhex("020000003001")
     assert "2: eth0: <BROADCAST,MULTICAST,UP> mtu 1400 state UP" in ok(two, "link/print eth0")

@@ -376,7 +376,12 @@ def test_tcp_connect_fails_with_ehostunreach_on_fake_time(family, dst):
     try:
         events = []
         ep = s.tcp.connect(family, None, 0, ipaddress.ip_address(dst).packed, 80, now[0])
-        ep.on_event = lambda e: events.append(e.conn.error)
+
+        class Owner:
+            def on_tcp_event(self, e):
+                events.append(e.conn.error)
+
+        ep.owner = s.upper.add(Owner())
         _tick(s, now, 2.5)
         assert ep.conn.state is TcpState.SYN_SENT and not any(events)
         _tick(s, now, 1.0)

@@ -72,7 +72,7 @@ from typing import Any
 from threadnet.errors import URLError
 from threadnet.hook import _NAMES as _HOOKED_NAMES
 from threadnet.hook import _ORIG_SOCKET, set_default_stack
-from threadnet.link import open_link
+from threadnet.link import Link, open_link
 from threadnet.stack import autoconf
 from threadnet.stack.api import Stack as _ThreadnetStack
 from threadnet.stack.config import Config, ConfigError, parse_config, parse_mac
@@ -137,11 +137,11 @@ def _fail(code: int, message: str) -> OSError:
     return OSError(code, f"{os.strerror(code)}: {message}")
 
 
-def _check_mtu(iface: Interface, mtu: int) -> None:
+def _check_mtu(ts: _ThreadnetStack, iface: Interface, mtu: int) -> None:
     """The stack's own rule (``check_mtu``: 68..65535 and no more than the link carries,
     when it knows), as OSError(EINVAL)."""
     try:
-        check_mtu(iface.link, mtu, iface.name)
+        check_mtu(ts.links.get(iface.index), mtu, iface.name)
     except ValueError as exc:
         raise _fail(errno.EINVAL, str(exc)) from None
 
@@ -341,11 +341,12 @@ class Stack:
                 iface = ts.add_interface(link, name=ifname)
                 if index > 0 and iface.index != index:
                     del ts.interfaces[iface.index]
+                    ts.links[index] = ts.links.pop(iface.index)
                     iface.index = index
                     ts.interfaces[index] = iface
                 return iface
         except BaseException:
-            if not any(i.link is link for i in ts.interfaces.values()):
+            if not any(opened is link for opened in ts.links.values()):
                 link.close()
             raise
 
@@ -424,7 +425,7 @@ class Stack:
         ts = self._net("linksetmtu")
         with ts.locked():
             iface = self._iface(ts, ifindex)
-            _check_mtu(iface, mtu)
+            _check_mtu(ts, iface, mtu)
             ts.set_mtu(iface.index, mtu)
 
     def iplink_add(self, ifindex: int, type: str, data: Any = None,
@@ -461,11 +462,13 @@ class Stack:
             if iface.loopback:
                 raise _fail(errno.EOPNOTSUPP, "the loopback interface cannot be removed")
             del ts.interfaces[iface.index]
+            link = ts.links.pop(iface.index, None)
             iface.up = False
             ts.routes4.flush_interface(iface.index)
             ts.routes6.flush_interface(iface.index)
             self._static.pop(iface.index, None)
-        _close_link(ts, iface)
+        if link is not None:
+            _close_link(ts, link)
         return 0
 
     # -- addresses and routes ------------------------------------------------------------------
@@ -546,7 +549,7 @@ class Stack:
             if "eth" in cfg.clean:
                 ts.link_down(iface.index)
             if cfg.mtu is not None:
-                _check_mtu(iface, cfg.mtu)
+                _check_mtu(ts, iface, cfg.mtu)
                 ts.set_mtu(iface.index, cfg.mtu)
             if cfg.eth:
                 mac = cfg.mac or (hash_mac(cfg.fqdn) if cfg.fqdn else None)
@@ -773,11 +776,8 @@ def _route_args(family: int, gw_addr: Any, dst_addr: Any, dst_prefix: Any, ifind
         raise _fail(errno.EINVAL, f"{dst}/{plen} has host bits set") from None
 
 
-def _close_link(ts: _ThreadnetStack, iface: Interface) -> None:
+def _close_link(ts: _ThreadnetStack, link: Link) -> None:
     """Take a removed interface's link off the runner's loop (on its thread), then close it."""
-    link = iface.link
-    if link is None:
-        return
     runner = ts.runner
     if runner is None:
         if not link.closed:

@@ -20,6 +20,7 @@ as a source) and removes addresses and routes whose valid lifetime ended.
 from __future__ import annotations
 
 import ipaddress
+import random
 from typing import TYPE_CHECKING, Any
 
 from threadnet.stack.ip import BROADCAST_MAC
@@ -35,6 +36,16 @@ INFINITY = float("inf")
 #: found in use elsewhere (``conflict``: IPv4 ACD; ``dadfailed``: IPv6 DAD), or went
 #: at the end of its valid lifetime (``expired``)
 READY, CONFLICT, DADFAILED, EXPIRED = "ready", "conflict", "dadfailed", "expired"
+
+
+class SystemRng(random.SystemRandom):
+    """The system's entropy source as an agent's ``rng`` (temporary addresses and
+    delays nobody can predict), which a stack's state may hold: it has no state of its
+    own, so a copy or an unpickled one is simply a new one (``random.SystemRandom``
+    refuses to be pickled)."""
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (type(self), ())
 
 
 class Agent:

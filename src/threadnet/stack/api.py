@@ -35,15 +35,20 @@ class Stack(core.Stack):
 
     resolver_class = Resolver
     resolver: Resolver  # the property's value, with the lookups
+    #: its publications run it too: they are not part of its state (see the core's)
+    RUNTIME = core.Stack.RUNTIME | {"_publications"}
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
                  runner: object | None = None, acd: bool = False,
                  clock: Callable[[], float] | None = None) -> None:
-        self._publications: list[Publication] | None = None  # stack.publish(path)
         super().__init__(config, link, name=name, forwarding=forwarding,
                          runner=default_runner() if runner is None else runner, acd=acd,
                          clock=clock)
+
+    def _runtime(self, clock: Callable[[], float] | None = None) -> None:
+        super()._runtime(clock)
+        self._publications: list[Publication] | None = None  # stack.publish(path)
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
         """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""

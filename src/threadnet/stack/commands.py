@@ -210,7 +210,8 @@ def link_print(managed: ManagedStack, args: str) -> list[str]:
         lines.append(f"{iface.index}: {iface.name}: <{_link_flags(iface)}> mtu {iface.mtu} "
                      f"state {'UP' if iface.up else 'DOWN'}")
         kind = "loopback" if iface.loopback else "ether"
-        url = "" if iface.link is None else f" url {getattr(iface.link, 'url', '?')}"
+        link = stack.links.get(iface.index)
+        url = "" if link is None else f" url {getattr(link, 'url', '?')}"
         lines.append(f"    link/{kind} {mac_to_str(iface.mac)}{url}")
     return lines
 
@@ -233,7 +234,7 @@ def link_set(managed: ManagedStack, args: str) -> None:
             if word == "mtu":
                 mtu = parse_int(value, "mtu")
                 try:  # 68..65535 and what the link carries, refused before any word applies
-                    check_mtu(iface.link, mtu, iface.name)
+                    check_mtu(stack.links.get(iface.index), mtu, iface.name)
                 except ValueError as exc:
                     raise CommandError(errno.EINVAL, str(exc)) from None
                 changes.append(("mtu", mtu))

@@ -504,7 +504,8 @@ class Dhcp4Client(Agent):
         # the interface MTU (RFC 2132 5.1: 68 at least), within what the link carries
         mtu = msg.mtu
         if mtu is not None and mtu >= 68:
-            top = None if iface.link is None else iface.link.max_mtu
+            link = stack.links.get(iface.index)
+            top = None if link is None else link.max_mtu
             if top is not None:
                 mtu = min(mtu, top)
             if mtu != iface.mtu:

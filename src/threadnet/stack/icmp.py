@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from threadnet.errors import FrameError
 from threadnet.stack.ip import LIMITED_BROADCAST
+from threadnet.stack.upper import PingCallback
 from threadnet.wire import icmp4, icmp6, ipv4, ipv6, tcp, udp
 from threadnet.wire.ethernet import ETH_P_IPV4
 
@@ -44,9 +45,9 @@ class Icmp:
             icmp4.build_echo(out, rest >> 16, rest & 0xFFFF, body, reply=True)
             self.send_ip4(dst, src, ipv4.PROTO_ICMP, out, now)
         elif kind == icmp4.ECHO_REPLY:
-            waiter = self.echo_waiters.get((4, rest >> 16))
-            if waiter is not None:
-                waiter(bytes(body), now)
+            session = self.echo_waiters.get((4, rest >> 16))
+            if session is not None:
+                session.on_reply(bytes(body), now)
         elif kind == icmp4.DEST_UNREACHABLE and code == icmp4.UNREACH_FRAG_NEEDED:
             # RFC 1191: the quoted header names the destination whose path MTU shrank
             quoted = ipv4.parse(body, quoted=True)
@@ -68,9 +69,9 @@ class Icmp:
             icmp6.build_echo(out, reply_src, src, rest >> 16, rest & 0xFFFF, body, reply=True)
             self.send_ip6(reply_src, src, ipv6.PROTO_ICMPV6, out, now)
         elif kind == icmp6.ECHO_REPLY:
-            waiter = self.echo_waiters.get((6, rest >> 16))
-            if waiter is not None:
-                waiter(bytes(body), now)
+            session = self.echo_waiters.get((6, rest >> 16))
+            if session is not None:
+                session.on_reply(bytes(body), now)
         elif kind == icmp6.NEIGHBOR_SOLICITATION:
             if hlim != 255:
                 return  # RFC 4861 7.1.1: not from an on-link node
@@ -250,16 +251,24 @@ class Icmp:
 
     def start_ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56,
                    now: float | None = None, *,
-                   on_done: Callable[[EchoSession], None] | None = None,
+                   on_done: Callable[[EchoSession], None] | int | None = None,
                    ident: int | None = None) -> EchoSession:
         """Start a ping (``EchoSession``) to ``dst``, its first request sent at ``now``
         (default: the stack's boundary time, ``_api_now``). The stack's timers run it
-        (``next_deadline``/``on_timer``); ``on_done(session)`` is called, under the
-        stack's lock, when it ends. OSError when the first request cannot go (no route,
-        no source address)."""
+        (``next_deadline``/``on_timer``). When it ends, under the stack's lock, its
+        owner hears of it: ``on_done`` is the handle of an owner registered with
+        ``stack.upper`` (its ``on_ping_done(session)``), or a function ``on_done(session)``.
+        OSError when the first request cannot go (no route, no source address)."""
+        made = callable(on_done)
+        owner = self.upper.add(PingCallback(on_done)) if made else on_done
         session = EchoSession(self, dst, count, timeout, size,
-                              next(_ident) & 0xFFFF if ident is None else ident, on_done)
-        session.start(self._api_now(now))
+                              next(_ident) & 0xFFFF if ident is None else ident, owner)
+        try:
+            session.start(self._api_now(now))
+        except BaseException:
+            if made:
+                self.upper.release(owner)  # type: ignore[arg-type]
+            raise
         return session
 
     def _unreachable(self, etype: int, packet: bytes, now: float) -> None:
@@ -311,9 +320,9 @@ class Icmp:
             self.tcp.unreachable(family, src, sport, dst, dport, errno.EHOSTUNREACH, now)
         elif proto == ipv4.PROTO_UDP:
             sport, dport = udp.parse_quoted(transport)
-            fn = self.udp_errors.get((src, sport)) or self.udp_errors.get((b"", sport))
-            if fn is not None:
-                fn(errno.EHOSTUNREACH, dst, dport)
+            handle = self.udp.get((src, sport)) or self.udp.get((b"", sport))
+            if handle is not None:
+                self.upper.on_udp_error(handle, errno.EHOSTUNREACH, dst, dport)
         elif family == 4 and proto == ipv4.PROTO_ICMP:
             kind, _, rest, _ = icmp4.parse(transport, verify=False)
             if kind == icmp4.ECHO_REQUEST:
@@ -324,9 +333,9 @@ class Icmp:
                 self._echo_unreachable(6, rest >> 16, now)
 
     def _echo_unreachable(self, family: int, ident: int, now: float) -> None:
-        fn = self.echo_errors.get((family, ident))
-        if fn is not None:
-            fn(errno.EHOSTUNREACH, now)
+        session = self.echo_waiters.get((family, ident))
+        if session is not None:
+            session.on_error(errno.EHOSTUNREACH, now)
 
 
 class EchoSession:
@@ -337,13 +346,15 @@ class EchoSession:
 
     ``Stack.start_ping`` makes and starts one; the stack then calls ``on_timer`` when
     ``next_deadline`` comes, and ``on_reply``/``on_error`` when a reply or an error
-    (address resolution for ``dst`` failed) arrives. When it ends (``done``), ``rtts``
+    (address resolution for ``dst`` failed) arrives (``stack.echo_waiters`` holds the
+    session by family and identifier). Its owner, named by the handle ``owner``
+    (``stack/upper.py``), hears ``on_ping_done`` when it ends. When it ends (``done``), ``rtts``
     holds the replies' round-trip times in seconds, and ``error`` an errno: EHOSTUNREACH
     when address resolution failed before any reply came (the ping stops there), or the
     error of a request that could not be sent."""
 
     def __init__(self, stack: Stack, dst: str, count: int, timeout: float, size: int,
-                 ident: int, on_done: Callable[[EchoSession], None] | None = None) -> None:
+                 ident: int, owner: int | None = None) -> None:
         self.stack = stack
         self.dst = dst
         self.family = ipaddress.ip_address(dst).version
@@ -351,7 +362,7 @@ class EchoSession:
         self.timeout = timeout
         self.size = size
         self.ident = ident
-        self.on_done = on_done
+        self.owner = owner
         self.rtts: list[float] = []
         self.error: int | None = None
         self.done = False
@@ -368,8 +379,7 @@ class EchoSession:
             return
         key = (self.family, self.ident)
         stack = self.stack
-        stack.echo_waiters[key] = self.on_reply
-        stack.echo_errors[key] = self.on_error
+        stack.echo_waiters[key] = self
         stack.echo_sessions.append(self)
         try:
             self._send(now)
@@ -436,10 +446,8 @@ class EchoSession:
     def _unregister(self) -> None:
         stack = self.stack
         key = (self.family, self.ident)
-        if stack.echo_waiters.get(key) == self.on_reply:
+        if stack.echo_waiters.get(key) is self:
             del stack.echo_waiters[key]
-        if stack.echo_errors.get(key) == self.on_error:
-            del stack.echo_errors[key]
         if self in stack.echo_sessions:
             stack.echo_sessions.remove(self)
 
@@ -448,5 +456,10 @@ class EchoSession:
         self._due = None
         self._expect = None
         self._unregister()
-        if self.on_done is not None:
-            self.on_done(self)
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            upper = self.stack.upper
+            try:
+                upper.on_ping_done(owner, self)
+            finally:
+                upper.release(owner)

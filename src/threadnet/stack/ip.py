@@ -111,8 +111,9 @@ def run_hooks(stack: Stack, hooks: tuple[Hook, ...], point: str, family: int,
 
 
 class OutputPath:
-    """One flow's output, resolved once: interface, link, MACs, the constant parts of
-    the IP header and of the transport's pseudo-header checksum. The stack makes it
+    """One flow's output, resolved once: interface, MACs, the constant parts of the IP
+    header and of the transport's pseudo-header checksum (plain data: the link is the
+    stack's, ``stack.links``). The stack makes it
     (``Stack.output_path``); ``fresh`` tells whether it still holds (no change of
     interfaces, addresses, routes, hooks, MTU, path MTU or the neighbor since).
 
@@ -124,7 +125,7 @@ class OutputPath:
     """
 
     __slots__ = ("stack", "src", "dst", "proto", "gen", "table", "index", "iface", "ifmtu",
-                 "pmtu", "nb", "neighbors", "nexthop", "mac", "smac", "link", "mtu", "psum",
+                 "pmtu", "nb", "neighbors", "nexthop", "mac", "smac", "mtu", "psum",
                  "offload", "v6", "df", "idhash", "headroom")
 
     def fresh(self, now: float) -> bool:
@@ -132,9 +133,12 @@ class OutputPath:
         stack = self.stack
         nb = self.nb
         pm = self.pmtu
-        return (self.gen == stack._gen and self.index is self.table._index and self.iface.up
-                and self.iface.mtu == self.ifmtu and nb.mac is self.mac
-                and nb.state == REACHABLE and now < nb.deadline and not self.link.closed
+        iface = self.iface
+        link = stack.links.get(iface.index)
+        return (self.gen == stack._gen and self.index is self.table._index and iface.up
+                and iface.mtu == self.ifmtu and nb.mac is self.mac
+                and nb.state == REACHABLE and now < nb.deadline
+                and link is not None and not link.closed
                 and self.neighbors.get(self.nexthop) is nb
                 and (stack.pmtu.get(self.dst) is pm if (pm is not None or stack.pmtu) else True)
                 and (pm is None or pm[1] >= now))
@@ -158,7 +162,7 @@ class OutputPath4(OutputPath):
                                self.stack.take_ip_ids(self.idhash, len(frames)), self.df, 64,
                                self.proto, self.src, self.dst, self.ipsum)
         iface = self.iface
-        link = self.link
+        link = self.stack.links[iface.index]
         sent = nbytes = 0
         if self.offload:
             # the kernel completes each checksum from the pseudo-header's sum and cuts a
@@ -195,7 +199,7 @@ class OutputPath6(OutputPath):
         # hop limit 64 and flow label 0, as send_ip6 sends them
         ipv6.write_eth_headers(frames, self.mac, self.smac, self.proto, 64, self.src, self.dst)
         iface = self.iface
-        link = self.link
+        link = self.stack.links[iface.index]
         sent = nbytes = 0
         if self.offload:
             send_offload = link.send_offload  # type: ignore[attr-defined]
@@ -239,7 +243,6 @@ def make_path(stack: Stack, family: int, src: bytes, dst: bytes, proto: int,
     p.ifmtu = p.iface.mtu
     p.mac = p.nb.mac
     p.smac = p.iface.mac
-    p.link = p.iface.link
     p.headroom = 54 if v6 else 34
     # the constant words of the pseudo-header and (IPv4) of the IP header, summed once
     p.psum = pseudo_header(src, dst, proto, 0)
@@ -373,7 +376,7 @@ class IpLayer:
         if r is None:
             return None
         iface, nexthop = r
-        if iface.link is None or any(dst == broadcast4(a, p) for a, p in iface.v4):
+        if iface.loopback or any(dst == broadcast4(a, p) for a, p in iface.v4):
             return None
         return self._reachable(iface, iface.arp, nexthop, dst, now)
 
@@ -406,7 +409,7 @@ class IpLayer:
         if r is None:
             return None
         iface, nexthop = r
-        if iface.link is None:
+        if iface.loopback:
             return None
         return self._reachable(iface, iface.nd, nexthop, dst, now)
 
@@ -595,7 +598,7 @@ class IpLayer:
 
     def _send_eth(self, iface: Interface, dst_mac: bytes, etype: bytes,
                   payload: bytes | bytearray) -> None:
-        link = iface.link
+        link = self.links.get(iface.index)
         if link is None or not iface.up:
             return
         frame = dst_mac + iface.mac + etype + payload  # an untagged Ethernet II header

@@ -513,7 +513,7 @@ def _link_set(stack: Stack, cmd: Command, now: float) -> list[dict[str, Any]]:
     for what, value in changes:
         if what == "mtu":
             try:
-                check_mtu(iface.link, value, iface.name)
+                check_mtu(stack.links.get(iface.index), value, iface.name)
             except ValueError:
                 raise _kernel(errno.EINVAL, "Error: mtu less than device minimum." if value < 68
                               else "Error: mtu greater than device maximum.") from None

@@ -100,8 +100,9 @@ def _scope6(addr: bytes) -> str:
 _SCOPE6_RANK = {"global": 0, "site": 1, "link": 2, "host": 3}
 
 
-def _link_flags(iface: Interface) -> list[str]:
-    carrier = iface.loopback or not iface.link.closed  # type: ignore[union-attr]
+def _link_flags(stack: Stack, iface: Interface) -> list[str]:
+    link = stack.links.get(iface.index)
+    carrier = iface.loopback or (link is not None and not link.closed)
     flags = [] if not iface.up or carrier else ["NO-CARRIER"]
     flags += ["LOOPBACK"] if iface.loopback else ["BROADCAST", "MULTICAST"]
     if iface.up:
@@ -109,8 +110,9 @@ def _link_flags(iface: Interface) -> list[str]:
     return flags
 
 
-def _link_info(iface: Interface, *, with_mode: bool, with_link: bool) -> dict[str, Any]:
-    flags = _link_flags(iface)
+def _link_info(stack: Stack, iface: Interface, *, with_mode: bool,
+               with_link: bool) -> dict[str, Any]:
+    flags = _link_flags(stack, iface)
     if not iface.up:
         state = "DOWN"
     elif iface.loopback:
@@ -234,7 +236,7 @@ def addr_show(stack: Stack, now: float, family: int | None = None, dev: str | No
         infos = [i for i in infos if _addr_selected(i, scope, to, flags)]
         if family is not None and not infos:
             continue
-        info = _link_info(iface, with_mode=False, with_link=family is None)
+        info = _link_info(stack, iface, with_mode=False, with_link=family is None)
         if family == 6 and dev is None:
             # ip -6 addr asks Linux for its IPv6 view of every link (RTM_GETLINK for
             # AF_INET6), which has no qdisc and no group: iproute2 prints none
@@ -269,7 +271,8 @@ def _addr_selected(info: dict[str, Any], scope: str | None, to: Any,
 def link_show(stack: Stack, now: float, dev: str | None = None, *,
               up: bool = False) -> list[dict[str, Any]]:
     """``ip -j link show``: every interface (or ``dev``)."""
-    return [_link_info(i, with_mode=True, with_link=True) for i in _interfaces(stack, dev, up)]
+    return [_link_info(stack, i, with_mode=True, with_link=True)
+            for i in _interfaces(stack, dev, up)]
 
 
 def shown_proto(route: Route) -> str:

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError
-from threadnet.stack.agents import Agent
+from threadnet.stack.agents import Agent, SystemRng
 from threadnet.wire import icmp6, ipv6
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class RaServer(Agent):
         self.mtu = mtu
         self.hop_limit = hop_limit
         self.preference = preference
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng if rng is not None else SystemRng()
         size = icmp6.router_advert_size(self._advert(None, self.prefixes))
         if size > MAX_ADVERT:
             raise ValueError(f"a {size}-byte advertisement does not fit the IPv6 minimum "
@@ -202,7 +202,8 @@ class RaServer(Agent):
                 kw[key] = value
         if "valid" in kw and "preferred" not in kw:
             kw["preferred"] = min(kw["valid"], PREFERRED_LIFETIME)
-        top = None if iface.link is None else iface.link.max_mtu
+        link = stack.links.get(iface.index)
+        top = None if link is None else link.max_mtu
         if kw.get("mtu") is not None and top is not None and kw["mtu"] > top:
             raise ConfigError(f"bad ra.mtu={kw['mtu']}: the link carries at most MTU {top}")
         pref = last("pref")

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError
-from threadnet.stack.agents import DADFAILED, EXPIRED, INFINITY, Agent
+from threadnet.stack.agents import DADFAILED, EXPIRED, INFINITY, Agent, SystemRng
 from threadnet.wire import icmp6, ipv6
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class RouterDiscovery(Agent):
         self.temporary = temporary
         self.secret = secret
         self.network_id = network_id
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng if rng is not None else SystemRng()
         self.temp_valid = temp_valid
         self.temp_preferred = temp_preferred
         self.max_solicitations = solicitations
@@ -471,7 +471,8 @@ class RouterDiscovery(Agent):
         link carries."""
         if mtu == iface.mtu:
             return
-        top = None if iface.link is None else iface.link.max_mtu
+        link = stack.links.get(iface.index)
+        top = None if link is None else link.max_mtu
         if mtu < MIN_LINK_MTU or mtu > 65535 or (top is not None and mtu > top):
             self._count("mtu_ignored")
             return

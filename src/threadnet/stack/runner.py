@@ -14,6 +14,13 @@ thread; the deadline each stack's timer is armed for (``_due``) is read and writ
 under that stack's lock, which is how an application thread decides, without waking the
 loop, whether its call moved the stack's next deadline earlier (``rearm``).
 
+Time: each stack runs on its own clock (``Stack.clock``, ``time.monotonic`` unless the
+stack was given another): the runner reads it for the ``now`` of the frames and timers it
+feeds the stack, and a stack's deadlines, on that clock, become the loop's (monotonic)
+by their distance from that clock's now. A test may so pass a fake clock to a stack
+on a runner; its timers fire once the fake time has reached them and the runner looks
+again (``touch``). Links' own pacing (emulated lines) stays on the loop's clock.
+
 A thousand stacks are a thousand sets of descriptors on one loop, not a thousand threads.
 """
 
@@ -142,10 +149,10 @@ class StackRunner:
     # -- stacks ------------------------------------------------------------------------
     def attach(self, stack: Stack) -> None:
         stack.runner = self
+        stack._on_clock = True
         self._stacks[id(stack)] = stack
-        for iface in stack.interfaces.values():
-            if iface.link is not None:
-                self.watch(stack, iface)
+        for index in list(stack.links):
+            self.watch(stack, stack.interfaces[index])
         self.touch(stack)
 
     def detach(self, stack: Stack, *, close_links: bool = False) -> None:
@@ -156,7 +163,7 @@ class StackRunner:
         silently swallows the next descriptor to reuse the number.
         """
         self._stacks.pop(id(stack), None)
-        links = [i.link for i in stack.interfaces.values() if i.link is not None]
+        links = list(stack.links.values())
         done = threading.Event()
 
         def unregister() -> None:
@@ -192,10 +199,10 @@ class StackRunner:
             done.wait(5)
 
     def watch(self, stack: Stack, iface: Interface) -> None:
-        link = iface.link
-        assert link is not None
+        link = stack.links[iface.index]
         link.setblocking(False)
-        self.call_soon(lambda: self.loop.add_reader(link.fileno(), lambda: self._rx(stack, iface)))
+        self.call_soon(lambda: self.loop.add_reader(
+            link.fileno(), lambda: self._rx(stack, iface, link)))
         link.attach_tx(self._tx_wake)
         if link.attach_timer(self._link_wake):
             self.call_soon(lambda: self._watch_link_timers(link))
@@ -299,20 +306,26 @@ class StackRunner:
                 self._due.pop(key, None)
             else:
                 self._due[key] = due
-        old = self._timers.get(id(stack))
+            clock = stack.clock
+            if due is not None and clock is not monotonic:
+                # the stack's deadline on its own clock, as the loop's time
+                when = monotonic() + max(0.0, due - clock())
+            else:
+                when = due  # type: ignore[assignment]
+        old = self._timers.get(key)
         if old is not None:
-            if due is not None and old.when == due and not old.cancelled:
+            if due is not None and old.when == when and not old.cancelled:
                 return
             old.cancel()
-            del self._timers[id(stack)]
-        if due is not None and id(stack) in self._stacks:
-            self._timers[id(stack)] = self.loop.call_at(due, lambda: self._fire(stack))
+            del self._timers[key]
+        if due is not None and key in self._stacks:
+            self._timers[key] = self.loop.call_at(when, lambda: self._fire(stack))
 
     def _fire(self, stack: Stack) -> None:
         self._timers.pop(id(stack), None)
         with stack.lock:
             try:
-                stack.on_timer(monotonic())
+                stack.on_timer(stack.clock())
             except Exception as exc:  # a bug must not stop every stack in the process
                 self._report(stack, exc)
         self._arm(stack)
@@ -333,11 +346,9 @@ class StackRunner:
             print(f"threadnet: error in {stack.name}: {exc!r}", file=sys.stderr)
             traceback.print_exc()
 
-    def _rx(self, stack: Stack, iface: Interface) -> None:
-        link = iface.link
-        assert link is not None
-        now = monotonic()
+    def _rx(self, stack: Stack, iface: Interface, link: Link) -> None:
         with stack.lock:
+            now = stack.clock()
             # one batch: TCP answers (ACKs, the data they release) and socket wake-ups
             # once per connection at the end, not once per frame
             opened = stack.begin_batch()

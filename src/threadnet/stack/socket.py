@@ -20,6 +20,10 @@ descriptor becomes writable: select/asyncio see the connect complete at the righ
 
 Datagram sockets carry a small address header in each datagram of the pair; ``sendto``
 goes straight into the stack (in the caller's thread, under the stack lock).
+
+The stack's state names a socket by a handle (``stack/upper.py``): each pump, listening
+socket and datagram socket registers an owner in the stack's ``upper`` (``Owners``), and
+the core calls it there (``on_tcp_event``, ``on_tcp_ready``, ``on_udp``...).
 """
 
 from __future__ import annotations
@@ -261,11 +265,14 @@ class StackSocket(_socket.socket):
                 self._local = (b"", stack.tcp.ephemeral(b""))
             addr, port = self._local
             # (bind has already checked that the port is free)
-            listener = stack.tcp.listen(_to_int_family(self._vfamily), addr, port, backlog,
-                                        self._announce, reuse=True,
-                                        v6only=self._v6only or self._vfamily == AF_INET)
-            # if the stack closes the listener, a blocked accept() sees EOF at once
-            listener.on_closed = self._inner.close
+            owner = stack.upper.add(_ListeningOwner(self._inner))
+            try:
+                listener = stack.tcp.listen(_to_int_family(self._vfamily), addr, port, backlog,
+                                            owner, reuse=True,
+                                            v6only=self._v6only or self._vfamily == AF_INET)
+            except BaseException:
+                stack.upper.release(owner)
+                raise
             listener.options = self._conn_options()
             self._listener = listener
 
@@ -479,32 +486,13 @@ class StackSocket(_socket.socket):
         raise OSError(errno.EADDRNOTAVAIL, "no free UDP port")
 
     def _udp_bind(self, addr: bytes, port: int) -> None:
-        inner = self._inner
-
-        def deliver(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
-            ip = ipaddress.ip_address(src[0])
-            if self._remote is not None and (ip.packed, src[1]) != self._remote:
-                return  # a connected UDP socket hears only its peer
-            if ip.version == 4 and self._vfamily == AF_INET6 and self._v6only:
-                return
-            try:
-                inner.send(_UDP_HDR.pack(ip.version, ip.packed, src[1]) + data)
-            except OSError:
-                pass  # the receive queue is full: the datagram is lost, as with UDP
-
-        def failed(err: int, dst: bytes, dport: int) -> None:
-            # a datagram to our connected peer could not go (nobody answered ARP/NS for
-            # it): as Linux's udp_err for a hard error, the next call raises it
-            if self._remote is None or self._remote != (dst, dport):
-                return
-            self._error = err
-            try:
-                inner.send(_UDP_HDR.pack(0, bytes(16), 0))  # wakes a blocked recv
-            except OSError:
-                pass
-
-        self._stack.udp_bind(port, deliver, str(ipaddress.ip_address(addr)) if addr else None,
-                             on_error=failed)
+        stack = self._stack
+        owner = stack.upper.add(_DatagramOwner(self))
+        try:
+            stack.udp_bind(port, owner, str(ipaddress.ip_address(addr)) if addr else None)
+        except BaseException:
+            stack.upper.release(owner)
+            raise
         self._udp_key = (addr, port)
         self._local = (addr, port)
 
@@ -573,7 +561,9 @@ class _StreamPump:
         self.options = sock._conn_options
         if fill:
             self.discard = _fill(sock)
-        ep.on_event = self.on_event
+        # the connection names us by a handle in the stack's owners (stack/upper.py)
+        self.handle = self.stack.upper.add(self)
+        ep.owner = self.handle
         runner = self.stack.runner
         if connected:
             self.done.set()
@@ -582,12 +572,12 @@ class _StreamPump:
             # dies) while the connect is pending aborts it (RFC 9293 3.10.4: CLOSE in
             # SYN-SENT deletes the TCB), instead of retrying SYNs for two minutes
             self._call(lambda: self._watch_hangup(0.05, until_connected=True))
-        # As the TCP layer does when it calls on_event: ep.recv() flushes, and a flush
-        # would call on_event again in the middle of _deliver (which then saw the buffer
-        # drained and the FIN, shut the pair and lost the data being delivered).
+        # As the TCP layer does when it calls on_tcp_event: ep.recv() flushes, and a
+        # flush would call on_tcp_event again in the middle of _deliver (which then saw
+        # the buffer drained and the FIN, shut the pair and lost the data being delivered).
         ep._in_event = True
         try:
-            self.on_event(ep)
+            self.on_tcp_event(ep)
         finally:
             ep._in_event = False
         if runner is not None:
@@ -608,7 +598,7 @@ class _StreamPump:
             conn.rcvbuf = max(conn.rcvbuf, min(opts["rcvbuf"], limit))
 
     # -- called under the stack lock --------------------------------------------------------
-    def on_event(self, ep: TcpEndpoint) -> None:
+    def on_tcp_event(self, ep: TcpEndpoint) -> None:
         if self.closed:
             return
         conn = ep.conn
@@ -778,10 +768,10 @@ class _StreamPump:
         self.closed = True
         inner = self.inner
         ep = self.ep
-        if ep.on_event == self.on_event:
+        if ep.owner == self.handle:
             # the connection lives on (TIME-WAIT, retransmitting a FIN) without us: let
             # go of the pump and the application's socket object
-            ep.on_event = None
+            ep.disown()
         # and no cycle through the socket object is left for the collector to find
         self.app = None
         self.options = _no_options
@@ -798,6 +788,60 @@ class _StreamPump:
             inner.close()
 
 
+class _ListeningOwner:
+    """A listening socket, as its listener's owner: one byte on the pair for each
+    connection ready to accept; the pair's end closed when the stack closes the
+    listener, so a blocked accept() sees EOF at once."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: _socket.socket) -> None:
+        self.inner = inner
+
+    def on_tcp_ready(self, listener: TcpListener) -> None:
+        try:
+            self.inner.send(b"\0")
+        except OSError:
+            pass
+
+    def on_tcp_closed(self, listener: TcpListener) -> None:
+        self.inner.close()
+
+
+class _DatagramOwner:
+    """A datagram socket, as its UDP port's owner: datagrams go into its pair with
+    their source address in front."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: StackSocket) -> None:
+        self.sock = sock
+
+    def on_udp(self, data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
+        sock = self.sock
+        ip = ipaddress.ip_address(src[0])
+        if sock._remote is not None and (ip.packed, src[1]) != sock._remote:
+            return  # a connected UDP socket hears only its peer
+        if ip.version == 4 and sock._vfamily == AF_INET6 and sock._v6only:
+            return
+        try:
+            sock._inner.send(_UDP_HDR.pack(ip.version, ip.packed, src[1]) + data)
+        except OSError:
+            pass  # the receive queue is full: the datagram is lost, as with UDP
+
+    def on_udp_error(self, err: int, dst: bytes, dport: int) -> None:
+        # a datagram to our connected peer could not go (nobody answered ARP/NS for it):
+        # as Linux's udp_err for a hard error, the next call raises it
+        sock = self.sock
+        if sock._remote is None or sock._remote != (dst, dport):
+            return
+        sock._error = err
+        try:
+            sock._inner.send(_UDP_HDR.pack(0, bytes(16), 0))  # wakes a blocked recv
+        except OSError:
+            pass
+
+
 def unfinished(ep: TcpEndpoint) -> bool:
     """Has the application closed this connection (or shut it for writing) while data
     or the FIN it owes the peer are not yet acknowledged? (The stack lock is held.)
@@ -805,7 +849,7 @@ def unfinished(ep: TcpEndpoint) -> bool:
     conn = ep.conn
     if conn.closed:
         return False
-    pump = getattr(ep.on_event, "__self__", None)
+    pump = ep.layer.stack.upper.get(ep.owner) if ep.owner is not None else None
     if isinstance(pump, _StreamPump) and not pump.closed and not pump.eof_in:
         # data may still wait in the socket pair; only a closed socket counts
         return _hung_up(pump.inner)

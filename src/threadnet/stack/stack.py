@@ -4,8 +4,16 @@ protocol modules.
 A Stack is a plain object (thousands can live in one process). Its protocol logic is
 sans-IO at the edges: ``input(iface, frame, now)`` takes a frame that arrived,
 ``on_timer(now)`` runs what is due and ``next_deadline()`` says when to call it again.
-Frames go out through each interface's link. A ``StackRunner`` (``stack/runner.py``) runs
-one event loop per process that feeds every stack its frames and its time.
+Frames go out through each interface's link (``stack.links``, by interface index). A
+``StackRunner`` (``stack/runner.py``) runs one event loop per process that feeds every
+stack its frames and its time (on the stack's ``clock``).
+
+Its protocol state is plain data: interfaces, addresses, routes, neighbors, UDP ports,
+TCP connections with their buffers and timers, pings. None of it holds a thread, lock,
+socket, link, file or function: owners above the core are named by handles
+(``stack/upper.py``). What runs the state is kept apart, on the Stack object: the lock,
+the runner, the links, the owners (``upper``), the clock and installed hooks
+(``RUNTIME``). Pickling or copying a Stack takes the state without them.
 
 The class is a facade over one module per concern, each a mixin of it: the IP layer's
 output path, routes and hooks (``stack/ip.py``), IP input (``stack/ipinput.py``), direct
@@ -53,6 +61,7 @@ from threadnet.stack.route import Route, RoutingTable
 from threadnet.stack.tcplayer import TcpLayer
 from threadnet.stack.udplayer import Udp
 from threadnet.stack.udplayer import UdpHandler as UdpHandler
+from threadnet.stack.upper import Owners
 from threadnet.wire import icmp4
 from threadnet.wire.ethernet import mac_to_str
 
@@ -76,12 +85,14 @@ class Address6:
 
 
 class Interface:
-    """One network interface of a stack: a link (or loopback), MAC, MTU, addresses."""
+    """One network interface of a stack: MAC, MTU, addresses, neighbors (plain data: its
+    link, if it is not the loopback, is the stack's ``links[index]``)."""
 
-    def __init__(self, index: int, name: str, link: Link | None, mac: bytes, mtu: int) -> None:
+    def __init__(self, index: int, name: str, mac: bytes, mtu: int, *,
+                 loopback: bool = False) -> None:
         self.index = index
         self.name = name
-        self.link = link
+        self.loopback = loopback
         self.mac = mac
         self.mtu = mtu
         self.up = False
@@ -103,10 +114,6 @@ class Interface:
         #: the link takes and gives large TCP segments and partial checksums
         #: (a ``tap://...[offload]``): ``Stack.input`` takes its headers, TCP sends through it
         self.offload = False
-
-    @property
-    def loopback(self) -> bool:
-        return self.link is None
 
     def v6_usable(self) -> list[bytes]:
         """The addresses to choose a source from: preferred ones first, then deprecated
@@ -161,13 +168,19 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     #: what ``resolver`` makes: here the settings only; ``threadnet.Stack`` sets the
     #: lookups' class (``stack/resolver.py``), so the core never imports it
     resolver_class: type[ResolverConfig] = ResolverConfig
+    #: the attributes that run the state and are not part of it: left out when a stack
+    #: is pickled or copied, and made anew (``_runtime``) when it is restored
+    RUNTIME = frozenset({
+        "lock", "_held", "runner", "_on_clock", "links", "upper", "clock",
+        "hooks_prerouting", "hooks_input", "hooks_forward", "hooks_output",
+        "hooks_postrouting", "_rx_hooked"})
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
                  runner: object | None = None, acd: bool = False,
                  clock: Callable[[], float] | None = None) -> None:
         self.name = name or f"stack{id(self):x}"
-        self.clock: Callable[[], float] = time.monotonic if clock is None else clock
+        self._runtime(clock)
         self.acd = acd
         # a runner runs this stack on its clock; without one (None or False) the caller's
         # explicit times are the stack's only time, unless it sets a clock (see _api_now)
@@ -181,14 +194,12 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         #: in expiry order (an update moves its entry to the end)
         self.pmtu: OrderedDict[bytes, tuple[int, float, bool]] = OrderedDict()
         self.forwarding = forwarding
-        self.udp: dict[tuple[bytes, int], UdpHandler] = {}
-        self.echo_waiters: dict[tuple[int, int], Callable[[bytes, float], None]] = {}
-        #: who hears of an error about what they sent (address resolution failed): a
-        #: UDP port's owner (error, destination, port) and a ping's (error)
-        self.udp_errors: dict[tuple[bytes, int], Callable[[int, bytes, int], None]] = {}
-        self.echo_errors: dict[tuple[int, int], Callable[[int, float], None]] = {}
-        #: pings under way (``start_ping``), run by ``on_timer``
+        #: bound UDP ports: (address or b"", port) -> the owner's handle (``upper``)
+        self.udp: dict[tuple[bytes, int], int] = {}
+        #: pings under way (``start_ping``), run by ``on_timer``, and by (family,
+        #: identifier), for their replies and errors
         self.echo_sessions: list[EchoSession] = []
+        self.echo_waiters: dict[tuple[int, int], EchoSession] = {}
         #: the protocol engines on its interfaces (``stack/agents.py``): DHCP, RD, RA
         self.agents: list[Agent] = []
         self.agent_udp: dict[tuple[int, int, int], Agent] = {}
@@ -198,10 +209,6 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self.tcp = TcpLayer(self)
         self._ip_ids = [0] * IP_ID_BUCKETS
         self._now = 0.0
-        self.runner = None
-        #: this stack's state lock (see ``locked``); a runner holds it while it feeds us
-        self.lock = threading.RLock()
-        self._held = _Held(self)
         self._resolver: ResolverConfig | None = None  # made on first use (resolver_class)
         # bumped by every change of interfaces and addresses: caches of the data path
         # (local address sets, TCP connections' output paths) check it
@@ -211,14 +218,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self._local6: dict[Interface, frozenset[bytes]] = {}
         self._local6_gen = -1
         self._batch_ifaces: list[Interface] = []
-        # the IP layer's hook points (stack/ip.py): empty tuples cost one test each
-        self.hooks_prerouting: tuple[Hook, ...] = ()
-        self.hooks_input: tuple[Hook, ...] = ()
-        self.hooks_forward: tuple[Hook, ...] = ()
-        self.hooks_output: tuple[Hook, ...] = ()
-        self.hooks_postrouting: tuple[Hook, ...] = ()
-        self._rx_hooked = False  # prerouting or input hooks: the direct input paths are off
-        lo = Interface(1, "lo", None, bytes(6), 65536)
+        lo = Interface(1, "lo", bytes(6), 65536, loopback=True)
         self.interfaces[1] = lo
         self.link_up("lo", 0.0)
         self.addr_add("lo", "127.0.0.1/8", 0.0)
@@ -229,12 +229,65 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             try:
                 self.configure(config)
             except BaseException:
-                for iface in self.interfaces.values():  # (a refused MTU...): no leak
-                    if iface.link is not None and isinstance(link, str):
-                        iface.link.close()
+                if isinstance(link, str):  # (a refused MTU...): no leak
+                    for opened in self.links.values():
+                        opened.close()
                 raise
         if runner:
             runner.attach(self)  # type: ignore[attr-defined]
+
+    def _runtime(self, clock: Callable[[], float] | None = None) -> None:
+        """Make what runs the state (``RUNTIME``): a new lock, no runner, no links, no
+        owners, no hooks, the clock (default ``time.monotonic``)."""
+        self.clock: Callable[[], float] = time.monotonic if clock is None else clock
+        self.runner = None
+        self._on_clock = False
+        #: this stack's state lock (see ``locked``); a runner holds it while it feeds us
+        self.lock = threading.RLock()
+        self._held = _Held(self)
+        #: each interface's link by interface index (the loopback has none)
+        self.links: dict[int, Link] = {}
+        #: the owners of UDP ports, TCP connections and listeners, pings, by handle
+        self.upper = Owners()
+        # the IP layer's hook points (stack/ip.py): empty tuples cost one test each
+        self.hooks_prerouting: tuple[Hook, ...] = ()
+        self.hooks_input: tuple[Hook, ...] = ()
+        self.hooks_forward: tuple[Hook, ...] = ()
+        self.hooks_output: tuple[Hook, ...] = ()
+        self.hooks_postrouting: tuple[Hook, ...] = ()
+        self._rx_hooked = False  # prerouting or input hooks: the direct input paths are off
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The protocol state, without what runs it (``RUNTIME``): what ``pickle`` and
+        ``copy`` take. The owners' next handle goes with it, so handles stay unique."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self.RUNTIME}
+        state["_next_handle"] = self.upper.next_handle
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A restored stack: its state, with a new lock and no runner, links, owners or
+        hooks yet (give it links with ``set_link``, its owners with ``upper.put``)."""
+        state = dict(state)
+        next_handle = state.pop("_next_handle", 1)
+        self.__dict__.update(state)
+        self._runtime()
+        self.upper.next_handle = next_handle
+        self._gen += 1  # cached output paths named the old links
+
+    def set_link(self, ref: int | str, link: Link) -> None:
+        """Give an interface without a link (one of a restored stack) its link."""
+        iface = self.interface(ref)
+        if iface.loopback:
+            raise ValueError("the loopback interface has no link")
+        if iface.index in self.links:
+            raise ValueError(f"interface {iface.name} has a link")
+        iface.offload = bool(getattr(link, "vnet_hdr", False))
+        if iface.offload:
+            link.enable_offload()  # type: ignore[attr-defined]
+        self.links[iface.index] = link
+        self._gen += 1
+        if self.runner is not None:
+            self.runner.watch(self, iface)  # type: ignore[attr-defined]
 
     # -- configuration ---------------------------------------------------------------
     def add_interface(self, link: Link | str, *, name: str | None = None, mac: bytes | None = None,
@@ -257,11 +310,12 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             raise ValueError(f"interface {name!r} exists")
         if mtu is not None:
             check_mtu(link, mtu, name)  # (a link given open stays the caller's)
-        iface = Interface(index, name, link, mac or random_mac(), mtu or link.max_frame - 18)
+        iface = Interface(index, name, mac or random_mac(), mtu or link.max_frame - 18)
         if getattr(link, "vnet_hdr", False):
             link.enable_offload()  # type: ignore[attr-defined]
             iface.offload = True
         self.interfaces[index] = iface
+        self.links[index] = link
         self._gen += 1
         if self.runner is not None:
             self.runner.watch(self, iface)  # type: ignore[attr-defined]
@@ -321,7 +375,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         the link knows it), else ValueError. A larger MTU would make TCP send segments
         the link drops, and stall."""
         iface = self.interface(ref)
-        check_mtu(iface.link, mtu, iface.name)
+        check_mtu(self.links.get(iface.index), mtu, iface.name)
         iface.mtu = mtu
         self._gen += 1
 
@@ -601,13 +655,13 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         if not self.tcp.begin_batch():
             return False
         # and links that can send a batch of frames with one system call queue them
-        links = []
-        for iface in self.interfaces.values():
-            begin = getattr(iface.link, "begin_tx", None)
+        batched = []
+        for index, link in self.links.items():
+            begin = getattr(link, "begin_tx", None)
             if begin is not None:
                 begin()
-                links.append(iface)
-        self._batch_ifaces = links
+                batched.append(self.interfaces[index])
+        self._batch_ifaces = batched
         return True
 
     def end_batch(self, now: float | None = None) -> None:
@@ -619,7 +673,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
             ifaces, self._batch_ifaces = self._batch_ifaces, []
             for iface in ifaces:
                 try:
-                    iface.link.end_tx()  # type: ignore[union-attr]
+                    self.links[iface.index].end_tx()  # type: ignore[attr-defined]
                 except LinkError:
                     iface.tx_dropped += 1
 
@@ -700,9 +754,9 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
                 listener.close(now)
         if self.runner is not None:
             self.runner.detach(self, close_links=True)  # type: ignore[attr-defined]
-        for iface in self.interfaces.values():
-            if iface.link is not None and not iface.link.closed:
-                iface.link.close()
+        for link in self.links.values():
+            if not link.closed:
+                link.close()
 
     def __repr__(self) -> str:
         return f"<Stack {self.name} {' '.join(self.addresses())}>"

@@ -7,8 +7,10 @@ IP layer. A listener keeps a bounded queue of half-open connections (the SYN bac
 under a SYN flood the oldest half-open entry is dropped to admit the newest, so memory
 stays bounded and a real client's retransmitted SYN still gets through.
 
-Everything here runs under the stack's lock (the runner's). ``TcpEndpoint.on_event``
-is called whenever something a socket might wait for changes (data, space, state).
+Everything here runs under the stack's lock (the runner's). A connection's and a
+listener's owner is a handle (``owner``, see ``stack/upper.py``), so their state is plain
+data: ``stack.upper.on_tcp_event(owner, endpoint)`` is called whenever something a socket
+might wait for changes (data, space, state).
 
 Nothing here reads a clock: input and timers carry the runner's ``now``, and the socket
 layer's calls on a ``TcpEndpoint`` take theirs (``now``; when omitted, the stack's
@@ -24,7 +26,6 @@ import itertools
 import os
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadnet.errors import FrameError
@@ -67,7 +68,7 @@ class TcpEndpoint:
     """A connection with its addresses, as the socket layer sees it."""
 
     __slots__ = ("layer", "conn", "family", "local", "remote", "key", "listener",
-                 "on_event", "accepted", "_timer", "_in_event", "path")
+                 "owner", "accepted", "_timer", "_in_event", "path")
 
     def __init__(self, layer: TcpLayer, conn: TcpConnection, family: int,
                  local: tuple[bytes, int], remote: tuple[bytes, int]) -> None:
@@ -78,7 +79,8 @@ class TcpEndpoint:
         self.remote = remote
         self.key = (local[0], local[1], remote[0], remote[1])
         self.listener: TcpListener | None = None  # set while half-open on a listener
-        self.on_event: Callable[[TcpEndpoint], None] | None = None
+        #: the handle of who hears of changes (``stack.upper.on_tcp_event``), or None
+        self.owner: int | None = None
         self.accepted = False
         self._timer: float | None = None
         self._in_event = False
@@ -113,7 +115,7 @@ class TcpEndpoint:
     def close(self, now: float | None = None) -> None:
         now = self.layer.stack._api_now(now)
         self.conn.close(now)
-        self.on_event = None
+        self.disown()
         self.layer.flush(self, now)
 
     def abort(self, error: int = 0, now: float | None = None) -> None:
@@ -121,25 +123,40 @@ class TcpEndpoint:
         with ``error`` (the stack itself going away) the owner is told, with that error."""
         now = self.layer.stack._api_now(now)
         self.conn.abort(now)
-        notify, self.on_event = self.on_event, None
-        if error and notify is not None:
-            self.conn.error = self.conn.error or error
-            notify(self)
+        owner = self.owner
+        if owner is not None:
+            self.owner = None  # (what the owner calls now tells it nothing more)
+            upper = self.layer.stack.upper
+            try:
+                if error:
+                    self.conn.error = self.conn.error or error
+                    upper.on_tcp_event(owner, self)
+            finally:
+                upper.release(owner)
         self.layer.flush(self, now)
+
+    def disown(self) -> None:
+        """The owner lets go: no more events (the connection may live on, in TIME-WAIT
+        or sending what it was given); its entry in ``stack.upper`` goes."""
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            self.layer.stack.upper.release(owner)
 
 
 class TcpListener:
     """A listening port: half-open connections and the queue of established ones."""
 
     def __init__(self, layer: TcpLayer, family: int, addr: bytes, port: int, backlog: int,
-                 on_ready: Callable[[], None] | None) -> None:
+                 owner: int | None) -> None:
         self.layer = layer
         self.family = family  # 6 listens on both families unless v6only
         self.addr = addr
         self.port = port
         self.backlog = max(1, backlog)
-        self.on_ready = on_ready
-        self.on_closed: Callable[[], None] | None = None  # the owning socket hears of it
+        #: the handle of who hears that a connection is ready (``stack.upper.on_tcp_ready``)
+        #: and that the stack closed this listener (``on_tcp_closed``), or None
+        self.owner = owner
         self.v6only = False
         self.key = (addr or (b"" if family == 4 else ANY6), port)
         self.half_open: OrderedDict[tuple, TcpEndpoint] = OrderedDict()
@@ -164,8 +181,14 @@ class TcpListener:
             ep.abort(now=now)
         self.half_open.clear()
         self.ready.clear()
-        if self.on_closed is not None:
-            self.on_closed()
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            upper = self.layer.stack.upper
+            try:
+                upper.on_tcp_closed(owner, self)
+            finally:
+                upper.release(owner)
 
 
 class TcpLayer:
@@ -246,12 +269,13 @@ class TcpLayer:
 
     # -- opening ----------------------------------------------------------------------
     def listen(self, family: int, addr: bytes, port: int, backlog: int,
-               on_ready: Callable[[], None] | None = None, *, reuse: bool = False,
+               owner: int | None = None, *, reuse: bool = False,
                v6only: bool = False) -> TcpListener:
-        """Listen on ``addr`` (b"" for any) and ``port``. The wildcard of each family has
-        its own slot, so an IPv4 listener and an IPV6_V6ONLY one share a port, as on Linux;
-        a dual-stack IPv6 wildcard conflicts with an IPv4 one."""
-        listener = TcpListener(self, family, addr, port, backlog, on_ready)
+        """Listen on ``addr`` (b"" for any) and ``port``; ``owner``: the handle of the
+        listener's owner in ``stack.upper``. The wildcard of each family has its own
+        slot, so an IPv4 listener and an IPV6_V6ONLY one share a port, as on Linux; a
+        dual-stack IPv6 wildcard conflicts with an IPv4 one."""
+        listener = TcpListener(self, family, addr, port, backlog, owner)
         listener.v6only = v6only or family == 4
         ls = self.listeners
         clash = ls.get(listener.key)
@@ -403,7 +427,7 @@ class TcpLayer:
             return
         ep.conn.abort(now)
         ep.conn.error = ep.conn.error or err
-        self.flush(ep, now)  # forgets it, and tells the owner (on_event)
+        self.flush(ep, now)  # forgets it, and tells the owner (on_tcp_event)
 
     def pmtu_reduced(self, ep: TcpEndpoint, mtu: int) -> None:
         """The path MTU of ``ep`` is ``mtu``: its segments shrink to fit (the ones lost
@@ -490,8 +514,8 @@ class TcpLayer:
             listener.half_open.pop(ep.key, None)
             if len(listener.ready) < listener.backlog:
                 listener.ready.append(ep)
-                if listener.on_ready is not None:
-                    listener.on_ready()
+                if listener.owner is not None:
+                    self.stack.upper.on_tcp_ready(listener.owner, listener)
             else:
                 ep.abort(now=now)
                 return
@@ -507,13 +531,17 @@ class TcpLayer:
                 if t is None or due < t:
                     ep._timer = due
                     heapq.heappush(self.timers, (due, next(_seq), ep))
-        if ep.on_event is not None and not ep._in_event:
-            # (the callback may call send/recv, which flush again: no recursion)
-            ep._in_event = True
-            try:
-                ep.on_event(ep)
-            finally:
-                ep._in_event = False
+        owner = ep.owner
+        if owner is not None and not ep._in_event:
+            # upper.on_tcp_event(owner, ep), without its call: this runs after every flush
+            event = self.stack.upper.tcp_events.get(owner)
+            if event is not None:
+                # (the owner may call send/recv, which flush again: no recursion)
+                ep._in_event = True
+                try:
+                    event(ep)
+                finally:
+                    ep._in_event = False
 
     def _xmit(self, ep: TcpEndpoint, seg: Segment, now: float) -> None:
         """Encode one segment with the general encoder and pass it to the IP layer."""
