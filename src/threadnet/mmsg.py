@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import socket
 import struct
 import sys
 
@@ -24,6 +25,7 @@ _MMSGHDR = 64  # struct mmsghdr: msghdr + unsigned msg_len, padded
 _IOVEC = 16
 IOV = struct.Struct("=QQ")  # struct iovec: base, length
 _IOV = IOV
+_HDR_NAME = struct.Struct("=QI")  # msg_name, msg_namelen at offset 0 of msghdr
 _HDR_IOV = struct.Struct("=QQ")  # msg_iov, msg_iovlen at offset 16 of msghdr
 
 _libc = None
@@ -45,6 +47,8 @@ def available() -> bool:
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
                                ctypes.c_void_p][: 5 if name == "recvmmsg" else 4]
+            lib.connect.restype = ctypes.c_int
+            lib.connect.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
             _libc = lib
             return True
         except (OSError, AttributeError):
@@ -53,12 +57,43 @@ def available() -> bool:
     return False
 
 
-def _headers(count: int, iov_addr: int) -> ctypes.Array:
-    """``count`` mmsghdrs, the i-th pointing at the i-th iovec of ``iov_addr``."""
+def _headers(count: int, iov_addr: int, name_addr: int = 0, name_len: int = 0) -> ctypes.Array:
+    """``count`` mmsghdrs, the i-th pointing at the i-th iovec of ``iov_addr``; with
+    ``name_addr``, each is addressed to that sockaddr (an unconnected socket's peer)."""
     msgs = ctypes.create_string_buffer(count * _MMSGHDR)
     for i in range(count):
         _HDR_IOV.pack_into(msgs, i * _MMSGHDR + 16, iov_addr + i * _IOVEC, 1)
+        if name_addr:
+            _HDR_NAME.pack_into(msgs, i * _MMSGHDR, name_addr, name_len)
     return msgs
+
+
+def sockaddr(family: int, address: tuple | str | bytes) -> bytes:
+    """The kernel's ``struct sockaddr`` for a Python socket address of ``family``
+    (AF_INET ``(host, port)``, AF_INET6 ``(host, port, flowinfo, scope_id)``, AF_UNIX a
+    path), for ``sendmmsg`` to an unconnected socket's peer. Numeric hosts only."""
+    if family == socket.AF_INET:
+        return struct.pack("=H", family) + struct.pack("!H", address[1]) \
+            + socket.inet_pton(family, address[0]) + bytes(8)
+    if family == socket.AF_INET6:
+        host = address[0].split("%", 1)[0]
+        flowinfo, scope_id = (tuple(address[2:4]) + (0, 0))[:2]
+        return struct.pack("=H", family) + struct.pack("!HI", address[1], flowinfo) \
+            + socket.inet_pton(family, host) + struct.pack("=I", scope_id)
+    if family == socket.AF_UNIX:
+        path = address if isinstance(address, bytes) else str(address).encode()
+        return struct.pack("=H", family) + path + b"\0"
+    raise ValueError(f"no sockaddr for address family {family}")
+
+
+def disconnect(fd: int) -> bool:
+    """Dissolve a datagram socket's association (``connect`` to AF_UNSPEC, which Python's
+    ``connect`` cannot express for AF_UNIX); False where that cannot be done."""
+    if not available():
+        return False
+    connect = _libc.connect  # type: ignore[union-attr]
+    unspec = bytes(16)  # sa_family = AF_UNSPEC (0)
+    return connect(fd, unspec, len(unspec)) == 0
 
 
 class RecvBatch:
