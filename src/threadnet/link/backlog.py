@@ -155,11 +155,17 @@ class BackloggedLink:
             bl.pop()
         return False
 
+    @staticmethod
+    def _copy(frame: Frame) -> Frame:
+        """What the backlog keeps of ``frame``: a copy (the caller reuses its buffer)."""
+        return frame if type(frame) is bytes else bytes(frame)
+
     def _queue(self, bl: TxBacklog, frames: Iterable[Frame]) -> Callable | None:
         """Put copies of ``frames`` in the backlog (lock held), counting those it has no
         room for; returns the loop's ``wake`` when the loop must be told."""
+        copy = self._copy
         for frame in frames:
-            if not bl.push(frame if type(frame) is bytes else bytes(frame)):
+            if not bl.push(copy(frame)):
                 self.drops += 1
         if bl.armed or not bl.frames or bl.wake is None:
             return None
