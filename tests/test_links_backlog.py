@@ -31,9 +31,8 @@ import uuid
 
 import pytest
 
-from threadnet import Stack, mmsg
+from threadnet import Stack
 from threadnet.link.backlog import BACKLOG_BYTES, BACKLOG_FRAMES
-from threadnet.link.batch import TxBatch
 from threadnet.link.pair import open_pair
 from threadnet.link.ptp import PtpLink
 from threadnet.link.stream import CmdLink, StreamLink
@@ -251,20 +250,10 @@ def _udp_ends(ns1: str, ns2: str) -> tuple[UdpLink, socket.socket]:
 
 # -- udp:// ---------------------------------------------------------------------------------
 @pytest.mark.root
-def test_udp_full_socket_queues_then_drains_in_batches(runner, slow_line, monkeypatch):
+def test_udp_full_socket_queues_then_drains(runner, slow_line):
     """A udp:// link whose datagrams wait in a slow qdisc (8 Mbit/s) fills its send buffer:
     sends return at once, 1000 frames queue, the rest are dropped and counted; then all
-    the queued frames arrive in order, many per ``sendmmsg``."""
-    if not mmsg.available():
-        pytest.skip("sendmmsg is not available here")
-    calls = [0]
-    real = TxBatch.send_from
-
-    def counting(self, fd, start):
-        calls[0] += 1
-        return real(self, fd, start)
-
-    monkeypatch.setattr(TxBatch, "send_from", counting)
+    the queued frames arrive in order."""
     link, rx = _udp_ends(*slow_line("8mbit"))
     try:
         peak = attach(link, runner)
@@ -272,7 +261,6 @@ def test_udp_full_socket_queues_then_drains_in_batches(runner, slow_line, monkey
         elapsed = burst(link.send, sizes)
         got = collect(socket_receiver(rx), link, sizes)
         check(link, peak, sizes, got, elapsed)
-        assert 0 < calls[0] <= len(got) // 3, (calls[0], len(got))
     finally:
         link.close()
         rx.close()
@@ -476,33 +464,29 @@ def test_stream_tail_left_by_a_detached_loop_goes_first(runner):
         peer.close()
 
 
-# -- a datagram backlog drains in batches ------------------------------------------------
-def test_datagram_backlog_drains_a_batch_per_sendmmsg(runner, monkeypatch):
-    """A pair link's backlog (the vde:// code) goes out many frames per ``sendmmsg``, not
-    one ``send`` per frame."""
-    if not mmsg.available():
-        pytest.skip("sendmmsg is not available here")
-    calls = [0]
-    real = TxBatch.send_from
-
-    def counting(self, fd, start):
-        calls[0] += 1
-        return real(self, fd, start)
-
-    monkeypatch.setattr(TxBatch, "send_from", counting)
-    mine, theirs = open_pair(1518, "batches")
-    mine._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+# -- a stream's backlog drains many records per write -----------------------------------
+def test_stream_backlog_drains_many_records_per_write(runner):
+    """Queued records go out many per ``writev`` (or ``pwritev``), not one per write."""
+    ours, peer, _ = _blocking_stream("socketpair")
     try:
-        attach(mine, runner)
-        sizes = [200] * 500
-        burst(mine.send, sizes)
-        assert mine.tx_backlog > 100
-        got = collect(link_receiver(theirs), mine, sizes)
-        assert got == sorted(got) and len(got) == len(sizes) - mine.drops
-        assert 0 < calls[0] <= len(got) // 3, (calls[0], len(got))
+        attach(ours, runner)
+        sizes = [200] * 800
+        burst(ours.send, sizes)
+        assert ours.tx_backlog > 100
+        writes = [0]
+        write_some = ours._write_some
+
+        def counting(bufs):
+            writes[0] += 1
+            return write_some(bufs)
+
+        ours._write_some = counting
+        got = collect(link_receiver(peer), ours, sizes)
+        assert got == sorted(got) and len(got) == len(sizes) - ours.drops
+        assert 0 < writes[0] <= len(got) // 10, (writes[0], len(got))
     finally:
-        mine.close()
-        theirs.close()
+        ours.close()
+        peer.close()
 
 
 # -- stacks on one runner -------------------------------------------------------------------

@@ -6,8 +6,8 @@ that has not read its queue, a slow line behind a qdisc), a ``BackloggedLink`` p
 frame in a bounded ``TxBacklog``, like a NIC's transmit queue (Linux's default
 txqueuelen, 1000 frames, and at most 4 MiB; beyond, ``drops`` counts them), and tells the
 loop (``attach_tx``'s ``wake``). The loop then calls ``on_writable`` whenever
-``tx_fileno()`` is writable, and the link sends what waits, in order, as many frames per
-system call as its transport allows, until the backlog is empty.
+``tx_fileno()`` is writable, and the link sends what waits, in order, until the transport
+is full again or the backlog is empty.
 
 A link with no loop attached waits up to ``FLUSH_WAIT`` for room instead, then drops the
 frame: a standalone link (``threadnet plug``'s cable) stays lossless against a peer that
@@ -83,10 +83,9 @@ class BackloggedLink:
     class that also derives from ``Link``. The link provides ``_try_send(frame)`` (True:
     the frame went, or was lost alone and counted in ``drops``; False: the transport is
     full; LinkError: the peer is gone), and ``tx_fileno()`` when that is not
-    ``fileno()``. It may replace ``_drain`` to
-    send many queued frames per system call, and ``_on_full``/``_on_drained`` to prepare
-    its transport for waiting (a ``ptp://`` socket connects, so that its writability
-    follows the peer's queue)."""
+    ``fileno()``. It may replace ``_drain`` (a tighter loop, or many frames per system
+    call), and ``_on_full``/``_on_drained`` to prepare its transport for waiting (a
+    ``ptp://`` socket connects, so that its writability follows the peer's queue)."""
 
     _backlog: TxBacklog | None = None
     drops: int
@@ -146,7 +145,7 @@ class BackloggedLink:
 
     def _drain(self, bl: TxBacklog) -> bool:
         """Send from the backlog while the transport takes frames (lock held); True while
-        frames still wait. One frame per call here; links with a batch call replace it."""
+        frames still wait."""
         frames = bl.frames
         try_send = self._try_send
         while frames:

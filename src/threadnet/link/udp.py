@@ -31,9 +31,9 @@ class UdpLink(BatchedDatagramSender, Link):
     kernel refuses (no route, too big, a firewall) is lost, as on a wire, and counted in
     ``drops``. When the socket's send buffer is full (EAGAIN: its datagrams wait in a
     queue towards a slow device), a link driven by a loop queues frames in its bounded
-    backlog and the loop sends them, a ``sendmmsg`` at a time, when there is room; a
-    link with no loop waits briefly, then drops (see ``link/backlog.py``). A stack's
-    answers to one receive batch go out with one ``sendmmsg``.
+    backlog and the loop sends them when there is room; a link with no loop waits
+    briefly, then drops (see ``link/backlog.py``). A stack's answers to one receive
+    batch go out with one ``sendmmsg``.
     """
 
     # What vdeplug4 peers read into their buffer; UDP itself would carry 65507.
