@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import socket
 import struct
 import sys
 
@@ -25,7 +24,6 @@ _MMSGHDR = 64  # struct mmsghdr: msghdr + unsigned msg_len, padded
 _IOVEC = 16
 IOV = struct.Struct("=QQ")  # struct iovec: base, length
 _IOV = IOV
-_HDR_NAME = struct.Struct("=QI")  # msg_name, msg_namelen at offset 0 of msghdr
 _HDR_IOV = struct.Struct("=QQ")  # msg_iov, msg_iovlen at offset 16 of msghdr
 
 _libc = None
@@ -57,33 +55,12 @@ def available() -> bool:
     return False
 
 
-def _headers(count: int, iov_addr: int, name_addr: int = 0, name_len: int = 0) -> ctypes.Array:
-    """``count`` mmsghdrs, the i-th pointing at the i-th iovec of ``iov_addr``; with
-    ``name_addr``, each is addressed to that sockaddr (an unconnected socket's peer)."""
+def _headers(count: int, iov_addr: int) -> ctypes.Array:
+    """``count`` mmsghdrs, the i-th pointing at the i-th iovec of ``iov_addr``."""
     msgs = ctypes.create_string_buffer(count * _MMSGHDR)
     for i in range(count):
         _HDR_IOV.pack_into(msgs, i * _MMSGHDR + 16, iov_addr + i * _IOVEC, 1)
-        if name_addr:
-            _HDR_NAME.pack_into(msgs, i * _MMSGHDR, name_addr, name_len)
     return msgs
-
-
-def sockaddr(family: int, address: tuple | str | bytes) -> bytes:
-    """The kernel's ``struct sockaddr`` for a Python socket address of ``family``
-    (AF_INET ``(host, port)``, AF_INET6 ``(host, port, flowinfo, scope_id)``, AF_UNIX a
-    path), for ``sendmmsg`` to an unconnected socket's peer. Numeric hosts only."""
-    if family == socket.AF_INET:
-        return struct.pack("=H", family) + struct.pack("!H", address[1]) \
-            + socket.inet_pton(family, address[0]) + bytes(8)
-    if family == socket.AF_INET6:
-        host = address[0].split("%", 1)[0]
-        flowinfo, scope_id = (tuple(address[2:4]) + (0, 0))[:2]
-        return struct.pack("=H", family) + struct.pack("!HI", address[1], flowinfo) \
-            + socket.inet_pton(family, host) + struct.pack("=I", scope_id)
-    if family == socket.AF_UNIX:
-        path = address if isinstance(address, bytes) else str(address).encode()
-        return struct.pack("=H", family) + path + b"\0"
-    raise ValueError(f"no sockaddr for address family {family}")
 
 
 def disconnect(fd: int) -> bool:

@@ -193,13 +193,14 @@ class BackloggedLink:
         ``FLUSH_WAIT`` in all for room, then dropping (counted) what is left. Frames a
         detached loop left in the backlog go first."""
         bl = self._backlog
+        waited = False
         if bl is not None and bl.frames:
             with bl.lock:
                 pending = list(bl.frames)
                 bl.clear()
             frames = [*pending, *frames]
+            waited = True  # (the transport was prepared for waiting for them)
         deadline = None
-        waited = False
         try:
             for frame in frames:
                 while not self._try_send(frame):
@@ -211,7 +212,7 @@ class BackloggedLink:
                         break
                     if not waited:
                         waited = True
-                        self._on_full()
+                        self._on_full()  # (a no-op when it already was)
                     select.select([], [self.tx_fileno()], [], deadline - now)
         finally:
             if waited:

@@ -1,30 +1,31 @@
-"""Batched datagram I/O for links on datagram sockets (``vde://``, pair, ``udp://``, ``ptp://``).
+"""Sending on a datagram socket (every datagram link), and batched I/O for the connected
+ones (``vde://``, pair links).
 
-A stack processes a batch of received frames at a time (``Stack.begin_batch``). Its
-answers then go out together: while a link's transmit batch is open, ``TxBatch.add``
-copies frames into fixed slots, and at the end one ``sendmmsg`` hands them to the kernel.
-A batch of a single frame is sent as it is, so a link that only ever sends one frame per
-batch (an echo reply) never allocates the slots. An unconnected socket (``udp://``,
-``ptp://``) gives every message its peer's address. Receiving, the runner fills one
-shared ``mmsg.RecvBatch`` with ``recvmmsg`` per wake-up (links whose socket is connected,
-so that every datagram is the peer's: ``vde://`` and pair links).
+A ``DatagramSender`` sends each frame with one ``send`` (``sendto`` on an unconnected
+socket: ``udp://``, ``ptp://``). When the socket is full (the peer has not read its
+queue yet), a link driven by a loop (``attach_tx``) puts what it cannot send into its
+bounded backlog (``link/backlog.py``) and the loop drains it when the socket becomes
+writable: a send under a stack's lock, or on the runner's thread, never waits. A link
+with no loop waits up to ``FLUSH_WAIT`` for room instead. Each link says which send
+errors lose one frame and which mean that its peer is gone.
 
-Only where ``mmsg.available()`` (64-bit little-endian Linux); links fall back to one
-system call per frame otherwise.
+A ``BatchedDatagramLink`` also batches. A stack processes a batch of received frames at
+a time (``Stack.begin_batch``). Its answers then go out together: while a link's
+transmit batch is open, ``TxBatch.add`` copies frames into fixed slots, and at the end
+one ``sendmmsg`` hands them to the kernel. A batch of a single frame is sent as it is, so
+a link that only ever sends one frame per batch (an echo reply) never allocates the
+slots. Receiving, the runner fills one shared ``mmsg.RecvBatch`` with ``recvmmsg`` per
+wake-up. Only where ``mmsg.available()`` (64-bit little-endian Linux); links fall back to
+one system call per frame otherwise.
 
-When the socket is full (the peer has not read its queue yet), a link driven by a loop
-(``attach_tx``) puts what it cannot send into its bounded backlog (``link/backlog.py``)
-and the loop drains it when the socket becomes writable: a send under a stack's lock, or
-on the runner's thread, never waits. A link with no loop waits up to ``FLUSH_WAIT`` for
-room instead.
-
-The backlog drains with one ``send`` per frame, in a tight loop until the socket is full
-again. Draining it with ``sendmmsg`` was measured slower here (a pair link, 1000 queued
-frames: 0.91 against 0.72 us per 1514-byte frame, 0.65 against 0.58 at 64 bytes, with
-/usr/bin/python3 3.11): the kernel's work per datagram is the same either way, and
-copying the queued frames into the batch's slots costs more in Python than the system
-calls it saves. A stack's answers are another matter: they are written into the slots
-as they are made, so ``sendmmsg`` costs them nothing more.
+Batches were measured not to pay where they were not already used, with
+/usr/bin/python3 3.11 on these machines: the kernel's work per datagram is the same
+either way, and copying frames into a batch's slots costs about what the saved system
+calls do. Draining a pair link's backlog of 1000 frames took 0.91 us per 1514-byte
+frame with ``sendmmsg`` against 0.72 with one ``send`` each (0.65 against 0.58 at 64
+bytes), so backlogs drain frame by frame; and TCP bulk over ``udp://`` on loopback cost
+6.9 (sender) and 8.9 (receiver) CPU us per segment with a stack's answers batched,
+against 6.2 and 8.0 without, so ``udp://`` and ``ptp://`` do not batch.
 """
 
 from __future__ import annotations
@@ -40,16 +41,12 @@ MSG_TRUNC = 0x20
 
 
 class TxBatch:
-    """Frames for one datagram socket, sent together by ``send_from`` (``sendmmsg``).
+    """Frames for one connected datagram socket, sent together by ``send_from``
+    (``sendmmsg``)."""
 
-    ``name`` is the kernel's sockaddr of the peer (``mmsg.sockaddr``) for an unconnected
-    socket, None for a connected one.
-    """
-
-    def __init__(self, slot_size: int, nslots: int = 64, name: bytes | None = None) -> None:
+    def __init__(self, slot_size: int, nslots: int = 64) -> None:
         self.slot_size = slot_size
         self.nslots = nslots
-        self.name = name
         self.depth = 0  # nested begin() calls
         self.count = 0
         self._first: Frame | None = None
@@ -66,11 +63,7 @@ class TxBatch:
         self._slots = [mv[i * size:(i + 1) * size] for i in range(self.nslots)]
         self._addrs = [base + i * size for i in range(self.nslots)]
         self._iov = ctypes.create_string_buffer(self.nslots * 16)
-        name_addr = name_len = 0
-        if self.name is not None:
-            self._name = ctypes.create_string_buffer(self.name, len(self.name))
-            name_addr, name_len = ctypes.addressof(self._name), len(self.name)
-        self._msgs = mmsg._headers(self.nslots, ctypes.addressof(self._iov), name_addr, name_len)
+        self._msgs = mmsg._headers(self.nslots, ctypes.addressof(self._iov))
         self._msgs_addr = ctypes.addressof(self._msgs)
 
     @property
@@ -135,25 +128,21 @@ class TxBatch:
         return out
 
 
-class BatchedDatagramSender(BackloggedLink):
-    """What a link on one datagram socket needs to send: ``begin_tx``/``end_tx`` around a
-    stack's answers (one ``sendmmsg``), ``_send_frame`` for its ``_send``, and the transmit
-    backlog a loop drains (``attach_tx``, ``on_writable``).
+class DatagramSender(BackloggedLink):
+    """What a link on one datagram socket needs to send: ``_send_frame`` for its
+    ``_send``, and the transmit backlog a loop drains (``attach_tx``, ``on_writable``).
 
     The link provides ``_dgram_socket()``, ``drops``, ``closed`` and ``_gone(exc)``, the
     LinkError that says its peer went away, and may set ``_dest`` (the peer's address for
-    ``sendto`` when the socket is not connected) with ``_dest_name`` (its sockaddr,
-    ``mmsg.sockaddr``), ``tx_slot`` (frames larger go out alone), ``_full_errnos`` (what
-    means "wait for room") and ``_lost`` (errors that lose one frame, not the link)."""
+    ``sendto`` when the socket is not connected), ``_full_errnos`` (what means "wait for
+    room") and ``_lost`` (errors that lose one frame, not the link)."""
 
+    #: a transmit batch open (``BatchedDatagramLink``), else None
     _tx: TxBatch | None = None
-    #: slot size of the transmit batches; larger frames are sent alone
-    tx_slot = 2048
     #: a send that fails with these waits for room (AF_UNIX says ENOBUFS too)
     _full_errnos: tuple[int, ...] = (errno.EAGAIN, errno.ENOBUFS)
-    #: where an unconnected socket sends, and its sockaddr; None when connected
+    #: where an unconnected socket sends; None when it is connected
     _dest: object = None
-    _dest_name: bytes | None = None
 
     def _dgram_socket(self):  # noqa: ANN202
         raise NotImplementedError
@@ -220,17 +209,13 @@ class BatchedDatagramSender(BackloggedLink):
                 bl.pop()
         return False
 
-    def _new_batch(self) -> TxBatch:
-        slot = self.tx_slot
-        return TxBatch(slot, max(4, min(64, (1 << 20) // slot)), self._dest_name)
-
     # -- sending --------------------------------------------------------------------------
     def _send_frame(self, frame: Frame) -> None:
         tx = self._tx
         if tx is not None and tx.depth:
             if tx.add(frame):
                 return
-            self._flush_tx()  # full, or a frame too big for a slot: keep the order
+            self._flush_tx()  # type: ignore[attr-defined]  # full, or too big: keep the order
             if tx.add(frame):
                 return
         bl = self._backlog
@@ -256,6 +241,19 @@ class BatchedDatagramSender(BackloggedLink):
             wake = self._queue(bl, (frame,))
         if wake is not None:
             wake(self)
+
+class BatchedDatagramLink(DatagramSender):
+    """A ``DatagramSender`` on a connected socket that also batches: ``begin_tx``/``end_tx``
+    around a stack's answers (one ``sendmmsg``), and a batch per ``recvmmsg``
+    (``recv_many``; every datagram a connected socket receives is the peer's).
+    ``tx_slot``: frames larger than this go out alone."""
+
+    #: slot size of the transmit batches; larger frames are sent alone
+    tx_slot = 2048
+
+    def _new_batch(self) -> TxBatch:
+        slot = self.tx_slot
+        return TxBatch(slot, max(4, min(64, (1 << 20) // slot)))
 
     def _send_batch(self, tx: TxBatch) -> list[bytes]:
         """Send what ``tx`` holds as far as the socket takes it now; copies of the rest."""
@@ -314,9 +312,6 @@ class BatchedDatagramSender(BackloggedLink):
             tx.discard()
 
 
-class BatchedDatagramLink(BatchedDatagramSender):
-    """A ``BatchedDatagramSender`` whose socket is connected, so that every datagram it
-    receives is the peer's: it also receives a batch per ``recvmmsg`` (``recv_many``)."""
 
     def recv_many(self, rb: mmsg.RecvBatch) -> int:
         """Receive up to ``rb.nslots`` frames into ``rb`` (one ``recvmmsg``); see

@@ -36,14 +36,14 @@ import stat
 from threadnet import mmsg
 from threadnet.errors import LinkError, URLError
 from threadnet.link import Link, require_no_inner, unquote
-from threadnet.link.batch import BatchedDatagramSender
+from threadnet.link.batch import DatagramSender
 from threadnet.wire import stream as wire_stream
 
 RECV_BUF = 65536
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 
 
-class PtpLink(BatchedDatagramSender, Link):
+class PtpLink(DatagramSender, Link):
     """One end of a ``ptp://`` cable. ``role`` is "first" (bound PATH) or "second".
 
     ``drops`` counts frames sent while no peer could take them (none there, or the
@@ -87,7 +87,6 @@ class PtpLink(BatchedDatagramSender, Link):
             raise
         self._sock = sock
         self._dest = self.peer_path
-        self._dest_name = mmsg.sockaddr(socket.AF_UNIX, os.fsencode(self.peer_path))
         #: connected to the peer while frames wait for room in its queue
         self._connected = False
 
@@ -126,7 +125,7 @@ class PtpLink(BatchedDatagramSender, Link):
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
         self._send_frame(frame)
 
-    # -- what the batched sender needs ---------------------------------------------
+    # -- what the datagram sender needs ---------------------------------------------
     def _dgram_socket(self) -> socket.socket:
         return self._sock
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import errno
 import socket
 
-from threadnet import mmsg
 from threadnet.errors import LinkError, URLError
 from threadnet.link import Link, require_no_inner, unquote
-from threadnet.link.batch import BatchedDatagramSender
+from threadnet.link.batch import DatagramSender
 from threadnet.wire import stream as wire_stream
 
 RECV_BUF = 65536
 
 
-class UdpLink(BatchedDatagramSender, Link):
+class UdpLink(DatagramSender, Link):
     """Frames as UDP datagrams between a local address and one remote address.
 
     The socket is not connected, so the local end keeps working if the peer restarts;
@@ -32,8 +31,7 @@ class UdpLink(BatchedDatagramSender, Link):
     ``drops``. When the socket's send buffer is full (EAGAIN: its datagrams wait in a
     queue towards a slow device), a link driven by a loop queues frames in its bounded
     backlog and the loop sends them when there is room; a link with no loop waits
-    briefly, then drops (see ``link/backlog.py``). A stack's answers to one receive
-    batch go out with one ``sendmmsg``.
+    briefly, then drops (see ``link/backlog.py``).
     """
 
     # What vdeplug4 peers read into their buffer; UDP itself would carry 65507.
@@ -67,12 +65,11 @@ class UdpLink(BatchedDatagramSender, Link):
         self.local_addr = self._sock.getsockname()
         self._peer_key = _key(family, remote_addr)
         self._dest = remote_addr
-        self._dest_name = mmsg.sockaddr(family, remote_addr)
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    # what the batched sender needs: only a full send buffer waits (ENOBUFS is a device
+    # what the datagram sender needs: only a full send buffer waits (ENOBUFS is a device
     # queue's drop); every error but a closed socket loses one frame, as on a wire
     _full_errnos = (errno.EAGAIN,)
 
