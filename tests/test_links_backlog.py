@@ -25,6 +25,7 @@ import signal
 import socket
 import statistics
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -210,7 +211,6 @@ def slow_line(netns):
     10.77.0.2/24 in the second; what the first sends waits in a tbf qdisc of ``rate``
     (what it receives does not). Returns the two names; the netns fixture deletes them."""
     need_tool("tc")
-    import subprocess
 
     def make(rate: str) -> tuple[str, str]:
         ns1, ns2 = netns.add(), netns.add()
