@@ -422,10 +422,15 @@ def rd_print(managed: ManagedStack, args: str) -> list[str]:
         lines += [f"    dns {x['server']} lifetime {_lft(x['lifetime'])}" for x in d["dns"]]
         lines += [f"    search {x['domain']} lifetime {_lft(x['lifetime'])}"
                   for x in d["search"]]
-        if d["counters"]:
-            lines.append("    counters " + " ".join(f"{k} {v}" for k, v in
-                                                   sorted(d["counters"].items())))
+        lines += _counters(d["counters"])
     return lines
+
+
+def _counters(counters: dict[str, int]) -> list[str]:
+    """An agent's counters as one ``counters NAME N ...`` line (none when all are 0)."""
+    if not counters:
+        return []
+    return ["    counters " + " ".join(f"{k} {v}" for k, v in sorted(counters.items()))]
 
 
 def ra_print(managed: ManagedStack, args: str) -> list[str]:
@@ -446,9 +451,7 @@ def ra_print(managed: ManagedStack, args: str) -> list[str]:
                          f"{p.valid} preferred {p.preferred}")
         lines += [f"    rdnss {a} lifetime {d['dns_lifetime']}" for a in d["rdnss"]]
         lines += [f"    dnssl {n} lifetime {d['dns_lifetime']}" for n in d["dnssl"]]
-        if d["counters"]:
-            lines.append("    counters " + " ".join(f"{k} {v}" for k, v in
-                                                   sorted(d["counters"].items())))
+        lines += _counters(d["counters"])
     return lines
 
 
