@@ -39,8 +39,10 @@ from threadnet.wire.checksum import checksum, pseudo_header
 from threadnet.wire.ethernet import ETH_P_IPV4, ETH_P_IPV6
 
 if TYPE_CHECKING:
-    from threadnet.stack.socket import StackSocket
     from threadnet.stack.stack import Interface
+
+#: a StackSocket (stack/socket.py imports this module, not the other way round)
+StackSocket = Any
 
 AF_PACKET = getattr(_socket, "AF_PACKET", 17)
 SOCK_RAW = _socket.SOCK_RAW
