@@ -273,7 +273,7 @@ class IpEnd:
         if self.local and dst != self.local:
             return
         if self.kind == "ping":
-            self._ping_input(src, payload)
+            self._ping_input(src, dst, payload)
             return
         if self.remote is not None and src != self.remote:
             return
@@ -293,15 +293,17 @@ class IpEnd:
             data = bytes(head) + bytes(payload)
         self._put(src, data)
 
-    def _ping_input(self, src: bytes, payload: Any) -> None:
+    def _ping_input(self, src: bytes, dst: bytes, payload: Any) -> None:
         if len(payload) < 8 or not self.ident:
             return
         kind = payload[0]
         if kind == _ECHO_REPLY[self.family]:
             if int.from_bytes(payload[4:6], "big") != self.ident:
                 return
-            if self.family == 4 and checksum(payload):
-                return  # (ICMPv6's was checked with the pseudo-header... by nobody yet)
+            initial = 0 if self.family == 4 else pseudo_header(src, dst, IPPROTO_ICMPV6,
+                                                                len(payload))
+            if checksum(payload, initial):
+                return  # a damaged reply: dropped, as Linux's icmp_rcv does
             if self.remote is not None and src != self.remote:
                 return
             self._put(src, bytes(payload))
