@@ -153,6 +153,22 @@ def test_a_connected_ping_socket_gets_ehostunreach_from_an_unreachable(pair):
             s.close()
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_connected_ping_socket_hears_that_nobody_answered_for_its_neighbor(pair, family):
+    """Linux sends itself a host unreachable when address resolution fails: a connected
+    ping socket's next call raises EHOSTUNREACH."""
+    a, _ = pair
+    af, proto, nobody = ((socket.AF_INET, socket.IPPROTO_ICMP, "10.77.0.99") if family == 4
+                         else (socket.AF_INET6, socket.IPPROTO_ICMPV6, "fc00:77::99"))
+    with a.socket(af, socket.SOCK_DGRAM, proto) as p:
+        p.settimeout(15)
+        p.connect((nobody, 0))
+        p.send(_echo(family, 0, 1))
+        with pytest.raises(OSError) as e:
+            p.recv(100)
+        assert e.value.errno == errno.EHOSTUNREACH
+
+
 def test_ip_hdrincl_takes_the_callers_header_and_fills_what_linux_fills(pair):
     a, b = pair
     listen = b.socket(socket.AF_INET, socket.SOCK_RAW, 253)  # RFC 3692's experimental number

@@ -39,6 +39,15 @@ def deliver_ip(stack: Stack, iface: Interface, family: int, proto: int, src: byt
     return seen
 
 
+def echo_unreachable(stack: Stack, family: int, ident: int, dst: bytes, err: int) -> None:
+    """Our own echo request with identifier ``ident`` to ``dst`` could not go (nobody
+    answered for its next hop): its ping socket hears of it."""
+    for tap in stack.raw_taps:
+        fail = getattr(tap, "on_echo_unreachable", None)
+        if fail is not None:
+            fail(family, ident, dst, err)
+
+
 def tap_frame(stack: Stack, iface: Interface, frame: Any, outgoing: bool,
               sender: Any = None) -> None:
     """Give a frame received on (or sent out of) ``iface`` to its packet taps."""

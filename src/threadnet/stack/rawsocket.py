@@ -330,6 +330,16 @@ class IpEnd:
         if len(icmp) < 8 or icmp[0] != _ECHO_REQUEST[self.family] or \
                 int.from_bytes(icmp[4:6], "big") != self.ident:
             return
+        self._fail(err)
+
+    def on_echo_unreachable(self, family: int, ident: int, dst: bytes, err: int) -> None:
+        """(``raw.echo_unreachable``) Linux sends itself a host unreachable when address
+        resolution fails, which ping_err gives a connected socket."""
+        if self.kind == "ping" and family == self.family and ident == self.ident and \
+                self.remote == dst:
+            self._fail(err)
+
+    def _fail(self, err: int) -> None:
         self.sock._error = err
         try:  # wakes a blocked recv, which raises it (the errno rides in the port field)
             self.sock._inner.send(_IP.pack(0, bytes(16), err))
