@@ -256,6 +256,37 @@ def test_packet_sockets_see_frames_in_and_out_and_send(pair):
     assert a.packet_taps == {} and a.raw_taps == ()
 
 
+def test_through_a_published_stack(pair, sockdir):
+    """A RemoteStack's raw, ping and packet sockets: the same datagrams on the same kind
+    of descriptor, addresses (AF_PACKET's bytes too) through the control connection."""
+    from threadnet.stack.remote import RemoteStack
+
+    a, _ = pair
+    path = os.path.join(sockdir, "a.stack")
+    a.publish(path)
+    remote = RemoteStack(path)
+    k = remote.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    p = remote.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+    r = remote.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    try:
+        k.bind(("eth0", 0x0800))
+        assert k.getsockname() == ("eth0", 0x0800, 0, 1, a.interface("eth0").mac)
+        for s in (k, p, r):
+            s.settimeout(5)
+        p.sendto(_echo(6, 0, 3, b"far"), (B6, 0))
+        data, addr = p.recvfrom(100)
+        assert addr[0] == B6 and data[0] == 129 and data.endswith(b"far")
+        r.sendto(_echo(4, 0x77, 1), (B4, 0))
+        data, addr = _recv_type(r, 0, offset=20)
+        assert addr == (B4, 0) and data[0] == 0x45
+        frame, addr = k.recvfrom(2000)
+        assert addr[:4] == ("eth0", 0x0800, 0, 1) and frame[0] == 0x45
+    finally:
+        for s in (k, p, r):
+            s.close()
+        remote.close()
+
+
 def test_taps_cost_nothing_until_needed(pair):
     """No socket: empty taps (one truthiness test on the data path) and the direct TCP
     paths on; a ping socket keeps them on; a packet socket turns them off until closed."""

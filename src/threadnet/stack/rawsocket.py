@@ -3,8 +3,9 @@
 * ``socket(AF_INET|AF_INET6, SOCK_RAW, proto)`` (raw(7)): a copy of every packet of
   ``proto`` delivered locally, IPv4 with its header and IPv6 without, as Linux gives
   them; sends have their IP header built by the stack, or with ``IP_HDRINCL`` (implied
-  by ``IPPROTO_RAW``) take the caller's, whose total length and checksum the stack
-  fills in, and its identification and source if zero. The ICMPv6 checksum is the
+  by ``IPPROTO_RAW``; ``IPV6_HDRINCL`` for IPv6) take the caller's, whose IPv4 total
+  length and checksum the stack fills in, and its identification and source if zero
+  (an IPv6 header is sent as given). The ICMPv6 checksum is the
   stack's (``IPV6_CHECKSUM`` asks for one at another offset for other protocols).
   ``bind`` filters on the destination address, ``connect`` on the source.
 * ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`` and ``AF_INET6``/``IPPROTO_ICMPV6``
@@ -48,7 +49,7 @@ AF_PACKET = getattr(_socket, "AF_PACKET", 17)
 SOCK_RAW = _socket.SOCK_RAW
 IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_RAW = 1, 58, 255
 IP_HDRINCL, IP_TTL = 3, 2
-IPV6_CHECKSUM, IPV6_UNICAST_HOPS = 7, 16
+IPV6_CHECKSUM, IPV6_UNICAST_HOPS, IPV6_HDRINCL = 7, 16, 36
 ETH_P_ALL = 3
 ARPHRD_ETHER = 1
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = range(5)
@@ -138,7 +139,9 @@ class IpEnd:
     # -- options and names ----------------------------------------------------------------
     def setsockopt(self, level: int, name: int, value: int) -> bool:
         """Take an option that changes this end; False for one the socket just keeps."""
-        if (level, name) == (_socket.IPPROTO_IP, IP_HDRINCL) and self.family == 4:
+        if (level, name) in ((_socket.IPPROTO_IP, IP_HDRINCL),
+                             (_socket.IPPROTO_IPV6, IPV6_HDRINCL)) and self.kind == "raw" and \
+                (level == _socket.IPPROTO_IP) == (self.family == 4):
             self.hdrincl = bool(value) or self.proto == IPPROTO_RAW
         elif (level, name) == (_socket.IPPROTO_IP, IP_TTL) and self.family == 4:
             self.ttl = value if 1 <= value <= 255 else 64
