@@ -210,6 +210,18 @@ def test_icmpv6_checksum_is_the_stacks(pair):
         assert _csum(pseudo + data) == 0
         with pytest.raises(OSError):
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, 4)  # ICMPv6: always
+        # ICMPV6_FILTER blocks echo requests (type 128): the next one is not seen
+        r.setsockopt(socket.IPPROTO_ICMPV6, 1, (1 << 128).to_bytes(32, "little"))
+        s.sendto(_echo(6, 9, 10, b"blocked"), (B6, 0))
+        s.sendto(struct.pack("!BBHHH", 129, 0, 0, 9, 10) + b"marker", (B6, 0))
+        kinds = []
+        while not kinds or kinds[-1] != 129:  # the marker comes after the blocked one
+            kinds.append(r.recvfrom(200)[0][0])
+        assert 128 not in kinds, kinds
+        r.setsockopt(socket.IPPROTO_ICMPV6, 1, bytes(32))
+        s.sendto(_echo(6, 9, 11, b"seen"), (B6, 0))
+        data, _ = _recv_type(r, 128)
+        assert data.endswith(b"seen")
     finally:
         r.close()
         s.close()

@@ -49,6 +49,7 @@ AF_PACKET = getattr(_socket, "AF_PACKET", 17)
 SOCK_RAW = _socket.SOCK_RAW
 IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_RAW = 1, 58, 255
 IP_HDRINCL, IP_TTL = 3, 2
+SOL_RAW, ICMP_FILTER, ICMPV6_FILTER = 255, 1, 1
 IPV6_CHECKSUM, IPV6_UNICAST_HOPS, IPV6_HDRINCL = 7, 16, 36
 ETH_P_ALL = 3
 ARPHRD_ETHER = 1
@@ -129,6 +130,8 @@ class IpEnd:
         self.remote: bytes | None = None
         self.ident = 0  # a ping socket's identifier, 0 until bound
         self.ttl = 64
+        #: ICMP_FILTER / ICMPV6_FILTER: bit n set blocks ICMP type n (a raw socket's only)
+        self.icmp_block = 0
         self.csum_offset = 2 if (kind == "raw" and self.family == 6
                                  and self.proto == IPPROTO_ICMPV6) else -1
         if kind == "raw" and self.proto == IPPROTO_RAW:
@@ -147,6 +150,12 @@ class IpEnd:
             self.ttl = value if 1 <= value <= 255 else 64
         elif (level, name) == (_socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS) and self.family == 6:
             self.ttl = value if 1 <= value <= 255 else 64
+        elif self.kind == "raw" and self.proto == (IPPROTO_ICMP if self.family == 4 else
+                                                     IPPROTO_ICMPV6) and \
+                (level, name) == ((SOL_RAW, ICMP_FILTER) if self.family == 4
+                                  else (IPPROTO_ICMPV6, ICMPV6_FILTER)):
+            # the kernel's u32 words, little-endian on the hosts we run on: bit n is type n
+            self.icmp_block = value
         elif (level, name) == (_socket.IPPROTO_IPV6, IPV6_CHECKSUM) and self.kind == "raw":
             if self.proto == IPPROTO_ICMPV6:
                 raise OSError(errno.EINVAL, "the ICMPv6 checksum is always computed")
@@ -280,7 +289,13 @@ class IpEnd:
             return
         if self.remote is not None and src != self.remote:
             return
+        if self.icmp_block and payload and (self.icmp_block >> payload[0]) & 1:
+            return
         if header is None:
+            off = self.csum_offset
+            if off >= 0 and (len(payload) < off + 2 or checksum(
+                    payload, pseudo_header(src, dst, self.proto, len(payload)))):
+                return  # rawv6_rcv: a socket that computes checksums drops bad ones
             data = bytes(payload)
         else:
             head = bytearray(header)
