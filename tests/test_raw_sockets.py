@@ -299,6 +299,42 @@ def test_through_a_published_stack(pair, sockdir):
         remote.close()
 
 
+def test_a_packet_socket_opened_mid_connection_sees_its_segments(pair):
+    """A connection's cached output path (and the direct input) give way to the tap."""
+    a, b = pair
+    server = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((A4, 8080))
+    server.listen()
+    client = b.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(5)
+    client.connect((A4, 8080))
+    conn, _ = server.accept()
+    conn.settimeout(5)
+    try:
+        for _ in range(20):  # the paths are cached and warm
+            client.sendall(b"x" * 1000)
+            conn.sendall(conn.recv(1000))
+            client.recv(1000)
+        tap = a.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+        tap.bind(("eth0", 3))
+        tap.settimeout(5)
+        client.sendall(b"in!")
+        assert conn.recv(10) == b"in!"
+        conn.sendall(b"out")
+        assert client.recv(10) == b"out"
+        seen = set()
+        while seen != {(0, b"in!"), (4, b"out")}:
+            packet, addr = tap.recvfrom(2000)
+            if packet[9] == 6:
+                payload = packet[20 + (packet[32] >> 4) * 4:]
+                if payload in (b"in!", b"out"):
+                    seen.add((addr[2], payload))
+        tap.close()
+    finally:
+        for s in (client, conn, server):
+            s.close()
+
+
 def test_taps_cost_nothing_until_needed(pair):
     """No socket: empty taps (one truthiness test on the data path) and the direct TCP
     paths on; a ping socket keeps them on; a packet socket turns them off until closed."""
