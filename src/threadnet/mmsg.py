@@ -45,6 +45,8 @@ def available() -> bool:
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
                                ctypes.c_void_p][: 5 if name == "recvmmsg" else 4]
+            lib.connect.restype = ctypes.c_int
+            lib.connect.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
             _libc = lib
             return True
         except (OSError, AttributeError):
@@ -59,6 +61,16 @@ def _headers(count: int, iov_addr: int) -> ctypes.Array:
     for i in range(count):
         _HDR_IOV.pack_into(msgs, i * _MMSGHDR + 16, iov_addr + i * _IOVEC, 1)
     return msgs
+
+
+def disconnect(fd: int) -> bool:
+    """Dissolve a datagram socket's association (``connect`` to AF_UNSPEC, which Python's
+    ``connect`` cannot express for AF_UNIX); False where that cannot be done."""
+    if not available():
+        return False
+    connect = _libc.connect  # type: ignore[union-attr]
+    unspec = bytes(16)  # sa_family = AF_UNSPEC (0)
+    return connect(fd, unspec, len(unspec)) == 0
 
 
 class RecvBatch:

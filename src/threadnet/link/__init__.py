@@ -7,9 +7,10 @@ capture) take any link and are links themselves, so they compose.
 A link driven by an event loop (the stack runner's) also offers two optional parts, so
 that nothing it does under a stack's lock blocks or sleeps:
 
-- a transmit backlog: ``attach_tx(wake)`` hands it the loop. A frame the transport cannot
-  take now waits in a bounded backlog, ``wake(link)`` tells the loop, which then calls
-  ``on_writable()`` whenever ``tx_fileno()`` is writable until it returns False;
+- a transmit backlog (``link/backlog.py``; every transport link has one): ``attach_tx(wake)``
+  hands it the loop. A frame the transport cannot take now waits in a bounded backlog,
+  ``wake(link)`` tells the loop, which then calls ``on_writable()`` whenever
+  ``tx_fileno()`` is writable until it returns False;
 - timers: ``attach_timer(wake)``; ``next_deadline()`` says when the link has work, and the
   loop calls ``on_timer(now)`` then (an emulated line's pacing). ``wake(link)`` says the
   deadline moved earlier. The loop also watches ``inner_fileno()``, when there is one,
@@ -65,7 +66,9 @@ class Link:
 
     # -- the interface -------------------------------------------------------------
     def send(self, frame: bytes | bytearray | memoryview) -> None:
-        """Send one frame. A frame the link cannot take now is dropped, as on a wire."""
+        """Send one frame, without blocking when a loop drives the link: a frame its
+        transport cannot take now waits in the link's bounded transmit backlog (see
+        ``attach_tx``), or, when that is full, is dropped and counted, as on a wire."""
         if self.closed:
             raise LinkError(f"{self.url}: link is closed")
         self._send(frame)

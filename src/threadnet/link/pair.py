@@ -24,7 +24,7 @@ class PairLink(BatchedDatagramLink, Link):
         self.url = f"pair://{name}"
         self.drops = 0
         self._tx: TxBatch | None = None
-        self.rx_slot = max_frame + 64
+        self.rx_slot = self.tx_slot = max_frame + 64
         sock.setblocking(False)
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
@@ -33,13 +33,10 @@ class PairLink(BatchedDatagramLink, Link):
         return self._sock.fileno()
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
-        try:
-            self._send_frame(frame)
-        except LinkError as exc:
-            if exc.errno != errno.EMSGSIZE:
-                raise
-            self.closed_by_peer = False  # too big for the pair: that frame is lost, not the link
-            self.drops += 1
+        self._send_frame(frame)
+
+    def _lost(self, err: int) -> bool:
+        return err == errno.EMSGSIZE  # too big for the pair: that frame is lost, not the link
 
     def _dgram_socket(self) -> socket.socket:
         return self._sock

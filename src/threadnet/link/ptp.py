@@ -17,6 +17,13 @@ ECONNREFUSED. So when one end restarts, vde_plug's other end locks the new one o
 until it sends, and loses that frame. We send with ``sendto`` on an unconnected
 socket instead, so a restarted peer can always reach us, and drop datagrams from any
 sender but the peer's path (the filter a connection would give).
+
+When the peer's queue is full (it has not read ``net.unix.max_dgram_qlen`` datagrams,
+10 by default), ``sendto`` fails with EAGAIN, and an unconnected socket has no way to
+learn when there is room again: poll calls it writable at once. So only while frames
+wait for the peer is our socket connected to it, which makes its writability follow the
+peer's queue; it is disconnected again (AF_UNSPEC) as soon as the backlog is empty.
+(Meanwhile a restarted peer is refused, as vde_plug's connected socket refuses it.)
 """
 
 from __future__ import annotations
@@ -26,19 +33,23 @@ import os
 import socket
 import stat
 
+from threadnet import mmsg
 from threadnet.errors import LinkError, URLError
 from threadnet.link import Link, require_no_inner, unquote
+from threadnet.link.batch import DatagramSender
 from threadnet.wire import stream as wire_stream
 
 RECV_BUF = 65536
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 
 
-class PtpLink(Link):
+class PtpLink(DatagramSender, Link):
     """One end of a ``ptp://`` cable. ``role`` is "first" (bound PATH) or "second".
 
-    ``drops`` counts frames sent while no peer could take them; ``foreign`` counts
-    datagrams from senders other than the peer, which are dropped.
+    ``drops`` counts frames sent while no peer could take them (none there, or the
+    backlog full); ``foreign`` counts datagrams from senders other than the peer, which
+    are dropped. A frame the peer's full queue does not take waits in the backlog of a
+    link driven by a loop, or briefly with no loop (see ``link/backlog.py``).
     """
 
     max_frame = wire_stream.MAX_RECORD  # what vdeplug4 reads into its buffer
@@ -75,6 +86,9 @@ class PtpLink(Link):
             sock.close()
             raise
         self._sock = sock
+        self._dest = self.peer_path
+        #: connected to the peer while frames wait for room in its queue
+        self._connected = False
 
     def _claim(self, sock: socket.socket, path: str) -> bool:
         """Bind ``path``, replacing a stale socket file. False if a live socket holds it."""
@@ -109,15 +123,34 @@ class PtpLink(Link):
         return self._sock.fileno()
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
+        self._send_frame(frame)
+
+    # -- what the datagram sender needs ---------------------------------------------
+    def _dgram_socket(self) -> socket.socket:
+        return self._sock
+
+    def _lost(self, err: int) -> bool:
+        # No peer yet (ENOENT/ECONNREFUSED), or a vde_plug peer still connected to our
+        # previous incarnation (EPERM): the frame is lost, as on a wire.
+        return err not in (errno.EBADF, errno.ENOTSOCK)
+
+    def _gone(self, exc: OSError) -> LinkError:
+        return LinkError(exc.errno, f"{self.url}: socket is gone")
+
+    def _on_full(self) -> None:
+        """The peer's queue is full: connect, so that poll says when it has room."""
+        if self._connected or self.closed or not mmsg.available():
+            return  # (without a way to disconnect again, stay unconnected)
         try:
-            self._sock.sendto(frame, self.peer_path)
-        except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                raise LinkError(exc.errno, f"{self.url}: socket is gone") from exc
-            # No peer yet (ENOENT/ECONNREFUSED), its queue is full (EAGAIN), or a
-            # vde_plug peer is still connected to our previous incarnation (EPERM):
-            # the frame is lost, as on a wire.
-            self.drops += 1
+            self._sock.connect(self.peer_path)
+        except OSError:
+            return  # the peer just went: the next sends fail and count as lost
+        self._connected = True
+
+    def _on_drained(self) -> None:
+        if self._connected and not self.closed:
+            mmsg.disconnect(self._sock.fileno())
+        self._connected = False
 
     def _recv(self) -> bytes:
         try:

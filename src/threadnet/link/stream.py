@@ -11,35 +11,69 @@ vdeplug4's ``cmd://`` (interop.md 1.6):
 ``recv`` reads exactly one record from the descriptor (header, then body), never
 more, so ``fileno()`` stays readable while whole records wait in the kernel and a
 select/poll loop never misses a frame buffered on our side.
+
+Sending never leaves half a record: a write the descriptor took only part of keeps its
+unwritten tail, which goes out before anything else (a lost tail would desync the
+stream). Driven by a loop, a link never waits, even on a blocking descriptor (stdio's,
+shared with other processes, keeps its mode: such writes use ``RWF_NOWAIT``): what the
+descriptor does not take now (a tail, whole records) waits in the bounded backlog, which
+the loop writes, many records per ``writev``, when ``tx_fileno()`` (the write
+descriptor) is writable. With no loop, a record begun is finished, waiting as long as
+it takes; a blocking descriptor waits as it always did; a non-blocking one waits up to
+``FLUSH_WAIT`` for room for a new record, then drops it (see ``link/backlog.py``).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import select
 import shlex
+import stat
 import subprocess
 import threading
+import time
 
 from threadnet.errors import FrameError, LinkError, URLError
 from threadnet.link import Link, require_no_inner, unquote
+from threadnet.link.backlog import FLUSH_WAIT, BackloggedLink, Frame, TxBacklog
 from threadnet.wire import stream as wire
 
 #: How long ``CmdLink.close`` lets a command exit by itself on EOF, then after SIGTERM.
 EXIT_GRACE = 0.2
 TERMINATE_TIMEOUT = 2.0
+#: records handed to one ``writev`` when the backlog drains
+WRITEV_BATCH = 64
+
+# How a write that must not block is made on the write descriptor
+_NONBLOCKING = "non-blocking"  # the descriptor is: plain writev
+_NOWAIT = "nowait"  # a blocking pipe or socket: pwritev with RWF_NOWAIT
+_POLL = "poll"  # anything else (a tty): write one record when select says there is room
 
 
-class StreamLink(Link):
+def _write_mode(fd: int) -> str:
+    if not os.get_blocking(fd):
+        return _NONBLOCKING
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return _POLL  # the first write reports it
+    if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and hasattr(os, "RWF_NOWAIT"):
+        return _NOWAIT
+    return _POLL
+
+
+class StreamLink(BackloggedLink, Link):
     """A link over a read descriptor and a write descriptor carrying length records.
 
     The descriptors may be pipes, sockets or ttys, in blocking or non-blocking mode;
     their mode is left as it is because fds such as 0 and 1 are often shared with
     other processes. With ``close_fds`` the link closes them on ``close``.
 
-    ``drops`` counts frames not sent: the write side was full (non-blocking fd) or the
-    frame was longer than ``max_frame`` (a peer would take it as lost framing).
+    ``drops`` counts frames not sent: the write side stayed full (a non-blocking fd with
+    no loop) or the backlog had no room, or the frame was longer than ``max_frame`` (a
+    peer would take it as lost framing).
     """
 
     max_frame = wire.MAX_RECORD
@@ -56,7 +90,9 @@ class StreamLink(Link):
         # The record being read (header, then body) survives a BlockingIOError in the
         # decoder, so that a non-blocking recv never loses its place in the stream.
         self._decoder = wire.Decoder()
-        self._write_lock = threading.Lock()
+        # the backlog's lock also keeps two threads from interleaving their records
+        self._backlog = TxBacklog()
+        self._write_mode = _write_mode(write_fd)
         # A regular file or /dev/null cannot be watched by epoll (EPERM): a thread copies
         # it into a pipe, so that its records are read, and its end is EOF, like a pipe's
         self._relay_fd = -1
@@ -107,6 +143,9 @@ class StreamLink(Link):
                 raise LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
             return chunk
 
+    def tx_fileno(self) -> int:
+        return self.write_fd
+
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
         if len(frame) > self.max_frame:
             self.drops += 1
@@ -116,24 +155,97 @@ class StreamLink(Link):
         except FrameError:  # pragma: no cover - max_frame is below 0xffff
             self.drops += 1
             return
-        view = memoryview(record)
+        bl = self._backlog
+        assert bl is not None
+        with bl.lock:
+            if bl.wake is None:
+                self._send_standalone(bl, record)
+                return
+            if not bl.frames:
+                n = self._write_some([record])
+                if n == len(record):
+                    return
+                if n:
+                    record = memoryview(record)[n:]  # the tail must follow: queue it
+            wake = self._queue(bl, (record,))
+        if wake is not None:
+            wake(self)
+
+    def _write_some(self, bufs: list[Frame]) -> int:
+        """Write what the descriptor takes now from ``bufs``, without waiting; returns
+        how many bytes (0 when it is full). LinkError when the peer has gone."""
         fd = self.write_fd
-        with self._write_lock:  # two threads must not interleave partial records
-            done = 0
-            while done < len(record):
+        try:
+            if self._write_mode == _NOWAIT:
                 try:
-                    done += os.write(fd, view[done:])
+                    return os.pwritev(fd, bufs, -1, os.RWF_NOWAIT)
                 except BlockingIOError:
-                    if done == 0:
-                        self.drops += 1  # full pipe: drop the frame, as a wire would
-                        return
-                    # Half a record is out: the rest must follow or the stream desyncs.
-                    select.select([], [fd], [])
+                    return 0
                 except OSError as exc:
-                    if exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                        self.closed_by_peer = True
-                        raise LinkError(exc.errno, f"{self.url}: peer closed the stream") from exc
-                    raise LinkError(exc.errno, f"{self.url}: write failed: {exc.strerror}") from exc
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ESPIPE):
+                        raise
+                    self._write_mode = _POLL  # an older kernel: ask select instead
+            if self._write_mode == _POLL:
+                if not select.select([], [fd], [], 0)[1]:
+                    return 0
+                bufs = bufs[:1]  # one record where select said there is room
+            return os.writev(fd, bufs)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                self.closed_by_peer = True
+                raise LinkError(exc.errno, f"{self.url}: peer closed the stream") from exc
+            raise LinkError(exc.errno, f"{self.url}: write failed: {exc.strerror}") from exc
+
+    def _write_all(self, data: Frame) -> None:
+        """Write all of ``data``, waiting as long as it takes (a record begun)."""
+        view = memoryview(data)
+        while view:
+            n = self._write_some([view])
+            if n:
+                view = view[n:]
+            else:
+                select.select([], [self.write_fd], [])
+
+    def _send_standalone(self, bl: TxBacklog, record: bytes) -> None:
+        """No loop (lock held): what a detached loop left goes first, whole; then the
+        record, whole, or (a non-blocking descriptor that stays full) not at all."""
+        while bl.frames:
+            self._write_all(bl.frames[0])
+            bl.pop()
+        if self._write_mode != _NONBLOCKING:
+            self._write_all(record)  # a blocking descriptor waits, as it always did
+            return
+        n = self._write_some([record])
+        deadline = time.monotonic() + FLUSH_WAIT
+        while not n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.drops += 1  # still full: the record is lost whole, as on a wire
+                return
+            select.select([], [self.write_fd], [], left)
+            n = self._write_some([record])
+        if n < len(record):
+            self._write_all(memoryview(record)[n:])
+
+    def _drain(self, bl: TxBacklog) -> bool:
+        """Many records per ``writev``; a record written in part keeps its tail first."""
+        frames = bl.frames
+        while frames:
+            n = self._write_some(list(itertools.islice(frames, WRITEV_BATCH)))
+            if not n:
+                return True
+            while n:
+                head = frames[0]
+                k = len(head)
+                if n < k:
+                    frames[0] = memoryview(head)[n:]
+                    bl.bytes -= n
+                    break
+                bl.pop()
+                n -= k
+        return False
 
     def close(self) -> None:
         if self.closed:

@@ -12,6 +12,13 @@ offloads on (``enable_offload``): the kernel then hands it TCP segments of up to
 with checksums it vouches for, and takes segments as large, which it cuts to the MTU
 itself. A reader other than a stack still gets ordinary frames from ``recv``: a large
 segment is cut up and a partial checksum completed here.
+
+The kernel takes a frame written to a tap at once, unless the tap's send buffer is
+limited (``TUNSETSNDBUF``, as QEMU sets it) and its frames still wait somewhere (a
+bridge port's slow qdisc): then a write fails with EAGAIN. A link driven by a loop then
+queues frames in its bounded backlog, which the loop writes, one frame per write, when
+the descriptor is writable again; a link with no loop waits briefly, then drops (see
+``link/backlog.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections import deque
 
 from threadnet.errors import FrameError, LinkError, URLError
 from threadnet.link import Link, parse_options, require_no_inner, split_bracket, unquote
+from threadnet.link.backlog import BackloggedLink
 from threadnet.wire import vnet
 
 TUN_DEVICE = "/dev/net/tun"
@@ -43,10 +51,11 @@ OFFLOAD_READ_SIZE = 65536 + 14 + vnet.HEADER_LEN + 64
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then the flags of the union
 
 
-class TapLink(Link):
+class TapLink(BackloggedLink, Link):
     """A tap interface. ``ifname`` is the kernel's name for it (after ``%d`` expansion).
 
-    Frames the kernel will not take now are dropped and counted in ``drops``. With
+    Frames the kernel refuses (the interface is down, a malformed frame) are lost and
+    counted in ``drops``, and so are those a full backlog has no room for. With
     ``offload`` the tap carries virtio-net headers (see the module's text).
     """
 
@@ -109,7 +118,9 @@ class TapLink(Link):
         TCP segment for the kernel to cut up, or a frame whose checksum it completes."""
         if self.closed:
             raise LinkError(f"{self.url}: link is closed")
-        self._write((header, frame))
+        parts = (header, frame)
+        if not self._send_or_queue(parts):
+            self._send_waiting((parts,))
 
     def recv_offload(self) -> tuple[bytes | bytearray, tuple[int, int, int, int, int, int]]:
         """One frame as the kernel sent it and its virtio-net header fields (``flags,
@@ -129,16 +140,30 @@ class TapLink(Link):
         return super().wait_readable(timeout)
 
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
-        self._write((vnet.PLAIN, frame) if self.vnet_hdr else (frame,))
+        data = (vnet.PLAIN, frame) if self.vnet_hdr else frame
+        if not self._send_or_queue(data):
+            self._send_waiting((data,))
 
-    def _write(self, parts: tuple | list) -> None:
+    # -- the backlog's part: one frame per write, a virtio-net header joined to its frame
+    def _try_send(self, data: tuple | bytes | bytearray | memoryview) -> bool:  # type: ignore[override]
         try:
-            os.writev(self._fd, parts)
+            if type(data) is tuple:
+                os.writev(self._fd, data)
+            else:
+                os.write(self._fd, data)
+            return True
+        except BlockingIOError:
+            return False  # the tap's send buffer is full
         except OSError as exc:
             if exc.errno == errno.EBADF:
                 raise LinkError(exc.errno, f"{self.url}: tap is closed") from exc
-            # EAGAIN (queue full), EIO (interface down), EINVAL (bad frame): lost, as on a wire.
+            # EIO (interface down), EINVAL (bad frame): lost, as on a wire.
             self.drops += 1
+            return True
+
+    @staticmethod
+    def _copy(data: tuple | bytes | bytearray | memoryview) -> bytes:  # type: ignore[override]
+        return b"".join(data) if type(data) is tuple else bytes(data)
 
     def _recv(self) -> bytes | bytearray:
         if not self.vnet_hdr:

@@ -16,17 +16,22 @@ import socket
 
 from threadnet.errors import LinkError, URLError
 from threadnet.link import Link, require_no_inner, unquote
+from threadnet.link.batch import DatagramSender
 from threadnet.wire import stream as wire_stream
 
 RECV_BUF = 65536
 
 
-class UdpLink(Link):
+class UdpLink(DatagramSender, Link):
     """Frames as UDP datagrams between a local address and one remote address.
 
     The socket is not connected, so the local end keeps working if the peer restarts;
-    datagrams from any other source are dropped and counted in ``foreign``. Frames the
-    kernel will not take now (full buffer, no route) are dropped and counted in ``drops``.
+    datagrams from any other source are dropped and counted in ``foreign``. A frame the
+    kernel refuses (no route, too big, a firewall) is lost, as on a wire, and counted in
+    ``drops``. When the socket's send buffer is full (EAGAIN: its datagrams wait in a
+    queue towards a slow device), a link driven by a loop queues frames in its bounded
+    backlog and the loop sends them when there is room; a link with no loop waits
+    briefly, then drops (see ``link/backlog.py``).
     """
 
     # What vdeplug4 peers read into their buffer; UDP itself would carry 65507.
@@ -59,18 +64,26 @@ class UdpLink(Link):
                             f"{exc.strerror}") from exc
         self.local_addr = self._sock.getsockname()
         self._peer_key = _key(family, remote_addr)
+        self._dest = remote_addr
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    # what the datagram sender needs: only a full send buffer waits (ENOBUFS is a device
+    # queue's drop); every error but a closed socket loses one frame, as on a wire
+    _full_errnos = (errno.EAGAIN,)
+
+    def _lost(self, err: int) -> bool:
+        return err not in (errno.EBADF, errno.ENOTSOCK)
+
+    def _gone(self, exc: OSError) -> LinkError:
+        return LinkError(exc.errno, f"{self.url}: socket is gone")
+
+    def _dgram_socket(self) -> socket.socket:
+        return self._sock
+
     def _send(self, frame: bytes | bytearray | memoryview) -> None:
-        try:
-            self._sock.sendto(frame, self.remote_addr)
-        except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                raise LinkError(exc.errno, f"{self.url}: socket is gone") from exc
-            # Full buffer, no route, too big, firewall: the frame is lost, as on a wire.
-            self.drops += 1
+        self._send_frame(frame)
 
     def _recv(self) -> bytes:
         try:
