@@ -617,3 +617,27 @@ def test_the_same_from_another_process_and_eperm_for_another_user(kernel_peer, p
                capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split("\n")[:4] == [f"EPERM {errno.EPERM}"] * 3 + ["ping 0"], r.stdout
+
+
+def test_a_packet_socket_nobody_reads_holds_its_buffer_and_no_more(pair):
+    """Frames beyond what the socket pair holds are dropped (as a full receive queue on
+    Linux); the stack goes on."""
+    a, b = pair
+    idle = b.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    idle.bind(("eth0", 3))
+    sender = a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(3000):  # about 4 MiB
+            sender.sendto(b"z" * 1400, (B4, 9))
+        assert len(b.ping(A4, count=1)) == 1
+        idle.setblocking(False)
+        got = 0
+        while True:
+            try:
+                got += len(idle.recv(65536))
+            except BlockingIOError:
+                break
+        assert 0 < got <= 2 * 512 * 1024
+    finally:
+        idle.close()
+        sender.close()
