@@ -123,10 +123,13 @@ class _SocketMeta(type(_ORIG_SOCKET)):  # type: ignore[misc]
         return issubclass(sub, _ORIG_SOCKET)
 
 
+_AF_PACKET = getattr(_socket, "AF_PACKET", 17)
+
+
 class socket(_ORIG_SOCKET, metaclass=_SocketMeta):  # noqa: N801 - it replaces socket.socket
     """Stands in for ``socket.socket`` while the hook is installed.
 
-    ``socket(AF_INET|AF_INET6, ...)`` with no ``fileno`` gives a socket on the calling
+    ``socket(AF_INET|AF_INET6|AF_PACKET, ...)`` with no ``fileno`` gives a socket on the calling
     thread's default stack; everything else is the kernel's socket."""
 
     __slots__ = ()
@@ -136,7 +139,7 @@ class socket(_ORIG_SOCKET, metaclass=_SocketMeta):  # noqa: N801 - it replaces s
         if cls is socket and fileno is None:
             stack = get_default_stack()
             fam = _socket.AF_INET if family == -1 else family
-            if stack is not None and fam in (_socket.AF_INET, _socket.AF_INET6):
+            if stack is not None and fam in (_socket.AF_INET, _socket.AF_INET6, _AF_PACKET):
                 return stack.socket(fam, _socket.SOCK_STREAM if type == -1 else type,
                                     0 if proto == -1 else proto)
             return _ORIG_SOCKET(family, type, proto, fileno)

@@ -51,7 +51,8 @@ class Stack(core.Stack):
         self._publications: list[Publication] | None = None  # stack.publish(path)
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> StackSocket:
-        """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...)."""
+        """A stdlib-compatible socket on this stack (``socket.AF_INET``, ``SOCK_STREAM``...):
+        TCP, UDP, and raw IP, ping and ``AF_PACKET`` sockets (``stack/rawsocket.py``)."""
         return StackSocket(self, family, type, proto)
 
     def publish(self, path: str | os.PathLike[str], mode: int = 0o660,

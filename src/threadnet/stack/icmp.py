@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from threadnet.errors import FrameError
+from threadnet.stack import raw
 from threadnet.stack.ip import LIMITED_BROADCAST
 from threadnet.stack.upper import PingCallback
 from threadnet.wire import icmp4, icmp6, ipv4, ipv6, tcp, udp
@@ -326,16 +327,18 @@ class Icmp:
         elif family == 4 and proto == ipv4.PROTO_ICMP:
             kind, _, rest, _ = icmp4.parse(transport, verify=False)
             if kind == icmp4.ECHO_REQUEST:
-                self._echo_unreachable(4, rest >> 16, now)
+                self._echo_unreachable(4, rest >> 16, now, dst)
         elif family == 6 and proto == ipv6.PROTO_ICMPV6:
             kind, _, rest, _ = icmp6.parse(transport, src, dst, verify=False)
             if kind == icmp6.ECHO_REQUEST:
-                self._echo_unreachable(6, rest >> 16, now)
+                self._echo_unreachable(6, rest >> 16, now, dst)
 
-    def _echo_unreachable(self, family: int, ident: int, now: float) -> None:
+    def _echo_unreachable(self, family: int, ident: int, now: float, dst: bytes) -> None:
         session = self.echo_waiters.get((family, ident))
         if session is not None:
             session.on_error(errno.EHOSTUNREACH, now)
+        elif self.raw_taps:  # a ping socket's request (stack/rawsocket.py)
+            raw.echo_unreachable(self, family, ident, dst, errno.EHOSTUNREACH)
 
 
 class EchoSession:

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError, LinkError
+from threadnet.stack import raw
 from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
 from threadnet.wire import ipv4, ipv6, vnet
 from threadnet.wire.checksum import pseudo_header
@@ -284,7 +285,8 @@ class IpLayer:
         self._hooks_changed()
 
     def _hooks_changed(self) -> None:
-        self._rx_hooked = bool(self.hooks_prerouting or self.hooks_input)
+        self._rx_hooked = bool(self.hooks_prerouting or self.hooks_input) or \
+            raw.needs_slow_path(self)
         self._gen += 1  # cached paths go: output_path says None while hooks need it
 
     def _route4(self, dst: bytes) -> tuple[Interface, bytes] | None:
@@ -420,7 +422,7 @@ class IpLayer:
         ``fast_path4``; and while output or postrouting hooks are installed, which the
         path would pass by). ``offload``: the flow's transport (TCP) can use the
         segmentation and checksum offloads of an offload link."""
-        if self.hooks_output or self.hooks_postrouting:
+        if self.hooks_output or self.hooks_postrouting or self.packet_taps:
             return None
         r = (self.fast_path6 if family == 6 else self.fast_path4)(src, dst, now)
         if r is None:
@@ -609,6 +611,8 @@ class IpLayer:
             return
         iface.tx_packets += 1
         iface.tx_bytes += len(frame)
+        if self.packet_taps:
+            raw.tap_frame(self, iface, frame, True)
 
     def _xmit(self, iface: Interface, mac: bytes, pkt: tuple[int, bytes]) -> None:
         etype, packet = pkt

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from threadnet.errors import FrameError
+from threadnet.stack import raw
 from threadnet.stack.ip import (
     INPUT,
     LIMITED_BROADCAST,
@@ -42,6 +43,8 @@ class IpInput:
         n = len(frame)
         iface.rx_packets += 1
         iface.rx_bytes += n
+        if self.packet_taps:
+            raw.tap_frame(self, iface, frame, False)
         try:
             mv = memoryview(frame)
             if header is None:
@@ -120,6 +123,8 @@ class IpInput:
             if whole is None:
                 return
             payload = memoryview(whole)
+        tapped = self.raw_taps and raw.deliver_ip(self, iface, 4, proto, src, dst, mv[:hlen],
+                                                  payload)
         if proto == ipv4.PROTO_ICMP:
             self._input_icmp4(iface, src, dst, payload, mv[:total], broadcast, now)
         elif proto == ipv4.PROTO_UDP:
@@ -128,7 +133,7 @@ class IpInput:
             self._input_udp(4, src, dst, payload, mv[:total], broadcast, now)
         elif proto == ipv4.PROTO_TCP:
             self._input_tcp(4, src, dst, payload, mv[:total], now)
-        elif not broadcast:
+        elif not broadcast and not tapped:
             self._icmp4_error(src, dst, icmp4.DEST_UNREACHABLE, icmp4.UNREACH_PROTOCOL, mv[:total], now)
 
     def _input_tcp(self, family: int, src: bytes, dst: bytes, payload: memoryview,
@@ -187,6 +192,7 @@ class IpInput:
             # the reassembled payload starts with the header after the fragment header
             proto, off2, _ = ipv6.walk(memoryview(whole), proto, offset=0)
             payload = memoryview(whole)[off2:]
+        tapped = self.raw_taps and raw.deliver_ip(self, iface, 6, proto, src, dst, None, payload)
         if proto == ipv6.PROTO_ICMPV6:
             self._input_icmp6(iface, src, dst, hlim, payload, packet, now, src_mac)
         elif proto == ipv6.PROTO_UDP:
@@ -195,7 +201,7 @@ class IpInput:
             self._input_udp(6, src, dst, payload, packet, multicast, now)
         elif proto == ipv6.PROTO_TCP:
             self._input_tcp(6, src, dst, payload, packet, now)
-        elif proto != ipv6.PROTO_NONE and not multicast:
+        elif proto != ipv6.PROTO_NONE and not multicast and not tapped:
             self._icmp6_error(src, dst, icmp6.PARAMETER_PROBLEM, 1, packet, now, rest=6)
 
 

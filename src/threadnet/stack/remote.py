@@ -33,7 +33,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from threadnet.stack.socket import AF_INET, SOCK_DGRAM, SOCK_STREAM, StackSocket
+from threadnet.stack import rawsocket
+from threadnet.stack.socket import AF_INET, SOCK_STREAM, StackSocket
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -566,8 +567,15 @@ class _Conn:
     def _state(self) -> dict[str, Any]:
         s = self.sock
         assert s is not None
-        return {"local": s.getsockname(),
+        return {"local": rawsocket.to_json(s.getsockname()),
                 "remote": s.getpeername() if s._remote is not None else None}
+
+    def _address(self, sock: StackSocket, addr: Any) -> Any:
+        """A client's address for ``sock``: an AF_PACKET one as ``rawsocket.to_json``
+        sent it, any other numeric."""
+        if sock._kind == "packet":
+            return rawsocket.from_json(addr)
+        return _numeric_address(addr)
 
     def _handle(self, op: Any, req: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], list[Any]]:
         stack = self.pub.stack
@@ -578,13 +586,19 @@ class _Conn:
         if op == "socket":
             if self.sock is not None:
                 raise OSError(errno.EISCONN, "this control connection has a socket")
-            self.sock = StackSocket(stack, int(req["family"]), int(req["type"]), int(req["proto"]))
+            family, kind, proto = int(req["family"]), int(req["type"]), int(req["proto"])
+            if not rawsocket.may_open(rawsocket.kind_of(family, kind, proto), self.uid):
+                # raw and packet sockets are the stack owner's and root's, as a kernel
+                # keeps them to CAP_NET_RAW (docs/security.md)
+                raise OSError(errno.EPERM, "Operation not permitted (raw and packet sockets "
+                              "are for the stack's owner and root)")
+            self.sock = StackSocket(stack, family, kind, proto)
             return {"ok": 1}, [self.sock.fileno()]
         sock = self.sock
         if sock is None:
             raise OSError(errno.ENOTSOCK, "no socket on this control connection")
         if op == "bind":
-            sock.bind(_numeric_address(req["addr"]))
+            sock.bind(self._address(sock, req["addr"]))
         elif op == "listen":
             sock.listen(int(req["backlog"]))
         elif op == "connect":
@@ -605,7 +619,8 @@ class _Conn:
             sock.setsockopt(int(req["level"]), int(req["name"]), int(req["value"]))
         elif op == "sendto":
             addr = req.get("addr")
-            n = sock.send(payload) if addr is None else sock.sendto(payload, _numeric_address(addr))
+            n = sock.send(payload) if addr is None else sock.sendto(payload,
+                                                                    self._address(sock, addr))
             return {"n": n, **self._state()}, []
         else:
             raise ValueError(f"unknown operation {op!r}")
@@ -788,6 +803,7 @@ class RemoteSocket(StackSocket):
         self._vfamily = family
         self._vtype = type
         self._vproto = proto or (_socket.IPPROTO_TCP if type == SOCK_STREAM else _socket.IPPROTO_UDP)
+        self._kind = rawsocket.kind_of(family, type, proto)
         self._listening = False
         self._laddr: tuple | None = None
         self._raddr: tuple | None = None
@@ -796,7 +812,7 @@ class RemoteSocket(StackSocket):
 
     def _update(self, reply: dict[str, Any]) -> None:
         if reply.get("local") is not None:
-            self._laddr = tuple(reply["local"])
+            self._laddr = tuple(rawsocket.from_json(reply["local"]))
         if reply.get("remote") is not None:
             self._raddr = tuple(reply["remote"])
 
@@ -816,6 +832,8 @@ class RemoteSocket(StackSocket):
 
     def _numeric(self, address: Any) -> list:
         """Names are resolved by the stack first (on its worker thread, not its runner)."""
+        if self._kind == "packet":
+            return rawsocket.to_json(address)
         if not isinstance(address, tuple) or len(address) < 2:
             raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
         host = address[0]
@@ -886,7 +904,7 @@ class RemoteSocket(StackSocket):
 
     def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
         address = flags_or_addr if addr is None else addr
-        if self._vtype != SOCK_DGRAM:
+        if self._vtype == SOCK_STREAM:
             raise OSError(errno.EISCONN, "Transport endpoint is already connected")
         data = bytes(data)
         if len(data) > 65507:
@@ -894,7 +912,7 @@ class RemoteSocket(StackSocket):
         return self._call("sendto", data, addr=self._numeric(address))[0]["n"]
 
     def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
-        if self._vtype == SOCK_DGRAM:
+        if self._vtype != SOCK_STREAM:
             data = bytes(data)
             return self._call("sendto", data, addr=None)[0]["n"]
         return _socket.socket.send(self, data, flags)

@@ -38,6 +38,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from threadnet.stack import rawsocket
 from threadnet.stack import runner as _runner
 from threadnet.stack.tcp.connection import TcpState
 from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
@@ -61,15 +62,20 @@ def _to_int_family(family: int) -> int:
 
 
 class StackSocket(_socket.socket):
-    """A socket on a threadnet Stack (TCP or UDP, IPv4 or IPv6)."""
+    """A socket on a threadnet Stack (TCP or UDP, IPv4 or IPv6; raw IP, ping and packet
+    sockets: ``stack/rawsocket.py``)."""
+
+    #: a raw, ping or packet socket's end (``stack/rawsocket.py``), and its kind
+    _raw: Any = None
+    _kind = ""
+    _error = 0
 
     def __init__(self, stack: Stack, family: int = AF_INET, type: int = SOCK_STREAM,
                  proto: int = 0, *, _endpoint: TcpEndpoint | None = None) -> None:
-        if family not in (AF_INET, AF_INET6):
-            raise OSError(errno.EAFNOSUPPORT, "threadnet stacks support AF_INET and AF_INET6")
         base_type = type & ~(getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0))
-        if base_type not in (SOCK_STREAM, SOCK_DGRAM):
-            raise OSError(errno.ESOCKTNOSUPPORT, "only SOCK_STREAM and SOCK_DGRAM")
+        kind = rawsocket.kind_of(family, base_type, proto)
+        if not kind and base_type not in (SOCK_STREAM, SOCK_DGRAM):
+            raise OSError(errno.ESOCKTNOSUPPORT, "only SOCK_STREAM, SOCK_DGRAM and SOCK_RAW")
         # datagrams travel on a SEQPACKET pair: boundaries kept, no 10-datagram
         # max_dgram_qlen limit, and the application sees EOF if the stack's end goes away
         app, inner = _socket.socketpair(_socket.AF_UNIX, base_type if base_type == SOCK_STREAM
@@ -95,6 +101,14 @@ class StackSocket(_socket.socket):
         # sendto's last destination, as given and as parsed (numeric addresses only)
         self._last_to: Any = None
         self._last_parsed: tuple[int, bytes, int] = (0, b"", 0)
+        if kind:
+            self._kind = kind
+            try:
+                self._raw = rawsocket.open_end(self, kind)
+            except BaseException:
+                super().close()
+                inner.close()
+                raise
         if type & getattr(_socket, "SOCK_NONBLOCK", 0):
             self.setblocking(False)
         if _endpoint is not None:
@@ -164,6 +178,8 @@ class StackSocket(_socket.socket):
         return (str(ipaddress.ip_address(a)) if a else "::", port, 0, 0)
 
     def getsockname(self) -> tuple:  # type: ignore[override]
+        if self._raw is not None:
+            return self._raw.name()
         return self._fmt(self._local)
 
     def getpeername(self) -> tuple:  # type: ignore[override]
@@ -184,6 +200,9 @@ class StackSocket(_socket.socket):
             self._opts[(level, optname)] = (int(bool(onoff)), max(0, secs))
             return
         v = int.from_bytes(value, "little") if isinstance(value, bytes | bytearray) else value
+        if self._raw is not None and self._raw.setsockopt(level, optname, int(v)):
+            self._opts[(level, optname)] = v
+            return
         self._opts[(level, optname)] = v
         self._last_to = None  # (IPV6_V6ONLY changes what an address means)
         if (level, optname) == (_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY):
@@ -232,6 +251,12 @@ class StackSocket(_socket.socket):
 
     # -- bind / listen / accept --------------------------------------------------------------
     def bind(self, address: Any) -> None:  # type: ignore[override]
+        if self._raw is not None:
+            if self._kind == "packet":
+                self._raw.bind(address)
+            else:
+                self._raw.bind(*self._parse(address))
+            return
         fam, addr, port = self._parse(address)
         stack = self._stack
         if addr and not (stack._is_local4(addr) if fam == 4 else stack._is_local6(addr)):
@@ -345,8 +370,14 @@ class StackSocket(_socket.socket):
     def _connect(self, address: Any, nonblock: bool | None = None) -> int:
         """Start (and unless non-blocking, finish) a connect; returns an errno value.
         ``nonblock`` overrides the socket's own mode (for the published stacks' server)."""
+        if self._kind == "packet":
+            return errno.EOPNOTSUPP
         fam, addr, port = self._parse(address)
         stack = self._stack
+        if self._raw is not None:
+            self._raw.connect(fam, addr)
+            self._remote = (addr, 0)
+            return 0
         if self._vtype == SOCK_DGRAM:
             with stack.locked():
                 if self._udp_key is None:
@@ -387,7 +418,7 @@ class StackSocket(_socket.socket):
             raise OSError(pump.error, os.strerror(pump.error))
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
-        if self._vtype == SOCK_DGRAM:
+        if self._vtype != SOCK_STREAM:
             return self.recvfrom(bufsize, flags)[0]
         data = super().recv(bufsize, flags)
         if not data and bufsize:
@@ -395,7 +426,7 @@ class StackSocket(_socket.socket):
         return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
-        if self._vtype == SOCK_DGRAM:
+        if self._vtype != SOCK_STREAM:
             data, _ = self.recvfrom(nbytes or len(buffer), flags)
             memoryview(buffer)[:len(data)] = data
             return len(data)
@@ -405,7 +436,7 @@ class StackSocket(_socket.socket):
         return n
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple]:  # type: ignore[override]
-        if self._vtype != SOCK_DGRAM:
+        if self._vtype == SOCK_STREAM:
             return self.recv(bufsize, flags), self.getpeername()
         while True:
             raw = super().recv(65535 + _UDP_HDR.size, flags)
@@ -413,7 +444,13 @@ class StackSocket(_socket.socket):
                 self._check_eof()
                 raise OSError(errno.EBADF, "the socket was closed")
             if raw[0]:
+                if self._kind == "packet":
+                    return rawsocket.decode_frame(raw, bufsize)
                 return self._parse_datagram(raw, bufsize)
+            err = _UDP_HDR.unpack_from(raw)[2]
+            if err:  # a ping socket's error, carried with its wake-up (one process or two)
+                self._error = 0
+                raise OSError(err, os.strerror(err))
             # family 0: the stack's word that an error is pending (_udp_bind's failed), which
             # wakes a blocked recv; reported once, by this call or an earlier send
             self._raise_pending()
@@ -436,8 +473,10 @@ class StackSocket(_socket.socket):
 
     def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
         address = flags_or_addr if addr is None else addr
-        if self._vtype != SOCK_DGRAM:
+        if self._vtype == SOCK_STREAM:
             raise OSError(errno.EISCONN, "Transport endpoint is already connected")
+        if self._raw is not None:
+            return self._raw_sendto(data, address)
         # the hot path of small datagrams: a repeated numeric destination is parsed once,
         # addresses stay packed, and the datagram leaves in this thread; the runner's
         # thread hears of it only if a timer must run earlier (Stack.locked)
@@ -462,7 +501,19 @@ class StackSocket(_socket.socket):
                            stack.clock())
         return len(data)
 
+    def _raw_sendto(self, data: Any, address: Any) -> int:
+        if self._error:
+            self._raise_pending()
+        if self._kind == "packet":
+            return self._raw.sendto(bytes(data), address)
+        if address is None:
+            return self._raw.sendto(bytes(data), None)
+        _, dst, _ = self._parse(address)
+        return self._raw.sendto(bytes(data), dst)
+
     def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
+        if self._raw is not None:
+            return self._raw_sendto(data, None)
         if self._vtype == SOCK_DGRAM:
             if self._remote is None:
                 raise OSError(errno.EDESTADDRREQ, "Destination address required")
@@ -470,7 +521,7 @@ class StackSocket(_socket.socket):
         return super().send(data, flags)
 
     def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
-        if self._vtype == SOCK_DGRAM:
+        if self._vtype != SOCK_STREAM:
             self.send(data, flags)
             return
         super().sendall(data, flags)
@@ -503,6 +554,9 @@ class StackSocket(_socket.socket):
     # -- closing -----------------------------------------------------------------------------------
     def close(self) -> None:  # type: ignore[override]
         stack = self._stack
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._listener is not None:
             with stack.locked():
                 self._listener.close(stack.clock())

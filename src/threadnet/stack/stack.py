@@ -173,7 +173,7 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
     RUNTIME = frozenset({
         "lock", "_held", "runner", "_on_clock", "links", "upper", "clock",
         "hooks_prerouting", "hooks_input", "hooks_forward", "hooks_output",
-        "hooks_postrouting", "_rx_hooked"})
+        "hooks_postrouting", "_rx_hooked", "raw_taps", "packet_taps"})
 
     def __init__(self, config: str | None = None, link: Link | str | None = None, *,
                  name: str | None = None, forwarding: bool = False,
@@ -256,6 +256,9 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self.hooks_output: tuple[Hook, ...] = ()
         self.hooks_postrouting: tuple[Hook, ...] = ()
         self._rx_hooked = False  # prerouting or input hooks: the direct input paths are off
+        # raw and packet sockets' taps (stack/raw.py): empty, one test each
+        self.raw_taps: tuple[Any, ...] = ()
+        self.packet_taps: dict[int, tuple[Any, ...]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """The protocol state, without what runs it (``RUNTIME``): what ``pickle`` and
