@@ -379,3 +379,57 @@ def test_checksum_adjustment_matches_a_recomputation():
         c = struct.unpack_from("!H", data, 10)[0]
         data[10:12] = b"\0\0"
         assert c == checksum(data)
+
+
+def test_nptv6_translates_prefixes_checksum_neutrally_both_ways():
+    """RFC 6296: the inside prefix fd00::/48 is 2001:db8:1::/48 outside, one address for
+    one address, and no transport checksum changes (the sum of the address's words is
+    the same); the outside reaches an inside host by its translated address."""
+    net = Net("""table ip6 npt {
+        chain post { type nat hook postrouting priority srcnat;
+            oifname "eth1" ip6 saddr fd00::/48 snat ip6 prefix to 2001:db8:1::/48 }
+        chain pre { type nat hook prerouting priority dstnat;
+            iifname "eth1" ip6 daddr 2001:db8:1::/48 dnat ip6 prefix to fd00::/48 } }""")
+    try:
+        net.advance(1.5)
+        net.b.route_add("2001:db8:1::/48", "2001:db8::1", now=net.now)
+        assert "snat ip6 prefix to 2001:db8:1::/48" in net.r.filter_list()
+        net.b.tcp.listen(6, b"", 80, 8)
+        ep = _tcp_connect(net, net.a, B6, 80)
+        assert ep.conn.established
+        out = [p for p in net.on_wire(1) if TCP in p and p[IPv6].dst == B6]
+        inside = [p for p in net.on_wire(0) if TCP in p and p[IPv6].dst == B6]
+        mapped = natmod.map_prefix(_p(A6), int(ipaddress.ip_address("2001:db8:1::")), 48)
+        assert {p[IPv6].src for p in out} == {str(ipaddress.ip_address(mapped))}
+        # checksum-neutral: the TCP checksum of the SYN is the same on both sides
+        assert out[0][TCP].chksum == inside[0][TCP].chksum
+        # and the other way: B connects to A's outside address
+        net.a.tcp.listen(6, b"", 22, 8)
+        ep = _tcp_connect(net, net.b, str(ipaddress.ip_address(mapped)), 22)
+        assert ep.conn.established
+    finally:
+        net.close()
+
+
+def test_a_lapsed_udp_mapping_frees_its_port(net):
+    """Once the connections of A2's mapping expired, A may keep the same port."""
+    net.b.udp_bind(53, lambda data, src, dst: None)
+    net.a2.udp_send(b"x", (B, 53), 6100, now=net.now)
+    net.advance(0.1)
+    net.advance(31.0)  # nf_conntrack's UDP timeout
+    net.a.udp_send(b"y", (B, 53), 6100, now=net.now)
+    net.advance(0.1)
+    ports = [p[UDP].sport for p in net.on_wire(1)
+             if UDP in p and p[IP].dst == B and bytes(p[UDP].payload) == b"y"]
+    assert ports == [6100]
+
+
+def test_nat_rules_print_back_as_they_parse():
+    from threadnet.stack.nftables import parse
+
+    text = parse(MASQ).text() + parse("""table inet n { chain c {
+        type nat hook postrouting priority 100; snat ip to 192.0.2.1-192.0.2.9:1000-2000; masquerade to :4000-5000
+        snat ip6 prefix to 2001:db8:9::/48 } }""").text()
+    assert parse(text).text() == text
+    assert "snat ip to 192.0.2.1-192.0.2.9:1000-2000" in text
+    assert "masquerade to :4000-5000" in text

@@ -134,8 +134,7 @@ class PacketFilter:
             self.conntrack.flush()
         if tracking and not self.tracking:
             self._adopt_connections()
-        if compiled is not None and compiled.nats or \
-                compiled is not None and compiled.ruleset.uses_nat():
+        if compiled is not None and compiled.ruleset.uses_nat():
             if self.nat is None or self.nat.table is not self.conntrack:
                 self.nat = Nat(stack, self.conntrack)  # type: ignore[arg-type]
         self.tracking = tracking

@@ -91,6 +91,9 @@ class NatSpec:
     port_lo: int | None = None
     port_hi: int | None = None
     text: str = ""
+    #: ``snat/dnat prefix to``: the length of the prefix ``lo`` (the address's first
+    #: bits are replaced, the rest kept; IPv6 checksum-neutrally, RFC 6296)
+    prefix: int | None = None
 
 
 class Nat:
@@ -104,7 +107,9 @@ class Nat:
         #: UDP endpoint-independent mappings: (family, inside addr, port) -> (outside
         #: addr, port), and back, oldest first
         self.mappings: OrderedDict[tuple, tuple[bytes, int]] = OrderedDict()
-        self._owners: dict[tuple, tuple[bytes, int]] = {}
+        #: (family, outside addr, port) -> (inside addr, port, the connection that took
+        #: it last): a mapping whose connections are all gone frees its port
+        self._owners: dict[tuple, tuple[bytes, int, ct.Connection]] = {}
         self._frags: OrderedDict[tuple, tuple[bytes, bytes, float]] = OrderedDict()
         self._rnd = random.Random(seed)
 
@@ -122,6 +127,14 @@ class Nat:
             if manip == SRC and bits & CHANGED and iface_out is not None:
                 return self._hairpin(conn, iface_out)
             return True
+        if spec.prefix is not None:
+            old = conn.original[0 if manip == SRC else 1]
+            new = map_prefix(old, spec.lo, spec.prefix)  # type: ignore[arg-type]
+            if new is None:
+                self.stats["errors"] += 1
+                return False
+            lo = hi = int.from_bytes(new, "big")
+            return self._alter(conn, manip, lo, hi, None, None)
         if spec.kind == "masquerade":
             addr = self._iface_address(conn.family, iface_out, conn.original[1])
             if addr is None:
@@ -194,7 +207,7 @@ class Nat:
             if got is not None and (lo is None or lo <= int.from_bytes(got[0], "big") <= hi) \
                     and (plo is None or plo <= got[1] <= phi):  # type: ignore[operator]
                 if self._try(conn, r, aslot, got[0], pslot, got[1]):
-                    self.mappings.move_to_end(mapping)
+                    self._map(mapping, got[0], got[1], conn)
                     return True
         if plo is None:
             if icmp:
@@ -212,13 +225,13 @@ class Nat:
         for a in addrs:
             if keep and self._free(mapping, a, cur_port) and \
                     self._try(conn, r, aslot, a, pslot, cur_port):
-                self._map(mapping, a, cur_port)
+                self._map(mapping, a, cur_port, conn)
                 return True
             start = self._rnd.randrange(span)
             for i in range(min(span, PORT_ATTEMPTS)):
                 p = plo + (start + i) % span  # type: ignore[operator]
                 if self._free(mapping, a, p) and self._try(conn, r, aslot, a, pslot, p):
-                    self._map(mapping, a, p)
+                    self._map(mapping, a, p, conn)
                     return True
         self.stats["no_port"] += 1
         return False
@@ -242,16 +255,20 @@ class Nat:
         if mapping is None:
             return True
         owner = self._owners.get((mapping[0], addr, port))
-        return owner is None or owner == mapping[1:]
+        if owner is None or owner[:2] == mapping[1:]:
+            return True
+        last = owner[2]  # still in the table? else the mapping has lapsed
+        return self.table.table.get(last.original, (None,))[0] is not last
 
-    def _map(self, mapping: tuple | None, addr: bytes, port: int) -> None:
+    def _map(self, mapping: tuple | None, addr: bytes, port: int,
+             conn: ct.Connection) -> None:
         if mapping is None:
             return
         old = self.mappings.pop(mapping, None)
         if old is not None:
             self._owners.pop((mapping[0], *old), None)
         self.mappings[mapping] = (addr, port)
-        self._owners[(mapping[0], addr, port)] = mapping[1:]
+        self._owners[(mapping[0], addr, port)] = (*mapping[1:], conn)
         while len(self.mappings) > MAX_MAPPINGS:
             key, value = self.mappings.popitem(last=False)
             self._owners.pop((key[0], *value), None)
@@ -413,6 +430,36 @@ class Nat:
                 src, dst, len(out) - toff, ct.PROTO_ICMPV6)))
         self.stats["translated"] += 1
         return out
+
+
+def map_prefix(addr: bytes, prefix: int, plen: int) -> bytes | None:
+    """``addr`` with its first ``plen`` bits those of ``prefix`` (an int). For IPv6 the
+    translation is checksum-neutral (RFC 6296 3.2, 3.4): the ones' complement sum of the
+    address's words does not change, so no transport checksum does. The difference goes
+    into the subnet word (bits 48-63) for a prefix of /48 or shorter, else into the
+    first interface identifier word that is not 0xFFFF; None when that word is 0xFFFF
+    (RFC 6296 3.5: such a packet is dropped)."""
+    bits = len(addr) * 8
+    host = (1 << (bits - plen)) - 1
+    v = int.from_bytes(addr, "big")
+    new = (prefix & ~host & ((1 << bits) - 1)) | (v & host)
+    if bits == 32:
+        return new.to_bytes(4, "big")
+    old_words = struct.unpack("!8H", addr)
+    words = list(struct.unpack("!8H", new.to_bytes(16, "big")))
+    if plen <= 48:
+        at = 3
+    else:
+        at = next((i for i in range(4, 8) if words[i] != 0xFFFF), -1)
+        if at < 0:
+            return None
+    if words[at] == 0xFFFF:
+        return None
+    # the difference of the sums, folded (ones' complement), added to that word
+    diff = sum(old_words) - sum(words)
+    w = (words[at] + diff % 0xFFFF) % 0xFFFF
+    words[at] = 0 if w == 0xFFFF else w
+    return struct.pack("!8H", *words)
 
 
 def _quoted_transport6(out: bytearray, ioff: int) -> int:

@@ -740,8 +740,22 @@ class Parser:
                 raise self.src.error(w, f"{kind} {w.text} in a table of family "
                                      f"{table.family}")
             fam = want
-        lo = hi = plo = phi = None
+        lo = hi = plo = phi = plen = None
         text = kind
+        if kind != "masquerade" and self.accept("prefix"):
+            # a prefix for a prefix (NETMAP; RFC 6296's NPTv6 for IPv6)
+            self.expect("to", "'to' and a prefix")
+            v = self.word("a prefix (ADDR/LEN)")
+            try:
+                e = _address(v.text, fam or (6 if ":" in v.text else 4))
+            except ValueError as exc:
+                raise self.src.error(v, str(exc)) from None
+            bits = 32 if "." in v.text else 128
+            lo, hi = e.lo, e.lo
+            plen = bits - (e.hi - e.lo + 1).bit_length() + 1
+            fam = 4 if bits == 32 else 6
+            text += (" ip" if fam == 4 else " ip6") + f" prefix to {e.text}"
+            return Verdict(kind, nat=NatSpec(kind, fam, lo, hi, text=text, prefix=plen))
         if self.accept("to"):
             v = self.word("an address, a range, or :PORT")
             try:
