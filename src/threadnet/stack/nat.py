@@ -269,9 +269,20 @@ class Nat:
             self._owners.pop((mapping[0], *old), None)
         self.mappings[mapping] = (addr, port)
         self._owners[(mapping[0], addr, port)] = (*mapping[1:], conn)
-        while len(self.mappings) > MAX_MAPPINGS:
-            key, value = self.mappings.popitem(last=False)
-            self._owners.pop((key[0], *value), None)
+        # at most as many as the table has connections, and those whose connection is
+        # gone go (a few per call, from the least recently used end)
+        limit = min(MAX_MAPPINGS, self.table.max_entries)
+        table = self.table.table
+        for _ in range(4):
+            key, value = next(iter(self.mappings.items()))
+            owner = self._owners.get((key[0], *value))
+            alive = owner is not None and \
+                table.get(owner[2].original, (None,))[0] is owner[2]
+            if alive and len(self.mappings) <= limit:
+                break
+            del self.mappings[key]
+            if owner is not None and owner[:2] == key[1:]:
+                del self._owners[(key[0], *value)]
 
     # -- packets --------------------------------------------------------------------------
     def translate(self, family: int, packet: Any, f: ct.Fields, conn: ct.Connection,
