@@ -533,3 +533,65 @@ def test_fragmented_datagrams_are_translated_both_ways(net):
     assert IP(bytes(again))[UDP].chksum == whole[0][UDP].chksum
     assert got_b and got_b[0][0] == payload
     assert got_a == [payload[::-1]]
+
+
+def test_mangled_ipv6_frames_and_errors_quoting_translated_flows_raise_nothing(net):
+    """NAT66: random TCP, UDP, ICMPv6 echo and errors whose quoted packet is a real
+    translated flow's, cut at every length, or random bytes."""
+    from threadnet.wire import icmp6, ipv6
+
+    net.advance(1.5)
+    net.b.udp_bind(53, lambda data, src, dst: None)
+    net.a.udp_send(b"x", (B6, 53), 43000, now=net.now)
+    net.advance(0.2)
+    sent = [f for w, f in net.frames if w == 1 and Ether(f).haslayer(UDP)
+            and Ether(f)[UDP].sport == 43000][0]
+    quoted_real = sent[14:]
+    rnd = random.Random(8)
+    r_eth1 = net.r.interfaces[3]
+    head = r_eth1.mac + net.b.interfaces[2].mac + b"\x86\xdd"
+    src, dst = _p(B6), _p(R6_OUT)
+    # one intact error first, delivered: R learns A's link address, so the errors it
+    # translates next go straight onto the inside wire
+    body = bytearray(8 + len(quoted_real))
+    icmp6.build(body, src, dst, 1, 4, 0, quoted_real)
+    pkt = bytearray(40 + len(body))
+    ipv6.build(pkt, src, dst, 58, len(body))
+    pkt[40:] = body
+    net.r.input(r_eth1, head + bytes(pkt), net.now)
+    net.move()
+    checked = 0
+    for _ in range(5000):
+        kind = rnd.random()
+        flipped = True
+        if kind < 0.5:
+            quote = quoted_real[:rnd.randrange(0, len(quoted_real) + 1)]
+            flipped = rnd.random() < 0.3
+            if flipped:
+                q = bytearray(quote)
+                if q:
+                    q[rnd.randrange(len(q))] ^= 0xFF
+                quote = bytes(q)
+            body = bytearray(8 + len(quote))
+            icmp6.build(body, src, dst, rnd.choice((1, 2, 3, 4)), 4, 0, quote)
+            proto = 58
+        elif kind < 0.8:
+            body = bytearray(8 + rnd.randrange(0, 30))
+            udp.build(body, src, dst, 53, rnd.choice((43000, rnd.randrange(1, 65536))),
+                      bytes(len(body) - 8))
+            proto = 17
+        else:
+            body = bytearray(rnd.randbytes(rnd.randrange(0, 40)))
+            proto = rnd.choice((6, 17, 58, 44, 0))
+        pkt = bytearray(40 + len(body))
+        ipv6.build(pkt, src, dst, proto, len(body))
+        pkt[40:] = body
+        net.r.input(r_eth1, head + bytes(pkt), net.now)
+        if not flipped:  # what NAT made of an intact error: every checksum right
+            for f in net.lr0.sent:
+                check_checksums(f)
+                checked += 1
+        net.lr0.sent.clear()
+        net.lr1.sent.clear()
+    nat = net.r.packet_filter.nat
+    assert nat.stats["translated"] > 100 and checked > 100
