@@ -8,6 +8,8 @@ outside namespace has no route to the inside network, so only NAT gets answers b
   inside kernel takes: the socket sees ECONNREFUSED (RFC 5508, the quoted header
   translated);
 - a port forward (``dnat``) lets the outside reach a server inside;
+- 100,000 spoofed flows from the inside leave the connection table at its bound, and
+  service goes on;
 - tshark decodes captures on both sides without complaint (every checksum NAT adjusted
   is valid).
 """
@@ -71,6 +73,21 @@ except ConnectionRefusedError:
     print('refused')
 except TimeoutError:
     print('timeout')
+"""
+
+
+FLOOD = """
+import random, socket, struct, sys, time
+net, dst, count = sys.argv[1], socket.inet_aton(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+rnd = random.Random(1)
+for i in range(count):
+    src = socket.inet_aton(f"{net}.{rnd.randrange(3, 250)}")
+    udp = struct.pack("!HHHH", rnd.randrange(1024, 65536), 53, 9, 0) + b"q"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 29, i & 0xFFFF, 0, 64, 17, 0, src, dst)
+    s.sendto(ip + udp, (sys.argv[2], 0))
+    if i % 200 == 199:
+        time.sleep(0.015)  # (paced, so the stack takes nearly all of them)
 """
 
 
@@ -143,6 +160,18 @@ def test_masquerade_and_a_port_forward_between_two_namespaces(netns, procs, sock
                              minus_zero_from=kernels, http=2, icmp=6)
         assert_capture_clean(os.path.join(sockdir, "outside.pcap"), 10,
                              minus_zero_from=kernels, http=2, icmp=6)
+        # 100,000 spoofed flows from the inside: the table stays bounded, service goes on
+        router.conntrack.max_entries = 4000
+        flood = os.path.join(sockdir, "flood.py")
+        with open(flood, "w") as f:
+            f.write(FLOOD)
+        netns.run(inside, "python3", flood, f"{IN_NET}", f"{OUT_NET}.2", "100000",
+                  timeout=300)
+        stats = router.conntrack.stats
+        assert len(router.conntrack) <= 4000
+        assert stats["early_drop"] > 80_000, stats  # (nearly all of the flood got there)
+        r = netns.run(inside, "curl", "-sS", "-m", "10", f"http://{OUT_NET}.2:8000/")
+        assert r.stdout == f"client {OUT_NET}.1", r.stdout
     finally:
         for c in caps:
             c.stop(settle=0)
