@@ -595,3 +595,18 @@ def test_mangled_ipv6_frames_and_errors_quoting_translated_flows_raise_nothing(n
         net.lr1.sent.clear()
     nat = net.r.packet_filter.nat
     assert nat.stats["translated"] > 100 and checked > 100
+
+
+def test_an_output_dnat_to_the_lan_is_no_hairpin():
+    """The router's own connection, sent by an output dnat to a LAN server from its LAN
+    address, keeps its source (it is no client on that LAN to hairpin for)."""
+    net = Net("""table ip nat { chain out { type nat hook output priority -100;
+        ip daddr 10.0.0.200 tcp dport 8080 dnat to 10.0.0.5:80 } }""")
+    try:
+        net.a2.tcp.listen(4, b"", 80, 8)
+        ep = _tcp_connect(net, net.r, "10.0.0.200", 8080)
+        assert ep.conn.established
+        srcs = {p[IP].src for p in net.on_wire(0) if TCP in p and p[IP].dst == A2}
+        assert srcs == {R_IN}
+    finally:
+        net.close()

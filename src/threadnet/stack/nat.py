@@ -151,6 +151,8 @@ class Nat:
         client used (RFC 4787 REQ-9)."""
         client = conn.original[0]
         stack = self.stack
+        if stack._is_local4(client) if conn.family == 4 else stack._is_local6(client):
+            return True  # this host's own connection, sent elsewhere by an output dnat
         r = stack._route4(client) if conn.family == 4 else stack._route6(client)
         if r is None or r[0] is not iface_out:
             return True

@@ -30,7 +30,7 @@ from threadnet.stack.nat import NatSpec
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 #: where a nat chain may hook, and which of its statements each hook takes
 NAT_HOOKS = {"prerouting": ("dnat",), "output": ("dnat",),
-             "postrouting": ("snat", "masquerade"), "input": ("snat", "masquerade")}
+             "postrouting": ("snat", "masquerade"), "input": ("snat",)}
 FAMILIES = ("inet", "ip", "ip6")
 #: nftables' standard priority names (for the filter's hooks)
 PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
