@@ -212,7 +212,9 @@ class Nat:
                     self._map(mapping, got[0], got[1], conn)
                     return True
         if plo is None:
-            if icmp:
+            if manip == DST:  # (as Linux: a dnat without ports never moves the port)
+                plo = phi = cur_port
+            elif icmp:
                 plo, phi = 0, 65535
             elif cur_port < 512:
                 plo, phi = 1, 511
