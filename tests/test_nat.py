@@ -610,3 +610,14 @@ def test_an_output_dnat_to_the_lan_is_no_hairpin():
         assert srcs == {R_IN}
     finally:
         net.close()
+
+
+def test_tcp_port_clash_moves_the_second_connection_and_both_work(net):
+    net.b.tcp.listen(4, b"", 80, 8)
+    ep1 = net.a.tcp.connect(4, None, 7777, _p(B), 80, net.now)
+    ep2 = net.a2.tcp.connect(4, None, 7777, _p(B), 80, net.now)
+    net.advance(0.5)
+    assert ep1.conn.established and ep2.conn.established
+    sports = {p[TCP].sport for p in net.on_wire(1) if TCP in p and p[IP].dst == B}
+    assert 7777 in sports and len(sports) == 2
+    assert all(p >= 1024 for p in sports)  # (Linux's class for a port of 1024 and up)
