@@ -3,7 +3,7 @@
 A ``Conntrack`` keeps one ``Connection`` per flow: TCP (with nf_conntrack's TCP states),
 UDP, ICMP and ICMPv6 queries (echo, by identifier) and any other protocol by its pair of
 addresses ("generic"). Each connection has two tuples, ``original`` (the direction of its
-first packet) and ``reply``, and the table finds it by either; NAT (later) rewrites the
+first packet) and ``reply``, and the table finds it by either; NAT (``stack/nat.py``) rewrites the
 reply tuple with ``alter_reply``. A packet's ``ct state`` (nftables' bits) is:
 
 - ``NEW``: in the original direction of a connection that has seen no reply yet;
@@ -252,8 +252,9 @@ class Connection:
     destination address, protocol, source port or ICMP identifier, destination port or
     ICMP type); ``state`` its TCP state (``TCP_STATE_NAMES``; 0 for the others);
     ``status`` the bits ``SEEN_REPLY``, ``ASSURED``, ``CONFIRMED``; ``deadline`` when it
-    expires, on the stack's clock; ``nat`` is NAT's own record of what it rewrote (None
-    here: NAT comes later, and changes ``reply`` with ``Conntrack.alter_reply``)."""
+    expires, on the stack's clock; ``nat`` is NAT's record (``stack/nat.py``: which
+    translations were decided, and whether one changed ``reply``, which it does with
+    ``Conntrack.alter_reply``), None for a connection NAT never saw."""
 
     __slots__ = ("original", "reply", "proto", "family", "state", "status", "timeout",
                  "deadline", "created", "tcp", "nat")
