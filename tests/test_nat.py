@@ -621,3 +621,14 @@ def test_tcp_port_clash_moves_the_second_connection_and_both_work(net):
     sports = {p[TCP].sport for p in net.on_wire(1) if TCP in p and p[IP].dst == B}
     assert 7777 in sports and len(sports) == 2
     assert all(p >= 1024 for p in sports)  # (Linux's class for a port of 1024 and up)
+
+
+def test_two_inside_pings_with_one_identifier_both_get_their_replies(net):
+    """ICMP echo identifiers are ports to NAT (RFC 5508 3.1): the second of two inside
+    hosts with the same identifier gets another one outside, and each host its replies."""
+    s1 = net.a.start_ping(B, count=2, timeout=1.0, now=net.now, ident=4242)
+    s2 = net.a2.start_ping(B, count=2, timeout=1.0, now=net.now, ident=4242)
+    net.advance(3.0)
+    assert len(s1.rtts) == 2 and len(s2.rtts) == 2
+    ids = {p[ICMP].id for p in net.on_wire(1) if ICMP in p and p[ICMP].type == 8}
+    assert 4242 in ids and len(ids) == 2
