@@ -25,9 +25,12 @@ same states:
   frees an unconfirmed entry with its packet), so a scan leaves no entries behind;
 - a packet that comes back through loopback was tracked at output and is not tracked
   twice: it keeps the state it got there;
-- a ruleset without ``ct state`` tracks nothing; replacing a tracking ruleset by one
-  that does not track empties the table (a later tracking ruleset picks up the
-  connections still running, as nf_conntrack_tcp_loose does).
+- a ruleset with nat chains tracks as one with prerouting and postrouting chains, and
+  NAT (``stack/nat.py``) rewrites packets inside the hooks, after the chains of the nat
+  stage's priority: the chains after see the packet rewritten (``docs/nat.md``);
+- a ruleset without ``ct state`` or nat chains tracks nothing; replacing a tracking
+  ruleset by one that does not track empties the table (a later tracking ruleset picks
+  up the connections still running, as nf_conntrack_tcp_loose does).
 
 Fragments: the hooks before reassembly see fragments one by one. The first fragment,
 which has the transport header, is judged by the rules; a later fragment takes the
