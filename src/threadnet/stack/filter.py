@@ -66,7 +66,7 @@ from threadnet.stack.conntrack import (
     packet_fields,
 )
 from threadnet.stack.ip import ACCEPT, DROP
-from threadnet.stack.nat import MANIP, Nat
+from threadnet.stack.nat import MANIP, NEED, Nat
 from threadnet.stack.nftables import Log, RulesetError, parse
 from threadnet.stack.nftcompile import NAT_BASE, REJECT_BASE, Compiled, compile_ruleset
 from threadnet.wire import icmp4, icmp6, tcp
@@ -203,6 +203,7 @@ class PacketFilter:
         nats = compiled.nats
         new_state = ct.NEW
         done_bit = 1 if manip == 1 else 2
+        need = (NEED[0][manip], NEED[1][manip]) if manip else (0, 0)
         rejects = compiled.rejects
         pf = self
         fields = packet_fields
@@ -285,7 +286,8 @@ class PacketFilter:
                 if state == new_state and not d and not (conn.nat or 0) & done_bit and \
                         not nat.setup(conn, d, spec, manip, meta.iface_out):  # type: ignore
                     verdict = DROP  # no free tuple (counted as no_port)
-                if verdict == ACCEPT and conn.nat and conn.nat & 4:  # (nat.CHANGED)
+                if verdict == ACCEPT and conn.nat and conn.nat & (
+                        4 if state == relevant else need[d]):  # (nat.CHANGED, nat.NEED)
                     out = nat.translate(fam, packet, f, conn, d, state, manip,  # type: ignore
                                         meta.now)
                     if out is not None:

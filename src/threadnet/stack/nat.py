@@ -63,6 +63,9 @@ SRC = 2
 DONE_DST = 1
 DONE_SRC = 2
 CHANGED = 4
+#: ... and which rewrites a packet needs: NEED[direction][manip] (set by ``setup``, so a
+#: packet that needs none at a hook costs one test there)
+NEED = ((0, 8, 16), (0, 32, 64))
 #: the hook points and their manip
 MANIP = {"prerouting": DST, "output": DST, "postrouting": SRC, "input": SRC}
 #: UDP's endpoint-independent mappings kept at most, oldest given up first
@@ -123,6 +126,13 @@ class Nat:
         if d != ct.ORIGINAL or bits & (DONE_DST if manip == DST else DONE_SRC):
             return True
         conn.nat = bits | (DONE_DST if manip == DST else DONE_SRC)
+        ok = self._decide(conn, spec, manip, iface_out, bits)
+        if conn.nat & CHANGED:
+            conn.nat = (conn.nat & 7) | _needs(conn)
+        return ok
+
+    def _decide(self, conn: ct.Connection, spec: NatSpec | None, manip: int,
+                iface_out: Interface | None, bits: int) -> bool:
         if spec is None:
             if manip == SRC and bits & CHANGED and iface_out is not None:
                 return self._hairpin(conn, iface_out)
@@ -445,6 +455,23 @@ class Nat:
                 src, dst, len(out) - toff, ct.PROTO_ICMPV6)))
         self.stats["translated"] += 1
         return out
+
+
+def _needs(conn: ct.Connection) -> int:
+    """The ``NEED`` bits of ``conn``: which manips change a packet of each direction
+    (one that should leave as the other direction's tuple inverted)."""
+    out = 0
+    proto = conn.proto
+    for d, this, other in ((0, conn.original, conn.reply), (1, conn.reply, conn.original)):
+        if proto in _PORTED:
+            dst = this[1] != other[0] or this[4] != other[3]
+            src = this[0] != other[1] or this[3] != other[4]
+        else:  # (an ICMP identifier is rewritten at either, whichever comes first)
+            ident = proto in (ct.PROTO_ICMP, ct.PROTO_ICMPV6) and this[3] != other[3]
+            dst = this[1] != other[0] or ident
+            src = this[0] != other[1] or ident
+        out |= (NEED[d][DST] if dst else 0) | (NEED[d][SRC] if src else 0)
+    return out
 
 
 def map_prefix(addr: bytes, prefix: int, plen: int) -> bytes | None:
