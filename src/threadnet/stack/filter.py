@@ -223,8 +223,9 @@ class PacketFilter:
             frag = f[11]
             if frag == LATER_FRAGMENT:
                 v = later(point, fam, packet, f, meta.now)
-                if manip and v == ACCEPT and fam == 4:  # its first fragment's address
-                    out = nat.translate_fragment(packet, manip, meta.now)  # type: ignore
+                if manip and v == ACCEPT:  # its first fragment's address
+                    out = nat.translate_fragment(fam, packet, f, manip,  # type: ignore
+                                                 meta.now)
                     if out is not None:
                         return out  # type: ignore[return-value]
                 return v

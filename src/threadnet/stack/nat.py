@@ -32,7 +32,7 @@ How it works, as netfilter does it:
   ICMP error's checksum, which covers the quoted header, is recomputed (errors are rare
   and short);
 - fragments: the first one is translated as its datagram; a later one (no ports) gets
-  its first fragment's addresses (IPv4; the memory is bounded, ``MAX_FRAGMENTS``).
+  its first fragment's address (the memory is bounded, ``MAX_FRAGMENTS``).
 
 The state is bounded by the connection table (its size and eviction), plus the UDP
 mappings (``MAX_MAPPINGS``, oldest first out) and the fragment memory. ``Nat.stats``
@@ -70,7 +70,7 @@ NEED = ((0, 8, 16), (0, 32, 64))
 MANIP = {"prerouting": DST, "output": DST, "postrouting": SRC, "input": SRC}
 #: UDP's endpoint-independent mappings kept at most, oldest given up first
 MAX_MAPPINGS = 65536
-#: later fragments' translations remembered (IPv4), for at most FRAGMENT_MEMORY seconds
+#: later fragments' translations remembered, for at most FRAGMENT_MEMORY seconds
 MAX_FRAGMENTS = 4096
 FRAGMENT_MEMORY = 60.0
 #: how many ports a search tries before it gives up (Linux: at most 128 too)
@@ -113,7 +113,7 @@ class Nat:
         #: (family, outside addr, port) -> (inside addr, port, the connection that took
         #: it last): a mapping whose connections are all gone frees its port
         self._owners: dict[tuple, tuple[bytes, int, ct.Connection]] = {}
-        self._frags: OrderedDict[tuple, tuple[bytes, bytes, float]] = OrderedDict()
+        self._frags: OrderedDict[tuple, tuple[bytes, float]] = OrderedDict()
         self._rnd = random.Random(seed)
 
     # -- decisions ------------------------------------------------------------------------
@@ -332,32 +332,37 @@ class Nat:
                 return None
             out = bytearray(packet)
             self._rewrite(out, family, proto, toff, aoff, addr, poff, port)
-            if frag == ct.FIRST_FRAGMENT and family == 4:
-                self._remember(packet, manip, addr, now)
+            if frag == ct.FIRST_FRAGMENT:
+                self._remember(family, packet, f, manip, addr, now)
             self.stats["translated"] += 1
             return out
         except (struct.error, IndexError, ValueError, FrameError):
             self.stats["errors"] += 1
             return None
 
-    def translate_fragment(self, packet: Any, manip: int, now: float) -> bytearray | None:
-        """A later IPv4 fragment: its first fragment's new address, if one was given."""
-        key = (bytes(packet[12:20]), packet[9], bytes(packet[4:6]), manip)
-        got = self._frags.get(key)
-        if got is None or got[2] < now:
+    def translate_fragment(self, family: int, packet: Any, f: ct.Fields, manip: int,
+                           now: float) -> bytearray | None:
+        """A later fragment: its first fragment's new address, if one was given (only
+        the address: its ports and checksum are in the first fragment)."""
+        got = self._frags.get(_fragment_key(family, packet, f, manip))
+        if got is None or got[1] < now:
             return None
         out = bytearray(packet)
-        aoff = 16 if manip == DST else 12
-        old = bytes(out[aoff:aoff + 4])
-        out[aoff:aoff + 4] = got[0]
-        _adjust(out, 10, old, got[0])
+        if family == 4:
+            aoff = 16 if manip == DST else 12
+            old = bytes(out[aoff:aoff + 4])
+            out[aoff:aoff + 4] = got[0]
+            _adjust(out, 10, old, got[0])
+        else:  # (no header checksum)
+            aoff = 24 if manip == DST else 8
+            out[aoff:aoff + 16] = got[0]
         self.stats["translated"] += 1
         return out
 
-    def _remember(self, packet: Any, manip: int, addr: bytes, now: float) -> None:
+    def _remember(self, family: int, packet: Any, f: ct.Fields, manip: int, addr: bytes,
+                  now: float) -> None:
         frags = self._frags
-        frags[(bytes(packet[12:20]), packet[9], bytes(packet[4:6]), manip)] = (
-            addr, b"", now + FRAGMENT_MEMORY)
+        frags[_fragment_key(family, packet, f, manip)] = (addr, now + FRAGMENT_MEMORY)
         while len(frags) > MAX_FRAGMENTS:
             frags.popitem(last=False)
 
@@ -455,6 +460,15 @@ class Nat:
                 src, dst, len(out) - toff, ct.PROTO_ICMPV6)))
         self.stats["translated"] += 1
         return out
+
+
+def _fragment_key(family: int, packet: Any, f: ct.Fields, manip: int) -> tuple:
+    """A datagram's fragments' key: addresses, protocol, identification (IPv6: from
+    the Fragment header, which ends where the fragment's data starts)."""
+    if family == 4:
+        return (bytes(packet[12:20]), packet[9], bytes(packet[4:6]), manip)
+    off = f[12]
+    return (bytes(packet[8:40]), f[0], bytes(packet[off - 4:off]), manip)
 
 
 def _needs(conn: ct.Connection) -> int:
