@@ -152,3 +152,12 @@ def test_help_lists_the_filter_commands(m):
     assert err == 0 and any(line.startswith("filter/load") for line in out)
     with pytest.raises(CommandError):
         fc.filter_load(m, "", ME)
+
+
+def test_nat_stats(m):
+    assert fc.nat_stats(m, "") == ["nat off"]
+    err, _ = run(m, "filter/set table ip n { chain p { type nat hook postrouting priority "
+                    "100; masquerade } }")
+    assert err == 0
+    err, out = run(m, "nat/stats")
+    assert err == 0 and out == ["mappings 0", "translated 0", "no_port 0", "errors 0"]

@@ -3,7 +3,7 @@
 A ``Conntrack`` keeps one ``Connection`` per flow: TCP (with nf_conntrack's TCP states),
 UDP, ICMP and ICMPv6 queries (echo, by identifier) and any other protocol by its pair of
 addresses ("generic"). Each connection has two tuples, ``original`` (the direction of its
-first packet) and ``reply``, and the table finds it by either; NAT (later) rewrites the
+first packet) and ``reply``, and the table finds it by either; NAT (``stack/nat.py``) rewrites the
 reply tuple with ``alter_reply``. A packet's ``ct state`` (nftables' bits) is:
 
 - ``NEW``: in the original direction of a connection that has seen no reply yet;
@@ -252,8 +252,9 @@ class Connection:
     destination address, protocol, source port or ICMP identifier, destination port or
     ICMP type); ``state`` its TCP state (``TCP_STATE_NAMES``; 0 for the others);
     ``status`` the bits ``SEEN_REPLY``, ``ASSURED``, ``CONFIRMED``; ``deadline`` when it
-    expires, on the stack's clock; ``nat`` is NAT's own record of what it rewrote (None
-    here: NAT comes later, and changes ``reply`` with ``Conntrack.alter_reply``)."""
+    expires, on the stack's clock; ``nat`` is NAT's record (``stack/nat.py``: which
+    translations were decided, and whether one changed ``reply``, which it does with
+    ``Conntrack.alter_reply``), None for a connection NAT never saw."""
 
     __slots__ = ("original", "reply", "proto", "family", "state", "status", "timeout",
                  "deadline", "created", "tcp", "nat")
@@ -594,12 +595,15 @@ class Conntrack:
             errors, queries = _ICMP6_ERRORS, _ICMP6_QUERIES
         if kind in errors:
             key = quoted_tuple(family, packet, f[12] + 8)
-            hit = None if key is None else self.table.get(key)
+            # as nf_conntrack: the quoted packet's tuple inverted is the tuple of the
+            # error's own direction (the error travels against its packet); after NAT
+            # it is the only one the table knows, as the packet was quoted rewritten
+            hit = None if key is None else self.table.get(invert(key))
             if hit is None:
                 self.stats["invalid"] += 1
                 return None, ORIGINAL, INVALID
             self.stats["found"] += 1
-            return hit[0], 1 - hit[1], RELATED  # (an error travels against its packet)
+            return hit[0], hit[1], RELATED
         src, dst, proto, ident = f[1], f[2], f[0], f[3]
         hit = self.table.get((src, dst, proto, ident, kind))
         if hit is None:
@@ -710,6 +714,21 @@ class Conntrack:
 
 _INVALID = object()
 _REOPEN = object()
+
+
+_ICMP_ANSWERS = {**_ICMP4_QUERIES, **{v: k for k, v in _ICMP4_QUERIES.items()}}
+_ICMP6_ANSWERS = {**_ICMP6_QUERIES, **{v: k for k, v in _ICMP6_QUERIES.items()}}
+
+
+def invert(t: tuple) -> tuple:
+    """The tuple of the answer to a packet whose tuple is ``t`` (an ICMP query's type
+    becomes its answer's)."""
+    src, dst, proto, a, b = t
+    if proto == PROTO_ICMP:
+        return (dst, src, proto, a, _ICMP_ANSWERS.get(b, b))
+    if proto == PROTO_ICMPV6:
+        return (dst, src, proto, a, _ICMP6_ANSWERS.get(b, b))
+    return (dst, src, proto, b, a)
 
 
 def quoted_tuple(family: int, packet: Any, off: int) -> tuple | None:

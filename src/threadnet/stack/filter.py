@@ -25,9 +25,12 @@ same states:
   frees an unconfirmed entry with its packet), so a scan leaves no entries behind;
 - a packet that comes back through loopback was tracked at output and is not tracked
   twice: it keeps the state it got there;
-- a ruleset without ``ct state`` tracks nothing; replacing a tracking ruleset by one
-  that does not track empties the table (a later tracking ruleset picks up the
-  connections still running, as nf_conntrack_tcp_loose does).
+- a ruleset with nat chains tracks as one with prerouting and postrouting chains, and
+  NAT (``stack/nat.py``) rewrites packets inside the hooks, after the chains of the nat
+  stage's priority: the chains after see the packet rewritten (``docs/nat.md``);
+- a ruleset without ``ct state`` or nat chains tracks nothing; replacing a tracking
+  ruleset by one that does not track empties the table (a later tracking ruleset picks
+  up the connections still running, as nf_conntrack_tcp_loose does).
 
 Fragments: the hooks before reassembly see fragments one by one. The first fragment,
 which has the transport header, is judged by the rules; a later fragment takes the
@@ -63,8 +66,9 @@ from threadnet.stack.conntrack import (
     packet_fields,
 )
 from threadnet.stack.ip import ACCEPT, DROP
+from threadnet.stack.nat import MANIP, NEED, Nat
 from threadnet.stack.nftables import Log, RulesetError, parse
-from threadnet.stack.nftcompile import REJECT_BASE, Compiled, compile_ruleset
+from threadnet.stack.nftcompile import NAT_BASE, REJECT_BASE, Compiled, compile_ruleset
 from threadnet.wire import icmp4, icmp6, tcp
 
 if TYPE_CHECKING:
@@ -99,6 +103,8 @@ class PacketFilter:
         self.stack = stack
         self.compiled: Compiled | None = None
         self.conntrack: Conntrack | None = None
+        #: NAT, made when a ruleset first has a nat chain (``stack/nat.py``)
+        self.nat: Nat | None = None
         self.tracking = False
         #: the log statement's lines, newest last
         self.log: deque[str] = deque(maxlen=LOG_RING)
@@ -106,8 +112,9 @@ class PacketFilter:
         #: hook point -> (track here, confirm here, a later hook reads what was tracked)
         self.roles: dict[str, tuple[bool, bool, bool]] = {}
         self._installed: dict[str, Callable[[memoryview, HookMeta], int]] = {}
-        # the last packet tracked: (fields, connection, ct state), for its later hooks
-        self._memo: tuple[Any, ct.Connection | None, int] | None = None
+        # the last packet tracked: (fields, connection, ct state, direction), for its
+        # later hooks
+        self._memo: tuple[Any, ct.Connection | None, int, int] | None = None
         self._frags: OrderedDict[tuple, tuple[int, float]] = OrderedDict()
         # packets sent to ourselves, tracked at output, by their fields: what they got
         # there, for when they come back in through loopback (the stack queues them)
@@ -130,6 +137,9 @@ class PacketFilter:
             self.conntrack.flush()
         if tracking and not self.tracking:
             self._adopt_connections()
+        if compiled is not None and compiled.ruleset.uses_nat():
+            if self.nat is None or self.nat.table is not self.conntrack:
+                self.nat = Nat(stack, self.conntrack)  # type: ignore[arg-type]
         self.tracking = tracking
         self.roles = _roles(compiled)
         self._memo = None
@@ -179,8 +189,21 @@ class PacketFilter:
         packet costs a header read, a table lookup and the chains' comparisons."""
         track, confirm, memo = role
         table = self.conntrack if self.tracking else None
-        chains = tuple((bc.fn, bc.policy, None if len(bc.families) == 2 else bc.families)
-                       for bc in compiled.hooks.get(point, ()))
+        nat = self.nat if compiled.ruleset.uses_nat() else None
+        manip = MANIP.get(point, 0) if nat is not None else 0
+        every = compiled.hooks.get(point, ())
+        # NAT rewrites a packet after the nat chains of its hook (and the filter chains
+        # of the same or a lower priority) ran: the chains after see it rewritten
+        stage = max([bc.chain.priority for bc in every if bc.nat],
+                    default=-100 if manip == 1 else 100)
+        chains = tuple((bc.fn, bc.policy, None if len(bc.families) == 2 else bc.families,
+                        bc.nat) for bc in every if not manip or bc.chain.priority <= stage)
+        after = tuple((bc.fn, bc.policy, None if len(bc.families) == 2 else bc.families,
+                       bc.nat) for bc in every if manip and bc.chain.priority > stage)
+        nats = compiled.nats
+        new_state = ct.NEW
+        done_bit = 1 if manip == 1 else 2
+        need = (NEED[0][manip], NEED[1][manip]) if manip else (0, 0)
         rejects = compiled.rejects
         pf = self
         fields = packet_fields
@@ -199,9 +222,16 @@ class PacketFilter:
                 f = _unreadable(fam, packet)
             frag = f[11]
             if frag == LATER_FRAGMENT:
-                return later(point, fam, packet, f, meta.now)
+                v = later(point, fam, packet, f, meta.now)
+                if manip and v == ACCEPT:  # its first fragment's address
+                    out = nat.translate_fragment(fam, packet, f, manip,  # type: ignore
+                                                 meta.now)
+                    if out is not None:
+                        return out  # type: ignore[return-value]
+                return v
             conn = None
             state = 0
+            d = 0
             if table is not None:
                 iface_in = meta.iface_in
                 if iface_in is not None and iface_in.loopback:
@@ -210,11 +240,11 @@ class PacketFilter:
                     if got is not None:
                         conn, state = got
                     else:
-                        conn, _, state = table.track(fam, packet, f, meta.now, False)
+                        conn, d, state = table.track(fam, packet, f, meta.now, False)
                 elif track:
-                    conn, _, state = table.track(fam, packet, f, meta.now)
+                    conn, d, state = table.track(fam, packet, f, meta.now)
                     if memo:
-                        pf._memo = (f, conn, state)
+                        pf._memo = (f, conn, state, d)
                     iface = meta.iface_out
                     if iface is not None and iface.loopback and iface_in is None:
                         looped[f] = (conn, state)
@@ -223,35 +253,66 @@ class PacketFilter:
                 else:
                     seen = pf._memo
                     if seen is not None and seen[0] == f:
-                        conn, state = seen[1], seen[2]
+                        conn, state, d = seen[1], seen[2], seen[3]
                     else:
-                        conn, _, state = table.track(fam, packet, f, meta.now, False)
+                        conn, d, state = table.track(fam, packet, f, meta.now, False)
                 if state == table_full:
                     pf.stats["ct_table_full"] += 1
                     return DROP
             verdict = ACCEPT
-            if chains:
-                iface = meta.iface_in
-                iif = iface.name if iface is not None else ""
-                iface = meta.iface_out
-                oif = iface.name if iface is not None else ""
-                ln = len(packet)
-                for fn, policy, fams in chains:
-                    if fams is None or fam in fams:
-                        v = fn(fam, iif, oif, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
-                               state, ln)
-                        if v is None:
-                            v = policy
-                        if v != ACCEPT:
-                            verdict = v
-                            break
+            spec = None
+            out = None
+            iface = meta.iface_in
+            iif = iface.name if iface is not None else ""
+            iface = meta.iface_out
+            oif = iface.name if iface is not None else ""
+            ln = len(packet)
+            for fn, policy, fams, is_nat in chains:
+                if fams is None or fam in fams:
+                    if is_nat:  # only a connection's first packet, once per manip
+                        if conn is None or state != new_state or d or spec is not None \
+                                or (conn.nat or 0) & done_bit:
+                            continue
+                    v = fn(fam, iif, oif, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+                           state, ln)
+                    if v is None:
+                        v = policy
+                    if v >= NAT_BASE:
+                        spec = nats[v - NAT_BASE]
+                        continue
+                    if v != ACCEPT:
+                        verdict = v
+                        break
+            if manip and verdict == ACCEPT and conn is not None:
+                if state == new_state and not d and not (conn.nat or 0) & done_bit and \
+                        not nat.setup(conn, d, spec, manip, meta.iface_out):  # type: ignore
+                    verdict = DROP  # no free tuple (counted as no_port)
+                if verdict == ACCEPT and conn.nat and conn.nat & (
+                        4 if state == relevant else need[d]):  # (nat.CHANGED, nat.NEED)
+                    out = nat.translate(fam, packet, f, conn, d, state, manip,  # type: ignore
+                                        meta.now)
+                    if out is not None:
+                        packet = memoryview(out)
+                        f = fields(fam, packet)
+                        if memo or point == "prerouting":
+                            pf._memo = (f, conn, state, d)
+                if verdict == ACCEPT:
+                    for fn, policy, fams, _ in after:
+                        if fams is None or fam in fams:
+                            v = fn(fam, iif, oif, f[0], f[1], f[2], f[3], f[4], f[5], f[6],
+                                   f[7], state, ln)
+                            if v is None:
+                                v = policy
+                            if v != ACCEPT and v < NAT_BASE:
+                                verdict = v
+                                break
             if frag == FIRST_FRAGMENT:
                 remember(point, fam, packet, f, verdict, meta.now)
             if verdict == ACCEPT:
                 if confirm and conn is not None and state != relevant:
                     # (an error about a packet, such as reject's own, confirms nothing)
                     conn.status |= CONFIRMED
-                return ACCEPT
+                return ACCEPT if out is None else out  # type: ignore[return-value]
             if verdict >= REJECT_BASE:
                 reject(rejects[verdict - REJECT_BASE], fam, packet, f, meta.now)
             if conn is not None and not conn.status & CONFIRMED:
@@ -348,6 +409,8 @@ def _roles(compiled: Compiled | None) -> dict[str, tuple[bool, bool, bool]]:
     if compiled is None:
         return {}
     chains = set(compiled.hooks)
+    if compiled.ruleset.uses_nat():  # NAT rewrites at four points, tracks at the first
+        chains |= {"prerouting", "input", "output", "postrouting"}
     roles = {p: (False, False, False) for p in chains}
     if not compiled.conntrack:
         return roles

@@ -1,5 +1,5 @@
 """A running stack's console commands for its packet filter and connection table
-(``filter/...``, ``ct/...``), entries of the stack's one command table
+(``filter/...``, ``ct/...``, ``nat/...``), entries of the stack's one command table
 (``stack/commands.py``, which lists ``FILTER_COMMANDS`` after its own).
 
 ``filter/load PATH`` reads the file with the rights of the console's user, not the
@@ -92,6 +92,13 @@ def ct_flush(managed: ManagedStack, args: str) -> None:
     managed.stack.conntrack.flush()
 
 
+def nat_stats(managed: ManagedStack, args: str) -> list[str]:
+    nat = managed.stack.packet_filter.nat
+    if nat is None:
+        return ["nat off"]
+    return [f"mappings {len(nat.mappings)}"] + [f"{k} {v}" for k, v in nat.stats.items()]
+
+
 FILTER_COMMANDS: tuple[Entry, ...] = (
     ("filter", "", "PACKET FILTER MENU (nftables syntax: docs/filter.md)", None, 0),
     ("filter/load", "PATH", "replace the ruleset by the file PATH (read as you)",
@@ -106,4 +113,7 @@ FILTER_COMMANDS: tuple[Entry, ...] = (
     ("ct/list", "", "tracked connections (like conntrack -L)", ct_list, OUTPUT),
     ("ct/stats", "", "the table's size and counters (like conntrack -S)", ct_stats, OUTPUT),
     ("ct/flush", "", "forget every tracked connection", ct_flush, 0),
+    ("nat", "", "NAT MENU (type nat chains in the ruleset: docs/nat.md)", None, 0),
+    ("nat/stats", "", "NAT's counters: UDP mappings, translated, no_port, errors",
+     nat_stats, OUTPUT),
 )

@@ -27,8 +27,10 @@ Hook points (as netfilter's): a packet filter and NAT plug in here.
 A hook is ``hook(packet, meta) -> verdict``: ``packet`` a memoryview of the IP packet
 (from its IP header; the hook must not keep it or change it), ``meta`` a ``HookMeta``
 (point, family, the interfaces in and out, the time). It returns ``ACCEPT`` (the next
-hook, then the stack, go on) or ``DROP`` (the packet is gone: counted in
-``stack.stats["hook_drop_<point>"]``, no error goes back). ARP passes no hook. NDP
+hook, then the stack, go on), ``DROP`` (the packet is gone: counted in
+``stack.stats["hook_drop_<point>"]``, no error goes back) or a new packet (a bytearray,
+what NAT returns) that goes on in its place: at prerouting and output the stack routes
+it by its new destination, at input it is delivered by its new addresses. ARP passes no hook. NDP
 messages that arrive pass prerouting and input as any ICMPv6 packet (a hook that drops
 them cuts off neighbor discovery); the ones the neighbor layer sends pass none (yet). ``Stack.add_hook(point, fn)`` and ``remove_hook``
 install them. With no hook at a point that point costs one truthiness test; while any
@@ -99,16 +101,22 @@ Hook = Callable[[memoryview, HookMeta], int]
 
 def run_hooks(stack: Stack, hooks: tuple[Hook, ...], point: str, family: int,
               packet: Any, iface_in: Interface | None, iface_out: Interface | None,
-              now: float) -> bool:
-    """Whether every hook of ``point`` accepts ``packet`` (the caller checked that there
-    are hooks: an empty point costs nothing)."""
+              now: float) -> Any:
+    """``packet`` once every hook of ``point`` accepted it, or the packet a hook handed
+    back in its place (NAT rewrites addresses and ports); None when a hook dropped it
+    (the caller checked that there are hooks: an empty point costs nothing)."""
     meta = HookMeta(point, family, iface_in, iface_out, now)
     mv = memoryview(packet).toreadonly()
     for hook in hooks:
-        if hook(mv, meta) == DROP:
-            stack._count(f"hook_drop_{point}")
-            return False
-    return True
+        v = hook(mv, meta)
+        if v.__class__ is int:
+            if v == DROP:
+                stack._count(f"hook_drop_{point}")
+                return None
+        else:  # a rewritten packet (a bytearray): the hooks after see it
+            packet = v
+            mv = memoryview(v).toreadonly()
+    return packet
 
 
 class OutputPath:
@@ -468,8 +476,10 @@ class IpLayer:
         return ((h >> 16) + v) & 0xFFFF
 
     def send_ip4(self, src: bytes | None, dst: bytes, proto: int, payload: bytes | bytearray,
-                 now: float | None = None, *, ttl: int = 64, df: bool = False) -> None:
-        """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``.
+                 now: float | None = None, *, ttl: int = 64, df: bool = False,
+                 hooked: bool = False) -> None:
+        """Send an IPv4 datagram, fragmenting it to the path MTU unless ``df``
+        (``hooked``: it passed the output hooks already, rewritten).
 
         Raises OSError(ENETUNREACH) without a route, EMSGSIZE when ``df`` forbids
         fragmenting.
@@ -481,9 +491,12 @@ class IpLayer:
             ipv4.build(packet, src, dst, proto, len(payload), ttl=ttl,
                        ident=self.take_ip_ids(self.ip_id_hash(src, dst, proto)))
             packet[20:] = payload
-            if self.hooks_output and not run_hooks(self, self.hooks_output, OUTPUT, 4, packet,
-                                                   None, self.interfaces[1], now):
-                return
+            if self.hooks_output and not hooked:
+                out = run_hooks(self, self.hooks_output, OUTPUT, 4, packet, None,
+                                self.interfaces[1], now)
+                if out is not packet:
+                    self._rewritten4(out, now)
+                    return
             self._loop_local(ETH_P_IPV4, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(4, src, dst, now)
@@ -491,13 +504,15 @@ class IpLayer:
             df = False  # a path MTU locked at MIN_PMTU4: as Linux, no DF to this host
         ident = self.take_ip_ids(self.ip_id_hash(src, dst, proto))
         n = len(payload)
-        if self.hooks_output:
+        if self.hooks_output and not hooked:
             # one look at the whole datagram, before it is cut up
             packet = bytearray(20 + n)
             ipv4.build(packet, src, dst, proto, n, ttl=ttl, ident=ident,
                        flags=ipv4.FLAG_DF if df else 0)
             packet[20:] = payload
-            if not run_hooks(self, self.hooks_output, OUTPUT, 4, packet, None, iface, now):
+            out = run_hooks(self, self.hooks_output, OUTPUT, 4, packet, None, iface, now)
+            if out is not packet:
+                self._rewritten4(out, now)
                 return
         if 20 + n <= mtu:
             packet = bytearray(20 + n)
@@ -518,11 +533,21 @@ class IpLayer:
             packet[20:] = piece
             self._output4(iface, nexthop, dst, packet, now)
 
+    def _rewritten4(self, packet: bytearray | None, now: float) -> None:
+        """Send a packet an output hook rewrote (NAT), routed by its new destination;
+        None: a hook dropped it."""
+        if packet is not None:
+            _, _, _, flags, _, ttl, proto, src, dst, hlen, _ = ipv4.parse(packet)
+            self.send_ip4(src, dst, proto, packet[hlen:], now, ttl=ttl,
+                          df=bool(flags & ipv4.FLAG_DF), hooked=True)
+
     def _output4(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
                  now: float) -> None:
-        if self.hooks_postrouting and not run_hooks(self, self.hooks_postrouting, POSTROUTING,
-                                                    4, packet, None, iface, now):
-            return
+        if self.hooks_postrouting:
+            packet = run_hooks(self, self.hooks_postrouting, POSTROUTING, 4, packet, None,
+                               iface, now)
+            if packet is None:
+                return
         if dst == LIMITED_BROADCAST or any(dst == broadcast4(a, p) for a, p in iface.v4):
             self._send_eth(iface, BROADCAST_MAC, TYPE_IPV4, packet)
             return
@@ -542,25 +567,31 @@ class IpLayer:
 
     def send_ip6(self, src: bytes | None, dst: bytes, next_header: int,
                  payload: bytes | bytearray, now: float | None = None, *,
-                 hop_limit: int = 64) -> None:
-        """Send an IPv6 packet, with source fragmentation (RFC 8200 4.5) beyond the PMTU."""
+                 hop_limit: int = 64, hooked: bool = False) -> None:
+        """Send an IPv6 packet, with source fragmentation (RFC 8200 4.5) beyond the PMTU
+        (``hooked``: it passed the output hooks already, rewritten)."""
         now = self._now if now is None else now
         if self._is_local6(dst):
             packet = bytearray(40 + len(payload))
             ipv6.build(packet, src or dst, dst, next_header, len(payload), hop_limit=hop_limit)
             packet[40:] = payload
-            if self.hooks_output and not run_hooks(self, self.hooks_output, OUTPUT, 6, packet,
-                                                   None, self.interfaces[1], now):
-                return
+            if self.hooks_output and not hooked:
+                out = run_hooks(self, self.hooks_output, OUTPUT, 6, packet, None,
+                                self.interfaces[1], now)
+                if out is not packet:
+                    self._rewritten6(out, now)
+                    return
             self._loop_local(ETH_P_IPV6, bytes(packet))
             return
         iface, nexthop, src, mtu = self._path(6, src, dst, now)
         n = len(payload)
-        if self.hooks_output:
+        if self.hooks_output and not hooked:
             packet = bytearray(40 + n)
             ipv6.build(packet, src, dst, next_header, n, hop_limit=hop_limit)
             packet[40:] = payload
-            if not run_hooks(self, self.hooks_output, OUTPUT, 6, packet, None, iface, now):
+            out = run_hooks(self, self.hooks_output, OUTPUT, 6, packet, None, iface, now)
+            if out is not packet:
+                self._rewritten6(out, now)
                 return
         if 40 + n <= mtu:
             packet = bytearray(40 + n)
@@ -579,11 +610,19 @@ class IpLayer:
             packet[48:] = piece
             self._output6(iface, nexthop, dst, packet, now)
 
+    def _rewritten6(self, packet: bytearray | None, now: float) -> None:
+        """``_rewritten4`` for IPv6."""
+        if packet is not None:
+            _, _, plen, nh, hlim, src, dst = ipv6.parse(packet)
+            self.send_ip6(src, dst, nh, packet[40:40 + plen], now, hop_limit=hlim, hooked=True)
+
     def _output6(self, iface: Interface, nexthop: bytes, dst: bytes, packet: bytearray,
                  now: float) -> None:
-        if self.hooks_postrouting and not run_hooks(self, self.hooks_postrouting, POSTROUTING,
-                                                    6, packet, None, iface, now):
-            return
+        if self.hooks_postrouting:
+            packet = run_hooks(self, self.hooks_postrouting, POSTROUTING, 6, packet, None,
+                               iface, now)
+            if packet is None:
+                return
         if dst[0] == 0xFF:
             self._send_eth(iface, ipv6.multicast_mac(dst), TYPE_IPV6, packet)
             return

@@ -96,9 +96,14 @@ class IpInput:
             # RFC 1122 3.2.1.3: 127/8 never comes from a wire (Linux: a martian)
             self._count("ip4_martian")
             return
-        if self.hooks_prerouting and not run_hooks(self, self.hooks_prerouting, PREROUTING, 4,
-                                                   mv[:total], iface, None, now):
-            return
+        if self.hooks_prerouting:
+            out = run_hooks(self, self.hooks_prerouting, PREROUTING, 4, mv[:total], iface, None,
+                            now)
+            if out is None:
+                return
+            if out.__class__ is bytearray:  # rewritten (NAT): routed by its new addresses
+                mv = memoryview(out)
+                tos, total, ident, flags, frag_off, ttl, proto, src, dst, hlen, _ = ipv4.parse(mv)
         payload = mv[hlen:total]
         broadcast = dst == LIMITED_BROADCAST or any(
             dst == broadcast4(a, p) for a, p in iface.v4)
@@ -114,9 +119,14 @@ class IpInput:
             else:
                 self._count("ip4_not_for_us")
             return
-        if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 4, mv[:total],
-                                              iface, None, now):
-            return
+        if self.hooks_input:
+            out = run_hooks(self, self.hooks_input, INPUT, 4, mv[:total], iface, None, now)
+            if out is None:
+                return
+            if out.__class__ is bytearray:  # rewritten (NAT)
+                mv = memoryview(out)
+                tos, total, ident, flags, frag_off, ttl, proto, src, dst, hlen, _ = ipv4.parse(mv)
+                payload = mv[hlen:total]
         if flags & ipv4.FLAG_MF or frag_off:
             whole = self.reasm4.add((src, dst, proto, ident), frag_off, bool(flags & ipv4.FLAG_MF),
                                     payload, now, first_header=bytes(mv[:hlen]) if not frag_off else None)
@@ -150,9 +160,13 @@ class IpInput:
             return
         end = ipv6.HEADER_LEN + plen
         packet = mv[:end]
-        if self.hooks_prerouting and not run_hooks(self, self.hooks_prerouting, PREROUTING, 6,
-                                                   packet, iface, None, now):
-            return
+        if self.hooks_prerouting:
+            out = run_hooks(self, self.hooks_prerouting, PREROUTING, 6, packet, iface, None, now)
+            if out is None:
+                return
+            if out.__class__ is bytearray:  # rewritten (NAT): routed by its new addresses
+                packet = mv = memoryview(out)
+                tc, flow, plen, nh, hlim, src, dst = ipv6.parse(mv)
         multicast = dst[0] == 0xFF
         if multicast:
             local = dst == ipv6.ALL_NODES or dst in iface.groups6 or any(
@@ -165,9 +179,13 @@ class IpInput:
             if self.forwarding:
                 self._forward6(iface, packet, src, dst, hlim, now)
             return
-        if self.hooks_input and not run_hooks(self, self.hooks_input, INPUT, 6, packet, iface,
-                                              None, now):
-            return
+        if self.hooks_input:
+            out = run_hooks(self, self.hooks_input, INPUT, 6, packet, iface, None, now)
+            if out is None:
+                return
+            if out.__class__ is bytearray:  # rewritten (NAT)
+                packet = memoryview(out)
+                tc, flow, plen, nh, hlim, src, dst = ipv6.parse(packet)
         try:
             proto, off, frag = ipv6.walk(packet, nh)
         except ipv6.ParameterProblem as exc:

@@ -25,8 +25,12 @@ import socket
 from dataclasses import dataclass, field
 
 from threadnet.stack.conntrack import CT_STATE_NAMES
+from threadnet.stack.nat import NatSpec
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+#: where a nat chain may hook, and which of its statements each hook takes
+NAT_HOOKS = {"prerouting": ("dnat",), "output": ("dnat",),
+             "postrouting": ("snat", "masquerade"), "input": ("snat",)}
 FAMILIES = ("inet", "ip", "ip6")
 #: nftables' standard priority names (for the filter's hooks)
 PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
@@ -196,16 +200,20 @@ class Log:
 
 @dataclass(slots=True)
 class Verdict:
-    """``accept``, ``drop``, ``continue``, ``return``, ``jump C``, ``goto C``, or
+    """``accept``, ``drop``, ``continue``, ``return``, ``jump C``, ``goto C``,
     ``reject`` with ``reject_with`` = (kind, IPv4 code, IPv6 code): kind "default"
-    (TCP: a RST; others: port unreachable), "tcp reset", "icmp", "icmpv6", "icmpx"."""
+    (TCP: a RST; others: port unreachable), "tcp reset", "icmp", "icmpv6", "icmpx"; or
+    a nat statement (``masquerade``, ``snat``, ``dnat``: ``nat`` says to what)."""
 
     kind: str
     target: str | None = None
     reject_with: tuple[str, int, int] = ("default", 3, 4)
     with_text: str = ""
+    nat: NatSpec | None = None
 
     def text(self) -> str:
+        if self.nat is not None:
+            return self.nat.text
         if self.kind in ("jump", "goto"):
             return f"{self.kind} {self.target}"
         if self.kind == "reject" and self.with_text:
@@ -239,6 +247,7 @@ class Rule:
 class Chain:
     name: str
     hook: str | None = None  # None: a regular chain (a jump or goto target)
+    type: str = "filter"  # or "nat"
     priority: int = 0
     policy: str = "accept"
     rules: list[Rule] = field(default_factory=list)
@@ -247,7 +256,7 @@ class Chain:
     def text(self, indent: str = "\t") -> list[str]:
         lines = [f"{indent}chain {self.name} {{"]
         if self.hook is not None:
-            lines.append(f"{indent}\ttype filter hook {self.hook} priority "
+            lines.append(f"{indent}\ttype {self.type} hook {self.hook} priority "
                          f"{priority_text(self.priority)}; policy {self.policy};")
         lines += [f"{indent}\t{r.text()}" for r in self.rules]
         lines.append(f"{indent}}}")
@@ -299,11 +308,16 @@ class Ruleset:
         return "".join("\n".join(t.text()) + "\n" for t in self.tables)
 
     def uses_conntrack(self) -> bool:
-        """Whether a rule needs connection tracking (a ``ct state`` match; NAT's chains,
-        when they come, will too)."""
-        return any(isinstance(item, Match) and item.key == "ct state"
+        """Whether a rule needs connection tracking (a ``ct state`` match, or a nat
+        chain)."""
+        return self.uses_nat() or any(isinstance(item, Match) and item.key == "ct state"
                    for t in self.tables for c in t.chains.values() for r in c.rules
                    for item in r.items)
+
+
+    def uses_nat(self) -> bool:
+        """Whether the ruleset has a nat chain."""
+        return any(c.type == "nat" for t in self.tables for c in t.chains.values())
 
 
 def priority_text(value: int) -> str:
@@ -543,14 +557,18 @@ class Parser:
             if t.text == "type" and not chain.rules:
                 self.next()
                 ty = self.word("a chain type")
-                if ty.text != "filter":
+                if ty.text not in ("filter", "nat"):
                     raise self.src.error(ty, f"chain type {ty.text!r} is not supported "
-                                         "(only filter chains: NAT comes later)")
+                                         "(filter or nat)")
+                chain.type = ty.text
                 self.expect("hook")
                 hook = self.word("a hook")
                 if hook.text not in HOOKS:
                     raise self.src.error(hook, f"hook {hook.text!r} is not supported "
                                          f"({', '.join(HOOKS)})")
+                if ty.text == "nat" and hook.text not in NAT_HOOKS:
+                    raise self.src.error(hook, f"a nat chain cannot hook {hook.text} "
+                                         f"({', '.join(NAT_HOOKS)})")
                 chain.hook = hook.text
                 if self.peek().text in ("device", "devices"):
                     raise self.src.error(self.peek(), "devices are not supported")
@@ -570,8 +588,11 @@ class Parser:
                 chain.policy = pol.text
                 self.end_of_statement()
             else:
+                self._chain = chain
                 chain.rules.append(self.rule())
         return chain
+
+    _chain: Chain | None = None  # the chain being parsed, for its nat statements
 
     def priority(self) -> int:
         t = self.word("a priority")
@@ -624,6 +645,8 @@ class Parser:
             elif w == "reject":
                 self.next()
                 verdict = self.reject()
+            elif w in ("masquerade", "snat", "dnat"):
+                verdict = self.nat_statement()
             elif w == "counter":
                 self.next()
                 c = Counter()
@@ -696,6 +719,55 @@ class Parser:
         else:
             spec = ("icmpx", v[0], v[1])
         return Verdict("reject", reject_with=spec, with_text=f"{t.text} type {code.text}")
+
+    def nat_statement(self) -> Verdict:
+        """``masquerade [to :PORT[-PORT]]``, ``snat [ip|ip6] to ADDR[-ADDR][:PORT[-PORT]]``,
+        ``dnat [ip|ip6] to ADDR[-ADDR][:PORT[-PORT]]`` (an IPv6 address with a port in
+        brackets: ``[fc00::5]:80``)."""
+        t = self.next()
+        kind = t.text
+        chain, table = self._chain, self._table
+        if chain is None or chain.type != "nat" or table is None:
+            raise self.src.error(t, f"{kind} belongs in a nat chain (type nat hook ...)")
+        if chain.hook is not None and kind not in NAT_HOOKS[chain.hook]:
+            raise self.src.error(t, f"{kind} cannot be used at {chain.hook} "
+                                 f"({' or '.join(NAT_HOOKS[chain.hook])} there)")
+        fam = {"ip": 4, "ip6": 6}.get(table.family, 0)
+        if self.peek().text in ("ip", "ip6") and kind != "masquerade":
+            w = self.next()
+            want = 4 if w.text == "ip" else 6
+            if fam and fam != want:
+                raise self.src.error(w, f"{kind} {w.text} in a table of family "
+                                     f"{table.family}")
+            fam = want
+        lo = hi = plo = phi = plen = None
+        text = kind
+        if kind != "masquerade" and self.accept("prefix"):
+            # a prefix for a prefix (NETMAP; RFC 6296's NPTv6 for IPv6)
+            self.expect("to", "'to' and a prefix")
+            v = self.word("a prefix (ADDR/LEN)")
+            try:
+                e = _address(v.text, fam or (6 if ":" in v.text else 4))
+            except ValueError as exc:
+                raise self.src.error(v, str(exc)) from None
+            bits = 32 if "." in v.text else 128
+            lo, hi = e.lo, e.lo
+            plen = bits - (e.hi - e.lo + 1).bit_length() + 1
+            fam = 4 if bits == 32 else 6
+            text += (" ip" if fam == 4 else " ip6") + f" prefix to {e.text}"
+            return Verdict(kind, nat=NatSpec(kind, fam, lo, hi, text=text, prefix=plen))
+        if self.accept("to"):
+            v = self.word("an address, a range, or :PORT")
+            try:
+                lo, hi, plo, phi, fam = _nat_target(v.text, fam, kind == "masquerade")
+            except ValueError as exc:
+                raise self.src.error(v, str(exc)) from None
+            if kind != "masquerade" and table.family == "inet" and fam:
+                text += " ip" if fam == 4 else " ip6"
+            text += f" to {v.text}"
+        elif kind != "masquerade":
+            raise self.src.error(self.peek(), f"{kind} needs 'to' and an address")
+        return Verdict(kind, nat=NatSpec(kind, fam, lo, hi, plo, phi, text))
 
     def match(self) -> Match:
         t = self.next()
@@ -875,7 +947,8 @@ def _shown(t: Token) -> str:
     return repr(t.text)
 
 
-_KEYWORDS = ("accept", "drop", "reject", "counter", "log", "jump", "goto", "return",
+_KEYWORDS = ("accept", "drop", "reject", "masquerade", "snat", "dnat", "counter", "log",
+             "jump", "goto", "return",
              "continue", "comment", "iifname", "oifname", "iif", "oif", "ip", "ip6", "tcp",
              "udp", "th", "icmp", "icmpv6", "ct", "meta")
 
@@ -948,6 +1021,51 @@ def _address(text: str, version: int) -> Element:
         return Element(int(addr), int(addr), str(addr))
     except ValueError:
         raise ValueError(f"{text!r} is not an {kind} address, prefix or range") from None
+
+
+def _nat_target(text: str, family: int, port_only: bool
+                ) -> tuple[int | None, int | None, int | None, int | None, int]:
+    """A nat statement's ``to``: (first address, last address, first port, last port,
+    family), None where it gives none."""
+    addr, ports = text, ""
+    if text.startswith(":"):
+        addr, ports = "", text[1:]
+    elif text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: no ']' after the IPv6 address")
+        addr, rest = text[1:end], text[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected ':PORT' after ']'")
+        ports = rest[1:]
+    elif text.count(":") == 1:
+        addr, ports = text.split(":")
+    if port_only and addr:
+        raise ValueError("masquerade takes ports only (to :PORT[-PORT])")
+    lo = hi = plo = phi = None
+    if addr:
+        if "-" in addr:
+            a, b = addr.split("-", 1)
+        else:
+            a = b = addr
+        try:
+            x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        except ValueError:
+            raise ValueError(f"{addr!r} is not an address or a range of them") from None
+        if x.version != y.version or int(x) > int(y):
+            raise ValueError(f"{addr!r}: a range goes from low to high, in one family")
+        if family and x.version != family:
+            raise ValueError(f"{addr!r} is not an IPv{family} address")
+        family = x.version
+        lo, hi = int(x), int(y)
+    elif not port_only:
+        raise ValueError(f"{text!r}: an address is needed")
+    if ports:
+        e = _range(ports, 1, 65535, _service)
+        plo, phi = e.lo, e.hi
+    elif text.endswith(":"):
+        raise ValueError(f"{text!r}: a port is needed after ':'")
+    return lo, hi, plo, phi, family
 
 
 def parse(text: str, source: str = "<ruleset>") -> Ruleset:

@@ -39,6 +39,8 @@ from threadnet.stack.nftables import (
 ACCEPT = 1
 DROP = 0
 REJECT_BASE = 2
+#: a nat statement's answer: NAT_BASE + an index into ``Compiled.nats``
+NAT_BASE = 1 << 16
 ARGS = "fam, iif, oif, l4, src, dst, sp, dp, it, ic, fl, ct, ln"
 #: an inline run of interval tests longer than this becomes one helper call
 _INLINE_RANGES = 4
@@ -53,6 +55,7 @@ class BaseChain:
     fn: Callable[..., int | None]
     policy: int
     families: frozenset[int]
+    nat: bool = False
 
 
 @dataclass(slots=True)
@@ -64,6 +67,7 @@ class Compiled:
     ruleset: Ruleset
     hooks: dict[str, tuple[BaseChain, ...]] = field(default_factory=dict)
     rejects: list[tuple[str, int, int]] = field(default_factory=list)
+    nats: list[Any] = field(default_factory=list)
     conntrack: bool = False
     source: str = ""
 
@@ -90,6 +94,7 @@ class _Gen:
                                    "_rng": _in_ranges, "LOG": log}
         self.lines: list[str] = []
         self.rejects: list[tuple[str, int, int]] = []
+        self.nats: list[Any] = []
         self.names: dict[int, str] = {}
 
     def const(self, value: Any) -> str:
@@ -140,6 +145,8 @@ class _Gen:
                 conds.append("fam == 4")
             elif kind == "icmpv6" and table.family == "inet":
                 conds.append("fam == 6")
+        elif v is not None and v.nat is not None and v.nat.family and table.family == "inet":
+            conds.append(f"fam == {v.nat.family}")  # (an address of one family)
 
         def open_block() -> None:
             nonlocal depth, conds
@@ -171,6 +178,9 @@ class _Gen:
         elif v.kind == "reject":
             self.rejects.append(v.reject_with)
             out.append(pad + f"return {REJECT_BASE + len(self.rejects) - 1}")
+        elif v.nat is not None:
+            self.nats.append(v.nat)
+            out.append(pad + f"return {NAT_BASE + len(self.nats) - 1}")
         else:
             target = self.fn_name(ti, table.chains[v.target])  # type: ignore[index]
             if v.kind == "goto":
@@ -299,7 +309,8 @@ def compile_ruleset(ruleset: Ruleset, log: Callable[..., None]) -> Compiled:
     source = "\n".join(gen.lines)
     code = compile(source, "<nftables ruleset>", "exec")
     exec(code, gen.ns)  # noqa: S102 (the source is generated from parsed values only)
-    out = Compiled(ruleset, rejects=gen.rejects, conntrack=ruleset.uses_conntrack(),
+    out = Compiled(ruleset, rejects=gen.rejects, nats=gen.nats,
+                   conntrack=ruleset.uses_conntrack(),
                    source=source)
     fams = {"inet": frozenset({4, 6}), "ip": frozenset({4}), "ip6": frozenset({6})}
     for hook in HOOKS:
@@ -307,5 +318,5 @@ def compile_ruleset(ruleset: Ruleset, log: Callable[..., None]) -> Compiled:
         if chains:
             out.hooks[hook] = tuple(
                 BaseChain(t, c, gen.ns[n], ACCEPT if c.policy == "accept" else DROP,
-                          fams[t.family]) for _, _, t, c, n in chains)
+                          fams[t.family], c.type == "nat") for _, _, t, c, n in chains)
     return out
