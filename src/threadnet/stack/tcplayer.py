@@ -63,6 +63,9 @@ _NOT_PSH = 0xFF & ~tcp.PSH
 
 
 ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
+#: the catch-all listener's key (``Stack.catch_all``): SYNs to any address and port that
+#: no other listener takes; its connections keep the original destination as ``local``
+CATCH_ALL = (b"*", 0)
 
 class TcpEndpoint:
     """A connection with its addresses, as the socket layer sees it."""
@@ -387,6 +390,8 @@ class TcpLayer:
                     listener = None
         else:
             listener = ls.get((dst, dport)) or ls.get((ANY6, dport))
+        if listener is None and self.stack.catch_all is not None:
+            listener = ls.get(CATCH_ALL)
         if flags & tcp.RST:
             return
         if listener is not None and not flags & tcp.ACK:
