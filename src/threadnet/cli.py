@@ -527,6 +527,12 @@ def cmd_ip(args: argparse.Namespace) -> int:
     return ip_main(args.words)
 
 
+def cmd_slirp(args: argparse.Namespace) -> int:
+    from threadnet.slirp.program import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -587,6 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_wirefilter)
+
+    p = sub.add_parser("slirp", help="user-mode networking: a network reaches the host's "
+                       "(like slirpvde, slirp4netns)")
+    from threadnet.slirp.program import add_arguments as add_slirp_arguments
+
+    add_slirp_arguments(p)
+    p.set_defaults(func=cmd_slirp)
 
     p = sub.add_parser("stack", help="run a TCP/IP stack as a service, named by a path")
     p.add_argument("path", metavar="PATH", help="where to publish the stack (msocket(PATH, ...))")
