@@ -24,7 +24,7 @@ from threadnet.slirp import Gateway, HostForward, SlirpOptions
 from threadnet.slirp.flows import FlowTable
 from threadnet.stack.socket import create_connection
 
-from conftest import need_tool, run_as, threadnet_cmd, threadnet_env, wait_for
+from conftest import need_tool, read_pidfile, run_as, threadnet_cmd, threadnet_env, wait_for
 
 
 # -- sans-IO parts -----------------------------------------------------------------------------
@@ -282,16 +282,19 @@ def test_bad_input_and_floods_stay_bounded(slirp_pair):
                 a.send(bytes(Ether(src=me, dst=gmac) / IP(src="10.0.2.15", dst=dst) /
                              TCP(sport=2000 + i, dport=9, flags="S")))
                 a.send(bytes(base / ICMP() / b"p"))
-        # and flows to where something answers: every one a new flow
+        # and flows to a host port that takes them: every one a new flow
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
         for i in range(500):
             a.send(bytes(Ether(src=me, dst=gmac) / IP(src="10.0.2.15", dst="10.0.2.2") /
-                         UDP(sport=20000 + i, dport=9) / b"y"))
+                         UDP(sport=20000 + i, dport=sink.getsockname()[1]) / b"y"))
         time.sleep(1.0)
         assert len(gw.udp) <= 64
         assert len(gw.splices) <= 16
         listener = gw.stack.tcp.listeners[(b"*", 0)]
         assert len(listener.half_open) <= 256
-        assert gw.counters["udp_evicted"] > 0
+        wait_for(lambda: gw.counters["udp_evicted"] > 0, what="evictions")
+        sink.close()
         # still serves
         guest = threadnet.Stack("eth,ip=10.0.2.16/24,gw=10.0.2.2", link=a)
         try:
@@ -419,3 +422,30 @@ def test_unprivileged_slirp_link(unpriv, http_server):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "hello from the host 127.0.0.1"
 
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_threadnet_up_with_slirp_as_an_unprivileged_user(unpriv, tap_ns, netns, procs, sockdir,
+                                                         http_server):
+    """``threadnet up --slirp`` run by an unprivileged user: a root-made namespace on
+    vde_plug2tap gets its address by DHCP and reaches the host's loopback."""
+    need_tool("udhcpc", "curl")
+    os.chmod(sockdir, 0o1777)  # the user makes its switch here (sticky, as /tmp)
+    sw = os.path.join(sockdir, "up")
+    pidfile = os.path.join(sockdir, "up.pid")
+    r = run_as(unpriv, [unpriv["python"], "-m", "threadnet", "up", "-s", sw, "-M", sw + ".mgmt",
+                        "-d", "-p", pidfile, "--slirp", "noipv6"],
+               capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    pid = procs.adopt(read_pidfile(pidfile))
+    assert os.stat(f"/proc/{pid}").st_uid == unpriv["uid"]
+    g = tap_ns(sw, "10.0.2.200")
+    netns.run(g.ns, "ip", "addr", "flush", "dev", g.tap)
+    r = netns.run(g.ns, "udhcpc", "-i", g.tap, "-n", "-q", "-t", "10", "-s", "/bin/true",
+                  timeout=40, check=False)
+    assert "10.0.2.15" in r.stdout + r.stderr, r.stdout + r.stderr
+    netns.run(g.ns, "ip", "addr", "add", "10.0.2.15/24", "dev", g.tap)
+    netns.run(g.ns, "ip", "route", "add", "default", "via", "10.0.2.2")
+    out = netns.run(g.ns, "curl", "-sS", "-m", "10", f"http://10.0.2.2:{http_server}/").stdout
+    assert out == "hello from the host 127.0.0.1"
