@@ -216,6 +216,42 @@ def test_gateway_udp_flows_dns_forwarder_and_ping(slirp_pair):
         echo.close()
 
 
+def test_udp_to_a_closed_host_port_comes_back_as_port_unreachable():
+    """The host's refusal (ECONNREFUSED on the flow's socket) reaches the guest as an
+    ICMP port unreachable quoting its datagram's headers (here a raw guest on the link,
+    which answers the gateway's ARP)."""
+    from scapy.layers.inet import ICMP, IP, UDP, UDPerror
+    from scapy.layers.l2 import ARP, Ether
+
+    a, b = open_pair(1518)
+    gw = Gateway(b, SlirpOptions.parse("noipv6,nodhcp")).start()
+    try:
+        me, gmac = "02:00:00:00:00:15", "52:55:0a:00:02:02"
+        closed = _free_port(socket.SOCK_DGRAM)
+        a.send(bytes(Ether(src=me, dst=gmac) / IP(src="10.0.2.15", dst="10.0.2.2") /
+                     UDP(sport=4444, dport=closed) / b"anyone?"))
+        a.setblocking(False)
+        deadline = time.monotonic() + 5
+        got = None
+        while got is None and time.monotonic() < deadline:
+            try:
+                f = Ether(a.recv())
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if ARP in f and f[ARP].op == 1 and f[ARP].pdst == "10.0.2.15":
+                a.send(bytes(Ether(src=me, dst=f.src) / ARP(
+                    op=2, hwsrc=me, psrc="10.0.2.15", hwdst=f.src, pdst=f[ARP].psrc)))
+            elif ICMP in f and f[ICMP].type == 3:
+                got = f
+        assert got is not None, "no ICMP error"
+        assert got[ICMP].code == 3 and got[IP].dst == "10.0.2.15"
+        assert got[UDPerror].sport == 4444 and got[UDPerror].dport == closed
+    finally:
+        a.close()
+        gw.close()
+
+
 def test_hostfwd_reaches_a_guest_server(slirp_pair):
     gw, guest = slirp_pair("noipv6,hostfwd=tcp:127.0.0.1:0-:8000")
     ls = guest.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -235,6 +271,33 @@ def test_hostfwd_reaches_a_guest_server(slirp_pair):
             data += chunk
     assert data == b"guest sees 10.0.2.2"
     ls.close()
+
+
+def test_ipv6_by_ra_reaches_the_host_loopback_through_fd00_2(slirp_pair):
+    srv = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    srv.settimeout(10)
+
+    def serve():
+        c, peer = srv.accept()
+        c.sendall(b"v6 " + peer[0].encode())
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    a, b = open_pair(1518)
+    gw = Gateway(b, SlirpOptions.parse("nodhcp")).start()
+    guest = threadnet.Stack("eth,rd,slaac", link=a)
+    try:
+        # SLAAC from the gateway's RA of fd00::/64, and a default route through it
+        wait_for(lambda: any(x.addr[:2] == b"\xfd\x00" and x.state == "preferred"
+                             for x in guest.interface("eth0").v6), timeout=10,
+                 what="an fd00::/64 address")
+        with create_connection(guest, ("fd00::2", srv.getsockname()[1]), timeout=5) as c:
+            assert c.recv(100) == b"v6 ::1"
+        assert guest.ping("fd00::2")
+    finally:
+        guest.close()
+        gw.close()
+        srv.close()
 
 
 def test_slirp_link_scheme():

@@ -30,6 +30,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -450,10 +451,12 @@ class Gateway:
                 got.append(s.recv(65535))
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
-                # ECONNREFUSED (the host's ICMP port unreachable) and the like: the flow
-                # ends; the guest's next datagram opens a new one
+            except OSError as exc:
+                # the flow ends (the guest's next datagram opens a new one); a refusal
+                # (the host's ICMP port unreachable) goes on to the guest as one
                 self._drop_flow(key)
+                if exc.errno == errno.ECONNREFUSED:
+                    self._port_unreachable(src, dst)
                 return
         if not got:
             return
@@ -465,6 +468,26 @@ class Gateway:
                     st.udp_send(data, src, dst[1], src=dst[0])
                 except OSError:
                     pass
+
+    def _port_unreachable(self, src: tuple[str, int], dst: tuple[str, int]) -> None:
+        """Tell the guest its datagram from ``src`` to ``dst`` met a closed port: an ICMP
+        port unreachable quoting the IP and UDP headers of such a datagram."""
+        s = ipaddress.ip_address(src[0]).packed
+        d = ipaddress.ip_address(dst[0]).packed
+        head = 20 if len(s) == 4 else ipv6.HEADER_LEN
+        pkt = bytearray(head + 8)
+        pkt[head:] = struct.pack("!HHHH", src[1], dst[1], 8, 0)
+        st = self.stack
+        with st.locked():
+            now = st.clock()
+            if len(s) == 4:
+                ipv4.build(pkt, s, d, ipv4.PROTO_UDP, 8)
+                st._icmp4_error(s, d, icmp4.DEST_UNREACHABLE, icmp4.UNREACH_PORT,
+                                memoryview(pkt), now)
+            else:
+                ipv6.build(pkt, s, d, ipv6.PROTO_UDP, 8)
+                st._icmp6_error(s, d, icmp6.DEST_UNREACHABLE, icmp6.UNREACH_PORT,
+                                memoryview(pkt), now)
 
     def _add_flow(self, key: Any, flow: tuple, timeout: float) -> None:
         for _, old in self.udp.add(key, flow, timeout, time.monotonic()):
