@@ -89,8 +89,12 @@ def test_catch_all_listener_takes_any_destination_and_keeps_it():
         c.connect_ex(("198.51.100.7", 80))
         wait_for(lambda: gw.stats.get("ip4_not_for_us", 0) > 0, what="a dropped SYN")
         c.close()
+        class Owner:  # opens every held SYN at once
+            def on_syn(self, key):
+                gw.tcp.release_syn(key, 0, gw.clock())
+
         with gw.locked():
-            gw.catch_all = gw.upper.add(object())
+            gw.catch_all = gw.upper.add(Owner())
         c = create_connection(guest, ("198.51.100.7", 80), timeout=5)
         s, peer = ls.accept()
         assert s.getsockname() == ("198.51.100.7", 80)
@@ -108,6 +112,70 @@ def test_catch_all_listener_takes_any_destination_and_keeps_it():
             x.close()
     finally:
         guest.close()
+        gw.close()
+
+
+def _raw_guest_exchange(link, frame, want, timeout=5.0):
+    """Send ``frame`` from a raw guest (10.0.2.15) on ``link``, answer the gateway's ARP,
+    and return the first frame ``want(frame)`` accepts (scapy), or None."""
+    from scapy.layers.l2 import ARP, Ether
+
+    me = "02:00:00:00:00:15"
+    link.send(frame)
+    link.setblocking(False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            f = Ether(link.recv())
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        if ARP in f and f[ARP].op == 1 and f[ARP].pdst == "10.0.2.15":
+            link.send(bytes(Ether(src=me, dst=f.src) / ARP(
+                op=2, hwsrc=me, psrc="10.0.2.15", hwdst=f.src, pdst=f[ARP].psrc)))
+        elif want(f):
+            return f
+    return None
+
+
+def test_held_syn_answered_by_icmp_unreachable_or_reset():
+    """The catch-all listener holds a SYN until its owner answers: EHOSTUNREACH gives an
+    ICMP host unreachable that quotes the SYN (its sequence number, which the guest's
+    kernel checks), ECONNREFUSED a RST."""
+    import errno
+
+    from scapy.layers.inet import ICMP, IP, TCP, TCPerror
+    from scapy.layers.l2 import Ether
+
+    a, b = open_pair(1518)
+    gw = threadnet.Stack("eth,ip=10.0.2.2/24", link=b)
+    answers = iter([errno.EHOSTUNREACH, errno.ECONNREFUSED])
+
+    class Owner:
+        def on_syn(self, key):
+            assert key[:2] == (bytes([198, 51, 100, 1]), 80)
+            gw.tcp.release_syn(key, next(answers), gw.clock())
+
+    try:
+        ls = gw.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
+        ls.listen(8)
+        with gw.locked():
+            gw.catch_all = gw.upper.add(Owner())
+        gmac = ":".join(f"{x:02x}" for x in gw.interface("eth0").mac)
+        syn = Ether(src="02:00:00:00:00:15", dst=gmac) / IP(src="10.0.2.15", dst="198.51.100.1")
+        f = _raw_guest_exchange(a, bytes(syn / TCP(sport=5555, dport=80, flags="S",
+                                                   seq=123456)),
+                                lambda f: ICMP in f or TCP in f)
+        assert f is not None and ICMP in f and (f[ICMP].type, f[ICMP].code) == (3, 1)
+        assert f[TCPerror].seq == 123456 and f[TCPerror].sport == 5555
+        f = _raw_guest_exchange(a, bytes(syn / TCP(sport=5556, dport=80, flags="S", seq=7)),
+                                lambda f: TCP in f and ICMP not in f)
+        assert f is not None and f[TCP].flags == "RA" and f[TCP].ack == 8
+        assert not gw.tcp.held
+        ls.close()
+    finally:
+        a.close()
         gw.close()
 
 
@@ -173,15 +241,15 @@ def test_gateway_reaches_host_loopback_and_refuses_closed_ports(slirp_pair, http
     assert data.startswith(b"HTTP/1.0 200") and data.endswith(b"hello from the host 127.0.0.1")
     big = _fetch(guest, "10.0.2.2", http_server, "/big")
     assert big.endswith(bytes(range(256)) * 4096)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionRefusedError):  # the SYN itself is reset, as libslirp does
         _fetch(guest, "10.0.2.2", 1)
-    assert gw.counters["tcp"] == 3 and gw.counters["tcp_refused"] == 1
+    assert gw.counters["tcp"] == 2 and gw.counters["tcp_refused"] == 1
     wait_for(lambda: not gw.splices, what="splices closed")
 
 
 def test_gateway_restrict_keeps_the_host_loopback_out(slirp_pair, http_server):
     gw, guest = slirp_pair("noipv6,restrict")
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionRefusedError):
         _fetch(guest, "10.0.2.2", http_server)
 
 
@@ -355,7 +423,8 @@ def test_bad_input_and_floods_stay_bounded(slirp_pair):
         assert len(gw.udp) <= 64
         assert len(gw.splices) <= 16
         listener = gw.stack.tcp.listeners[(b"*", 0)]
-        assert len(listener.half_open) <= 256
+        assert len(listener.half_open) <= 256 and len(gw.stack.tcp.held) <= 256
+        assert len(gw.pending) + len(gw._connecting) <= 16
         wait_for(lambda: gw.counters["udp_evicted"] > 0, what="evictions")
         sink.close()
         # still serves

@@ -6,12 +6,12 @@ guests send, whatever their destination. The host side re-originates each as an
 ordinary kernel socket, as libslirp and passt do, and one event loop thread splices the
 two without blocking the stack's runner:
 
-- TCP: the catch-all listener accepts the guest's connection (a ``StackSocket``, whose
-  local address is the original destination), a non-blocking kernel socket connects to
-  that destination, and a ``Splice`` copies both ways through bounded buffers. A full
-  buffer stops reading its side, so the stack's TCP window closes (backpressure). A
-  refused or unreachable host connection resets the guest's (the guest sees its
-  connection open, then reset: libslirp holds the SYN-ACK until the host connects).
+- TCP: the stack holds the guest's SYN (``TcpLayer.held``) while a non-blocking kernel
+  socket connects to its destination, as libslirp does; then it releases it: the
+  connection opens on the catch-all listener (a ``StackSocket`` whose local address is
+  the original destination), or the guest gets a RST (refused) or an ICMP unreachable.
+  A ``Splice`` copies both ways through bounded buffers; a full buffer stops reading its
+  side, so the stack's TCP window closes (backpressure).
 - UDP: one connected kernel socket per flow (guest address and port, destination), in a
   bounded table with an idle timeout (``flows.py``).
 - ICMP echo: to the gateway's own addresses the stack answers; elsewhere through the
@@ -182,14 +182,18 @@ class Splice:
         self.gw.splices.discard(self)
 
 
-class _EchoOwner:
-    """The stack's catch-all echo owner: echo requests to addresses not ours."""
+class _CatchAllOwner:
+    """The owner of the stack's catch-all mode: echo requests to addresses not ours, and
+    SYNs held for the catch-all listener."""
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
     def on_echo(self, family: int, src: bytes, dst: bytes, rest: int, data: bytes) -> None:
         self.gw.loop.call_soon_threadsafe(lambda: self.gw.echo(family, src, dst, rest, data))
+
+    def on_syn(self, key: tuple) -> None:
+        self.gw.loop.call_soon_threadsafe(lambda: self.gw.syn(key))
 
 
 class Gateway:
@@ -206,6 +210,10 @@ class Gateway:
         self.loop = EventLoop()
         self.loop.on_error = lambda exc: log.exception("slirp: %s", exc, exc_info=exc)
         self.splices: set[Splice] = set()
+        #: host connections made for held SYNs, until the guest's side is accepted:
+        #: (local address, port, remote address, port) -> (socket, when)
+        self.pending: dict[tuple, tuple[socket.socket, float]] = {}
+        self._connecting: dict[tuple, socket.socket] = {}
         self.udp = FlowTable(o.max_udp)
         self.counters = {"tcp": 0, "tcp_refused": 0, "tcp_dropped": 0, "udp": 0,
                          "udp_evicted": 0, "echo": 0, "dns": 0, "hostfwd": 0}
@@ -227,7 +235,7 @@ class Gateway:
         self.loop.add_reader(lsock, self._accept)
         with st.locked():
             st.udp[CATCH_ALL] = st.upper.add(UdpCallbacks(self._udp_in))
-            st.catch_all = st.upper.add(_EchoOwner(self))
+            st.catch_all = st.upper.add(_CatchAllOwner(self))
         for fwd in o.hostfwd:
             self._add_hostfwd(fwd)
         self._expiry = self.loop.call_every(1.0, self._expire)
@@ -254,6 +262,13 @@ class Gateway:
             sp.close()
         for _, flow in self.udp.expire(float("inf")):
             self._close_flow(flow)
+        for host, _ in self.pending.values():
+            host.close()
+        self.pending.clear()
+        for host in self._connecting.values():
+            self.loop.remove_writer(host)
+            host.close()
+        self._connecting.clear()
         for s in self._listeners:
             s.close()
         self._listeners.clear()
@@ -304,16 +319,34 @@ class Gateway:
     def _open_tcp(self, guest: socket.socket) -> None:
         guest.setblocking(False)
         laddr, lport = guest.getsockname()[:2]
-        target = self.host_target(ipaddress.ip_address(laddr).packed, lport, "tcp")
-        if target is None or len(self.splices) >= self.options.max_tcp:
-            self.counters["tcp_dropped" if target else "tcp_refused"] += 1
+        raddr, rport = guest.getpeername()[:2]
+        key = (ipaddress.ip_address(laddr).packed, lport, ipaddress.ip_address(raddr).packed,
+               rport)
+        entry = self.pending.pop(key, None)
+        if entry is None:  # (its host connection expired meanwhile)
             _reset(guest)
+            return
+        self.counters["tcp"] += 1
+        self.splices.add(Splice(self, guest, entry[0]))
+
+    def syn(self, key: tuple) -> None:
+        """A guest's SYN, held by the stack: connect to where it leads first, and answer
+        it as the host's answer goes (open, reset, or ICMP unreachable)."""
+        dst, dport = key[0], key[1]
+        target = self.host_target(dst, dport, "tcp")
+        if target is None:
+            self.counters["tcp_refused"] += 1
+            self._release(key, errno.ECONNREFUSED)
+            return
+        if len(self.splices) + len(self.pending) + len(self._connecting) >= self.options.max_tcp:
+            self.counters["tcp_dropped"] += 1
+            self._release(key, errno.ECONNREFUSED)
             return
         fam, addr, port = target
         try:
             host = socket.socket(fam, socket.SOCK_STREAM)
         except OSError:
-            _reset(guest)
+            self._release(key, errno.ECONNREFUSED)
             return
         host.setblocking(False)
         host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -321,10 +354,26 @@ class Gateway:
         if err not in (0, errno.EINPROGRESS):
             host.close()
             self.counters["tcp_refused"] += 1
-            _reset(guest)
+            self._release(key, err)
             return
-        self.counters["tcp"] += 1
-        self.splices.add(Splice(self, guest, host, connecting=1))
+        self._connecting[key] = host
+        self.loop.add_writer(host, lambda: self._connected(key, host))
+
+    def _connected(self, key: tuple, host: socket.socket) -> None:
+        self.loop.remove_writer(host)
+        self._connecting.pop(key, None)
+        err = host.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            host.close()
+            self.counters["tcp_refused"] += 1
+        else:
+            self.pending[key] = (host, time.monotonic())
+        self._release(key, err)
+
+    def _release(self, key: tuple, err: int) -> None:
+        st = self.stack
+        with st.locked():
+            st.tcp.release_syn(key, err, st.clock())
 
     def refused(self, sp: Splice, j: int, err: int) -> None:
         """A host connection failed (refused, unreachable, timed out): reset the guest's."""
@@ -511,8 +560,13 @@ class Gateway:
             pass
 
     def _expire(self) -> None:
-        for _, flow in self.udp.expire(time.monotonic()):
+        now = time.monotonic()
+        for _, flow in self.udp.expire(now):
             self._close_flow(flow)
+        for key, (host, when) in list(self.pending.items()):
+            if now - when > 75:  # the guest never completed its handshake
+                del self.pending[key]
+                host.close()
 
     # -- ICMP echo -------------------------------------------------------------------------------
     def echo(self, family: int, src: bytes, dst: bytes, rest: int, data: bytes) -> None:

@@ -18,6 +18,8 @@ the core calls when something happens to one, under the stack's lock:
 ``on_ping_done(handle, session)``               a ping ended
 ``on_echo(handle, family, src, dst, rest, data)``  an echo request to an address not
                                                 ours, in catch-all mode (``Stack.catch_all``)
+``on_syn(handle, key)``                          a SYN held for the catch-all listener
+                                                (``TcpLayer.release_syn`` answers it)
 ``release(handle)``                             the core names the handle no more
 ==============================================  =========================================
 
@@ -109,6 +111,11 @@ class Owners:
         owner = self.owners.get(handle)
         if owner is not None:
             owner.on_ping_done(session)
+
+    def on_syn(self, handle: int, key: tuple) -> None:
+        owner = self.owners.get(handle)
+        if owner is not None:
+            owner.on_syn(key)
 
     def on_echo(self, handle: int, family: int, src: bytes, dst: bytes, rest: int,
                 data: bytes) -> None:
