@@ -1,7 +1,8 @@
 """``threadnet bench slirp``: iperf3 from a namespace through threadnet's slirp to the host,
 both directions, side by side with Debian's ``slirp4netns`` (libslirp, C) on the same
 setup (a tap in a namespace, the host's iperf3 server reached at 10.0.2.2, its loopback),
-at MTU 1500 and 65520. threadnet runs on a plain tap and on ``tap://IF[offload]`` (the
+at MTU 1500 and 65520, and connections per second (connect, 16 bytes each way, close)
+to a host echo server. threadnet runs on a plain tap and on ``tap://IF[offload]`` (the
 kernel's TSO and checksum offloads). Needs root (namespaces).
 
     threadnet bench slirp [--time S] [--mtu 1500 --mtu 65520] [--no-offload]
@@ -54,6 +55,48 @@ def _iperf(ns: str, seconds: float, reverse: bool) -> float:
         return 0.0
 
 
+#: connections per second from the namespace: connect, a 16-byte request, its echo, close
+CONN_CLIENT = """
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+n, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    with socket.create_connection(("10.0.2.2", port), timeout=10) as c:
+        c.sendall(b"x" * 16)
+        c.recv(16)
+    n += 1
+print(n / seconds)
+"""
+
+
+def _echo_server() -> tuple[object, int]:
+    import socketserver
+    import threading
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(self.request.recv(16))
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 128
+
+    srv = Server(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, srv.server_address[1]
+
+
+def _conns(ns: str, port: int, seconds: float) -> float:
+    r = _ns(ns, sys.executable, "-c", CONN_CLIENT, str(port), str(seconds), check=False,
+            timeout=seconds + 60)
+    try:
+        return float(r.stdout.strip())
+    except ValueError:
+        sys.stderr.write(f"conn/s client failed: {r.stderr[-500:]}\n")
+        return 0.0
+
+
 def _threadnet(ns: str, mtu: int, offload: bool, tmp: str) -> int:
     url = "tap://tn0[offload]" if offload else "tap://tn0"
     pidfile = os.path.join(tmp, f"slirp-{ns}.pid")
@@ -101,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="tn-bslirp-")
     server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(PORT)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    echo, echo_port = _echo_server()
     time.sleep(0.3)
     kinds = [("slirp4netns", None), ("threadnet", False)] + (
         [] if args.no_offload else [("threadnet[offload]", True)])
     rows = []
     try:
         for mtu in mtus:
-            results: dict[str, tuple[float, float]] = {}
+            results: dict[str, tuple[float, float, float]] = {}
             for kind, offload in kinds:
                 ns = f"tnbs{os.getpid()}{len(rows)}{len(results)}"
                 _run("ip", "netns", "add", ns)
@@ -121,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         pid = _threadnet(ns, mtu, offload, tmp)
                     up = _iperf(ns, args.time, False)
                     down = _iperf(ns, args.time, True)
+                    cps = _conns(ns, echo_port, min(args.time, 3.0))
                 finally:
                     if pid is not None:
                         kill_pid(pid)
@@ -128,19 +173,23 @@ def main(argv: list[str] | None = None) -> int:
                         kill_pid(pr.pid)
                         pr.wait(5)
                     _run("ip", "netns", "del", ns, check=False)
-                results[kind] = (up, down)
-                print(f"MTU {mtu:5d}  {kind:20s} up {up:8.0f}  down {down:8.0f}", flush=True)
+                results[kind] = (up, down, cps)
+                print(f"MTU {mtu:5d}  {kind:20s} up {up:8.0f}  down {down:8.0f}  "
+                      f"conn/s {cps:6.0f}", flush=True)
             ref = results["slirp4netns"]
-            for kind, (up, down) in results.items():
+            for kind, (up, down, cps) in results.items():
                 if kind == "slirp4netns":
                     continue
                 ru = up / ref[0] if ref[0] else 0.0
                 rd = down / ref[1] if ref[1] else 0.0
-                print(f"MTU {mtu:5d}  {kind:20s} / slirp4netns: up {ru:.2f}x  down {rd:.2f}x")
+                rc = cps / ref[2] if ref[2] else 0.0
+                print(f"MTU {mtu:5d}  {kind:20s} / slirp4netns: up {ru:.2f}x  down {rd:.2f}x  "
+                      f"conn/s {rc:.2f}x")
             rows.append((mtu, results))
     finally:
         kill_pid(server.pid)
         server.wait(5)
+        echo.shutdown()  # type: ignore[attr-defined]
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
