@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -517,6 +518,29 @@ def _host_address() -> str | None:
     for line in r.stdout.splitlines():
         return line.split()[3].split("/")[0]
     return None
+
+
+@pytest.mark.root
+def test_ping_through_the_hosts_ping_sockets(netns):
+    """Where net.ipv4.ping_group_range allows ping sockets (set in a namespace of the
+    test's own: the sysctl is per namespace), a guest's ping to a host address goes out
+    through one, and the reply comes back from that address."""
+    ns = netns.add()
+    netns.run(ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+    netns.run(ns, "ip", "addr", "add", "192.0.2.1/32", "dev", "lo")  # a host address
+    code = (
+        "import threadnet\n"
+        "from threadnet.link.pair import open_pair\n"
+        "from threadnet.slirp import Gateway, SlirpOptions\n"
+        "a, b = open_pair(1518)\n"
+        "gw = Gateway(b, SlirpOptions.parse('noipv6,nodhcp')).start()\n"
+        "g = threadnet.Stack('eth,ip=10.0.2.15/24,gw=10.0.2.2', link=a)\n"
+        "print(len(g.ping('192.0.2.1', count=3, timeout=2)), gw.counters['echo'])\n"
+        "print(len(g.ping('192.0.2.99', count=1, timeout=1)))\n"
+    )
+    r = netns.run(ns, sys.executable, "-c", code, env=threadnet_env(), check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "3", "0"], r.stdout
 
 
 @pytest.mark.root
