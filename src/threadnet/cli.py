@@ -165,11 +165,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("  attach:   threadnet plug ''   |   vde_plug   |   open_link('') in Python")
         print(f"            qemu ... -nic vde,sock={sock}   |   vde_plug2tap -s {sock} TAP")
         if args.slirp is not None:
-            print("  slirp:    gateway 10.0.2.2, DHCP from 10.0.2.15, DNS 10.0.2.3, "
-                  "IPv6 fd00::/64 by RA (the host's network, no root)")
+            o = options
+            print(f"  slirp:    gateway {o.host}, DNS {o.dns}"
+                  + (f", DHCP from {o.dhcp_start}" if o.dhcp else "")
+                  + (f", IPv6 {o.prefix6} by RA" if o.ipv6 else "")
+                  + " (the host's network, no root)")
         print(f"  stop:     {'threadnet down' if args.daemon else 'Ctrl-C'}", flush=True)
 
     started = None
+    options = None
     if args.slirp is not None:
         from threadnet.slirp.options import SlirpOptions
 
