@@ -390,8 +390,12 @@ def test_bad_input_and_floods_stay_bounded(slirp_pair):
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.layers.l2 import Ether
 
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # takes datagrams, answers none
+    sink.bind(("127.0.0.1", 0))
+    sink_port = sink.getsockname()[1]
     a, b = open_pair(1518)
-    gw = Gateway(b, SlirpOptions.parse("noipv6,maxudp=64,maxtcp=16"))
+    gw = Gateway(b, SlirpOptions.parse(f"noipv6,maxudp=64,maxtcp=16,"
+                                       f"nameserver=127.0.0.1#{sink_port}"))
     errors = []
     gw.loop.on_error = errors.append
     gw.start()
@@ -414,12 +418,13 @@ def test_bad_input_and_floods_stay_bounded(slirp_pair):
                 a.send(bytes(Ether(src=me, dst=gmac) / IP(src="10.0.2.15", dst=dst) /
                              TCP(sport=2000 + i, dport=9, flags="S")))
                 a.send(bytes(base / ICMP() / b"p"))
-        # and flows to a host port that takes them: every one a new flow
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sink.bind(("127.0.0.1", 0))
+        # and flows to a host port that takes them, and garbage "queries" to the DNS
+        # forwarder: every one a new flow
         for i in range(500):
             a.send(bytes(Ether(src=me, dst=gmac) / IP(src="10.0.2.15", dst="10.0.2.2") /
-                         UDP(sport=20000 + i, dport=sink.getsockname()[1]) / b"y"))
+                         UDP(sport=20000 + i, dport=sink_port) / b"y"))
+            a.send(bytes(Ether(src=me, dst=gmac) / IP(src="10.0.2.15", dst="10.0.2.3") /
+                         UDP(sport=40000 + i, dport=53) / rnd.randbytes(rnd.randrange(0, 600))))
         time.sleep(1.0)
         assert len(gw.udp) <= 64
         assert len(gw.splices) <= 16
@@ -427,7 +432,7 @@ def test_bad_input_and_floods_stay_bounded(slirp_pair):
         assert len(listener.half_open) <= 256 and len(gw.stack.tcp.held) <= 256
         assert len(gw.pending) + len(gw._connecting) <= 16
         wait_for(lambda: gw.counters["udp_evicted"] > 0, what="evictions")
-        sink.close()
+        assert gw.counters["dns"] > 64
         # still serves
         guest = threadnet.Stack("eth,ip=10.0.2.16/24,gw=10.0.2.2", link=a)
         try:
@@ -436,6 +441,7 @@ def test_bad_input_and_floods_stay_bounded(slirp_pair):
             guest.close()
     finally:
         gw.close()
+        sink.close()
     assert not errors, errors
 
 
