@@ -106,17 +106,18 @@ class Splice:
             self.abort(i)
             return
         if data:
-            buf += data
-            other = self.ends[1 - i]
-            if len(buf) == len(data):  # try at once: most chunks go straight through
+            if buf:
+                buf += data
+            else:  # try at once: most chunks go straight through, with no copy of ours
                 try:
-                    n = other.send(buf)
-                    del buf[:n]
+                    n = self.ends[1 - i].send(data)
                 except (BlockingIOError, InterruptedError):
-                    pass
+                    n = 0
                 except OSError:
                     self.abort(1 - i)
                     return
+                if n < len(data):
+                    buf += memoryview(data)[n:]
         else:
             self.eof[i] = True
             self._maybe_shut(i)
