@@ -78,7 +78,8 @@ def _add_switch_args(p: argparse.ArgumentParser, default_dir: str | None) -> Non
                    help="plain recv/send per frame instead of recvmmsg/sendmmsg")
 
 
-def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] | None = None) -> int:
+def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] | None = None,
+                  started: Callable[[], None] | None = None) -> int:
     from threadnet.switch.server import SwitchServer
     from threadnet.wire.ethernet import mac_from_str
 
@@ -105,6 +106,8 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
     from threadnet.daemon import background_or_pidfile
 
     background_or_pidfile(args.daemon, args.pidfile)
+    if started is not None:
+        started()  # (after the fork: what it starts may have threads)
     server.loop.stop_on_signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     if not args.daemon and not args.nostdin and sys.stdin is not None and sys.stdin.isatty():
         _stdin_console(server)
@@ -161,9 +164,31 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  console:  threadnet console {args.mgmt} help   (or: unixterm {args.mgmt})")
         print("  attach:   threadnet plug ''   |   vde_plug   |   open_link('') in Python")
         print(f"            qemu ... -nic vde,sock={sock}   |   vde_plug2tap -s {sock} TAP")
+        if args.slirp is not None:
+            o = options
+            print(f"  slirp:    gateway {o.host}, DNS {o.dns}"
+                  + (f", DHCP from {o.dhcp_start}" if o.dhcp else "")
+                  + (f", IPv6 {o.prefix6} by RA" if o.ipv6 else "")
+                  + " (the host's network, no root)")
         print(f"  stop:     {'threadnet down' if args.daemon else 'Ctrl-C'}", flush=True)
 
-    return _start_switch(args, announce)
+    started = None
+    options = None
+    if args.slirp is not None:
+        from threadnet.slirp.options import SlirpOptions
+
+        options = SlirpOptions.parse(args.slirp)  # bad options fail here, before the fork
+
+        def started() -> None:
+            import threading
+
+            from threadnet.slirp.gateway import Gateway
+
+            # the gateway's link handshakes with the switch, whose loop runs in this thread
+            threading.Thread(target=lambda: Gateway(f"vde://{args.sock}", options).start(),
+                             name="slirp-up", daemon=True).start()
+
+    return _start_switch(args, announce, started)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -527,6 +552,12 @@ def cmd_ip(args: argparse.Namespace) -> int:
     return ip_main(args.words)
 
 
+def cmd_slirp(args: argparse.Namespace) -> int:
+    from threadnet.slirp.program import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -551,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="bring up the default virtual network")
     _add_switch_args(p, None)
+    p.add_argument("--slirp", nargs="?", const="", metavar="OPTIONS",
+                   help="and a slirp gateway on it: DHCP, DNS, RA, the host's network "
+                        "(threadnet slirp's options, e.g. 'hostfwd=tcp::8080-:80')")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop the default virtual network")
@@ -588,6 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_wirefilter)
 
+    p = sub.add_parser("slirp", help="user-mode networking: a network reaches the host's "
+                       "(like slirpvde, slirp4netns)")
+    from threadnet.slirp.program import add_arguments as add_slirp_arguments
+
+    add_slirp_arguments(p)
+    p.set_defaults(func=cmd_slirp)
+
     p = sub.add_parser("stack", help="run a TCP/IP stack as a service, named by a path")
     p.add_argument("path", metavar="PATH", help="where to publish the stack (msocket(PATH, ...))")
     _add_stack_args(p)
@@ -622,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ip)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire", "stack", "ioth"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp"], help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -396,6 +396,7 @@ _BUILTIN = {
     "null": "threadnet.link.null:open_null",
     "pcap": "threadnet.link.capture:open_pcap",
     "wirefilter": "threadnet.link.emulation:open_wirefilter",
+    "slirp": "threadnet.slirp.link:open_slirp",
 }
 
 

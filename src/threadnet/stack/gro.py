@@ -109,7 +109,8 @@ class DirectInput:
         frame then goes its own way and shows up in the counters)."""
         src = addrs[:4]
         dst = addrs[4:]
-        if dst not in (self._local4 if self._local4_gen == self._gen else self._local4_set()) \
+        if (dst not in (self._local4 if self._local4_gen == self._gen else self._local4_set())
+                and (self.catch_all is None or dst[0] >= 224)) \
                 or dst[0] == 127 or src[0] == 127 or not tcp.verify_frames4(run, src, dst):
             return False
         self._now = now
@@ -132,8 +133,9 @@ class DirectInput:
         EtherType (``_input_direct``)."""
         vihl, total, frag, proto, src, dst = _IP4(mv, 14)
         if vihl == _VIHL and proto == 6 and not frag & _FRAGMENT and 40 <= total <= n - 14 \
-                and dst in (self._local4 if self._local4_gen == self._gen
-                            else self._local4_set()) \
+                and (dst in (self._local4 if self._local4_gen == self._gen
+                             else self._local4_set())
+                     or (self.catch_all is not None and dst[0] < 224)) \
                 and dst[0] != 127 and src[0] != 127 and _IP4_OK(mv, 14):
             self.tcp.input(4, src, dst, mv[34:14 + total], now, csum_ok)
             return True
@@ -145,9 +147,10 @@ class DirectInput:
         the preferred addresses of ``iface``. The caller has checked that the frame holds
         74 bytes or more, its destination MAC and its EtherType."""
         vtf, plen, nh, src, dst = _IP6(mv, 14)
-        if vtf >> 28 == 6 and nh == 6 and 20 <= plen <= n - 54 and dst in (
+        if vtf >> 28 == 6 and nh == 6 and 20 <= plen <= n - 54 and (dst in (
                 self._local6 if self._local6_gen == self._gen
-                else self._local6_sets()).get(iface, ()):
+                else self._local6_sets()).get(iface, ())
+                or (self.catch_all is not None and dst[0] != 0xFF)):
             if src == LOOPBACK6:
                 return False  # the general path drops it
             self.tcp.input(6, src, dst, mv[54:54 + plen], now, csum_ok)

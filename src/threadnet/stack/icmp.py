@@ -42,6 +42,9 @@ class Icmp:
         if kind == icmp4.ECHO_REQUEST:
             if broadcast:
                 return  # no replies to broadcast pings (Linux's default)
+            if self.catch_all is not None and not self._is_local4(dst):
+                self.upper.on_echo(self.catch_all, 4, src, dst, rest, bytes(body))
+                return
             out = bytearray(len(payload))
             icmp4.build_echo(out, rest >> 16, rest & 0xFFFF, body, reply=True)
             self.send_ip4(dst, src, ipv4.PROTO_ICMP, out, now)
@@ -63,6 +66,9 @@ class Icmp:
         if self.agent_icmp6 and (kind, iface.index) in self.agent_icmp6:
             self._agent_icmp6_input(iface, kind, src, dst, hlim, payload, now)
         if kind == icmp6.ECHO_REQUEST:
+            if self.catch_all is not None and dst[0] != 0xFF and not self._is_local6(dst):
+                self.upper.on_echo(self.catch_all, 6, src, dst, rest, bytes(body))
+                return
             reply_src = dst if dst[0] != 0xFF else self._source6(src)
             if reply_src is None:
                 return

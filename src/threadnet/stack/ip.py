@@ -380,7 +380,8 @@ class IpLayer:
         connection may reuse while none of them changes; None when packets to ``dst`` need
         the general output path (no route, a local, broadcast or multicast destination,
         a next hop not known to be reachable, or ``src`` not ours)."""
-        if dst[0] >= 224 or self._is_local4(dst) or src not in self._local4_set():
+        if dst[0] >= 224 or self._is_local4(dst) or (src not in self._local4_set()
+                                                      and self.catch_all is None):
             return None
         r = self._route4(dst)
         if r is None:
@@ -413,7 +414,7 @@ class IpLayer:
         REACHABLE neighbor; None otherwise (multicast, unspecified or local destination,
         no route, a next hop not known to be reachable, ``src`` not a preferred address)."""
         if dst[0] == 0xFF or dst == ipv6.UNSPECIFIED or self._is_local6(dst) \
-                or not self._is_local6(src):
+                or (not self._is_local6(src) and self.catch_all is None):
             return None
         r = self._route6(dst)
         if r is None:

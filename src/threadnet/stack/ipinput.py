@@ -107,7 +107,8 @@ class IpInput:
         payload = mv[hlen:total]
         broadcast = dst == LIMITED_BROADCAST or any(
             dst == broadcast4(a, p) for a, p in iface.v4)
-        local = broadcast or self._is_local4(dst) or (iface.loopback and dst[0] == 127)
+        local = broadcast or self._is_local4(dst) or (iface.loopback and dst[0] == 127) or (
+            self.catch_all is not None and dst[0] < 224)
         if not local:
             if self.agent_udp and proto == ipv4.PROTO_UDP and not (flags & ipv4.FLAG_MF or frag_off) \
                     and self._agent_udp_input(iface, 4, src, dst, mv[hlen:total], now):
@@ -172,7 +173,8 @@ class IpInput:
             local = dst == ipv6.ALL_NODES or dst in iface.groups6 or any(
                 dst == ipv6.solicited_node(a.addr) for a in iface.v6)
         else:
-            local = self._is_local6(dst) or any(a.addr == dst for a in iface.v6)
+            local = self._is_local6(dst) or any(a.addr == dst for a in iface.v6) or \
+                self.catch_all is not None
         if not local:
             if multicast:
                 return

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from threadnet.stack import rawsocket
 from threadnet.stack import runner as _runner
 from threadnet.stack.tcp.connection import TcpState
-from threadnet.stack.tcplayer import TCP_BUF, TcpEndpoint, TcpListener
+from threadnet.stack.tcplayer import CATCH_ALL, TCP_BUF, TcpEndpoint, TcpListener
 
 if TYPE_CHECKING:
     from threadnet.stack.stack import Stack
@@ -286,7 +286,9 @@ class StackSocket(_socket.socket):
             return
         stack = self._stack
         with stack.locked():
-            if self._local is None:
+            if self._opts.get((_socket.SOL_IP, _socket.IP_TRANSPARENT)):
+                self._local = CATCH_ALL  # the catch-all listener (Stack.catch_all)
+            elif self._local is None:
                 self._local = (b"", stack.tcp.ephemeral(b""))
             addr, port = self._local
             # (bind has already checked that the port is free)

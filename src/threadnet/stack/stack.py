@@ -196,6 +196,13 @@ class Stack(IpLayer, IpInput, DirectInput, NeighborDiscovery, Icmp, Forwarding, 
         self.forwarding = forwarding
         #: bound UDP ports: (address or b"", port) -> the owner's handle (``upper``)
         self.udp: dict[tuple[bytes, int], int] = {}
+        #: the catch-all (transparent) mode, for user-mode networking (``slirp/``): None,
+        #: or the handle of the owner whose ``on_echo`` takes echo requests to addresses
+        #: not ours. While set, unicast to any address is delivered as if local: TCP to
+        #: a port nobody listens on goes to the listener at ``CATCH_ALL``, UDP to an
+        #: unbound port to the port bound at ``CATCH_ALL``; each keeps the original
+        #: destination as its local address (Linux's IP_TRANSPARENT with TPROXY)
+        self.catch_all: int | None = None
         #: pings under way (``start_ping``), run by ``on_timer``, and by (family,
         #: identifier), for their replies and errors
         self.echo_sessions: list[EchoSession] = []

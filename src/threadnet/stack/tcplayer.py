@@ -63,6 +63,9 @@ _NOT_PSH = 0xFF & ~tcp.PSH
 
 
 ANY6 = b"::"  # the IPv6 wildcard's key in the listener table (b"" is IPv4's)
+#: the catch-all listener's key (``Stack.catch_all``): SYNs to any address and port that
+#: no other listener takes; its connections keep the original destination as ``local``
+CATCH_ALL = (b"*", 0)
 
 class TcpEndpoint:
     """A connection with its addresses, as the socket layer sees it."""
@@ -202,6 +205,10 @@ class TcpLayer:
         self._secret = os.urandom(16)
         self.defaults: dict[str, object] = {}
         self.rst_sent = 0
+        #: SYNs to the catch-all listener that wait for its owner's ``release_syn`` (the
+        #: owner connects onward first, as libslirp does): key -> (family, seq, window,
+        #: options); at most SYN_BACKLOG
+        self.held: dict[tuple, tuple[int, int, int, bytes]] = {}
         # while a batch of frames is processed: the connections to flush at its end, and
         # the time of the batch's latest segment (when they are flushed)
         self._batch: dict[TcpEndpoint, None] | None = None
@@ -387,6 +394,8 @@ class TcpLayer:
                     listener = None
         else:
             listener = ls.get((dst, dport)) or ls.get((ANY6, dport))
+        if listener is None and self.stack.catch_all is not None:
+            listener = ls.get(CATCH_ALL)
         if flags & tcp.RST:
             return
         if listener is not None and not flags & tcp.ACK:
@@ -394,8 +403,11 @@ class TcpLayer:
             # NULL and XMAS probes) is dropped, not reset. A SYN with FIN is dropped too,
             # as Linux does (no valid open carries both).
             if flags & (tcp.SYN | tcp.FIN) == tcp.SYN:
-                self._syn(listener, family, src, sport, dst, dport, seq, window, opts, now,
-                          iss)
+                if listener.key == CATCH_ALL:
+                    self._hold(listener, family, src, sport, dst, dport, seq, window, opts)
+                else:
+                    self._syn(listener, family, src, sport, dst, dport, seq, window, opts,
+                              now, iss)
             return
         self._reset(family, src, sport, dst, dport, seq, ack, flags, len(payload) - doff, now)
 
@@ -472,6 +484,48 @@ class TcpLayer:
         listener.half_open[key] = ep
         conn.listen_accept(self._segment(seq, 0, tcp.SYN, window, opts, memoryview(b"")), now)
         self.flush(ep, now)
+
+    def _hold(self, listener: TcpListener, family: int, src: bytes, sport: int, dst: bytes,
+              dport: int, seq: int, window: int, opts: memoryview) -> None:
+        """A SYN for the catch-all listener: held until the owner of ``Stack.catch_all``
+        (told by ``on_syn``) calls ``release_syn``; a retransmitted one is dropped."""
+        key = (dst, dport, src, sport)
+        if key in self.held:
+            return
+        if len(self.held) >= SYN_BACKLOG:
+            listener.syn_dropped += 1
+            return
+        self.held[key] = (family, seq, window, bytes(opts))
+        self.stack.upper.on_syn(self.stack.catch_all, key)
+
+    def release_syn(self, key: tuple, error: int, now: float) -> None:
+        """Answer a held SYN (``key``: local address and port, remote address and port):
+        ``error`` 0 opens the connection on the catch-all listener; ECONNREFUSED (or any
+        other) resets it; EHOSTUNREACH, ENETUNREACH answer with an ICMP destination
+        unreachable (host, network) quoting the SYN, which aborts the peer's connect."""
+        entry = self.held.pop(key, None)
+        if entry is None:
+            return
+        family, seq, window, opts = entry
+        dst, dport, src, sport = key
+        listener = self.listeners.get(CATCH_ALL)
+        if not error and listener is not None:
+            self._syn(listener, family, src, sport, dst, dport, seq, window, memoryview(opts),
+                      now, None)
+        elif error in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            head = 20 if family == 4 else ipv6.HEADER_LEN
+            quote = bytearray(head + 20)
+            tcp.build(memoryview(quote)[head:], src, dst, sport, dport, seq, 0, tcp.SYN, window)
+            if family == 4:
+                ipv4.build(quote, src, dst, ipv4.PROTO_TCP, 20)
+                self.stack._icmp4_error(src, dst, 3, 1 if error == errno.EHOSTUNREACH else 0,
+                                        memoryview(quote), now)
+            else:
+                ipv6.build(quote, src, dst, ipv6.PROTO_TCP, 20)
+                self.stack._icmp6_error(src, dst, 1, 3 if error == errno.EHOSTUNREACH else 0,
+                                        memoryview(quote), now)
+        else:
+            self._reset(family, src, sport, dst, dport, seq, 0, tcp.SYN, 0, now)
 
     def _reset(self, family: int, src: bytes, sport: int, dst: bytes, dport: int, seq: int,
                ack: int, flags: int, data_len: int, now: float) -> None:

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Callable
 
 from threadnet.stack.ip import ntop
+from threadnet.stack.tcplayer import CATCH_ALL
 from threadnet.stack.upper import UdpCallbacks
 from threadnet.wire import icmp4, icmp6, ipv4, ipv6, udp
 
@@ -24,6 +25,8 @@ class Udp:
                    packet: memoryview, broadcast: bool, now: float) -> None:
         sport, dport, data = udp.parse(payload, src, dst)
         handle = self.udp.get((dst, dport)) or self.udp.get((b"", dport))
+        if handle is None and self.catch_all is not None:
+            handle = self.udp.get(CATCH_ALL)  # (see Stack.catch_all)
         if handle is None:
             self._count("udp_no_port")
             if not broadcast and not (family == 6 and dst[0] == 0xFF):

@@ -16,6 +16,10 @@ the core calls when something happens to one, under the stack's lock:
 ``on_tcp_ready(handle, listener)``              a connection waits to be accepted
 ``on_tcp_closed(handle, listener)``             the stack closed the listener
 ``on_ping_done(handle, session)``               a ping ended
+``on_echo(handle, family, src, dst, rest, data)``  an echo request to an address not
+                                                ours, in catch-all mode (``Stack.catch_all``)
+``on_syn(handle, key)``                          a SYN held for the catch-all listener
+                                                (``TcpLayer.release_syn`` answers it)
 ``release(handle)``                             the core names the handle no more
 ==============================================  =========================================
 
@@ -107,6 +111,17 @@ class Owners:
         owner = self.owners.get(handle)
         if owner is not None:
             owner.on_ping_done(session)
+
+    def on_syn(self, handle: int, key: tuple) -> None:
+        owner = self.owners.get(handle)
+        if owner is not None:
+            owner.on_syn(key)
+
+    def on_echo(self, handle: int, family: int, src: bytes, dst: bytes, rest: int,
+                data: bytes) -> None:
+        owner = self.owners.get(handle)
+        if owner is not None:
+            owner.on_echo(family, src, dst, rest, data)
 
 
 class UdpCallbacks:
