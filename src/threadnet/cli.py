@@ -348,10 +348,26 @@ def _build_stack(args: argparse.Namespace, name: str) -> object:
             stack.configure(cfg)
         if getattr(args, "hostname", None):
             stack.set_hostname(args.hostname)  # type: ignore[attr-defined]
+        _wait_configured(stack, args)
     except BaseException:
         stack.close()
         raise
     return stack
+
+
+def _wait_configured(stack: object, args: argparse.Namespace) -> None:
+    """A stack configured by DHCP, router discovery or SLAAC is of use to a program only
+    once that has arrived: wait for it (``--config-wait``), then go on, with a warning
+    naming what did not come."""
+    clients = [a for a in stack.agents if a.kind in ("dhcp4", "dhcp6", "rd")]  # type: ignore[attr-defined]
+    if not clients:
+        return
+    wait = getattr(args, "config_wait", 30.0)
+    if not stack.wait_configured(wait):  # type: ignore[attr-defined]
+        with stack.locked():  # type: ignore[attr-defined]
+            late = [a.kind for a in clients if not a.configured(stack)]
+        print(f"{PROG}: warning: no answer to {', '.join(late)} after {wait:g} s; "
+              "going on without it", file=sys.stderr)
 
 
 def _raise_nofile() -> None:
@@ -571,6 +587,9 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", action="append", metavar="CFG",
                    help='configuration, e.g. "eth,ip=10.0.0.5/24,gw=10.0.0.1" (repeatable)')
     p.add_argument("--hostname", help="the stack's host name (socket.gethostname())")
+    p.add_argument("--config-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="with dhcp, dhcp6, rd, slaac or auto: how long to wait for the "
+                        "configuration before going on without it (default 30)")
 
 
 def build_parser() -> argparse.ArgumentParser:

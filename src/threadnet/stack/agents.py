@@ -93,6 +93,12 @@ class Agent:
         """News of an address of its interface (``READY``, ``CONFLICT``, ``DADFAILED``,
         ``EXPIRED``)."""
 
+    def configured(self, stack: Stack) -> bool:
+        """Whether the configuration it was started for has arrived (a lease is bound,
+        routers and addresses are known, or it gave up asking): what a program started on
+        the stack waits for (``threadnet.Stack.wait_configured``). A server is at once."""
+        return True
+
     def describe(self) -> dict[str, Any]:
         """Its state for the console and ``threadnet ip``: plain values."""
         return {"kind": self.kind, "ifindex": self.ifindex}

@@ -89,6 +89,22 @@ class Stack(core.Stack):
                                    f"after {timeout} s")
             time.sleep(0.02)
 
+    def wait_configured(self, timeout: float = 30.0) -> bool:
+        """Wait until every agent that configures this stack has done so (a DHCP lease
+        bound, routers and SLAAC addresses known, or router discovery gave up): what a
+        program started on a ``dhcp``/``slaac`` stack needs before it connects. True if
+        they all have, False at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while True:
+            with self.locked():
+                if all(a.configured(self) for a in self.agents):
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            pause.wait(min(0.05, left))
+
     def ping(self, dst: str, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float]:
         """Send ``count`` echo requests to ``dst``; return the round-trip times (seconds)
         of the replies that came back within ``timeout`` each. Blocks the caller while

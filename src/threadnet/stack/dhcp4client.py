@@ -186,6 +186,10 @@ class Dhcp4Client(Agent):
         else:  # PROBING: conflict detection answers through on_address
             self.deadline = self._finite(self.expires_at)
 
+    def configured(self, stack: Stack) -> bool:
+        """A lease is bound (renewing and rebinding ones are still in use)."""
+        return self.state in (BOUND, RENEWING, REBINDING)
+
     def on_udp(self, stack: Stack, iface: Interface, family: int, src: bytes, sport: int,
                dst: bytes, dport: int, data: bytes, now: float) -> None:
         if sport != dhcp4.SERVER_PORT:

@@ -210,6 +210,10 @@ class Dhcp6Client(Agent):
             return
         self._transmit(stack, now)
 
+    def configured(self, stack: Stack) -> bool:
+        """A lease is bound (renewing and rebinding ones are still in use)."""
+        return self.state in (BOUND, RENEWING, REBINDING)
+
     def on_udp(self, stack: Stack, iface: Interface, family: int, src: bytes, sport: int,
                dst: bytes, dport: int, data: bytes, now: float) -> None:
         self._now = now

@@ -375,6 +375,17 @@ class RouterDiscovery(Agent):
                 if p.temp_failures <= TEMP_IDGEN_RETRIES:
                     self._make_temporary(stack, iface, p, now)
 
+    def configured(self, stack: Stack) -> bool:
+        """A router answered and, with SLAAC, its addresses passed DAD; or the last
+        solicitation went unanswered (RFC 4861 6.3.7: then there is no router)."""
+        if not self.routers:
+            return self.solicit_at is None and self.solicitations >= self.max_solicitations
+        if not self.slaac:
+            return True
+        iface = stack.interfaces.get(self.ifindex)
+        mine = [a for a in iface.v6 if a.origin == "ra"] if iface is not None else []
+        return not any(a.state == "tentative" for a in mine)
+
     # -- router solicitation -------------------------------------------------------------
     def _solicit(self, stack: Stack, iface: Interface, now: float) -> None:
         """RFC 4861 6.3.7: from the link-local address once DAD has passed (with our
