@@ -159,6 +159,39 @@ class OutputPath:
         a TCP segment with more than ``gso_size`` bytes of data is cut by the kernel."""
         raise NotImplementedError
 
+    def _transmit(self, frames: list[bytearray], l4_start: int, gso_type: int,
+                  gso_size: int) -> None:
+        """Send ``frames`` (their headers written) on the interface's link, and count.
+        On an offload link each goes with a virtio-net header: the kernel completes its
+        checksum from the pseudo-header's sum (the transport header starts at
+        ``l4_start``) and cuts a segment larger than the MSS into MSS-sized ones."""
+        iface = self.iface
+        link = self.stack.links[iface.index]
+        sent = nbytes = 0
+        if self.offload:
+            send_offload = link.send_offload  # type: ignore[attr-defined]
+            tso_header = vnet.tso_header
+            for frame in frames:
+                try:
+                    send_offload(tso_header(frame, l4_start, gso_type, gso_size), frame)
+                except LinkError:
+                    iface.tx_dropped += 1
+                    continue
+                sent += 1
+                nbytes += len(frame)
+        else:
+            send = link.send
+            for frame in frames:
+                try:
+                    send(frame)
+                except LinkError:
+                    iface.tx_dropped += 1
+                    continue
+                sent += 1
+                nbytes += len(frame)
+        iface.tx_packets += sent
+        iface.tx_bytes += nbytes
+
 
 class OutputPath4(OutputPath):
     """An IPv4 path: with the constant part of the IPv4 header's checksum."""
@@ -170,33 +203,7 @@ class OutputPath4(OutputPath):
         ipv4.write_eth_headers(frames, self.mac, self.smac,
                                self.stack.take_ip_ids(self.idhash, len(frames)), self.df, 64,
                                self.proto, self.src, self.dst, self.ipsum)
-        iface = self.iface
-        link = self.stack.links[iface.index]
-        sent = nbytes = 0
-        if self.offload:
-            # the kernel completes each checksum from the pseudo-header's sum and cuts a
-            # segment larger than the MSS into MSS-sized ones
-            send_offload = link.send_offload  # type: ignore[attr-defined]
-            for frame in frames:
-                try:
-                    send_offload(vnet.tso_header(frame, 34, vnet.GSO_TCPV4, gso_size), frame)
-                except LinkError:
-                    iface.tx_dropped += 1
-                    continue
-                sent += 1
-                nbytes += len(frame)
-        else:
-            send = link.send
-            for frame in frames:
-                try:
-                    send(frame)
-                except LinkError:
-                    iface.tx_dropped += 1
-                    continue
-                sent += 1
-                nbytes += len(frame)
-        iface.tx_packets += sent
-        iface.tx_bytes += nbytes
+        self._transmit(frames, 34, vnet.GSO_TCPV4, gso_size)
 
 
 class OutputPath6(OutputPath):
@@ -207,31 +214,7 @@ class OutputPath6(OutputPath):
     def send(self, frames: list[bytearray], gso_size: int = 0) -> None:
         # hop limit 64 and flow label 0, as send_ip6 sends them
         ipv6.write_eth_headers(frames, self.mac, self.smac, self.proto, 64, self.src, self.dst)
-        iface = self.iface
-        link = self.stack.links[iface.index]
-        sent = nbytes = 0
-        if self.offload:
-            send_offload = link.send_offload  # type: ignore[attr-defined]
-            for frame in frames:
-                try:
-                    send_offload(vnet.tso_header(frame, 54, vnet.GSO_TCPV6, gso_size), frame)
-                except LinkError:
-                    iface.tx_dropped += 1
-                    continue
-                sent += 1
-                nbytes += len(frame)
-        else:
-            send = link.send
-            for frame in frames:
-                try:
-                    send(frame)
-                except LinkError:
-                    iface.tx_dropped += 1
-                    continue
-                sent += 1
-                nbytes += len(frame)
-        iface.tx_packets += sent
-        iface.tx_bytes += nbytes
+        self._transmit(frames, 54, vnet.GSO_TCPV6, gso_size)
 
 
 def make_path(stack: Stack, family: int, src: bytes, dst: bytes, proto: int,
