@@ -456,6 +456,13 @@ def ra_print(managed: ManagedStack, args: str) -> list[str]:
 
 
 # -- DHCPv6 -------------------------------------------------------------------------------
+def _dns_line(info: dict) -> list[str]:
+    """A DHCPv6 client's or server's DNS servers and domains as one line (none if neither)."""
+    if not info["dns"] and not info["domains"]:
+        return []
+    return [f"    dns {' '.join(info['dns']) or '-'} domains {' '.join(info['domains']) or '-'}"]
+
+
 def dhcp6_print(managed: ManagedStack, args: str) -> list[str]:
     stack = managed.stack
     now = stack._api_now(None)
@@ -470,9 +477,7 @@ def dhcp6_print(managed: ManagedStack, args: str) -> list[str]:
             lines.append(f"    t1 {_lft(info['renew_in'])} t2 {_lft(info['rebind_in'])}")
         lines += [f"    inet6 {a['address']}/128 valid_lft {_lft(a['valid_lft'])} "
                   f"preferred_lft {_lft(a['preferred_lft'])}" for a in info["addresses"]]
-        if info["dns"] or info["domains"]:
-            lines.append(f"    dns {' '.join(info['dns']) or '-'} domains "
-                         f"{' '.join(info['domains']) or '-'}")
+        lines += _dns_line(info)
     return lines
 
 
@@ -486,9 +491,7 @@ def dhcpd6_print(managed: ManagedStack, args: str) -> list[str]:
         lines.append(f"{name}: dhcpd6 pool {info['pool']} lease {info['lease']} preferred "
                      f"{info['preferred']} leases {len(info['leases'])}/{info['max']} "
                      f"duid {info['duid']}")
-        if info["dns"] or info["domains"]:
-            lines.append(f"    dns {' '.join(info['dns']) or '-'} domains "
-                         f"{' '.join(info['domains']) or '-'}")
+        lines += _dns_line(info)
         if info["leasefile"]:
             problem = f" ({info['leasefile_error']})" if info["leasefile_error"] else ""
             lines.append(f"    leasefile {info['leasefile']}{problem}")
