@@ -699,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except NotImplementedError as exc:  # e.g. --config dhcp: a usage error, for now
+    except NotImplementedError as exc:  # a configuration word without an agent: a usage error
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except (ThreadnetError, OSError, ValueError) as exc:
