@@ -10,6 +10,7 @@
     threadnet run --stack PATH -- python app.py     run a Python program on a stack
     threadnet ip --stack PATH addr    iproute2's ip on a published stack
     threadnet bench switch            benchmarks, side by side with the real peers
+    threadnet ipn create PATH         an IPN bus: multicast IPC, no dispatcher process
 """
 
 from __future__ import annotations
@@ -581,6 +582,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return module.main(args.rest)
 
 
+def cmd_ipn(args: argparse.Namespace) -> int:
+    from threadnet.ipn.command import run
+
+    return run(args)
+
+
 def _add_stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--link", action="append", metavar="URL",
                    help="an interface on this link (repeat for more: eth0, eth1...)")
@@ -685,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp"], help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ipn", help="IPN buses: multicast IPC among processes (create, show, rm)")
+    from threadnet.ipn.command import add_arguments as add_ipn_arguments
+
+    add_ipn_arguments(p, octal)
+    p.set_defaults(func=cmd_ipn)
     return parser
 
 

@@ -397,6 +397,7 @@ _BUILTIN = {
     "pcap": "threadnet.link.capture:open_pcap",
     "wirefilter": "threadnet.link.emulation:open_wirefilter",
     "slirp": "threadnet.slirp.link:open_slirp",
+    "ipn": "threadnet.link.ipn:open_ipn",
 }
 
 

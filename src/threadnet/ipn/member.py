@@ -1,0 +1,614 @@
+"""A member of an IPN bus: its own datagram socket in the bus directory, and the others'.
+
+Sending needs no dispatcher: a member keeps the list of the other members' sockets and
+writes each message into all of them with one ``sendmmsg`` (``broadcast``), or, with the
+``switch`` policy, into the one socket of the member that sent from the destination MAC
+address (learned from what it received; unknown, broadcast and multicast destinations
+go to everyone). The kernel's receive queue of each member's socket is that member's
+queue, so a full queue answers EAGAIN to its senders:
+
+- ``lossy`` bus: the message is dropped for that member and counted (``dropped``);
+- ``lossless`` bus: a blocking member waits until that member has room (a datagram
+  socket connected to it, the "probe", becomes writable when it has), then sends on.
+  A non-blocking member (a stack's link, driven by an event loop) keeps the message in
+  a bounded backlog for that member instead (``queue`` messages, then dropped and
+  counted) and sends it when ``flush()`` finds room (``wait_fileno()``).
+
+Membership follows the directory: before each send, one ``fstat`` of the directory says
+whether its entries changed (its mtime; while the mtime is younger than the clock's
+granularity the list is read again on every send, as git does with racy timestamps).
+A member that dies leaves its socket file, and sending to it answers ECONNREFUSED: it
+is forgotten (and its files removed when we may), also when a sender was waiting for
+its room (the probe wakes when its socket closes). Nothing waits on a dead member.
+
+Who sent a message is the kernel's word: the address ``recvfrom`` gives is the path the
+sender's socket is bound to, and a member's path stays its own while its file exists
+(the directory is sticky). A message from any other address is dropped and counted
+(``bad``), as are truncated ones. A member whose socket belongs to a user other than
+us, root and the bus owner could swap its file for a symbolic link at any time, so we
+write to its socket through a descriptor pinned with ``O_PATH | O_NOFOLLOW``
+(``/proc/self/fd/N``), never through its name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import secrets
+import select
+import socket
+import stat
+import struct
+import time
+from collections import deque
+
+from threadnet import mmsg
+from threadnet.fsafe import set_socket_file
+from threadnet.ipn.bus import (
+    MAX_MEMBERS,
+    MEMBER_PREFIX,
+    STATS_PREFIX,
+    BusConfig,
+    IpnError,
+    OpenBus,
+    open_bus,
+)
+
+#: the largest message (an AF_UNIX datagram of up to 64 KiB; a jumbo Ethernet frame fits)
+MAX_MESSAGE = 65535
+#: what each member's socket may have in flight: every message waiting in the other
+#: members' queues is charged to the sender's send buffer
+SNDBUF = 8 << 20
+#: switch policy: how long a learned address stays, and how many are kept
+AGING = 300.0
+MAX_MACS = 4096
+#: mtimes younger than this (ns) may hide a second change in the same clock tick
+RACY_NS = 20_000_000
+#: a blocked sender looks again at least this often (a member's death also wakes it)
+WAIT_SLICE = 0.25
+
+# the counters file: 16 unsigned 64-bit words
+SENT, RECEIVED, DROPPED, WAITS, DEAD, BAD, FLOODED, UNICAST = range(8)
+PID = 15
+COUNTER_NAMES = ("sent", "received", "dropped", "waits", "dead", "bad", "flooded", "unicast")
+STATS_SIZE = 128
+
+_MSGHDR = 64  # struct mmsghdr on 64-bit Linux
+_SUN = struct.Struct("=H")
+
+
+class _Peer:
+    __slots__ = ("name", "ino", "uid", "addr", "pin", "probe", "backlog")
+
+    def __init__(self, name: str, ino: int, uid: int, addr: str, pin: int) -> None:
+        self.name = name
+        self.ino = ino
+        self.uid = uid
+        self.addr = addr
+        self.pin = pin
+        self.probe: socket.socket | None = None
+        self.backlog: deque[bytes] | None = None
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
+        if self.pin >= 0:
+            os.close(self.pin)
+            self.pin = -1
+
+
+class _Fanout:
+    """One ``sendmmsg`` that writes the same message to many addresses."""
+
+    def __init__(self, addrs: list[str], bufsize: int) -> None:
+        n = len(addrs)
+        self.count = n
+        self._names = ctypes.create_string_buffer(max(1, n) * 112)
+        self.buf = ctypes.create_string_buffer(bufsize)
+        self.view = memoryview(self.buf).cast("B")
+        self._iov = ctypes.create_string_buffer(16)
+        mmsg.IOV.pack_into(self._iov, 0, ctypes.addressof(self.buf), 0)
+        self._msgs = ctypes.create_string_buffer(max(1, n) * _MSGHDR)
+        names = ctypes.addressof(self._names)
+        iov = ctypes.addressof(self._iov)
+        for i, addr in enumerate(addrs):
+            raw = os.fsencode(addr)
+            _SUN.pack_into(self._names, i * 112, socket.AF_UNIX)
+            self._names[i * 112 + 2:i * 112 + 2 + len(raw)] = raw
+            struct.pack_into("=QI", self._msgs, i * _MSGHDR, names + i * 112, 2 + len(raw) + 1)
+            struct.pack_into("=QQ", self._msgs, i * _MSGHDR + 16, iov, 1)
+        self.base = ctypes.addressof(self._msgs)
+        self._sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
+
+    def load(self, msg: bytes | bytearray | memoryview) -> None:
+        n = len(msg)
+        self.view[:n] = msg
+        struct.pack_into("=Q", self._iov, 8, n)
+
+    def send(self, fd: int, start: int) -> tuple[int, int]:
+        """Send the loaded message to addresses ``start``...; (index reached, errno) where
+        errno is 0 when all went, else the error of the address at that index."""
+        count = self.count
+        while start < count:
+            n = self._sendmmsg(fd, self.base + start * _MSGHDR, count - start, mmsg.MSG_DONTWAIT)
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                return start, err
+            start += n
+        return count, 0
+
+
+class Member:
+    """Join the bus at ``path``. ``blocking``: on a lossless bus, whether ``send`` waits
+    for a full member (True) or keeps the message in that member's backlog (False)."""
+
+    def __init__(self, path: str, *, blocking: bool = True) -> None:
+        self.bus: OpenBus = open_bus(path)
+        self.config: BusConfig = self.bus.config
+        self.path = self.bus.path
+        self.blocking = blocking
+        self.lossless = self.config.lossless
+        self.switch = self.config.policy == "switch"
+        self.closed = False
+        self._uid = os.geteuid()
+        self._trusted = {0, self._uid, self.bus.owner}
+        self._peers: dict[str, _Peer] = {}
+        self._order: list[_Peer] = []
+        self._fan: _Fanout | None = None
+        self._dead: set[tuple[str, int]] = set()
+        self._mtime = -1
+        self._racy = True
+        self._pending: list[_Peer] = []  # peers with a backlog (non-blocking, lossless)
+        self._txprobe: socket.socket | None = None  # see wait_fileno
+        self._aimed: _Peer | None = None
+        self._macs: dict[bytes, tuple[str, float]] = {}
+        self._sock: socket.socket | None = None
+        self._stats: mmap.mmap | None = None
+        self.counters: memoryview | None = None
+        self._statsview: memoryview | None = None
+        self._rbuf = bytearray(MAX_MESSAGE + 1)
+        self._rview = memoryview(self._rbuf)
+        self.name = ""
+        try:
+            self._bind()
+        except BaseException:
+            self.close()
+            raise
+        self._prefix = self.path + "/" + MEMBER_PREFIX
+        self._cut = len(self.path) + 1
+
+    # -- joining ----------------------------------------------------------------------
+    def _bind(self) -> None:
+        dfd = self.bus.dfd
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock = s
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        except OSError:
+            pass
+        for _ in range(8):
+            tag = f"{os.getpid()}.{secrets.token_hex(4)}"
+            try:
+                s.bind(f"{self.path}/{MEMBER_PREFIX}{tag}")
+                break
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                if exc.errno in (errno.EACCES, errno.EPERM):
+                    raise IpnError(errno.EACCES, f"permission denied: this user may not join "
+                                   f"the IPN bus {self.path}") from None
+                raise IpnError(exc.errno, f"cannot join the IPN bus {self.path}: "
+                               f"{exc.strerror}") from None
+        else:
+            raise IpnError(errno.EADDRINUSE, f"no free member name on {self.path}")
+        self.name = MEMBER_PREFIX + tag
+        # the socket's mode says who may send to us: the bus's classes (the directory's
+        # setgid bit gave it the bus's group)
+        set_socket_file(self.name, dfd, self.config.mode)
+        fd = os.open(STATS_PREFIX + tag, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            os.fchmod(fd, 0o600 | (self.config.mode & 0o044))
+            os.ftruncate(fd, STATS_SIZE)
+            self._stats = mmap.mmap(fd, STATS_SIZE)
+        finally:
+            os.close(fd)
+        self._statsview = memoryview(self._stats)
+        self.counters = self._statsview.cast("Q")
+        self.counters[PID] = os.getpid()
+        self._scan()
+
+    # -- the member list --------------------------------------------------------------
+    def members(self) -> list[str]:
+        """The other members' names, as last read from the directory."""
+        self.refresh()
+        return [p.name for p in self._order]
+
+    def refresh(self) -> None:
+        """Read the member list again if the directory changed."""
+        st = os.fstat(self.bus.dfd)
+        if st.st_mtime_ns != self._mtime or self._racy:
+            self._scan(st)
+
+    def _scan(self, st: os.stat_result | None = None) -> None:
+        dfd = self.bus.dfd
+        if st is None:
+            st = os.fstat(dfd)
+        if st.st_nlink == 0:
+            raise IpnError(errno.ENOENT, f"the IPN bus {self.path} was removed")
+        self._mtime = st.st_mtime_ns
+        self._racy = time.time_ns() - st.st_mtime_ns < RACY_NS
+        old = self._peers
+        peers: dict[str, _Peer] = {}
+        present: set[tuple[str, int]] = set()
+        with os.scandir(dfd) as it:
+            for entry in it:
+                name = entry.name
+                if not name.startswith(MEMBER_PREFIX) or name == self.name:
+                    continue
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISSOCK(est.st_mode):
+                    continue  # a symbolic link or a file is nobody's socket
+                key = (name, est.st_ino)
+                present.add(key)
+                if key in self._dead:
+                    continue
+                peer = old.get(name)
+                if peer is not None and peer.ino == est.st_ino:
+                    peers[name] = peer
+                    continue
+                if len(peers) >= MAX_MEMBERS:
+                    continue
+                peer = self._adopt(name, est)
+                if peer is not None:
+                    peers[name] = peer
+        for name, peer in old.items():
+            if peers.get(name) is not peer:
+                peer.close()
+        self._dead &= present
+        self._set_peers(peers)
+
+    def _adopt(self, name: str, est: os.stat_result) -> _Peer | None:
+        if est.st_uid in self._trusted:
+            # nobody but its owner (us, root, the bus owner) may swap this entry
+            return _Peer(name, est.st_ino, est.st_uid, f"{self.path}/{name}", -1)
+        try:
+            pin = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.bus.dfd)
+        except OSError:
+            return None
+        pst = os.fstat(pin)
+        if pst.st_ino != est.st_ino or not stat.S_ISSOCK(pst.st_mode):
+            os.close(pin)
+            return None
+        return _Peer(name, est.st_ino, est.st_uid, f"/proc/self/fd/{pin}", pin)
+
+    def _set_peers(self, peers: dict[str, _Peer]) -> None:
+        self._peers = peers
+        self._order = [peers[n] for n in sorted(peers)]
+        self._pending = [p for p in self._order if p.backlog]
+        self._fan = None
+        if mmsg.available() and self._order:
+            self._fan = _Fanout([p.addr for p in self._order], MAX_MESSAGE)
+
+    def _bury(self, peer: _Peer) -> None:
+        """``peer``'s socket has nobody behind it: forget it, and remove its files when
+        we may (we own them, or the bus)."""
+        assert self.counters is not None
+        self.counters[DEAD] += 1
+        if peer.backlog:
+            self.counters[DROPPED] += len(peer.backlog)
+        peer.backlog = None
+        if self._aimed is peer:
+            self._aimed = None
+        self._dead.add((peer.name, peer.ino))
+        peer.close()
+        peers = dict(self._peers)
+        peers.pop(peer.name, None)
+        self._set_peers(peers)
+        for mac, (who, _) in list(self._macs.items()):
+            if who == peer.name:
+                del self._macs[mac]
+        dfd = self.bus.dfd
+        try:
+            if os.stat(peer.name, dir_fd=dfd, follow_symlinks=False).st_ino == peer.ino:
+                os.unlink(peer.name, dir_fd=dfd)
+                os.unlink(STATS_PREFIX + peer.name[len(MEMBER_PREFIX):], dir_fd=dfd)
+        except OSError:
+            pass  # another user's: its owner or the bus owner cleans it up
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, msg: bytes | bytearray | memoryview) -> None:
+        """Send one message to the other members (see the module's notes)."""
+        if self.closed:
+            raise IpnError(errno.EBADF, f"{self.path}: this member has left the bus")
+        n = len(msg)
+        if not 0 < n <= MAX_MESSAGE:
+            raise IpnError(errno.EMSGSIZE if n else errno.EINVAL,
+                           f"an IPN message is 1..{MAX_MESSAGE} bytes, not {n}")
+        self.refresh()
+        counters = self.counters
+        assert counters is not None
+        counters[SENT] += 1
+        if self.switch:
+            if n < 14:
+                raise IpnError(errno.EINVAL, f"a message on a switch bus is an Ethernet frame "
+                               f"(14 bytes at least), not {n} bytes")
+            if not msg[0] & 1:
+                entry = self._macs.get(bytes(msg[0:6]))
+                if entry is not None:
+                    peer = self._peers.get(entry[0])
+                    if peer is not None and time.monotonic() - entry[1] < AGING:
+                        counters[UNICAST] += 1
+                        self._send_one(peer, msg)
+                        return
+            counters[FLOODED] += 1
+        fan = self._fan
+        if fan is None or self._pending:
+            for peer in list(self._order):
+                self._send_one(peer, msg)
+            return
+        order = self._order
+        fan.load(msg)
+        fd = self._sock.fileno()  # type: ignore[union-attr]
+        start = 0
+        while True:
+            start, err = fan.send(fd, start)
+            if not err:
+                return
+            peer = order[start]
+            if err in (errno.EAGAIN, errno.ENOBUFS):
+                self._full(peer, msg)
+            else:
+                self._failed(peer, err)
+            start += 1
+            if self._fan is not fan:
+                # a member died meanwhile (the list was rebuilt): the rest one by one
+                for peer in order[start:]:
+                    if self._peers.get(peer.name) is peer:
+                        self._send_one(peer, msg)
+                return
+
+    def _send_one(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> None:
+        if peer.backlog:
+            self._hold(peer, msg)
+            return
+        try:
+            self._sock.sendto(msg, socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
+        except (BlockingIOError, InterruptedError):
+            self._full(peer, msg)
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self._full(peer, msg)
+            else:
+                self._failed(peer, exc.errno)
+
+    def _failed(self, peer: _Peer, err: int) -> None:
+        if err == errno.EMSGSIZE:
+            raise IpnError(err, "message too long for the bus")
+        if err in (errno.EACCES, errno.EPERM):
+            self.counters[DROPPED] += 1  # type: ignore[index]  # it does not let us write
+            return
+        self._bury(peer)  # ECONNREFUSED, ENOENT, ENOTSOCK...: nobody there
+
+    def _full(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> None:
+        counters = self.counters
+        assert counters is not None
+        if not self.lossless:
+            counters[DROPPED] += 1
+            return
+        if not self.blocking:
+            self._hold(peer, msg)
+            return
+        counters[WAITS] += 1
+        while True:
+            if not self._wait_room(peer, WAIT_SLICE):
+                return  # dead
+            try:
+                self._sock.sendto(msg, socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
+                return
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    continue
+                self._failed(peer, exc.errno)
+                return
+
+    def _probe(self, peer: _Peer) -> socket.socket | None:
+        """A socket connected to ``peer``'s: writable when ``peer``'s queue has room.
+        None when nobody is there (the peer is then buried)."""
+        if peer.probe is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                s.connect(peer.addr)
+            except OSError as exc:
+                s.close()
+                self._failed(peer, exc.errno)
+                return None
+            s.setblocking(False)
+            peer.probe = s
+        return peer.probe
+
+    def _wait_room(self, peer: _Peer, timeout: float) -> bool:
+        probe = self._probe(peer)
+        if probe is None:
+            return False
+        # room in our own send buffer first (what waits in every member's queue is
+        # charged to it), then in the member's queue
+        if not select.select([], [self._sock], [], 0)[1]:
+            select.select([], [self._sock], [], timeout)
+        select.select([], [probe], [], timeout)
+        return self._peers.get(peer.name) is peer
+
+    def _hold(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> None:
+        q = peer.backlog
+        if q is None:
+            q = peer.backlog = deque()
+        if len(q) >= self.config.queue:
+            self.counters[DROPPED] += 1  # type: ignore[index]
+            return
+        if not q:
+            self._pending.append(peer)
+        q.append(bytes(msg))
+
+    # -- the backlog of a non-blocking member -----------------------------------------
+    def pending(self) -> int:
+        """Messages waiting in backlogs for members whose queues were full."""
+        return sum(len(p.backlog or ()) for p in self._pending)
+
+    def wait_fileno(self) -> int:
+        """A descriptor that becomes writable when the first member we hold messages for
+        may have room (writable at once when nothing waits). It is always the same descriptor: a
+        socket connected to that member, connected again to the next one as backlogs
+        drain (the kernel then wakes whoever polls it), so a loop can keep watching it."""
+        if self._txprobe is None:
+            self._txprobe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._txprobe.setblocking(False)
+        self._aim()
+        return self._txprobe.fileno()
+
+    def _aim(self) -> None:
+        """Connect the loop's probe to the first member that has a backlog."""
+        while self._pending and self._txprobe is not None:
+            peer = self._pending[0]
+            if self._aimed is peer:
+                return
+            try:
+                self._txprobe.connect(peer.addr)
+                self._aimed = peer
+                return
+            except OSError as exc:
+                self._aimed = None
+                self._failed(peer, exc.errno)
+                if peer in self._pending:  # no permission to write to it: give up on it
+                    self.counters[DROPPED] += len(peer.backlog or ())  # type: ignore[index]
+                    peer.backlog = None
+                    self._pending.remove(peer)
+
+    def flush(self) -> bool:
+        """Send what the backlogs hold while the members take it; True while some still
+        wait (then ``wait_fileno()`` watches the first of them)."""
+        for peer in list(self._pending):
+            q = peer.backlog
+            while q:
+                try:
+                    self._sock.sendto(q[0], socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        break
+                    if exc.errno in (errno.EACCES, errno.EPERM):
+                        q.popleft()
+                        self.counters[DROPPED] += 1  # type: ignore[index]
+                        continue
+                    self._bury(peer)
+                    break
+                q.popleft()
+            if not q and peer in self._pending:
+                self._pending.remove(peer)
+        if self._pending:
+            self._aim()
+        return bool(self._pending)
+
+    # -- receiving --------------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def setblocking(self, flag: bool) -> None:
+        """Whether ``recv`` waits for a message (and, on a lossless bus, ``send`` for a
+        full member)."""
+        self.blocking = flag
+        if self._sock is not None:
+            self._sock.setblocking(flag)
+
+    def recv(self) -> tuple[bytes, str]:
+        """The next message and its sender's name. Messages from outside the bus and
+        truncated ones are dropped and counted (``bad``); BlockingIOError when none waits
+        and the member does not block."""
+        sock = self._sock
+        if sock is None:
+            raise IpnError(errno.EBADF, f"{self.path}: this member has left the bus")
+        counters = self.counters
+        assert counters is not None
+        while True:
+            n, addr = sock.recvfrom_into(self._rbuf)
+            if (n == 0 or n > MAX_MESSAGE or not isinstance(addr, str)
+                    or not addr.startswith(self._prefix) or "/" in addr[self._cut:]):
+                counters[BAD] += 1
+                continue
+            msg = bytes(self._rview[:n])
+            sender = addr[self._cut:]
+            counters[RECEIVED] += 1
+            if self.switch and n >= 14 and not msg[6] & 1:
+                self._learn(msg[6:12], sender)
+            return msg, sender
+
+    def _learn(self, mac: bytes, sender: str) -> None:
+        macs = self._macs
+        if mac not in macs and len(macs) >= MAX_MACS:
+            now = time.monotonic()
+            for old in [m for m, (_, t) in macs.items() if now - t >= AGING]:
+                del macs[old]
+            if len(macs) >= MAX_MACS:
+                del macs[next(iter(macs))]
+        macs[mac] = (sender, time.monotonic())
+
+    def learned(self) -> dict[str, str]:
+        """The switch policy's table: MAC (aa:bb:..) -> member name."""
+        now = time.monotonic()
+        return {m.hex(":"): who for m, (who, t) in self._macs.items() if now - t < AGING}
+
+    # -- leaving ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Leave the bus: our socket and counters are removed."""
+        if self.closed:
+            return
+        self.closed = True
+        for peer in self._peers.values():
+            peer.close()
+        self._peers = {}
+        self._order = []
+        self._pending = []
+        self._fan = None
+        self._aimed = None
+        if self._txprobe is not None:
+            self._txprobe.close()
+            self._txprobe = None
+        dfd = self.bus.dfd
+        if self.name and dfd >= 0:
+            for name in (self.name, STATS_PREFIX + self.name[len(MEMBER_PREFIX):]):
+                try:
+                    os.unlink(name, dir_fd=dfd)
+                except OSError:
+                    pass
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self.counters is not None:
+            self.counters.release()
+            self.counters = None
+        if self._statsview is not None:
+            self._statsview.release()
+            self._statsview = None
+        if self._stats is not None:
+            self._stats.close()
+            self._stats = None
+        self.bus.close()
+
+    def __enter__(self) -> Member:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ipn.Member {self.path}/{self.name} {self.config.policy} {self.config.delivery}>"
