@@ -189,6 +189,8 @@ def create_bus(path: str, config: BusConfig | None = None, group: str | int | No
                          0o600, dir_fd=dfd)
             try:
                 os.write(fd, config.format())
+                if gid != -1:
+                    os.fchown(fd, -1, gid)
                 os.fchmod(fd, 0o600 | (config.mode & 0o044))
             finally:
                 os.close(fd)
