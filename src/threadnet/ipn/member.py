@@ -1,15 +1,26 @@
 """A member of an IPN bus: its own datagram socket in the bus directory, and the others'.
 
 Sending needs no dispatcher: a member keeps the list of the other members' sockets and
-writes each message into all of them with one ``sendmmsg`` (``broadcast``), or, with the
-``switch`` policy, into the one socket of the member that sent from the destination MAC
-address (learned from what it received; unknown, broadcast and multicast destinations
-go to everyone). The kernel's receive queue of each member's socket is that member's
-queue, so a full queue answers EAGAIN to its senders:
+writes each message into each of them itself. The kernel's receive queue of each
+member's socket is that member's queue (net.unix.max_dgram_qlen + 1 datagrams: 11 by
+default, 513 where systemd sets 512).
+
+- ``broadcast`` buses: every message goes to every other member, on a socket of ours
+  connected to each (no path lookup per datagram; ``send_many`` sends a batch to each
+  with one ``sendmmsg``, so each reader wakes once for the lot);
+- ``switch`` buses: messages are Ethernet frames. One to a learned unicast MAC goes to
+  the one member it was last seen from; others (unknown, broadcast, multicast) go to
+  every member with one ``sendmmsg`` from our bound socket. Learning needs the sender,
+  so switch members send from the socket bound to their name: the address ``recvfrom``
+  gives is the kernel's word for who sent (a member's path stays its own while its file
+  exists: the directory is sticky), and messages from any other address are dropped and
+  counted (``bad``).
+
+A full queue answers EAGAIN to its senders:
 
 - ``lossy`` bus: the message is dropped for that member and counted (``dropped``);
-- ``lossless`` bus: a blocking member waits until that member has room (a datagram
-  socket connected to it, the "probe", becomes writable when it has), then sends on.
+- ``lossless`` bus: a blocking member waits until that member has room (its connected
+  socket, or a "probe" connected to it, becomes writable when it has), then sends on.
   A non-blocking member (a stack's link, driven by an event loop) keeps the message in
   a bounded backlog for that member instead (``queue`` messages, then dropped and
   counted) and sends it when ``flush()`` finds room (``wait_fileno()``).
@@ -19,20 +30,16 @@ whether its entries changed (its mtime; while the mtime is younger than the cloc
 granularity the list is read again on every send, as git does with racy timestamps).
 A member that dies leaves its socket file, and sending to it answers ECONNREFUSED: it
 is forgotten (and its files removed when we may), also when a sender was waiting for
-its room (the probe wakes when its socket closes). Nothing waits on a dead member.
+its room (its socket's closing wakes the waiter). Nothing waits on a dead member.
 
-Who sent a message is the kernel's word: the address ``recvfrom`` gives is the path the
-sender's socket is bound to, and a member's path stays its own while its file exists
-(the directory is sticky). A message from any other address is dropped and counted
-(``bad``), as are truncated ones. A member whose socket belongs to a user other than
-us, root and the bus owner could swap its file for a symbolic link at any time, so we
-write to its socket through a descriptor pinned with ``O_PATH | O_NOFOLLOW``
-(``/proc/self/fd/N``), never through its name.
+A member whose socket belongs to a user other than us, root and the bus owner could
+swap its file for a symbolic link at any time, so we reach its socket through a
+descriptor pinned with ``O_PATH | O_NOFOLLOW`` (``/proc/self/fd/N``), never its name;
+entries that are not sockets (symbolic links included) are nobody's.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
@@ -40,7 +47,6 @@ import secrets
 import select
 import socket
 import stat
-import struct
 import time
 from collections import deque
 
@@ -55,6 +61,7 @@ from threadnet.ipn.bus import (
     OpenBus,
     open_bus,
 )
+from threadnet.ipn.fanout import Batch, Fanout
 
 #: the largest message (an AF_UNIX datagram of up to 64 KiB; a jumbo Ethernet frame fits)
 MAX_MESSAGE = 65535
@@ -74,13 +81,16 @@ SENT, RECEIVED, DROPPED, WAITS, DEAD, BAD, FLOODED, UNICAST = range(8)
 PID = 15
 COUNTER_NAMES = ("sent", "received", "dropped", "waits", "dead", "bad", "flooded", "unicast")
 STATS_SIZE = 128
-
-_MSGHDR = 64  # struct mmsghdr on 64-bit Linux
-_SUN = struct.Struct("=H")
+#: messages per ``sendmmsg`` of ``send_many``
+BATCH = 64
 
 
 class _Peer:
-    __slots__ = ("name", "ino", "uid", "addr", "pin", "probe", "backlog")
+    """Another member: its socket's name and inode, our way to it (``addr``: its path, or
+    our pinned descriptor's), and on a broadcast bus ``conn``, a socket of ours connected
+    to it (a send without a path lookup; writable when it has room)."""
+
+    __slots__ = ("name", "ino", "uid", "addr", "pin", "conn", "probe", "backlog")
 
     def __init__(self, name: str, ino: int, uid: int, addr: str, pin: int) -> None:
         self.name = name
@@ -88,59 +98,20 @@ class _Peer:
         self.uid = uid
         self.addr = addr
         self.pin = pin
+        self.conn: socket.socket | None = None
         self.probe: socket.socket | None = None
         self.backlog: deque[bytes] | None = None
 
     def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
         if self.probe is not None:
             self.probe.close()
             self.probe = None
         if self.pin >= 0:
             os.close(self.pin)
             self.pin = -1
-
-
-class _Fanout:
-    """One ``sendmmsg`` that writes the same message to many addresses."""
-
-    def __init__(self, addrs: list[str], bufsize: int) -> None:
-        n = len(addrs)
-        self.count = n
-        self._names = ctypes.create_string_buffer(max(1, n) * 112)
-        self.buf = ctypes.create_string_buffer(bufsize)
-        self.view = memoryview(self.buf).cast("B")
-        self._iov = ctypes.create_string_buffer(16)
-        mmsg.IOV.pack_into(self._iov, 0, ctypes.addressof(self.buf), 0)
-        self._msgs = ctypes.create_string_buffer(max(1, n) * _MSGHDR)
-        names = ctypes.addressof(self._names)
-        iov = ctypes.addressof(self._iov)
-        for i, addr in enumerate(addrs):
-            raw = os.fsencode(addr)
-            _SUN.pack_into(self._names, i * 112, socket.AF_UNIX)
-            self._names[i * 112 + 2:i * 112 + 2 + len(raw)] = raw
-            struct.pack_into("=QI", self._msgs, i * _MSGHDR, names + i * 112, 2 + len(raw) + 1)
-            struct.pack_into("=QQ", self._msgs, i * _MSGHDR + 16, iov, 1)
-        self.base = ctypes.addressof(self._msgs)
-        self._sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
-
-    def load(self, msg: bytes | bytearray | memoryview) -> None:
-        n = len(msg)
-        self.view[:n] = msg
-        struct.pack_into("=Q", self._iov, 8, n)
-
-    def send(self, fd: int, start: int) -> tuple[int, int]:
-        """Send the loaded message to addresses ``start``...; (index reached, errno) where
-        errno is 0 when all went, else the error of the address at that index."""
-        count = self.count
-        while start < count:
-            n = self._sendmmsg(fd, self.base + start * _MSGHDR, count - start, mmsg.MSG_DONTWAIT)
-            if n < 0:
-                err = ctypes.get_errno()
-                if err == errno.EINTR:
-                    continue
-                return start, err
-            start += n
-        return count, 0
 
 
 class Member:
@@ -159,7 +130,8 @@ class Member:
         self._trusted = {0, self._uid, self.bus.owner}
         self._peers: dict[str, _Peer] = {}
         self._order: list[_Peer] = []
-        self._fan: _Fanout | None = None
+        self._fan: Fanout | None = None
+        self._batch: Batch | None = None
         self._dead: set[tuple[str, int]] = set()
         self._mtime = -1
         self._racy = True
@@ -295,8 +267,8 @@ class Member:
         self._order = [peers[n] for n in sorted(peers)]
         self._pending = [p for p in self._order if p.backlog]
         self._fan = None
-        if mmsg.available() and self._order:
-            self._fan = _Fanout([p.addr for p in self._order], MAX_MESSAGE)
+        if self.switch and mmsg.available() and self._order:
+            self._fan = Fanout([p.addr for p in self._order], MAX_MESSAGE)
 
     def _bury(self, peer: _Peer) -> None:
         """``peer``'s socket has nobody behind it: forget it, and remove its files when
@@ -336,20 +308,38 @@ class Member:
         self.refresh()
         counters = self.counters
         assert counters is not None
+        if not self.switch:
+            counters[SENT] += 1
+            for peer in self._order:
+                if peer.backlog:
+                    self._hold(peer, msg)
+                    continue
+                conn = peer.conn or self._connect(peer)
+                if conn is None:
+                    continue
+                try:
+                    conn.send(msg, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    self._full(peer, msg)
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        self._full(peer, msg)
+                    else:
+                        self._failed(peer, exc.errno)
+            return
+        if n < 14:
+            raise IpnError(errno.EINVAL, f"a message on a switch bus is an Ethernet frame "
+                           f"(14 bytes at least), not {n} bytes")
         counters[SENT] += 1
-        if self.switch:
-            if n < 14:
-                raise IpnError(errno.EINVAL, f"a message on a switch bus is an Ethernet frame "
-                               f"(14 bytes at least), not {n} bytes")
-            if not msg[0] & 1:
-                entry = self._macs.get(bytes(msg[0:6]))
-                if entry is not None:
-                    peer = self._peers.get(entry[0])
-                    if peer is not None and time.monotonic() - entry[1] < AGING:
-                        counters[UNICAST] += 1
-                        self._send_one(peer, msg)
-                        return
-            counters[FLOODED] += 1
+        if not msg[0] & 1:
+            entry = self._macs.get(bytes(msg[0:6]))
+            if entry is not None:
+                peer = self._peers.get(entry[0])
+                if peer is not None and time.monotonic() - entry[1] < AGING:
+                    counters[UNICAST] += 1
+                    self._send_one(peer, msg)
+                    return
+        counters[FLOODED] += 1
         fan = self._fan
         if fan is None or self._pending:
             for peer in list(self._order):
@@ -376,19 +366,100 @@ class Member:
                         self._send_one(peer, msg)
                 return
 
+    def send_many(self, msgs: list) -> None:
+        """Send several messages, as ``send`` each would; on a broadcast bus with one
+        ``sendmmsg`` per member for up to ``BATCH`` of them (its reader wakes once for
+        the lot). A member's queue holds 11 datagrams by default (net.unix.max_dgram_qlen
+        + 1): on a lossy bus, a batch larger than that loses the rest for a member whose
+        reader is asleep."""
+        if (self.switch or self._pending or self.closed or not mmsg.available()
+                or any(not 0 < len(m) <= Batch.SLOT for m in msgs)):
+            for msg in msgs:
+                self.send(msg)
+            return
+        self.refresh()
+        counters = self.counters
+        assert counters is not None
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = Batch(BATCH)
+        for first in range(0, len(msgs), BATCH):
+            chunk = msgs[first:first + BATCH]
+            k = len(chunk)
+            counters[SENT] += k
+            batch.load(chunk)
+            late = []
+            for peer in list(self._order):
+                conn = peer.conn or self._connect(peer)
+                start = 0
+                while start < k and conn is not None and peer.conn is conn:
+                    start, err = batch.send(conn.fileno(), start, k)
+                    if not err:
+                        break
+                    if err in (errno.EAGAIN, errno.ENOBUFS):
+                        if not self.lossless:
+                            counters[DROPPED] += 1
+                            start += 1
+                            continue
+                        late.append((peer, start))
+                        break
+                    self._failed(peer, err)
+                    start += 1
+            for peer, start in late:  # lossless: each full member in turn
+                if not self.blocking:
+                    for msg in chunk[start:]:
+                        self._hold(peer, msg)
+                    continue
+                counters[WAITS] += 1
+                while start < k and self._wait_room(peer, WAIT_SLICE):
+                    conn = peer.conn
+                    if conn is None:
+                        break
+                    start, err = batch.send(conn.fileno(), start, k)  # what it has room for
+                    if err and err not in (errno.EAGAIN, errno.ENOBUFS):
+                        self._failed(peer, err)
+                        start += 1
+
+    def _connect(self, peer: _Peer) -> socket.socket | None:
+        """A socket connected to ``peer``'s (broadcast buses); None when nobody is there
+        (the peer is then buried)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        except OSError:
+            pass
+        try:
+            s.connect(peer.addr)
+        except OSError as exc:
+            s.close()
+            self._failed(peer, exc.errno)
+            return None
+        s.setblocking(False)
+        peer.conn = s
+        return s
+
+    def _try(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> int:
+        """One send to ``peer`` without waiting: 0, or the errno (EAGAIN when full)."""
+        try:
+            if peer.conn is not None:
+                peer.conn.send(msg, socket.MSG_DONTWAIT)
+            else:
+                self._sock.sendto(msg, socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
+            return 0
+        except (BlockingIOError, InterruptedError):
+            return errno.EAGAIN
+        except OSError as exc:
+            return exc.errno or errno.EIO
+
     def _send_one(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> None:
         if peer.backlog:
             self._hold(peer, msg)
             return
-        try:
-            self._sock.sendto(msg, socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
-        except (BlockingIOError, InterruptedError):
+        err = self._try(peer, msg)
+        if err in (errno.EAGAIN, errno.ENOBUFS):
             self._full(peer, msg)
-        except OSError as exc:
-            if exc.errno == errno.ENOBUFS:
-                self._full(peer, msg)
-            else:
-                self._failed(peer, exc.errno)
+        elif err:
+            self._failed(peer, err)
 
     def _failed(self, peer: _Peer, err: int) -> None:
         if err == errno.EMSGSIZE:
@@ -408,23 +479,19 @@ class Member:
             self._hold(peer, msg)
             return
         counters[WAITS] += 1
-        while True:
-            if not self._wait_room(peer, WAIT_SLICE):
-                return  # dead
-            try:
-                self._sock.sendto(msg, socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
+        while self._wait_room(peer, WAIT_SLICE):
+            err = self._try(peer, msg)
+            if not err:
                 return
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    continue
-                self._failed(peer, exc.errno)
+            if err not in (errno.EAGAIN, errno.ENOBUFS):
+                self._failed(peer, err)
                 return
 
     def _probe(self, peer: _Peer) -> socket.socket | None:
         """A socket connected to ``peer``'s: writable when ``peer``'s queue has room.
         None when nobody is there (the peer is then buried)."""
+        if peer.conn is not None:
+            return peer.conn
         if peer.probe is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
@@ -438,13 +505,15 @@ class Member:
         return peer.probe
 
     def _wait_room(self, peer: _Peer, timeout: float) -> bool:
+        """Wait until ``peer`` may have room (or ``timeout``); False when it is gone."""
         probe = self._probe(peer)
         if probe is None:
             return False
-        # room in our own send buffer first (what waits in every member's queue is
-        # charged to it), then in the member's queue
-        if not select.select([], [self._sock], [], 0)[1]:
-            select.select([], [self._sock], [], timeout)
+        if probe is not peer.conn:
+            # sending from our bound socket: room in its send buffer first (what waits
+            # in every member's queue is charged to it)
+            if not select.select([], [self._sock], [], 0)[1]:
+                select.select([], [self._sock], [], timeout)
         select.select([], [probe], [], timeout)
         return self._peers.get(peer.name) is peer
 
@@ -499,17 +568,12 @@ class Member:
         for peer in list(self._pending):
             q = peer.backlog
             while q:
-                try:
-                    self._sock.sendto(q[0], socket.MSG_DONTWAIT, peer.addr)  # type: ignore[union-attr]
-                except (BlockingIOError, InterruptedError):
+                err = self._try(peer, q[0])
+                if err in (errno.EAGAIN, errno.ENOBUFS):
                     break
-                except OSError as exc:
-                    if exc.errno == errno.ENOBUFS:
-                        break
-                    if exc.errno in (errno.EACCES, errno.EPERM):
-                        q.popleft()
-                        self.counters[DROPPED] += 1  # type: ignore[index]
-                        continue
+                if err in (errno.EACCES, errno.EPERM):
+                    self.counters[DROPPED] += 1  # type: ignore[index]
+                elif err:
                     self._bury(peer)
                     break
                 q.popleft()
@@ -531,9 +595,10 @@ class Member:
             self._sock.setblocking(flag)
 
     def recv(self) -> tuple[bytes, str]:
-        """The next message and its sender's name. Messages from outside the bus and
-        truncated ones are dropped and counted (``bad``); BlockingIOError when none waits
-        and the member does not block."""
+        """The next message and its sender's name ("" on a broadcast bus, whose members
+        send on unnamed connected sockets). On a switch bus, messages from outside the
+        bus are dropped and counted (``bad``), as are empty and truncated ones on any
+        bus. BlockingIOError when none waits and the member does not block."""
         sock = self._sock
         if sock is None:
             raise IpnError(errno.EBADF, f"{self.path}: this member has left the bus")
@@ -541,12 +606,18 @@ class Member:
         assert counters is not None
         while True:
             n, addr = sock.recvfrom_into(self._rbuf)
-            if (n == 0 or n > MAX_MESSAGE or not isinstance(addr, str)
-                    or not addr.startswith(self._prefix) or "/" in addr[self._cut:]):
+            if n == 0 or n > MAX_MESSAGE:
                 counters[BAD] += 1
                 continue
+            if (isinstance(addr, str) and addr.startswith(self._prefix)
+                    and "/" not in addr[self._cut:]):
+                sender = addr[self._cut:]
+            elif self.switch:
+                counters[BAD] += 1  # learning needs the sender: only members' sockets
+                continue
+            else:
+                sender = ""  # a broadcast member's connected socket has no name
             msg = bytes(self._rview[:n])
-            sender = addr[self._cut:]
             counters[RECEIVED] += 1
             if self.switch and n >= 14 and not msg[6] & 1:
                 self._learn(msg[6:12], sender)
@@ -579,6 +650,7 @@ class Member:
         self._order = []
         self._pending = []
         self._fan = None
+        self._batch = None
         self._aimed = None
         if self._txprobe is not None:
             self._txprobe.close()
