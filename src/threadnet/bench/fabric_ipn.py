@@ -14,7 +14,7 @@ and the hubs drop at full queues. The hubs' sender has the advantage of sending 
 frames per system call (``sendmmsg``, blocking: a busy hub slows it down); the IPN
 sender calls ``Member.send`` once per message.
 
-    python -m threadnet.bench.fabric_ipn [--duration S] [--size BYTES]
+    python -m threadnet.bench.fabric_ipn [--duration S] [--size BYTES] [--repeat N]
     (run_ipn(python) is what ``threadnet bench fabric --only ipn`` calls)
 """
 
@@ -33,6 +33,8 @@ import time
 from threadnet.bench import child_env, interpreter, kill_pid
 
 MEMBERS = 8
+#: what systemd's sysctl.d/50-default.conf sets (the kernel's default is 10)
+SYSTEMD_QLEN = 512
 SRC_MAC = bytes.fromhex("02000000fa01")
 
 
@@ -73,7 +75,7 @@ def role_rx(kind: str, where: str) -> None:
     keep.close()  # type: ignore[attr-defined]
 
 
-def role_tx(kind: str, where: str, size: int, duration: float) -> None:
+def role_tx(kind: str, where: str, size: int, duration: float, batch: int) -> None:
     frame = _frame(size)
     if kind == "ipn":
         from threadnet.ipn import Member
@@ -82,7 +84,6 @@ def role_tx(kind: str, where: str, size: int, duration: float) -> None:
         deadline = time.monotonic() + 20
         while len(m.members()) < MEMBERS and time.monotonic() < deadline:
             time.sleep(0.01)
-        batch = int(os.environ.get("IPN_BATCH", "8"))
         msgs = [frame] * batch
         send_many = m.send_many
         sent = 0
@@ -136,7 +137,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(kind: str, where: str, python: str, size: int, duration: float,
-            hub_pid: int | None = None) -> dict:
+            hub_pid: int | None = None, batch: int = 8) -> dict:
     """One run: ``kind`` "ipn" (``where`` a bus) or "vde" (a hub's URL, the hub's
     process ``hub_pid``)."""
     rxs = []
@@ -150,7 +151,8 @@ def measure(kind: str, where: str, python: str, size: int, duration: float,
                 raise RuntimeError(f"a receiver on {where} did not start")
         hub0 = cpu_seconds(hub_pid) if hub_pid else 0.0
         tx = subprocess.run(_me(python) + ["--role", "tx", "--kind", kind, "--where", where,
-                                           "--size", str(size), "--duration", str(duration)],
+                                           "--size", str(size), "--duration", str(duration),
+                                           "--batch", str(batch)],
                             capture_output=True, text=True, env=child_env(),
                             timeout=duration + 60)
         if tx.returncode != 0:
@@ -190,38 +192,85 @@ def _hub(kind: str, workdir: str, python: str) -> tuple[str, int]:
         return f"vde://{d}", int(f.read())
 
 
-def run_ipn(python: str, duration: float = 2.0, size: int = 100) -> dict[str, dict]:
-    """Run every configuration once and print one line each (and the ratios)."""
+def _qlen() -> int:
+    try:
+        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 10
+
+
+def run_ipn(python: str, duration: float = 2.0, size: int = 100, repeat: int = 1,
+            batch: int | None = None) -> dict[str, dict]:
+    """Run every configuration ``repeat`` times, interleaved, and print one line each
+    (medians when repeated) and the ratios. Where this machine's
+    net.unix.max_dgram_qlen is the kernel's default (10, no systemd), and we are root,
+    run it all again in a private network namespace with 512, as systemd sets it."""
+    results = _run_all(python, duration, size, repeat, batch)
+    if _qlen() < SYSTEMD_QLEN and os.geteuid() == 0 and shutil.which("unshare"):
+        print(f"the same as on a systemd host (net.unix.max_dgram_qlen {SYSTEMD_QLEN}, in a "
+              "private network namespace):", flush=True)
+        cmd = ["unshare", "-n", "--", python, "-m", "threadnet.bench.fabric_ipn",
+               "--private-qlen", str(SYSTEMD_QLEN),
+               "--outer-netns", str(os.stat("/proc/self/ns/net").st_ino),
+               "--duration", str(duration),
+               "--size", str(size), "--repeat", str(repeat)]
+        if batch:
+            cmd += ["--batch", str(batch)]
+        subprocess.run(cmd, env=child_env(), check=False, timeout=600 * repeat)
+    return results
+
+
+def _run_all(python: str, duration: float, size: int, repeat: int,
+             batch: int | None) -> dict[str, dict]:
+    import statistics
+
     from threadnet.ipn import BusConfig, create_bus, remove_bus
 
-    print(f"IPN broadcast to {MEMBERS} members, {size}-byte messages, {duration:g} s each "
-          f"(sender and receivers: {python})")
-    results: dict[str, dict] = {}
+    qlen = _qlen()
+    if not batch:
+        batch = 8 if qlen < 64 else 64  # a batch should fit in a member's queue
+    print(f"IPN broadcast to {MEMBERS} members, {size}-byte messages, {duration:g} s each, "
+          f"IPN sender batches of {batch} (send_many), net.unix.max_dgram_qlen {qlen} "
+          f"(processes: {python})")
+    runs: dict[str, list[dict]] = {}
+    hubs = ["threadnet"] + (["vde_switch"] if shutil.which("vde_switch") else [])
     workdir = tempfile.mkdtemp(prefix="tnb-ipn-", dir="/tmp")
     try:
-        for lossless in (True, False):
-            name = f"ipn {'lossless' if lossless else 'lossy'}"
-            bus = create_bus(os.path.join(workdir, "bus" + name[-5:]),
-                             BusConfig(policy="broadcast", lossless=lossless))
-            try:
-                results[name] = measure("ipn", bus, python, size, duration)
-            finally:
-                remove_bus(bus)
-            _line(name, results[name])
-        hubs = ["threadnet"] + (["vde_switch"] if shutil.which("vde_switch") else [])
-        for hub in hubs:
-            url, pid = _hub(hub, workdir, python)
-            try:
-                name = f"{hub} -x (dispatcher)"
-                results[name] = measure("vde", url, python, size, duration, pid)
-                _line(name, results[name])
-            finally:
-                kill_pid(pid)
+        for _ in range(repeat):
+            for lossless in (True, False):
+                name = f"ipn {'lossless' if lossless else 'lossy'}"
+                bus = create_bus(os.path.join(workdir, "bus" + name[-5:]),
+                                 BusConfig(policy="broadcast", lossless=lossless))
+                try:
+                    r = measure("ipn", bus, python, size, duration, batch=batch)
+                finally:
+                    remove_bus(bus)
+                runs.setdefault(name, []).append(r)
+                if repeat > 1:
+                    _line(name, r, "  run: ")
+            for hub in hubs:
+                url, pid = _hub(hub, workdir, python)
+                try:
+                    name = f"{hub} -x (dispatcher)"
+                    r = measure("vde", url, python, size, duration, pid)
+                finally:
+                    kill_pid(pid)
+                runs.setdefault(name, []).append(r)
+                if repeat > 1:
+                    _line(name, r, "  run: ")
         if "vde_switch" not in hubs:
             print("  (vde_switch not installed: apt-get install vde2)")
+        results = {name: {k: statistics.median(x[k] for x in rs)
+                          for k in ("rate", "lost", "cpu_us", "sent")}
+                   for name, rs in runs.items()}
+        if repeat > 1:
+            print(f"medians of {repeat} runs:")
+        for name, r in results.items():
+            _line(name, r)
         for ipn in ("ipn lossless", "ipn lossy"):
             mine = results[ipn]
-            ratios = [f"{mine['rate'] / r['rate']:.2f}x the rate, "
+            ratios = [f"{mine['rate'] / r['rate']:.2f}x the rate and "
                       f"{r['cpu_us'] / mine['cpu_us']:.2f}x less CPU than {n.split()[0]}"
                       for n, r in results.items() if not n.startswith("ipn") and r["rate"]]
             print(f"  {ipn}: " + "; ".join(ratios))
@@ -230,8 +279,8 @@ def run_ipn(python: str, duration: float = 2.0, size: int = 100) -> dict[str, di
     return results
 
 
-def _line(name: str, r: dict) -> None:
-    print(f"  {name:28s} {r['rate']:>8,.0f} msg/s delivered per member  "
+def _line(name: str, r: dict, lead: str = "  ") -> None:
+    print(f"{lead}{name:28s} {r['rate']:>8,.0f} msg/s delivered per member  "
           f"lost {r['lost'] * 100:5.1f}%  fan-out CPU {r['cpu_us']:5.1f} us/msg  "
           f"(sent {r['sent']:,})", flush=True)
 
@@ -243,15 +292,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--where")
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--duration", type=float, default=2.0)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--batch", type=int, help="IPN sender: messages per send_many (default: "
+                   "8, or 64 where net.unix.max_dgram_qlen is 64 or more)")
+    p.add_argument("--private-qlen", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--outer-netns", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.role == "rx":
         role_rx(args.kind, args.where)
         return 0
     if args.role == "tx":
-        role_tx(args.kind, args.where, args.size, args.duration)
+        role_tx(args.kind, args.where, args.size, args.duration, args.batch)
+        return 0
+    if args.private_qlen:
+        # only in a network namespace of our own (unshare -n): never the host's setting
+        if (args.outer_netns is None
+                or os.stat("/proc/self/ns/net").st_ino == args.outer_netns):
+            print("--private-qlen: not in a private network namespace", file=sys.stderr)
+            return 2
+        with open("/proc/sys/net/unix/max_dgram_qlen", "w") as f:
+            f.write(str(args.private_qlen))
+        _run_all(sys.executable, args.duration, args.size, args.repeat, args.batch)
         return 0
     print(f"interpreter: {interpreter()}")
-    run_ipn(sys.executable, args.duration, args.size)
+    run_ipn(sys.executable, args.duration, args.size, args.repeat, args.batch)
     return 0
 
 

@@ -85,6 +85,18 @@ STATS_SIZE = 128
 BATCH = 64
 
 
+def _writable(fds: list[int], timeout: float) -> list[int]:
+    """Which of ``fds`` are writable (or in error), waiting up to ``timeout`` seconds
+    (poll: descriptors above FD_SETSIZE are fine)."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLOUT)
+    try:
+        return [fd for fd, _ in p.poll(timeout * 1000)]
+    except InterruptedError:
+        return []
+
+
 class _Peer:
     """Another member: its socket's name and inode, our way to it (``addr``: its path, or
     our pinned descriptor's), and on a broadcast bus ``conn``, a socket of ours connected
@@ -405,20 +417,44 @@ class Member:
                         break
                     self._failed(peer, err)
                     start += 1
-            for peer, start in late:  # lossless: each full member in turn
-                if not self.blocking:
-                    for msg in chunk[start:]:
-                        self._hold(peer, msg)
+            if late:
+                self._catch_up(late, batch, chunk, k)
+
+    def _catch_up(self, late: list[tuple[_Peer, int]], batch: Batch, chunk: list,
+                  k: int) -> None:
+        """Lossless: the members whose queues were full get the rest of the batch.
+        Blocking, whichever has room first gets what fits, until all have it all (or
+        died); non-blocking, it waits in their backlogs."""
+        counters = self.counters
+        assert counters is not None
+        if not self.blocking:
+            for peer, start in late:
+                for msg in chunk[start:]:
+                    self._hold(peer, msg)
+            return
+        counters[WAITS] += 1
+        todo = dict(late)
+        while todo:
+            by_fd: dict[int, _Peer] = {}
+            for peer in list(todo):
+                if self._peers.get(peer.name) is not peer or peer.conn is None:
+                    del todo[peer]  # buried meanwhile
+                else:
+                    by_fd[peer.conn.fileno()] = peer
+            if not by_fd:
+                return
+            for fd in _writable(list(by_fd), WAIT_SLICE):
+                peer = by_fd[fd]
+                if self._peers.get(peer.name) is not peer:
                     continue
-                counters[WAITS] += 1
-                while start < k and self._wait_room(peer, WAIT_SLICE):
-                    conn = peer.conn
-                    if conn is None:
-                        break
-                    start, err = batch.send(conn.fileno(), start, k)  # what it has room for
-                    if err and err not in (errno.EAGAIN, errno.ENOBUFS):
-                        self._failed(peer, err)
-                        start += 1
+                start, err = batch.send(fd, todo[peer], k)  # what it has room for
+                if err and err not in (errno.EAGAIN, errno.ENOBUFS):
+                    self._failed(peer, err)
+                    start += 1
+                if start >= k:
+                    todo.pop(peer, None)
+                else:
+                    todo[peer] = start
 
     def _connect(self, peer: _Peer) -> socket.socket | None:
         """A socket connected to ``peer``'s (broadcast buses); None when nobody is there
@@ -512,9 +548,10 @@ class Member:
         if probe is not peer.conn:
             # sending from our bound socket: room in its send buffer first (what waits
             # in every member's queue is charged to it)
-            if not select.select([], [self._sock], [], 0)[1]:
-                select.select([], [self._sock], [], timeout)
-        select.select([], [probe], [], timeout)
+            own = self._sock.fileno()  # type: ignore[union-attr]
+            if not _writable([own], 0):
+                _writable([own], timeout)
+        _writable([probe.fileno()], timeout)
         return self._peers.get(peer.name) is peer
 
     def _hold(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> None:
