@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -179,8 +180,15 @@ def test_a_member_killed_with_sigkill_blocks_nobody(bus, procs):
 
 # -- permissions ---------------------------------------------------------------------
 JOIN = "import sys; from threadnet.ipn import Member; m = Member(sys.argv[1]); print('joined')"
-SEND = ("import sys; from threadnet.ipn import Member; m = Member(sys.argv[1]);"
-        "m.send(b'from unpriv'); m.close()")
+SEND = """
+import select, sys
+from threadnet.ipn import Member
+m = Member(sys.argv[1])
+m.send(b"from unpriv")
+assert select.select([m], [], [], 10)[0], "no answer"
+print(m.recv()[0].decode())
+m.close()
+"""
 
 
 @pytest.mark.root
@@ -200,13 +208,22 @@ def test_an_unprivileged_user_without_permission_is_refused(bus, unpriv):
 @pytest.mark.root
 def test_the_bus_group_may_join_and_send(bus, unpriv):
     path = bus(policy="broadcast", group=unpriv["gid"])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o3770  # sticky, setgid, rwx for the group
     with Member(path) as m:
-        r = run_as(unpriv, [unpriv["python"], "-c", SEND, path], capture_output=True,
-                   text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        m.setblocking(False)
+        child = threading.Thread(target=lambda: result.append(run_as(
+            unpriv, [unpriv["python"], "-c", SEND, path], capture_output=True, text=True,
+            timeout=30)))
+        result: list[subprocess.CompletedProcess] = []
+        child.start()
         msg, sender = m.recv()
         assert msg == b"from unpriv" and sender == ""  # (broadcast: connected, unnamed)
+        # and back: its socket is another user's, reached through a pinned descriptor
+        assert len(m.members()) == 1
+        assert [p.addr.startswith("/proc/self/fd/") for p in m._order] == [True]
+        m.send(b"from root")
+        child.join(30)
+        assert result and result[0].returncode == 0, result and result[0].stderr
+        assert result[0].stdout.strip() == "from root"
 
 
 # -- stacks and links ----------------------------------------------------------------
