@@ -40,6 +40,13 @@ FORWARDING = wire.STATE_FORWARDING
 STATE_NAMES = {DISCARDING: "Discarding", LEARNING: "Learning", FORWARDING: "Forwarding"}
 
 _NO_DESIGNATED = b"\xff" * 8
+#: topology change BPDUs a VLAN may send per second (and in a burst). vde_switch sends them
+#: unlimited: when only one end of a redundant link blocks, a TC that enters the blocked
+#: end is passed on (BPDUs are read before the port's state is checked) and comes back
+#: round the loop at once, a BPDU storm until the next hello blocks the other end too.
+#: Rate-limited here, such a loop carries TC_RATE BPDUs a second; the local flush is
+#: never limited.
+TC_RATE = 10.0
 
 
 class FstHost(Protocol):
@@ -56,7 +63,8 @@ class VlanFst:
     """One VLAN's tree: the root vector learnt on the root port, and the port sets."""
 
     __slots__ = ("root", "cost", "designated", "desport", "rootport", "root_time", "bonusport",
-                 "bonuscost", "tc_time", "untagged", "tagged", "backup", "edge", "heard")
+                 "bonuscost", "tc_time", "tc_tokens", "untagged", "tagged", "backup", "edge",
+                 "heard")
 
     def __init__(self) -> None:
         self.root = b""
@@ -68,6 +76,7 @@ class VlanFst:
         self.bonusport = 0
         self.bonuscost = 0
         self.tc_time = 0.0
+        self.tc_tokens = TC_RATE
         self.untagged: set[int] = set()
         self.tagged: set[int] = set()
         self.backup: set[int] = set()  # alternate/backup ports: discarding
@@ -106,6 +115,7 @@ class FstEngine:
         self._next_hello = now + hello
         self.bad_bpdus = 0
         self.topology_changes = 0
+        self.tc_limited = 0  # topology changes not passed on (TC_RATE)
         self.new_vlan(0, now)
         if enabled:
             self.set_enabled(True, now)
@@ -256,9 +266,14 @@ class FstEngine:
     def _topology_change(self, vlan: int, origin: int, now: float) -> None:
         """Flush the VLAN's table and tell the other forwarding FST ports."""
         v = self.vlans[vlan]
+        v.tc_tokens = min(TC_RATE, v.tc_tokens + (now - v.tc_time) * TC_RATE)
         v.tc_time = now
         self.topology_changes += 1
         self.host.fst_flush(vlan)
+        if v.tc_tokens < 1:
+            self.tc_limited += 1
+            return
+        v.tc_tokens -= 1
         for port in v.ports():
             if port != origin and port not in v.backup and port not in v.edge and v.active(port):
                 self._send(vlan, port, now, tc=True)
