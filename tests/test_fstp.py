@@ -16,7 +16,7 @@ from threadnet.switch.core import Endpoint, Switch
 from threadnet.switch.fstp import DISCARDING, FORWARDING
 from threadnet.wire import fstp as wire
 
-from conftest import need_root, need_tool, threadnet_cmd, threadnet_env, wait_for
+from conftest import kill_pid, need_root, need_tool, threadnet_cmd, threadnet_env, wait_for
 from switch_helpers import BROADCAST, Console, eth, mac
 
 # A BPDU captured from Debian's vde_switch -F (2.3.2): a root port's hello.
@@ -317,7 +317,12 @@ def _cable(procs, a: str, b: str, how: str) -> subprocess.Popen:
 
 
 def _cut(p: subprocess.Popen) -> None:
-    """End a cable by PID (dpipe's children, the two vde_plugs, see their pipes close)."""
+    """End a cable by PID: a dpipe's two vde_plugs first (they hold the pipes between
+    them, so ending dpipe alone leaves the cable working), then the cable's process."""
+    from threadnet.bench.fabric_fst import children
+
+    for pid in children(p.pid):
+        kill_pid(pid)
     p.terminate()
     p.wait(5)
 
