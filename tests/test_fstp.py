@@ -382,9 +382,22 @@ def test_ring_with_debian_vde_switch_converges(procs, sockdir):
     assert root_id.startswith(" ++ root 10:00:")
     assert all(c.ok("fstp/print")[1] == root_id for c in cons)
     _storm_check(cons, cons[0], procs, sw[0][0])
-    # and with Debian's switch not the root, in the middle of the blocked link
+    # both kinds print fstp/print and fstp/showinfo alike
+    id_ = r"([0-9a-f]{2}:){7}[0-9a-f]{2}"
     for c in cons:
-        c.close()
+        lines = c.ok("fstp/print")
+        assert re.fullmatch(r"FST DATA VLAN 0000 (ROOTSWITCH)? ", lines[0]), lines
+        assert re.fullmatch(rf" \+\+ root {id_}", lines[1])
+        assert re.fullmatch(rf" \+\+ designated {id_}", lines[2])
+        assert re.fullmatch(r" \+\+ rootport \d{4} cost \d+ age \d+ bonusport \d{4} bonuscost \d+",
+                            lines[3])
+        assert all(re.fullmatch(r" -- Port \d{4} tagged=0 portcost=20000000 role=(Root|Designated|"
+                                r"Alternate/Backup)", ln) for ln in lines[4:]) and len(lines) >= 6
+        info = c.ok("fstp/showinfo")
+        assert re.fullmatch(r"MAC ([0-9a-f]{2}:){5}[0-9a-f]{2} Priority \d+ \(0x[0-9a-f]+\)", info[0])
+        assert info[1] == "FSTP=true"
+    assert cons[1].ok("fstp/showinfo")[0].endswith("Priority 4096 (0x1000)")
+    assert cons[0].ok("fstp/showinfo")[0].endswith("Priority 32768 (0x8000)")
 
 
 @pytest.mark.slow
