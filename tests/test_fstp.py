@@ -273,6 +273,26 @@ def test_topology_changes_are_rate_limited():
     assert sent.count(2) == passed + TC_RATE
 
 
+def test_flushes_are_bounded_and_deferred_not_lost():
+    from threadnet.switch.fstp import FLUSH_RATE
+
+    net = ring([0x8000, 0x1000, 0x8000])
+    s1 = net.switches[1]
+    tc = wire.build(mac(50), wire.Bpdu(wire.TC | wire.ROLE_DESIGNATED, s1.fst.myid, 0,
+                                       s1.fst.myid, wire.port_id(9), 0, 40, 4, 0))
+    flushes = []
+    s1.fst_flush = lambda vlan: flushes.append(vlan)
+    s1.fst_send = lambda port, frame: None
+    for _ in range(500):  # a port's user asking for a table walk with every frame
+        s1.input(s1.ports[1], memoryview(bytearray(tc)), len(tc), net.clock.t)
+    assert len(flushes) <= FLUSH_RATE
+    before = len(flushes)
+    s1.fst.tick(net.clock.t + 0.5)  # the deferred flush is done at the next tick
+    assert len(flushes) == before + 1
+    s1.fst.tick(net.clock.t + 0.6)
+    assert len(flushes) == before + 1  # once
+
+
 # -- real switches and plugs --------------------------------------------------------------
 def _console(mgmt: str) -> Console:
     return wait_for(lambda: _try_console(mgmt), 10, what=f"console {mgmt}")

@@ -47,6 +47,10 @@ _NO_DESIGNATED = b"\xff" * 8
 #: Rate-limited here, such a loop carries TC_RATE BPDUs a second; the local flush is
 #: never limited.
 TC_RATE = 10.0
+#: forwarding table flushes a VLAN may make per second (and in a burst). A flush walks the
+#: whole table, and BPDUs from a port's user can ask for one each; past this rate the
+#: flush is deferred to the next tick (at most a second), never dropped.
+FLUSH_RATE = 50.0
 
 
 class FstHost(Protocol):
@@ -63,8 +67,8 @@ class VlanFst:
     """One VLAN's tree: the root vector learnt on the root port, and the port sets."""
 
     __slots__ = ("root", "cost", "designated", "desport", "rootport", "root_time", "bonusport",
-                 "bonuscost", "tc_time", "tc_tokens", "untagged", "tagged", "backup", "edge",
-                 "heard")
+                 "bonuscost", "tc_time", "tc_tokens", "flush_tokens", "flush_pending",
+                 "untagged", "tagged", "backup", "edge", "heard")
 
     def __init__(self) -> None:
         self.root = b""
@@ -77,6 +81,8 @@ class VlanFst:
         self.bonuscost = 0
         self.tc_time = 0.0
         self.tc_tokens = TC_RATE
+        self.flush_tokens = FLUSH_RATE
+        self.flush_pending = False
         self.untagged: set[int] = set()
         self.tagged: set[int] = set()
         self.backup: set[int] = set()  # alternate/backup ports: discarding
@@ -209,7 +215,11 @@ class FstEngine:
         return self._next_hello if self.enabled else None
 
     def tick(self, now: float) -> None:
-        """Run the hello timer: call at least once a second."""
+        """Run the hello timer and deferred flushes: call at least once a second."""
+        for vlan, v in self.vlans.items():
+            if v.flush_pending:
+                v.flush_pending = False
+                self.host.fst_flush(vlan)
         if not self.enabled or now < self._next_hello:
             return
         self._next_hello += self.hello
@@ -266,10 +276,17 @@ class FstEngine:
     def _topology_change(self, vlan: int, origin: int, now: float) -> None:
         """Flush the VLAN's table and tell the other forwarding FST ports."""
         v = self.vlans[vlan]
-        v.tc_tokens = min(TC_RATE, v.tc_tokens + (now - v.tc_time) * TC_RATE)
+        elapsed = max(0.0, now - v.tc_time)
+        v.tc_tokens = min(TC_RATE, v.tc_tokens + elapsed * TC_RATE)
+        v.flush_tokens = min(FLUSH_RATE, v.flush_tokens + elapsed * FLUSH_RATE)
         v.tc_time = now
         self.topology_changes += 1
-        self.host.fst_flush(vlan)
+        if v.flush_tokens >= 1:
+            v.flush_tokens -= 1
+            v.flush_pending = False
+            self.host.fst_flush(vlan)
+        else:
+            v.flush_pending = True  # done by the next tick
         if v.tc_tokens < 1:
             self.tc_limited += 1
             return
