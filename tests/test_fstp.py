@@ -218,7 +218,16 @@ def test_edge_ports_send_no_bpdus_and_bonus_changes_cost():
     h.got.clear()  # (the BPDU a port gets when it comes up)
     net.run(8)
     assert h.got == [] and sw.fst.role(0, 3) == "Edge"
+    sw.detach(h)  # the setting stays with the port when its client leaves and comes back
+    h = net.host(0, 3)
+    net.run(8)
+    assert [f for f in h.got if wire.is_bpdu(f)] == [] and sw.fst.role(0, 3) == "Edge"
+    edge_bpdu = wire.build(mac(60), wire.Bpdu(0x0C, b"\0" * 8, 0, b"\0" * 8, b"\x80\x01", 0,
+                                               40, 4, 0))
+    sw.input(sw.ports[3], memoryview(bytearray(edge_bpdu)), len(edge_bpdu), net.clock.t)
+    assert sw.fst.vlans[0].root == sw.fst.myid  # an edge port's root claim is ignored
     sw.fst.set_edge(0, 3, False)
+    h.got.clear()
     net.run(4)
     assert len(h.got) == 1 and wire.parse(h.got[0], False).hello == 4
     net2 = ring([0x8000, 0x1000, 0x8000])

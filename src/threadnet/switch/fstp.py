@@ -16,7 +16,10 @@ One instance per VLAN, as vde-2's fstp.c runs it (this is its protocol, not IEEE
 - the root port unheard for 3 hellos, or lost (its cable cut): the switch is root
   again and all its ports forward until the next BPDUs settle the tree; an
   alternate port unheard for 16 to 32 s forwards again (its peer stopped speaking FST);
-- edge ports (``fstp/setedge``) neither send nor read BPDUs and always forward.
+- edge ports (``fstp/setedge``) neither send nor read BPDUs and always forward. Unlike
+  vde_switch, which forgets the setting when the port's client leaves or a new one comes,
+  an edge port stays one (and one may be set before its client comes, from an rc file):
+  a port given to an untrusted user stays out of the tree when the user reconnects.
 
 The engine keeps roles and timers; the switch (``FstHost``) sends its frames, applies
 port states (a discarding port neither forwards nor learns) and flushes its table.
@@ -174,11 +177,11 @@ class FstEngine:
         (v.untagged.discard if tagged else v.tagged.discard)(port)
         (v.tagged.add if tagged else v.untagged.add)(port)
         v.backup.discard(port)
-        v.edge.discard(port)
         v.heard[0].discard(port)
         v.heard[1].discard(port)
         self.states.pop((port, vlan), None)  # an activated port forwards
-        self._send(vlan, port, now)
+        if port not in v.edge:
+            self._send(vlan, port, now)
         self._topology_change(vlan, port, now)
 
     def del_port(self, vlan: int, port: int, now: float) -> None:
@@ -189,7 +192,6 @@ class FstEngine:
         v.untagged.discard(port)
         v.tagged.discard(port)
         v.backup.discard(port)
-        v.edge.discard(port)
         self.states.pop((port, vlan), None)
         if port == v.rootport:
             self.new_vlan(vlan, now)
