@@ -464,7 +464,7 @@ def run(opts: NsOptions, *, out: object = None) -> int:
         _write_maps(pid)
         ours.send(b"mapped")
         fds = _expect(ours, b"taps", len(opts.vnls))
-        for name, fd in zip(opts.ifnames, fds):
+        for name, fd in zip(opts.ifnames, fds, strict=True):
             taps.append(TapLink(name, url=f"{PROG} tap://{name}", fd=fd))
         ours.close()
         loop = EventLoop()
@@ -477,7 +477,7 @@ def run(opts: NsOptions, *, out: object = None) -> int:
 
         pidfd = os.pidfd_open(pid)
         loop.add_reader(pidfd, ended)
-        cables = [Cable(loop, tap, link) for tap, link in zip(taps, links)]
+        cables = [Cable(loop, tap, link) for tap, link in zip(taps, links, strict=True)]
         old = _pass_signals(pid)
         try:
             while not child_ended:
