@@ -166,6 +166,19 @@ class Runner:
                                 **kw, **self.kw(env))
 
 
+def _userns_sysctls() -> str:
+    """The settings that let users make user namespaces, as far as this kernel has them."""
+    out = []
+    for name in ("kernel/unprivileged_userns_clone", "user/max_user_namespaces",
+                 "kernel/apparmor_restrict_unprivileged_userns"):
+        try:
+            with open(f"/proc/sys/{name}") as f:
+                out.append(f"{name.replace('/', '.')}={f.read().strip()}")
+        except OSError:
+            pass
+    return ", ".join(out) or "no sysctl about it"
+
+
 @pytest.fixture
 def ns_user(unpriv, procs) -> Runner:
     """The unprivileged user when it may make user namespaces here, else root; and a
@@ -180,8 +193,9 @@ def ns_user(unpriv, procs) -> Runner:
                         {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": unpriv["src"],
                          "HOME": "/tmp"})
     else:
-        warnings.warn(f"unprivileged user namespaces are refused here ({probe.stderr.strip()}):"
-                      " the threadnet ns and vdens tests run as root", stacklevel=1)
+        warnings.warn(f"unprivileged user namespaces are refused here ({probe.stderr.strip()};"
+                      f" {_userns_sysctls()}): the threadnet ns and vdens tests run as root",
+                      stacklevel=1)
         runner = Runner(procs, None, threadnet_cmd()[0], threadnet_env())
     opened = runner.run([runner.python, "-c", f"import os; os.close(os.open({TUN!r}, os.O_RDWR))"])
     if opened.returncode == 0:
@@ -341,3 +355,13 @@ def test_pump_ends_when_the_command_ends(ns_user, lan):
     with Console(mgmt) as c:  # the link went with the pump
         wait_for(lambda: not any(f"pid={p.pid}" in e for port in c.ports().values()
                                  for e in port["endpoints"]), 5, what="the port to be freed")
+
+
+@pytest.mark.root
+def test_sysadm_and_no_network_as_vdens(ns_user):
+    show = "ip -j link; echo --; cat /proc/self/status"
+    ours = _inside(ns_user, ns_user.tn("-s", "no", "sh", "-c", show))
+    theirs = _inside(ns_user, ["vdens", "-s", "no", "sh", "-c", show])
+    assert list(ours["links"]) == list(theirs["links"]) == ["lo"]
+    assert ours["CapAmb"] == theirs["CapAmb"]
+    assert int(ours["CapAmb"], 16) & (1 << nsview.CAP_SYS_ADMIN)

@@ -40,6 +40,8 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 
 from threadnet.errors import LinkError, ThreadnetError
@@ -280,8 +282,6 @@ def _mount_resolv(text: bytes) -> None:
     """Show ``text`` as /etc/resolv.conf in this (new) mount namespace: a private
     temporary file, bound there and then removed (the kernel binds neither a memfd nor
     a file with no name)."""
-    import tempfile
-
     fd, path = tempfile.mkstemp(prefix="threadnet-ns-resolv-")
     try:
         os.write(fd, text)
@@ -422,7 +422,7 @@ def _exit_code(status: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def run(opts: NsOptions, *, out: object = None) -> int:
+def run(opts: NsOptions) -> int:
     """Run ``opts.command`` in new namespaces on ``opts.vnls``; its exit status."""
     from threadnet.link import open_link
     from threadnet.link.cable import Cable
@@ -545,21 +545,17 @@ def _restore_signals(old: dict[int, object]) -> None:
 
 
 def _end_child(pid: int) -> None:
-    """Something failed before or while the command ran: end the child, reap it."""
-    import time
-
+    """Something failed before or while the command ran: reap the child, which leaves by
+    itself when it had not become the command yet (its socket's end closed), else after
+    SIGTERM, or SIGKILL 2 s later."""
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                os.kill(pid, sig)
+            for _ in range(100):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+                time.sleep(0.02)
     except ChildProcessError:
         pass
 
