@@ -10,20 +10,19 @@ Debian's mode for the test, says so, and puts the old mode back.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 import warnings
 
 import pytest
 
 from threadnet import nsview
-from threadnet.nsview import NsError, NsUsageError, parse_args, resolv_text
+from threadnet.nsview import NsUsageError, parse_args, resolv_text
 
 from conftest import need_tool, run_as, threadnet_cmd, threadnet_env, wait_for
 from switch_helpers import Console
@@ -93,34 +92,45 @@ def test_cli_help_and_usage_errors():
 
 
 # -- a bad VNL fails before any namespace is made -------------------------------------------
-class _CountingLibc:
-    """Stands in for libc in the forked child: records that unshare was asked for (in a
-    file, the child being another process) and refuses it."""
+# In a fresh interpreter (no thread of pytest's around the fork): libc's unshare is
+# replaced by one that records, in a file (the child is another process), that it was
+# asked for, and refuses.
+_COUNT_UNSHARE = """
+import ctypes, errno, sys
+from threadnet import nsview
 
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def unshare(self, flags: int) -> int:
-        with open(self.marker, "a") as f:
-            f.write(f"{flags:#x}\n")
+class CountingLibc:
+    def unshare(self, flags):
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{flags:#x}\\n")
         ctypes.set_errno(errno.EPERM)
         return -1
 
+nsview.libc = lambda: CountingLibc()
+try:
+    nsview.run(nsview.parse_args(sys.argv[2:], environ={}))
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
 
-def test_bad_vnl_fails_before_any_namespace(tmp_path, monkeypatch):
+
+def test_bad_vnl_fails_before_any_namespace(tmp_path):
     marker = str(tmp_path / "unshare-called")
-    monkeypatch.setattr(nsview, "libc", lambda: _CountingLibc(marker))
     touched = tmp_path / "ran"
-    cmd = ["touch", str(touched)]
-    with pytest.raises(ValueError, match="unknown link scheme 'nosuch'"):
-        nsview.run(parse_args(["nosuch://x", *cmd], environ={}))
-    with pytest.raises(OSError, match="no switch at"):
-        nsview.run(parse_args([str(tmp_path / "nosw"), *cmd], environ={}))
+
+    def attempt(vnl: str) -> str:
+        r = subprocess.run([sys.executable, "-c", _COUNT_UNSHARE, marker, vnl, "touch",
+                            str(touched)], env=threadnet_env(), capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "unknown link scheme 'nosuch'" in attempt("nosuch://x")
+    assert "no switch at" in attempt(str(tmp_path / "nosw"))
     assert not os.path.exists(marker) and not touched.exists()
     # the same with a good VNL reaches unshare (so the check above can fail), whose
     # refusal is explained
-    with pytest.raises(NsError, match="unprivileged user namespaces are refused here"):
-        nsview.run(parse_args(["null://", *cmd], environ={}))
+    assert "unprivileged user namespaces are refused here" in attempt("null://")
     with open(marker) as f:
         flags = int(f.read().split()[0], 16)
     assert flags & nsview.CLONE_NEWUSER and flags & nsview.CLONE_NEWNET
@@ -365,3 +375,17 @@ def test_sysadm_and_no_network_as_vdens(ns_user):
     assert list(ours["links"]) == list(theirs["links"]) == ["lo"]
     assert ours["CapAmb"] == theirs["CapAmb"]
     assert int(ours["CapAmb"], 16) & (1 << nsview.CAP_SYS_ADMIN)
+
+
+@pytest.mark.root
+def test_a_link_that_ends_is_reported_and_the_command_goes_on(ns_user, fg_switch, flags):
+    sw, _, sw_pid = fg_switch("debian", "-m", "0777")
+    p = ns_user.popen(ns_user.tn(sw, "sh", "-c", f"touch {flags}/up; "
+                                 f"while [ ! -e {flags}/go ]; do sleep 0.05; done; exit 3"))
+    wait_for(lambda: os.path.exists(f"{flags}/up"), 20, what="the command to start")
+    os.kill(sw_pid, signal.SIGTERM)  # the switch goes away under the running command
+    time.sleep(0.5)
+    assert p.poll() is None
+    open(f"{flags}/go", "w").close()
+    assert p.wait(timeout=10) == 3
+    assert "vde0 is cut off" in p.stderr.read()

@@ -22,8 +22,13 @@ How, in two processes:
   descriptors to the parent over a socket pair made before the fork (SCM_RIGHTS), and
   executes the command: the command is the child itself;
 - the parent joins each tap to its link with a ``Cable`` on one event loop until the
-  command ends, then closes the links (the taps and the namespace go with them) and
-  exits with the command's status (128 + N after signal N). vdens always exits 0.
+  command ends, then closes the links and the taps (the namespace ends with the last
+  process in it) and exits with the command's status (128 + N after signal N; vdens
+  always exits 0). A link that ends earlier (its switch gone) is reported; its tap is
+  cut off and the command goes on.
+
+The system calls Python 3.11 lacks (unshare, capset, the ambient set, mount) go through
+ctypes.
 
 While the command runs, SIGINT and SIGQUIT are left to it (a terminal sends them to both,
 as ``system()`` has it); SIGTERM and SIGHUP sent to the parent are passed on to it.
