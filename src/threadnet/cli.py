@@ -9,6 +9,7 @@
     threadnet stack PATH --link URL --config CFG   a TCP/IP stack as a service, named by PATH
     threadnet run --stack PATH -- python app.py     run a Python program on a stack
     threadnet ip --stack PATH addr    iproute2's ip on a published stack
+    threadnet ns vde:///tmp/sw -- CMD  a command in its own namespace, a tap on the switch
     threadnet bench switch            benchmarks, side by side with the real peers
 """
 
@@ -603,6 +604,12 @@ def cmd_slirp(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_ns(args: argparse.Namespace) -> int:
+    from threadnet.nsview import main as ns_main
+
+    return ns_main(args.words)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -713,6 +720,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "neigh)", prefix_chars="+", add_help=False)
     p.add_argument("words", nargs="*", help="[--stack PATH] [-4|-6] [-j] OBJECT COMMAND ...")
     p.set_defaults(func=cmd_ip)
+
+    # vdens's command line, parsed by threadnet/nsview.py (options, VNLs, then the command)
+    p = sub.add_parser("ns", help="a command in its own user and network namespace, with a "
+                       "tap on each network (like vdens)", prefix_chars="+", add_help=False)
+    p.add_argument("words", nargs=argparse.REMAINDER,
+                   help="[OPTIONS] [VNL...] [-- COMMAND ARGS...] (threadnet ns --help)")
+    p.set_defaults(func=cmd_ns)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
     p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp"], help="what to measure")
