@@ -397,6 +397,11 @@ _BUILTIN = {
     "pcap": "threadnet.link.capture:open_pcap",
     "wirefilter": "threadnet.link.emulation:open_wirefilter",
     "slirp": "threadnet.slirp.link:open_slirp",
+    "seqpacket": "threadnet.link.seqpacket:open_seqpacket",
+    "hub": "threadnet.link.netnode:open_hub",
+    "switch": "threadnet.link.netnode:open_switch",
+    "multi": "threadnet.link.netnode:open_multi",
+    "bonding": "threadnet.link.netnode:open_bonding",
 }
 
 
