@@ -17,17 +17,19 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
+import time
 
 import pytest
 
 from threadnet import Stack
 from threadnet.errors import LinkError, URLError
 from threadnet.link import open_link
-from threadnet.link.netnode import HOST, NetNodeLink
+from threadnet.link.netnode import HOST, QLEN, NetNodeLink
 from threadnet.stack.runner import StackRunner
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for
-from switch_helpers import BROADCAST, Plug, eth, mac, recv_frame
+from switch_helpers import BROADCAST, Plug, eth, eth_tagged, mac, recv_frame
 
 DEB = ["vde_plug"]
 TN = threadnet_cmd("plug")
@@ -112,6 +114,48 @@ def test_switch_learns_and_forwards(procs, sockdir, server):
     host.expect(f)
     for plug in (host, a, b):  # none of the unicast frames went anywhere else
         plug.expect_silence(0.2)
+
+
+@pytest.mark.parametrize("server", ROLES)
+def test_switch_table_is_per_vlan(procs, sockdir, server):
+    """The same MAC behind a on VLAN 5 and behind b on VLAN 7: two entries (a trunk)."""
+    _, host, a, b = _serve(procs, sockdir, "switch", server)
+    x = mac(99)
+    for sender, vlan in ((a, 5), (b, 7)):
+        f = eth_tagged(BROADCAST, x, vlan, b"hello")
+        sender.send(f)
+        host.expect(f)
+        (b if sender is a else a).expect(f)
+    for vlan, to, other in ((5, a, b), (7, b, a)):
+        f = eth_tagged(x, H, vlan, b"to x on %d" % vlan)
+        host.send(f)
+        to.expect(f)
+        other.expect_silence(0.2)
+
+
+@pytest.mark.parametrize("server", ROLES)
+def test_switch_entries_expire(procs, sockdir, server):
+    d = os.path.join(sockdir, "node")
+    srv, cli = (DEB, TN) if server == "debian" else (TN, DEB)
+    need_tool("vde_plug")
+    host = _plug(procs, srv, f"switch://{d}[expiretime=1]", "host")
+    wait_for(lambda: os.path.exists(os.path.join(d, "ctl")), what="the switch")
+    a = _plug(procs, cli, f"vde://{d}", "a")
+    b = _plug(procs, cli, f"vde://{d}", "b")
+    wait_for(lambda: _ports(d) == 2, timeout=10, what="two ports")
+    f = eth(BROADCAST, A, b"learn a")
+    a.send(f)
+    host.expect(f)
+    b.expect(f)
+    f = eth(A, H, b"known")
+    host.send(f)
+    a.expect(f)
+    b.expect_silence(0.2)
+    time.sleep(2.2)  # (vdeplug4 counts whole seconds)
+    f = eth(A, H, b"forgotten: flooded")
+    host.send(f)
+    a.expect(f)
+    b.expect(f)
 
 
 @pytest.mark.parametrize("server", ROLES)
@@ -240,6 +284,30 @@ def test_node_modes_and_default_path(sockdir):
     assert not os.path.exists(node.path)
 
 
+@pytest.mark.root
+def test_node_mode_lets_another_user_join(procs, sockdir, unpriv):
+    """A root node with ``mode=0666`` takes another user's Debian vde_plug; with the
+    default 0600 it does not."""
+    need_tool("vde_plug")
+    as_user = {"user": unpriv["uid"], "group": unpriv["gid"], "extra_groups": []}
+    d = os.path.join(sockdir, "n")
+    with open_link(f"hub://{d}") as node:
+        shut = procs.popen(["vde_plug", f"vde://{d}"], stdin=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_user)
+        wait_for(lambda: _pump(node) or shut.poll() is not None, what="vde_plug to give up")
+        assert shut.returncode != 0 and not node.ports
+    with open_link(f"hub://{d}[mode=0666]") as node:
+        plug = _plug(procs, DEB, f"vde://{d}", "other-user", **as_user)
+        wait_for(lambda: _pump(node) or len(node.ports) == 1, what="the other user's port")
+        assert node.ports[0].uid == unpriv["uid"]
+        f = eth(BROADCAST, H, b"to another user")
+        node.send(f)
+        plug.expect(f)
+        f = eth(BROADCAST, A, b"from another user")
+        plug.send(f)
+        assert recv_frame(node) == f
+
+
 def test_second_node_on_a_live_path_is_refused(procs, sockdir):
     d = os.path.join(sockdir, "n")
     with open_link(f"hub://{d}"):
@@ -294,6 +362,45 @@ def _pump(node) -> bool:
     except BlockingIOError:
         pass
     return False
+
+
+def test_node_queues_for_a_port_that_reads_late(sockdir):
+    """A burst larger than the port's socket takes waits in a bounded queue, sent as the
+    port reads; beyond the bound frames are dropped, counted."""
+    d = os.path.join(sockdir, "n")
+    with open_link(f"hub://{d}") as node:
+        opened: list = []
+        joining = threading.Thread(target=lambda: opened.append(open_link(f"vde://{d}")))
+        joining.start()
+        wait_for(lambda: _pump(node) or opened, what="the port")  # (the node answers in recv)
+        joining.join()
+        port = opened[0]
+        try:
+            burst: list[bytes] = []
+            while not node.ports[0].backlog:  # until the port's socket is full
+                assert len(burst) < 20000, "the port's socket never filled"
+                burst.append(eth(BROADCAST, H, b"%d" % len(burst) + b"." * 1400))
+                node.send(burst[-1])
+            for _ in range(QLEN // 2):
+                burst.append(eth(BROADCAST, H, b"%d" % len(burst) + b"." * 1400))
+                node.send(burst[-1])
+            got = []
+            port.setblocking(False)
+            deadline = time.monotonic() + 5
+            while len(got) < len(burst) and time.monotonic() < deadline:
+                _pump(node)  # the node sends what waits when the port has room
+                try:
+                    got.append(port.recv())
+                except BlockingIOError:
+                    time.sleep(0.001)
+            assert got == burst and node.ports[0].drops == 0
+            while not node.ports[0].drops:  # more than the socket and the queue hold
+                assert len(burst) < 40000, "nothing was ever dropped"
+                burst.append(eth(BROADCAST, H, b"." * 1400))
+                node.send(burst[-1])
+            assert len(node.ports[0].backlog) == QLEN
+        finally:
+            port.close()
 
 
 # -- vanishing peers --------------------------------------------------------------------------

@@ -150,6 +150,7 @@ class NetNodeLink(Link):
         self._pending: dict[int, socket.socket] = {}
         self._quiet = 0
         self._dfd = -1
+        self._own_dir = False  # PATH is ours to remove when the node ends
         self._listener: socket.socket | None = None
         self._ep = select.epoll()
         try:
@@ -169,6 +170,7 @@ class NetNodeLink(Link):
                             f"{self.url}: cannot make the node's directory: {exc}") from None
         if not made:
             self._reuse_stale()
+        self._own_dir = True
         ctl = os.path.join(self.path, "ctl")
         try:
             self._listener = fsafe.bind_unix_listener(ctl, socket.SOCK_STREAM, self.mode,
@@ -524,6 +526,8 @@ class NetNodeLink(Link):
             self._listener.close()
             self._listener = None
             self._unlink("ctl")
+        if self._own_dir:
+            self._own_dir = False
             try:
                 os.rmdir(self.path)
             except OSError:
