@@ -194,6 +194,26 @@ def test_bonding_round_robin(procs, sockdir, server):
     b.expect_silence()
 
 
+@pytest.mark.parametrize("prog", [DEB, TN], ids=["debian", "threadnet"])
+def test_standalone_switch_with_null_host(procs, sockdir, prog):
+    """``plug null:// switch://D``, vdeplug4's recipe for a stand-alone switch: the ports
+    reach each other with nothing behind the host."""
+    need_tool("vde_plug")
+    d = os.path.join(sockdir, "sw")
+    kw = {"env": threadnet_env()} if prog is TN else {}
+    procs.popen([*prog, "null://", f"switch://{d}"], stdout=subprocess.DEVNULL, **kw)
+    wait_for(lambda: os.path.exists(os.path.join(d, "ctl")), what="the switch")
+    a = _plug(procs, DEB, f"vde://{d}", "a")
+    b = _plug(procs, DEB, f"vde://{d}", "b")
+    wait_for(lambda: _ports(d) == 2, timeout=10, what="two ports")
+    f = eth(BROADCAST, A, b"hello b")
+    a.send(f)
+    b.expect(f)
+    f = eth(A, B, b"hello a")
+    b.send(f)
+    a.expect(f)
+
+
 # -- stacks through the nodes ---------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["hub", "switch", "multi", "bonding"])
 def test_stack_on_a_node_pings_a_stack_that_joined(sockdir, runner, kind):
