@@ -328,6 +328,42 @@ def test_node_mode_lets_another_user_join(procs, sockdir, unpriv):
         assert recv_frame(node) == f
 
 
+_NAME_A_SOCKET = """
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(struct.pack("=III", 0xfeedface, 3, 0) + struct.pack("=H108s", 1, sys.argv[2].encode())
+          + b"not mine")
+s.settimeout(5)
+print(len(s.recv(200)))
+"""
+
+
+@pytest.mark.root
+def test_root_node_will_not_connect_to_another_users_socket(procs, sockdir, unpriv):
+    """A user joining a root node must not get it to send frames into a socket that is
+    not theirs (vdeplug4's node connects to whatever path the request names)."""
+    d = os.path.join(sockdir, "n")
+    host = _plug(procs, TN, f"hub://{d}[mode=0666]", "root-hub")
+    wait_for(lambda: os.path.exists(os.path.join(d, "ctl")), what="the hub")
+    victim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    victim_path = os.path.join(sockdir, "victim")
+    victim.bind(victim_path)
+    os.chmod(victim_path, 0o600)
+    try:
+        r = subprocess.run([unpriv["python"], "-c", _NAME_A_SOCKET, os.path.join(d, "ctl"),
+                            victim_path], user=unpriv["uid"], group=unpriv["gid"],
+                           extra_groups=[], capture_output=True, text=True, timeout=10)
+        assert r.stdout.strip() == "0", f"the node answered: {r.stdout} {r.stderr}"
+        assert _ports(d) == 0
+        host.send(eth(BROADCAST, H, b"for ports only"))
+        victim.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            victim.recv(100)
+    finally:
+        victim.close()
+
+
 def test_second_node_on_a_live_path_is_refused(procs, sockdir):
     d = os.path.join(sockdir, "n")
     with open_link(f"hub://{d}"):
