@@ -379,6 +379,14 @@ def test_second_node_on_a_live_path_is_refused(procs, sockdir):
             open_link(f"hub://{d}")
         deb.terminate()
         deb.wait(5)
+        # a node whose directory others may write (mode=0666): refused for the same reason
+        deb = procs.popen(["vde_plug", f"switch://{d}[mode=0666]"], stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(os.path.join(d, "ctl")), what="Debian's switch")
+        with pytest.raises(LinkError, match="already serves"):
+            open_link(f"switch://{d}")
+        deb.terminate()
+        deb.wait(5)
 
 
 def test_node_left_by_a_killed_process_is_reused(procs, sockdir):

@@ -166,6 +166,8 @@ class NetNodeLink(Link):
             self._dfd, made = fsafe.open_private_dir(
                 self.path, group_ok={os.getegid()} | given, parent_group_ok=given)
         except OSError as exc:
+            if _listening(os.path.join(self.path, "ctl")):
+                raise self._live() from None  # (another user's node, say)
             raise LinkError(exc.errno or errno.EACCES,
                             f"{self.url}: cannot make the node's directory: {exc}") from None
         if not made:
@@ -187,11 +189,13 @@ class NetNodeLink(Link):
         self._listener.setblocking(False)
         self._register(self._listener, "listen", None)
 
+    def _live(self) -> LinkError:
+        return LinkError(errno.EADDRINUSE, f"{self.url}: a node or switch already serves "
+                         f"{self.path} (join it with vde://{self.path})")
+
     def _reuse_stale(self) -> None:
         """PATH exists: go on only if it is what a node of ours that died left behind."""
-        live = LinkError(errno.EADDRINUSE,
-                         f"{self.url}: a node or switch already serves {self.path} "
-                         f"(join it with vde://{self.path})")
+        live = self._live()
         for name in os.listdir(self._dfd):
             try:
                 st = os.stat(name, dir_fd=self._dfd, follow_symlinks=False)
@@ -540,6 +544,19 @@ class NetNodeLink(Link):
     def __repr__(self) -> str:
         state = " closed" if self.closed else f" {len(self.ports)} ports"
         return f"<NetNodeLink {self.url}{state}>"
+
+
+def _listening(path: str) -> bool:
+    """Does something accept connections at ``path`` (only to choose an error message)?"""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _discard_queued(dsock: socket.socket) -> None:
