@@ -397,6 +397,8 @@ _BUILTIN = {
     "pcap": "threadnet.link.capture:open_pcap",
     "wirefilter": "threadnet.link.emulation:open_wirefilter",
     "slirp": "threadnet.slirp.link:open_slirp",
+    "vxvde": "threadnet.link.vxvde:open_vxvde",
+    "vxlan": "threadnet.link.vxlan:open_vxlan",
 }
 
 
