@@ -424,3 +424,47 @@ def test_vxlan_threadnet_plug_and_debian_vde_plug_exchange_frames(procs, netns, 
     tn = Plug(procs, url, "tn", prog=netns.exec_cmd(b, *threadnet_cmd("plug")),
               popen_kw={"env": threadnet_env()})
     _exchange(vde, tn, vde_learns=False)
+
+
+# -- IPv6 unicast and the transmit backlog (loopback) -----------------------------------
+# (a vxlan:// link binds its port on every address, so its remote on this host is itself)
+def test_vxlan_over_ipv6_unicast_learns_the_senders_vtep() -> None:
+    port = free_udp_port()
+    link = open_link(f"vxlan://[::1]/port={port}/vni=3")
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("::1", 0))
+        frame = eth(BROADCAST, mac(4), b"v6")
+        peer.sendto(wire_vxlan.pack(3) + frame, ("::1", port))
+        expect(link, frame)
+        assert link.destination(eth(mac(4), mac(1)))[:2] == ("::1", port)
+        answer = eth(mac(4), mac(1), b"answer")
+        link.send(answer)  # to the learned VTEP: ::1 at the VXLAN port, this link
+        expect(link, answer)
+        assert link.drops == 0 and link.malformed == 0
+    finally:
+        peer.close()
+        link.close()
+
+
+def test_frames_queued_in_the_backlog_go_out_encapsulated_to_their_destination() -> None:
+    """With a loop attached, what the socket cannot take waits in the bounded backlog as
+    whole datagrams with their destination; ``on_writable`` sends them in order."""
+    port = free_udp_port()
+    link = open_link(f"vxlan://127.0.0.1/port={port}/vni=11")
+    try:
+        woken: list[object] = []
+        assert link.attach_tx(woken.append)
+        bl = link._backlog
+        frames = [eth(BROADCAST, mac(1), bytes([i])) for i in range(3)]
+        with bl.lock:  # as if the socket had been full: queue them
+            wake = link._queue(bl, [link._wrap(f, link.destination(f)) for f in frames])
+        assert wake is not None and link.tx_backlog == 3
+        frames.append(eth(BROADCAST, mac(1), b"behind"))
+        link.send(frames[-1])  # keeps the order: queued too
+        assert link.tx_backlog == 4
+        assert link.on_writable() is False and link.tx_backlog == 0
+        for f in frames:
+            expect(link, f)
+    finally:
+        link.close()
