@@ -27,7 +27,7 @@ from threadnet.link.vxvde import TAGS as VXVDE_TAGS
 from threadnet.wire import vxlan as wire_vxlan
 
 from conftest import need_tool, threadnet_cmd, threadnet_env, wait_for
-from switch_helpers import BROADCAST, Plug, eth, expect, expect_silence, mac
+from switch_helpers import BROADCAST, Plug, eth, expect, expect_silence, mac, recv_frame
 
 # a group per test run: parallel runs (and other tests) do not share a LAN
 _G = 16 + os.getpid() % 200
@@ -123,6 +123,18 @@ def test_grp_picks_the_vni_and_the_groups_last_24_bits() -> None:
         assert link.vni == 9 and link.group[0] == "239.0.2.1"
     finally:
         link.close()
+
+
+def test_vni_may_be_a_group_name_as_in_vdeplug4() -> None:
+    import grp as groups
+
+    g = groups.getgrgid(os.getegid())
+    for spec, vni in ((g.gr_name, g.gr_gid), ("", os.getegid())):
+        link = open_link(f"vxvde://{group(1)}/vni={spec}" + LO)
+        try:
+            assert link.vni == vni
+        finally:
+            link.close()
 
 
 def test_defaults_are_vdeplug4s() -> None:
@@ -236,6 +248,11 @@ def test_vxvde_endpoints_form_a_lan_learn_and_isolate_vnis() -> None:
         expect(a, reply)
         expect_silence(c)
         assert a.table.lookup(mac(2), time.monotonic()) == b.local_addr
+        assert a.destination(eth(mac(2), mac(1))) == b.local_addr
+        later = time.monotonic() + 129  # past vdeplug4's expiretime: to the group again
+        a._clock = lambda: later
+        assert a.destination(eth(mac(2), mac(1))) == a.group
+        a._clock = time.monotonic
         c.send(eth(mac(2), mac(3), b"to b"))  # unknown to c: multicast, b takes it
         expect(b, eth(mac(2), mac(3), b"to b"))
         expect(a, eth(mac(2), mac(3), b"to b"))  # (a group member too)
@@ -468,3 +485,39 @@ def test_frames_queued_in_the_backlog_go_out_encapsulated_to_their_destination()
             expect(link, f)
     finally:
         link.close()
+
+
+def test_random_datagrams_never_crash_either_link() -> None:
+    """Garbage of every length, some behind a valid header: dropped and counted, or
+    delivered as a frame when it is one; the links keep working."""
+    import random
+
+    rng = random.Random(13)
+    port = free_udp_port()
+    vxl = open_link(f"vxlan://127.0.0.1/port={port}/vni=2")
+    vxv = open_link(f"vxvde://{group(7)}/vni=2" + LO)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        hdr = wire_vxlan.pack(2)
+        got = {vxl: 0, vxv: 0}
+        for i in range(300):
+            body = rng.randbytes(rng.choice([0, 1, 7, 8, 9, 15, 22, 23, 60, 1500]))
+            data = hdr + body if i % 3 == 0 else body
+            peer.sendto(data, ("127.0.0.1", port))
+            peer.sendto(data, vxv.local_addr)
+            if i % 25 == 24:  # (read as we go: the socket buffers are small)
+                for link in (vxl, vxv):
+                    while recv_frame(link, 0.05) is not None:
+                        got[link] += 1
+        for link in (vxl, vxv):
+            # each one a frame, or counted: malformed, or (vxvde) a header alone, a goodbye
+            assert got[link] + link.malformed + getattr(link, "goodbyes", 0) == 300
+            assert len(link.table) <= link.table.size
+        ok = eth(BROADCAST, mac(5), b"still alive")
+        peer.sendto(hdr + ok, ("127.0.0.1", port))
+        expect(vxl, ok)
+    finally:
+        peer.close()
+        vxl.close()
+        vxv.close()

@@ -69,8 +69,8 @@ def _group_with_gid(url: str, family: int, addr: tuple, gid: int) -> tuple:
 
 
 class VxvdeLink(VxLink):
-    """One endpoint of a vxvde LAN (see the module's text). Extra counter: ``own`` (our
-    frames looped back, dropped)."""
+    """One endpoint of a vxvde LAN (see the module's text). Extra counters: ``own`` (our
+    frames looped back, dropped) and ``goodbyes`` (peers that said they close)."""
 
     def __init__(self, url: str, rest: str) -> None:
         super().__init__()
@@ -94,6 +94,7 @@ class VxvdeLink(VxLink):
         self.group = group
         self.table = MacTable(int(o["hashsize"]), float(o["expire"]))
         self.own = 0
+        self.goodbyes = 0
         self._local: dict[str, bool] = {}
         ifindex = int(o["ifindex"])
         any_addr = "0.0.0.0" if family == socket.AF_INET else "::"
@@ -172,6 +173,7 @@ class VxvdeLink(VxLink):
         if len(addr) == 4:
             addr = (addr[0], addr[1], 0, addr[3])
         if n == HEADER:
+            self.goodbyes += 1
             self.table.forget(addr)  # a goodbye: the peer closes
             return b""
         if n - HEADER <= ETH_HEADER:
