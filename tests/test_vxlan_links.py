@@ -429,6 +429,20 @@ def test_a_stack_on_vxlan_pings_and_fetches_from_a_linux_vxlan_device(procs, net
 
 
 @pytest.mark.root
+def test_a_stack_on_vxlan_multicast_pings_a_linux_vxlan_device_in_that_group(netns, veth_pair):
+    kern, mine = veth_pair
+    g = group(8)
+    netns.run(kern, "ip", "link", "add", "vx1", "type", "vxlan", "id", "77", "dstport",
+              "4789", "group", g, "dev", "vxa")
+    netns.run(kern, "ip", "addr", "add", "192.168.233.1/24", "dev", "vx1")
+    netns.run(kern, "ip", "link", "set", "vx1", "up")
+    # ARP goes to the group; the kernel learns our MAC's VTEP and answers it unicast
+    out = probe(netns, mine, f"vxlan://{g}/vni=77/if=vxb", "eth,ip=192.168.233.2/24",
+                "192.168.233.1")
+    assert out["ping"] == 3
+
+
+@pytest.mark.root
 def test_vxlan_threadnet_plug_and_debian_vde_plug_exchange_frames(procs, netns, veth_pair):
     """vdeplug4's vxlan binds the port with multicast loopback off: one endpoint per
     host, so each plug has its own namespace, the group routed over the veth."""
