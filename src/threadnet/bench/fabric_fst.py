@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from threadnet.bench import child_env, interpreter, kill_pid
 
@@ -209,15 +210,17 @@ def _measure(ring: _Ring) -> float:
         rx.close()
 
 
-def run_fst(python: str, repeat: int = 3) -> list[str]:
-    """Measure both kinds ``repeat`` times; returns the lines to print."""
-    lines = [f"fast spanning tree: a ring of 3 switches with -F, the root's cable to switch 0 cut;"
-             f" the longest gap (ms) in a unicast stream of a frame a ms across the ring;"
-             f" medians of {repeat}"]
+def measure(python: str, repeat: int,
+            emit: Callable[[str], None]) -> dict[str, list[float]] | None:
+    """The outages (ms) of ``repeat`` runs of each kind; each line as it comes to ``emit``.
+    None when Debian's vde_switch is missing."""
+    emit("fst: a ring of 3 switches with -F, the root's cable to switch 0 cut; the longest"
+         " gap (ms) in a unicast stream of a frame a ms across the ring")
     if shutil.which("vde_switch") is None:
-        return lines + ["  skipped: Debian's vde_switch is not installed"]
+        emit("fst: Debian's vde_switch is not installed (apt-get install vde2): skipped")
+        return None
     if python != sys.executable:
-        lines.append(f"  threadnet's switches run on: {python}")
+        emit(f"  threadnet's switches run on: {python}")
     work = tempfile.mkdtemp(prefix="tnbf-", dir="/tmp")
     results: dict[str, list[float]] = {"threadnet": [], "vde_switch": []}
     try:
@@ -229,12 +232,32 @@ def run_fst(python: str, repeat: int = 3) -> list[str]:
                 finally:
                     ring.stop()
                 results[kind].append(ms)
-                lines.append(f"  run {rep + 1}: {kind:<10} {ms:8.1f} ms")
+                emit(f"  run {rep + 1}: {kind:<10} {ms:8.1f} ms")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    t, v = statistics.median(results["threadnet"]), statistics.median(results["vde_switch"])
-    lines.append(f"  {'outage after a cut (ms)':<28} threadnet {t:8.1f}   vde_switch {v:8.1f}")
+    return results
+
+
+def run_fst(python: str, repeat: int = 3) -> list[str]:
+    """Measure both kinds ``repeat`` times; returns the lines to print."""
+    lines: list[str] = []
+    results = measure(python, repeat, lines.append)
+    if results is not None:
+        t, v = statistics.median(results["threadnet"]), statistics.median(results["vde_switch"])
+        lines.append(f"  outage after a cut (ms), medians of {repeat}: threadnet {t:.1f}, "
+                     f"vde_switch {v:.1f}")
     return lines
+
+
+def section_fst(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """``threadnet bench fabric --only fst``: its case, in ``bench fabric``'s form (a ratio
+    above 1 means threadnet's outage is the longer)."""
+    results = measure(args.python, args.repeat, lambda line: print(line, flush=True))
+    if results is None:
+        return {}
+    t, v = statistics.median(results["threadnet"]), statistics.median(results["vde_switch"])
+    return {"fst outage after a cut (ms)": {"threadnet": t, "peer": v,
+                                            "ratio": t / v if v else float("nan")}}
 
 
 def main(argv: list[str] | None = None) -> int:
