@@ -302,6 +302,24 @@ def test_flushes_are_bounded_and_deferred_not_lost():
     assert len(flushes) == before + 1  # once
 
 
+def test_priority_option_reads_like_vde_switch(tmp_path):
+    import argparse
+
+    from threadnet.cli import fst_priority
+    from threadnet.switch.server import SwitchServer
+
+    assert fst_priority("0x1000") == fst_priority("4096") == 0x1000
+    assert fst_priority("010") == 8  # C's %i: octal
+    assert fst_priority("0x12345") == 0x2345  # kept to 16 bits, as vde_switch does
+    with pytest.raises(argparse.ArgumentTypeError):
+        fst_priority("high")
+    with SwitchServer(str(tmp_path / "hub"), hub=True, fstp=True) as hub:
+        assert not hub.switch.fst_on  # a hub runs no spanning tree (vde_switch -x -F)
+    with SwitchServer(str(tmp_path / "sw"), fstp=True, priority=0x1234,
+                      mac=bytes.fromhex("02aabbccddee")) as sw:
+        assert sw.switch.fst_on and sw.switch.fst.myid == bytes.fromhex("123402aabbccddee")
+
+
 # -- real switches and plugs --------------------------------------------------------------
 def _console(mgmt: str) -> Console:
     return wait_for(lambda: _try_console(mgmt), 10, what=f"console {mgmt}")
