@@ -272,4 +272,5 @@ def test_fstp_print_setedge_bonus(sw):
     fails(errno.EINVAL, c.fstp_setedge, sw, "0 99 1")  # no port 99 (of 8)
     fails(errno.EINVAL, c.fstp_bonus, sw, "0 3")
     fails(errno.ENXIO, c.fstp_print, sw, "5")
+    assert c.fstp_print(sw, "x")[:3] == c.fstp_print(sw, "0")[:3]  # atoi(), as vde_switch
     fails(errno.EINVAL, c.fstp_print, sw, "4095")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -191,7 +192,11 @@ def fstp_bonus(sw: SwitchServer, args: str) -> None:
 def fstp_print(sw: SwitchServer, args: str) -> list[str]:
     fst, now = sw.switch.fst, sw.now()
     if args.strip():
-        vlan = parse_int(args.strip(), "vlan", 0, NOVLAN - 1)
+        # vde_switch reads the VLAN with atoi(): leading digits, else 0
+        m = re.match(r"\s*([+-]?\d+)", args)
+        vlan = int(m.group(1)) if m else 0
+        if not 0 <= vlan < NOVLAN:
+            raise CommandError(errno.EINVAL)
         if vlan not in sw.switch.vlans:
             raise CommandError(errno.ENXIO)
         return fst.print_lines(vlan, now)
