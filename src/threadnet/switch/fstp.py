@@ -201,6 +201,7 @@ class FstEngine:
         v = self.vlans[vlan]
         if on:
             v.edge.add(port)
+            v.backup.discard(port)  # (vde_switch leaves it listed; an edge is never one)
             if v.member(port):
                 self._set_state(port, vlan, FORWARDING)
         else:
