@@ -17,7 +17,7 @@ from threadnet.switch.fstp import DISCARDING, FORWARDING
 from threadnet.wire import fstp as wire
 
 from conftest import kill_pid, need_root, need_tool, threadnet_cmd, threadnet_env, wait_for
-from switch_helpers import BROADCAST, Console, eth, mac
+from switch_helpers import BROADCAST, Console, eth, mac, unixterm
 
 # A BPDU captured from Debian's vde_switch -F (2.3.2): a root port's hello.
 DEBIAN_HELLO = bytes.fromhex(
@@ -417,6 +417,10 @@ def test_ring_of_three_threadnet_switches(procs, sockdir):
     assert _fst_roles(cons[1]) == (True, {1: "Designated", 2: "Designated"})
     _storm_check(cons, cons[0], procs, sw[0][0])
     assert "status=Discarding" in "\n".join(cons[0].ok("vlan/print"))
+    need_tool("unixterm")  # Debian's console client reads the roles too
+    out = unixterm(procs, sw[1][1], ["fstp/print", "help fstp"])
+    assert "FST DATA VLAN 0000 ROOTSWITCH \n" in out and out.count("role=Designated") == 2
+    assert "fstp/bonus         VLAN PORT COST  set the port bonus for a vlan" in out
 
 
 @pytest.mark.slow
