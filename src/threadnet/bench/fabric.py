@@ -14,6 +14,10 @@ ratio threadnet / real peer; ``--only NAME`` runs one section (default: all).
 - ``fst``: the outage when a cable is cut in a ring of three switches running the fast
   spanning tree (``-F``), threadnet's switch against Debian's ``vde_switch -F``
   (``bench/fabric_fst.py``; a ratio above 1 means threadnet's outage is the longer).
+- ``ipn``: messages per second broadcast to 8 members of an IPN bus (no dispatcher),
+  lossless and lossy, against the same through a hub process (threadnet's switch and
+  Debian's ``vde_switch``, ``-x``) (``bench/fabric_ipn.py``; a ratio above 1 means the
+  IPN bus delivers more).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Callable
 
 from threadnet.bench import child_env, interpreter, kill_pid
 from threadnet.bench.fabric_fst import section_fst
+from threadnet.bench.fabric_ipn import section_ipn
 
 SINK_MAC = bytes.fromhex("02000000bb01")
 GEN_MAC = bytes.fromhex("02000000aa01")
@@ -161,6 +166,7 @@ def section_vxvde(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, dict[str, float]]]] = {
     "vxvde": section_vxvde,
     "fst": section_fst,
+    "ipn": section_ipn,
 }
 
 

@@ -15,7 +15,7 @@ frames per system call (``sendmmsg``, blocking: a busy hub slows it down); the I
 sender calls ``Member.send`` once per message.
 
     python -m threadnet.bench.fabric_ipn [--duration S] [--size BYTES] [--repeat N]
-    (run_ipn(python) is what ``threadnet bench fabric --only ipn`` calls)
+    threadnet bench fabric --only ipn [--repeat N] [--duration S]   (section_ipn)
 """
 
 from __future__ import annotations
@@ -201,12 +201,13 @@ def _qlen() -> int:
 
 
 def run_ipn(python: str, duration: float = 2.0, size: int = 100, repeat: int = 1,
-            batch: int | None = None) -> dict[str, dict]:
+            batch: int | None = None) -> dict[str, dict[str, dict]]:
     """Run every configuration ``repeat`` times, interleaved, and print one line each
     (medians when repeated) and the ratios. Where this machine's
     net.unix.max_dgram_qlen is the kernel's default (10, no systemd), and we are root,
-    run it all again in a private network namespace with 512, as systemd sets it."""
-    results = _run_all(python, duration, size, repeat, batch)
+    run it all again in a private network namespace with 512, as systemd sets it.
+    Returns {"qlen N": {case: medians}} for each queue length measured."""
+    results = {f"qlen {_qlen()}": _run_all(python, duration, size, repeat, batch)}
     if _qlen() < SYSTEMD_QLEN and os.geteuid() == 0 and shutil.which("unshare"):
         print(f"the same as on a systemd host (net.unix.max_dgram_qlen {SYSTEMD_QLEN}, in a "
               "private network namespace):", flush=True)
@@ -217,8 +218,34 @@ def run_ipn(python: str, duration: float = 2.0, size: int = 100, repeat: int = 1
                "--size", str(size), "--repeat", str(repeat)]
         if batch:
             cmd += ["--batch", str(batch)]
-        subprocess.run(cmd, env=child_env(), check=False, timeout=600 * repeat)
+        r = subprocess.run(cmd, env=child_env(), check=False, timeout=600 * repeat,
+                           stdout=subprocess.PIPE, text=True)
+        for line in r.stdout.splitlines():
+            if line.startswith("{"):
+                results[f"qlen {SYSTEMD_QLEN}"] = json.loads(line)
+            else:
+                print(line, flush=True)
     return results
+
+
+def section_ipn(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """``threadnet bench fabric --only ipn``: its cases in ``bench fabric``'s form (here
+    "threadnet" is the IPN bus and "peer" the dispatcher, both threadnet's switch and
+    Debian's vde_switch in hub mode; a ratio above 1 means IPN delivers more)."""
+    print(f"ipn: one sender, {MEMBERS} members, broadcast")
+    out: dict[str, dict[str, float]] = {}
+    for qlen, res in run_ipn(args.python, args.duration, 100, args.repeat).items():
+        for delivery in ("lossless", "lossy"):
+            mine = res.get(f"ipn {delivery}")
+            for hub in ("threadnet", "vde_switch"):
+                peer = res.get(f"{hub} -x (dispatcher)")
+                if mine is None or peer is None:
+                    continue
+                short = "tn" if hub == "threadnet" else "vde"
+                out[f"ipn {delivery}/{short} {qlen.replace('qlen ', 'q')} (k/s)"] = {
+                    "threadnet": mine["rate"] / 1000, "peer": peer["rate"] / 1000,
+                    "ratio": mine["rate"] / peer["rate"] if peer["rate"] else float("nan")}
+    return out
 
 
 def _run_all(python: str, duration: float, size: int, repeat: int,
@@ -312,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         with open("/proc/sys/net/unix/max_dgram_qlen", "w") as f:
             f.write(str(args.private_qlen))
-        _run_all(sys.executable, args.duration, args.size, args.repeat, args.batch)
+        results = _run_all(sys.executable, args.duration, args.size, args.repeat, args.batch)
+        print(json.dumps(results), flush=True)  # (for run_ipn, which prints the rest)
         return 0
     print(f"interpreter: {interpreter()}")
     run_ipn(sys.executable, args.duration, args.size, args.repeat, args.batch)
