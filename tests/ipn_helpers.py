@@ -4,7 +4,8 @@
         (switch buses: a hello, then COUNT unicasts to member INDEX+1's MAC), receives what
         it should, prints a JSON report, leaves when stdin closes
     python ipn_helpers.py slow BUS STALL EXPECT      reads nothing for STALL seconds, then
-        everything until EXPECT messages or 2 s of silence; prints a JSON report
+        everything until EXPECT messages, or until a line on stdin (the sender is done)
+        and what is left; prints a JSON report
     python ipn_helpers.py idle BUS                   joins and never reads (killed by a test)
 
 Each prints ``joined NAME`` once it is a member.
@@ -13,6 +14,7 @@ Each prints ``joined NAME`` once it is a member.
 from __future__ import annotations
 
 import json
+import select
 import sys
 import threading
 import time
@@ -88,18 +90,28 @@ def slow(bus: str, stall: float, expect: int) -> None:
     time.sleep(stall)
     started = time.time()
     m.setblocking(False)
-    seqs = []
-    idle = time.monotonic() + 2
-    while len(seqs) < expect and time.monotonic() < idle:
-        try:
-            msg, _ = m.recv()
-        except BlockingIOError:
-            time.sleep(0.002)
-            continue
-        seqs.append(int(msg.rstrip(b"\0").decode()))
-        idle = time.monotonic() + 2
+    seqs: list[int] = []
+    done = False  # the test writes a line when its sender has finished
+
+    def drain() -> None:
+        while len(seqs) < expect:
+            try:
+                msg, _ = m.recv()
+            except BlockingIOError:
+                return
+            seqs.append(int(msg.rstrip(b"\0").decode()))
+
+    deadline = time.monotonic() + 60
+    while len(seqs) < expect and not done and time.monotonic() < deadline:
+        ready = select.select([m, sys.stdin], [], [], 1.0)[0]
+        if sys.stdin in ready:
+            done = True
+            sys.stdin.readline()
+        drain()
     print(json.dumps({"seqs": seqs, "counters": list(m.counters[:8]), "started": started}),
           flush=True)
+    if not done:
+        sys.stdin.readline()
     sys.stdin.read()
     m.close()
 

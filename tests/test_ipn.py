@@ -36,6 +36,12 @@ def helper(procs, *args: str, user: dict | None = None) -> subprocess.Popen:
     return p
 
 
+def sender_done(*ps: subprocess.Popen) -> None:
+    for p in ps:
+        p.stdin.write("done\n")
+        p.stdin.flush()
+
+
 def report(p: subprocess.Popen) -> dict:
     line = p.stdout.readline()
     assert line, f"helper {p.args} ended without a report"
@@ -118,6 +124,7 @@ def test_lossless_a_slow_member_holds_the_sender_back_and_nothing_is_lost(bus, p
         wait_for(lambda: len(sender.members()) == 2, what="two receivers")
         ended = _send_numbers(sender, count)
         c = list(sender.counters[:8])
+    sender_done(slowp, fastp)
     slow_r, fast_r = report(slowp), report(fastp)
     finish([slowp, fastp])
     assert slow_r["seqs"] == list(range(count))  # nothing lost, in order
@@ -129,13 +136,14 @@ def test_lossless_a_slow_member_holds_the_sender_back_and_nothing_is_lost(bus, p
 
 def test_lossy_drops_and_counts_and_never_blocks(bus, procs):
     path = bus(policy="broadcast", lossless=False)
-    count, stall = 400, 3.0
+    count, stall = 400, 2.0
     slowp = helper(procs, "slow", path, str(stall), str(count))
     fastp = helper(procs, "slow", path, "0", str(count))
     with Member(path) as sender:
         wait_for(lambda: len(sender.members()) == 2, what="two receivers")
         ended = _send_numbers(sender, count)
         c = list(sender.counters[:8])
+    sender_done(slowp, fastp)
     slow_r, fast_r = report(slowp), report(fastp)
     finish([slowp, fastp])
     assert ended < slow_r["started"], "a lossy sender waited for the slow member"
@@ -171,6 +179,7 @@ def test_a_member_killed_with_sigkill_blocks_nobody(bus, procs):
         t.join(5)
         assert sender.counters[DEAD] == 1
         assert len(sender.members()) == 1
+        sender_done(witness)
         witness_r = report(witness)
     finish([witness])
     assert witness_r["seqs"] == list(range(200))

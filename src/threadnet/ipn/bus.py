@@ -183,7 +183,11 @@ def create_bus(path: str, config: BusConfig | None = None, group: str | int | No
         dfd = open_dir(real)
         try:
             if gid != -1:
-                os.fchown(dfd, -1, gid)
+                try:
+                    os.fchown(dfd, -1, gid)
+                except PermissionError:
+                    raise IpnError(errno.EPERM, f"cannot give {absolute} the group {group!r}: "
+                                   "only a member of that group (or root) may") from None
             tmp = f".{SETTINGS}.{secrets.token_hex(4)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=dfd)
