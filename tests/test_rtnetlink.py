@@ -34,12 +34,12 @@ import threading
 import pytest
 
 import threadnet
+from test_iproute import CONFIG, FOREVER
 from threadnet.stack import rtnetlink
 from threadnet.stack.rtnetlink import DATAGRAM_SIZE, MAX_PENDING, NetlinkServer, RtNetlink
 from threadnet.wire import netlink as nl
 
 from conftest import need_tool, wait_for
-from test_iproute import CONFIG, FOREVER
 
 MAC = "02:00:00:00:00:05"
 PID = 4242
@@ -824,7 +824,7 @@ def _mac(b: bytes) -> str:
 def ip_j_addr(link_replies, addr_replies):
     out = []
     addrs = parsed(addr_replies)
-    for _, (fam, kind, index, flags, _c), a in parsed(link_replies):
+    for _, (_fam, kind, index, flags, _c), a in parsed(link_replies):
         info = {"ifindex": index, "ifname": nl.get_str(a[nl.IFLA_IFNAME])}
         names = ["NO-CARRIER"] if flags & nl.IFF_UP and not flags & nl.IFF_RUNNING else []
         info["flags"] = names + [n for bit, n in _LINK_FLAGS if flags & bit]
@@ -863,7 +863,7 @@ def ip_j_addr(link_replies, addr_replies):
 
 def ip_j_route(route_replies, names):
     out = []
-    for _, (fam, dlen, _s, _t, _tb, proto, scope, _k, rflags), a in parsed(route_replies):
+    for _, (_fam, dlen, _s, _t, _tb, proto, scope, _k, rflags), a in parsed(route_replies):
         r = {}
         if dlen == 0:
             r["dst"] = "default"
