@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
 import re
 import socket
 import struct
@@ -39,7 +40,7 @@ from threadnet.stack import rtnetlink
 from threadnet.stack.rtnetlink import DATAGRAM_SIZE, MAX_PENDING, NetlinkServer, RtNetlink
 from threadnet.wire import netlink as nl
 
-from conftest import need_tool, wait_for
+from conftest import need_tool, run_as, threadnet_cmd, threadnet_env, wait_for
 
 MAC = "02:00:00:00:00:05"
 PID = 4242
@@ -736,6 +737,19 @@ def test_kernel_and_emulator_dumps_agree_field_by_field(kernel, rtnl):
             assert ka[key] == ma[key], (name, key)
         assert len(ka[nl.IFLA_STATS64]) == len(ma[nl.IFLA_STATS64])
         assert len(ka[nl.IFLA_STATS]) == len(ma[nl.IFLA_STATS])
+    # ``ip -6 addr``'s first request: the links as IPv6 sees them (inet6_fill_ifinfo)
+    ip6 = nl.message(nl.RTM_GETLINK, REQ_DUMP, 9, 0, nl.IFINFOMSG.pack(nl.AF_INET6, 0, 0, 0, 0))
+    _, (t6,) = kernel.ask([ip6])
+    k6 = {nl.get_str(a[nl.IFLA_IFNAME]): (f, a) for _, f, a in parsed(t6)}
+    m6 = {nl.get_str(a[nl.IFLA_IFNAME]): (f, a) for _, f, a in parsed(rtnl.handle(
+        ip6, pid=1, may_change=False))}
+    assert sorted(k6) == sorted(m6) == ["eth0", "lo"]
+    for name, (kf, ka) in k6.items():
+        mf, ma = m6[name]
+        assert (kf[0], kf[1], kf[3]) == (mf[0], mf[1], mf[3]) and kf[0] == nl.AF_INET6
+        assert set(ka) - {nl.IFLA_PROTINFO, nl.IFLA_LINK} == set(ma)  # no IPv6 devconf here
+        for key in ma:
+            assert ka[key] == ma[key], (name, key)
     # glibc's bare request gets the same links
     assert sorted(_names(parsed(theirs[5])).values()) == sorted(_names(parsed(mine[5])).values())
 
@@ -981,3 +995,57 @@ def test_changes_answered_as_the_kernel_answers(kernel, rtnl, stack):
         _, (t,) = kernel.ask([q])
         assert errno_of(t) == errno_of(rtnl.handle(q, pid=1, may_change=True)) == 0
     assert stack.interfaces[2].up and '"UP"' in kernel.ip("-j", "link", "show", "eth0")
+
+
+# -- on a published stack: what the supervisor injects -------------------------------------------
+#: run as a client of a published stack: the emulated socket's link names, and the errno
+#: a route change gets
+CLIENT_SCRIPT = r"""
+import json, socket, sys
+from threadnet.stack import remote
+from threadnet.wire import netlink as nl
+s = socket.socket(fileno=remote.open_netlink(sys.argv[1], 777))
+s.settimeout(10)
+s.send(nl.message(nl.RTM_GETADDR, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1, 0, bytes(4)))
+addrs, done = [], False
+while not done:
+    for h, p in nl.messages(s.recv(4096)):
+        assert h.pid == 777, h
+        done |= h.type == nl.NLMSG_DONE
+        if h.type == nl.RTM_NEWADDR:
+            _, rest = nl.fixed_header(nl.IFADDRMSG, p)
+            addrs.append(bytes(nl.attr_map(rest)[nl.IFA_ADDRESS]).hex())
+body = nl.RTMSG.pack(2, 16, 0, 0, 254, 3, 253, 1, 0) + nl.attr(nl.RTA_DST, bytes([10, 9, 0, 0]))
+s.send(nl.message(nl.RTM_NEWROUTE, 0x605, 2, 0, body + nl.attr_u32(nl.RTA_OIF, 2)))
+(h, p), = nl.messages(s.recv(4096))
+print(json.dumps({"addrs": addrs, "route_add": -nl.parse_error(p)[0]}))
+"""
+
+
+@pytest.fixture
+def published(procs, sockdir):
+    """``threadnet stack`` as a daemon (on a null:// link), published at PATH (0666)."""
+    path = os.path.join(sockdir, "st")
+    procs.daemon(threadnet_cmd("stack", path, "--link", "null://", "--config",
+                               "eth,ip=10.0.0.5/24,gw=10.0.0.1", "-m", "0666",
+                               "-d", "-p", path + ".pid"), path + ".pid", env=threadnet_env())
+    return path
+
+
+def test_a_published_stack_hands_out_netlink_sockets(published):
+    r = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, published], capture_output=True,
+                       text=True, timeout=60, env=threadnet_env())
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "0a000005" in out["addrs"] and out["route_add"] == 0  # the owner may change it
+    assert any(x["dst"] == "10.9.0.0/16" for x in threadnet.ip(published, "route"))
+
+
+def test_only_the_owner_changes_through_netlink(published, unpriv):
+    r = run_as(unpriv, [unpriv["python"], "-c", CLIENT_SCRIPT, published], capture_output=True,
+               text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "0a000005" in out["addrs"]  # anyone who may use the stack reads it
+    assert out["route_add"] == errno.EPERM
+    assert not any(x["dst"] == "10.9.0.0/16" for x in threadnet.ip(published, "route"))

@@ -564,6 +564,19 @@ class _Conn:
         page, self._ip_left = self._ip_left[:_IP_PAGE], self._ip_left[_IP_PAGE:]
         return {"ip": page, "more": len(self._ip_left)}
 
+    def _netlink(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """An emulated NETLINK_ROUTE socket (``stack/rtnetlink.py``) for a program on the
+        stack, sent with the reply: any client may read, only the stack's owner and root
+        change (as ``_ip``). ``pid``: the port id the program's socket reports."""
+        from threadnet.stack.rtnetlink import RtNetlink, open_netlink
+
+        rtnl = getattr(self.pub, "_rtnetlink", None)
+        if rtnl is None:
+            rtnl = self.pub._rtnetlink = RtNetlink(self.pub.stack)  # type: ignore[attr-defined]
+        end = open_netlink(rtnl, pid=int(req.get("pid", 0)),
+                           may_change=self.uid in (0, os.geteuid()))
+        return {"ok": 1}, [end]  # sent with the reply, then closed here
+
     def _state(self) -> dict[str, Any]:
         s = self.sock
         assert s is not None
@@ -583,6 +596,8 @@ class _Conn:
             return self._ip(req), []
         if op == "ip_more":
             return self._ip_page(), []
+        if op == "netlink":
+            return self._netlink(req)
         if op == "socket":
             if self.sock is not None:
                 raise OSError(errno.EISCONN, "this control connection has a socket")
@@ -682,6 +697,22 @@ def _rpc(ctl: _socket.socket, lock: threading.Lock, req: dict[str, Any], payload
             os.close(fd)
         _raise_from(reply)
     return reply, fds
+
+
+def open_netlink(path: str | os.PathLike[str], pid: int) -> int:
+    """A descriptor standing for a NETLINK_ROUTE socket on the stack published at
+    ``path`` (``stack/rtnetlink.py``), for a program whose socket reports port id
+    ``pid``: inject it in place of the program's ``socket(AF_NETLINK, ...)``."""
+    ctl = _open_control(os.fspath(path))
+    try:
+        _, fds = _rpc(ctl, threading.Lock(), {"op": "netlink", "pid": int(pid)}, nfds=1)
+    finally:
+        ctl.close()
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise OSError(errno.EPROTO, "the stack sent no descriptor")
+    return fds[0]
 
 
 class RemoteStack:

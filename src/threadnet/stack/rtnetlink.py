@@ -43,6 +43,7 @@ import ipaddress
 import os
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,8 @@ DATAGRAM_SIZE = 3776
 #: the largest request datagram read (Linux's default netlink send buffer is larger, but
 #: no route request needs more); a longer one is answered EMSGSIZE
 MAX_REQUEST = 65536
+#: the most netlink sockets one RtNetlink serves at once (``open_netlink``): one thread each
+MAX_SERVERS = 64
 #: the most reply bytes queued for one peer before ``NetlinkServer`` stops reading its
 #: requests: a program that sends without reading stalls itself, it grows nothing here
 MAX_PENDING = 1 << 20
@@ -117,6 +120,8 @@ class RtNetlink:
         self.stack = stack
         #: requests that met an unexpected exception (answered EINVAL): a bug if not 0
         self.internal_errors = 0
+        self.servers = 0  # sockets open_netlink serves now
+        self._servers_lock = threading.Lock()
 
     # -- the entry point -----------------------------------------------------------------------
     def handle(self, request: bytes | memoryview, *, pid: int, may_change: bool,
@@ -739,3 +744,31 @@ def serve_datagram(sock: socket.socket | int, rtnl: RtNetlink, *, pid: int,
         finally:
             if not server.closed:
                 server.close()
+
+
+def open_netlink(rtnl: RtNetlink, *, pid: int, may_change: bool) -> socket.socket:
+    """A NETLINK_ROUTE socket for a program: the program's end of an AF_UNIX
+    SOCK_SEQPACKET pair (inject it in place of its ``socket(AF_NETLINK, SOCK_RAW,
+    NETLINK_ROUTE)``), whose other end a daemon thread serves with ``serve_datagram``
+    until the program's end is closed. ``pid``: the port id its ``getsockname`` must
+    report (every reply carries it). OSError EMFILE beyond MAX_SERVERS at once."""
+    with rtnl._servers_lock:
+        if rtnl.servers >= MAX_SERVERS:
+            raise OSError(errno.EMFILE, f"more than {MAX_SERVERS} netlink sockets on this stack")
+        rtnl.servers += 1
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except BaseException:
+        with rtnl._servers_lock:
+            rtnl.servers -= 1
+        raise
+
+    def serve() -> None:
+        try:
+            serve_datagram(ours, rtnl, pid=pid, may_change=may_change)
+        finally:
+            with rtnl._servers_lock:
+                rtnl.servers -= 1
+
+    threading.Thread(target=serve, name=f"rtnetlink-{pid}", daemon=True).start()
+    return theirs
