@@ -1049,3 +1049,26 @@ def test_only_the_owner_changes_through_netlink(published, unpriv):
     assert "0a000005" in out["addrs"]  # anyone who may use the stack reads it
     assert out["route_add"] == errno.EPERM
     assert not any(x["dst"] == "10.9.0.0/16" for x in threadnet.ip(published, "route"))
+
+
+def test_an_oversized_request_and_too_many_sockets(stack, monkeypatch):
+    rtnl = RtNetlink(stack)
+    end = rtnetlink.open_netlink(rtnl, pid=PID, may_change=False)
+    try:
+        end.settimeout(5)
+        # larger than the server reads: EMSGSIZE, echoing the header only
+        big = nl.message(nl.RTM_NEWADDR, ADD, 3, 0, bytes(rtnetlink.MAX_REQUEST))
+        end.send(big)
+        (h, p), = flatten([end.recv(4096)])
+        err, echo = nl.parse_error(p)
+        assert (h.type, h.seq, err, echo.type) == (nl.NLMSG_ERROR, 3, -errno.EMSGSIZE,
+                                                    nl.RTM_NEWADDR)
+        assert len(p) == 20
+        monkeypatch.setattr(rtnetlink, "MAX_SERVERS", 1)
+        with pytest.raises(OSError) as info:
+            rtnetlink.open_netlink(rtnl, pid=PID, may_change=False)
+        assert info.value.errno == errno.EMFILE
+    finally:
+        end.close()
+    wait_for(lambda: rtnl.servers == 0, 5, what="the server thread's end")
+    rtnetlink.open_netlink(rtnl, pid=PID, may_change=False).close()  # a place again
