@@ -1018,7 +1018,12 @@ while not done:
 body = nl.RTMSG.pack(2, 16, 0, 0, 254, 3, 253, 1, 0) + nl.attr(nl.RTA_DST, bytes([10, 9, 0, 0]))
 s.send(nl.message(nl.RTM_NEWROUTE, 0x605, 2, 0, body + nl.attr_u32(nl.RTA_OIF, 2)))
 (h, p), = nl.messages(s.recv(4096))
-print(json.dumps({"addrs": addrs, "route_add": -nl.parse_error(p)[0]}))
+# the same through RemoteStack.netlink: a request in, the reply datagrams out
+via_rpc = remote.RemoteStack(sys.argv[1]).netlink(
+    nl.message(nl.RTM_NEWROUTE, 0x605, 3, 0, body + nl.attr_u32(nl.RTA_OIF, 2)), 778)
+(h2, p2), = nl.messages(via_rpc[0])
+print(json.dumps({"addrs": addrs, "route_add": -nl.parse_error(p)[0],
+                  "rpc_route_add": -nl.parse_error(p2)[0], "rpc_pid": h2.pid}))
 """
 
 
@@ -1038,6 +1043,7 @@ def test_a_published_stack_hands_out_netlink_sockets(published):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "0a000005" in out["addrs"] and out["route_add"] == 0  # the owner may change it
+    assert (out["rpc_route_add"], out["rpc_pid"]) == (errno.EEXIST, 778)  # added just before
     assert any(x["dst"] == "10.9.0.0/16" for x in threadnet.ip(published, "route"))
 
 
@@ -1047,7 +1053,7 @@ def test_only_the_owner_changes_through_netlink(published, unpriv):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "0a000005" in out["addrs"]  # anyone who may use the stack reads it
-    assert out["route_add"] == errno.EPERM
+    assert out["route_add"] == out["rpc_route_add"] == errno.EPERM
     assert not any(x["dst"] == "10.9.0.0/16" for x in threadnet.ip(published, "route"))
 
 
@@ -1072,3 +1078,18 @@ def test_an_oversized_request_and_too_many_sockets(stack, monkeypatch):
         end.close()
     wait_for(lambda: rtnl.servers == 0, 5, what="the server thread's end")
     rtnetlink.open_netlink(rtnl, pid=PID, may_change=False).close()  # a place again
+
+
+def test_remote_netlink_pages_a_large_dump(sockdir):
+    s = threadnet.Stack("eth,ip=10.0.0.5/24,gw=10.0.0.1", link="null://")
+    try:
+        path = os.path.join(sockdir, "s")
+        s.publish(path)
+        with s.locked():
+            for n in range(3000):
+                s.route_add(f"172.{16 + n // 256}.{n % 256}.0/24", "10.0.0.1")
+        datagrams = threadnet.RemoteStack(path).netlink(ip_route_dump(seq=5), 99)
+        assert datagrams == RtNetlink(s).handle(ip_route_dump(seq=5), pid=99, may_change=True)
+        assert len(parsed(datagrams)) == 3002 and sum(map(len, datagrams)) > 3 * 45000
+    finally:
+        s.close()
