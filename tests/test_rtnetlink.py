@@ -965,6 +965,9 @@ def _changes() -> list[bytes]:
         link_req(2, mtu=1400),
         link_req(2, mtu=10),  # EINVAL
         link_req(99, up=True),  # ENODEV
+        # iproute2's probe for RTM_NEWLINK (iplink_have_newlink): EINVAL or EOPNOTSUPP
+        # would send ``ip link set`` to the old ioctls
+        nl.message(nl.RTM_NEWLINK, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 0, 0, bytes(16)),
     ]
 
 

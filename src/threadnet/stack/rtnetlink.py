@@ -229,15 +229,18 @@ class RtNetlink:
                           family == nl.AF_INET6)
         return [nl.message(nl.RTM_NEWLINK, 0, hdr.seq, pid, body)]
 
-    def _link_of(self, index: int, attrs: dict[int, memoryview]) -> Interface:
+    def _link_of(self, index: int, attrs: dict[int, memoryview], *,
+                 unnamed: int = errno.EINVAL) -> Interface:
         """The interface a request names: by index, else by IFLA_IFNAME/IFLA_ALT_IFNAME;
-        ENODEV for none (EINVAL when it names nothing)."""
+        ENODEV for none, ``unnamed`` when it names nothing (a GETLINK's EINVAL; a
+        NEWLINK's ENODEV, which iproute2's probe for RTM_NEWLINK expects: EINVAL there
+        would send it to the old ioctls)."""
         if index:
             iface = self.stack.interfaces.get(index)
         else:
             name_attr = attrs.get(nl.IFLA_IFNAME, attrs.get(nl.IFLA_ALT_IFNAME))
             if name_attr is None:
-                raise _Refused(errno.EINVAL)
+                raise _Refused(unnamed)
             name = nl.get_str(name_attr)
             iface = next((i for i in self.stack.interfaces.values() if i.name == name), None)
         if iface is None:
@@ -569,7 +572,7 @@ class RtNetlink:
         attrs = nl.attr_map(rest)
         if nl.IFLA_LINKINFO in attrs:
             raise _Refused(errno.EOPNOTSUPP)  # creating a link (veth, dummy...)
-        iface = self._link_of(index, attrs if not index else {})
+        iface = self._link_of(index, attrs if not index else {}, unnamed=errno.ENODEV)
         words = ["dev", iface.name]
         for unsupported in (nl.IFLA_BROADCAST, nl.IFLA_LINK, nl.IFLA_QDISC, nl.IFLA_MASTER,
                             nl.IFLA_TXQLEN, nl.IFLA_IFALIAS, nl.IFLA_GROUP, nl.IFLA_AF_SPEC,
