@@ -14,7 +14,8 @@ order and flags included; the changes are ``stack/ipcommand.py``'s commands, wit
 iproute2's checks, answered with the errno the kernel gives.
 
 Answered: RTM_GETLINK (dump, by index, by IFLA_IFNAME; an AF_INET6 dump as
-``inet6_fill_ifinfo``), RTM_GETADDR, RTM_GETROUTE and RTM_GETNEIGH dumps (family
+``inet6_fill_ifinfo``), RTM_GETROUTE for one destination (``ip route get``), and
+RTM_GETADDR, RTM_GETROUTE and RTM_GETNEIGH dumps (family
 AF_UNSPEC for both IP families, AF_INET or AF_INET6; the main table only, as ``ip
 route`` asks it with RTA_TABLE); and, when ``may_change``, RTM_NEWADDR/DELADDR,
 RTM_NEWROUTE/DELROUTE (main table, unicast, one next hop), RTM_NEWNEIGH/DELNEIGH
@@ -30,8 +31,10 @@ Where this differs from Linux, on purpose:
 * one dump per datagram: a second dump request in the same datagram gets EBUSY (as
   Linux answers a dump started while one is running), which bounds a reply;
 * a route dump shows the main table whatever table is asked (RTA_TABLE other than
-  main: an empty dump); no ``local`` table, no route lookup (RTM_GETROUTE without
-  NLM_F_DUMP: EOPNOTSUPP), no notifications (multicast groups);
+  main: an empty dump); no ``local`` table, no notifications (multicast groups); a
+  route lookup (``ip route get``) is answered for a destination only (not from an
+  input interface, a source or a mark), without RTA_UID, and IPv6's for a local
+  address is an ordinary one;
 * address cache info has the lifetimes; its creation and update stamps are 0.
 """
 
@@ -219,8 +222,10 @@ class RtNetlink:
         return _pack(msgs)
 
     def _get(self, hdr: nl.Header, payload: memoryview, pid: int, now: float) -> list[bytes]:
+        if hdr.type == nl.RTM_GETROUTE:
+            return [nl.message(nl.RTM_NEWROUTE, 0, hdr.seq, pid, self._route_get(payload, now))]
         if hdr.type != nl.RTM_GETLINK:
-            raise _Refused(errno.EOPNOTSUPP)  # route lookups, single addresses: not here
+            raise _Refused(errno.EOPNOTSUPP)  # single addresses and neighbours: not here
         (family, _type, index, _flags, _change), rest = nl.fixed_header(nl.IFINFOMSG,
                                                                        payload)
         attrs = nl.attr_map(rest)
@@ -375,6 +380,79 @@ class RtNetlink:
                                         0, 0, 0, 0, 0)
         parts += nexthop
         parts += [nl.attr_u32(nl.RTA_PRIORITY, metric), nl.attr(nl.RTA_CACHEINFO, cache),
+                  nl.attr_u8(nl.RTA_PREF, _PREF.get(info.get("pref", "medium"), 0))]
+        return head + b"".join(parts)
+
+    def _route_get(self, payload: memoryview, now: float) -> bytes:
+        """``ip route get DST``: the route the stack takes to DST, as the kernel's
+        answer (rt_fill_info, rt6_fill_node): a cloned route to DST/32 (or /128) with
+        its device, gateway and source; for a local IPv4 address a ``local`` route
+        through ``lo``. ENETUNREACH without a route. (No RTA_UID: the stack does not know
+        the asker's uid.)"""
+        fields, rest = nl.fixed_header(nl.RTMSG, payload)
+        family, dst_len, src_len, tos, _table, _proto, _scope, _kind, rflags = fields
+        if family not in (nl.AF_INET, nl.AF_INET6):
+            raise _Refused(errno.EOPNOTSUPP)  # no family of that number has a route get
+        attrs = nl.attr_map(rest)
+        version = _version(family)
+        size = 4 if version == 4 else 16
+        for unsupported in (nl.RTA_IIF, nl.RTA_SRC, nl.RTA_OIF, nl.RTA_MARK, nl.RTA_UID):
+            if unsupported in attrs:
+                raise _Refused(errno.EOPNOTSUPP)  # lookups from an input, a source, a mark
+        if rflags & nl.RTM_F_FIB_MATCH or src_len or tos:
+            raise _Refused(errno.EOPNOTSUPP)
+        dst = _packed(attrs[nl.RTA_DST], size) if nl.RTA_DST in attrs else bytes(size)
+        stack = self.stack
+        full = 8 * size
+        cache = nl.attr(nl.RTA_CACHEINFO, nl.RTA_CACHEINFO_S.pack(0, 0, 0, 0, 0, 0, 0, 0))
+        if version == 4 and stack._is_local4(dst):
+            lo = next((i for i in stack.interfaces.values() if i.loopback), None)
+            # (the kernel's answer names the main table, as for any cached route)
+            head = nl.RTMSG.pack(nl.AF_INET, full, 0, 0, nl.RT_TABLE_MAIN, 0,
+                                 nl.RT_SCOPE_UNIVERSE, nl.RTN_LOCAL,
+                                 nl.RTM_F_CLONED | nl.RTCF_LOCAL)
+            parts = [nl.attr_u32(nl.RTA_TABLE, nl.RT_TABLE_MAIN), nl.attr(nl.RTA_DST, dst)]
+            if lo is not None:
+                parts.append(nl.attr_u32(nl.RTA_OIF, lo.index))
+            return head + b"".join([*parts, nl.attr(nl.RTA_PREFSRC, dst), cache])
+        table = stack.routes4 if version == 4 else stack.routes6
+        route = table.lookup(int.from_bytes(dst, "big"))
+        found = stack._route4(dst) if version == 4 else stack._route6(dst)
+        if found is None:
+            raise _Refused(errno.ENETUNREACH)
+        iface, _nexthop = found
+        src = stack.source(version, dst)
+        gateway = route.gateway.packed if route is not None and route.gateway else None
+        if version == 4:
+            head = nl.RTMSG.pack(nl.AF_INET, full, 0, 0, nl.RT_TABLE_MAIN, 0,
+                                 nl.RT_SCOPE_UNIVERSE, nl.RTN_UNICAST, nl.RTM_F_CLONED)
+            parts = [nl.attr_u32(nl.RTA_TABLE, nl.RT_TABLE_MAIN), nl.attr(nl.RTA_DST, dst),
+                     nl.attr_u32(nl.RTA_OIF, iface.index)]
+            if src is not None:
+                parts.append(nl.attr(nl.RTA_PREFSRC, src))
+            if gateway is not None:
+                parts.append(nl.attr(nl.RTA_GATEWAY, gateway))
+            return head + b"".join([*parts, cache])
+        # IPv6: the route's own protocol, metric and preference, as rt6_fill_node
+        info = None
+        if route is not None:
+            shown = iproute.shown_routes(stack, 6)
+            infos = iproute.route_show(stack, now, 6)
+            info = next((i for r, i in zip(shown, infos, strict=True) if r == route), None)
+        info = info or {"protocol": "kernel", "metric": iproute.METRIC6_KERNEL}
+        proto = info.get("protocol", "boot")
+        # the flow's source, unspecified (ip's "from ::"), as a /128
+        head = nl.RTMSG.pack(nl.AF_INET6, full, full, 0, nl.RT_TABLE_MAIN,
+                             _PROTO_NUMBER.get(proto, nl.RTPROT_UNSPEC), nl.RT_SCOPE_UNIVERSE,
+                             nl.RTN_UNICAST, 0)
+        parts = [nl.attr_u32(nl.RTA_TABLE, nl.RT_TABLE_MAIN), nl.attr(nl.RTA_DST, dst),
+                 nl.attr(nl.RTA_SRC, bytes(16))]
+        if src is not None:
+            parts.append(nl.attr(nl.RTA_PREFSRC, src))
+        if gateway is not None:
+            parts.append(nl.attr(nl.RTA_GATEWAY, gateway))
+        parts += [nl.attr_u32(nl.RTA_OIF, iface.index),
+                  nl.attr_u32(nl.RTA_PRIORITY, info.get("metric", 0)), cache,
                   nl.attr_u8(nl.RTA_PREF, _PREF.get(info.get("pref", "medium"), 0))]
         return head + b"".join(parts)
 
