@@ -270,10 +270,13 @@ class RtNetlink:
         head = nl.IFINFOMSG.pack(nl.AF_INET6 if inet6 else nl.AF_UNSPEC, kind, iface.index,
                                  flags, 0)
         if inet6:
+            # inet6_fill_ifinfo's attributes, and IFLA_TXQLEN, which Linux leaves out
+            # there: without it ``ip -6 addr`` asks SIOCGIFTXQLEN for each link
             return head + b"".join((nl.attr_str(nl.IFLA_IFNAME, iface.name),
                                     nl.attr(nl.IFLA_ADDRESS, mac),
                                     nl.attr_u32(nl.IFLA_MTU, iface.mtu),
-                                    nl.attr_u8(nl.IFLA_OPERSTATE, operstate)))
+                                    nl.attr_u8(nl.IFLA_OPERSTATE, operstate),
+                                    nl.attr_u32(nl.IFLA_TXQLEN, info["txqlen"])))
         link = self.stack.links.get(iface.index)
         carrier = iface.loopback or (link is not None and not link.closed)
         top = getattr(link, "max_mtu", None)
