@@ -33,6 +33,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import threadnet
 from test_iproute import CONFIG, FOREVER
@@ -1164,3 +1166,37 @@ def test_route_get_answered_as_the_kernel_does(kernel, rtnl):
                 assert ma[attr][:2] == ka[attr][:2] == b"\xfc\x00", dst
             elif attr != nl.RTA_CACHEINFO:
                 assert ka[attr] == ma[attr], (dst, attr)
+
+
+def test_fuzzed_requests_never_raise(stack):
+    """Random and mutated requests (changes allowed): every answer is well-formed netlink,
+    and no request meets an unexpected exception."""
+    rtnl = RtNetlink(stack)
+    valid = [ip_link_dump(), ip_addr_dump(), ip_route_dump(), neigh_dump(), route_get("1.1.1.1"),
+             addr_req(nl.RTM_NEWADDR, ADD, "10.9.0.5/24", 2),
+             addr_req(nl.RTM_DELADDR, nl.NLM_F_REQUEST, "10.0.0.5/24", 2),
+             route_req(nl.RTM_NEWROUTE, ADD, "10.40.0.0/16", via="10.0.0.1", oif=2),
+             route_req(nl.RTM_DELROUTE, nl.NLM_F_REQUEST, "0.0.0.0/0"),
+             link_req(2, mtu=1400), link_req(2, up=True)]
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(valid), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
+                                            max_size=6),
+           st.integers(0, 200), st.binary(max_size=64), st.integers(16, 40),
+           st.integers(0, 0xFFFF))
+    def check(base, flips, cut, tail, kind, flags):
+        data = bytearray(base)
+        for pos, value in flips:
+            if pos < len(data):
+                data[pos] = value
+        if cut < len(data) and cut % 3 == 0:
+            del data[cut:]
+        for request in (bytes(data) + tail,
+                        nl.message(kind, flags, 1, 0, tail)):
+            for d in rtnl.handle(request, pid=PID, may_change=True):
+                assert isinstance(d, bytes) and len(d) % 4 == 0
+                for h, _ in nl.messages(d):
+                    assert h.pid == PID
+        assert rtnl.internal_errors == 0
+
+    check()
