@@ -1,4 +1,5 @@
-"""NETLINK_ROUTE emulated on a stack (stack/rtnetlink.py, wire/netlink.py).
+"""NETLINK_ROUTE emulated on a stack (stack/rtnetlink.py, stack/rtnlserver.py,
+wire/netlink.py).
 
 First the wire format and the emulator on a stack alone: dumps decoded field by field,
 changes with and without the right to make them, the kernel's errors, malformed and
@@ -38,8 +39,9 @@ from hypothesis import strategies as st
 
 import threadnet
 from test_iproute import CONFIG, FOREVER
-from threadnet.stack import rtnetlink
-from threadnet.stack.rtnetlink import DATAGRAM_SIZE, MAX_PENDING, NetlinkServer, RtNetlink
+from threadnet.stack import rtnlserver
+from threadnet.stack.rtnetlink import DATAGRAM_SIZE, RtNetlink
+from threadnet.stack.rtnlserver import MAX_PENDING, NetlinkServer
 from threadnet.wire import netlink as nl
 
 from conftest import need_tool, run_as, threadnet_cmd, threadnet_env, wait_for
@@ -607,7 +609,7 @@ def test_a_flood_grows_nothing(stack):
 
 def test_serve_datagram_in_a_thread(stack):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    t = threading.Thread(target=rtnetlink.serve_datagram, args=(ours, RtNetlink(stack)),
+    t = threading.Thread(target=rtnlserver.serve_datagram, args=(ours, RtNetlink(stack)),
                          kwargs={"pid": PID}, daemon=True)
     t.start()
     theirs.settimeout(5)
@@ -1068,25 +1070,25 @@ def test_only_the_owner_changes_through_netlink(published, unpriv):
 
 def test_an_oversized_request_and_too_many_sockets(stack, monkeypatch):
     rtnl = RtNetlink(stack)
-    end = rtnetlink.open_netlink(rtnl, pid=PID, may_change=False)
+    end = rtnlserver.open_netlink(rtnl, pid=PID, may_change=False)
     try:
         end.settimeout(5)
         # larger than the server reads: EMSGSIZE, echoing the header only
-        big = nl.message(nl.RTM_NEWADDR, ADD, 3, 0, bytes(rtnetlink.MAX_REQUEST))
+        big = nl.message(nl.RTM_NEWADDR, ADD, 3, 0, bytes(rtnlserver.MAX_REQUEST))
         end.send(big)
         (h, p), = flatten([end.recv(4096)])
         err, echo = nl.parse_error(p)
         assert (h.type, h.seq, err, echo.type) == (nl.NLMSG_ERROR, 3, -errno.EMSGSIZE,
                                                     nl.RTM_NEWADDR)
         assert len(p) == 20
-        monkeypatch.setattr(rtnetlink, "MAX_SERVERS", 1)
+        monkeypatch.setattr(rtnlserver, "MAX_SERVERS", 1)
         with pytest.raises(OSError) as info:
-            rtnetlink.open_netlink(rtnl, pid=PID, may_change=False)
+            rtnlserver.open_netlink(rtnl, pid=PID, may_change=False)
         assert info.value.errno == errno.EMFILE
     finally:
         end.close()
     wait_for(lambda: rtnl.servers == 0, 5, what="the server thread's end")
-    rtnetlink.open_netlink(rtnl, pid=PID, may_change=False).close()  # a place again
+    rtnlserver.open_netlink(rtnl, pid=PID, may_change=False).close()  # a place again
 
 
 def test_remote_netlink_pages_a_large_dump(sockdir):

@@ -600,7 +600,7 @@ class _Conn:
         """An emulated NETLINK_ROUTE socket (``stack/rtnetlink.py``) for a program on the
         stack, sent with the reply: any client may read, only the stack's owner and root
         change (as ``_ip``). ``pid``: the port id the program's socket reports."""
-        from threadnet.stack.rtnetlink import open_netlink
+        from threadnet.stack.rtnlserver import open_netlink
 
         end = open_netlink(self._rtnetlink(), pid=int(req.get("pid", 0)),
                            may_change=self.uid in (0, os.geteuid()))

@@ -5,8 +5,8 @@ NETLINK_ROUTE)`` would get from Linux, answered from the stack (``getifaddrs()``
 ``RtNetlink(stack).handle(request, pid=..., may_change=...)`` is sans-IO: one datagram
 the program sent in, the datagrams it would read back out, each at most
 ``DATAGRAM_SIZE`` bytes (a dump is split as the kernel splits it for a 4 KiB reader,
-glibc's). ``serve_datagram`` runs it on one end of an AF_UNIX SOCK_SEQPACKET pair whose
-other end stands for the program's netlink socket.
+glibc's). ``stack/rtnlserver.py`` runs it on one end of an AF_UNIX SOCK_SEQPACKET pair
+whose other end stands for the program's netlink socket.
 
 The dumps are made from iproute2's view of the stack (``stack/iproute.py``: the data
 ``ip -j`` prints), so ``ip`` reading them prints what ``threadnet ip`` prints, Linux's
@@ -40,11 +40,9 @@ Where this differs from Linux, on purpose:
 
 from __future__ import annotations
 
-import collections
 import errno
 import ipaddress
 import os
-import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -63,14 +61,6 @@ if TYPE_CHECKING:
 #: the most a reply datagram holds: what Linux puts in one for a reader with a 4 KiB
 #: buffer (NLMSG_GOODSIZE on 4 KiB pages), so glibc's getifaddrs never sees MSG_TRUNC
 DATAGRAM_SIZE = 3776
-#: the largest request datagram read (Linux's default netlink send buffer is larger, but
-#: no route request needs more); a longer one is answered EMSGSIZE
-MAX_REQUEST = 65536
-#: the most netlink sockets one RtNetlink serves at once (``open_netlink``): one thread each
-MAX_SERVERS = 64
-#: the most reply bytes queued for one peer before ``NetlinkServer`` stops reading its
-#: requests: a program that sends without reading stalls itself, it grows nothing here
-MAX_PENDING = 1 << 20
 
 _PROTO_NUMBER = {name: number for number, name in PROTOCOLS.items()}
 _SCOPE = {"global": nl.RT_SCOPE_UNIVERSE, "site": nl.RT_SCOPE_SITE, "link": nl.RT_SCOPE_LINK,
@@ -123,7 +113,7 @@ class RtNetlink:
         self.stack = stack
         #: requests that met an unexpected exception (answered EINVAL): a bug if not 0
         self.internal_errors = 0
-        self.servers = 0  # sockets open_netlink serves now
+        self.servers = 0  # sockets stack/rtnlserver.py's open_netlink serves now
         self._servers_lock = threading.Lock()
 
     # -- the entry point -----------------------------------------------------------------------
@@ -728,131 +718,3 @@ def _pack(msgs: list[bytes]) -> list[bytes]:
     if cur:
         out.append(b"".join(cur))
     return out
-
-
-# -- serving a socket ----------------------------------------------------------------------------
-class NetlinkServer:
-    """One emulated netlink socket: the stack's end of a SOCK_SEQPACKET (or SOCK_DGRAM)
-    pair whose other end the program has. Non-blocking: ``on_readable`` reads requests
-    while fewer than MAX_PENDING reply bytes wait, ``on_writable`` sends what waits;
-    ``wants_write`` says whether to watch for writability. ``closed`` once the program's
-    end is gone."""
-
-    def __init__(self, sock: socket.socket, rtnl: RtNetlink, *, pid: int,
-                 may_change: bool) -> None:
-        self.sock = sock
-        self.rtnl = rtnl
-        self.pid = pid
-        self.may_change = may_change
-        self.pending: collections.deque[bytes] = collections.deque()
-        self.pending_bytes = 0
-        self.closed = False
-        sock.setblocking(False)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    @property
-    def wants_write(self) -> bool:
-        return bool(self.pending)
-
-    @property
-    def wants_read(self) -> bool:
-        return not self.closed and self.pending_bytes < MAX_PENDING
-
-    def on_readable(self) -> None:
-        while self.wants_read:
-            try:
-                data, _, flags, _ = self.sock.recvmsg(MAX_REQUEST)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.close()
-                return
-            if not data and self.sock.type == socket.SOCK_SEQPACKET:
-                self.close()  # the program closed its end
-                return
-            if flags & socket.MSG_TRUNC:
-                hdr = nl.first_header(data)
-                replies = ([nl.error(errno.EMSGSIZE, hdr, b"", self.pid, capped=True)]
-                           if hdr is not None else [])
-            else:
-                replies = self.rtnl.handle(data, pid=self.pid, may_change=self.may_change)
-            for r in replies:
-                self.pending.append(r)
-                self.pending_bytes += len(r)
-            self.on_writable()
-
-    def on_writable(self) -> None:
-        while self.pending and not self.closed:
-            try:
-                self.sock.send(self.pending[0])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.close()  # the program's end is gone
-                return
-            self.pending_bytes -= len(self.pending.popleft())
-
-    def close(self) -> None:
-        self.closed = True
-        self.pending.clear()
-        self.pending_bytes = 0
-        self.sock.close()
-
-
-def serve_datagram(sock: socket.socket | int, rtnl: RtNetlink, *, pid: int,
-                   may_change: bool = False, stop: Callable[[], bool] | None = None) -> None:
-    """Serve NETLINK_ROUTE on ``sock`` (a socket or descriptor: the stack's end of an
-    AF_UNIX SOCK_SEQPACKET pair, whose other end is the program's netlink socket) until
-    the program's end is closed, or ``stop()`` is true (checked every 0.5 s): run it in a
-    thread. ``pid`` is the port id the program's getsockname reports; ``may_change``
-    whether its requests may change the stack. The socket is closed on return."""
-    import selectors
-
-    if isinstance(sock, int):
-        sock = socket.socket(fileno=sock)
-    server = NetlinkServer(sock, rtnl, pid=pid, may_change=may_change)
-    with selectors.DefaultSelector() as sel:
-        sel.register(server, selectors.EVENT_READ)
-        try:
-            while not server.closed and not (stop is not None and stop()):
-                events = (selectors.EVENT_READ if server.wants_read else 0) | (
-                    selectors.EVENT_WRITE if server.wants_write else 0)
-                sel.modify(server, events or selectors.EVENT_READ)
-                for _, mask in sel.select(0.5):
-                    if mask & selectors.EVENT_WRITE:
-                        server.on_writable()
-                    if mask & selectors.EVENT_READ and not server.closed:
-                        server.on_readable()
-        finally:
-            if not server.closed:
-                server.close()
-
-
-def open_netlink(rtnl: RtNetlink, *, pid: int, may_change: bool) -> socket.socket:
-    """A NETLINK_ROUTE socket for a program: the program's end of an AF_UNIX
-    SOCK_SEQPACKET pair (inject it in place of its ``socket(AF_NETLINK, SOCK_RAW,
-    NETLINK_ROUTE)``), whose other end a daemon thread serves with ``serve_datagram``
-    until the program's end is closed. ``pid``: the port id its ``getsockname`` must
-    report (every reply carries it). OSError EMFILE beyond MAX_SERVERS at once."""
-    with rtnl._servers_lock:
-        if rtnl.servers >= MAX_SERVERS:
-            raise OSError(errno.EMFILE, f"more than {MAX_SERVERS} netlink sockets on this stack")
-        rtnl.servers += 1
-    try:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    except BaseException:
-        with rtnl._servers_lock:
-            rtnl.servers -= 1
-        raise
-
-    def serve() -> None:
-        try:
-            serve_datagram(ours, rtnl, pid=pid, may_change=may_change)
-        finally:
-            with rtnl._servers_lock:
-                rtnl.servers -= 1
-
-    threading.Thread(target=serve, name=f"rtnetlink-{pid}", daemon=True).start()
-    return theirs
