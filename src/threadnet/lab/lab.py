@@ -103,7 +103,7 @@ class Lab:
         self.state_dir = state_dir
         self.started = False
         self._state: dict[str, Any] = {}
-        self._own_tmp = False
+        self._children: list[subprocess.Popen[bytes]] = []  # to reap, when ours
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} {'up at ' + self.dir if self.started else 'down'}>"
@@ -429,33 +429,37 @@ class Lab:
         self._state["namespaces"].append(ns)
         self._write_state()
         _ip("-n", ns, "link", "set", "lo", "up")
-        cmds = []
-        for i, url in enumerate(urls):
-            cmds.append((f"{host.name} eth{i}", "netns-plug",
-                         ["plug", f"tap://eth{i}", url, "-D", f"lab {self.name} {host.name}",
-                          "-d", "-p", self._path(f"{host.name}-eth{i}", "pid")]))
-        # the taps are made inside the namespace: the plugs run there
+        # the taps are made inside the namespace: the plugs run there. Not as -d daemons:
+        # an emulated link's pacing thread, started when the plug opens its links, would
+        # not survive the daemon's fork; a new session and a pidfile serve as well
         env = _threadnet_env()
-        started = []
-        for node, role, argv in cmds:
-            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "threadnet",
-                                  *argv], env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            started.append((node, role, argv, p))
         errors = []
-        for node, role, argv, p in started:
-            try:
-                _, err = p.communicate(timeout=START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                _, err = p.communicate()
-            pidfile = argv[argv.index("-p") + 1]
-            pid = _pid_of(pidfile)
+        for i, url in enumerate(urls):
+            pidfile = self._path(f"{host.name}-eth{i}", "pid")
+            log = self._path(f"{host.name}-eth{i}", "log")
+            with open(log, "w") as err:
+                p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
+                                      "threadnet", "plug", f"tap://eth{i}", url, "-D",
+                                      f"lab {self.name} {host.name}", "-p", pidfile],
+                                     env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=err,
+                                     start_new_session=True)
+            self._children.append(p)
+            deadline = time.monotonic() + START_TIMEOUT
+            pid = None
+            while time.monotonic() < deadline and p.poll() is None:
+                pid = _pid_of(pidfile)
+                if pid is not None:
+                    break
+                time.sleep(0.02)
             if pid is not None:
-                self._state["processes"].append({"node": host.name, "role": role, "pid": pid,
-                                                 "pidfile": pidfile})
-            if p.returncode != 0 or pid is None:
-                errors.append(f"host {node}: " + (err.strip().splitlines() or ["failed"])[-1])
+                self._state["processes"].append({"node": host.name, "role": "netns-plug",
+                                                 "pid": pid, "pidfile": pidfile})
+            else:
+                with open(log) as f:
+                    lines = f.read().strip().splitlines()
+                errors.append(f"host {host.name} eth{i}: "
+                              + (lines[-1] if lines else f"exit status {p.poll()}"))
         self._write_state()
         if errors:
             raise LabError(f"lab {self.name}: " + "; ".join(errors))
@@ -486,6 +490,12 @@ class Lab:
                 _signal(pid, signal.SIGKILL)
         for ns in self._state.get("namespaces", []):
             _remove_netns(ns)
+        for child in self._children:
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._children = []
         self._remove_dir(directory)
         self.started = False
         self._state = {}

@@ -34,7 +34,12 @@ HOST_KINDS = ("stack", "netns")
 
 class TopologyError(ThreadnetError, ValueError):
     """A topology that cannot be built; the message names the node, the key (and, for a
-    file, its line)."""
+    file, its line). ``table``/``key`` say where in the file's shape, when known."""
+
+    def __init__(self, message: str, table: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
 
 
 class _Located(TopologyError):
@@ -471,22 +476,36 @@ class Topology:
 
     def check(self) -> None:
         """References: every link end and interface names a node of the right kind."""
-        for link in self.links:
+        for i, link in enumerate(self.links):
             what = f"link {link.a} -- {link.b}"
-            for end in (link.a, link.b):
+            for key, end in (("a", link.a), ("b", link.b)):
                 if end not in self.switches and end not in self.hosts:
-                    raise TopologyError(f"{what}: no switch or host named {end!r}")
+                    h = self.hosts.get(link.a)
+                    if h is not None and h.switch == end and self._first_link(h.name) is link:
+                        raise TopologyError(f"host {h.name} switch: no switch named {end!r}",
+                                            f"hosts.{h.name}", "switch")
+                    raise TopologyError(f"{what}: no switch or host named {end!r}",
+                                        f"links[{self._file_index(link)}]", key)
             if link.a in self.hosts and link.b in self.hosts and link.params.vlan:
-                raise TopologyError(f"{what}: vlan needs a switch at one end")
+                raise TopologyError(f"{what}: vlan needs a switch at one end",
+                                    f"links[{self._file_index(link)}]", "vlan")
         for r in self.routers.values():
             for i, iface in enumerate(r.interfaces):
                 if iface.switch not in self.switches:
                     raise TopologyError(f"router {r.name} interfaces[{i}] switch: no switch "
-                                        f"named {iface.switch!r}")
+                                        f"named {iface.switch!r}", f"routers.{r.name}",
+                                        "interfaces")
         for h in self.hosts.values():
             if not self.host_links(h.name):
                 raise TopologyError(f"host {h.name}: not cabled to anything (give it "
-                                    "switch = \"...\" or a link)")
+                                    "switch = \"...\" or a link)", f"hosts.{h.name}")
+
+    def _file_index(self, link: Link) -> int:
+        """The link's place among the file's [[links]] (host shorthands are not there)."""
+        explicit = [lk for lk in self.links
+                    if not (lk.a in self.hosts and self.hosts[lk.a].switch == lk.b
+                            and self._first_link(lk.a) is lk)]
+        return next((i for i, lk in enumerate(explicit) if lk is link), 0)
 
     def host_links(self, name: str) -> list[Link]:
         return [link for link in self.links if name in (link.a, link.b)]
@@ -582,14 +601,7 @@ class Topology:
         try:
             topo.check()
         except TopologyError as exc:
-            msg = str(exc)
-            m = re.match(r"(link|router|host) (\S+)", msg)
-            table = ""
-            if m and m.group(1) == "router":
-                table = f"routers.{m.group(2)}"
-            elif m and m.group(1) == "host":
-                table = f"hosts.{m.group(2)}"
-            raise fail(exc, table, None) from None
+            raise fail(exc, exc.table or "", exc.key) from None
         return topo
 
 
@@ -603,7 +615,7 @@ def _known(spec: dict[str, Any], keys: tuple[str, ...], what: str, where: Any, t
 def _key_in(message: str, spec: dict[str, Any]) -> str | None:
     """The key of ``spec`` an error message is about (its first word after the node)."""
     for key in sorted(spec, key=len, reverse=True):
-        if re.search(rf"(^|[\s\]]){re.escape(key)}[:\s]", message):
+        if re.search(rf"(^|[\s\]]){re.escape(key)}[:\s\[]", message):
             return key
     return None
 
@@ -622,18 +634,20 @@ class _Locator:
         for n, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
             if m := re.match(r"\[\[\s*([^\]]+?)\s*\]\]", line):
-                name = m.group(1).replace('"', "")
+                name = _dotted(m.group(1))
                 index = arrays.get(name, 0)
                 arrays[name] = index + 1
                 current = f"{name}[{index}]"
                 self.tables.setdefault(current, n)
+                self.keys.setdefault(("", name.split(".")[0]), n)
             elif m := re.match(r"\[\s*([^\]]+?)\s*\]", line):
-                current = m.group(1).replace('"', "").replace(" ", "")
+                current = _dotted(m.group(1))
                 self.tables.setdefault(current, n)
-                head, _, last = current.rpartition(".")
-                self.keys.setdefault((head, last), n)
-            elif m := re.match(r"([A-Za-z0-9_\-\"]+)\s*=", line):
-                self.keys.setdefault((current, m.group(1).replace('"', "")), n)
+                parts = current.split(".")
+                for i in range(len(parts)):  # [a.b.c] holds key b of a, and a itself
+                    self.keys.setdefault((".".join(parts[:i]), parts[i]), n)
+            elif m := re.match(r"""([A-Za-z0-9_\-"']+)\s*=""", line):
+                self.keys.setdefault((current, m.group(1).strip("\"'")), n)
 
     def __call__(self, table: str, key: str | None = None) -> str:
         n = self.keys.get((table, key)) if key else None
@@ -642,6 +656,11 @@ class _Locator:
         if n is None and key:
             n = self.keys.get(("", key))
         return f"{self.path}:{n}: " if n else f"{self.path}: "
+
+
+def _dotted(header: str) -> str:
+    """``switches."a b"`` -> ``switches.a b`` (a header's parts, unquoted)."""
+    return ".".join(part.strip().strip("\"'") for part in header.split("."))
 
 
 def loads(text: str, path: str = "<topology>") -> Topology:
