@@ -476,7 +476,7 @@ class Topology:
 
     def check(self) -> None:
         """References: every link end and interface names a node of the right kind."""
-        for i, link in enumerate(self.links):
+        for link in self.links:
             what = f"link {link.a} -- {link.b}"
             for key, end in (("a", link.a), ("b", link.b)):
                 if end not in self.switches and end not in self.hosts:
