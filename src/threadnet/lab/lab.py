@@ -580,11 +580,22 @@ class Lab:
         names = hosts or self.hosts()
         for h in names:
             self.node(h)
-        addresses = {h: self.address(h) for h in names}
+        addresses: dict[str, str | None] = {}
+        for h in names:
+            try:
+                addresses[h] = self.address(h)
+            except (LabError, OSError, ValueError):
+                addresses[h] = None  # (a DHCP client without its lease): no answer
         pairs = [(a, b) for a in names for b in names if a != b]
+
+        def one(ab: tuple[str, str]) -> measure.PingResult:
+            address = addresses[ab[1]]
+            if address is None:
+                return measure.PingResult(ab[0], ab[1], "?", count, error="it has no address")
+            return self.ping(ab[0], address, count, interval, timeout)
+
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(pairs)))) as pool:
-            results = list(pool.map(lambda ab: self.ping(ab[0], addresses[ab[1]], count,
-                                                         interval, timeout), pairs))
+            results = list(pool.map(one, pairs))
         for (a, b), r in zip(pairs, results, strict=True):
             r.src, r.dst = a, b
         return measure.PingAll(results)
