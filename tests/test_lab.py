@@ -94,6 +94,9 @@ def assert_nothing_left(state: dict) -> None:
     ("[switches.s1]\n[hosts.s1]\n", r"t.toml:2: .*the name 's1' is taken"),
     ("[switches.'bad name']\n", r"t.toml:1: .*'bad name' is not a node name"),
     ("[switchs.s1]\n", r"t.toml:1: unknown table 'switchs'"),
+    ("[hosts.h1]\nswitch = \"s9\"\n", r"t.toml:2: host h1 switch: no switch named 's9'"),
+    ("[switches.s1]\n[hosts.h1]\nswitch = \"s1\"\n[hosts.h2]\nswitch = \"s1\"\n[[links]]\n"
+     "a = \"h1\"\nb = \"h2\"\nvlan = 3\n", r"t.toml:9: link h1 -- h2: vlan needs a switch"),
     ("[switches.s1\n", r"t.toml: not valid TOML: .*line 1"),
 ])
 def test_bad_topology_names_the_line_and_key(text, message):
@@ -398,7 +401,16 @@ def test_state_dir_is_refused_twice_and_down_without_lab(labdir, monkeypatch):
     with Lab("twice") as lab:
         lab.add_switch("s")
         lab.add_host("h", ip="10.0.0.1/24", switch="s")
+        lab.add_host("p", ip="10.0.1.2/24")
+        lab.add_host("q", ip="10.0.0.3/24", config="iface=eth1,ip=10.0.1.1/24")
+        lab.add_link("q", "s")
+        lab.add_link("q", "p", delay="5ms")  # two hosts: a switch of their own between
         lab.start()
+        assert lab.addresses("q") == ["10.0.0.3/24", "10.0.1.1/24"]
+        assert "q" in lab.hosts() and "_pair0" not in {r["node"] for r in lab.status()}
+        rtts = lab.ping("p", "10.0.1.1", count=2).rtts  # q (its first address is eth0's)
+        assert rtts and min(rtts) >= 0.010
+        assert lab.ping("q", "h", count=1).received == 1
         again = Lab("twice")
         again.add_switch("s")
         with pytest.raises(LabError, match="lab twice is already up"):

@@ -489,7 +489,11 @@ class Lab:
             if _alive(pid) and _is_ours(pid, directory):
                 _signal(pid, signal.SIGKILL)
         for ns in self._state.get("namespaces", []):
-            _remove_netns(ns)
+            # only this lab's namespaces, from a state directory root made (a namespace
+            # needs root): a state file another user wrote names none that root deletes
+            if (isinstance(ns, str) and ns.startswith(f"tn-{self.name}-")
+                    and _owned_by_root(directory)):
+                _remove_netns(ns)
         for child in self._children:
             try:
                 child.wait(5)
@@ -717,6 +721,13 @@ def _ip(*args: str) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         raise LabError(f"ip {' '.join(args)}: {r.stderr.strip() or 'failed'}")
+
+
+def _owned_by_root(directory: str) -> bool:
+    try:
+        return os.lstat(directory).st_uid == 0
+    except OSError:
+        return False
 
 
 def _remove_netns(ns: str) -> None:
