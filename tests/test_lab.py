@@ -417,3 +417,34 @@ def test_state_dir_is_refused_twice_and_down_without_lab(labdir, monkeypatch):
             again.start()
         assert Lab.attach().name == "twice"
         assert lab.ping("h", "10.0.0.1", count=1).received == 1  # its own address
+
+
+def test_a_lab_that_fails_to_start_leaves_nothing(tmp_path, labdir):
+    """The router refuses its DHCP pool (not in its subnet): the lab does not come up, the
+    error names the router, and the switch and host already started are stopped."""
+    topo = tmp_path / "broken.toml"
+    topo.write_text('[switches.s1]\n[routers.r1]\ninterfaces = [{ switch = "s1", '
+                    'ip = "10.0.1.1/24", dhcpd = "10.0.9.100-10.0.9.199" }]\n'
+                    '[hosts.h1]\nswitch = "s1"\nip = "10.0.1.5/24"\n')
+    seen = []
+    real_popen = subprocess.Popen
+
+    class Spy(real_popen):  # the daemons the lab starts, to check that none is left
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(a[0])
+
+    lab = Lab.from_toml(str(topo), state_dir=os.path.join(labdir, "broken"))
+    os.makedirs(labdir, mode=0o700)
+    try:
+        subprocess.Popen = Spy
+        with pytest.raises(LabError, match=r"router r1: .*dhcpd pool 10.0.9.100-10.0.9.199 is "
+                                           r"not within a subnet of eth0"):
+            lab.start()
+    finally:
+        subprocess.Popen = real_popen
+    assert any("switch" in cmd for cmd in seen)
+    assert not os.path.exists(os.path.join(labdir, "broken"))
+    assert not lab.started
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert os.path.join(labdir, "broken") not in out
