@@ -402,6 +402,8 @@ _BUILTIN = {
     "switch": "threadnet.link.netnode:open_switch",
     "multi": "threadnet.link.netnode:open_multi",
     "bonding": "threadnet.link.netnode:open_bonding",
+    "vxvde": "threadnet.link.vxvde:open_vxvde",
+    "vxlan": "threadnet.link.vxlan:open_vxlan",
 }
 
 
