@@ -448,3 +448,34 @@ def test_a_lab_that_fails_to_start_leaves_nothing(tmp_path, labdir):
     assert not lab.started
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert os.path.join(labdir, "broken") not in out
+
+
+def test_two_labs_share_a_vxvde_lan(tmp_path, labdir, monkeypatch):
+    """A cable to a link outside the lab (url = ...): two labs, here on one machine, each
+    with a cable to the same vxvde:// LAN, reach each other as labs on two machines
+    would. Lab a's switch has the cable (a threadnet plug), lab b's host is on the LAN
+    itself."""
+    import random
+
+    monkeypatch.setenv("THREADNET_LAB_DIR", labdir)
+    rng = random.Random()
+    url = (f"vxvde://239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
+           f"/port={rng.randrange(20000, 60000)}/vni={rng.randrange(1, 1 << 24)}")
+    topo = tmp_path / "site-a.toml"
+    topo.write_text(f'[switches.s]\n[hosts.a1]\nswitch = "s"\nip = "10.66.0.1/24"\n'
+                    f'[[links]]\na = "s"\nurl = "{url}"\ndelay = "5ms"\n')
+    site_a = load(str(topo))
+    assert site_a.links[-1].url == url and site_a.to_dict()["links"][-1]["url"] == url
+    with Lab.from_toml(str(topo)) as a, Lab("site-b") as b:
+        b.add_host("b1", ip="10.66.0.2/24")
+        b.add_link("b1", url=url)
+        a.start()
+        b.start()
+        there = a.ping("a1", "10.66.0.2", count=3)
+        back = b.ping("b1", "10.66.0.1", count=3)
+        assert there.received == 3 and back.received == 3, (there, back)
+        assert min(there.rtts) >= 0.010  # the cable's 5 ms, each way
+    with pytest.raises(TopologyError, match=r"link s -- nope://x url: unknown scheme 'nope'"):
+        loads('[switches.s]\n[[links]]\na = "s"\nurl = "nope://x"\n')
+    with pytest.raises(TopologyError, match=r"one of them"):
+        loads('[switches.s]\n[switches.t]\n[[links]]\na = "s"\nb = "t"\nurl = "null://"\n')

@@ -140,14 +140,18 @@ class Lab:
         self._building()
         self.topology.add_router(name, *interfaces)
 
-    def add_link(self, a: str, b: str, *, delay: Any = None, loss: Any = None, bw: Any = None,
-                 vlan: Any = None, jitter: Any = None) -> None:
-        """A cable between a host and a switch, two switches, or two hosts. ``delay``
-        ("50ms"), ``jitter``, ``loss`` ("20%") and ``bw`` ("10Mbit") apply in each
-        direction; ``vlan`` makes the switch port an untagged port of that VLAN (host
-        to switch) or a trunk tagged with those VLANs (switch to switch)."""
+    def add_link(self, a: str, b: str | None = None, *, url: str | None = None,
+                 delay: Any = None, loss: Any = None, bw: Any = None, vlan: Any = None,
+                 jitter: Any = None) -> None:
+        """A cable between a host and a switch, two switches, or two hosts; or, with
+        ``url`` instead of ``b``, from a switch or host to a link outside the lab (a
+        ``vxvde://`` LAN that a lab on another machine joins too). ``delay`` ("50ms"),
+        ``jitter``, ``loss`` ("20%") and ``bw`` ("10Mbit") apply in each direction;
+        ``vlan`` makes the switch port an untagged port of that VLAN (to a host) or a
+        trunk tagged with those VLANs (to a switch or a URL)."""
         self._building()
-        self.topology.add_link(a, b, delay=delay, loss=loss, bw=bw, vlan=vlan, jitter=jitter)
+        self.topology.add_link(a, b, url=url, delay=delay, loss=loss, bw=bw, vlan=vlan,
+                               jitter=jitter)
 
     def _building(self) -> None:
         if self.started:
@@ -228,7 +232,11 @@ class Lab:
         for lk in links:
             p = lk.params
             a_host, b_host = lk.a in topo.hosts, lk.b in topo.hosts
-            if a_host and b_host:
+            if lk.url and a_host:  # the host's interface is the outside link itself
+                plan.urls[lk.a].append(host_url(p, lk.url))
+            elif lk.url:  # a cable from the switch to the outside link
+                plan.cables.append((port(lk.a, trunk=p.vlan), lk.url, p))
+            elif a_host and b_host:
                 sw = plan.implicit[cable]
                 cable += 1
                 plan.urls[lk.a].append(host_url(p, port(sw)))

@@ -149,9 +149,12 @@ def ping_stack(stack_path: str, address: str, count: int, interval: float,
                 seq += 1
                 packet = struct.pack("!BBHHH", request, 0, 0, 0, seq) + payload
                 try:
-                    sock.sendto(packet, (address, 0))
+                    # (the time before the send, as ping's: taken after it, a preemption
+                    # between the two would shorten the RTT)
                     sent_at[seq] = time.monotonic()
+                    sock.sendto(packet, (address, 0))
                 except OSError as exc:
+                    sent_at.pop(seq, None)
                     result.error = str(exc)
                 result.sent += 1
                 next_send = now + interval

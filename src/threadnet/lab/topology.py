@@ -377,14 +377,23 @@ class Router:
 
 @dataclass
 class Link:
+    """A cable from ``a`` to node ``b``, or to the link ``url`` outside the lab (a
+    ``vxvde://`` or ``vxlan://`` LAN that labs on other machines join too, say)."""
+
     a: str
     b: str
     params: LinkParams = field(default_factory=LinkParams)
+    url: str | None = None
 
-    KEYS = ("a", "b") + LINK_KEYS
+    KEYS = ("a", "b", "url") + LINK_KEYS
+
+    @property
+    def what(self) -> str:
+        return f"link {self.a} -- {self.b or self.url}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, **self.params.to_dict()}
+        ends = {"a": self.a, "url": self.url} if self.url else {"a": self.a, "b": self.b}
+        return {**ends, **self.params.to_dict()}
 
 
 @dataclass
@@ -457,11 +466,29 @@ class Topology:
         self.routers[name] = router
         return router
 
-    def add_link(self, a: str, b: str, *, delay: Any = None, loss: Any = None, bw: Any = None,
-                 vlan: Any = None, jitter: Any = None) -> Link:
-        what = f"link {a} -- {b}"
+    def add_link(self, a: str, b: str | None = None, *, url: str | None = None,
+                 delay: Any = None, loss: Any = None, bw: Any = None, vlan: Any = None,
+                 jitter: Any = None) -> Link:
+        what = f"link {a} -- {b or url}"
         a = _name(a, f"{what} a")
-        b = _name(b, f"{what} b")
+        if (b is None) == (url is None):
+            raise TopologyError(f"{what}: give the other end: a node (b) or a link URL (url), "
+                                "one of them")
+        if url is not None:
+            if not isinstance(url, str) or "://" not in url:
+                raise TopologyError(f"{what} url: expected a link URL such as "
+                                    f"'vxvde://239.1.2.3/vni=7', not {url!r}")
+            from threadnet.link import schemes, split_scheme
+
+            try:
+                scheme, _ = split_scheme(url)
+            except ValueError as exc:
+                raise TopologyError(f"{what} url: {exc}") from None
+            if scheme not in schemes():
+                raise TopologyError(f"{what} url: unknown scheme {scheme!r} in {url!r}")
+            b = ""
+        else:
+            b = _name(b, f"{what} b")
         if a == b:
             raise TopologyError(f"{what}: a link joins two different nodes")
         for end in (a, b):
@@ -470,15 +497,16 @@ class Topology:
                                     "interfaces (interfaces = [{ switch = ... }])")
         params = LinkParams.from_values(what, delay=delay, loss=loss, bw=bw, vlan=vlan,
                                         jitter=jitter)
-        link = Link(a, b, params)
+        link = Link(a, b, params, url)
         self.links.append(link)
         return link
 
     def check(self) -> None:
         """References: every link end and interface names a node of the right kind."""
         for link in self.links:
-            what = f"link {link.a} -- {link.b}"
-            for key, end in (("a", link.a), ("b", link.b)):
+            what = link.what
+            ends = (("a", link.a),) if link.url else (("a", link.a), ("b", link.b))
+            for key, end in ends:
                 if end not in self.switches and end not in self.hosts:
                     h = self.hosts.get(link.a)
                     if h is not None and h.switch == end and self._first_link(h.name) is link:
@@ -486,6 +514,9 @@ class Topology:
                                             f"hosts.{h.name}", "switch")
                     raise TopologyError(f"{what}: no switch or host named {end!r}",
                                         f"links[{self._file_index(link)}]", key)
+            if link.url and link.a in self.hosts and link.params.vlan:
+                raise TopologyError(f"{what}: vlan needs a switch at one end",
+                                    f"links[{self._file_index(link)}]", "vlan")
             if link.a in self.hosts and link.b in self.hosts and link.params.vlan:
                 raise TopologyError(f"{what}: vlan needs a switch at one end",
                                     f"links[{self._file_index(link)}]", "vlan")
@@ -590,11 +621,13 @@ class Topology:
                 if not isinstance(spec, dict):
                     raise TopologyError(f"[[links]] #{i + 1} must be a table")
                 _known(spec, Link.KEYS, f"[[links]] #{i + 1}", where, table)
-                for end in ("a", "b"):
-                    if end not in spec:
-                        raise TopologyError(f"[[links]] #{i + 1}: {end!r} is missing "
-                                            "(the two nodes the link joins: a, b)")
-                topo.add_link(spec["a"], spec["b"],
+                if "a" not in spec:
+                    raise TopologyError(f"[[links]] #{i + 1}: 'a' is missing (the two nodes "
+                                        "the link joins: a, b; or a node and a url)")
+                if "b" not in spec and "url" not in spec:
+                    raise TopologyError(f"[[links]] #{i + 1}: 'b' is missing (the two nodes "
+                                        "the link joins: a, b; or a node and a url)")
+                topo.add_link(spec["a"], spec.get("b"), url=spec.get("url"),
                               **{k: spec[k] for k in LINK_KEYS if k in spec})
             except TopologyError as exc:
                 raise fail(exc, table, _key_in(str(exc), spec if isinstance(spec, dict) else {})) from None
