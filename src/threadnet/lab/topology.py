@@ -621,16 +621,16 @@ class Topology:
                 if not isinstance(spec, dict):
                     raise TopologyError(f"[[links]] #{i + 1} must be a table")
                 _known(spec, Link.KEYS, f"[[links]] #{i + 1}", where, table)
-                if "a" not in spec:
-                    raise TopologyError(f"[[links]] #{i + 1}: 'a' is missing (the two nodes "
-                                        "the link joins: a, b; or a node and a url)")
-                if "b" not in spec and "url" not in spec:
-                    raise TopologyError(f"[[links]] #{i + 1}: 'b' is missing (the two nodes "
-                                        "the link joins: a, b; or a node and a url)")
+                for end in ("a", "b"):
+                    if end not in spec and (end == "a" or "url" not in spec):
+                        raise TopologyError(f"[[links]] #{i + 1}: {end!r} is missing (the "
+                                            "two nodes the link joins, a and b; or a node "
+                                            "and a url)", table)
                 topo.add_link(spec["a"], spec.get("b"), url=spec.get("url"),
                               **{k: spec[k] for k in LINK_KEYS if k in spec})
             except TopologyError as exc:
-                raise fail(exc, table, _key_in(str(exc), spec if isinstance(spec, dict) else {})) from None
+                key = exc.key if exc.table else _key_in(str(exc), spec if isinstance(spec, dict) else {})
+                raise fail(exc, table, key) from None
         try:
             topo.check()
         except TopologyError as exc:
