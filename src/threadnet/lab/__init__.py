@@ -2,8 +2,9 @@
 with NAT and DHCP, impaired cables, from Python (``Lab``) or a TOML file
 (``threadnet lab up topo.toml``). docs/labs.md describes both."""
 
-from threadnet.lab.lab import Lab, LabError, find_lab, labs_dir, running_labs
+from threadnet.lab.lab import Lab
 from threadnet.lab.measure import IperfResult, PingAll, PingResult
+from threadnet.lab.state import LabError, find_lab, labs_dir, running_labs
 from threadnet.lab.topology import Interface, Topology, TopologyError, load, loads
 
 __all__ = ["Interface", "IperfResult", "Lab", "LabError", "PingAll", "PingResult", "Topology",

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _status_lines(lab: object) -> list[str]:
-    from threadnet.lab.lab import iter_rows
+    from threadnet.lab.state import iter_rows
 
     return list(iter_rows(lab.status()))  # type: ignore[attr-defined]
 

@@ -28,46 +28,31 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from threadnet.errors import ThreadnetError
 from threadnet.lab import measure
+from threadnet.lab.state import (
+    STATE_FILE,
+    LabError,
+    alive,
+    find_lab,
+    is_ours,
+    labs_dir,
+    owned_by_root,
+    pid_of,
+    read_state,
+    remove_netns,
+    run_ip,
+    send_signal,
+    threadnet_env,
+)
 from threadnet.lab.topology import Host, Interface, LinkParams, Topology, TopologyError, load
 
-STATE_FILE = "lab.json"
 START_TIMEOUT = 60.0  # one phase of daemons
 CONFIG_WAIT = 15.0  # a DHCP client's wait for its address
-
-
-class LabError(ThreadnetError, RuntimeError):
-    """A lab that cannot be started, found or stopped; the message names the node."""
-
-
-def labs_dir() -> str:
-    """Where labs keep their state: ``$THREADNET_LAB_DIR``, else /tmp/threadnet-labs-UID."""
-    return os.environ.get("THREADNET_LAB_DIR") or f"/tmp/threadnet-labs-{os.geteuid()}"
-
-
-def _threadnet_env() -> dict[str, str]:
-    """The environment in which ``python -m threadnet`` finds this very package."""
-    import threadnet
-
-    env = dict(os.environ)
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(threadnet.__file__)))
-    parts = [parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env
-
-
-@dataclass
-class _Port:
-    """One end of a cable on a switch: its URL for a client, with impairments."""
-
-    switch: str
-    number: int
 
 
 @dataclass
@@ -166,7 +151,7 @@ class Lab:
         """The running lab named ``lab`` (a name, a state directory, or the topology file
         it was started from); with None, the only one running."""
         directory = find_lab(lab)
-        state = _read_state(directory)
+        state = read_state(directory)
         self = cls(topology=Topology.from_dict(state["topology"]), state_dir=directory)
         self._state = state
         self.started = True
@@ -404,7 +389,7 @@ class Lab:
         """Start daemons side by side; each command returns once its daemon is ready."""
         if not cmds:
             return
-        env = _threadnet_env()
+        env = threadnet_env()
         started = []
         for node, role, argv in cmds:
             p = subprocess.Popen([sys.executable, "-m", "threadnet", *argv], env=env,
@@ -420,7 +405,7 @@ class Lab:
                 _, err = p.communicate()
                 err = f"did not start within {START_TIMEOUT:g} s"
             pidfile = argv[argv.index("-p" if "-p" in argv else "--pidfile") + 1]
-            pid = _pid_of(pidfile)
+            pid = pid_of(pidfile)
             if pid is not None:
                 self._state["processes"].append({"node": node, "role": role, "pid": pid,
                                                  "pidfile": pidfile})
@@ -433,14 +418,14 @@ class Lab:
 
     def _start_netns(self, host: Host, urls: list[str]) -> None:
         ns = self.netns_name(host.name)
-        _ip("netns", "add", ns)
+        run_ip("netns", "add", ns)
         self._state["namespaces"].append(ns)
         self._write_state()
-        _ip("-n", ns, "link", "set", "lo", "up")
+        run_ip("-n", ns, "link", "set", "lo", "up")
         # the taps are made inside the namespace: the plugs run there. Not as -d daemons:
         # an emulated link's pacing thread, started when the plug opens its links, would
         # not survive the daemon's fork; a new session and a pidfile serve as well
-        env = _threadnet_env()
+        env = threadnet_env()
         errors = []
         for i, url in enumerate(urls):
             pidfile = self._path(f"{host.name}-eth{i}", "pid")
@@ -456,7 +441,7 @@ class Lab:
             deadline = time.monotonic() + START_TIMEOUT
             pid = None
             while time.monotonic() < deadline and p.poll() is None:
-                pid = _pid_of(pidfile)
+                pid = pid_of(pidfile)
                 if pid is not None:
                     break
                 time.sleep(0.02)
@@ -472,11 +457,11 @@ class Lab:
         if errors:
             raise LabError(f"lab {self.name}: " + "; ".join(errors))
         for i in range(len(urls)):
-            _ip("-n", ns, "link", "set", f"eth{i}", "up")
+            run_ip("-n", ns, "link", "set", f"eth{i}", "up")
         for addr in host.ip:
-            _ip("-n", ns, "addr", "add", addr, "dev", "eth0", *(["nodad"] if ":" in addr else []))
+            run_ip("-n", ns, "addr", "add", addr, "dev", "eth0", *(["nodad"] if ":" in addr else []))
         if host.gw:
-            _ip("-n", ns, *(["-6"] if ":" in host.gw else []), "route", "add", "default",
+            run_ip("-n", ns, *(["-6"] if ":" in host.gw else []), "route", "add", "default",
                 "via", host.gw)
 
     # -- stop ----------------------------------------------------------------------
@@ -487,21 +472,21 @@ class Lab:
             return
         directory = self.dir
         procs = list(reversed(self._state.get("processes", [])))
-        mine = [p["pid"] for p in procs if _is_ours(p["pid"], directory)]
+        mine = [p["pid"] for p in procs if is_ours(p["pid"], directory)]
         for pid in mine:
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(pid) for pid in mine):
+        while time.monotonic() < deadline and any(alive(pid) for pid in mine):
             time.sleep(0.05)
         for pid in mine:
-            if _alive(pid) and _is_ours(pid, directory):
-                _signal(pid, signal.SIGKILL)
+            if alive(pid) and is_ours(pid, directory):
+                send_signal(pid, signal.SIGKILL)
         for ns in self._state.get("namespaces", []):
             # only this lab's namespaces, from a state directory root made (a namespace
             # needs root): a state file another user wrote names none that root deletes
             if (isinstance(ns, str) and ns.startswith(f"tn-{self.name}-")
-                    and _owned_by_root(directory)):
-                _remove_netns(ns)
+                    and owned_by_root(directory)):
+                remove_netns(ns)
         for child in self._children:
             try:
                 child.wait(5)
@@ -641,7 +626,7 @@ class Lab:
                 continue
             row: dict[str, Any] = {"node": name, "kind": node["kind"],
                                    "pids": pids.get(name, []),
-                                   "running": all(_alive(p) and _is_ours(p, self.dir)
+                                   "running": all(alive(p) and is_ours(p, self.dir)
                                                   for p in pids.get(name, []))}
             if "netns" in node:
                 row["netns"] = node["netns"]
@@ -658,7 +643,7 @@ class Lab:
         cables = [p for p in self._state["processes"] if p["role"] == "cable"]
         for p in cables:
             rows.append({"node": p["node"], "kind": "cable", "pids": [p["pid"]],
-                         "running": _alive(p["pid"]) and _is_ours(p["pid"], self.dir)})
+                         "running": alive(p["pid"]) and is_ours(p["pid"], self.dir)})
         return rows
 
 
@@ -689,128 +674,4 @@ def _socket_factory(node: dict[str, Any]) -> Any:
     return lambda family, kind: measure.netns_socket(ns, family, kind)
 
 
-def _pid_of(pidfile: str) -> int | None:
-    from threadnet.daemon import PidfileError, read_pidfile
-
-    try:
-        return read_pidfile(pidfile)
-    except (PidfileError, OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _is_ours(pid: int, directory: str) -> bool:
-    """Is ``pid`` still a process of this lab (its command line names the lab's
-    directory)? A PID reused by another process is left alone."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return False
-    return os.path.abspath(directory).encode() + b"/" in cmdline
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _ip(*args: str) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise LabError(f"ip {' '.join(args)}: {r.stderr.strip() or 'failed'}")
-
-
-def _owned_by_root(directory: str) -> bool:
-    try:
-        return os.lstat(directory).st_uid == 0
-    except OSError:
-        return False
-
-
-def _remove_netns(ns: str) -> None:
-    """End what still runs in the lab's namespace (it is the lab's), then remove it."""
-    if not os.path.exists(f"/run/netns/{ns}"):
-        return
-    r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
-    pids = [int(p) for p in r.stdout.split() if p.isdigit()]
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.02)
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-
-
-def _read_state(directory: str) -> dict[str, Any]:
-    from threadnet.fsafe import read_file
-
-    data = read_file(os.path.join(directory, STATE_FILE), 1 << 22)
-    if data is None:
-        raise LabError(f"no lab in {directory} (no {STATE_FILE})")
-    try:
-        state = json.loads(data)
-    except ValueError:
-        raise LabError(f"{directory}/{STATE_FILE} is not a lab's state (bad JSON)") from None
-    if not isinstance(state, dict) or state.get("version") != 1:
-        raise LabError(f"{directory}/{STATE_FILE} is not a lab's state")
-    state["dir"] = os.path.abspath(directory)
-    return state
-
-
-def running_labs() -> list[str]:
-    """The names of the labs with state under ``labs_dir()``."""
-    base = labs_dir()
-    try:
-        names = sorted(os.listdir(base))
-    except OSError:
-        return []
-    return [n for n in names if os.path.isfile(os.path.join(base, n, STATE_FILE))]
-
-
-def find_lab(lab: str | None) -> str:
-    """The state directory of a lab given by name, directory or topology file."""
-    if lab is None:
-        labs = running_labs()
-        if not labs:
-            raise LabError(f"no lab is up (none in {labs_dir()})")
-        if len(labs) > 1:
-            raise LabError(f"several labs are up ({', '.join(labs)}): name one")
-        return os.path.join(labs_dir(), labs[0])
-    if os.path.isdir(lab) and os.path.isfile(os.path.join(lab, STATE_FILE)):
-        return os.path.abspath(lab)
-    name = lab
-    if lab.endswith(".toml") and os.path.isfile(lab):
-        name = load(lab).name
-    directory = os.path.join(labs_dir(), name)
-    if not os.path.isfile(os.path.join(directory, STATE_FILE)):
-        raise LabError(f"no lab {name!r} is up (no {os.path.join(directory, STATE_FILE)})")
-    return directory
-
-
-def iter_rows(rows: list[dict[str, Any]]) -> Iterator[str]:
-    """``threadnet lab status``'s lines."""
-    for r in rows:
-        state = "up" if r["running"] else "DOWN"
-        pids = ",".join(str(p) for p in r["pids"]) or "-"
-        extra = []
-        if "addresses" in r:
-            extra.append(" ".join(r["addresses"]) or "(no address)")
-        if "netns" in r:
-            extra.append(f"netns {r['netns']}")
-        if "mgmt" in r:
-            extra.append(f"console {r['mgmt']}")
-        yield f"{r['node']:<12} {r['kind']:<7} {state:<5} pid {pids:<14} {'  '.join(extra)}"
-
-
-__all__ = ["Lab", "LabError", "find_lab", "labs_dir", "running_labs"]
+__all__ = ["Lab", "LabError"]
