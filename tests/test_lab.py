@@ -479,3 +479,22 @@ def test_two_labs_share_a_vxvde_lan(tmp_path, labdir, monkeypatch):
         loads('[switches.s]\n[[links]]\na = "s"\nurl = "nope://x"\n')
     with pytest.raises(TopologyError, match=r"one of them"):
         loads('[switches.s]\n[switches.t]\n[[links]]\na = "s"\nb = "t"\nurl = "null://"\n')
+
+
+@pytest.mark.slow
+def test_bandwidth_limits_show_in_iperf(labdir, monkeypatch):
+    """bw on a host's cable (its emulated link) and on a cable between switches (a
+    wirefilter process): TCP gets most of the rate and never more."""
+    monkeypatch.setenv("THREADNET_LAB_DIR", labdir)
+    with Lab("bw") as lab:
+        lab.add_switch("s1")
+        lab.add_switch("s2")
+        lab.add_host("a", ip="10.5.0.1/24", switch="s1")
+        lab.add_host("b", ip="10.5.0.2/24")
+        lab.add_link("b", "s1", bw="8Mbit")
+        lab.add_host("c", ip="10.5.0.3/24", switch="s2")
+        lab.add_link("s1", "s2", bw="4Mbit")
+        lab.start()
+        for dst, limit in (("b", 8e6), ("c", 4e6)):
+            rate = lab.iperf("a", dst, seconds=2)
+            assert 0.4 * limit <= rate.bits_per_second <= 1.05 * limit, rate
