@@ -318,23 +318,31 @@ gw = "10.8.2.1"
 
 
 @pytest.mark.root
-def test_namespace_hosts_ping_and_iperf(tmp_path, labdir):
+@pytest.mark.parametrize("via", ["ip", "ns"])
+def test_namespace_hosts_ping_and_iperf(tmp_path, labdir, via):
+    """Namespace hosts made by ip netns, or by threadnet ns (a user and network
+    namespace: no root where the system lets users make them; run as root here)."""
     need_root("namespace hosts (ip netns)")
-    need_tool("iperf3", "ping")
+    need_tool("iperf3", "ping", "nsenter")
     topo = tmp_path / "nslab.toml"
     topo.write_text(NETNS_LAB)
-    r = subprocess.run(threadnet_cmd("lab", "up", str(topo)), env=lab_env(labdir),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(threadnet_cmd("lab", "up", "--netns", via, str(topo)),
+                       env=lab_env(labdir), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     directory = os.path.join(labdir, "nslab")
     state = state_of(directory)
-    assert sorted(state["namespaces"]) == ["tn-nslab-k1", "tn-nslab-k2"]
+    if via == "ip":
+        assert sorted(state["namespaces"]) == ["tn-nslab-k1", "tn-nslab-k2"]
+    else:
+        assert state["namespaces"] == []
+        roles = sorted(p["role"] for p in state["processes"] if p["node"] in ("k1", "k2"))
+        assert roles == ["ns-command"] * 2 + ["threadnet-ns"] * 2
     try:
         r = subprocess.run(threadnet_cmd("lab", "ping", "nslab"), env=lab_env(labdir),
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "*** Results: 0% dropped (18/18 received)" in r.stdout
-        lab = Lab.attach("nslab" if False else directory)
+        lab = Lab.attach(directory)
         k2 = lab.ping("k1", "k2", count=3)
         assert min(k2.rtts) >= 0.030, k2  # 15 ms each way on k2's cable
         # kernel to kernel: iperf3; kernel to stack: sockets
@@ -355,11 +363,13 @@ def test_namespace_hosts_need_root(labdir, monkeypatch):
     if IS_ROOT:
         monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("THREADNET_LAB_DIR", labdir)
-    lab = Lab("needroot")
+    lab = Lab("needroot", netns="ip")
     lab.add_switch("s")
     lab.add_host("k", "netns", ip="10.0.0.1/24", switch="s")
-    with pytest.raises(LabError, match=r"namespace hosts \(k\) need root"):
+    with pytest.raises(LabError, match=r"namespace hosts \(k\) made by ip netns need root"):
         lab.start()
+    with pytest.raises(ValueError, match="netns='vm'"):
+        Lab("x", netns="vm")
     assert not os.path.exists(os.path.join(labdir, "needroot"))
 
 
@@ -498,3 +508,36 @@ def test_bandwidth_limits_show_in_iperf(labdir, monkeypatch):
         for dst, limit in (("b", 8e6), ("c", 4e6)):
             rate = lab.iperf("a", dst, seconds=2)
             assert 0.4 * limit <= rate.bits_per_second <= 1.05 * limit, rate
+
+
+@pytest.mark.root
+def test_namespace_hosts_without_root(labdir, unpriv):
+    """An unprivileged user's namespace hosts are made by threadnet ns: where the system
+    refuses (no /dev/net/tun for users, no user namespaces) the lab says why before
+    anything runs; where it allows, every pair pings."""
+    need_tool("nsenter")
+    topo = Path(os.path.dirname(labdir)) / "userns.toml"  # where the user may read it
+    topo.write_text('[switches.s]\n[hosts.k1]\nkind = "netns"\nswitch = "s"\nip = "10.9.0.1/24"\n'
+                    '[hosts.h2]\nswitch = "s"\nip = "10.9.0.2/24"\n')
+    os.chmod(topo, 0o644)
+    os.chown(os.path.dirname(labdir), unpriv["uid"], unpriv["gid"])
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return run_as(unpriv, [unpriv["python"], "-m", "threadnet", "lab", *args],
+                      capture_output=True, text=True, timeout=120,
+                      env={"THREADNET_LAB_DIR": labdir, "PATH": "/usr/sbin:/usr/bin:/bin"})
+
+    r = cli("up", str(topo))
+    if r.returncode != 0:
+        assert "namespace hosts (k1) need root (ip netns), or threadnet ns, which cannot run " \
+               "here: " in r.stderr, r.stderr
+        assert not os.path.exists(os.path.join(labdir, "userns"))
+        pytest.skip("no unprivileged namespaces here: " + r.stderr.strip())
+    state = state_of(os.path.join(labdir, "userns"))
+    try:
+        r = cli("ping")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        r = cli("down")
+    assert r.returncode == 0, r.stderr
+    assert_nothing_left(state)

@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--state-dir", metavar="DIR",
                    help="keep the lab's state here (default: $THREADNET_LAB_DIR/NAME or "
                         "/tmp/threadnet-labs-UID/NAME)")
+    q.add_argument("--netns", choices=("auto", "ip", "ns"), default="auto",
+                   help="how namespace hosts are made: ip netns (root), threadnet ns (a user "
+                        "namespace; no root where the system allows), auto: ip as root")
     q.add_argument("--ping", action="store_true", help="then ping every pair and report")
     q = sub.add_parser("status", help="show a running lab (or list the labs)")
     q.add_argument("lab", nargs="?", metavar="LAB")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: give an action: up, status, ping, iperf, down", file=sys.stderr)
         return 2
     if action == "up":
-        lab = Lab.from_toml(args.topology, state_dir=args.state_dir)
+        lab = Lab.from_toml(args.topology, state_dir=args.state_dir, netns=args.netns)
         lab.start()
         print(f"threadnet: lab {lab.name} is up (state in {lab.dir})")
         for line in _status_lines(lab):

@@ -81,7 +81,13 @@ class Lab:
     """
 
     def __init__(self, name: str = "lab", *, state_dir: str | None = None,
-                 topology: Topology | None = None) -> None:
+                 topology: Topology | None = None, netns: str = "auto") -> None:
+        """``netns`` says how namespace hosts are made: ``"ip"`` (``ip netns``, root),
+        ``"ns"`` (``threadnet ns``: a user and network namespace, no root where users may
+        make user namespaces and open /dev/net/tun), ``"auto"`` (ip as root, else ns)."""
+        if netns not in ("auto", "ip", "ns"):
+            raise ValueError(f"netns={netns!r}: expected 'auto', 'ip' or 'ns'")
+        self.netns_mode = netns
         self.topology = topology if topology is not None else Topology()
         if topology is None:
             self.topology.name = _checked_name(name)
@@ -143,8 +149,8 @@ class Lab:
             raise LabError(f"lab {self.name} is running: change it after stop()")
 
     @classmethod
-    def from_toml(cls, path: str, *, state_dir: str | None = None) -> Lab:
-        return cls(topology=load(path), state_dir=state_dir)
+    def from_toml(cls, path: str, *, state_dir: str | None = None, netns: str = "auto") -> Lab:
+        return cls(topology=load(path), state_dir=state_dir, netns=netns)
 
     @classmethod
     def attach(cls, lab: str | None = None) -> Lab:
@@ -253,15 +259,24 @@ class Lab:
             raise LabError(f"lab {self.name} is already running")
         plan = self._plan()
         topo = self.topology
+        via = self.netns_mode
+        if via == "auto":
+            via = "ip" if os.geteuid() == 0 else "ns"
         if any(h.kind == "netns" for h in topo.hosts.values()):
-            if os.geteuid() != 0:
-                bad = [h.name for h in topo.hosts.values() if h.kind == "netns"]
-                raise LabError(f"namespace hosts ({', '.join(bad)}) need root (ip netns); "
-                               "use kind = \"stack\" hosts without root")
+            bad = ", ".join(h.name for h in topo.hosts.values() if h.kind == "netns")
             if shutil.which("ip") is None:
                 raise LabError("namespace hosts need iproute2's ip command")
+            if via == "ip" and os.geteuid() != 0:
+                raise LabError(f"namespace hosts ({bad}) made by ip netns need root")
+            if via == "ns":
+                why = _userns_unavailable()
+                if why:
+                    raise LabError(f"namespace hosts ({bad}) need root (ip netns), or "
+                                   f"threadnet ns, which cannot run here: {why}; use "
+                                   "kind = \"stack\" hosts without root")
             for h in topo.hosts.values():
-                if h.kind == "netns" and os.path.exists(f"/run/netns/{self.netns_name(h.name)}"):
+                if (via == "ip" and h.kind == "netns"
+                        and os.path.exists(f"/run/netns/{self.netns_name(h.name)}")):
                     raise LabError(f"host {h.name}: the namespace {self.netns_name(h.name)} "
                                    "exists already (another lab of that name?)")
         self._make_dir()
@@ -276,9 +291,12 @@ class Lab:
                             + [self._stack_cmd(r, plan.urls[r]) for r in topo.routers])
             stack_hosts = [h for h in topo.hosts.values() if h.kind == "stack"]
             self._run_phase([self._stack_cmd(h.name, plan.urls[h.name]) for h in stack_hosts])
+            netns_nodes = {}
             for h in topo.hosts.values():
-                if h.kind == "netns":
-                    self._start_netns(h, plan.urls[h.name])
+                if h.kind == "netns" and via == "ip":
+                    netns_nodes[h.name] = self._start_netns(h, plan.urls[h.name])
+                elif h.kind == "netns":
+                    netns_nodes[h.name] = self._start_userns(h, plan.urls[h.name])
             for sw in list(topo.switches) + plan.implicit:
                 self._state["nodes"][sw] = {"kind": "switch", "dir": self._switch_dir(sw),
                                             "mgmt": self._path(sw, "mgmt"),
@@ -291,7 +309,7 @@ class Lab:
                 if h.kind == "stack":
                     node.update(stack=self._path(h.name, "stack"), mgmt=self._path(h.name, "mgmt"))
                 else:
-                    node["netns"] = self.netns_name(h.name)
+                    node.update(netns_nodes[h.name])
                 self._state["nodes"][h.name] = node
             self._write_state()
         except BaseException:
@@ -416,7 +434,8 @@ class Lab:
         if errors:
             raise LabError(f"lab {self.name}: " + "; ".join(errors))
 
-    def _start_netns(self, host: Host, urls: list[str]) -> None:
+    def _start_netns(self, host: Host, urls: list[str]) -> dict[str, Any]:
+        """A namespace host made by ``ip netns`` (root): its taps' plugs run inside."""
         ns = self.netns_name(host.name)
         run_ip("netns", "add", ns)
         self._state["namespaces"].append(ns)
@@ -462,7 +481,55 @@ class Lab:
             run_ip("-n", ns, "addr", "add", addr, "dev", "eth0", *(["nodad"] if ":" in addr else []))
         if host.gw:
             run_ip("-n", ns, *(["-6"] if ":" in host.gw else []), "route", "add", "default",
-                "via", host.gw)
+                   "via", host.gw)
+        return {"netns": ns, "nsfile": f"/run/netns/{ns}", "exec": ["ip", "netns", "exec", ns]}
+
+    def _start_userns(self, host: Host, urls: list[str]) -> dict[str, Any]:
+        """A namespace host made by ``threadnet ns``: a user and network namespace whose
+        command configures the taps (it holds CAP_NET_ADMIN there), writes its PID, and
+        then waits for SIGTERM, which ``threadnet ns`` passes on when the lab stops it."""
+        import shlex
+
+        nspid = self._path(host.name, "nspid")
+        log = self._path(host.name, "log")
+        lines = [f"ip link set eth{i} up" for i in range(len(urls))]
+        lines += [f"ip addr add {a} dev eth0" + (" nodad" if ":" in a else "") for a in host.ip]
+        if host.gw:
+            lines.append(("ip -6" if ":" in host.gw else "ip") + f" route add default via {host.gw}")
+        lines.append(f"echo $$ > {shlex.quote(nspid + '.tmp')} && mv {shlex.quote(nspid + '.tmp')} "
+                     f"{shlex.quote(nspid)}")
+        # what waits names the lab's directory in its command line (so stop() knows it)
+        lines.append(f"exec {shlex.quote(sys.executable)} -c 'import signal; signal.pause()' "
+                     f"{shlex.quote(self._path(host.name, 'ns'))}")
+        script = "\n".join(lines)  # (sh -e: the first failure ends it)
+        with open(log, "w") as err:
+            p = subprocess.Popen([sys.executable, "-m", "threadnet", "ns", "-m", "-i", "eth",
+                                  *urls, "--", "sh", "-ec", script], env=threadnet_env(),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=err, start_new_session=True)
+        self._children.append(p)
+        self._state["processes"].append({"node": host.name, "role": "threadnet-ns",
+                                         "pid": p.pid, "pidfile": None})
+        self._write_state()
+        deadline = time.monotonic() + START_TIMEOUT
+        pid = None
+        while time.monotonic() < deadline and p.poll() is None:
+            pid = pid_of(nspid)
+            if pid is not None:
+                break
+            time.sleep(0.02)
+        if pid is None:
+            with open(log) as f:
+                text = f.read().strip().splitlines()
+            raise LabError(f"lab {self.name}: host {host.name}: "
+                           + (text[-1] if text else f"threadnet ns: exit status {p.poll()}"))
+        self._state["processes"].append({"node": host.name, "role": "ns-command", "pid": pid,
+                                         "pidfile": nspid})
+        self._write_state()
+        enter = ["nsenter", "-t", str(pid), "-n"]
+        if os.geteuid() != 0:  # into the user namespace first, as its owner
+            enter = ["nsenter", "-t", str(pid), "-U", "-n", "--preserve-credentials"]
+        return {"nspid": pid, "nsfile": f"/proc/{pid}/ns/net", "exec": enter}
 
     # -- stop ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -531,8 +598,8 @@ class Lab:
         node = self.node(host)
         if "stack" in node:
             data = self.stack(host).ip(["addr"])
-        elif "netns" in node:
-            out = subprocess.run(["ip", "-n", node["netns"], "-j", "addr"], capture_output=True,
+        elif "exec" in node:
+            out = subprocess.run([*node["exec"], "ip", "-j", "addr"], capture_output=True,
                                  text=True, timeout=10)
             data = json.loads(out.stdout or "[]")
         else:
@@ -563,8 +630,8 @@ class Lab:
         node = self.node(src)
         if "stack" in node:
             result = measure.ping_stack(node["stack"], address, count, interval, timeout)
-        elif "netns" in node:
-            result = measure.ping_netns(node["netns"], address, count, interval, timeout)
+        elif "exec" in node:
+            result = measure.ping_netns(node["exec"], address, count, interval, timeout)
         else:
             raise LabError(f"{src} is a switch: ping from a host")
         result.src, result.dst = src, dst
@@ -603,11 +670,11 @@ class Lab:
         through its published stack, a namespace host's made in its namespace)."""
         na, nb = self.node(a), self.node(b)
         for name, n in ((a, na), (b, nb)):
-            if "stack" not in n and "netns" not in n:
+            if "stack" not in n and "exec" not in n:
                 raise LabError(f"{name} is a switch: iperf runs between hosts")
         address = self.address(b)
-        if "netns" in na and "netns" in nb:
-            result = measure.iperf3(na["netns"], nb["netns"], address, seconds, port)
+        if "exec" in na and "exec" in nb:
+            result = measure.iperf3(na["exec"], nb["exec"], address, seconds, port)
         else:
             result = measure.tcp_throughput(_socket_factory(na), _socket_factory(nb), address,
                                             seconds, port)
@@ -628,9 +695,9 @@ class Lab:
                                    "pids": pids.get(name, []),
                                    "running": all(alive(p) and is_ours(p, self.dir)
                                                   for p in pids.get(name, []))}
-            if "netns" in node:
-                row["netns"] = node["netns"]
-                row["running"] = row["running"] and os.path.exists(f"/run/netns/{node['netns']}")
+            if "nsfile" in node:
+                row["netns"] = node.get("netns") or f"threadnet ns, pid {node['nspid']}"
+                row["running"] = row["running"] and os.path.exists(node["nsfile"])
             for key in ("stack", "mgmt", "dir"):
                 if key in node:
                     row[key] = node[key]
@@ -654,6 +721,21 @@ def _checked_name(name: str) -> str:
     return _name(name, "lab name")
 
 
+def _userns_unavailable() -> str | None:
+    """Why ``threadnet ns`` cannot make a namespace host here, or None."""
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return "/dev/net/tun is not open to this user"
+    if shutil.which("nsenter") is None:
+        return "util-linux's nsenter is missing"
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            if int(f.read().strip() or 0) == 0:
+                return "user namespaces are off (user.max_user_namespaces is 0)"
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _is_address(text: str) -> bool:
     import ipaddress
 
@@ -670,8 +752,8 @@ def _socket_factory(node: dict[str, Any]) -> Any:
 
         remote = RemoteStack(node["stack"])
         return remote.socket
-    ns = node["netns"]
-    return lambda family, kind: measure.netns_socket(ns, family, kind)
+    nsfile = node["nsfile"]
+    return lambda family, kind: measure.netns_socket(nsfile, family, kind)
 
 
 __all__ = ["Lab", "LabError"]

@@ -187,12 +187,13 @@ def ping_stack(stack_path: str, address: str, count: int, interval: float,
 _RTT = re.compile(r"icmp_seq=(\d+).*time=([0-9.]+) ms")
 
 
-def ping_netns(ns: str, address: str, count: int, interval: float,
+def ping_netns(enter: list[str], address: str, count: int, interval: float,
                timeout: float) -> PingResult:
-    """The kernel's ping, in the namespace."""
+    """The kernel's ping, in the namespace (``enter``: the command prefix that runs a
+    command there, ``ip netns exec NS`` or ``nsenter ...``)."""
     result = PingResult("", "", address, count)
     deadline = count * interval + timeout
-    cmd = ["ip", "netns", "exec", ns, "ping", "-n", "-c", str(count), "-i", f"{interval:g}",
+    cmd = [*enter, "ping", "-n", "-c", str(count), "-i", f"{interval:g}",
            "-W", f"{timeout:g}", "-w", f"{deadline:.0f}" if deadline >= 1 else "1", address]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline + 10)
@@ -211,8 +212,10 @@ def ping_netns(ns: str, address: str, count: int, interval: float,
 
 
 # -- throughput ---------------------------------------------------------------------------------
-def netns_socket(ns: str, family: int, kind: int) -> socket.socket:
-    """A kernel socket in the network namespace ``ns`` (made by a thread that enters it)."""
+def netns_socket(nsfile: str, family: int, kind: int) -> socket.socket:
+    """A kernel socket in the network namespace of ``nsfile`` (/run/netns/NAME or
+    /proc/PID/ns/net), made by a thread that enters it (root, or the namespace's owner
+    where it is in our user namespace)."""
     import ctypes
 
     box: dict[str, Any] = {}
@@ -220,18 +223,18 @@ def netns_socket(ns: str, family: int, kind: int) -> socket.socket:
     def work() -> None:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(nsfile, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 if libc.setns(fd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
-                    raise OSError(err, f"setns into {ns}: {os.strerror(err)}")
+                    raise OSError(err, f"setns into {nsfile}: {os.strerror(err)}")
             finally:
                 os.close(fd)
             box["sock"] = socket.socket(family, kind)
         except BaseException as exc:  # handed to the caller
             box["error"] = exc
 
-    t = threading.Thread(target=work, name=f"netns {ns}")
+    t = threading.Thread(target=work, name=f"netns {nsfile}")
     t.start()
     t.join()
     if "error" in box:
@@ -294,15 +297,15 @@ def tcp_throughput(client: Callable[[int, int], socket.socket],
     return IperfResult("", "", got["bytes"] * 8 / secs, got["bytes"], secs, "sockets")
 
 
-def iperf3(client_ns: str, server_ns: str, address: str, seconds: float,
+def iperf3(client: list[str], server_enter: list[str], address: str, seconds: float,
            port: int) -> IperfResult:
-    """Kernel iperf3 between two namespaces."""
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Kernel iperf3 between two namespaces (entered by these command prefixes)."""
+    server = subprocess.Popen([*server_enter, "iperf3", "-s", "-1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
         while True:  # until the server listens
-            r = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", address,
+            r = subprocess.run([*client, "iperf3", "-c", address,
                                 "-p", str(port), "-t", f"{seconds:g}", "-J"],
                                capture_output=True, text=True, timeout=seconds + 60)
             if r.returncode == 0 or time.monotonic() > deadline or server.poll() is not None:
