@@ -126,6 +126,7 @@ def test_values_and_units():
 
 
 # -- the two-LAN example, from the command line --------------------------------------------------
+@pytest.mark.slow
 def test_lab_up_two_lans_pings_every_pair_and_down_leaves_nothing(labdir, request):
     """Stack hosts need no root: as root, the suite runs it all as an unprivileged user."""
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -183,6 +184,7 @@ def build_two_lans(lab: Lab) -> None:
     lab.add_link("server", "wan", delay="10ms")
 
 
+@pytest.mark.slow
 def test_python_api_builds_the_same_lab_and_nat_shows(labdir, monkeypatch):
     monkeypatch.setenv("THREADNET_LAB_DIR", labdir)
     lab = Lab("two-lans")
@@ -318,6 +320,7 @@ gw = "10.8.2.1"
 
 
 @pytest.mark.root
+@pytest.mark.slow
 @pytest.mark.parametrize("via", ["ip", "ns"])
 def test_namespace_hosts_ping_and_iperf(tmp_path, labdir, via):
     """Namespace hosts made by ip netns, or by threadnet ns (a user and network

@@ -548,6 +548,9 @@ class Lab:
         for pid in mine:
             if alive(pid) and is_ours(pid, directory):
                 send_signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(pid) for pid in mine):
+            time.sleep(0.02)
         for ns in self._state.get("namespaces", []):
             # only this lab's namespaces, from a state directory root made (a namespace
             # needs root): a state file another user wrote names none that root deletes

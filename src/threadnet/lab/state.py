@@ -33,6 +33,9 @@ def threadnet_env() -> dict[str, str]:
     parent = os.path.dirname(os.path.dirname(os.path.abspath(threadnet.__file__)))
     parts = [parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(parts)
+    # a lab stops all its nodes at once: a stack waiting at exit for its peers to
+    # acknowledge its last FINs (the runner's linger, 10 s) would wait for the dead
+    env.setdefault("THREADNET_EXIT_LINGER", "1")
     return env
 
 
