@@ -46,6 +46,18 @@ def octal(text: str) -> int:
     return value
 
 
+def fst_priority(text: str) -> int:
+    """vde_switch's --priority: C's %i (decimal, 0x hex or 0 octal), kept to 16 bits."""
+    t = text.strip().lower()
+    try:
+        sign = -1 if t.startswith("-") else 1
+        t = t.lstrip("+-")
+        value = int(t, 16) if t.startswith("0x") else int(t, 8) if t.startswith("0") and len(t) > 1 else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid priority {text!r}") from None
+    return (sign * value) & 0xFFFF
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)
@@ -75,7 +87,10 @@ def _add_switch_args(p: argparse.ArgumentParser, default_dir: str | None) -> Non
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
     p.add_argument("-p", "--pidfile", help="write the process id here")
     p.add_argument("--nostdin", action="store_true", help="no console on standard input")
-    p.add_argument("-F", "--fstp", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-F", "--fstp", action="store_true",
+                   help="run vde_switch's fast spanning tree (loops between switches)")
+    p.add_argument("--priority", type=fst_priority, default=0x8000, metavar="N",
+                   help="the switch's FST priority (the high part of its id; 0x8000)")
     p.add_argument("--no-batch", dest="batched", action="store_false",
                    help="plain recv/send per frame instead of recvmmsg/sendmmsg")
 
@@ -85,8 +100,6 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
     from threadnet.switch.server import SwitchServer
     from threadnet.wire.ethernet import mac_from_str
 
-    if args.fstp:
-        raise UsageError(f"{PROG} switch: -F (fast spanning tree) is not implemented yet")
     if args.sock is None:
         raise UsageError(f"{PROG} switch: -s DIR is required")
     mac = None
@@ -102,7 +115,7 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
                           mode=args.mode, group=args.group, dirmode=args.dirmode,
                           mgmtmode=args.mgmtmode, mgmtgroup=args.mgmtgroup,
                           hashsize=args.hashsize, mac=mac, rcfile=args.rcfile, pcap=args.pcap,
-                          batched=args.batched)
+                          batched=args.batched, fstp=args.fstp, priority=args.priority)
     if announce is not None:
         announce(server)
     from threadnet.daemon import background_or_pidfile

@@ -11,6 +11,9 @@ ratio threadnet / real peer; ``--only NAME`` runs one section (default: all).
   announces its MAC first, so the generator's plug learns it and sends unicast, as on a
   LAN in use. UDP has no back-pressure: frames the sink cannot take are lost, so the
   figure is what arrives, per second (and the generator's rate is shown too).
+- ``fst``: the outage when a cable is cut in a ring of three switches running the fast
+  spanning tree (``-F``), threadnet's switch against Debian's ``vde_switch -F``
+  (``bench/fabric_fst.py``; a ratio above 1 means threadnet's outage is the longer).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from threadnet.bench import child_env, interpreter, kill_pid
+from threadnet.bench.fabric_fst import section_fst
 
 SINK_MAC = bytes.fromhex("02000000bb01")
 GEN_MAC = bytes.fromhex("02000000aa01")
@@ -156,6 +160,7 @@ def section_vxvde(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 #: add theirs here
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, dict[str, float]]]] = {
     "vxvde": section_vxvde,
+    "fst": section_fst,
 }
 
 
