@@ -11,6 +11,7 @@
     threadnet ip --stack PATH addr    iproute2's ip on a published stack
     threadnet ns vde:///tmp/sw -- CMD  a command in its own namespace, a tap on the switch
     threadnet bench switch            benchmarks, side by side with the real peers
+    threadnet lab up topo.toml        a Mininet-style lab (also status, ping, iperf, down)
 """
 
 from __future__ import annotations
@@ -623,6 +624,12 @@ def cmd_ns(args: argparse.Namespace) -> int:
     return ns_main(args.words)
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from threadnet.lab.cli import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -745,6 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "fabric"], help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("lab", help="Mininet-style labs from a TOML topology (up, status, "
+                       "ping, iperf, down)")
+    from threadnet.lab.cli import add_arguments as add_lab_arguments
+
+    add_lab_arguments(p)
+    p.set_defaults(func=cmd_lab)
     return parser
 
 
