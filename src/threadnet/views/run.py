@@ -1,0 +1,108 @@
+"""Start a program under the supervisor: ``run(command, stack_path)`` -> exit status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from threadnet.views import kernel
+from threadnet.views.launch import BOOTSTRAP
+from threadnet.views.supervisor import Supervisor
+
+
+class ViewError(Exception):
+    """The program could not be started under a supervisor (the message says why)."""
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            if raw[raw.rfind(b")") + 2:].split()[1].decode() == me:
+                out.add(int(name))
+    return out
+
+
+def _read_line(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 256)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def start(command: Sequence[str], stack_path: str,
+          env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Supervisor]:
+    """Start ``command`` with its sockets on the stack published at ``stack_path``."""
+    why = kernel.supported()
+    if why:
+        raise ViewError(why)
+    kernel.check_sizes()
+    kernel.set_child_subreaper()  # orphans of the program stay in its tree (scan)
+    import threadnet
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(threadnet.__file__)))
+    up_r, up_w = os.pipe()
+    down_r, down_w = os.pipe()
+    foreign = _children()
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-c", BOOTSTRAP, pkg_parent,
+                                  str(up_w), str(down_r), "--", *command],
+                                 pass_fds=(up_w, down_r), env=env)
+    except BaseException:
+        for fd in (up_r, up_w, down_r, down_w):
+            os.close(fd)
+        raise
+    os.close(up_w)
+    os.close(down_r)
+    try:
+        words = _read_line(up_r).split()
+        if words[:1] != ["ok"] or len(words) != 3:
+            child.wait()
+            raise ViewError("cannot install the seccomp filter: " + " ".join(words[1:]))
+        pidfd = kernel.pidfd_open(child.pid)
+        try:
+            lfd = kernel.pidfd_getfd(pidfd, int(words[2]))
+        finally:
+            os.close(pidfd)
+        sup = Supervisor(kernel.Listener(lfd), os.path.abspath(stack_path), child.pid,
+                         foreign - {child.pid})
+        sup.start()
+        os.write(down_w, b"go")
+    except BaseException:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        raise
+    finally:
+        os.close(up_r)
+        os.close(down_w)
+    return child, sup
+
+
+def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None) -> int:
+    """Run ``command`` supervised until it exits; its exit status (128+N for signal N)."""
+    child, sup = start(command, stack_path, env)
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda s, _f: child.send_signal(s))
+        while True:
+            try:
+                rc = child.wait()
+                break
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGINT)
+        return rc if rc >= 0 else 128 - rc
+    finally:
+        sup.close()
