@@ -91,3 +91,104 @@ def test_curl_fetches_from_a_namespace_through_the_stack(lan, netns, procs, sock
     assert r.stdout == "hello from the namespace\n10.31.0.5\n"
     assert "Connected to 10.31.0.99" in r.stderr
     assert "10.31.0.5" in open(log).read()  # the server saw the stack's address
+
+
+def _run(d, addr, *command, timeout=60, **kw):
+    return subprocess.run(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                        f"eth,ip={addr}/24", "--", *command),
+                          capture_output=True, text=True, env=threadnet_env(), timeout=timeout,
+                          **kw)
+
+
+def test_busybox_wget_and_a_python_program_with_seccomp(lan, netns, procs, sockdir):
+    d, peer = lan
+    log = _http_server(netns, procs, peer, sockdir)
+    r = _run(d, "10.31.0.6", "busybox", "wget", "-q", "-O", "-", f"http://{peer.addr}/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello from the namespace\n"
+    assert "10.31.0.6" in open(log).read()
+    # a Python program forced onto the general path: its real sockets are trapped (no hook)
+    code = ("import socket, sys, urllib.request\n"
+            "assert 'threadnet' not in sys.modules\n"
+            f"s = socket.create_connection(('{peer.addr}', 80), timeout=10)\n"
+            "print(s.getsockname()[0], s.getpeername()[0], s.family.name, s.type.name)\n"
+            f"print(urllib.request.urlopen('http://{peer.addr}/', timeout=10).read().decode())\n")
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.7/24", "--", sys.executable, "-c", code),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["10.31.0.7 10.31.0.99 AF_INET SOCK_STREAM",
+                                     "hello from the namespace", ""]
+    assert "10.31.0.7" in open(log).read()
+
+
+def test_busybox_nc_as_a_client_and_as_a_server(lan, netns, procs, sockdir):
+    d, peer = lan
+    # nc as a client: a kernel nc listens in the namespace and hears who called
+    out = os.path.join(sockdir, "nc.out")
+    with open(out, "w") as f:
+        server = procs.popen(netns.exec_cmd(peer.ns, "busybox", "nc", "-l", "-p", "7000"),
+                             stdout=f, stderr=subprocess.STDOUT)
+    time.sleep(0.3)
+    r = _run(d, "10.31.0.8", "sh", "-c", f"echo hello kernel | busybox nc -w 5 {peer.addr} 7000")
+    assert r.returncode == 0, r.stderr
+    server.wait(timeout=10)
+    assert open(out).read() == "hello kernel\n"
+    # nc -l as a server on the stack: the namespace's nc connects to the stack's address
+    srv = procs.popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                    "eth,ip=10.31.0.9/24", "--", "busybox", "nc", "-l", "-p",
+                                    "7001"),
+                      env=threadnet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True)
+
+    def sent() -> bool:
+        r = netns.run(peer.ns, "sh", "-c", "echo hello stack | busybox nc -w 2 10.31.0.9 7001",
+                      check=False, timeout=10)
+        return r.returncode == 0
+
+    wait_for(sent, timeout=20, interval=0.5, what="the namespace's nc reaching nc -l")
+    stdout, stderr = srv.communicate(timeout=10)
+    assert srv.returncode == 0, stderr
+    assert stdout == "hello stack\n"
+
+
+def test_unprivileged_busybox_httpd_serves_port_80_on_a_published_stack(lan, netns, procs, sockdir,
+                                                                         unpriv):
+    d, peer = lan
+    need_tool("busybox")
+    path = os.path.join(sockdir, "stack")
+    pidfile = os.path.join(sockdir, "stack.pid")
+    os.chmod(sockdir, 0o1777)  # like /tmp: sticky, or stacks refuse to publish there
+    r = subprocess.run(threadnet_cmd("stack", path, "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.10/24", "-m", "0666", "-d", "-p", pidfile),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=30)
+    assert r.returncode == 0, r.stderr
+    procs.adopt(read_pidfile(pidfile))
+    www = os.path.join(sockdir, "www")
+    os.mkdir(www)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("busybox without root\n")
+    os.chmod(www, 0o755)
+    os.chmod(os.path.join(www, "index.html"), 0o644)
+    server = procs.popen(["setpriv", f"--reuid={unpriv['uid']}", f"--regid={unpriv['gid']}",
+                          "--clear-groups", "env", "-i", f"PYTHONPATH={unpriv['src']}",
+                          "PATH=/usr/bin:/bin", unpriv["python"], "-m", "threadnet", "run",
+                          "--stack", path, "--", "busybox", "httpd", "-f", "-p", "80", "-h", www],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def fetch() -> str | None:
+        r = netns.run(peer.ns, "curl", "-s", "-m", "3", "http://10.31.0.10/", check=False)
+        return r.stdout if r.returncode == 0 else None
+
+    assert wait_for(fetch, timeout=30, interval=0.3, what="busybox httpd on port 80") == \
+        "busybox without root\n"
+    t0 = time.monotonic()
+    for _ in range(5):  # each answer ends when httpd's child exits: its close must reach curl
+        assert fetch() == "busybox without root\n"
+    assert time.monotonic() - t0 < 10
+    # the server is really unprivileged and really on the stack
+    with open(f"/proc/{server.pid}/status") as f:
+        assert f"Uid:\t{unpriv['uid']}" in f.read()
+    server.terminate()
+    out = server.communicate(timeout=10)[0]
+    assert server.returncode in (0, 143, -15), out
