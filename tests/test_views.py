@@ -192,3 +192,103 @@ def test_unprivileged_busybox_httpd_serves_port_80_on_a_published_stack(lan, net
     server.terminate()
     out = server.communicate(timeout=10)[0]
     assert server.returncode in (0, 143, -15), out
+
+
+def test_children_threads_and_exec_stay_on_the_stack_and_the_status_passes(lan, netns, procs,
+                                                                             sockdir):
+    d, peer = lan
+    need_tool("busybox")
+    log = _http_server(netns, procs, peer, sockdir)
+    url = f"http://{peer.addr}/"
+    r = _run(d, "10.31.0.11", "sh", "-c",
+             f"curl -s -m 10 {url} && busybox wget -q -O - {url} && exit 5")
+    assert r.returncode == 5, r.stderr
+    assert r.stdout == "hello from the namespace\n" * 2
+    assert open(log).read().count("10.31.0.11") == 2
+    # threads of one process, and a forked child that execs curl
+    code = ("import os, threading, urllib.request\n"
+            f"def get(): print(urllib.request.urlopen('{url}', timeout=10).read().decode(),"
+            " end='', flush=True)\n"
+            "ts = [threading.Thread(target=get) for _ in range(4)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "pid = os.fork()\n"
+            f"if pid == 0: os.execvp('curl', ['curl', '-s', '-m', '10', '{url}'])\n"
+            "raise SystemExit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) + 20)\n")
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.12/24", "--", sys.executable, "-c", code),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 20, r.stderr
+    assert r.stdout == "hello from the namespace\n" * 5
+    assert open(log).read().count("10.31.0.12") == 5
+
+
+def test_ctrl_c_reaches_the_program(lan):
+    d, _ = lan
+    proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c",
+                                          "trap 'echo interrupted; exit 42' INT; echo ready; "
+                                          "while :; do sleep 0.1; done"),
+                            env=threadnet_env(), stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out = proc.communicate(timeout=20)[0]
+        assert proc.returncode == 42
+        assert out == "interrupted\n"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+FAIL_CLOSED = r"""
+import ctypes, errno, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def uring():
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 8, params)
+    return "uring " + (errno.errorcode[ctypes.get_errno()] if fd < 0 else "OPEN")
+def attempt():
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        return "socket " + errno.errorcode[exc.errno]
+    try:
+        s.settimeout(3)
+        s.connect((sys.argv[1], 80))
+        return "connected " + s.getsockname()[0]
+    except OSError as exc:
+        return "connect " + errno.errorcode.get(exc.errno, str(exc))
+print(uring(), flush=True)
+print(attempt(), flush=True)
+sys.stdin.readline()  # the supervisor is killed meanwhile
+print(attempt(), flush=True)
+u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # other families still work
+print("unix ok", flush=True)
+"""
+
+
+def test_a_program_whose_supervisor_is_killed_fails_closed(lan, netns, procs, sockdir):
+    d, peer = lan
+    _http_server(netns, procs, peer, sockdir)
+    proc = subprocess.Popen(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                          "eth,ip=10.31.0.14/24", "--", sys.executable, "-c",
+                                          FAIL_CLOSED, peer.addr),
+                            env=threadnet_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "uring ENOSYS\n"  # io_uring would bypass the filter
+        assert proc.stdout.readline() == "connected 10.31.0.14\n"
+        os.kill(proc.pid, signal.SIGKILL)  # the supervisor (threadnet run) dies
+        proc.wait()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        # the program lives on, and no call reaches the host's network
+        assert proc.stdout.readline() == "socket ENOSYS\n"
+        assert proc.stdout.readline() == "unix ok\n"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
