@@ -544,7 +544,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from threadnet.views.run import run as run_supervised
 
             try:
-                return run_supervised(command, path)
+                return run_supervised(command, path, stack=stack)
             except ViewError as exc:
                 raise UsageError(f"{PROG} run: {exc}") from None
         try:

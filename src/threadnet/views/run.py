@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from threadnet.views import kernel
 from threadnet.views.launch import BOOTSTRAP
@@ -91,8 +92,12 @@ def start(command: Sequence[str], stack_path: str,
     return child, sup
 
 
-def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None) -> int:
-    """Run ``command`` supervised until it exits; its exit status (128+N for signal N)."""
+def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None,
+        stack: Any = None) -> int:
+    """Run ``command`` supervised until it exits; its exit status (128+N for signal N).
+    ``stack``: the published stack when it lives in this process (``--link``), which
+    then keeps running after the program's exit until the connections it closed have
+    delivered their data and FIN (``THREADNET_EXIT_LINGER``, as at a Python exit)."""
     child, sup = start(command, stack_path, env)
     try:
         for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -105,4 +110,10 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
                 child.send_signal(signal.SIGINT)
         return rc if rc >= 0 else 128 - rc
     finally:
-        sup.close()
+        sup.close()  # the program's sockets close on the stack, as its exit closed them
+        runner = getattr(stack, "runner", None)
+        if runner is not None:
+            from threadnet.loop import monotonic
+            from threadnet.stack.runner import EXIT_LINGER
+
+            runner.linger(monotonic() + EXIT_LINGER)
