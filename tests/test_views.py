@@ -292,3 +292,32 @@ def test_a_program_whose_supervisor_is_killed_fails_closed(lan, netns, procs, so
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_refused_connect_and_its_error(lan, netns, procs, sockdir):
+    d, peer = lan
+    # curl's non-blocking connect: SO_ERROR says ECONNREFUSED (the namespace sends a RST)
+    r = _run(d, "10.31.0.15", "curl", "-sS", "-m", "10", f"http://{peer.addr}:81/")
+    assert r.returncode == 7, r.stderr  # "Failed to connect"
+    assert "Connection refused" in r.stderr or "Couldn't connect" in r.stderr
+    # a blocking connect (Python with --seccomp), getsockopt values, and bind's errors
+    code = ("import errno, socket, struct\n"
+            "s = socket.socket()\n"
+            f"print(s.connect_ex(('{peer.addr}', 81)) == errno.ECONNREFUSED)\n"
+            "t = socket.socket(socket.AF_INET6)\n"
+            "print(t.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == socket.AF_INET6,"
+            " t.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM,"
+            " t.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == socket.IPPROTO_TCP)\n"
+            "u = socket.socket()\n"
+            "try: u.bind(('10.31.0.200', 0))\n"
+            "except OSError as e: print(errno.errorcode[e.errno])\n"
+            "u.bind(('10.31.0.15', 0)); print(u.getsockname()[0], u.getsockname()[1] > 0)\n"
+            "u.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+            "print(u.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))\n"
+            "u.listen(); print(u.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0] == 10)\n")
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.15/24", "--", sys.executable, "-c", code),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n") == ["True", "True True True", "EADDRNOTAVAIL", "10.31.0.15 True",
+                                    "1", "True", ""]
