@@ -14,11 +14,9 @@ import pytest
 from threadnet.views import bpf, kernel
 
 from conftest import (
-    kill_pid,
     need_root,
     need_tool,
     read_pidfile,
-    run_as,
     threadnet_cmd,
     threadnet_env,
     wait_for,
@@ -321,3 +319,59 @@ def test_a_refused_connect_and_its_error(lan, netns, procs, sockdir):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n") == ["True", "True True True", "EADDRNOTAVAIL", "10.31.0.15 True",
                                     "1", "True", ""]
+
+
+UDP_ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 7007))
+while True:
+    data, addr = s.recvfrom(65535)
+    s.sendto(addr[0].encode() + b" " + data, addr)
+"""
+
+UDP_CLIENT = r"""
+import socket, sys
+peer = (sys.argv[1], 7007)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"one", peer)
+print(s.recv(100, socket.MSG_PEEK).decode())            # peeked, still queued
+data, src = s.recvfrom(5)                                # truncated, as UDP does
+print(data.decode(), src == peer, s.getsockname()[0], s.getsockname()[1] > 0)  # as Linux
+s.sendto(b"two", peer)
+data, anc, flags, src = s.recvmsg(100)
+print(data.decode(), src == peer, flags)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(peer)
+c.send(b"three")                                         # not trapped: through the pair
+print(c.recv(100).decode(), c.getpeername() == peer)
+"""
+
+
+def test_udp_with_addresses_and_connected(lan, netns, procs):
+    d, peer = lan
+    procs.popen(netns.exec_cmd(peer.ns, sys.executable, "-c", UDP_ECHO, peer.addr))
+    time.sleep(0.3)
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.16/24", "--", sys.executable, "-c",
+                                     UDP_CLIENT, peer.addr),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n") == ["10.31.0.16 one", "10.31 True 0.0.0.0 True",
+                                    "10.31.0.16 two True 0", "10.31.0.16 three True", ""]
+
+
+def test_busybox_nslookup_reaches_dnsmasq_through_the_stack(lan, netns, procs, sockdir):
+    d, peer = lan
+    need_tool("dnsmasq", "busybox")
+    log = os.path.join(sockdir, "dnsmasq.log")
+    procs.popen(netns.exec_cmd(peer.ns, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+                               "--bind-interfaces", f"--listen-address={peer.addr}",
+                               "--address=/www.views.test/10.31.0.77", "--log-queries",
+                               f"--log-facility={log}", f"--pid-file={sockdir}/dnsmasq.pid"))
+    wait_for(lambda: os.path.exists(log), timeout=10, what="dnsmasq")
+    r = _run(d, "10.31.0.17", "busybox", "nslookup", "-type=a", "www.views.test", peer.addr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "10.31.0.77" in r.stdout
+    assert "from 10.31.0.17" in open(log).read()  # dnsmasq heard the stack's address

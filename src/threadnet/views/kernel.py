@@ -159,6 +159,10 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     return fd
 
 
+class Gone(Exception):
+    """The notification went away (its thread was interrupted by a signal, or died)."""
+
+
 class Notification:
     """One received notification: ``id``, ``pid`` (the calling thread), ``nr``, ``args``."""
 

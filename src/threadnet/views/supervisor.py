@@ -36,8 +36,8 @@ from collections import deque
 from typing import Any
 
 from threadnet.stack import remote
-from threadnet.views import kernel, sockaddr
-from threadnet.views.kernel import NR, Listener, Notification
+from threadnet.views import dgram, kernel, sockaddr
+from threadnet.views.kernel import NR, Gone, Listener, Notification
 
 SCAN_INTERVAL = 0.1
 #: scans a registered inode may be missing from before its socket is closed (a
@@ -62,10 +62,6 @@ _INT = struct.Struct("=i")
 _TCP_ESTABLISHED, _TCP_CLOSE, _TCP_LISTEN, _TCP_SYN_SENT = 1, 7, 10, 2
 
 
-class Gone(Exception):
-    """The notification went away (its thread was interrupted or died)."""
-
-
 class VSocket:
     """One of the program's sockets on the stack."""
 
@@ -88,10 +84,27 @@ class VSocket:
         #: connections accepted from the stack whose injection failed (a signal): the
         #: next accept gives them (their tokens are still on the descriptor)
         self.stash: deque[tuple[int, _socket.socket, dict[str, Any]]] = deque()
+        # a datagram socket (threadnet.views.dgram): the program's end of its own pair
+        # (our copy), the relay's end, and the sources of queued datagrams
+        self.dgram = False
+        self.prog: _socket.socket | None = None
+        self.relay: _socket.socket | None = None
+        self.addrs: deque[list[Any]] = deque()
+        self.closed = False
 
-    def rpc(self, op: str, **args: Any) -> tuple[dict[str, Any], list[int]]:
+    def inject_fd(self) -> int:
+        """The descriptor the program gets: the stack's pair end, or (UDP) ours."""
+        return self.prog.fileno() if self.prog is not None else self.dfd
+
+    def prog_nonblocking(self, n: Notification) -> bool:
+        """Is the program's descriptor non-blocking? (It shares our copy's file.)"""
+        import fcntl
+
+        return bool(fcntl.fcntl(self.inject_fd(), fcntl.F_GETFL) & os.O_NONBLOCK)
+
+    def rpc(self, op: str, payload: bytes = b"", **args: Any) -> tuple[dict[str, Any], list[int]]:
         nfds = 2 if op == "accept" else 0
-        reply, fds = remote._rpc(self.ctl, self.rpc_lock, {"op": op, **args}, nfds=nfds)
+        reply, fds = remote._rpc(self.ctl, self.rpc_lock, {"op": op, **args}, payload, nfds=nfds)
         self.update(reply)
         return reply, fds
 
@@ -101,7 +114,19 @@ class VSocket:
         if reply.get("remote") is not None:
             self.remote = reply["remote"]
 
-    def close(self) -> None:
+    def close(self, relay: Any = None) -> None:
+        """Close this socket on the stack (a datagram socket's descriptors are released
+        by the relay, which may be polling them)."""
+        self.closed = True
+        if self.dgram and relay is not None:
+            relay.wake()
+            return
+        self.release()
+
+    def release(self) -> None:
+        for s in (self.prog, self.relay):
+            if s is not None:
+                s.close()
         for dfd, ctl, _ in self.stash:
             os.close(dfd)
             ctl.close()
@@ -156,6 +181,20 @@ class Supervisor:
             NR["getsockname"]: self._getsockname, NR["getpeername"]: self._getpeername,
             NR["setsockopt"]: self._setsockopt, NR["getsockopt"]: self._getsockopt,
         }
+        self.relay = dgram.Relay(self)
+        for name in ("sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg"):
+            self._handlers[NR[name]] = self._data_call(getattr(dgram, name))
+
+    def _data_call(self, emulate: Any) -> Any:
+        """A data call with an address (or any sendmsg/recvmsg): the kernel runs it on
+        every descriptor but our datagram sockets."""
+        def handler(n: Notification) -> None:
+            vs = self._lookup(n, n.args[0])
+            if vs is None or not vs.dgram:
+                self.listener.cont(n.id)
+            else:
+                emulate(self, n, vs)
+        return handler
 
     # -- life ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -169,7 +208,8 @@ class Supervisor:
         with self.lock:
             socks, self.socks = list(self.socks.values()), {}
         for vs in socks:
-            vs.close()
+            vs.close(self.relay)
+        self.relay.wake()
 
     def _log(self, msg: str) -> None:
         if self.logged < MAX_LOGGED:
@@ -268,10 +308,10 @@ class Supervisor:
 
     def _inject(self, n: Notification, vs: VSocket, nonblock: bool, cloexec: bool) -> None:
         """Put ``vs``'s data descriptor into the program as the call's result."""
-        _set_nonblocking(vs.dfd, nonblock)
+        _set_nonblocking(vs.inject_fd(), nonblock)
         self._register(vs)
         try:
-            self.listener.addfd(n.id, vs.dfd, cloexec=cloexec, send=True)
+            self.listener.addfd(n.id, vs.inject_fd(), cloexec=cloexec, send=True)
         except OSError as exc:
             self._unregister(vs)
             if exc.errno == errno.ENOENT:
@@ -289,15 +329,22 @@ class Supervisor:
             # no other family may reach the host's network (AF_UNIX never comes here)
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         base = kind & SOCK_TYPE_MASK
-        if base != _socket.SOCK_STREAM or proto not in (0, IPPROTO_TCP):
-            # datagram and raw sockets are not served yet: refused, never the host's
+        udp = base == _socket.SOCK_DGRAM and proto in (0, _socket.IPPROTO_UDP)
+        if not udp and (base != _socket.SOCK_STREAM or proto not in (0, IPPROTO_TCP)):
+            # raw, ping and SCTP sockets are not served yet: refused, never the host's
             raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
         vs = self._open(domain, base, proto)
         try:
+            if udp:
+                vs.dgram = True
+                vs.proto = _socket.IPPROTO_UDP
+                dgram.open_pair(vs)
             self._inject(n, vs, bool(kind & SOCK_NONBLOCK), bool(kind & SOCK_CLOEXEC))
         except BaseException:
-            vs.close()
+            vs.release()
             raise
+        if udp:
+            self.relay.add(vs)
 
     def _open(self, family: int, kind: int, proto: int) -> VSocket:
         try:
@@ -329,6 +376,9 @@ class Supervisor:
         addr = sockaddr.decode(self._read(n, n.args[1], size), vs.family)
         reply, _ = vs.rpc("connect", addr=addr)
         err = reply["err"]
+        if vs.dgram:
+            with vs.lock:
+                vs.addrs.clear()  # what is queued now is taken as from the peer
         if err in (errno.EINPROGRESS, errno.EALREADY):
             vs.connecting = True
             if not _fd_nonblocking(n.pid, _signed(n.args[0])):
@@ -626,7 +676,7 @@ class Supervisor:
                     gone.append(vs)
         for vs in gone:
             with vs.lock:
-                vs.close()
+                vs.close(self.relay)
 
 
 def _peek(fd: int) -> bytes:
