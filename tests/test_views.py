@@ -91,9 +91,9 @@ def test_curl_fetches_from_a_namespace_through_the_stack(lan, netns, procs, sock
     assert "10.31.0.5" in open(log).read()  # the server saw the stack's address
 
 
-def _run(d, addr, *command, timeout=60, **kw):
+def _run(d, addr, *command, timeout=60, config_extra="", **kw):
     return subprocess.run(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
-                                        f"eth,ip={addr}/24", "--", *command),
+                                        f"eth,ip={addr}/24{config_extra}", "--", *command),
                           capture_output=True, text=True, env=threadnet_env(), timeout=timeout,
                           **kw)
 
@@ -362,7 +362,7 @@ def test_udp_with_addresses_and_connected(lan, netns, procs):
                                     "10.31.0.16 two True 0", "10.31.0.16 three True", ""]
 
 
-def test_busybox_nslookup_reaches_dnsmasq_through_the_stack(lan, netns, procs, sockdir):
+def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, netns, procs, sockdir):
     d, peer = lan
     need_tool("dnsmasq", "busybox")
     log = os.path.join(sockdir, "dnsmasq.log")
@@ -375,3 +375,11 @@ def test_busybox_nslookup_reaches_dnsmasq_through_the_stack(lan, netns, procs, s
     assert r.returncode == 0, r.stdout + r.stderr
     assert "10.31.0.77" in r.stdout
     assert "from 10.31.0.17" in open(log).read()  # dnsmasq heard the stack's address
+    # names: the program's /etc/resolv.conf is the stack's (dns=), so glibc's resolver
+    # (getent) asks dnsmasq through the stack
+    r = _run(d, "10.31.0.18", "sh", "-c", "cat /etc/resolv.conf; getent ahostsv4 www.views.test",
+             config_extra=f",dns={peer.addr}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"nameserver {peer.addr}" in r.stdout
+    assert "10.31.0.77" in r.stdout
+    assert "from 10.31.0.18" in open(log).read()
