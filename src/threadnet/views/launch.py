@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import sys
 
-
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 MS_BIND = 4096
