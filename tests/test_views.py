@@ -383,3 +383,58 @@ def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, 
     assert f"nameserver {peer.addr}" in r.stdout
     assert "10.31.0.77" in r.stdout
     assert "from 10.31.0.18" in open(log).read()
+
+
+SIGNALLED_SERVER = r"""
+import asyncio, signal, socket, sys
+ticks = 0
+def tick(*_):
+    global ticks
+    ticks += 1
+signal.signal(signal.SIGALRM, tick)
+signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)   # blocking calls interrupted all the time
+srv = socket.socket()
+srv.bind(("", 7100)); srv.listen()
+print("listening", flush=True)
+for _ in range(3):                                  # a blocking accept, restarted (PEP 475)
+    conn, peer = srv.accept()
+    conn.sendall(b"blocking " + peer[0].encode() + b"\n")
+    conn.close()
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+srv.close()
+
+async def main():                                   # non-blocking accept and connect-less I/O
+    done = asyncio.Event()
+    async def handle(r, w):
+        w.write(b"asyncio " + w.get_extra_info("sockname")[0].encode() + b"\n")
+        await w.drain(); w.close(); done.set()
+    server = await asyncio.start_server(handle, "0.0.0.0", 7101)
+    print("asyncio", flush=True)
+    await done.wait()
+    server.close()
+asyncio.run(main())
+print("ticks", ticks > 10, flush=True)
+"""
+
+
+def test_signals_interrupt_a_blocking_accept_and_asyncio_serves(lan, netns, procs):
+    d, peer = lan
+    need_tool("busybox")
+    srv = procs.popen(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                    "eth,ip=10.31.0.19/24", "--", sys.executable, "-c",
+                                    SIGNALLED_SERVER),
+                      env=threadnet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True)
+    assert srv.stdout.readline() == "listening\n"
+    for _ in range(3):
+        time.sleep(0.2)  # the accept waits, interrupted by signals, meanwhile
+        r = netns.run(peer.ns, "busybox", "nc", "-w", "5", "10.31.0.19", "7100", check=False,
+                      timeout=20)
+        assert r.stdout == f"blocking {peer.addr}\n", r.stderr
+    assert srv.stdout.readline() == "asyncio\n"
+    r = netns.run(peer.ns, "busybox", "nc", "-w", "5", "10.31.0.19", "7101", check=False,
+                  timeout=20)
+    assert r.stdout == "asyncio 10.31.0.19\n", r.stderr
+    assert srv.stdout.readline() == "ticks True\n"
+    srv.wait(timeout=20)
+    assert srv.returncode == 0, srv.stderr.read()
