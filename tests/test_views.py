@@ -438,3 +438,17 @@ def test_signals_interrupt_a_blocking_accept_and_asyncio_serves(lan, netns, proc
     assert srv.stdout.readline() == "ticks True\n"
     srv.wait(timeout=20)
     assert srv.returncode == 0, srv.stderr.read()
+
+
+def test_bench_views_runs_side_by_side():
+    """The benchmark runs (briefly) and prints both paths; no speed assertion."""
+    import json
+
+    need_tool("curl")
+    r = subprocess.run(threadnet_cmd("bench", "views", "--repeat", "1", "--mbytes", "2",
+                                     "--conns", "5", "--calls", "50", "--json"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout.strip().splitlines()[-1])["results"]
+    assert set(results) == {"bulk", "conn", "call", "http"}
+    assert all(v["hook"] > 0 and v["seccomp"] > 0 for v in results.values())
