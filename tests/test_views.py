@@ -452,3 +452,34 @@ def test_bench_views_runs_side_by_side():
     results = json.loads(r.stdout.strip().splitlines()[-1])["results"]
     assert set(results) == {"bulk", "conn", "call", "http"}
     assert all(v["hook"] > 0 and v["seccomp"] > 0 for v in results.values())
+
+
+def test_netlink_shows_the_stack_inside_the_view(lan):
+    import json
+
+    d, _ = lan
+    need_tool("ip")
+    r = _run(d, "10.31.0.20", "ip", "-j", "addr", config_extra=",gw=10.31.0.1")
+    assert r.returncode == 0, r.stderr
+    links = json.loads(r.stdout)
+    assert [lk["ifname"] for lk in links] == ["lo", "eth0"]
+    v4 = [(a["local"], a["prefixlen"]) for lk in links for a in lk["addr_info"]
+          if a["family"] == "inet"]
+    assert v4 == [("127.0.0.1", 8), ("10.31.0.20", 24)]
+    r = _run(d, "10.31.0.20", "ip", "-j", "route", config_extra=",gw=10.31.0.1")
+    assert r.returncode == 0, r.stderr
+    routes = {(x["dst"], x.get("gateway")) for x in json.loads(r.stdout)}
+    assert routes == {("default", "10.31.0.1"), ("10.31.0.0/24", None)}
+    # ip names the route's device by a second netlink socket's RTM_GETLINK; changes are
+    # refused (not served yet) and never reach the host
+    r = _run(d, "10.31.0.20", "sh", "-c", "ip route; ip addr add 10.31.0.30/24 dev eth0",
+             config_extra=",gw=10.31.0.1")
+    assert "default via 10.31.0.1 dev eth0" in r.stdout
+    assert r.returncode == 2 and "Operation not permitted" in r.stderr
+    # glibc's if_nameindex (netlink) in a Python program run with --seccomp
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.21/24", "--", sys.executable, "-c",
+                                     "import socket; print(socket.if_nameindex())"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "[(1, 'lo'), (2, 'eth0')]\n"
