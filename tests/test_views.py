@@ -41,6 +41,11 @@ def test_filter_traps_socket_calls_and_lets_the_data_path_run():
     assert bpf.run(prog, nr["recvfrom"], (3, 0x1000, 10, 0, 0, 0)) == allow
     assert bpf.run(prog, nr["sendto"], (3, 0x1000, 10, 0, 0x7fff00000000, 16)) == notify
     assert bpf.run(prog, nr["recvfrom"], (3, 0x1000, 10, 0, 0x2000, 0x3000)) == notify
+    assert bpf.run(prog, nr["ioctl"], (3, 0x8933, 0x1000)) == notify  # SIOCGIFINDEX
+    assert bpf.run(prog, nr["ioctl"], (3, 0x89FF)) == notify
+    assert bpf.run(prog, nr["ioctl"], (3, 0x890F)) == allow
+    assert bpf.run(prog, nr["ioctl"], (3, 0x8A00)) == allow
+    assert bpf.run(prog, nr["ioctl"], (3, 0x541B)) == allow  # FIONREAD
     assert bpf.run(prog, 0, (3,)) == allow  # read
     assert bpf.run(prog, 1, (3,)) == allow  # write
     for name in bpf.REFUSED:
@@ -483,3 +488,15 @@ def test_netlink_shows_the_stack_inside_the_view(lan):
                        capture_output=True, text=True, env=threadnet_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "[(1, 'lo'), (2, 'eth0')]\n"
+    # interface ioctls (glibc asks on an AF_UNIX socket), and busybox ifconfig's
+    code = ("import socket; print(socket.if_nametoindex('eth0'), socket.if_indextoname(1))\n"
+            "try: socket.if_nametoindex('ifb0')\nexcept OSError as e: print(e)\n")
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.21/24", "--", sys.executable, "-c", code),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    # the host's interfaces are not in the view
+    assert r.stdout == "2 lo\nno interface with this name\n"
+    r = _run(d, "10.31.0.22", "busybox", "ifconfig", "eth0")
+    assert r.returncode == 0, r.stderr
+    assert "inet addr:10.31.0.22" in r.stdout and "Mask:255.255.255.0" in r.stdout

@@ -16,7 +16,7 @@ import struct
 
 # -- system call numbers (x86-64) -----------------------------------------------------------
 NR = {
-    "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "recvfrom": 45,
+    "ioctl": 16, "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "recvfrom": 45,
     "sendmsg": 46, "recvmsg": 47, "bind": 49, "listen": 50, "getsockname": 51,
     "getpeername": 52, "socketpair": 53, "setsockopt": 54, "getsockopt": 55,
     "accept4": 288, "recvmmsg": 299, "sendmmsg": 307,

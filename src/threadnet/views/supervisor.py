@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any
 
 from threadnet.stack import remote
-from threadnet.views import dgram, kernel, netlink, sockaddr
+from threadnet.views import dgram, ifioctl, kernel, netlink, sockaddr
 from threadnet.views.kernel import NR, Gone, Listener, Notification
 
 SCAN_INTERVAL = 0.1
@@ -203,6 +203,7 @@ class Supervisor:
             NR["setsockopt"]: self._setsockopt, NR["getsockopt"]: self._getsockopt,
         }
         self.relay = dgram.Relay(self)
+        self._handlers[NR["ioctl"]] = lambda n: ifioctl.call(self, n)
         self._remote: remote.RemoteStack | None = None
         self._nl_next = -4095  # port ids handed out when the tgid is taken
         for name in ("sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg"):
