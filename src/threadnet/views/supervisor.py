@@ -241,6 +241,17 @@ class Supervisor:
             sys.stderr.write(f"threadnet run: supervisor: {msg}\n")
 
     def _receive_loop(self) -> None:
+        try:
+            self._receive()
+        except BaseException as exc:
+            if not self.closed:
+                # nobody would answer the program's calls: close the listener, so that
+                # they fail (ENOSYS) instead of waiting forever
+                self._log(f"stopped: {type(exc).__name__}: {exc}; the program's socket calls "
+                          "fail from now on")
+                self.listener.close()
+
+    def _receive(self) -> None:
         poller = select.poll()
         poller.register(self.listener.fd, select.POLLIN)
         while not self.closed:
@@ -252,10 +263,8 @@ class Supervisor:
             try:
                 n = self.listener.recv()
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EINTR):
+                if exc.errno in (errno.ENOENT, errno.EINTR) or self.closed:
                     continue
-                if self.closed:
-                    return
                 raise
             self.dispatch(n)
 
@@ -668,7 +677,8 @@ class Supervisor:
         import time
 
         while not self.closed:
-            time.sleep(SCAN_INTERVAL)
+            # (without sockets, only orphans to reap: a slower pace)
+            time.sleep(SCAN_INTERVAL if self.socks else 10 * SCAN_INTERVAL)
             try:
                 self.scan()
             except Exception as exc:
