@@ -388,6 +388,27 @@ def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, 
     assert f"nameserver {peer.addr}" in r.stdout
     assert "10.31.0.77" in r.stdout
     assert "from 10.31.0.18" in open(log).read()
+    # the same with a published stack (threadnet stack ... dns=): its settings, read only
+    path = os.path.join(sockdir, "named")
+    pidfile = path + ".pid"
+    r = subprocess.run(threadnet_cmd("stack", path, "--link", f"vde://{d}", "--config",
+                                     f"eth,ip=10.31.0.23/24,dns={peer.addr}", "-d", "-p", pidfile),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=30)
+    assert r.returncode == 0, r.stderr
+    procs.adopt(read_pidfile(pidfile))
+    r = subprocess.run(threadnet_cmd("run", "--stack", path, "--", "getent", "ahostsv4",
+                                     "www.views.test"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "10.31.0.77" in r.stdout
+    assert "from 10.31.0.23" in open(log).read()
+    from threadnet.stack.remote import RemoteStack
+
+    rs = RemoteStack(path)
+    with pytest.raises(PermissionError):
+        rs._call("resolv_conf", "nameserver 192.0.2.1")  # a client may not change it
+    assert rs.resolv_conf() == f"nameserver {peer.addr}\n"
+    rs.close()
 
 
 SIGNALLED_SERVER = r"""

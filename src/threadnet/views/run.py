@@ -95,17 +95,28 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
     return child, sup
 
 
-def _resolv_conf(stack: Any) -> str | None:
-    """A file with the stack's name settings as resolv.conf text, or None (no stack in
-    this process, or no nameserver: the program keeps the host's file)."""
-    resolver = getattr(stack, "resolver", None)
-    if resolver is None or not resolver.nameservers:
+def _resolv_conf(stack: Any, stack_path: str) -> str | None:
+    """A file with the stack's name settings as resolv.conf text, or None (the stack
+    has no nameserver, or is too old to say: the program keeps the host's file)."""
+    if stack is not None:
+        text = stack.resolver.resolv_conf()
+    else:
+        from threadnet.stack.remote import RemoteStack
+
+        rs = RemoteStack(stack_path)
+        try:
+            text = rs.resolv_conf()
+        except (OSError, ValueError):
+            return None
+        finally:
+            rs.close()
+    if not any(line.split()[:1] == ["nameserver"] for line in text.splitlines()):
         return None
     import tempfile
 
     fd, path = tempfile.mkstemp(prefix="threadnet-resolv-", suffix=".conf")
     with os.fdopen(fd, "w") as f:
-        f.write(resolver.resolv_conf())
+        f.write(text)
     os.chmod(path, 0o644)
     return path
 
@@ -116,7 +127,7 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
     ``stack``: the published stack when it lives in this process (``--link``), which
     then keeps running after the program's exit until the connections it closed have
     delivered their data and FIN (``THREADNET_EXIT_LINGER``, as at a Python exit)."""
-    resolv = _resolv_conf(stack)
+    resolv = _resolv_conf(stack, stack_path)
     try:
         child, sup = start(command, stack_path, env, resolv)
     except BaseException:
