@@ -17,6 +17,7 @@ from conftest import (
     need_root,
     need_tool,
     read_pidfile,
+    run_as,
     threadnet_cmd,
     threadnet_env,
     wait_for,
@@ -195,6 +196,12 @@ def test_unprivileged_busybox_httpd_serves_port_80_on_a_published_stack(lan, net
     server.terminate()
     out = server.communicate(timeout=10)[0]
     assert server.returncode in (0, 143, -15), out
+    # the user sees root's stack in the view, but may not change it (as vunet)
+    r = run_as(unpriv, [unpriv["python"], "-m", "threadnet", "run", "--stack", path, "--",
+                        "sh", "-c", "ip -br -4 addr show dev eth0; ip addr add 10.31.0.40/24 "
+                        "dev eth0"], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split()[2:] == ["10.31.0.10/24"]
+    assert r.returncode == 2 and "Operation not permitted" in r.stderr
 
 
 def test_children_threads_and_exec_stay_on_the_stack_and_the_status_passes(lan, netns, procs,
@@ -496,12 +503,19 @@ def test_netlink_shows_the_stack_inside_the_view(lan):
     assert r.returncode == 0, r.stderr
     routes = {(x["dst"], x.get("gateway")) for x in json.loads(r.stdout)}
     assert routes == {("default", "10.31.0.1"), ("10.31.0.0/24", None)}
-    # ip names the route's device by a second netlink socket's RTM_GETLINK; changes are
-    # refused (not served yet) and never reach the host
-    r = _run(d, "10.31.0.20", "sh", "-c", "ip route; ip addr add 10.31.0.30/24 dev eth0",
-             config_extra=",gw=10.31.0.1")
+    # ip names the route's device by a second netlink socket's RTM_GETLINK; changes go to
+    # the stack (its owner runs the program), never to the host
+    r = _run(d, "10.31.0.20", "sh", "-c",
+             "ip route; ip addr add 10.31.0.30/24 dev eth0 && ip route add 10.99.0.0/16 via "
+             "10.31.0.1 && ip link set dev eth0 mtu 1400 && ip -br addr && ip route && "
+             "ip link show eth0 && ip route del 10.99.0.0/16 && ip addr del 10.31.0.30/24 "
+             "dev eth0 && ip -br -4 addr show dev eth0", config_extra=",gw=10.31.0.1")
+    assert r.returncode == 0, r.stderr
     assert "default via 10.31.0.1 dev eth0" in r.stdout
-    assert r.returncode == 2 and "Operation not permitted" in r.stderr
+    assert "10.31.0.20/24 10.31.0.30/24" in r.stdout
+    assert "10.99.0.0/16 via 10.31.0.1 dev eth0" in r.stdout
+    assert "mtu 1400" in r.stdout
+    assert r.stdout.splitlines()[-1].split()[2:] == ["10.31.0.20/24"]
     # glibc's if_nameindex (netlink) in a Python program run with --seccomp
     r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
                                      "eth,ip=10.31.0.21/24", "--", sys.executable, "-c",
