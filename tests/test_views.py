@@ -535,3 +535,26 @@ def test_netlink_shows_the_stack_inside_the_view(lan):
     r = _run(d, "10.31.0.22", "busybox", "ifconfig", "eth0")
     assert r.returncode == 0, r.stderr
     assert "inet addr:10.31.0.22" in r.stdout and "Mask:255.255.255.0" in r.stdout
+
+
+def test_ipv6_curl_and_a_v6_server(lan, netns, procs, sockdir):
+    d, peer = lan
+    netns.run(peer.ns, "ip", "addr", "add", "fd31::99/64", "dev", peer.tap, "nodad")
+    log = os.path.join(sockdir, "http6.log")
+    www = os.path.join(sockdir, "www6")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello over IPv6\n")
+    with open(log, "w") as out:
+        procs.popen(netns.exec_cmd(peer.ns, sys.executable, "-m", "http.server", "80",
+                                   "--bind", "fd31::99", "--directory", www),
+                    stdout=out, stderr=subprocess.STDOUT)
+    wait_for(lambda: netns.run(peer.ns, "curl", "-s", "-m", "2", "http://[fd31::99]/",
+                               check=False).returncode == 0, timeout=10, what="http.server v6")
+    # (the stack's IPv6 address is usable once its DAD is over: a second or so)
+    r = _run(d, "10.31.0.24", "sh", "-c", "for i in 1 2 3 4 5 6; do curl -sS -m 10 -w "
+             "'%{local_ip}\\n' 'http://[fd31::99]/' 2>/dev/null && exit; sleep 0.5; done; exit 1",
+             config_extra=",ip=fd31::24/64")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.lstrip("\n") == "hello over IPv6\nfd31::24\n"  # (failed tries: "\n")
+    assert "fd31::24" in open(log).read()
