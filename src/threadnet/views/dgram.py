@@ -256,7 +256,7 @@ def _receive(sup: Supervisor, n: kernel.Notification, vs: VSocket, flags: int, d
     if got is not None:
         deliver(*got)
         return
-    if flags & MSG_DONTWAIT or vs.prog_nonblocking(n):
+    if flags & MSG_DONTWAIT or vs.prog_nonblocking():
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     def step() -> bool:

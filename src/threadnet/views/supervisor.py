@@ -99,7 +99,7 @@ class VSocket:
         """The descriptor the program gets: the stack's pair end, or (UDP) ours."""
         return self.prog.fileno() if self.prog is not None else self.dfd
 
-    def prog_nonblocking(self, n: Notification) -> bool:
+    def prog_nonblocking(self) -> bool:
         """Is the program's descriptor non-blocking? (It shares our copy's file.)"""
         import fcntl
 
@@ -163,15 +163,6 @@ def _set_nonblocking(fd: int, flag: bool) -> None:
 
     fl = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, (fl | os.O_NONBLOCK) if flag else (fl & ~os.O_NONBLOCK))
-
-
-def _fd_nonblocking(pid: int, fd: int) -> bool:
-    """Is the program's descriptor in non-blocking mode? (/proc/TID/fdinfo/N flags)"""
-    with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-        for line in f:
-            if line.startswith(b"flags:"):
-                return bool(int(line.split()[1], 8) & os.O_NONBLOCK)
-    return False
 
 
 def _signed(v: int) -> int:
@@ -455,7 +446,7 @@ class Supervisor:
                 vs.addrs.clear()  # what is queued now is taken as from the peer
         if err in (errno.EINPROGRESS, errno.EALREADY):
             vs.connecting = True
-            if not _fd_nonblocking(n.pid, _signed(n.args[0])):
+            if not vs.prog_nonblocking():
                 self._wait(n, lambda: self._finish_connect(n, vs))
                 return
         if err:
@@ -539,7 +530,7 @@ class Supervisor:
             raise OSError(errno.EINVAL, "Invalid argument")
         if self._try_accept(n, vs, flags):
             return
-        if _fd_nonblocking(n.pid, _signed(n.args[0])):
+        if vs.prog_nonblocking():
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
         def step() -> bool:
