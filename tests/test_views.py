@@ -558,3 +558,66 @@ def test_ipv6_curl_and_a_v6_server(lan, netns, procs, sockdir):
     assert r.returncode == 0, r.stderr
     assert r.stdout.lstrip("\n") == "hello over IPv6\nfd31::24\n"  # (failed tries: "\n")
     assert "fd31::24" in open(log).read()
+
+
+class _Listener:
+    """A stand-in for the seccomp listener: the first injection fails as it does when
+    a signal interrupts the call (ENOENT); the answers are recorded."""
+
+    def __init__(self):
+        self.fail_next = True
+        self.replies = []
+
+    def valid(self, nid):
+        return True
+
+    def addfd(self, nid, srcfd, *, cloexec=False, newfd=None, send=False):
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(errno.ENOENT, "interrupted")
+        self.replies.append(("fd", nid))
+        return 7
+
+
+def test_an_accept_interrupted_while_injecting_keeps_its_connection(sockdir):
+    """A signal at the moment of injection cannot be timed from outside: the listener is
+    a stand-in here, the stack and its connection are real."""
+    import select
+    import socket
+    from types import SimpleNamespace
+
+    from threadnet.link.pair import open_pair
+    from threadnet.stack.api import Stack
+    from threadnet.views.supervisor import Supervisor
+
+    la, lb = open_pair()
+    a = Stack("eth,ip=10.79.0.1/24", link=la)
+    b = Stack("eth,ip=10.79.0.2/24", link=lb)
+    path = os.path.join(sockdir, "a")
+    a.publish(path, mode=0o600)
+    sup = Supervisor(_Listener(), path, os.getpid())
+    try:
+        vs = sup._open(socket.AF_INET, socket.SOCK_STREAM, 0)
+        vs.rpc("bind", addr=["", 7000])
+        vs.rpc("listen", backlog=4)
+        vs.listening = True
+        client = b.socket()
+        client.setblocking(False)
+        client.connect_ex(("10.79.0.1", 7000))
+        assert select.select([vs.dfd], [], [], 5)[0]  # a connection is ready (its token)
+        n = SimpleNamespace(id=1, pid=os.getpid(), nr=43, args=[0, 0, 0, 0, 0, 0], memo=None)
+        with pytest.raises(kernel.Gone):
+            sup._try_accept(n, vs, 0)
+        assert len(vs.stash) == 1  # kept, and its token is still on the descriptor
+        assert select.select([vs.dfd], [], [], 0)[0]
+        n.id = 2  # SA_RESTART: the same accept again, as a new notification
+        assert sup._try_accept(n, vs, 0)
+        assert sup.listener.replies == [("fd", 2)]
+        assert not vs.stash and not select.select([vs.dfd], [], [], 0)[0]
+        accepted = [s for s in sup.socks.values() if s is not vs]
+        assert len(accepted) == 1 and accepted[0].remote[0] == "10.79.0.2"
+        client.close()
+    finally:
+        sup.close()
+        a.close()
+        b.close()
