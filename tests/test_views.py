@@ -621,3 +621,12 @@ def test_an_accept_interrupted_while_injecting_keeps_its_connection(sockdir):
         sup.close()
         a.close()
         b.close()
+
+
+def test_ping_through_the_stack(lan, netns):
+    """iputils ping (a ping socket, or a raw one: the stack's owner may open both)."""
+    d, peer = lan
+    need_tool("ping")
+    r = _run(d, "10.31.0.25", "ping", "-c", "2", "-i", "0.2", "-W", "5", peer.addr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 received" in r.stdout

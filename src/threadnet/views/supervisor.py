@@ -367,15 +367,18 @@ class Supervisor:
             # no other family may reach the host's network (AF_UNIX never comes here)
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         base = kind & SOCK_TYPE_MASK
-        udp = base == _socket.SOCK_DGRAM and proto in (0, _socket.IPPROTO_UDP)
+        # UDP, ping (ICMP echo) and raw IP sockets: datagrams with an address header on
+        # the stack's pair (threadnet.views.dgram); the stack decides who may open raw ones
+        udp = (base == _socket.SOCK_DGRAM and proto in (0, _socket.IPPROTO_UDP, 1, 58)) or \
+            base == _socket.SOCK_RAW
         if not udp and (base != _socket.SOCK_STREAM or proto not in (0, IPPROTO_TCP)):
-            # raw, ping and SCTP sockets are not served yet: refused, never the host's
+            # SCTP, SEQPACKET...: not served, and refused rather than left to the host
             raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
         vs = self._open(domain, base, proto)
         try:
             if udp:
                 vs.dgram = True
-                vs.proto = _socket.IPPROTO_UDP
+                vs.proto = proto or _socket.IPPROTO_UDP
                 dgram.open_pair(vs)
             self._inject(n, vs, bool(kind & SOCK_NONBLOCK), bool(kind & SOCK_CLOEXEC))
         except BaseException:
