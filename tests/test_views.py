@@ -282,10 +282,11 @@ print("unix ok", flush=True)
 def test_a_program_whose_supervisor_is_killed_fails_closed(lan, netns, procs, sockdir):
     d, peer = lan
     _http_server(netns, procs, peer, sockdir)
+    # (TMPDIR: the killed run's stack directory is left in sockdir, which is cleaned up)
     proc = subprocess.Popen(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
                                           "eth,ip=10.31.0.14/24", "--", sys.executable, "-c",
                                           FAIL_CLOSED, peer.addr),
-                            env=threadnet_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=threadnet_env({"TMPDIR": sockdir}), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
         assert proc.stdout.readline() == "uring ENOSYS\n"  # io_uring would bypass the filter
