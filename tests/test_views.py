@@ -390,10 +390,13 @@ def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, 
     assert "from 10.31.0.17" in open(log).read()  # dnsmasq heard the stack's address
     # names: the program's /etc/resolv.conf is the stack's (dns=), so glibc's resolver
     # (getent) asks dnsmasq through the stack
-    r = _run(d, "10.31.0.18", "sh", "-c", "cat /etc/resolv.conf; getent ahostsv4 www.views.test",
-             config_extra=f",dns={peer.addr}")
+    r = subprocess.run(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                     f"eth,ip=10.31.0.18/24,dns={peer.addr}", "--hostname",
+                                     "viewed", "--", "sh", "-c", "cat /etc/resolv.conf; hostname;"
+                                     " getent ahostsv4 www.views.test"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"nameserver {peer.addr}" in r.stdout
+    assert f"nameserver {peer.addr}\nviewed\n" in r.stdout  # and the stack's host name
     assert "10.31.0.77" in r.stdout
     assert "from 10.31.0.18" in open(log).read()
     # the same with a published stack (threadnet stack ... dns=): its settings, read only

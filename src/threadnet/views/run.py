@@ -44,9 +44,11 @@ def _read_line(fd: int) -> str:
 
 
 def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None,
-          resolv_conf: str | None = None) -> tuple[subprocess.Popen, Supervisor]:
-    """Start ``command`` with its sockets on the stack published at ``stack_path``
-    (and ``resolv_conf``, a file, as its /etc/resolv.conf where the machine allows)."""
+          resolv_conf: str | None = None, hostname: str | None = None
+          ) -> tuple[subprocess.Popen, Supervisor]:
+    """Start ``command`` with its sockets on the stack published at ``stack_path`` (and
+    ``resolv_conf``, a file, as its /etc/resolv.conf, ``hostname`` as its host name, where
+    the machine allows)."""
     why = kernel.supported()
     if why:
         raise ViewError(why)
@@ -62,6 +64,7 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
         child = subprocess.Popen([sys.executable, "-I", "-c", BOOTSTRAP, pkg_parent,
                                   str(up_w), str(down_r),
                                   *(["--resolv", resolv_conf] if resolv_conf else []),
+                                  *(["--hostname", hostname] if hostname else []),
                                   "--", *command],
                                  pass_fds=(up_w, down_r), env=env)
     except BaseException:
@@ -95,21 +98,29 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
     return child, sup
 
 
-def _resolv_conf(stack: Any, stack_path: str) -> str | None:
-    """A file with the stack's name settings as resolv.conf text, or None (the stack
-    has no nameserver, or is too old to say: the program keeps the host's file)."""
+def _names(stack: Any, stack_path: str) -> tuple[str | None, str | None]:
+    """The stack's host name, and a file with its name settings as resolv.conf text
+    (None: the stack has no nameserver, or is too old to say, and the program keeps the
+    host's file)."""
     if stack is not None:
-        text = stack.resolver.resolv_conf()
-    else:
-        from threadnet.stack.remote import RemoteStack
+        return _resolv_file(stack.resolver.resolv_conf()), stack.gethostname()
+    from threadnet.stack.remote import RemoteStack
 
-        rs = RemoteStack(stack_path)
+    rs = RemoteStack(stack_path)
+    try:
+        hostname = rs.gethostname()
         try:
             text = rs.resolv_conf()
-        except (OSError, ValueError):
-            return None
-        finally:
-            rs.close()
+        except ValueError:
+            return None, hostname
+    except OSError:
+        return None, None
+    finally:
+        rs.close()
+    return _resolv_file(text), hostname
+
+
+def _resolv_file(text: str) -> str | None:
     if not any(line.split()[:1] == ["nameserver"] for line in text.splitlines()):
         return None
     import tempfile
@@ -127,9 +138,9 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
     ``stack``: the published stack when it lives in this process (``--link``), which
     then keeps running after the program's exit until the connections it closed have
     delivered their data and FIN (``THREADNET_EXIT_LINGER``, as at a Python exit)."""
-    resolv = _resolv_conf(stack, stack_path)
+    resolv, hostname = _names(stack, stack_path)
     try:
-        child, sup = start(command, stack_path, env, resolv)
+        child, sup = start(command, stack_path, env, resolv, hostname)
     except BaseException:
         if resolv:
             os.unlink(resolv)
