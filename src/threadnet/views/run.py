@@ -139,6 +139,10 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
     then keeps running after the program's exit until the connections it closed have
     delivered their data and FIN (``THREADNET_EXIT_LINGER``, as at a Python exit)."""
     resolv, hostname = _names(stack, stack_path)
+    if resolv is None and os.getuid() != 0:
+        # for the host name alone, no user namespace (in which other users' files show
+        # as nobody's): only where the program needs the stack's resolv.conf
+        hostname = None
     try:
         child, sup = start(command, stack_path, env, resolv, hostname)
     except BaseException:
