@@ -1,6 +1,9 @@
 """The supervisor: answers a program's trapped socket calls from a published stack.
 
-Every AF_INET/AF_INET6 TCP socket the program opens is a socket on the stack, opened
+(UDP, ping and raw sockets: ``dgram.py``; NETLINK_ROUTE: ``netlink.py``; interface
+ioctls: ``ifioctl.py``; the filter: ``bpf.py``; docs/views.md.)
+
+Every AF_INET/AF_INET6 socket the program opens is a socket on the stack, opened
 over the publication's protocol (``threadnet.stack.remote``): a control connection
 carries the calls only the stack can answer, and the data descriptor (the application
 end of the stack's socket pair) is injected into the program with
