@@ -634,3 +634,89 @@ def test_ping_through_the_stack(lan, netns):
     r = _run(d, "10.31.0.25", "ping", "-c", "2", "-i", "0.2", "-W", "5", peer.addr)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 received" in r.stdout
+
+
+# -- sans-IO parts ---------------------------------------------------------------------------------
+def test_sockaddr_round_trips_and_errors():
+    import socket
+
+    from threadnet.views import sockaddr
+
+    for addr, fam in ((["10.1.2.3", 8080], socket.AF_INET),
+                      (["fd00::1", 443, 7, 3], socket.AF_INET6)):
+        raw = sockaddr.encode(addr, fam)
+        assert len(raw) == sockaddr.SIZE[fam]
+        assert sockaddr.decode(raw, fam) == addr
+    with pytest.raises(OSError) as e:  # an AF_INET address on an AF_INET6 socket
+        sockaddr.decode(sockaddr.encode(["10.1.2.3", 1], socket.AF_INET), socket.AF_INET6)
+    assert e.value.errno == errno.EAFNOSUPPORT
+    with pytest.raises(OSError) as e:
+        sockaddr.decode(b"\x02\x00", socket.AF_INET)
+    assert e.value.errno == errno.EINVAL
+
+
+def _messages(packets):
+    import struct
+
+    out = []
+    for p in packets:
+        off = 0
+        while off < len(p):
+            length, kind, flags, seq, pid = struct.unpack_from("=IHHII", p, off)
+            out.append((kind, flags, seq, pid, p[off + 16:off + length]))
+            off += (length + 3) & ~3
+    return out
+
+
+def test_netlink_answers_dumps_and_turns_changes_into_ip_commands():
+    import socket
+    import struct
+
+    from threadnet.views import netlink
+
+    links = [{"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"],
+              "mtu": 65536, "link_type": "loopback", "address": "00:00:00:00:00:00",
+              "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8,
+                             "scope": "host"}]},
+             {"ifindex": 2, "ifname": "eth0", "flags": ["UP", "LOWER_UP"], "mtu": 1500,
+              "link_type": "ether", "address": "02:00:00:00:00:01",
+              "addr_info": [{"family": "inet", "local": "10.0.0.5", "prefixlen": 24,
+                             "scope": "global"},
+                            {"family": "inet6", "local": "fe80::1", "prefixlen": 64,
+                             "scope": "link"}]}]
+    calls = []
+
+    def ip(argv):
+        calls.append(argv)
+        if argv[-1] == "route":
+            return [{"dst": "default", "gateway": "10.0.0.1", "dev": "eth0"}] \
+                if argv[0] == "-4" else []
+        return links
+
+    def request(kind, flags, body=b"\0" * 16, seq=9):
+        return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_GETADDR, 0x301,
+                                                   bytes([socket.AF_INET]) + b"\0" * 7), 77, ip))
+    assert [m[0] for m in msgs] == [netlink.RTM_NEWADDR] * 2 + [netlink.NLMSG_DONE]
+    assert all(m[2] == 9 and m[3] == 77 for m in msgs)  # the request's seq, our port id
+    assert msgs[1][4][0] == socket.AF_INET and msgs[1][4][1] == 24
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_GETLINK, 0x301), 77, ip))
+    assert [m[0] for m in msgs] == [netlink.RTM_NEWLINK] * 2 + [netlink.NLMSG_DONE]
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_GETROUTE, 0x301), 77, ip))
+    assert [m[0] for m in msgs] == [netlink.RTM_NEWROUTE, netlink.NLMSG_DONE]
+    # a change: ip addr add 10.0.0.9/24 dev eth0, acknowledged
+    body = struct.pack("=BBBBI", socket.AF_INET, 24, 0, 0, 2) + \
+        netlink._attr(2, bytes([10, 0, 0, 9]))
+    calls.clear()
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_NEWADDR, 0x605, body), 77, ip))
+    assert calls[-1] == ["addr", "add", "10.0.0.9/24", "dev", "eth0"]
+    assert msgs[0][0] == netlink.NLMSG_ERROR and struct.unpack_from("=i", msgs[0][4])[0] == 0
+    # refused by the stack: the error comes back as netlink's
+    def refuse(argv):
+        if argv[:1] == ["link"]:
+            return links
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_NEWADDR, 0x605, body), 77, refuse))
+    assert struct.unpack_from("=i", msgs[0][4])[0] == -errno.EPERM
