@@ -232,20 +232,60 @@ def test_children_threads_and_exec_stay_on_the_stack_and_the_status_passes(lan, 
     assert open(log).read().count("10.31.0.12") == 5
 
 
+TRAPPER = ("trap 'echo interrupted; exit 42' INT; echo ready; "
+           "while :; do sleep 0.1; done")
+
+
 def test_ctrl_c_reaches_the_program(lan):
+    """A real Ctrl-C: threadnet run on a pseudo-terminal, ^C typed on it. The terminal
+    signals the foreground group (the program included) once; threadnet run does not
+    send a second one."""
+    import fcntl
+    import pty
+    import termios
+
     d, _ = lan
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
     proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
-                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c",
-                                          "trap 'echo interrupted; exit 42' INT; echo ready; "
-                                          "while :; do sleep 0.1; done"),
+                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c", TRAPPER),
+                            env=threadnet_env(), stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=controlling_tty)
+    os.close(slave)
+    try:
+        out = b""
+        while b"ready" not in out:
+            out += os.read(master, 1024)
+        os.write(master, b"\x03")  # ^C
+        assert proc.wait(timeout=20) == 42
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:  # EIO: every process on the terminal is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert out.count(b"interrupted") == 1, out
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # SIGINT sent to threadnet run alone is passed on to the program
+    proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c", TRAPPER),
                             env=threadnet_env(), stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         assert proc.stdout.readline() == "ready\n"
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        out = proc.communicate(timeout=20)[0]
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.communicate(timeout=20)[0] == "interrupted\n"
         assert proc.returncode == 42
-        assert out == "interrupted\n"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

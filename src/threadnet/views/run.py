@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,21 @@ def _children() -> set[int]:
             if raw[raw.rfind(b")") + 2:].split()[1].decode() == me:
                 out.add(int(name))
     return out
+
+
+def _from_terminal() -> bool:
+    """Is our process group the foreground of our controlling terminal? Then a SIGINT
+    is most likely its Ctrl-C, which the program (in our group) got as well."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _read_line(fd: int) -> str:
@@ -73,6 +89,16 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
         raise
     os.close(up_w)
     os.close(down_r)
+    if threading.current_thread() is threading.main_thread():
+        # from now on SIGINT (Ctrl-C), SIGTERM and SIGHUP are the program's: passed on,
+        # before it runs (a KeyboardInterrupt here would leave it unsupervised)
+        def forward(signum: int, _frame: object) -> None:
+            if signum == signal.SIGINT and _from_terminal():
+                return  # the terminal's Ctrl-C reached the program's process group too
+            child.send_signal(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, forward)
     try:
         words = _read_line(up_r).split()
         if words[:1] != ["ok"] or len(words) != 3:
@@ -150,13 +176,11 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
             os.unlink(resolv)
         raise
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, lambda s, _f: child.send_signal(s))
         while True:
             try:
                 rc = child.wait()
                 break
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # (start() was not run on the main thread)
                 child.send_signal(signal.SIGINT)
         return rc if rc >= 0 else 128 - rc
     finally:
