@@ -188,6 +188,7 @@ class Supervisor:
         self.closed = False
         self.waiters = 0
         self.logged = 0
+        self._told_undumpable = False
         self._threads: list[threading.Thread] = []
         self._handlers = {
             NR["socket"]: self._socket, NR["connect"]: self._connect,
@@ -313,6 +314,15 @@ class Supervisor:
             return None
         try:
             st = os.stat(f"/proc/{n.pid}/fd/{fd}")
+        except PermissionError:
+            # a process that made itself non-dumpable (PR_SET_DUMPABLE 0, as some programs
+            # do against debuggers) cannot be read without CAP_SYS_PTRACE: its calls run
+            # as is, so they fail on the socket pairs (closed: never the host's network)
+            if not self._told_undumpable:
+                self._told_undumpable = True
+                self._log(f"process {n.pid} is not dumpable: its socket calls cannot be "
+                          "served without privileges")
+            return None
         except OSError:
             return None  # let the kernel say EBADF
         if not self.listener.valid(n.id):
