@@ -582,10 +582,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             path = os.path.join(tmpdir, "stack")
             _raise_nofile()  # the socket quota is sized from the descriptor limit
             stack.publish(path, mode=0o600)  # type: ignore[attr-defined]
-        if not _runs_python(command[0]):
-            print(f"{PROG} run: warning: {command[0]} does not look like Python; only Python "
-                  "programs (and their Python children) are moved onto the stack",
-                  file=sys.stderr)
+        if args.seccomp or not _runs_python(command[0]):
+            # any program: its socket calls served by a seccomp supervisor (threadnet.views)
+            from threadnet.views.run import ViewError
+            from threadnet.views.run import run as run_supervised
+
+            try:
+                return run_supervised(command, path, stack=stack)
+            except ViewError as exc:
+                raise UsageError(f"{PROG} run: {exc}") from None
         try:
             child = subprocess.Popen(command, env=run_environment(path))
         except FileNotFoundError:
@@ -729,8 +734,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resolver calls each uid may have queued or running (default 16)")
     p.set_defaults(func=cmd_stack)
 
-    p = sub.add_parser("run", help="run a Python program with its sockets on a stack")
+    p = sub.add_parser("run", help="run a program with its sockets on a stack")
     p.add_argument("--stack", metavar="PATH", help="a published stack (threadnet stack PATH)")
+    p.add_argument("--seccomp", action="store_true",
+                   help="serve a Python program's sockets by seccomp too, not the in-process hook")
     _add_stack_args(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- python app.py ...")
     p.set_defaults(func=cmd_run)
@@ -749,7 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ns)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "fabric"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "fabric", "views"],
+                   help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
 
