@@ -156,7 +156,7 @@ class Relay:
             from threadnet.views import netlink
 
             request = vs.relay.recv(netlink.MAX_REQUEST)
-            for packet in netlink.build_replies(request, vs.nl_pid, self.sup.ip):
+            for packet in self.sup.netlink(request, vs.nl_pid):
                 vs.relay.send(packet)
             return
         data = vs.relay.recv(MAX_DATAGRAM + 1)

@@ -417,10 +417,18 @@ class Supervisor:
         self.relay.add(vs)
 
     def ip(self, argv: list[str]) -> list[dict[str, Any]]:
-        """The stack's ``ip -j`` data (for the netlink answers)."""
+        """The stack's ``ip -j`` data (for the interface ioctls)."""
         if self._remote is None:
             self._remote = remote.RemoteStack(self.path)
         return self._remote.ip(argv)
+
+    def netlink(self, request: bytes, port_id: int) -> list[bytes]:
+        """One NETLINK_ROUTE request answered by the stack's emulator
+        (``stack/rtnetlink.py``, through the published stack: changes only for its owner
+        and root): the datagrams the program's netlink socket reads."""
+        if self._remote is None:
+            self._remote = remote.RemoteStack(self.path)
+        return self._remote.netlink(request, port_id)
 
     def _netlink_call(self, n: Notification) -> None:
         vs = self._lookup(n, n.args[0])
