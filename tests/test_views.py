@@ -41,6 +41,11 @@ def test_filter_traps_socket_calls_and_lets_the_data_path_run():
     assert bpf.run(prog, nr["recvfrom"], (3, 0x1000, 10, 0, 0, 0)) == allow
     assert bpf.run(prog, nr["sendto"], (3, 0x1000, 10, 0, 0x7fff00000000, 16)) == notify
     assert bpf.run(prog, nr["recvfrom"], (3, 0x1000, 10, 0, 0x2000, 0x3000)) == notify
+    assert bpf.run(prog, nr["ioctl"], (3, 0x8933, 0x1000)) == notify  # SIOCGIFINDEX
+    assert bpf.run(prog, nr["ioctl"], (3, 0x89FF)) == notify
+    assert bpf.run(prog, nr["ioctl"], (3, 0x890F)) == allow
+    assert bpf.run(prog, nr["ioctl"], (3, 0x8A00)) == allow
+    assert bpf.run(prog, nr["ioctl"], (3, 0x541B)) == allow  # FIONREAD
     assert bpf.run(prog, 0, (3,)) == allow  # read
     assert bpf.run(prog, 1, (3,)) == allow  # write
     for name in bpf.REFUSED:
@@ -91,9 +96,9 @@ def test_curl_fetches_from_a_namespace_through_the_stack(lan, netns, procs, sock
     assert "10.31.0.5" in open(log).read()  # the server saw the stack's address
 
 
-def _run(d, addr, *command, timeout=60, **kw):
+def _run(d, addr, *command, timeout=60, config_extra="", **kw):
     return subprocess.run(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
-                                        f"eth,ip={addr}/24", "--", *command),
+                                        f"eth,ip={addr}/24{config_extra}", "--", *command),
                           capture_output=True, text=True, env=threadnet_env(), timeout=timeout,
                           **kw)
 
@@ -362,7 +367,7 @@ def test_udp_with_addresses_and_connected(lan, netns, procs):
                                     "10.31.0.16 two True 0", "10.31.0.16 three True", ""]
 
 
-def test_busybox_nslookup_reaches_dnsmasq_through_the_stack(lan, netns, procs, sockdir):
+def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, netns, procs, sockdir):
     d, peer = lan
     need_tool("dnsmasq", "busybox")
     log = os.path.join(sockdir, "dnsmasq.log")
@@ -375,3 +380,123 @@ def test_busybox_nslookup_reaches_dnsmasq_through_the_stack(lan, netns, procs, s
     assert r.returncode == 0, r.stdout + r.stderr
     assert "10.31.0.77" in r.stdout
     assert "from 10.31.0.17" in open(log).read()  # dnsmasq heard the stack's address
+    # names: the program's /etc/resolv.conf is the stack's (dns=), so glibc's resolver
+    # (getent) asks dnsmasq through the stack
+    r = _run(d, "10.31.0.18", "sh", "-c", "cat /etc/resolv.conf; getent ahostsv4 www.views.test",
+             config_extra=f",dns={peer.addr}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"nameserver {peer.addr}" in r.stdout
+    assert "10.31.0.77" in r.stdout
+    assert "from 10.31.0.18" in open(log).read()
+
+
+SIGNALLED_SERVER = r"""
+import asyncio, signal, socket, sys
+ticks = 0
+def tick(*_):
+    global ticks
+    ticks += 1
+signal.signal(signal.SIGALRM, tick)
+signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)   # blocking calls interrupted all the time
+srv = socket.socket()
+srv.bind(("", 7100)); srv.listen()
+print("listening", flush=True)
+for _ in range(3):                                  # a blocking accept, restarted (PEP 475)
+    conn, peer = srv.accept()
+    conn.sendall(b"blocking " + peer[0].encode() + b"\n")
+    conn.close()
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+srv.close()
+
+async def main():                                   # non-blocking accept and connect-less I/O
+    done = asyncio.Event()
+    async def handle(r, w):
+        w.write(b"asyncio " + w.get_extra_info("sockname")[0].encode() + b"\n")
+        await w.drain(); w.close(); done.set()
+    server = await asyncio.start_server(handle, "0.0.0.0", 7101)
+    print("asyncio", flush=True)
+    await done.wait()
+    server.close()
+asyncio.run(main())
+print("ticks", ticks > 10, flush=True)
+"""
+
+
+def test_signals_interrupt_a_blocking_accept_and_asyncio_serves(lan, netns, procs):
+    d, peer = lan
+    need_tool("busybox")
+    srv = procs.popen(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                    "eth,ip=10.31.0.19/24", "--", sys.executable, "-c",
+                                    SIGNALLED_SERVER),
+                      env=threadnet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True)
+    assert srv.stdout.readline() == "listening\n"
+    for _ in range(3):
+        time.sleep(0.2)  # the accept waits, interrupted by signals, meanwhile
+        r = netns.run(peer.ns, "busybox", "nc", "-w", "5", "10.31.0.19", "7100", check=False,
+                      timeout=20)
+        assert r.stdout == f"blocking {peer.addr}\n", r.stderr
+    assert srv.stdout.readline() == "asyncio\n"
+    r = netns.run(peer.ns, "busybox", "nc", "-w", "5", "10.31.0.19", "7101", check=False,
+                  timeout=20)
+    assert r.stdout == "asyncio 10.31.0.19\n", r.stderr
+    assert srv.stdout.readline() == "ticks True\n"
+    srv.wait(timeout=20)
+    assert srv.returncode == 0, srv.stderr.read()
+
+
+def test_bench_views_runs_side_by_side():
+    """The benchmark runs (briefly) and prints both paths; no speed assertion."""
+    import json
+
+    need_tool("curl")
+    r = subprocess.run(threadnet_cmd("bench", "views", "--repeat", "1", "--mbytes", "2",
+                                     "--conns", "5", "--calls", "50", "--json"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout.strip().splitlines()[-1])["results"]
+    assert set(results) == {"bulk", "conn", "call", "http"}
+    assert all(v["hook"] > 0 and v["seccomp"] > 0 for v in results.values())
+
+
+def test_netlink_shows_the_stack_inside_the_view(lan):
+    import json
+
+    d, _ = lan
+    need_tool("ip")
+    r = _run(d, "10.31.0.20", "ip", "-j", "addr", config_extra=",gw=10.31.0.1")
+    assert r.returncode == 0, r.stderr
+    links = json.loads(r.stdout)
+    assert [lk["ifname"] for lk in links] == ["lo", "eth0"]
+    v4 = [(a["local"], a["prefixlen"]) for lk in links for a in lk["addr_info"]
+          if a["family"] == "inet"]
+    assert v4 == [("127.0.0.1", 8), ("10.31.0.20", 24)]
+    r = _run(d, "10.31.0.20", "ip", "-j", "route", config_extra=",gw=10.31.0.1")
+    assert r.returncode == 0, r.stderr
+    routes = {(x["dst"], x.get("gateway")) for x in json.loads(r.stdout)}
+    assert routes == {("default", "10.31.0.1"), ("10.31.0.0/24", None)}
+    # ip names the route's device by a second netlink socket's RTM_GETLINK; changes are
+    # refused (not served yet) and never reach the host
+    r = _run(d, "10.31.0.20", "sh", "-c", "ip route; ip addr add 10.31.0.30/24 dev eth0",
+             config_extra=",gw=10.31.0.1")
+    assert "default via 10.31.0.1 dev eth0" in r.stdout
+    assert r.returncode == 2 and "Operation not permitted" in r.stderr
+    # glibc's if_nameindex (netlink) in a Python program run with --seccomp
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.21/24", "--", sys.executable, "-c",
+                                     "import socket; print(socket.if_nameindex())"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "[(1, 'lo'), (2, 'eth0')]\n"
+    # interface ioctls (glibc asks on an AF_UNIX socket), and busybox ifconfig's
+    code = ("import socket; print(socket.if_nametoindex('eth0'), socket.if_indextoname(1))\n"
+            "try: socket.if_nametoindex('ifb0')\nexcept OSError as e: print(e)\n")
+    r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
+                                     "eth,ip=10.31.0.21/24", "--", sys.executable, "-c", code),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    # the host's interfaces are not in the view
+    assert r.stdout == "2 lo\nno interface with this name\n"
+    r = _run(d, "10.31.0.22", "busybox", "ifconfig", "eth0")
+    assert r.returncode == 0, r.stderr
+    assert "inet addr:10.31.0.22" in r.stdout and "Mask:255.255.255.0" in r.stdout

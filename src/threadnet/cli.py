@@ -689,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ip)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "views"], help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -14,6 +14,8 @@ Classic BPF over ``struct seccomp_data`` (nr at 0, arch at 4, args[i] at 16 + 8*
   address, and the data path must not be trapped. ``sendmsg``, ``recvmsg``,
   ``sendmmsg``, ``recvmmsg`` keep their address in memory, which BPF cannot read: they
   go to the supervisor, which lets them continue unless they concern a stack socket;
+* ``ioctl`` goes to the supervisor only for commands 0x8910-0x89ff, the interface
+  requests (SIOCGIFNAME, SIOCGIFCONF, SIOCGIFINDEX...), on any descriptor;
 * everything else runs as is.
 
 ``run`` interprets a program (for tests): the filter's answer for one call.
@@ -46,6 +48,7 @@ TRAPPED = ("connect", "bind", "listen", "accept", "accept4", "getsockname", "get
 ADDRESS_ARG = ("sendto", "recvfrom")  # trapped when args[4] (the address) is not NULL
 REFUSED = ("io_uring_setup", "io_uring_enter", "io_uring_register")
 AF_UNIX = 1
+IFIOCTL_FIRST, IFIOCTL_LAST = 0x8910, 0x89FF  # SIOCGIFNAME... (threadnet.views.ifioctl)
 
 
 def _arg_lo(i: int) -> int:
@@ -92,6 +95,7 @@ def build() -> bytes:
     for name in REFUSED:
         items.append((JEQ_K, "enosys", 0, NR[name]))
     items.append((JEQ_K, "socket", 0, NR["socket"]))
+    items.append((JEQ_K, "ioctl", 0, NR["ioctl"]))
     for name in ADDRESS_ARG:
         items.append((JEQ_K, "address", 0, NR[name]))
     for name in TRAPPED:
@@ -106,6 +110,10 @@ def build() -> bytes:
         (JEQ_K, 0, "notify", 0),
         (LD_W_ABS, 0, 0, _arg_lo(4) + 4),
         (JEQ_K, "allow", "notify", 0),
+        "ioctl",
+        (LD_W_ABS, 0, 0, _arg_lo(1)),
+        (JGE_K, 0, "allow", IFIOCTL_FIRST),
+        (JGE_K, "allow", "notify", IFIOCTL_LAST + 1),
         "notify", (RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
         "enosys", (RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
         "kill", (RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),

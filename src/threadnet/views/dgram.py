@@ -107,9 +107,10 @@ class Relay:
             p.register(self._wake_r, select.POLLIN)
             fds: dict[int, tuple[VSocket, bool]] = {}
             for vs in live:
-                p.register(vs.dfd, select.POLLIN)
+                if vs.dfd >= 0:
+                    p.register(vs.dfd, select.POLLIN)
+                    fds[vs.dfd] = (vs, True)
                 p.register(vs.relay.fileno(), select.POLLIN)
-                fds[vs.dfd] = (vs, True)
                 fds[vs.relay.fileno()] = (vs, False)
             for fd, _ev in p.poll(1000):
                 if fd == self._wake_r:
@@ -149,6 +150,13 @@ class Relay:
                 raise
 
     def _from_program(self, vs: VSocket) -> None:
+        if vs.netlink:
+            from threadnet.views import netlink
+
+            request = vs.relay.recv(netlink.MAX_REQUEST)
+            for packet in netlink.build_replies(request, vs.nl_pid, self.sup.ip):
+                vs.relay.send(packet)
+            return
         data = vs.relay.recv(MAX_DATAGRAM + 1)
         if len(data) > MAX_DATAGRAM:
             return
@@ -263,7 +271,9 @@ def _receive(sup: Supervisor, n: kernel.Notification, vs: VSocket, flags: int, d
     sup._wait(n, step)
 
 
-def _encode_src(vs: VSocket, src: list[Any] | None) -> bytes:
+def _encode_src(vs: VSocket, src: Any) -> bytes:
+    if isinstance(src, bytes):
+        return src  # already a sockaddr (a netlink socket's peer, the kernel)
     if src is None:
         src = ["0.0.0.0", 0] if vs.family == _socket.AF_INET else ["::", 0, 0, 0]
     return sockaddr.encode(src, vs.family)

@@ -16,7 +16,7 @@ import struct
 
 # -- system call numbers (x86-64) -----------------------------------------------------------
 NR = {
-    "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "recvfrom": 45,
+    "ioctl": 16, "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "recvfrom": 45,
     "sendmsg": 46, "recvmsg": 47, "bind": 49, "listen": 50, "getsockname": 51,
     "getpeername": 52, "socketpair": 53, "setsockopt": 54, "getsockopt": 55,
     "accept4": 288, "recvmmsg": 299, "sendmmsg": 307,
@@ -166,7 +166,7 @@ class Gone(Exception):
 class Notification:
     """One received notification: ``id``, ``pid`` (the calling thread), ``nr``, ``args``."""
 
-    __slots__ = ("id", "pid", "nr", "arch", "args")
+    __slots__ = ("id", "pid", "nr", "arch", "args", "memo")
 
     def __init__(self, raw: bytes) -> None:
         nid, pid, _flags, nr, arch, _ip, *args = NOTIF.unpack_from(raw)
@@ -175,6 +175,7 @@ class Notification:
         self.nr = nr
         self.arch = arch
         self.args = args
+        self.memo: object = None  # the supervisor's lookup of args[0], once
 
     def __repr__(self) -> str:
         return f"<Notification {NAMES.get(self.nr, self.nr)} pid={self.pid} args={self.args}>"

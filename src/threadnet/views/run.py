@@ -43,9 +43,10 @@ def _read_line(fd: int) -> str:
     return data.decode(errors="replace").strip()
 
 
-def start(command: Sequence[str], stack_path: str,
-          env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Supervisor]:
-    """Start ``command`` with its sockets on the stack published at ``stack_path``."""
+def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None,
+          resolv_conf: str | None = None) -> tuple[subprocess.Popen, Supervisor]:
+    """Start ``command`` with its sockets on the stack published at ``stack_path``
+    (and ``resolv_conf``, a file, as its /etc/resolv.conf where the machine allows)."""
     why = kernel.supported()
     if why:
         raise ViewError(why)
@@ -59,7 +60,9 @@ def start(command: Sequence[str], stack_path: str,
     foreign = _children()
     try:
         child = subprocess.Popen([sys.executable, "-I", "-c", BOOTSTRAP, pkg_parent,
-                                  str(up_w), str(down_r), "--", *command],
+                                  str(up_w), str(down_r),
+                                  *(["--resolv", resolv_conf] if resolv_conf else []),
+                                  "--", *command],
                                  pass_fds=(up_w, down_r), env=env)
     except BaseException:
         for fd in (up_r, up_w, down_r, down_w):
@@ -92,13 +95,34 @@ def start(command: Sequence[str], stack_path: str,
     return child, sup
 
 
+def _resolv_conf(stack: Any) -> str | None:
+    """A file with the stack's name settings as resolv.conf text, or None (no stack in
+    this process, or no nameserver: the program keeps the host's file)."""
+    resolver = getattr(stack, "resolver", None)
+    if resolver is None or not resolver.nameservers:
+        return None
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="threadnet-resolv-", suffix=".conf")
+    with os.fdopen(fd, "w") as f:
+        f.write(resolver.resolv_conf())
+    os.chmod(path, 0o644)
+    return path
+
+
 def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None,
         stack: Any = None) -> int:
     """Run ``command`` supervised until it exits; its exit status (128+N for signal N).
     ``stack``: the published stack when it lives in this process (``--link``), which
     then keeps running after the program's exit until the connections it closed have
     delivered their data and FIN (``THREADNET_EXIT_LINGER``, as at a Python exit)."""
-    child, sup = start(command, stack_path, env)
+    resolv = _resolv_conf(stack)
+    try:
+        child, sup = start(command, stack_path, env, resolv)
+    except BaseException:
+        if resolv:
+            os.unlink(resolv)
+        raise
     try:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda s, _f: child.send_signal(s))
@@ -110,6 +134,8 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
                 child.send_signal(signal.SIGINT)
         return rc if rc >= 0 else 128 - rc
     finally:
+        if resolv:
+            os.unlink(resolv)
         sup.close()  # the program's sockets close on the stack, as its exit closed them
         runner = getattr(stack, "runner", None)
         if runner is not None:

@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any
 
 from threadnet.stack import remote
-from threadnet.views import dgram, kernel, sockaddr
+from threadnet.views import dgram, ifioctl, kernel, netlink, sockaddr
 from threadnet.views.kernel import NR, Gone, Listener, Notification
 
 SCAN_INTERVAL = 0.1
@@ -65,7 +65,7 @@ _TCP_ESTABLISHED, _TCP_CLOSE, _TCP_LISTEN, _TCP_SYN_SENT = 1, 7, 10, 2
 class VSocket:
     """One of the program's sockets on the stack."""
 
-    def __init__(self, ctl: _socket.socket, dfd: int, ino: int, family: int, type: int,
+    def __init__(self, ctl: _socket.socket | None, dfd: int, ino: int, family: int, type: int,
                  proto: int) -> None:
         self.ctl = ctl
         self.dfd = dfd  # our copy of the data descriptor (the stack holds one too)
@@ -91,6 +91,9 @@ class VSocket:
         self.relay: _socket.socket | None = None
         self.addrs: deque[list[Any]] = deque()
         self.closed = False
+        # an emulated NETLINK_ROUTE socket (threadnet.views.netlink): no stack socket
+        self.netlink = False
+        self.nl_pid = 0
 
     def inject_fd(self) -> int:
         """The descriptor the program gets: the stack's pair end, or (UDP) ours."""
@@ -104,6 +107,7 @@ class VSocket:
 
     def rpc(self, op: str, payload: bytes = b"", **args: Any) -> tuple[dict[str, Any], list[int]]:
         nfds = 2 if op == "accept" else 0
+        assert self.ctl is not None
         reply, fds = remote._rpc(self.ctl, self.rpc_lock, {"op": op, **args}, payload, nfds=nfds)
         self.update(reply)
         return reply, fds
@@ -131,10 +135,27 @@ class VSocket:
             os.close(dfd)
             ctl.close()
         self.stash.clear()
-        self.ctl.close()
+        if self.ctl is not None:
+            self.ctl.close()
         if self.dfd >= 0:
             os.close(self.dfd)
             self.dfd = -1
+
+
+_NETLINK_CALLS = frozenset(NR[c] for c in (
+    "connect", "bind", "getsockname", "getpeername", "setsockopt", "getsockopt", "sendto",
+    "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg"))
+
+
+def _tgid(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return tid
 
 
 def _set_nonblocking(fd: int, flag: bool) -> None:
@@ -182,6 +203,9 @@ class Supervisor:
             NR["setsockopt"]: self._setsockopt, NR["getsockopt"]: self._getsockopt,
         }
         self.relay = dgram.Relay(self)
+        self._handlers[NR["ioctl"]] = lambda n: ifioctl.call(self, n)
+        self._remote: remote.RemoteStack | None = None
+        self._nl_next = -4095  # port ids handed out when the tgid is taken
         for name in ("sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg"):
             self._handlers[NR[name]] = self._data_call(getattr(dgram, name))
 
@@ -238,6 +262,10 @@ class Supervisor:
     def dispatch(self, n: Notification) -> None:
         handler = self._handlers.get(n.nr)
         try:
+            if n.nr in _NETLINK_CALLS:
+                vs = self._lookup(n, n.args[0])
+                if vs is not None and vs.netlink:
+                    handler = self._netlink_call
             if handler is None:
                 self.listener.cont(n.id)  # the data calls: see _data
             else:
@@ -270,6 +298,13 @@ class Supervisor:
 
     def _lookup(self, n: Notification, fd: int) -> VSocket | None:
         """The stack socket behind the program's descriptor, or None (not ours)."""
+        if n.memo is not None:
+            return n.memo if isinstance(n.memo, VSocket) else None
+        vs = self._find(n, fd)
+        n.memo = vs if vs is not None else False
+        return vs
+
+    def _find(self, n: Notification, fd: int) -> VSocket | None:
         fd = _signed(fd)
         if fd < 0:
             return None
@@ -323,7 +358,10 @@ class Supervisor:
     def _socket(self, n: Notification) -> None:
         domain, kind, proto = _signed(n.args[0]), _signed(n.args[1]), _signed(n.args[2])
         if domain == AF_NETLINK:
-            self.listener.cont(n.id)  # the host's view of interfaces (not emulated yet)
+            if proto == netlink.NETLINK_ROUTE:
+                self._netlink_socket(n, kind)
+            else:
+                self.listener.cont(n.id)  # other netlink families: the kernel's
             return
         if domain not in (_socket.AF_INET, _socket.AF_INET6):
             # no other family may reach the host's network (AF_UNIX never comes here)
@@ -345,6 +383,33 @@ class Supervisor:
             raise
         if udp:
             self.relay.add(vs)
+
+    def _netlink_socket(self, n: Notification, kind: int) -> None:
+        vs = VSocket(None, -1, 0, AF_NETLINK, kind & SOCK_TYPE_MASK, netlink.NETLINK_ROUTE)
+        with self.lock:
+            used = {s.nl_pid for s in self.socks.values() if s.netlink}
+            tgid = _tgid(n.pid)
+            if tgid in used:
+                self._nl_next -= 1
+                tgid = self._nl_next & 0xFFFFFFFF  # as Linux's autobind: -4096, -4097...
+        netlink.setup(vs, tgid)
+        try:
+            self._inject(n, vs, bool(kind & SOCK_NONBLOCK), bool(kind & SOCK_CLOEXEC))
+        except BaseException:
+            vs.release()
+            raise
+        self.relay.add(vs)
+
+    def ip(self, argv: list[str]) -> list[dict[str, Any]]:
+        """The stack's ``ip -j`` data (for the netlink answers)."""
+        if self._remote is None:
+            self._remote = remote.RemoteStack(self.path)
+        return self._remote.ip(argv)
+
+    def _netlink_call(self, n: Notification) -> None:
+        vs = self._lookup(n, n.args[0])
+        assert vs is not None
+        netlink.call(self, n, vs)
 
     def _open(self, family: int, kind: int, proto: int) -> VSocket:
         try:
