@@ -26,6 +26,8 @@ for addr in 10.40.3.11 10.40.3.12; do
     seen=$(ip netns exec "$(ns client)" curl -sS -m 5 "http://$addr/cgi-bin/ip")
     say "http://$addr/ (port 80): $page; it saw the client as $seen"
 done
-for p in $one $two; do                     # the servers: children of the supervisors
-    say "$(ps -o user=,args= --ppid "$p")"
+# the servers: children of the supervisors (which also adopt, and soon reap, the orphaned
+# CGI processes: hence the grep)
+for p in $one $two; do
+    say "$(ps -o user=,args= --ppid "$p" | grep 'busybox httpd')"
 done
