@@ -33,10 +33,8 @@ DOC = ROOT / "docs" / "scenarios.md"
 SECOND_USER = "tnuser2"
 _count = itertools.count()
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(kernel.supported() is not None, reason=str(kernel.supported())),
-]
+#: the scenarios run programs under the seccomp supervisor
+supervised = pytest.mark.skipif(kernel.supported() is not None, reason=str(kernel.supported()))
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +128,8 @@ def _numbers(line: str) -> list[float]:
 
 
 # -- 1. one IP per user ----------------------------------------------------------------------------
+@pytest.mark.root
+@supervised
 def test_one_ip_per_user(scenario, unpriv, second_user):
     u1, u2 = unpriv["user"], second_user["user"]
     out = scenario.run("one-ip-per-user.sh", u1, u2, python=unpriv["python"],
@@ -149,6 +149,8 @@ def test_one_ip_per_user(scenario, unpriv, second_user):
 
 
 # -- 2. QoS per process ------------------------------------------------------------------------------
+@pytest.mark.root
+@supervised
 @pytest.mark.slow
 def test_qos_per_process(scenario):
     need_tool("iperf3")
@@ -156,13 +158,16 @@ def test_qos_per_process(scenario):
     out = scenario.run("qos-per-process.sh", str(rate))
     assert len(out) == 5, out
     limited, free, iperf3, delayed, plain = out
-    assert limited.startswith("limited curl: ")
-    # within 10 % of the line's rate (frames carry 1448 bytes of data in 1514: at most ~96 %)
-    got = _numbers(limited)[0]
-    assert 0.9 * rate <= got <= 1.0 * rate, limited
-    got = _numbers(iperf3)[1]
+    # the measured rate is within 10 % of the line's (frames carry 1448 bytes of data in
+    # 1514: at most ~96 %)
     assert iperf3.startswith("limited iperf3: ")
+    got = _numbers(iperf3)[1]
     assert 0.9 * rate <= got <= 1.0 * rate, iperf3
+    # the limited curl, slow start and all, while the free one takes the CPUs for a moment
+    # (~0.93-0.95 here; on a loaded 2-CPU machine its stack's process may wait for a CPU)
+    assert limited.startswith("limited curl: ")
+    got = _numbers(limited)[0]
+    assert 0.85 * rate <= got <= 1.0 * rate, limited
     # the other program, at the same time on the same host, is not held back
     assert free.startswith("free curl: ") and free.endswith("still ran: yes"), free
     assert _numbers(free)[0] > 5 * rate, free
@@ -172,6 +177,8 @@ def test_qos_per_process(scenario):
 
 
 # -- 3. several servers on the same port -------------------------------------------------------------
+@pytest.mark.root
+@supervised
 def test_same_port_servers(scenario, unpriv):
     user = unpriv["user"]
     out = scenario.run("same-port-servers.sh", user, python=unpriv["python"], user_src=unpriv["src"])
@@ -187,8 +194,10 @@ def test_same_port_servers(scenario, unpriv):
 
 
 # -- 4. a VPN for some processes only ----------------------------------------------------------------
+@pytest.mark.root
+@supervised
 def test_vpn_for_some_processes(scenario):
-    need_tool("ssh", "ssh-keygen", "vde_plug")
+    need_tool("ssh", "ssh-keygen", "vde_plug", "tshark")
     if not os.access("/usr/sbin/sshd", os.X_OK):
         pytest.skip("openssh-server is not installed (scripts/test installs it)")
     out = scenario.run("vpn-for-some-processes.sh")
@@ -198,7 +207,10 @@ def test_vpn_for_some_processes(scenario):
     ]
     assert out[2].startswith("plain curl on this machine: (7) Failed to connect to 192.168.77.1"), \
         out[2]
-    assert len(out) == 3, out
+    # tshark on this machine's way out: ssh carried the page, never in clear
+    m = re.fullmatch(r"on the wire: (\d+) ssh frames, the page's text in clear 0 times", out[3])
+    assert m and int(m.group(1)) >= 10, out[3]
+    assert len(out) == 4, out
     # the cable was ssh: the gateway's sshd let our key in, and vde_plug ran there
     log = Path(scenario.workdir, "sshd.log").read_text()
     assert "Accepted publickey for root" in log, log

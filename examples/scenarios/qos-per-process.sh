@@ -37,8 +37,9 @@ say "limited curl: $(cut -d. -f1 "$W/limited.out") B/s (its line: $RATE B/s of f
 say "free curl: $(cut -d. -f1 "$W/free.out") B/s, done while the limited one still ran: $free_still_running"
 
 # iperf3 (the server sends, -R) through the same kind of limited line: what it received
+# in 3 s, after a first second left out (-O 1: TCP's slow start)
 tn run --link "wirefilter://speed=$RATE{vde://$W/lan}" --config eth,ip=10.40.2.13/24 -- \
-    iperf3 -c 10.40.2.1 -R -t 3 -J > "$W/iperf3.json" 2>/dev/null ||
+    iperf3 -c 10.40.2.1 -R -O 1 -t 3 -J > "$W/iperf3.json" 2>/dev/null ||
     die "iperf3 failed: $(cat "$W/iperf3.json")"
 received=$(python3 -c 'import json, sys
 print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8))' \

@@ -64,6 +64,14 @@ Host gateway
 EOC
 wait_until "sshd" ip netns exec "$(ns here)" ssh -F "$W/ssh/config" gateway true
 
+# watch the cable's way out of this machine (tshark, when installed)
+if command -v tshark >/dev/null; then
+    ip netns exec "$(ns here)" tshark -n -i vpn0 -w "$W/cable.pcap" 2> "$W/tshark.log" &
+    tshark=$!
+    track $tshark
+    wait_until "tshark" grep -q "Capturing on" "$W/tshark.log"
+fi
+
 # the VPN stack, published: the programs run on it use the cable, no others
 ip netns exec "$(ns here)" $THREADNET stack "$W/vpn.stack" \
     --link "cmd://ssh -F $W/ssh/config gateway vde_plug $W/lan" \
@@ -80,3 +88,10 @@ if out=$(ip netns exec "$(ns here)" curl -sS -m 3 http://192.168.77.1/ 2>&1); th
     die "a plain curl reached the remote LAN: $out"
 fi
 say "plain curl on this machine: ${out#curl: }"
+
+if [ -n "${tshark:-}" ]; then                # the page crossed this machine's link encrypted
+    kill $tshark; wait $tshark || true
+    frames=$(tshark -n -r "$W/cable.pcap" -Y 'tcp.port == 22' 2>/dev/null | wc -l)
+    clear=$(grep -a -c "the remote LAN's server" "$W/cable.pcap" || true)
+    say "on the wire: $frames ssh frames, the page's text in clear $clear times"
+fi
