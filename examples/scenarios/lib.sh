@@ -14,6 +14,22 @@
 
 set -eu
 
+say() { printf '%s\n' "$*"; }
+die() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+
+# need TOOL...: stop at once, saying what is missing
+need() {
+    for _t in "$@"; do
+        command -v "$_t" >/dev/null || die "$_t is not installed (scripts/test lists the packages)"
+    done
+}
+# need_user USER: an existing account
+need_user() {
+    id "$1" >/dev/null 2>&1 || die "there is no user $1: name existing users, or useradd $1"
+}
+[ "$(id -u)" = 0 ] || die "run as root: the scenario makes network namespaces and taps"
+need ip setpriv vde_switch vde_plug2tap busybox curl
+
 THREADNET=${THREADNET:-threadnet}
 TN_PREFIX=${TN_PREFIX:-tnsc$$}
 if [ -n "${TN_WORKDIR:-}" ]; then
@@ -26,9 +42,6 @@ fi
 chmod 755 "$W"
 _pids=""
 _namespaces=""
-
-say() { printf '%s\n' "$*"; }
-die() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 
 tn() { $THREADNET "$@"; }                      # threadnet, as root
 

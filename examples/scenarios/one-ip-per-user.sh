@@ -10,6 +10,8 @@
 . "$(dirname "$0")/lib.sh"
 U1=${1:-alice}
 U2=${2:-bob}
+need_user "$U1"
+need_user "$U2"
 
 switch lan -m 0666                       # any user may plug into the LAN
 ns_add server

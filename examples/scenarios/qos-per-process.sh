@@ -10,6 +10,7 @@
 # usage (as root, for the namespace): qos-per-process.sh [RATE]   (bytes/s, 1000000)
 . "$(dirname "$0")/lib.sh"
 RATE=${1:-1000000}
+need iperf3 python3
 
 switch lan
 ns_add server

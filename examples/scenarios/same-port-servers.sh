@@ -8,6 +8,7 @@
 # usage (as root, for the namespace): same-port.sh [USER]   (nobody)
 . "$(dirname "$0")/lib.sh"
 U=${1:-nobody}
+need_user "$U"
 
 switch lan -m 0666
 ns_add client

@@ -13,6 +13,8 @@
 #
 # usage (as root, for the namespaces and sshd): vpn-for-some-processes.sh
 . "$(dirname "$0")/lib.sh"
+need ssh ssh-keygen vde_plug
+[ -x /usr/sbin/sshd ] || die "/usr/sbin/sshd is not installed (Debian: openssh-server)"
 
 ns_add here                       # this machine
 ns_add gateway                    # the remote site's ssh gateway
