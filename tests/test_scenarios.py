@@ -215,10 +215,14 @@ def test_vpn_for_some_processes(scenario):
     ]
     assert out[2].startswith("plain curl on this machine: (7) Failed to connect to 192.168.77.1"), \
         out[2]
-    # tshark on this machine's way out: ssh carried the page, never in clear
-    m = re.fullmatch(r"on the wire: (\d+) ssh frames, the page's text in clear 0 times", out[3])
-    assert m and int(m.group(1)) >= 10, out[3]
-    assert len(out) == 4, out
+    # ... while the other processes keep the real network
+    assert out[3] == "plain curl on the real network: a site on the real network"
+    # tshark on this machine's way out: ssh carried the remote page, never in clear (the
+    # real network's page, in clear, shows tshark would have seen it)
+    m = re.fullmatch(r"on the wire: (\d+) ssh frames; in clear, the remote page 0 times, "
+                     r"the real network's page 1 times", out[4])
+    assert m and int(m.group(1)) >= 10, out[4]
+    assert len(out) == 5, out
     # the cable was ssh: the gateway's sshd let our key in, and vde_plug ran there
     log = Path(scenario.workdir, "sshd.log").read_text()
     assert "Accepted publickey for root" in log, log

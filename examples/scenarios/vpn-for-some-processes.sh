@@ -25,11 +25,15 @@ ip -n "$(ns here)" link set vpn0 up
 ip -n "$(ns gateway)" addr add 10.40.4.2/30 dev vpn1
 ip -n "$(ns gateway)" link set vpn1 up
 
-# the remote LAN: a switch, and a server on it at 192.168.77.1
+# the remote LAN (no route leads there from this machine): a switch, and a server on it at 192.168.77.1
 switch lan
 tap_on "$(ns server)" lan 192.168.77.1/24 tap0
 www "$W/www" "the remote LAN's server"
 httpd_in "$(ns server)" 192.168.77.1 "$W/www"
+
+# the real network: a site on the gateway, which every process of this machine reaches
+www "$W/www-gw" "a site on the real network"
+httpd_in "$(ns gateway)" 10.40.4.2 "$W/www-gw"
 
 # the gateway's sshd: a private one, with keys made here
 mkdir -m 700 "$W/ssh"
@@ -90,10 +94,14 @@ if out=$(ip netns exec "$(ns here)" curl -sS -m 3 http://192.168.77.1/ 2>&1); th
     die "a plain curl reached the remote LAN: $out"
 fi
 say "plain curl on this machine: ${out#curl: }"
+say "plain curl on the real network: $(ip netns exec "$(ns here)" curl -sS -m 5 http://10.40.4.2/)"
 
 if [ -n "${tshark:-}" ]; then                # the page crossed this machine's link encrypted
+    sleep 1                                   # let tshark write what it has, then stop
     kill $tshark; wait $tshark || true
     frames=$(tshark -n -r "$W/cable.pcap" -Y 'tcp.port == 22' 2>/dev/null | wc -l)
     clear=$(grep -a -c "the remote LAN's server" "$W/cable.pcap" || true)
-    say "on the wire: $frames ssh frames, the page's text in clear $clear times"
+    plain=$(grep -a -c "a site on the real network" "$W/cable.pcap" || true)
+    say "on the wire: $frames ssh frames; in clear, the remote page $clear times," \
+        "the real network's page $plain times"
 fi
