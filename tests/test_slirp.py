@@ -64,8 +64,10 @@ def test_options_are_qemus_defaults_and_parse():
                          HostForward("udp", "127.0.0.1", 5000, "10.9.0.20", 53)]
     assert "dhcpd" not in o.config()
     assert "dhcpd=10.0.2.15-10.0.2.30" in SlirpOptions().config()
-    for bad in ("bogus", "hostfwd=tcp:8080", "hostfwd=icmp::1-:2", "mtu=99", "net=x"):
-        with pytest.raises(URLError):
+    for bad, why in (("bogus", "unknown option 'bogus'"), ("hostfwd=tcp:8080", "expected"),
+                     ("hostfwd=icmp::1-:2", "icmp"), ("mtu=99", "576..65520"),
+                     ("net=x", "bad value in 'net=x'")):
+        with pytest.raises(URLError, match=why):
             SlirpOptions.parse(bad)
 
 
@@ -586,20 +588,56 @@ def test_unprivileged_slirp_link(unpriv, http_server):
 
 
 
+_ECHO_PEER = ("import socket,sys\n"
+              "s=socket.create_server((sys.argv[1],int(sys.argv[2])))\n"
+              "while True:\n"
+              " c,a=s.accept();c.recv(4096)\n"
+              " b=('peer '+a[0]).encode()\n"
+              " c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n'%len(b)+b)\n"
+              " c.close()\n")
+
+
+def _far_namespace(netns, procs) -> str:
+    """A namespace the host reaches through its own routing (a veth, 198.18.77.0/24),
+    with an HTTP server on 198.18.77.2:8080 that answers with its peer's address."""
+    far = netns.add()
+    host_end = f"tnfar{os.getpid() % 100000}"
+    # made with its peer already inside: deleting the namespace deletes both ends
+    subprocess.run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "far0",
+                    "netns", far], check=True)
+    subprocess.run(["ip", "addr", "add", "198.18.77.1/24", "dev", host_end], check=True)
+    subprocess.run(["ip", "link", "set", host_end, "up"], check=True)
+    netns.run(far, "ip", "addr", "add", "198.18.77.2/24", "dev", "far0")
+    netns.run(far, "ip", "link", "set", "far0", "up")
+    procs.popen(netns.exec_cmd(far, sys.executable, "-c", _ECHO_PEER, "198.18.77.2", "8080"))
+    return far
+
+
 @pytest.mark.root
 @pytest.mark.slow
-def test_threadnet_up_with_slirp_as_an_unprivileged_user(unpriv, tap_ns, netns, procs, sockdir,
-                                                         http_server):
-    """``threadnet up --slirp`` run by an unprivileged user: a root-made namespace on
-    vde_plug2tap gets its address by DHCP and reaches the host's loopback."""
-    need_tool("udhcpc", "curl")
+def test_threadnet_up_as_an_unprivileged_user_is_a_complete_network(unpriv, tap_ns, netns, procs,
+                                                                      sockdir, http_server):
+    """Issue 11, acceptance 4: a bare ``threadnet up`` run by an unprivileged user (slirp,
+    DHCP, RA and DNS are its default), then a root-made namespace on vde_plug2tap: udhcpc
+    gets 10.0.2.15, curl reaches the host's loopback and a server in another namespace
+    through the host's routing, a name of a dnsmasq on the host resolves through
+    10.0.2.3, a host-side curl reaches the guest through a port forward, ping 10.0.2.2."""
+    need_tool("udhcpc", "curl", "busybox")
     os.chmod(sockdir, 0o1777)  # the user makes its switch here (sticky, as /tmp)
     sw = os.path.join(sockdir, "up")
     pidfile = os.path.join(sockdir, "up.pid")
+    dns_port = _free_port(socket.SOCK_DGRAM)
+    _dnsmasq(procs, dns_port)
+    fwd_port = _free_port()
+    _far_namespace(netns, procs)
+    # the options only say where the test's dnsmasq is and add a forward: slirp itself,
+    # its DHCP, RA and DNS forwarder are what a bare `threadnet up` runs
     r = run_as(unpriv, [unpriv["python"], "-m", "threadnet", "up", "-s", sw, "-M", sw + ".mgmt",
-                        "-d", "-p", pidfile, "--slirp", "noipv6"],
+                        "-d", "-p", pidfile, "--slirp",
+                        f"nameserver=127.0.0.1#{dns_port},hostfwd=tcp:127.0.0.1:{fwd_port}-:8000"],
                capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+    assert "slirp:    gateway 10.0.2.2, DNS 10.0.2.3, DHCP from 10.0.2.15" in r.stdout, r.stdout
     pid = procs.adopt(read_pidfile(pidfile))
     assert os.stat(f"/proc/{pid}").st_uid == unpriv["uid"]
     g = tap_ns(sw, "10.0.2.200")
@@ -609,5 +647,52 @@ def test_threadnet_up_with_slirp_as_an_unprivileged_user(unpriv, tap_ns, netns, 
     assert "10.0.2.15" in r.stdout + r.stderr, r.stdout + r.stderr
     netns.run(g.ns, "ip", "addr", "add", "10.0.2.15/24", "dev", g.tap)
     netns.run(g.ns, "ip", "route", "add", "default", "via", "10.0.2.2")
+    # the host's loopback through the gateway address
     out = netns.run(g.ns, "curl", "-sS", "-m", "10", f"http://10.0.2.2:{http_server}/").stdout
     assert out == "hello from the host 127.0.0.1"
+    # another namespace, through the host's routing: its server sees the host's address
+    out = netns.run(g.ns, "curl", "-sS", "-m", "10", "http://198.18.77.2:8080/").stdout
+    assert out == "peer 198.18.77.1"
+    # a name served by dnsmasq on the host, through 10.0.2.3
+    r = netns.run(g.ns, "busybox", "nslookup", "slirp.test", "10.0.2.3", check=False)
+    assert "192.0.2.77" in r.stdout, r.stdout + r.stderr
+    netns.run(g.ns, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2")
+    # hostfwd: a host-side curl to 127.0.0.1:fwd_port reaches the guest's server on 8000
+    procs.popen(netns.exec_cmd(g.ns, sys.executable, "-c", _ECHO_PEER, "0.0.0.0", "8000"))
+    out = wait_for(lambda: subprocess.run(
+        ["curl", "-sS", "-m", "5", f"http://127.0.0.1:{fwd_port}/"], capture_output=True,
+        text=True).stdout, timeout=10, what="the forward to the guest")
+    assert out == "peer 10.0.2.2"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_threadnet_run_with_dhcp_on_the_default_network(unpriv, procs, sockdir, http_server):
+    """Issue 11, acceptance 5: while `threadnet up` runs, `threadnet run --link ""
+    --config dhcp -- python -c ...` gets its address from slirp's DHCP server and
+    fetches from a server on the host."""
+    os.chmod(sockdir, 0o1777)
+    home = os.path.join(sockdir, "home")
+    os.makedirs(os.path.join(home, ".vdeplug"))
+    sw = os.path.join(sockdir, "default-sw")
+    with open(os.path.join(home, ".vdeplug", "default"), "w") as f:
+        f.write(f"vde://{sw}\n")
+    for d in (home, os.path.join(home, ".vdeplug")):
+        os.chown(d, unpriv["uid"], unpriv["gid"])
+    pidfile = sw + ".pid"
+    env = {"HOME": home}
+    r = run_as(unpriv, [unpriv["python"], "-m", "threadnet", "up", "-d"], env=env,
+               capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert f"vde://{sw}" in r.stdout and "slirp:" in r.stdout, r.stdout
+    procs.adopt(read_pidfile(pidfile))
+    code = ("import socket, urllib.request\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.connect(('10.0.2.2', 9)); print(s.getsockname()[0])\n"
+            f"print(urllib.request.urlopen('http://10.0.2.2:{http_server}/', timeout=10)"
+            ".read().decode())\n")
+    r = run_as(unpriv, [unpriv["python"], "-m", "threadnet", "run", "--link", "",
+                        "--config", "dhcp", "--", unpriv["python"], "-c", code], env=env,
+               capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["10.0.2.15", "hello from the host 127.0.0.1"], r.stdout

@@ -201,7 +201,7 @@ def test_config_undo_items_and_dynamic_methods():
     for text, methods in [("dhcp", ["dhcp4"]), ("dhcpv6", ["dhcp6"]), ("rd6", ["rd"]),
                           ("slaac", ["slaac"]), ("auto6", ["dhcp6", "rd"])]:
         c = parse_config(text)
-        assert c.dynamic == methods and (c.eth is True) == text.startswith("auto")
+        assert c.dynamic == methods and c.eth is True  # a client turns its link on
     for bad in ["-slaac", "-debug", "static", "-ip"]:  # not iothconf items
         with pytest.raises(ConfigError, match="unknown configuration item"):
             parse_config(bad)

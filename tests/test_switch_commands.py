@@ -242,3 +242,35 @@ def test_vlan_print_and_allprint(sw):
         "VLAN 0007", " -- Port 0003 tagged=1 active=0 status=Learning"]
     fails(errno.ENXIO, c.vlan_print, sw, "99")
 
+
+
+def test_fstp_showinfo_and_setfstp(sw):
+    assert c.fstp_showinfo(sw, "") == ["MAC 02:00:00:00:00:01 Priority 32768 (0x8000)",
+                                       "FSTP=false"]
+    assert c.fstp_setfstp(sw, "1") is None
+    assert c.fstp_showinfo(sw, "")[1] == "FSTP=true" and sw.switch.fst_on
+    fails(errno.EINVAL, c.fstp_setfstp, sw, "on")
+    c.port_sethub(sw, "1")  # a hub stops the spanning tree, and refuses to start it
+    assert not sw.switch.fst_on
+    assert c.fstp_setfstp(sw, "1") == ["Can't use fstp in hub mode"]
+
+
+def test_fstp_print_setedge_bonus(sw):
+    lines = c.fstp_print(sw, "")
+    assert lines[0] == "FST DATA VLAN 0000 ROOTSWITCH FSTP IS DISABLED"
+    assert lines[1:3] == [" ++ root 80:00:02:00:00:00:00:01",
+                          " ++ designated ff:ff:ff:ff:ff:ff:ff:ff"]
+    assert lines[3].startswith(" ++ rootport 0000 cost 0 age ")
+    assert lines[3].endswith(" bonusport 0000 bonuscost 0")
+    c.fstp_bonus(sw, "0 3 5")
+    assert c.fstp_print(sw, "0")[3].endswith(" bonusport 0003 bonuscost 5")
+    c.fstp_setedge(sw, "0 3 1")
+    assert 3 in sw.switch.fst.vlans[0].edge
+    c.fstp_setedge(sw, "0 3 0")
+    assert 3 not in sw.switch.fst.vlans[0].edge
+    fails(errno.ENXIO, c.fstp_setedge, sw, "7 3 1")  # no VLAN 7
+    fails(errno.EINVAL, c.fstp_setedge, sw, "0 99 1")  # no port 99 (of 8)
+    fails(errno.EINVAL, c.fstp_bonus, sw, "0 3")
+    fails(errno.ENXIO, c.fstp_print, sw, "5")
+    assert c.fstp_print(sw, "x")[:3] == c.fstp_print(sw, "0")[:3]  # atoi(), as vde_switch
+    fails(errno.EINVAL, c.fstp_print, sw, "4095")

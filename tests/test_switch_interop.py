@@ -283,10 +283,10 @@ def test_console_replies_match_debian_vde_switch(procs, fg_switch, consoles):
     assert "Hash: HHHH Addr: 02:00:00:00:00:42 VLAN 0000 to port: 001  age A secs" in text
 
 
-# Deliberate differences in ``help``: threadnet has no FSTP, debug or plugin menus yet, adds
+# Deliberate differences in ``help``: threadnet has no debug or plugin menus yet, adds
 # port/capture and vde-2 HEAD's port/defqlen and port/epqlen, and fixes vde_switch's
 # copy-pasted help text of vlan/delport.
-_DEBIAN_ONLY_HELP_PREFIXES = ("debug", "plugin", "fstp")
+_DEBIAN_ONLY_HELP_PREFIXES = ("debug", "plugin")
 _THREADNET_ONLY_HELP = {
     "port/capture       N|all [FILE]    capture port N (or all) to a pcap FILE; no FILE stops",
     "port/defqlen       [N]             default queue length of new endpoints (frames)",

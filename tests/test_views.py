@@ -17,6 +17,7 @@ from conftest import (
     need_root,
     need_tool,
     read_pidfile,
+    run_as,
     threadnet_cmd,
     threadnet_env,
     wait_for,
@@ -195,6 +196,12 @@ def test_unprivileged_busybox_httpd_serves_port_80_on_a_published_stack(lan, net
     server.terminate()
     out = server.communicate(timeout=10)[0]
     assert server.returncode in (0, 143, -15), out
+    # the user sees root's stack in the view, but may not change it (as vunet)
+    r = run_as(unpriv, [unpriv["python"], "-m", "threadnet", "run", "--stack", path, "--",
+                        "sh", "-c", "ip -br -4 addr show dev eth0; ip addr add 10.31.0.40/24 "
+                        "dev eth0"], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split()[2:] == ["10.31.0.10/24"]
+    assert r.returncode == 2 and "Operation not permitted" in r.stderr
 
 
 def test_children_threads_and_exec_stay_on_the_stack_and_the_status_passes(lan, netns, procs,
@@ -225,20 +232,60 @@ def test_children_threads_and_exec_stay_on_the_stack_and_the_status_passes(lan, 
     assert open(log).read().count("10.31.0.12") == 5
 
 
+TRAPPER = ("trap 'echo interrupted; exit 42' INT; echo ready; "
+           "while :; do sleep 0.1; done")
+
+
 def test_ctrl_c_reaches_the_program(lan):
+    """A real Ctrl-C: threadnet run on a pseudo-terminal, ^C typed on it. The terminal
+    signals the foreground group (the program included) once; threadnet run does not
+    send a second one."""
+    import fcntl
+    import pty
+    import termios
+
     d, _ = lan
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
     proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
-                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c",
-                                          "trap 'echo interrupted; exit 42' INT; echo ready; "
-                                          "while :; do sleep 0.1; done"),
+                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c", TRAPPER),
+                            env=threadnet_env(), stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=controlling_tty)
+    os.close(slave)
+    try:
+        out = b""
+        while b"ready" not in out:
+            out += os.read(master, 1024)
+        os.write(master, b"\x03")  # ^C
+        assert proc.wait(timeout=20) == 42
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:  # EIO: every process on the terminal is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert out.count(b"interrupted") == 1, out
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # SIGINT sent to threadnet run alone is passed on to the program
+    proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c", TRAPPER),
                             env=threadnet_env(), stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         assert proc.stdout.readline() == "ready\n"
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        out = proc.communicate(timeout=20)[0]
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.communicate(timeout=20)[0] == "interrupted\n"
         assert proc.returncode == 42
-        assert out == "interrupted\n"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -275,10 +322,11 @@ print("unix ok", flush=True)
 def test_a_program_whose_supervisor_is_killed_fails_closed(lan, netns, procs, sockdir):
     d, peer = lan
     _http_server(netns, procs, peer, sockdir)
+    # (TMPDIR: the killed run's stack directory is left in sockdir, which is cleaned up)
     proc = subprocess.Popen(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
                                           "eth,ip=10.31.0.14/24", "--", sys.executable, "-c",
                                           FAIL_CLOSED, peer.addr),
-                            env=threadnet_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=threadnet_env({"TMPDIR": sockdir}), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
         assert proc.stdout.readline() == "uring ENOSYS\n"  # io_uring would bypass the filter
@@ -382,12 +430,36 @@ def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, 
     assert "from 10.31.0.17" in open(log).read()  # dnsmasq heard the stack's address
     # names: the program's /etc/resolv.conf is the stack's (dns=), so glibc's resolver
     # (getent) asks dnsmasq through the stack
-    r = _run(d, "10.31.0.18", "sh", "-c", "cat /etc/resolv.conf; getent ahostsv4 www.views.test",
-             config_extra=f",dns={peer.addr}")
+    r = subprocess.run(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
+                                     f"eth,ip=10.31.0.18/24,dns={peer.addr}", "--hostname",
+                                     "viewed", "--", "sh", "-c", "cat /etc/resolv.conf; hostname;"
+                                     " getent ahostsv4 www.views.test"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"nameserver {peer.addr}" in r.stdout
+    assert f"nameserver {peer.addr}\nviewed\n" in r.stdout  # and the stack's host name
     assert "10.31.0.77" in r.stdout
     assert "from 10.31.0.18" in open(log).read()
+    # the same with a published stack (threadnet stack ... dns=): its settings, read only
+    path = os.path.join(sockdir, "named")
+    pidfile = path + ".pid"
+    r = subprocess.run(threadnet_cmd("stack", path, "--link", f"vde://{d}", "--config",
+                                     f"eth,ip=10.31.0.23/24,dns={peer.addr}", "-d", "-p", pidfile),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=30)
+    assert r.returncode == 0, r.stderr
+    procs.adopt(read_pidfile(pidfile))
+    r = subprocess.run(threadnet_cmd("run", "--stack", path, "--", "getent", "ahostsv4",
+                                     "www.views.test"),
+                       capture_output=True, text=True, env=threadnet_env(), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "10.31.0.77" in r.stdout
+    assert "from 10.31.0.23" in open(log).read()
+    from threadnet.stack.remote import RemoteStack
+
+    rs = RemoteStack(path)
+    with pytest.raises(PermissionError):
+        rs._call("resolv_conf", "nameserver 192.0.2.1")  # a client may not change it
+    assert rs.resolv_conf() == f"nameserver {peer.addr}\n"
+    rs.close()
 
 
 SIGNALLED_SERVER = r"""
@@ -475,12 +547,19 @@ def test_netlink_shows_the_stack_inside_the_view(lan):
     assert r.returncode == 0, r.stderr
     routes = {(x["dst"], x.get("gateway")) for x in json.loads(r.stdout)}
     assert routes == {("default", "10.31.0.1"), ("10.31.0.0/24", None)}
-    # ip names the route's device by a second netlink socket's RTM_GETLINK; changes are
-    # refused (not served yet) and never reach the host
-    r = _run(d, "10.31.0.20", "sh", "-c", "ip route; ip addr add 10.31.0.30/24 dev eth0",
-             config_extra=",gw=10.31.0.1")
+    # ip names the route's device by a second netlink socket's RTM_GETLINK; changes go to
+    # the stack (its owner runs the program), never to the host
+    r = _run(d, "10.31.0.20", "sh", "-c",
+             "ip route; ip addr add 10.31.0.30/24 dev eth0 && ip route add 10.99.0.0/16 via "
+             "10.31.0.1 && ip link set dev eth0 mtu 1400 && ip -br addr && ip route && "
+             "ip link show eth0 && ip route del 10.99.0.0/16 && ip addr del 10.31.0.30/24 "
+             "dev eth0 && ip -br -4 addr show dev eth0", config_extra=",gw=10.31.0.1")
+    assert r.returncode == 0, r.stderr
     assert "default via 10.31.0.1 dev eth0" in r.stdout
-    assert r.returncode == 2 and "Operation not permitted" in r.stderr
+    assert "10.31.0.20/24 10.31.0.30/24" in r.stdout
+    assert "10.99.0.0/16 via 10.31.0.1 dev eth0" in r.stdout
+    assert "mtu 1400" in r.stdout
+    assert r.stdout.splitlines()[-1].split()[2:] == ["10.31.0.20/24"]
     # glibc's if_nameindex (netlink) in a Python program run with --seccomp
     r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
                                      "eth,ip=10.31.0.21/24", "--", sys.executable, "-c",
@@ -500,3 +579,184 @@ def test_netlink_shows_the_stack_inside_the_view(lan):
     r = _run(d, "10.31.0.22", "busybox", "ifconfig", "eth0")
     assert r.returncode == 0, r.stderr
     assert "inet addr:10.31.0.22" in r.stdout and "Mask:255.255.255.0" in r.stdout
+
+
+def test_ipv6_curl_and_a_v6_server(lan, netns, procs, sockdir):
+    d, peer = lan
+    netns.run(peer.ns, "ip", "addr", "add", "fd31::99/64", "dev", peer.tap, "nodad")
+    log = os.path.join(sockdir, "http6.log")
+    www = os.path.join(sockdir, "www6")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello over IPv6\n")
+    with open(log, "w") as out:
+        procs.popen(netns.exec_cmd(peer.ns, sys.executable, "-m", "http.server", "80",
+                                   "--bind", "fd31::99", "--directory", www),
+                    stdout=out, stderr=subprocess.STDOUT)
+    wait_for(lambda: netns.run(peer.ns, "curl", "-s", "-m", "2", "http://[fd31::99]/",
+                               check=False).returncode == 0, timeout=10, what="http.server v6")
+    # (the stack's IPv6 address is usable once its DAD is over: a second or so)
+    r = _run(d, "10.31.0.24", "sh", "-c", "for i in 1 2 3 4 5 6; do curl -sS -m 10 -w "
+             "'%{local_ip}\\n' 'http://[fd31::99]/' 2>/dev/null && exit; sleep 0.5; done; exit 1",
+             config_extra=",ip=fd31::24/64")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.lstrip("\n") == "hello over IPv6\nfd31::24\n"  # (failed tries: "\n")
+    assert "fd31::24" in open(log).read()
+
+
+class _Listener:
+    """A stand-in for the seccomp listener: the first injection fails as it does when
+    a signal interrupts the call (ENOENT); the answers are recorded."""
+
+    def __init__(self):
+        self.fail_next = True
+        self.replies = []
+
+    def valid(self, nid):
+        return True
+
+    def addfd(self, nid, srcfd, *, cloexec=False, newfd=None, send=False):
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(errno.ENOENT, "interrupted")
+        self.replies.append(("fd", nid))
+        return 7
+
+
+def test_an_accept_interrupted_while_injecting_keeps_its_connection(sockdir):
+    """A signal at the moment of injection cannot be timed from outside: the listener is
+    a stand-in here, the stack and its connection are real."""
+    import select
+    import socket
+    from types import SimpleNamespace
+
+    from threadnet.link.pair import open_pair
+    from threadnet.stack.api import Stack
+    from threadnet.views.supervisor import Supervisor
+
+    la, lb = open_pair()
+    a = Stack("eth,ip=10.79.0.1/24", link=la)
+    b = Stack("eth,ip=10.79.0.2/24", link=lb)
+    path = os.path.join(sockdir, "a")
+    a.publish(path, mode=0o600)
+    sup = Supervisor(_Listener(), path, os.getpid())
+    try:
+        vs = sup._open(socket.AF_INET, socket.SOCK_STREAM, 0)
+        vs.rpc("bind", addr=["", 7000])
+        vs.rpc("listen", backlog=4)
+        vs.listening = True
+        client = b.socket()
+        client.setblocking(False)
+        client.connect_ex(("10.79.0.1", 7000))
+        assert select.select([vs.dfd], [], [], 5)[0]  # a connection is ready (its token)
+        n = SimpleNamespace(id=1, pid=os.getpid(), nr=43, args=[0, 0, 0, 0, 0, 0], memo=None)
+        with pytest.raises(kernel.Gone):
+            sup._try_accept(n, vs, 0)
+        assert len(vs.stash) == 1  # kept, and its token is still on the descriptor
+        assert select.select([vs.dfd], [], [], 0)[0]
+        n.id = 2  # SA_RESTART: the same accept again, as a new notification
+        assert sup._try_accept(n, vs, 0)
+        assert sup.listener.replies == [("fd", 2)]
+        assert not vs.stash and not select.select([vs.dfd], [], [], 0)[0]
+        accepted = [s for s in sup.socks.values() if s is not vs]
+        assert len(accepted) == 1 and accepted[0].remote[0] == "10.79.0.2"
+        client.close()
+    finally:
+        sup.close()
+        a.close()
+        b.close()
+
+
+def test_ping_through_the_stack(lan, netns):
+    """iputils ping (a ping socket, or a raw one: the stack's owner may open both)."""
+    d, peer = lan
+    need_tool("ping")
+    r = _run(d, "10.31.0.25", "ping", "-c", "2", "-i", "0.2", "-W", "5", peer.addr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 received" in r.stdout
+
+
+# -- sans-IO parts ---------------------------------------------------------------------------------
+def test_sockaddr_round_trips_and_errors():
+    import socket
+
+    from threadnet.views import sockaddr
+
+    for addr, fam in ((["10.1.2.3", 8080], socket.AF_INET),
+                      (["fd00::1", 443, 7, 3], socket.AF_INET6)):
+        raw = sockaddr.encode(addr, fam)
+        assert len(raw) == sockaddr.SIZE[fam]
+        assert sockaddr.decode(raw, fam) == addr
+    with pytest.raises(OSError) as e:  # an AF_INET address on an AF_INET6 socket
+        sockaddr.decode(sockaddr.encode(["10.1.2.3", 1], socket.AF_INET), socket.AF_INET6)
+    assert e.value.errno == errno.EAFNOSUPPORT
+    with pytest.raises(OSError) as e:
+        sockaddr.decode(b"\x02\x00", socket.AF_INET)
+    assert e.value.errno == errno.EINVAL
+
+
+def _messages(packets):
+    import struct
+
+    out = []
+    for p in packets:
+        off = 0
+        while off < len(p):
+            length, kind, flags, seq, pid = struct.unpack_from("=IHHII", p, off)
+            out.append((kind, flags, seq, pid, p[off + 16:off + length]))
+            off += (length + 3) & ~3
+    return out
+
+
+def test_netlink_answers_dumps_and_turns_changes_into_ip_commands():
+    import socket
+    import struct
+
+    from threadnet.views import netlink
+
+    links = [{"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"],
+              "mtu": 65536, "link_type": "loopback", "address": "00:00:00:00:00:00",
+              "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8,
+                             "scope": "host"}]},
+             {"ifindex": 2, "ifname": "eth0", "flags": ["UP", "LOWER_UP"], "mtu": 1500,
+              "link_type": "ether", "address": "02:00:00:00:00:01",
+              "addr_info": [{"family": "inet", "local": "10.0.0.5", "prefixlen": 24,
+                             "scope": "global"},
+                            {"family": "inet6", "local": "fe80::1", "prefixlen": 64,
+                             "scope": "link"}]}]
+    calls = []
+
+    def ip(argv):
+        calls.append(argv)
+        if argv[-1] == "route":
+            return [{"dst": "default", "gateway": "10.0.0.1", "dev": "eth0"}] \
+                if argv[0] == "-4" else []
+        return links
+
+    def request(kind, flags, body=b"\0" * 16, seq=9):
+        return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_GETADDR, 0x301,
+                                                   bytes([socket.AF_INET]) + b"\0" * 7), 77, ip))
+    assert [m[0] for m in msgs] == [netlink.RTM_NEWADDR] * 2 + [netlink.NLMSG_DONE]
+    assert all(m[2] == 9 and m[3] == 77 for m in msgs)  # the request's seq, our port id
+    assert msgs[1][4][0] == socket.AF_INET and msgs[1][4][1] == 24
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_GETLINK, 0x301), 77, ip))
+    assert [m[0] for m in msgs] == [netlink.RTM_NEWLINK] * 2 + [netlink.NLMSG_DONE]
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_GETROUTE, 0x301), 77, ip))
+    assert [m[0] for m in msgs] == [netlink.RTM_NEWROUTE, netlink.NLMSG_DONE]
+    # a change: ip addr add 10.0.0.9/24 dev eth0, acknowledged
+    body = struct.pack("=BBBBI", socket.AF_INET, 24, 0, 0, 2) + \
+        netlink._attr(2, bytes([10, 0, 0, 9]))
+    calls.clear()
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_NEWADDR, 0x605, body), 77, ip))
+    assert calls[-1] == ["addr", "add", "10.0.0.9/24", "dev", "eth0"]
+    assert msgs[0][0] == netlink.NLMSG_ERROR and struct.unpack_from("=i", msgs[0][4])[0] == 0
+    # refused by the stack: the error comes back as netlink's
+    def refuse(argv):
+        if argv[:1] == ["link"]:
+            return links
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    msgs = _messages(netlink.build_replies(request(netlink.RTM_NEWADDR, 0x605, body), 77, refuse))
+    assert struct.unpack_from("=i", msgs[0][4])[0] == -errno.EPERM

@@ -9,6 +9,7 @@
     threadnet stack PATH --link URL --config CFG   a TCP/IP stack as a service, named by PATH
     threadnet run --stack PATH -- python app.py     run a Python program on a stack
     threadnet ip --stack PATH addr    iproute2's ip on a published stack
+    threadnet ns vde:///tmp/sw -- CMD  a command in its own namespace, a tap on the switch
     threadnet bench switch            benchmarks, side by side with the real peers
 """
 
@@ -20,7 +21,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from threadnet.errors import ThreadnetError
+from threadnet.errors import ThreadnetError, URLError
 
 PROG = "threadnet"
 
@@ -42,6 +43,18 @@ def octal(text: str) -> int:
     if not 0 <= value <= 0o7777:
         raise argparse.ArgumentTypeError(f"invalid mode {text!r}")
     return value
+
+
+def fst_priority(text: str) -> int:
+    """vde_switch's --priority: C's %i (decimal, 0x hex or 0 octal), kept to 16 bits."""
+    t = text.strip().lower()
+    try:
+        sign = -1 if t.startswith("-") else 1
+        t = t.lstrip("+-")
+        value = int(t, 16) if t.startswith("0x") else int(t, 8) if t.startswith("0") and len(t) > 1 else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid priority {text!r}") from None
+    return (sign * value) & 0xFFFF
 
 
 def positive(text: str) -> int:
@@ -73,7 +86,10 @@ def _add_switch_args(p: argparse.ArgumentParser, default_dir: str | None) -> Non
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
     p.add_argument("-p", "--pidfile", help="write the process id here")
     p.add_argument("--nostdin", action="store_true", help="no console on standard input")
-    p.add_argument("-F", "--fstp", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-F", "--fstp", action="store_true",
+                   help="run vde_switch's fast spanning tree (loops between switches)")
+    p.add_argument("--priority", type=fst_priority, default=0x8000, metavar="N",
+                   help="the switch's FST priority (the high part of its id; 0x8000)")
     p.add_argument("--no-batch", dest="batched", action="store_false",
                    help="plain recv/send per frame instead of recvmmsg/sendmmsg")
 
@@ -83,8 +99,6 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
     from threadnet.switch.server import SwitchServer
     from threadnet.wire.ethernet import mac_from_str
 
-    if args.fstp:
-        raise UsageError(f"{PROG} switch: -F (fast spanning tree) is not implemented yet")
     if args.sock is None:
         raise UsageError(f"{PROG} switch: -s DIR is required")
     mac = None
@@ -100,7 +114,7 @@ def _start_switch(args: argparse.Namespace, announce: Callable[[object], None] |
                           mode=args.mode, group=args.group, dirmode=args.dirmode,
                           mgmtmode=args.mgmtmode, mgmtgroup=args.mgmtgroup,
                           hashsize=args.hashsize, mac=mac, rcfile=args.rcfile, pcap=args.pcap,
-                          batched=args.batched)
+                          batched=args.batched, fstp=args.fstp, priority=args.priority)
     if announce is not None:
         announce(server)
     from threadnet.daemon import background_or_pidfile
@@ -177,18 +191,47 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.slirp is not None:
         from threadnet.slirp.options import SlirpOptions
 
-        options = SlirpOptions.parse(args.slirp)  # bad options fail here, before the fork
+        try:
+            options = SlirpOptions.parse(args.slirp)  # bad options fail here, before the fork
+            _check_hostfwd(options)
+        except (URLError, OSError) as exc:
+            raise UsageError(f"{PROG} up: {exc}") from None
 
         def started() -> None:
             import threading
 
             from threadnet.slirp.gateway import Gateway
 
+            def gateway() -> None:
+                try:
+                    Gateway(f"vde://{args.sock}", options).start()
+                except Exception as exc:  # a network half up misleads: stop the switch
+                    print(f"{PROG} up: slirp failed, stopping: {exc}", file=sys.stderr,
+                          flush=True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+
             # the gateway's link handshakes with the switch, whose loop runs in this thread
-            threading.Thread(target=lambda: Gateway(f"vde://{args.sock}", options).start(),
-                             name="slirp-up", daemon=True).start()
+            threading.Thread(target=gateway, name="slirp-up", daemon=True).start()
 
     return _start_switch(args, announce, started)
+
+
+def _check_hostfwd(options: object) -> None:
+    """Bind each host forward's port once, before the fork, so that a port in use fails
+    ``threadnet up`` with a clear error instead of a network without its forward."""
+    import socket
+
+    for fwd in options.hostfwd:  # type: ignore[attr-defined]
+        fam = socket.AF_INET6 if ":" in fwd.host_addr else socket.AF_INET
+        kind = socket.SOCK_DGRAM if fwd.proto == "udp" else socket.SOCK_STREAM
+        with socket.socket(fam, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((fwd.host_addr, fwd.host_port))
+            except OSError as exc:
+                raise OSError(f"hostfwd {fwd.proto}:{fwd.host_addr}:{fwd.host_port}: "
+                              f"{exc.strerror}") from None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -579,6 +622,12 @@ def cmd_slirp(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_ns(args: argparse.Namespace) -> int:
+    from threadnet.nsview import main as ns_main
+
+    return ns_main(args.words)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -606,9 +655,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="bring up the default virtual network")
     _add_switch_args(p, None)
-    p.add_argument("--slirp", nargs="?", const="", metavar="OPTIONS",
-                   help="and a slirp gateway on it: DHCP, DNS, RA, the host's network "
-                        "(threadnet slirp's options, e.g. 'hostfwd=tcp::8080-:80')")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--slirp", nargs="?", const="", default="", metavar="OPTIONS",
+                   help="the slirp gateway's options (threadnet slirp's, e.g. "
+                        "'hostfwd=tcp::8080-:80'); by default slirp runs with QEMU's defaults: "
+                        "gateway 10.0.2.2, DHCP from 10.0.2.15, DNS 10.0.2.3, IPv6 by RA")
+    g.add_argument("--no-slirp", dest="slirp", action="store_const", const=None,
+                   help="a bare switch: no slirp gateway, no DHCP, no way out to the host")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop the default virtual network")
@@ -688,8 +741,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("words", nargs="*", help="[--stack PATH] [-4|-6] [-j] OBJECT COMMAND ...")
     p.set_defaults(func=cmd_ip)
 
+    # vdens's command line, parsed by threadnet/nsview.py (options, VNLs, then the command)
+    p = sub.add_parser("ns", help="a command in its own user and network namespace, with a "
+                       "tap on each network (like vdens)", prefix_chars="+", add_help=False)
+    p.add_argument("words", nargs=argparse.REMAINDER,
+                   help="[OPTIONS] [VNL...] [-- COMMAND ARGS...] (threadnet ns --help)")
+    p.set_defaults(func=cmd_ns)
+
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "views"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "fabric", "views"],
+                   help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser

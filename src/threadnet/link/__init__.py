@@ -397,6 +397,13 @@ _BUILTIN = {
     "pcap": "threadnet.link.capture:open_pcap",
     "wirefilter": "threadnet.link.emulation:open_wirefilter",
     "slirp": "threadnet.slirp.link:open_slirp",
+    "seqpacket": "threadnet.link.seqpacket:open_seqpacket",
+    "hub": "threadnet.link.netnode:open_hub",
+    "switch": "threadnet.link.netnode:open_switch",
+    "multi": "threadnet.link.netnode:open_multi",
+    "bonding": "threadnet.link.netnode:open_bonding",
+    "vxvde": "threadnet.link.vxvde:open_vxvde",
+    "vxlan": "threadnet.link.vxlan:open_vxlan",
 }
 
 
@@ -447,8 +454,9 @@ def open_link(url: str | None = None, *, description: str | None = None) -> Link
     """Open a link by URL.
 
     ``vde://DIR[N]`` (or a bare path), ``cmd://"command"``, ``stdio://``, ``fd://R[,W]``,
-    ``tap://ifname``, ``udp://[src:]sport->host:dport``, ``ptp://PATH``, ``null://``, and
-    the wrappers ``pcap://FILE{URL}`` and ``wirefilter://OPTIONS{URL}``. An empty or
+    ``tap://ifname``, ``udp://[src:]sport->host:dport``, ``ptp://PATH``, ``null://``,
+    ``seqpacket://FD``, the nodes ``hub://DIR``, ``switch://DIR``, ``multi://DIR`` and
+    ``bonding://DIR`` (served here, joined with ``vde://DIR``), and the wrappers ``pcap://FILE{URL}`` and ``wirefilter://OPTIONS{URL}``. An empty or
     missing URL means the default switch (see ``threadnet.link.vde.default_switch``).
     ``description`` is what a switch shows for this client (default
     ``"threadnet user=NAME pid=PID"``).

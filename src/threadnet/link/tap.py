@@ -59,7 +59,11 @@ class TapLink(BackloggedLink, Link):
     ``offload`` the tap carries virtio-net headers (see the module's text).
     """
 
-    def __init__(self, ifname: str, *, url: str = "", offload: bool = False) -> None:
+    def __init__(self, ifname: str, *, url: str = "", offload: bool = False,
+                 fd: int | None = None) -> None:
+        """``fd``: adopt a descriptor already attached to the tap ``ifname`` (opened
+        without ``IFF_VNET_HDR``), e.g. one made inside another network namespace and
+        passed over SCM_RIGHTS (``threadnet ns``); the link closes it."""
         super().__init__()
         self.url = url or f"tap://{ifname}"
         name = ifname.encode()
@@ -76,6 +80,13 @@ class TapLink(BackloggedLink, Link):
         #: large segments ``recv`` cut up for an ordinary reader
         self.rx_segmented = 0
         self._pending: deque[bytes | bytearray] = deque()
+        if fd is not None:
+            if offload:
+                raise LinkError(errno.EINVAL, f"{self.url}: an adopted tap has no [offload]")
+            self.ifname = ifname
+            os.set_blocking(fd, False)
+            self._fd = fd
+            return
         try:
             fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
         except PermissionError:

@@ -135,6 +135,8 @@ class SlirpOptions:
                     o.udp_timeout = float(value)
                 else:
                     raise URLError(f"slirp: unknown option {key!r}")
+            except URLError:
+                raise
             except ValueError:
                 raise URLError(f"slirp: bad value in {item!r}") from None
         if not 576 <= o.mtu <= 65520:

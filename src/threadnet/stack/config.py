@@ -169,8 +169,8 @@ def parse_config(text: str, *, lenient: bool = False,
             elif key in _DYNAMIC:
                 for name in _DYNAMIC[key]:
                     setattr(cfg, name, True)
-                if key.startswith("auto"):
-                    cfg.eth = True
+                if cfg.eth is None:  # a client on a down link never hears an answer:
+                    cfg.eth = True  # dhcp, rd, slaac... turn it on, as auto does (not -eth)
             elif key == "debug":
                 cfg.debug = True
             elif stacks is not None and key in stacks:

@@ -58,7 +58,7 @@ _FD_RESERVE = 64  # for links, consoles, resolver sockets...
 _REFUSING_PER_UID = 8
 _REFUSE_LINGER = 2.0
 _RESOLVER_CALLS = ("getaddrinfo", "gethostname", "gethostbyname", "gethostbyname_ex",
-                   "gethostbyaddr", "getnameinfo", "getfqdn")
+                   "gethostbyaddr", "getnameinfo", "getfqdn", "resolv_conf")
 #: characters of an ``ip`` reply's JSON text per packet: sent as a JSON string, which
 #: at worst doubles them (quotes and backslashes escaped), within MAX_MESSAGE
 _IP_PAGE = 30000
@@ -523,6 +523,10 @@ class _Conn:
                          "msg": f"this stack does not provide {name}"}, [])
             return
         args = [_tuple(a) for a in req.get("args", [])]
+        if name == "resolv_conf" and args:  # read only: a client may not change the DNS
+            self._reply({"raise": "OSError", "errno": errno.EPERM,
+                         "msg": "resolv_conf is read only for a stack's clients"}, [])
+            return
         runner = self.pub.runner
 
         def work(cancel: Any) -> None:
@@ -765,6 +769,10 @@ class RemoteStack:
 
     def gethostname(self) -> str:
         return self._call("gethostname")
+
+    def resolv_conf(self) -> str:
+        """The stack's name settings as resolv.conf text (read only)."""
+        return self._call("resolv_conf")
 
     def getfqdn(self, name: str = "") -> str:
         return self._call("getfqdn", name)

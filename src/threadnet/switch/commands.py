@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -153,6 +154,55 @@ def hash_find(sw: SwitchServer, args: str) -> list[str]:
     return [_hash_line(sw, key, e, sw.now())]
 
 
+# -- fast spanning tree -------------------------------------------------------------------
+def fstp_showinfo(sw: SwitchServer, args: str) -> list[str]:
+    fst = sw.switch.fst
+    return [f"MAC {mac_to_str(fst.mac)} Priority {fst.priority} (0x{fst.priority:x})",
+            f"FSTP={'true' if fst.enabled else 'false'}"]
+
+
+def fstp_setfstp(sw: SwitchServer, args: str) -> list[str] | None:
+    on = parse_int(args, "0/1") != 0
+    if sw.switch.hub:
+        return ["Can't use fstp in hub mode"]  # vde_switch's answer (and success)
+    sw.switch.set_fstp(on)
+    return None
+
+
+def _fst_vlan_port(sw: SwitchServer, args: str) -> tuple[int, int, int]:
+    vlan_text, port_text, value_text = split_args(args, 3)
+    vlan = parse_int(vlan_text, "vlan", 0, 4095)
+    port = _port(sw, port_text)
+    value = parse_int(value_text, "value")
+    if vlan not in sw.switch.vlans:
+        raise CommandError(errno.ENXIO)
+    return vlan, port, value
+
+
+def fstp_setedge(sw: SwitchServer, args: str) -> None:
+    vlan, port, on = _fst_vlan_port(sw, args)
+    sw.switch.fst.set_edge(vlan, port, on != 0)
+
+
+def fstp_bonus(sw: SwitchServer, args: str) -> None:
+    vlan, port, cost = _fst_vlan_port(sw, args)
+    sw.switch.fst.set_bonus(vlan, port, cost)
+
+
+def fstp_print(sw: SwitchServer, args: str) -> list[str]:
+    fst, now = sw.switch.fst, sw.now()
+    if args.strip():
+        # vde_switch reads the VLAN with atoi(): leading digits, else 0
+        m = re.match(r"\s*([+-]?\d+)", args)
+        vlan = int(m.group(1)) if m else 0
+        if not 0 <= vlan < NOVLAN:
+            raise CommandError(errno.EINVAL)
+        if vlan not in sw.switch.vlans:
+            raise CommandError(errno.ENXIO)
+        return fst.print_lines(vlan, now)
+    return [line for vlan in sorted(sw.switch.vlans) for line in fst.print_lines(vlan, now)]
+
+
 # -- ports --------------------------------------------------------------------------------
 def port_showinfo(sw: SwitchServer, args: str) -> list[str]:
     return [f"Numports={sw.switch.numports}", f"HUB={'true' if sw.switch.hub else 'false'}",
@@ -167,7 +217,10 @@ def port_setnumports(sw: SwitchServer, args: str) -> None:
 
 
 def port_sethub(sw: SwitchServer, args: str) -> None:
-    sw.switch.hub = bool(parse_int(args, "hub", 0, 1))
+    hub = bool(parse_int(args, "hub", 0, 1))
+    if hub:
+        sw.switch.set_fstp(False)  # a hub runs no spanning tree (vde_switch stops it too)
+    sw.switch.hub = hub
 
 
 def port_setvlan(sw: SwitchServer, args: str) -> None:
@@ -335,7 +388,8 @@ def _vlan_print(sw: SwitchServer, args: str, include_inactive: bool) -> list[str
                 continue
             for tagged in (False, True):
                 if (p.vlan == v and not tagged) or (tagged and v in p.tagged):
-                    status = "Forwarding" if p.active else "Learning"
+                    status = ("Discarding" if v in p.discard else "Learning" if v in p.nofwd
+                              else "Forwarding" if p.active else "Learning")
                     lines.append(f" -- Port {n:04d} tagged={int(tagged)} "
                                  f"active={int(p.active)} status={status}")
     return lines
@@ -366,6 +420,12 @@ COMMANDS: tuple[Entry, ...] = (
     ("hash/setminper", "N", "minimum persistence time", hash_setminper, 0),
     ("hash/print", "", "print the hash table", hash_print, OUTPUT),
     ("hash/find", "MAC [VLAN]", "MAC lookup", hash_find, OUTPUT),
+    ("fstp", "", "FAST SPANNING TREE MENU", None, 0),
+    ("fstp/showinfo", "", "show fstp info", fstp_showinfo, OUTPUT),
+    ("fstp/setfstp", "0/1", "Fast spanning tree protocol 1=ON 0=OFF", fstp_setfstp, OUTPUT),
+    ("fstp/setedge", "VLAN PORT 1/0", "Define an edge port for a vlan 1=Y 0=N", fstp_setedge, 0),
+    ("fstp/bonus", "VLAN PORT COST", "set the port bonus for a vlan", fstp_bonus, 0),
+    ("fstp/print", "[N]", "print fst data for the defined vlan", fstp_print, OUTPUT),
     ("port", "", "PORT STATUS MENU", None, 0),
     ("port/showinfo", "", "show port info", port_showinfo, OUTPUT),
     ("port/setnumports", "N", "set the number of ports", port_setnumports, 0),

@@ -9,10 +9,14 @@ frame's VLAN, adding or removing the 802.1Q tag per output port.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
+from time import monotonic
 
 from threadnet.switch.fdb import ForwardingTable
+from threadnet.switch.fstp import DISCARDING, FORWARDING, FstEngine
 from threadnet.wire.ethernet import add_tag, strip_tag
+from threadnet.wire.fstp import BPDU_DST
 
 NUMPORTS = 32
 NOVLAN = 0xFFF  # an untagged VLAN of 4095 means "untagged frames are dropped"
@@ -42,7 +46,8 @@ class Port:
     """A switch port: its endpoints, VLAN membership, ACL and counters."""
 
     __slots__ = ("number", "endpoints", "senders", "vlan", "tagged", "user", "group", "allocatable",
-                 "persistent", "in_pkts", "in_bytes", "out_pkts", "out_bytes", "capture")
+                 "persistent", "in_pkts", "in_bytes", "out_pkts", "out_bytes", "capture",
+                 "discard", "nofwd")
 
     def __init__(self, number: int, *, allocatable: bool = True, persistent: bool = False) -> None:
         self.number = number
@@ -55,6 +60,10 @@ class Port:
         self.allocatable = allocatable
         self.persistent = persistent
         self.capture: Callable[[bytes | memoryview], None] | None = None
+        # the fast spanning tree's port states: VLANs where this port neither learns nor
+        # forwards (discarding), and where it does not forward (discarding or learning)
+        self.discard: set[int] = set()
+        self.nofwd: set[int] = set()
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -77,7 +86,9 @@ class Switch:
     """The forwarding plane and its configuration. Not thread-safe: one loop drives it."""
 
     def __init__(self, numports: int = NUMPORTS, *, hub: bool = False,
-                 fdb: ForwardingTable | None = None, max_frame: int = MAX_FRAME) -> None:
+                 fdb: ForwardingTable | None = None, max_frame: int = MAX_FRAME,
+                 mac: bytes | None = None, priority: int = 0x8000, fstp: bool = False,
+                 clock: Callable[[], float] = monotonic) -> None:
         if numports < 1:
             raise ValueError("a switch needs at least one port")
         self.numports = numports
@@ -93,6 +104,15 @@ class Switch:
         self._active: list[Port] = []
         self.on_capture: Callable[[bytes | memoryview], None] | None = None
         self.capturing = False  # any capture hook set (checked once per frame)
+        self.dropped_blocked = 0
+        # the fast spanning tree (vde_switch -F): its configuration events (ports and VLANs
+        # coming and going) read ``clock``; frames and ticks bring their own time
+        self.clock = clock
+        self.fst = FstEngine(self, mac if mac is not None else b"\x00\xff" + os.urandom(4),
+                             priority, now=clock())
+        self.fst_on = False  # the engine's BPDUs are consumed, not forwarded
+        if fstp:
+            self.set_fstp(True)
 
     # -- ports and endpoints -------------------------------------------------------
     def free_port(self) -> int | None:
@@ -124,6 +144,10 @@ class Switch:
         port.endpoints.append(endpoint)
         endpoint.port = port
         self._rebuild()
+        if len(port.endpoints) == 1:  # the port becomes active in its VLANs
+            now = self.clock()
+            for vlan in sorted(self._memberships(port)):
+                self.fst.add_port(vlan, number, vlan != port.vlan, now)
         return port
 
     def detach(self, endpoint: Endpoint) -> None:
@@ -138,6 +162,11 @@ class Switch:
             self.fdb.forget_port(port)
             if not port.persistent:
                 del self.ports[port.number]
+            self._rebuild()
+            now = self.clock()
+            for vlan in sorted(self._memberships(port)):
+                self._fst_leave(port, vlan, now)
+            return
         self._rebuild()
 
     def create_port(self, number: int) -> Port:
@@ -167,10 +196,17 @@ class Switch:
             raise OSError(errno.ENXIO, "no such VLAN")
         if port is None:
             raise OSError(errno.ENXIO, "no such port")
+        old = port.vlan
         port.vlan = vlan
         port.tagged.discard(vlan)
         self.fdb.forget_port(port)
         self._rebuild()
+        if port.endpoints:
+            now = self.clock()
+            if old != NOVLAN:
+                self._fst_leave(port, old, now)
+            if vlan != NOVLAN:
+                self.fst.add_port(vlan, number, False, now)
 
     def create_vlan(self, vlan: int) -> None:
         if not 0 < vlan < NOVLAN:  # VLAN 0 always exists and 4095 means "none"
@@ -178,6 +214,7 @@ class Switch:
         if vlan in self.vlans:
             raise OSError(errno.EEXIST, "VLAN exists")
         self.vlans.add(vlan)
+        self.fst.new_vlan(vlan, self.clock())
 
     def remove_vlan(self, vlan: int) -> None:
         if vlan not in self.vlans or vlan == 0:
@@ -185,6 +222,7 @@ class Switch:
         if any(p.vlan == vlan or vlan in p.tagged for p in self.ports.values()):
             raise OSError(errno.EADDRINUSE, "VLAN has ports")
         self.vlans.discard(vlan)
+        self.fst.remove_vlan(vlan)
 
     def add_tagged(self, vlan: int, number: int) -> None:
         if not 0 <= vlan < NOVLAN:
@@ -196,8 +234,11 @@ class Switch:
             raise OSError(errno.ENXIO, "no such port")
         if port.vlan == vlan:
             return  # already an (untagged) member: nothing to do, as vde_switch
+        new = vlan not in port.tagged
         port.tagged.add(vlan)
         self._rebuild()
+        if new and port.endpoints:
+            self.fst.add_port(vlan, number, True, self.clock())
 
     def del_tagged(self, vlan: int, number: int) -> None:
         if not 0 <= vlan < NOVLAN:
@@ -212,6 +253,43 @@ class Switch:
         port.tagged.discard(vlan)
         self.fdb.forget_port(port)
         self._rebuild()
+        if port.endpoints:
+            self._fst_leave(port, vlan, self.clock())
+
+    # -- fast spanning tree ----------------------------------------------------------
+    @staticmethod
+    def _memberships(port: Port) -> set[int]:
+        return port.tagged | ({port.vlan} if port.vlan != NOVLAN else set())
+
+    def _fst_leave(self, port: Port, vlan: int, now: float) -> None:
+        if vlan in port.nofwd:
+            port.discard.discard(vlan)
+            port.nofwd.discard(vlan)
+            self._rebuild()
+        self.fst.del_port(vlan, port.number, now)
+
+    def set_fstp(self, on: bool, now: float | None = None) -> None:
+        """Run the fast spanning tree (vde_switch -F, fstp/setfstp); never in hub mode."""
+        if on and self.hub:
+            raise OSError(errno.EINVAL, "Can't use fstp in hub mode")
+        self.fst.set_enabled(on, self.clock() if now is None else now)
+        self.fst_on = self.fst.enabled
+
+    def fst_send(self, number: int, frame: bytes) -> None:
+        port = self.ports.get(number)
+        if port is not None and port.endpoints:
+            port.send(frame, len(frame))
+
+    def fst_set_state(self, number: int, vlan: int, state: int) -> None:
+        port = self.ports.get(number)
+        if port is None or not (vlan == port.vlan or vlan in port.tagged):
+            return
+        (port.discard.add if state == DISCARDING else port.discard.discard)(vlan)
+        (port.nofwd.discard if state == FORWARDING else port.nofwd.add)(vlan)
+        self._rebuild()
+
+    def fst_flush(self, vlan: int) -> None:
+        self.fdb.forget_vlan(vlan)
 
     def _rebuild(self) -> None:
         """Recompute the flood lists (per VLAN: active member ports and whether tagged)."""
@@ -223,10 +301,11 @@ class Switch:
         self._active = active
         flood: dict[int, list[tuple[Port, bool]]] = {}
         for p in active:
-            if p.vlan != NOVLAN:
+            if p.vlan != NOVLAN and p.vlan not in p.nofwd:
                 flood.setdefault(p.vlan, []).append((p, False))
             for v in p.tagged:
-                flood.setdefault(v, []).append((p, True))
+                if v not in p.nofwd:
+                    flood.setdefault(v, []).append((p, True))
         self._flood = flood
 
     # -- forwarding ----------------------------------------------------------------
@@ -267,6 +346,12 @@ class Switch:
                 self.dropped_vlan += 1
                 return
             tagged_in = False
+        if self.fst_on and mv[0] == 0x01 and mv[:6] == BPDU_DST:
+            self.fst.input(port.number, vlan, tagged_in, frame, now)
+            return  # BPDUs are consumed, never forwarded
+        if port.discard and vlan in port.discard:
+            self.dropped_blocked += 1  # a discarding port neither learns nor forwards
+            return
         entries = self.fdb.entries
         macs = mv[:12].tobytes()  # one copy; slicing bytes is cheaper than slicing views
         if not macs[6] & 1:  # learn unicast sources only
@@ -286,7 +371,7 @@ class Switch:
             if vlan:
                 key += _VLAN_SUFFIX[vlan]
             e = entries.get(key)
-            if e is not None:
+            if e is not None and not (e[0].nofwd and vlan in e[0].nofwd):
                 out = e[0]
                 if out is port:
                     return  # never back out of the port it came from

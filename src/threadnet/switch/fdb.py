@@ -70,6 +70,16 @@ class ForwardingTable:
         for k in [k for k, e in self.entries.items() if e[0] is port]:
             del self.entries[k]
 
+    def forget_vlan(self, vlan: int) -> None:
+        """Flush one VLAN (a spanning tree topology change)."""
+        if vlan == 0:
+            dead = [k for k in self.entries if len(k) == 6]
+        else:
+            suffix = vlan.to_bytes(2, "big")
+            dead = [k for k in self.entries if len(k) == 8 and k[6:] == suffix]
+        for k in dead:
+            del self.entries[k]
+
     def bucket(self, key: bytes) -> int:
         """The bucket a key falls in, for ``hash/print`` (informational only)."""
         h = 0

@@ -34,7 +34,7 @@ class SwitchServer:
                  dirmode: int | None = None, mgmtmode: int = 0o600, mgmtgroup: str | None = None,
                  hashsize: int = 128, mac: bytes | None = None, rcfile: str | None = None,
                  pcap: str | None = None, loop: EventLoop | None = None,
-                 batched: bool = True) -> None:
+                 batched: bool = True, fstp: bool = False, priority: int = 0x8000) -> None:
         self.loop = loop if loop is not None else EventLoop()
         self.directory = os.path.abspath(directory)
         self.mode = mode
@@ -42,7 +42,8 @@ class SwitchServer:
         self.mgmt_path = os.path.abspath(mgmt) if mgmt else None
         self.mac = mac if mac is not None else random_mac()
         self.started = monotonic()
-        self.switch = Switch(numports, hub=hub, fdb=ForwardingTable(size=hashsize))
+        self.switch = Switch(numports, hub=hub, fdb=ForwardingTable(size=hashsize), mac=self.mac,
+                             priority=priority, fstp=fstp and not hub, clock=monotonic)
         self._captures: dict[int | None, object] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -71,6 +72,8 @@ class SwitchServer:
             raise
         self._gc: Timer | None = None
         self.reschedule_gc()
+        # the fast spanning tree's hello timer (vde_switch's one-second clock)
+        self._fst_timer = self.loop.call_every(1.0, lambda: self.switch.fst.tick(monotonic()))
 
     # -- clock ---------------------------------------------------------------------
     @staticmethod

@@ -126,6 +126,8 @@ class Relay:
                         self._from_program(vs)
                 except OSError:
                     pass  # a datagram lost, as UDP may lose one
+                except Exception as exc:  # a bug: this socket's datagram, not the relay
+                    self.sup._log(f"relay: {type(exc).__name__}: {exc}")
 
     def _from_stack(self, vs: VSocket) -> None:
         raw = os.read(vs.dfd, MAX_DATAGRAM + 64 + _HDR.size)
@@ -254,7 +256,7 @@ def _receive(sup: Supervisor, n: kernel.Notification, vs: VSocket, flags: int, d
     if got is not None:
         deliver(*got)
         return
-    if flags & MSG_DONTWAIT or vs.prog_nonblocking(n):
+    if flags & MSG_DONTWAIT or vs.prog_nonblocking():
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     def step() -> bool:

@@ -18,16 +18,18 @@ import os
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
 CLONE_NEWUSER = 0x10000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 
-def own_resolv_conf(path: str) -> None:
-    """Show the program ``path`` as /etc/resolv.conf: a mount namespace of its own (with
-    a user namespace that maps only our uid and gid, unless we are root) and a bind
-    mount. OSError if the machine does not allow it."""
+def own_names(resolv: str | None, hostname: str | None) -> None:
+    """Show the program ``resolv`` as /etc/resolv.conf and ``hostname`` as its host name:
+    mount and UTS namespaces of its own (with a user namespace that maps only our uid
+    and gid, unless we are root), a bind mount, sethostname. OSError if the machine does
+    not allow it."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -39,16 +41,22 @@ def own_resolv_conf(path: str) -> None:
 
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
-        check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare(CLONE_NEWNS|CLONE_NEWUTS)")
     else:
-        check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+        check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS),
+              "unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWUTS)")
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
                            ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as f:
                 f.write(text)
-    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-    check(libc.mount(os.fsencode(path), b"/etc/resolv.conf", None, MS_BIND, None),
-          "mount --bind resolv.conf")
+    if resolv:
+        check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None),
+              "mount --make-rprivate /")
+        check(libc.mount(os.fsencode(resolv), b"/etc/resolv.conf", None, MS_BIND, None),
+              "mount --bind resolv.conf")
+    if hostname:
+        raw = hostname.encode()[:64]
+        check(libc.sethostname(raw, len(raw)), "sethostname")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,13 +64,16 @@ def main(argv: list[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     wfd, rfd = int(args[0]), int(args[1])
-    if args[2:3] == ["--resolv"]:
+    names: dict[str, str] = {}
+    while args[2:3] in (["--resolv"], ["--hostname"]):
+        names[args[2][2:]] = args[3]
+        args = args[:2] + args[4:]
+    if names:
         try:
-            own_resolv_conf(args[3])
+            own_names(names.get("resolv"), names.get("hostname"))
         except OSError as exc:
             sys.stderr.write(f"threadnet run: warning: the program sees the host's "
-                             f"/etc/resolv.conf ({exc})\n")
-        args = args[:2] + args[4:]
+                             f"/etc/resolv.conf and host name ({exc})\n")
     command = args[3:] if args[2:3] == ["--"] else args[2:]
     try:
         kernel.no_new_privs()

@@ -9,7 +9,10 @@ pair, where ``recv``/``recvmsg`` (emulated for their source address) find them. 
 view show the stack.
 
 Served: RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE (dumps, and GETLINK of one interface); other
-dumps answer an empty NLMSG_DONE; changes (RTM_NEW*/DEL*) fail with EPERM (not done yet).
+dumps answer an empty NLMSG_DONE. Changes (RTM_NEWADDR/DELADDR, RTM_NEWROUTE/DELROUTE,
+RTM_NEWLINK/SETLINK for up, down and MTU) become the ``ip`` command they mean on the stack,
+which allows them to the stack's owner and root only (as vunet lets a view change its
+stack); a refusal is the netlink error (EPERM).
 ``build_replies`` is sans-IO.
 """
 
@@ -200,12 +203,13 @@ def build_replies(data: bytes, pid: int, ip: Callable[[list[str]], list[dict[str
                                              _route(r, rfam, ifindex)))
             elif kind % 4 == 2 and dump:
                 pass  # another dump (neighbours, rules, netconf...): empty
-            elif kind % 4 in (0, 1):
-                raise OSError(errno.EPERM, "changes are not served yet")
+            elif kind in _CHANGES:
+                ip(change_argv(kind, flags, body, ip))  # the stack's owner and root only
             else:
                 raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-        except OSError as exc:
-            out.extend(_packets([_error(seq, pid, exc.errno or errno.EINVAL, req)]))
+        except Exception as exc:  # OSError, or the ip command's IpError (with an errno)
+            err = getattr(exc, "errno", None) or errno.EINVAL
+            out.extend(_packets([_error(seq, pid, err, req)]))
             continue
         if dump:
             msgs.append(_msg(NLMSG_DONE, NLM_F_MULTI, seq, pid, struct.pack("=i", 0)))
@@ -213,6 +217,68 @@ def build_replies(data: bytes, pid: int, ip: Callable[[list[str]], list[dict[str
             msgs.append(_error(seq, pid, 0, req))
         out.extend(_packets(msgs))
     return out
+
+
+RTM_DELLINK, RTM_SETLINK, RTM_DELADDR, RTM_DELROUTE = 17, 19, 21, 25
+NLM_F_REPLACE = 0x100
+_CHANGES = frozenset((RTM_NEWLINK, RTM_SETLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE,
+                      RTM_DELROUTE))
+
+
+def change_argv(kind: int, flags: int, body: bytes,
+                ip: Callable[[list[str]], list[dict[str, Any]]]) -> list[str]:
+    """The ``ip`` command line (``stack/ipcommand.py``) a netlink change means, as vunet
+    lets a view change its stack: addresses, routes, a link's state and MTU."""
+    names = {lk["ifindex"]: lk["ifname"] for lk in ip(["link"])}
+
+    def dev(index: int) -> list[str]:
+        if index not in names:
+            raise OSError(errno.ENODEV, "No such device")
+        return ["dev", names[index]]
+
+    verb = "replace" if flags & NLM_F_REPLACE else "add"
+    if kind in (RTM_NEWLINK, RTM_SETLINK):
+        if len(body) < _IFINFO.size:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        _, _, index, ifflags, change = _IFINFO.unpack_from(body)
+        argv = ["link", "set", *dev(index)]
+        if change & _IFF["UP"]:
+            argv.append("up" if ifflags & _IFF["UP"] else "down")
+        mtu = _find_attr(body[_IFINFO.size:], 4)
+        if mtu is not None and len(mtu) >= 4:
+            argv += ["mtu", str(struct.unpack_from("=I", mtu)[0])]
+        if len(argv) == 4:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return argv
+    if kind in (RTM_NEWADDR, RTM_DELADDR):
+        if len(body) < _IFADDR.size:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fam, plen, _, _, index = _IFADDR.unpack_from(body)
+        attrs = body[_IFADDR.size:]
+        raw = _find_attr(attrs, 2) or _find_attr(attrs, 1)  # IFA_LOCAL, IFA_ADDRESS
+        if raw is None:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        addr = ipaddress.ip_address(raw)
+        return (["-6"] if fam == socket.AF_INET6 else []) + \
+            ["addr", "del" if kind == RTM_DELADDR else verb, f"{addr}/{plen}", *dev(index)]
+    if len(body) < _RTMSG.size:  # a route
+        raise OSError(errno.EINVAL, "Invalid argument")
+    fam, dst_len = body[0], body[1]
+    attrs = body[_RTMSG.size:]
+    dst = _find_attr(attrs, 1)
+    argv = (["-6"] if fam == socket.AF_INET6 else []) + \
+        ["route", "del" if kind == RTM_DELROUTE else verb,
+         f"{ipaddress.ip_address(dst)}/{dst_len}" if dst else "default"]
+    gw = _find_attr(attrs, 5)
+    if gw:
+        argv += ["via", str(ipaddress.ip_address(gw))]
+    oif = _find_attr(attrs, 4)
+    if oif and len(oif) >= 4:
+        argv += dev(struct.unpack_from("=I", oif)[0])
+    metric = _find_attr(attrs, 6)
+    if metric and len(metric) >= 4:
+        argv += ["metric", str(struct.unpack_from("=I", metric)[0])]
+    return argv
 
 
 def _find_attr(attrs: bytes, kind: int) -> bytes | None:

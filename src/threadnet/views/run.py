@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,21 @@ def _children() -> set[int]:
     return out
 
 
+def _from_terminal() -> bool:
+    """Is our process group the foreground of our controlling terminal? Then a SIGINT
+    is most likely its Ctrl-C, which the program (in our group) got as well."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _read_line(fd: int) -> str:
     data = b""
     while not data.endswith(b"\n"):
@@ -44,9 +60,11 @@ def _read_line(fd: int) -> str:
 
 
 def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = None,
-          resolv_conf: str | None = None) -> tuple[subprocess.Popen, Supervisor]:
-    """Start ``command`` with its sockets on the stack published at ``stack_path``
-    (and ``resolv_conf``, a file, as its /etc/resolv.conf where the machine allows)."""
+          resolv_conf: str | None = None, hostname: str | None = None
+          ) -> tuple[subprocess.Popen, Supervisor]:
+    """Start ``command`` with its sockets on the stack published at ``stack_path`` (and
+    ``resolv_conf``, a file, as its /etc/resolv.conf, ``hostname`` as its host name, where
+    the machine allows)."""
     why = kernel.supported()
     if why:
         raise ViewError(why)
@@ -62,6 +80,7 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
         child = subprocess.Popen([sys.executable, "-I", "-c", BOOTSTRAP, pkg_parent,
                                   str(up_w), str(down_r),
                                   *(["--resolv", resolv_conf] if resolv_conf else []),
+                                  *(["--hostname", hostname] if hostname else []),
                                   "--", *command],
                                  pass_fds=(up_w, down_r), env=env)
     except BaseException:
@@ -70,6 +89,16 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
         raise
     os.close(up_w)
     os.close(down_r)
+    if threading.current_thread() is threading.main_thread():
+        # from now on SIGINT (Ctrl-C), SIGTERM and SIGHUP are the program's: passed on,
+        # before it runs (a KeyboardInterrupt here would leave it unsupervised)
+        def forward(signum: int, _frame: object) -> None:
+            if signum == signal.SIGINT and _from_terminal():
+                return  # the terminal's Ctrl-C reached the program's process group too
+            child.send_signal(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, forward)
     try:
         words = _read_line(up_r).split()
         if words[:1] != ["ok"] or len(words) != 3:
@@ -95,17 +124,36 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
     return child, sup
 
 
-def _resolv_conf(stack: Any) -> str | None:
-    """A file with the stack's name settings as resolv.conf text, or None (no stack in
-    this process, or no nameserver: the program keeps the host's file)."""
-    resolver = getattr(stack, "resolver", None)
-    if resolver is None or not resolver.nameservers:
+def _names(stack: Any, stack_path: str) -> tuple[str | None, str | None]:
+    """The stack's host name, and a file with its name settings as resolv.conf text
+    (None: the stack has no nameserver, or is too old to say, and the program keeps the
+    host's file)."""
+    if stack is not None:
+        return _resolv_file(stack.resolver.resolv_conf()), stack.gethostname()
+    from threadnet.stack.remote import RemoteStack
+
+    rs = RemoteStack(stack_path)
+    try:
+        hostname = rs.gethostname()
+        try:
+            text = rs.resolv_conf()
+        except ValueError:
+            return None, hostname
+    except OSError:
+        return None, None
+    finally:
+        rs.close()
+    return _resolv_file(text), hostname
+
+
+def _resolv_file(text: str) -> str | None:
+    if not any(line.split()[:1] == ["nameserver"] for line in text.splitlines()):
         return None
     import tempfile
 
     fd, path = tempfile.mkstemp(prefix="threadnet-resolv-", suffix=".conf")
     with os.fdopen(fd, "w") as f:
-        f.write(resolver.resolv_conf())
+        f.write(text)
     os.chmod(path, 0o644)
     return path
 
@@ -116,21 +164,23 @@ def run(command: Sequence[str], stack_path: str, env: dict[str, str] | None = No
     ``stack``: the published stack when it lives in this process (``--link``), which
     then keeps running after the program's exit until the connections it closed have
     delivered their data and FIN (``THREADNET_EXIT_LINGER``, as at a Python exit)."""
-    resolv = _resolv_conf(stack)
+    resolv, hostname = _names(stack, stack_path)
+    if resolv is None and os.getuid() != 0:
+        # for the host name alone, no user namespace (in which other users' files show
+        # as nobody's): only where the program needs the stack's resolv.conf
+        hostname = None
     try:
-        child, sup = start(command, stack_path, env, resolv)
+        child, sup = start(command, stack_path, env, resolv, hostname)
     except BaseException:
         if resolv:
             os.unlink(resolv)
         raise
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, lambda s, _f: child.send_signal(s))
         while True:
             try:
                 rc = child.wait()
                 break
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # (start() was not run on the main thread)
                 child.send_signal(signal.SIGINT)
         return rc if rc >= 0 else 128 - rc
     finally:

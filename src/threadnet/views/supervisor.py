@@ -1,6 +1,9 @@
 """The supervisor: answers a program's trapped socket calls from a published stack.
 
-Every AF_INET/AF_INET6 TCP socket the program opens is a socket on the stack, opened
+(UDP, ping and raw sockets: ``dgram.py``; NETLINK_ROUTE: ``netlink.py``; interface
+ioctls: ``ifioctl.py``; the filter: ``bpf.py``; docs/views.md.)
+
+Every AF_INET/AF_INET6 socket the program opens is a socket on the stack, opened
 over the publication's protocol (``threadnet.stack.remote``): a control connection
 carries the calls only the stack can answer, and the data descriptor (the application
 end of the stack's socket pair) is injected into the program with
@@ -99,7 +102,7 @@ class VSocket:
         """The descriptor the program gets: the stack's pair end, or (UDP) ours."""
         return self.prog.fileno() if self.prog is not None else self.dfd
 
-    def prog_nonblocking(self, n: Notification) -> bool:
+    def prog_nonblocking(self) -> bool:
         """Is the program's descriptor non-blocking? (It shares our copy's file.)"""
         import fcntl
 
@@ -165,15 +168,6 @@ def _set_nonblocking(fd: int, flag: bool) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, (fl | os.O_NONBLOCK) if flag else (fl & ~os.O_NONBLOCK))
 
 
-def _fd_nonblocking(pid: int, fd: int) -> bool:
-    """Is the program's descriptor in non-blocking mode? (/proc/TID/fdinfo/N flags)"""
-    with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-        for line in f:
-            if line.startswith(b"flags:"):
-                return bool(int(line.split()[1], 8) & os.O_NONBLOCK)
-    return False
-
-
 def _signed(v: int) -> int:
     """A 64-bit argument as the C int the call takes."""
     v &= 0xFFFFFFFF
@@ -194,6 +188,7 @@ class Supervisor:
         self.closed = False
         self.waiters = 0
         self.logged = 0
+        self._told_undumpable = False
         self._threads: list[threading.Thread] = []
         self._handlers = {
             NR["socket"]: self._socket, NR["connect"]: self._connect,
@@ -241,6 +236,17 @@ class Supervisor:
             sys.stderr.write(f"threadnet run: supervisor: {msg}\n")
 
     def _receive_loop(self) -> None:
+        try:
+            self._receive()
+        except BaseException as exc:
+            if not self.closed:
+                # nobody would answer the program's calls: close the listener, so that
+                # they fail (ENOSYS) instead of waiting forever
+                self._log(f"stopped: {type(exc).__name__}: {exc}; the program's socket calls "
+                          "fail from now on")
+                self.listener.close()
+
+    def _receive(self) -> None:
         poller = select.poll()
         poller.register(self.listener.fd, select.POLLIN)
         while not self.closed:
@@ -252,10 +258,8 @@ class Supervisor:
             try:
                 n = self.listener.recv()
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EINTR):
+                if exc.errno in (errno.ENOENT, errno.EINTR) or self.closed:
                     continue
-                if self.closed:
-                    return
                 raise
             self.dispatch(n)
 
@@ -310,6 +314,15 @@ class Supervisor:
             return None
         try:
             st = os.stat(f"/proc/{n.pid}/fd/{fd}")
+        except PermissionError:
+            # a process that made itself non-dumpable (PR_SET_DUMPABLE 0, as some programs
+            # do against debuggers) cannot be read without CAP_SYS_PTRACE: its calls run
+            # as is, so they fail on the socket pairs (closed: never the host's network)
+            if not self._told_undumpable:
+                self._told_undumpable = True
+                self._log(f"process {n.pid} is not dumpable: its socket calls cannot be "
+                          "served without privileges")
+            return None
         except OSError:
             return None  # let the kernel say EBADF
         if not self.listener.valid(n.id):
@@ -367,15 +380,18 @@ class Supervisor:
             # no other family may reach the host's network (AF_UNIX never comes here)
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         base = kind & SOCK_TYPE_MASK
-        udp = base == _socket.SOCK_DGRAM and proto in (0, _socket.IPPROTO_UDP)
+        # UDP, ping (ICMP echo) and raw IP sockets: datagrams with an address header on
+        # the stack's pair (threadnet.views.dgram); the stack decides who may open raw ones
+        udp = (base == _socket.SOCK_DGRAM and proto in (0, _socket.IPPROTO_UDP, 1, 58)) or \
+            base == _socket.SOCK_RAW
         if not udp and (base != _socket.SOCK_STREAM or proto not in (0, IPPROTO_TCP)):
-            # raw, ping and SCTP sockets are not served yet: refused, never the host's
+            # SCTP, SEQPACKET...: not served, and refused rather than left to the host
             raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
         vs = self._open(domain, base, proto)
         try:
             if udp:
                 vs.dgram = True
-                vs.proto = _socket.IPPROTO_UDP
+                vs.proto = proto or _socket.IPPROTO_UDP
                 dgram.open_pair(vs)
             self._inject(n, vs, bool(kind & SOCK_NONBLOCK), bool(kind & SOCK_CLOEXEC))
         except BaseException:
@@ -446,7 +462,7 @@ class Supervisor:
                 vs.addrs.clear()  # what is queued now is taken as from the peer
         if err in (errno.EINPROGRESS, errno.EALREADY):
             vs.connecting = True
-            if not _fd_nonblocking(n.pid, _signed(n.args[0])):
+            if not vs.prog_nonblocking():
                 self._wait(n, lambda: self._finish_connect(n, vs))
                 return
         if err:
@@ -530,7 +546,7 @@ class Supervisor:
             raise OSError(errno.EINVAL, "Invalid argument")
         if self._try_accept(n, vs, flags):
             return
-        if _fd_nonblocking(n.pid, _signed(n.args[0])):
+        if vs.prog_nonblocking():
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
         def step() -> bool:
@@ -668,7 +684,8 @@ class Supervisor:
         import time
 
         while not self.closed:
-            time.sleep(SCAN_INTERVAL)
+            # (without sockets, only orphans to reap: a slower pace)
+            time.sleep(SCAN_INTERVAL if self.socks else 10 * SCAN_INTERVAL)
             try:
                 self.scan()
             except Exception as exc:

@@ -4,7 +4,8 @@
 bytes elsewhere), ``seq`` the mod 2**32 sequence arithmetic, ``rtt`` the RFC 6298
 estimator, ``congestion`` the pluggable congestion controls (NewReno, CUBIC) and
 ``connection`` one connection's state machine (RFC 9293 with RFC 5961, 7323, 2018, 6675,
-6582, 5681, 6298 and 1122).
+6582, 5681, 6298 and 1122), put together from ``state``, ``input``, ``receive``,
+``output`` and ``sack``.
 """
 
 from threadnet.stack.tcp.congestion import CONGESTION, CongestionControl, Cubic, NewReno
