@@ -184,6 +184,18 @@ def test_qos_per_process(scenario):
     assert _numbers(plain)[0] < 0.2, plain
 
 
+@pytest.mark.root
+@supervised
+def test_route_per_process(scenario):
+    out = scenario.run("route-per-process.sh")
+    # the same command, two stacks with their own gateways: two different sites that share
+    # one address, each seeing the program's own address
+    assert out == [
+        'via router 1 (gw=10.40.2.251): curl got "site 1", wget was seen as 10.40.2.21',
+        'via router 2 (gw=10.40.2.252): curl got "site 2", wget was seen as 10.40.2.22',
+    ]
+
+
 # -- 3. several servers on the same port -------------------------------------------------------------
 @pytest.mark.root
 @supervised
