@@ -11,6 +11,7 @@ namespaces); the fixture here does it again should the script itself be killed.
 
 from __future__ import annotations
 
+import grp
 import itertools
 import os
 import pwd
@@ -142,14 +143,18 @@ def test_one_ip_per_user(scenario, unpriv, second_user):
     out = scenario.run("one-ip-per-user.sh", u1, u2, python=unpriv["python"],
                        user_src=unpriv["src"])
     assert out == [
-        # each stack is its user's socket, mode 0600: nobody else may connect
-        f"srw------- {u1} {u1}.stack",
-        f"srw------- {u2} {u2}.stack",
+        # each stack is its user's socket, mode 0600: nobody else may connect; the team's
+        # is root's, for the members of u1's group
+        f"srw------- {u1} {unpriv['group']} {u1}.stack",
+        f"srw------- {u2} {grp.getgrgid(second_user['gid']).gr_name} {u2}.stack",
+        f"srw-rw---- root {unpriv['group']} team.stack",
         # the kernel's httpd saw one address per user
         f"{u1}'s curl: the server saw 10.40.1.11",
         f"{u2}'s curl: the server saw 10.40.1.12",
+        f"{u1}'s curl on the team's stack: the server saw 10.40.1.20",
         f"{u2} on {u1}'s stack: refused (EACCES)",
         f"{u1} on {u2}'s stack: refused (EACCES)",
+        f"{u2} on the team's stack: refused (EACCES)",
     ]
     # the stacks ran as their users and removed their sockets when ended
     assert not list(Path(scenario.workdir, "run").glob("*.stack"))
