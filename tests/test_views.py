@@ -236,10 +236,23 @@ TRAPPER = ("trap 'echo interrupted; exit 42' INT; echo ready; "
            "while :; do sleep 0.1; done")
 
 
-def test_ctrl_c_reaches_the_program(lan):
+#: a Python program (run with the in-process hook, not supervised) that says each SIGINT
+#: it gets, and lingers after the first so that a second would show
+PY_TRAPPER = ("import signal, sys, time\n"
+              "got = []\n"
+              "signal.signal(signal.SIGINT, lambda s, f: (got.append(s), print('interrupted', "
+              "flush=True)))\n"
+              "print('ready', flush=True)\n"
+              "while not got: time.sleep(0.05)\n"
+              "time.sleep(0.5)\n"
+              "sys.exit(42)\n")
+
+
+@pytest.mark.parametrize("program", ["supervised", "hook"])
+def test_ctrl_c_reaches_the_program(lan, program):
     """A real Ctrl-C: threadnet run on a pseudo-terminal, ^C typed on it. The terminal
     signals the foreground group (the program included) once; threadnet run does not
-    send a second one."""
+    send a second one, on either path."""
     import fcntl
     import pty
     import termios
@@ -250,8 +263,10 @@ def test_ctrl_c_reaches_the_program(lan):
     def controlling_tty() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
+    argv = ["sh", "-c", TRAPPER] if program == "supervised" else \
+        [sys.executable, "-c", PY_TRAPPER]
     proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
-                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c", TRAPPER),
+                                          "eth,ip=10.31.0.13/24", "--", *argv),
                             env=threadnet_env(), stdin=slave, stdout=slave, stderr=slave,
                             start_new_session=True, preexec_fn=controlling_tty)
     os.close(slave)
@@ -278,7 +293,7 @@ def test_ctrl_c_reaches_the_program(lan):
             proc.wait()
     # SIGINT sent to threadnet run alone is passed on to the program
     proc = subprocess.Popen(threadnet_cmd("run", "--link", f"vde://{d}", "--config",
-                                          "eth,ip=10.31.0.13/24", "--", "sh", "-c", TRAPPER),
+                                          "eth,ip=10.31.0.13/24", "--", *argv),
                             env=threadnet_env(), stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:

@@ -597,12 +597,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"{PROG} run: command not found: {command[0]}") from None
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda s, _f: child.send_signal(s))
+        from threadnet.views.run import sigint_from_terminal
+
         while True:
             try:
                 rc = child.wait()
                 break
             except KeyboardInterrupt:
-                child.send_signal(signal.SIGINT)
+                if not sigint_from_terminal():  # a terminal's Ctrl-C reached the child too
+                    child.send_signal(signal.SIGINT)
         return rc if rc >= 0 else 128 - rc
     finally:
         if stack is not None:

@@ -34,7 +34,7 @@ def _children() -> set[int]:
     return out
 
 
-def _from_terminal() -> bool:
+def sigint_from_terminal() -> bool:
     """Is our process group the foreground of our controlling terminal? Then a SIGINT
     is most likely its Ctrl-C, which the program (in our group) got as well."""
     try:
@@ -93,7 +93,7 @@ def start(command: Sequence[str], stack_path: str, env: dict[str, str] | None = 
         # from now on SIGINT (Ctrl-C), SIGTERM and SIGHUP are the program's: passed on,
         # before it runs (a KeyboardInterrupt here would leave it unsupervised)
         def forward(signum: int, _frame: object) -> None:
-            if signum == signal.SIGINT and _from_terminal():
+            if signum == signal.SIGINT and sigint_from_terminal():
                 return  # the terminal's Ctrl-C reached the program's process group too
             child.send_signal(signum)
 
