@@ -196,3 +196,25 @@ def test_bench_switch_runs_side_by_side():
     assert set(result["results"]) == {"fps64", "cpu64"}
     assert result["results"]["fps64"]["threadnet"] > 0
     assert result["results"]["fps64"]["vde_switch"] > 0
+
+
+def test_run_removes_the_directories_of_runs_that_were_killed(tmp_path):
+    """`threadnet run` killed with SIGKILL leaves threadnet-run-PID-* behind; the next
+    run removes this user's whose process is gone, and nothing else."""
+    from threadnet.cli import _remove_stale_run_dirs
+
+    p = subprocess.Popen(["true"])
+    p.wait()  # a PID that is gone
+    dead = tmp_path / f"threadnet-run-{p.pid}-abc"
+    (dead / "stack").mkdir(parents=True)
+    alive = tmp_path / f"threadnet-run-{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "threadnet-run-x-1"
+    other.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / f"threadnet-run-{p.pid}-lnk"
+    link.symlink_to(target)
+    _remove_stale_run_dirs(str(tmp_path))
+    assert not dead.exists()
+    assert alive.exists() and other.exists() and target.exists() and link.is_symlink()

@@ -577,7 +577,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = args.stack
     try:
         if args.link:
-            tmpdir = tempfile.mkdtemp(prefix="threadnet-run-")
+            _remove_stale_run_dirs(tempfile.gettempdir())
+            tmpdir = tempfile.mkdtemp(prefix=f"threadnet-run-{os.getpid()}-")
             stack = _build_stack(args, f"run{os.getpid()}")
             path = os.path.join(tmpdir, "stack")
             _raise_nofile()  # the socket quota is sized from the descriptor limit
@@ -612,6 +613,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             stack.close()  # type: ignore[attr-defined]
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _remove_stale_run_dirs(tmp: str) -> None:
+    """A ``threadnet run`` killed with SIGKILL leaves its directory (the published
+    stack's socket) behind: remove this user's whose process is gone. Only real
+    directories owned by this user, named ``threadnet-run-PID-...``."""
+    import shutil
+    import stat
+
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) < 4 or parts[:2] != ["threadnet", "run"] or not parts[2].isdigit():
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)  # (rmtree never follows a link inside)
+        except (OSError, OverflowError):
+            continue
 
 
 def cmd_ip(args: argparse.Namespace) -> int:
