@@ -285,3 +285,23 @@ def test_ipv6_source_selection_follows_rfc_6724():
     wide = A(addr=p("fc00:1::9:1"), plen=48, deprecated=False)
     assert choose_source6(p("fc00:1::9:2"), [wide, a1]) == a1.addr
     assert choose_source6(p("fc00:1::9"), []) is None
+
+
+def test_ipv6_routes_without_a_metric_compare_as_linux_metrics():
+    """An IPv6 route given no metric is 1024 to Linux (256 for an address's prefix
+    route): a route with metric 100 wins over it, one with 2000 loses (it used to be 0,
+    and won every time)."""
+    from threadnet.stack.route import effective_metric
+
+    t = RoutingTable(6)
+    net = ipaddress.ip_network("fd00::/16")
+    none = Route(net, ipaddress.ip_address("fe80::1"), 2)
+    t.add(Route(net, ipaddress.ip_address("fe80::2"), 2, 100))
+    t.add(none)
+    t.add(Route(net, ipaddress.ip_address("fe80::3"), 2, 2000))
+    assert t.lookup(int(ipaddress.ip_address("fd00::9"))).gateway == ipaddress.ip_address("fe80::2")
+    t.delete(net, metric=100)
+    assert t.lookup(int(ipaddress.ip_address("fd00::9"))) == none
+    assert effective_metric(none) == 1024
+    assert effective_metric(Route(net, None, 2, proto="kernel")) == 256
+    assert effective_metric(Route(ipaddress.ip_network("10.0.0.0/8"), None, 2)) == 0

@@ -52,6 +52,7 @@ from threadnet.stack import iproute
 from threadnet.stack.ip import broadcast4
 from threadnet.stack.ipcommand import PROTOCOLS, Command, execute
 from threadnet.stack.iproute import IpError
+from threadnet.stack.route import METRIC6_KERNEL
 from threadnet.wire import netlink as nl
 from threadnet.wire.ethernet import mac_from_str
 
@@ -432,7 +433,7 @@ class RtNetlink:
             shown = iproute.shown_routes(stack, 6)
             infos = iproute.route_show(stack, now, 6)
             info = next((i for r, i in zip(shown, infos, strict=True) if r == route), None)
-        info = info or {"protocol": "kernel", "metric": iproute.METRIC6_KERNEL}
+        info = info or {"protocol": "kernel", "metric": METRIC6_KERNEL}
         proto = info.get("protocol", "boot")
         # the flow's source, unspecified (ip's "from ::"), as a /128
         head = nl.RTMSG.pack(nl.AF_INET6, full, full, 0, nl.RT_TABLE_MAIN,
