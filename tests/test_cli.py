@@ -86,6 +86,31 @@ def test_plug_cable_joins_two_switches(threadnet_switch, procs, sockdir):
         assert a.recv() == frame(2)
 
 
+def test_plug_daemon_with_an_impaired_cable(threadnet_switch, procs, sockdir):
+    """`threadnet plug -d wirefilter://...{URL} URL`: the emulated line's pacing thread,
+    started when the link opened, runs again in the daemon (it used to die in the fork,
+    and no frame passed)."""
+    import time
+
+    d1, _, _ = threadnet_switch()
+    d2, mgmt2, _ = threadnet_switch()
+    pidfile = os.path.join(sockdir, "cable.pid")
+    procs.daemon(threadnet_cmd("plug", "-D", "cable", "-d", "-p", pidfile,
+                               f"wirefilter://delay=50{{vde://{d1}}}", d2),
+                 pidfile, env=threadnet_env())
+    with open_link(f"vde://{d1}") as a, open_link(f"vde://{d2}") as b:
+        with ConsoleClient(mgmt2) as c:
+            wait_for(lambda: any("cable" in ln for ln in c.run("port/print")[1]), what="cable")
+        t = time.monotonic()
+        a.send(frame(1))
+        assert b.wait_readable(3)
+        assert b.recv() == frame(1)
+        assert time.monotonic() - t >= 0.045  # the line's delay, not a bare cable
+        b.send(frame(2))
+        assert a.wait_readable(3)
+        assert a.recv() == frame(2)
+
+
 def test_plug_stdio_stream(threadnet_switch, procs):
     d_mgmt = threadnet_switch()
     d, mgmt, _ = d_mgmt
@@ -171,3 +196,25 @@ def test_bench_switch_runs_side_by_side():
     assert set(result["results"]) == {"fps64", "cpu64"}
     assert result["results"]["fps64"]["threadnet"] > 0
     assert result["results"]["fps64"]["vde_switch"] > 0
+
+
+def test_run_removes_the_directories_of_runs_that_were_killed(tmp_path):
+    """`threadnet run` killed with SIGKILL leaves threadnet-run-PID-* behind; the next
+    run removes this user's whose process is gone, and nothing else."""
+    from threadnet.cli import _remove_stale_run_dirs
+
+    p = subprocess.Popen(["true"])
+    p.wait()  # a PID that is gone
+    dead = tmp_path / f"threadnet-run-{p.pid}-abc"
+    (dead / "stack").mkdir(parents=True)
+    alive = tmp_path / f"threadnet-run-{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "threadnet-run-x-1"
+    other.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / f"threadnet-run-{p.pid}-lnk"
+    link.symlink_to(target)
+    _remove_stale_run_dirs(str(tmp_path))
+    assert not dead.exists()
+    assert alive.exists() and other.exists() and target.exists() and link.is_symlink()

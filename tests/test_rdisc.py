@@ -603,7 +603,7 @@ def test_dadfailed_events_for_other_addresses_are_not_its_business(net):
 
 
 def test_solicitations_wait_for_the_link():
-    lan = FakeLan("eth,ip=fd00:7::1/64", "rd")
+    lan = FakeLan("eth,ip=fd00:7::1/64", "-eth,rd")  # rd alone turns the link on
     try:
         host = lan.stacks[1]
         agent = host.find_agents("rd")[0]

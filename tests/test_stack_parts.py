@@ -254,3 +254,54 @@ def test_addr_del_removes_the_connected_route_with_the_last_address_on_it() -> N
         assert "fc00:40::/64" not in connected(s.routes6)
     finally:
         s.close()
+
+
+def test_ipv6_source_selection_follows_rfc_6724():
+    """Rules 1, 2, 3 and 8: the destination itself, the scope that reaches it, no
+    deprecated address while another will do, the longest prefix in common (capped at
+    the address's prefix length, as Linux). An oracle: the kernel picks fc00:1::5 for
+    fc00:1::9 on an interface with fc00::5/64 and fc00:1::5/64 (seen in the rtnetlink
+    tests' namespace)."""
+    from types import SimpleNamespace as A
+
+    from threadnet.stack.addrsel import choose_source6
+
+    def p(text):
+        return ipaddress.IPv6Address(text).packed
+
+    ll = A(addr=p("fe80::1"), plen=64, deprecated=False)
+    a0 = A(addr=p("fc00::5"), plen=64, deprecated=False)
+    a1 = A(addr=p("fc00:1::5"), plen=64, deprecated=False)
+    for order in ([ll, a0, a1], [a1, a0, ll], [a0, ll, a1]):
+        assert choose_source6(p("fc00:1::9"), order) == a1.addr  # rule 8
+        assert choose_source6(p("fc00::9"), order) == a0.addr
+        assert choose_source6(p("fe80::9"), order) == ll.addr  # rule 2
+        assert choose_source6(p("2001:db8::1"), order) in (a0.addr, a1.addr)
+        assert choose_source6(p("fc00::5"), order) == a0.addr  # rule 1
+    old = A(addr=p("fc00:1::6"), plen=64, deprecated=True)
+    assert choose_source6(p("fc00:1::9"), [old, a0]) == a0.addr  # rule 3 before rule 8
+    assert choose_source6(p("fc00:1::9"), [old, ll]) == old.addr  # rule 2 before rule 3
+    # rule 8 counts only up to the prefix length: a /48 does not win by its host bits
+    wide = A(addr=p("fc00:1::9:1"), plen=48, deprecated=False)
+    assert choose_source6(p("fc00:1::9:2"), [wide, a1]) == a1.addr
+    assert choose_source6(p("fc00:1::9"), []) is None
+
+
+def test_ipv6_routes_without_a_metric_compare_as_linux_metrics():
+    """An IPv6 route given no metric is 1024 to Linux (256 for an address's prefix
+    route): a route with metric 100 wins over it, one with 2000 loses (it used to be 0,
+    and won every time)."""
+    from threadnet.stack.route import effective_metric
+
+    t = RoutingTable(6)
+    net = ipaddress.ip_network("fd00::/16")
+    none = Route(net, ipaddress.ip_address("fe80::1"), 2)
+    t.add(Route(net, ipaddress.ip_address("fe80::2"), 2, 100))
+    t.add(none)
+    t.add(Route(net, ipaddress.ip_address("fe80::3"), 2, 2000))
+    assert t.lookup(int(ipaddress.ip_address("fd00::9"))).gateway == ipaddress.ip_address("fe80::2")
+    t.delete(net, metric=100)
+    assert t.lookup(int(ipaddress.ip_address("fd00::9"))) == none
+    assert effective_metric(none) == 1024
+    assert effective_metric(Route(net, None, 2, proto="kernel")) == 256
+    assert effective_metric(Route(ipaddress.ip_network("10.0.0.0/8"), None, 2)) == 0

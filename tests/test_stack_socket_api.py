@@ -115,8 +115,11 @@ def test_names_and_options(opener):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 131072)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 536  # as Linux, unconnected
         s.settimeout(10)
         s.connect(("10.30.0.2", 7))
+        # the segment size in use: 1500 - 20 - 20 - 12 (timestamps), as Linux reports it
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 1448
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 131072

@@ -11,6 +11,7 @@
     threadnet ip --stack PATH addr    iproute2's ip on a published stack
     threadnet ns vde:///tmp/sw -- CMD  a command in its own namespace, a tap on the switch
     threadnet bench switch            benchmarks, side by side with the real peers
+    threadnet lab up topo.toml        a Mininet-style lab (also status, ping, iperf, down)
     threadnet ipn create PATH         an IPN bus: multicast IPC, no dispatcher process
 """
 
@@ -577,33 +578,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = args.stack
     try:
         if args.link:
-            tmpdir = tempfile.mkdtemp(prefix="threadnet-run-")
+            _remove_stale_run_dirs(tempfile.gettempdir())
+            tmpdir = tempfile.mkdtemp(prefix=f"threadnet-run-{os.getpid()}-")
             stack = _build_stack(args, f"run{os.getpid()}")
             path = os.path.join(tmpdir, "stack")
             _raise_nofile()  # the socket quota is sized from the descriptor limit
             stack.publish(path, mode=0o600)  # type: ignore[attr-defined]
-        if not _runs_python(command[0]):
-            print(f"{PROG} run: warning: {command[0]} does not look like Python; only Python "
-                  "programs (and their Python children) are moved onto the stack",
-                  file=sys.stderr)
+        if args.seccomp or not _runs_python(command[0]):
+            # any program: its socket calls served by a seccomp supervisor (threadnet.views)
+            from threadnet.views.run import ViewError
+            from threadnet.views.run import run as run_supervised
+
+            try:
+                return run_supervised(command, path, stack=stack)
+            except ViewError as exc:
+                raise UsageError(f"{PROG} run: {exc}") from None
         try:
             child = subprocess.Popen(command, env=run_environment(path))
         except FileNotFoundError:
             raise UsageError(f"{PROG} run: command not found: {command[0]}") from None
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda s, _f: child.send_signal(s))
+        from threadnet.views.run import sigint_from_terminal
+
         while True:
             try:
                 rc = child.wait()
                 break
             except KeyboardInterrupt:
-                child.send_signal(signal.SIGINT)
+                if not sigint_from_terminal():  # a terminal's Ctrl-C reached the child too
+                    child.send_signal(signal.SIGINT)
         return rc if rc >= 0 else 128 - rc
     finally:
         if stack is not None:
             stack.close()  # type: ignore[attr-defined]
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _remove_stale_run_dirs(tmp: str) -> None:
+    """A ``threadnet run`` killed with SIGKILL leaves its directory (the published
+    stack's socket) behind: remove this user's whose process is gone. Only real
+    directories owned by this user, named ``threadnet-run-PID-...``."""
+    import shutil
+    import stat
+
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) < 4 or parts[:2] != ["threadnet", "run"] or not parts[2].isdigit():
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)  # (rmtree never follows a link inside)
+        except (OSError, OverflowError):
+            continue
 
 
 def cmd_ip(args: argparse.Namespace) -> int:
@@ -622,6 +659,12 @@ def cmd_ns(args: argparse.Namespace) -> int:
     from threadnet.nsview import main as ns_main
 
     return ns_main(args.words)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from threadnet.lab.cli import run
+
+    return run(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -729,8 +772,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resolver calls each uid may have queued or running (default 16)")
     p.set_defaults(func=cmd_stack)
 
-    p = sub.add_parser("run", help="run a Python program with its sockets on a stack")
+    p = sub.add_parser("run", help="run a program with its sockets on a stack")
     p.add_argument("--stack", metavar="PATH", help="a published stack (threadnet stack PATH)")
+    p.add_argument("--seccomp", action="store_true",
+                   help="serve a Python program's sockets by seccomp too, not the in-process hook")
     _add_stack_args(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- python app.py ...")
     p.set_defaults(func=cmd_run)
@@ -749,9 +794,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ns)
 
     p = sub.add_parser("bench", help="benchmarks against the real peers")
-    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "fabric"], help="what to measure")
+    p.add_argument("what", choices=["switch", "wire", "stack", "ioth", "slirp", "fabric", "views"],
+                   help="what to measure")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("lab", help="Mininet-style labs from a TOML topology (up, status, "
+                       "ping, iperf, down)")
+    from threadnet.lab.cli import add_arguments as add_lab_arguments
+
+    add_lab_arguments(p)
+    p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("ipn", help="IPN buses: multicast IPC among processes (create, show, rm)")
     from threadnet.ipn.command import add_arguments as add_ipn_arguments

@@ -19,7 +19,8 @@ that are ready. Who does that on time:
   ``on_timer(now)`` at ``next_deadline()`` and ``on_inner_readable(now)`` when the wrapped
   link's ``inner_fileno()`` is readable. A speed limit on incoming frames then holds them
   in a bounded receive queue (as the transmit queue does), not in the kernel's buffer;
-- otherwise (standalone use) a pacing thread of the link's own.
+- otherwise (standalone use) a pacing thread of the link's own (started again in a forked
+  child: `threadnet plug -d` opens its links before it daemonizes).
 
 A sender wakes either one only when its frame makes the next deadline earlier than the
 one it is armed for.
@@ -27,10 +28,12 @@ one it is armed for.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -98,8 +101,18 @@ class EmulatedLink(Link):
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"emulation {self.url}", daemon=True)
         self._thread.start()
+        _PACED.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (``threadnet plug -d`` opens its links, then daemonizes) the
+        pacing thread is gone: start another, with a fresh lock in case the old thread
+        held it at the fork."""
+        if self._thread is not None and not self.closed:
+            self._lock = threading.Lock()
+            self._start_thread()
 
     def _stop_thread(self) -> None:
+        _PACED.discard(self)
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -416,3 +429,16 @@ def open_wirefilter(url: str, rest: str, inner: str | None) -> EmulatedLink:
 
 
 __all__ = ["EmulatedLink", "emulate", "open_wirefilter"]
+
+
+#: links whose pacing runs on a thread of their own, restarted in a forked child
+_PACED: weakref.WeakSet[EmulatedLink] = weakref.WeakSet()
+
+
+def _restart_paced_after_fork() -> None:
+    for link in list(_PACED):
+        link._after_fork()
+
+
+os.register_at_fork(after_in_child=_restart_paced_after_fork)
+

@@ -300,6 +300,20 @@ class VxLink(BackloggedLink, Link):
         dest = self.table.lookup(bytes(frame[:6]), self._clock())
         return self.group if dest is None else dest
 
+    def _send_now(self, frame: Frame, dest: tuple) -> bool:
+        """Send at once: True when the frame is gone (sent, or lost with the error
+        counted), False when the socket is full and it must wait."""
+        try:
+            self._tx_sock.sendmsg((self.header, frame), (), 0, dest)
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                return False
+            self._failed(exc)
+            return True
+
     def _send(self, frame: Frame) -> None:
         if len(frame) < ETH_HEADER:
             self.short_tx += 1
@@ -308,28 +322,14 @@ class VxLink(BackloggedLink, Link):
         bl = self._backlog
         if bl is None or bl.wake is None:
             if bl is None or not bl.frames:
-                try:
-                    self._tx_sock.sendmsg((self.header, frame), (), 0, dest)
+                if self._send_now(frame, dest):
                     return
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as exc:
-                    if exc.errno != errno.EAGAIN:
-                        self._failed(exc)
-                        return
             self._send_waiting((self._wrap(frame, dest),))
             return
         with bl.lock:
             if not bl.frames:  # (else it goes behind them: keep the order)
-                try:
-                    self._tx_sock.sendmsg((self.header, frame), (), 0, dest)
+                if self._send_now(frame, dest):
                     return
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as exc:
-                    if exc.errno != errno.EAGAIN:
-                        self._failed(exc)
-                        return
             wake = self._queue(bl, (self._wrap(frame, dest),))
         if wake is not None:
             wake(self)

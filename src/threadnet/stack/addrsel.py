@@ -66,3 +66,28 @@ def sort_destinations(addrs: list[tuple[bytes, int]], sources: list[bytes | None
                 _scope(dst), -_common_prefix(src, dst) if len(dst) == 16 else 0, i)
 
     return [addrs[i] for i in sorted(range(len(addrs)), key=rank)]
+
+
+def choose_source6(dst: bytes, candidates: list) -> bytes | None:
+    """RFC 6724 5: the source address for ``dst`` among ``candidates`` (the outgoing
+    interface's preferred addresses: objects with ``addr``, ``plen``, ``deprecated``).
+    Rule 1 (the destination itself), rule 2 (the smallest scope that reaches it, else
+    the largest), rule 3 (avoid deprecated) and rule 8 (the longest prefix in common
+    with it, up to the address's own prefix length, as Linux counts); ties keep the
+    interface's order. Rules 4-7 do not apply here (no home or temporary address
+    preference by default, one interface, the policy labels of one family)."""
+    dscope = _scope(dst)
+    best = None
+    best_key: tuple = ()
+    for a in candidates:
+        addr = a.addr
+        if addr == dst:
+            return addr
+        s = _scope(addr)
+        common = _common_prefix(addr, dst)
+        key = ((0, s) if s >= dscope else (1, -s), a.deprecated,
+               -(common if common < a.plen else a.plen))
+        if best is None or key < best_key:
+            best, best_key = addr, key
+    return best
+

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadnet.errors import FrameError, LinkError
 from threadnet.stack import raw
+from threadnet.stack.addrsel import choose_source6
 from threadnet.stack.neighbor import REACHABLE, Neighbor, NeighborCache
 from threadnet.wire import ipv4, ipv6, vnet
 from threadnet.wire.checksum import pseudo_header
@@ -333,15 +334,7 @@ class IpLayer:
         r = self._route6(dst)
         if r is None:
             return None
-        iface = r[0]
-        usable = iface.v6_usable()
-        if not usable:
-            return None
-        want_ll = dst[:2] == b"\xfe\x80"
-        for a in usable:
-            if (a[:2] == b"\xfe\x80") == want_ll:
-                return a
-        return usable[0]
+        return choose_source6(dst, [a for a in r[0].v6 if a.state == "preferred"])
 
     def source(self, family: int, dst: bytes) -> bytes | None:
         """The source address for a packet to ``dst`` (``source4``, or IPv6's preferred

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from threadnet.stack.iproute import (
     FOREVER,
-    METRIC6_USER,
     IpError,
     addr_show,
     interface_named,
@@ -37,7 +36,7 @@ from threadnet.stack.iproute import (
     route_show,
     shown_routes,
 )
-from threadnet.stack.route import Route
+from threadnet.stack.route import METRIC6_USER, Route
 from threadnet.stack.stack import check_mtu
 from threadnet.wire.ethernet import mac_from_str
 

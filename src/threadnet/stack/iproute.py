@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from threadnet.stack.acd import CONFLICT
 from threadnet.stack.ip import broadcast4
 from threadnet.stack.neighbor import REACHABLE, STALE
-from threadnet.stack.route import Route, RoutingTable
+from threadnet.stack.route import Route, RoutingTable, effective_metric
 from threadnet.wire.ethernet import mac_to_str
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ ADDRESS_FLAGS = ("secondary", "temporary", "nodad", "optimistic", "dadfailed", "
                  "deprecated", "tentative", "dynamic", "mngtmpaddr", "noprefixroute",
                  "autojoin", "stable-privacy")
 #: Linux's metrics for IPv6 routes given none (IP6_RT_PRIO_ADDRCONF, IP6_RT_PRIO_USER)
-METRIC6_KERNEL, METRIC6_USER = 256, 1024
 
 
 class IpError(Exception):
@@ -285,11 +284,8 @@ def shown_proto(route: Route) -> str:
 
 
 def route_metric(route: Route) -> int:
-    """A route's metric as Linux has it: an IPv6 route's 0 is the default, 256 for an
-    address's prefix route and 1024 for others (ip6_route_add, addrconf)."""
-    if route.metric or route.dst.version == 4:
-        return route.metric
-    return METRIC6_KERNEL if shown_proto(route) == "kernel" else METRIC6_USER
+    """A route's metric as Linux has it (``route.effective_metric``)."""
+    return effective_metric(route)
 
 
 def shown_routes(stack: Stack, family: int) -> list[Route]:

@@ -22,6 +22,7 @@ the control connections reset: blocked calls fail with ECONNRESET or EPIPE at on
 from __future__ import annotations
 
 import _socket as _csocket
+import base64
 import errno
 import json
 import logging
@@ -58,10 +59,12 @@ _FD_RESERVE = 64  # for links, consoles, resolver sockets...
 _REFUSING_PER_UID = 8
 _REFUSE_LINGER = 2.0
 _RESOLVER_CALLS = ("getaddrinfo", "gethostname", "gethostbyname", "gethostbyname_ex",
-                   "gethostbyaddr", "getnameinfo", "getfqdn")
+                   "gethostbyaddr", "getnameinfo", "getfqdn", "resolv_conf")
 #: characters of an ``ip`` reply's JSON text per packet: sent as a JSON string, which
 #: at worst doubles them (quotes and backslashes escaped), within MAX_MESSAGE
 _IP_PAGE = 30000
+#: bytes of netlink reply datagrams per control reply (base64: a third more)
+_NETLINK_PAGE = 45000
 _UNIX = _socket.AF_UNIX
 _SEQPACKET = _socket.SOCK_SEQPACKET
 
@@ -464,6 +467,7 @@ class _Conn:
         self.counted = counted
         self.refusal: OSError | None = None  # over quota: every request gets this
         self._ip_left = ""  # the rest of an ``ip`` reply, sent a page at a time
+        self._nl_left: list[bytes] = []  # the rest of a netlink reply's datagrams
 
     def on_readable(self) -> None:
         try:
@@ -523,6 +527,10 @@ class _Conn:
                          "msg": f"this stack does not provide {name}"}, [])
             return
         args = [_tuple(a) for a in req.get("args", [])]
+        if name == "resolv_conf" and args:  # read only: a client may not change the DNS
+            self._reply({"raise": "OSError", "errno": errno.EPERM,
+                         "msg": "resolv_conf is read only for a stack's clients"}, [])
+            return
         runner = self.pub.runner
 
         def work(cancel: Any) -> None:
@@ -564,6 +572,44 @@ class _Conn:
         page, self._ip_left = self._ip_left[:_IP_PAGE], self._ip_left[_IP_PAGE:]
         return {"ip": page, "more": len(self._ip_left)}
 
+    def _rtnetlink(self) -> Any:
+        from threadnet.stack.rtnetlink import RtNetlink
+
+        rtnl = getattr(self.pub, "_rtnetlink", None)
+        if rtnl is None:
+            rtnl = self.pub._rtnetlink = RtNetlink(self.pub.stack)  # type: ignore[attr-defined]
+        return rtnl
+
+    def _netlink_request(self, req: dict[str, Any],
+                         payload: bytes) -> tuple[dict[str, Any], list[Any]]:
+        """One netlink request datagram (the payload) answered by the stack
+        (``RtNetlink.handle``): the reply datagrams, in pages under MAX_MESSAGE. Changes
+        only for the stack's owner and root, as ``_ip``."""
+        self._nl_left = self._rtnetlink().handle(
+            payload, pid=int(req.get("pid", 0)), may_change=self.uid in (0, os.geteuid()))
+        return self._netlink_page()
+
+    def _netlink_page(self) -> tuple[dict[str, Any], list[Any]]:
+        """The next reply datagrams (base64), at most _NETLINK_PAGE bytes of them but at
+        least one."""
+        page: list[str] = []
+        total = 0
+        while self._nl_left and (not page or total + len(self._nl_left[0]) <= _NETLINK_PAGE):
+            datagram = self._nl_left.pop(0)
+            total += len(datagram)
+            page.append(base64.b64encode(datagram).decode())
+        return {"netlink": page, "more": len(self._nl_left)}, []
+
+    def _netlink(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """An emulated NETLINK_ROUTE socket (``stack/rtnetlink.py``) for a program on the
+        stack, sent with the reply: any client may read, only the stack's owner and root
+        change (as ``_ip``). ``pid``: the port id the program's socket reports."""
+        from threadnet.stack.rtnlserver import open_netlink
+
+        end = open_netlink(self._rtnetlink(), pid=int(req.get("pid", 0)),
+                           may_change=self.uid in (0, os.geteuid()))
+        return {"ok": 1}, [end]  # sent with the reply, then closed here
+
     def _state(self) -> dict[str, Any]:
         s = self.sock
         assert s is not None
@@ -583,6 +629,12 @@ class _Conn:
             return self._ip(req), []
         if op == "ip_more":
             return self._ip_page(), []
+        if op == "netlink":
+            return self._netlink(req)
+        if op == "netlink_request":
+            return self._netlink_request(req, payload)
+        if op == "netlink_more":
+            return self._netlink_page()
         if op == "socket":
             if self.sock is not None:
                 raise OSError(errno.EISCONN, "this control connection has a socket")
@@ -684,6 +736,22 @@ def _rpc(ctl: _socket.socket, lock: threading.Lock, req: dict[str, Any], payload
     return reply, fds
 
 
+def open_netlink(path: str | os.PathLike[str], pid: int) -> int:
+    """A descriptor standing for a NETLINK_ROUTE socket on the stack published at
+    ``path`` (``stack/rtnetlink.py``), for a program whose socket reports port id
+    ``pid``: inject it in place of the program's ``socket(AF_NETLINK, ...)``."""
+    ctl = _open_control(os.fspath(path))
+    try:
+        _, fds = _rpc(ctl, threading.Lock(), {"op": "netlink", "pid": int(pid)}, nfds=1)
+    finally:
+        ctl.close()
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise OSError(errno.EPROTO, "the stack sent no descriptor")
+    return fds[0]
+
+
 class RemoteStack:
     """A stack published by another process, opened by its path (libioth's ``ioth_msocket``)."""
 
@@ -750,6 +818,26 @@ class RemoteStack:
             ctl.close()
         return json.loads("".join(pages))
 
+    def netlink(self, request: bytes, pid: int) -> list[bytes]:
+        """One NETLINK_ROUTE request datagram answered by the stack
+        (``stack/rtnetlink.py``): the datagrams a program's netlink socket would read,
+        each carrying port id ``pid``. Changes only for the stack's owner and root
+        (others get EPERM in the netlink error)."""
+        if len(request) > 65536:
+            raise OSError(errno.EMSGSIZE, "netlink request too long")
+        ctl = _open_control(self.path)
+        try:
+            lock = threading.Lock()
+            reply, _ = _rpc(ctl, lock, {"op": "netlink_request", "pid": int(pid)},
+                            bytes(request))
+            out = [base64.b64decode(d) for d in reply["netlink"]]
+            while reply.get("more"):
+                reply, _ = _rpc(ctl, lock, {"op": "netlink_more"})
+                out += [base64.b64decode(d) for d in reply["netlink"]]
+        finally:
+            ctl.close()
+        return out
+
     # the stdlib resolver functions, answered by the stack
     def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
                     flags: int = 0) -> list[tuple]:
@@ -765,6 +853,10 @@ class RemoteStack:
 
     def gethostname(self) -> str:
         return self._call("gethostname")
+
+    def resolv_conf(self) -> str:
+        """The stack's name settings as resolv.conf text (read only)."""
+        return self._call("resolv_conf")
 
     def getfqdn(self, name: str = "") -> str:
         return self._call("getfqdn", name)

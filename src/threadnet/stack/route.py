@@ -37,6 +37,20 @@ class Route:
 
 #: an IPv6 router's preference (RFC 4191) breaks a tie between equal routes
 _PREF_RANK = {"high": 0, "medium": 1, "low": 2}
+#: Linux's IPv6 metrics for a route given none: an address's prefix route, and others
+METRIC6_KERNEL, METRIC6_USER = 256, 1024
+
+
+def effective_metric(route: Route) -> int:
+    """A route's metric as Linux has it, and as lookups compare it: an IPv6 route's 0
+    means "none given", which is 256 for an address's prefix route (made by adding the
+    address, or an on-link prefix of router discovery) and 1024 for others
+    (ip6_route_add, addrconf); an IPv4 route's 0 is 0."""
+    if route.metric or route.dst.version == 4:
+        return route.metric
+    if route.proto == "kernel" or (route.proto == "ra" and route.gateway is None):
+        return METRIC6_KERNEL
+    return METRIC6_USER
 
 
 class RoutingTable:
@@ -101,7 +115,7 @@ class RoutingTable:
         self._index = sorted(
             ((r.dst.prefixlen, full ^ ((1 << (self.bits - r.dst.prefixlen)) - 1),
               int(r.dst.network_address), r) for r in self.routes),
-            key=lambda t: (-t[0], t[3].metric, _PREF_RANK.get(t[3].pref, 1)))
+            key=lambda t: (-t[0], effective_metric(t[3]), _PREF_RANK.get(t[3].pref, 1)))
         self._cache.clear()
         self._next_expiry = min((r.expires for r in self.routes if r.expires is not None),
                                 default=None)

@@ -227,6 +227,10 @@ class StackSocket(_socket.socket):
         if (level, optname) == (_socket.SOL_SOCKET, _socket.SO_LINGER):
             onoff, secs = self._opts.get((level, optname), (0, 0))
             return onoff if buflen is None else _LINGER.pack(onoff, secs)[:buflen]
+        if (level, optname) == (_socket.IPPROTO_TCP, _socket.TCP_MAXSEG) and \
+                self._vtype == SOCK_STREAM:
+            # as Linux: the segment size in use (options excluded), 536 before a connection
+            return self._pump.ep.conn.snd_mss if self._pump is not None else 536
         bufopt = (level, optname) in ((_socket.SOL_SOCKET, _socket.SO_RCVBUF),
                                       (_socket.SOL_SOCKET, _socket.SO_SNDBUF))
         if bufopt and self._pump is not None:  # what the connection really has
