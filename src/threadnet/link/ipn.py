@@ -61,6 +61,9 @@ class IpnLink(Link):
                     return
                 self.closed_by_peer = True
                 raise LinkError(exc.errno, str(exc)) from None
+            except OSError as exc:  # (the bus directory's descriptor, our socket)
+                self.closed_by_peer = True
+                raise LinkError(exc.errno, f"{self.url}: {exc.strerror}") from None
             if self._wake is not None and not self._armed and self.member.pending():
                 self._armed = True
                 wake = self._wake
@@ -70,9 +73,14 @@ class IpnLink(Link):
     def _recv(self) -> bytes:
         try:
             return self.member.recv()[0]
+        except BlockingIOError:
+            raise
         except IpnError as exc:
             self.closed_by_peer = True
             raise LinkError(exc.errno, str(exc)) from None
+        except OSError as exc:
+            self.closed_by_peer = True
+            raise LinkError(exc.errno, f"{self.url}: {exc.strerror}") from None
 
     # -- driven by a loop ------------------------------------------------------------
     def attach_tx(self, wake: Callable[[Link], None] | None) -> bool:
