@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import select
 import socket
 import struct
 import threading
@@ -41,6 +42,7 @@ from typing import Any
 from threadnet.loop import EventLoop
 from threadnet.slirp.flows import FlowTable
 from threadnet.slirp.options import SlirpOptions, host_nameservers
+from threadnet.slirp.tcpsplice import CHUNK as TCP_CHUNK
 from threadnet.slirp.tcpsplice import CatchAllListener, TcpSplice
 from threadnet.stack.api import Stack
 from threadnet.stack.tcplayer import CATCH_ALL
@@ -222,6 +224,8 @@ class Gateway:
         #: ``_connecting`` (connects under way) under the stack's lock
         self.pending: dict[tuple, tuple[socket.socket, float]] = {}
         self._connecting: dict[tuple, socket.socket] = {}
+        #: where ``TcpSplice``s receive from host sockets (under the stack's lock)
+        self.rx_view = memoryview(bytearray(TCP_CHUNK))
         self.udp = FlowTable(o.max_udp)
         self.counters = {"tcp": 0, "tcp_refused": 0, "tcp_dropped": 0, "udp": 0,
                          "udp_evicted": 0, "echo": 0, "dns": 0, "hostfwd": 0}
@@ -366,9 +370,10 @@ class Gateway:
             self.counters["tcp_refused"] += 1
             self._release(key, err)
             return
-        if err == 0:  # (at once: no need to wait)
-            self.pending[key] = (host, time.monotonic())
-            self._release(key, 0)
+        if err == 0 or _writable_now(host):
+            # done already (the loopback's handshake completes within connect): answer
+            # the SYN now, with no trip through the loop
+            self._answer(key, host)
             return
         self._connecting[key] = host
         self.runner.call_soon(lambda: self.runner.loop.add_writer(
@@ -380,18 +385,17 @@ class Gateway:
             self.runner.loop.remove_writer(host)
             if self._connecting.pop(key, None) is not host:
                 return  # the gateway closed meanwhile (and closes the socket)
-            err = host.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                host.close()
-                self.counters["tcp_refused"] += 1
-            else:
-                self.pending[key] = (host, time.monotonic())
-            opened = st.begin_batch()
-            try:
-                self._release(key, err)
-            finally:
-                if opened:
-                    st.end_batch(st.clock())
+            self._answer(key, host)
+
+    def _answer(self, key: tuple, host: socket.socket) -> None:
+        """``host``'s connect is over: release the held SYN as it went."""
+        err = host.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            host.close()
+            self.counters["tcp_refused"] += 1
+        else:
+            self.pending[key] = (host, time.monotonic())
+        self._release(key, err)
 
     def _release(self, key: tuple, err: int) -> None:
         st = self.stack
@@ -650,6 +654,12 @@ class Gateway:
                     st.send_ip6(dst, src, ipv6.PROTO_ICMPV6, out)
             except OSError:
                 pass
+
+
+def _writable_now(s: socket.socket) -> bool:
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    return bool(p.poll(0))
 
 
 def _reset(s: socket.socket) -> None:
