@@ -285,7 +285,7 @@ class Gateway:
 
         def close() -> None:
             for host in connecting:
-                loop.remove_writer(host)
+                loop.remove_writer(host.fileno())
                 host.close()
 
         if connecting:
@@ -376,13 +376,14 @@ class Gateway:
             self._answer(key, host)
             return
         self._connecting[key] = host
+        fd = host.fileno()  # (see TcpSplice.fd)
         self.runner.call_soon(lambda: self.runner.loop.add_writer(
-            host, lambda: self._connected(key, host)))
+            fd, lambda: self._connected(key, host)))
 
     def _connected(self, key: tuple, host: socket.socket) -> None:
         st = self.stack
         with st.locked():
-            self.runner.loop.remove_writer(host)
+            self.runner.loop.remove_writer(host.fileno())
             if self._connecting.pop(key, None) is not host:
                 return  # the gateway closed meanwhile (and closes the socket)
             self._answer(key, host)

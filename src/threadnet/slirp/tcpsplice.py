@@ -42,7 +42,7 @@ def _low_water(conn: Any) -> int:
 class TcpSplice:
     """The owner of one guest connection (``ep``) and its connected host socket."""
 
-    __slots__ = ("gw", "stack", "runner", "ep", "conn", "host", "handle", "reading",
+    __slots__ = ("gw", "stack", "runner", "ep", "conn", "host", "fd", "handle", "reading",
                  "writing", "host_eof", "guest_eof", "closed", "__weakref__")
 
     def __init__(self, gw: Any, ep: TcpEndpoint, host: socket.socket) -> None:
@@ -52,6 +52,9 @@ class TcpSplice:
         self.ep = ep
         self.conn = ep.conn
         self.host = host
+        #: the loop watches the descriptor, not the socket object: a miss in the selector
+        #: formats its key into the KeyError, and a socket's repr makes system calls
+        self.fd = host.fileno()
         self.reading = False
         self.writing = False
         self.host_eof = False  # the host socket said EOF (the guest has our FIN)
@@ -172,15 +175,15 @@ class TcpSplice:
 
     def _watch_readable(self) -> None:
         if not self.closed and self.reading:
-            self.runner.loop.add_reader(self.host, self._readable)
+            self.runner.loop.add_reader(self.fd, self._readable)
 
     def _unwatch_readable(self) -> None:
         if not self.closed and not self.reading:
-            self.runner.loop.remove_reader(self.host)
+            self.runner.loop.remove_reader(self.fd)
 
     def _watch_writable(self) -> None:
         if not self.closed and self.writing:
-            self.runner.loop.add_writer(self.host, self._writable)
+            self.runner.loop.add_writer(self.fd, self._writable)
 
     def _readable(self) -> None:
         st = self.stack
@@ -202,7 +205,7 @@ class TcpSplice:
             if self.closed or not self.writing:
                 return
             self.writing = False
-            self.runner.loop.remove_writer(self.host)
+            self.runner.loop.remove_writer(self.fd)
             self._guarded(lambda: self.on_tcp_event(self.ep))
 
     def _guarded(self, fn: Any) -> None:
@@ -230,12 +233,13 @@ class TcpSplice:
             ep.disown()
         self.gw.splices.discard(self)
         host = self.host
+        fd = self.fd
         runner = self.runner
 
         def close() -> None:
             loop = runner.loop
-            loop.remove_reader(host)  # (no-ops when not watched)
-            loop.remove_writer(host)
+            loop.remove_reader(fd)  # (no-ops when not watched)
+            loop.remove_writer(fd)
             if reset:
                 try:
                     host.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
