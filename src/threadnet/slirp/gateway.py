@@ -3,8 +3,8 @@
 The LAN side is a threadnet stack (the gateway, 10.0.2.2) in catch-all mode
 (``Stack.catch_all``): it terminates every TCP connection, UDP flow and ICMP echo the
 guests send, whatever their destination. The host side re-originates each as an
-ordinary kernel socket, as libslirp and passt do, and one event loop thread splices the
-two without blocking the stack's runner:
+ordinary kernel socket, as libslirp and passt do: TCP on the stack's runner thread,
+the rest on the gateway's own event loop thread, none of it blocking:
 
 - TCP: the stack holds the guest's SYN (``TcpLayer.held``) while a non-blocking kernel
   socket connects to its destination, as libslirp does; then it releases it: the
