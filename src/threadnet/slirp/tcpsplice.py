@@ -43,7 +43,7 @@ class TcpSplice:
     """The owner of one guest connection (``ep``) and its connected host socket."""
 
     __slots__ = ("gw", "stack", "runner", "ep", "conn", "host", "fd", "handle", "reading",
-                 "writing", "host_eof", "guest_eof", "closed", "__weakref__")
+                 "writing", "host_eof", "guest_eof", "closed")
 
     def __init__(self, gw: Any, ep: TcpEndpoint, host: socket.socket) -> None:
         self.gw = gw
