@@ -385,6 +385,49 @@ def test_tcp_splice_is_byte_exact_both_ways_with_half_close(slirp_pair):
         rsrv.close()
 
 
+def test_tcp_splice_backpressure_from_a_host_that_stops_reading(slirp_pair):
+    """A host that does not read: the guest's sends stop (the gateway's window closes,
+    its buffers stay bounded); once the host reads, everything arrives, in order."""
+    rnd = random.Random(7)
+    accepted = []
+    srv = _host_server(accepted.append)
+    gw, guest = slirp_pair("noipv6")
+    try:
+        c = create_connection(guest, ("10.0.2.2", srv.getsockname()[1]), timeout=10)
+        wait_for(lambda: accepted, what="the host's accept")
+        host = accepted[0]
+        host.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.setblocking(False)
+        sent = bytearray()
+        stalled_since = None
+        while stalled_since is None or time.monotonic() - stalled_since < 1.0:
+            chunk = rnd.randbytes(65536)
+            try:
+                n = c.send(chunk)
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                time.sleep(0.05)
+                continue
+            stalled_since = None
+            sent += chunk[:n]
+            assert len(sent) < 64 << 20, "the guest's sends never stopped"
+        st = gw.stack
+        with st.locked():
+            eps = [ep for ep in st.tcp.conns.values() if ep.owner is not None]
+            assert len(eps) == 1
+            assert eps[0].conn.recv_queued <= eps[0].conn.rcvbuf
+        c.setblocking(True)
+        c.shutdown(socket.SHUT_WR)
+        host.settimeout(20)
+        assert _recv_all(host) == sent
+        host.close()
+        assert _recv_all(c) == b""
+        c.close()
+        wait_for(lambda: not gw.splices, what="splice closed")
+    finally:
+        srv.close()
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
