@@ -415,7 +415,9 @@ def test_tcp_splice_backpressure_from_a_host_that_stops_reading(slirp_pair):
         with st.locked():
             eps = [ep for ep in st.tcp.conns.values() if ep.owner is not None]
             assert len(eps) == 1
-            assert eps[0].conn.recv_queued <= eps[0].conn.rcvbuf
+            # (bounded by the window it advertised: the buffer, give or take the window
+            # scale's rounding)
+            assert eps[0].conn.recv_queued <= eps[0].conn.rcvbuf + 65536
         c.setblocking(True)
         c.shutdown(socket.SHUT_WR)
         host.settimeout(20)
