@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from threadnet.stack.tcplayer import TcpEndpoint, TcpListener
 
-#: bytes taken from a host socket per ``recv``, and given to it per ``send``
-CHUNK = 256 * 1024
+#: bytes taken from a host socket per ``recv``, and given to it per ``send``: up to a whole
+#: send buffer (TCP_BUF). At MTU 65520, offload tap, 12 alternating 2 s iperf3 runs each
+#: (load 1.3-3.9), 1 MiB moved a median 8.3 Gbit/s down and 8.5 up, 256 KiB 7.6 and 7.4.
+CHUNK = 1024 * 1024
 _LINGER0 = b"\1\0\0\0\0\0\0\0"
 
 
