@@ -24,6 +24,7 @@ from threadnet.link.pair import open_pair
 from threadnet.slirp import Gateway, HostForward, SlirpOptions
 from threadnet.slirp.flows import FlowTable
 from threadnet.stack.socket import create_connection
+from threadnet.stack.tcp import TcpState
 
 from conftest import need_tool, read_pidfile, run_as, threadnet_cmd, threadnet_env, wait_for
 
@@ -321,6 +322,152 @@ def test_udp_to_a_closed_host_port_comes_back_as_port_unreachable():
     finally:
         a.close()
         gw.close()
+
+
+def _host_server(handler):
+    """A host TCP server on 127.0.0.1 running ``handler(conn)`` per connection."""
+    srv = socket.create_server(("127.0.0.1", 0), backlog=512)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def _recv_all(s) -> bytes:
+    chunks = []
+    while chunk := s.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_tcp_splice_is_byte_exact_both_ways_with_half_close(slirp_pair):
+    """4 MiB from the guest to the host, to the guest's EOF, then 6 MiB back on the same
+    connection (its FIN after the guest's), byte for byte; a host reset resets the guest."""
+    rnd = random.Random(5)
+    up, down = rnd.randbytes(4 << 20), rnd.randbytes(6 << 20)
+    got = []
+
+    def handler(c):
+        with c:
+            got.append(_recv_all(c))  # the guest's data, up to its FIN
+            c.sendall(down)
+
+    def resetter(c):
+        c.recv(1)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        c.close()
+
+    srv, rsrv = _host_server(handler), _host_server(resetter)
+    gw, guest = slirp_pair("noipv6")
+    try:
+        with create_connection(guest, ("10.0.2.2", srv.getsockname()[1]), timeout=20) as c:
+            c.sendall(up)
+            c.shutdown(socket.SHUT_WR)
+            back = _recv_all(c)
+        assert got == [up]
+        assert len(back) == len(down) and back == down
+        with create_connection(guest, ("10.0.2.2", rsrv.getsockname()[1]), timeout=10) as c:
+            c.sendall(b"x")
+            with pytest.raises(ConnectionResetError):
+                c.settimeout(10)
+                while c.recv(100):
+                    pass
+        wait_for(lambda: not gw.splices, what="splices closed")
+    finally:
+        srv.close()
+        rsrv.close()
+
+
+def test_tcp_splice_backpressure_from_a_host_that_stops_reading(slirp_pair):
+    """A host that does not read: the guest's sends stop (the gateway's window closes,
+    its buffers stay bounded); once the host reads, everything arrives, in order."""
+    rnd = random.Random(7)
+    accepted = []
+    srv = _host_server(accepted.append)
+    gw, guest = slirp_pair("noipv6")
+    try:
+        c = create_connection(guest, ("10.0.2.2", srv.getsockname()[1]), timeout=10)
+        wait_for(lambda: accepted, what="the host's accept")
+        host = accepted[0]
+        host.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.setblocking(False)
+        sent = bytearray()
+        stalled_since = None
+        while stalled_since is None or time.monotonic() - stalled_since < 1.0:
+            chunk = rnd.randbytes(65536)
+            try:
+                n = c.send(chunk)
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                time.sleep(0.05)
+                continue
+            stalled_since = None
+            sent += chunk[:n]
+            assert len(sent) < 64 << 20, "the guest's sends never stopped"
+        st = gw.stack
+        with st.locked():
+            eps = [ep for ep in st.tcp.conns.values() if ep.owner is not None]
+            assert len(eps) == 1
+            # (bounded by the window it advertised: the buffer, give or take the window
+            # scale's rounding)
+            assert eps[0].conn.recv_queued <= eps[0].conn.rcvbuf + 65536
+        c.setblocking(True)
+        c.shutdown(socket.SHUT_WR)
+        host.settimeout(20)
+        assert _recv_all(host) == sent
+        host.close()
+        assert _recv_all(c) == b""
+        c.close()
+        wait_for(lambda: not gw.splices, what="splice closed")
+    finally:
+        srv.close()
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_tcp_splice_soak_leaves_no_descriptor_or_entry_behind(slirp_pair):
+    """2000 connections (16 bytes each way, then close) through the gateway: its
+    descriptors, splices, pending connects, owners and connections are back to where
+    they were."""
+    def echo(c):
+        with c:
+            c.sendall(c.recv(16))
+
+    srv = _host_server(echo)
+    port = srv.getsockname()[1]
+    gw, guest = slirp_pair("noipv6")
+    try:
+        with create_connection(guest, ("10.0.2.2", port), timeout=10) as c:  # warm up
+            c.sendall(b"w" * 16)
+            assert c.recv(16) == b"w" * 16
+        st = gw.stack
+        # (the gateway closes first when the host does: its side waits in TIME-WAIT)
+        settled = lambda: not gw.splices and all(  # noqa: E731
+            ep.conn.state is TcpState.TIME_WAIT and ep.owner is None
+            for ep in list(st.tcp.conns.values()))
+        wait_for(settled, timeout=10, what="the first connection gone")
+        base_fds, base_owners = _fds(), len(st.upper)
+        for i in range(2000):
+            msg = i.to_bytes(16, "big")
+            with create_connection(guest, ("10.0.2.2", port), timeout=10) as c:
+                c.sendall(msg)
+                assert c.recv(16) == msg
+        assert gw.counters["tcp"] == 2001
+        wait_for(settled, timeout=20, what="every spliced connection gone")
+        assert not gw.pending and not gw._connecting and not st.tcp.held
+        assert len(st.upper) == base_owners
+        wait_for(lambda: _fds() <= base_fds, timeout=10, what="descriptors back at baseline")
+    finally:
+        srv.close()
 
 
 def test_hostfwd_reaches_a_guest_server(slirp_pair):

@@ -1,11 +1,12 @@
 """``threadnet bench slirp``: iperf3 from a namespace through threadnet's slirp to the host,
-both directions, side by side with Debian's ``slirp4netns`` (libslirp, C) on the same
-setup (a tap in a namespace, the host's iperf3 server reached at 10.0.2.2, its loopback),
-at MTU 1500 and 65520, and connections per second (connect, 16 bytes each way, close)
+both directions, side by side with Debian's ``slirp4netns`` (libslirp, C) and ``pasta``
+(passt's namespace mode, C; skipped with a reason when it is missing or cannot run) on the
+same setup (a tap in a namespace, the host's iperf3 server reached at 10.0.2.2, its
+loopback), at MTU 1500 and 65520, and connections per second (connect, 16 bytes each way, close)
 to a host echo server. threadnet runs on a plain tap and on ``tap://IF[offload]`` (the
 kernel's TSO and checksum offloads). Needs root (namespaces).
 
-    threadnet bench slirp [--time S] [--mtu 1500 --mtu 65520] [--no-offload]
+    threadnet bench slirp [--time S] [--mtu 1500 --mtu 65520] [--no-offload] [--no-pasta]
 """
 
 from __future__ import annotations
@@ -124,11 +125,32 @@ def _slirp4netns(ns: str, mtu: int) -> tuple[subprocess.Popen, subprocess.Popen]
     return holder, s
 
 
+def _pasta(ns: str, mtu: int, tmp: str) -> int:
+    """pasta on namespace ``ns``: a tap with 10.0.2.100/24, the gateway 10.0.2.2 leading to
+    the host's loopback (pasta's default gateway mapping), no port forwards. Its PID."""
+    pidfile = os.path.join(tmp, f"pasta-{ns}.pid")
+    # as root it would drop to nobody, who cannot enter the namespace: stay root
+    r = _run("pasta", "--config-net", "-a", "10.0.2.100", "-n", "24", "-g", "10.0.2.2",
+             "-m", str(mtu), "-t", "none", "-u", "none", "-T", "none", "-U", "none",
+             "-I", "tap0", "-q", "--runas", "0", "-P", pidfile, "--netns", ns,
+             check=False, timeout=30)
+    if r.returncode != 0 or not _wait(lambda: os.path.exists(pidfile) and
+                                      os.path.getsize(pidfile) > 0):
+        raise RuntimeError(f"pasta failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+    with open(pidfile) as f:
+        pid = int(f.read())
+    _ns(ns, "ip", "link", "set", "tap0", "mtu", str(mtu), check=False)
+    return pid
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="threadnet bench slirp")
     p.add_argument("--time", type=float, default=5.0, help="seconds per iperf3 run")
     p.add_argument("--mtu", type=int, action="append", help="MTUs (default 1500, 65520)")
     p.add_argument("--no-offload", action="store_true", help="skip the tap[offload] runs")
+    p.add_argument("--no-pasta", action="store_true", help="skip pasta")
+    p.add_argument("--only", action="append",
+                   help="run only these (slirp4netns, pasta, threadnet, threadnet[offload])")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("threadnet bench slirp: needs root (namespaces and taps)", file=sys.stderr)
@@ -146,8 +168,18 @@ def main(argv: list[str] | None = None) -> int:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     echo, echo_port = _echo_server()
     time.sleep(0.3)
-    kinds = [("slirp4netns", None), ("threadnet", False)] + (
-        [] if args.no_offload else [("threadnet[offload]", True)])
+    kinds: list[tuple[str, bool | str | None]] = [("slirp4netns", None)]
+    if args.no_pasta:
+        pass
+    elif shutil.which("pasta") is None:
+        print("pasta: skipped (not installed; Debian's package is passt)")
+    else:
+        kinds.append(("pasta", "pasta"))
+    kinds.append(("threadnet", False))
+    if not args.no_offload:
+        kinds.append(("threadnet[offload]", True))
+    if args.only:
+        kinds = [k for k in kinds if k[0] in args.only]
     rows = []
     try:
         for mtu in mtus:
@@ -161,8 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     if offload is None:
                         procs = list(_slirp4netns(ns, mtu))
+                    elif offload == "pasta":
+                        try:
+                            pid = _pasta(ns, mtu, tmp)
+                        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                            print(f"MTU {mtu:5d}  pasta: skipped ({exc})", flush=True)
+                            continue
                     else:
-                        pid = _threadnet(ns, mtu, offload, tmp)
+                        pid = _threadnet(ns, mtu, bool(offload), tmp)
                     up = _iperf(ns, args.time, False)
                     down = _iperf(ns, args.time, True)
                     cps = _conns(ns, echo_port, min(args.time, 3.0))
@@ -176,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[kind] = (up, down, cps)
                 print(f"MTU {mtu:5d}  {kind:20s} up {up:8.0f}  down {down:8.0f}  "
                       f"conn/s {cps:6.0f}", flush=True)
-            ref = results["slirp4netns"]
-            for kind, (up, down, cps) in results.items():
+            ref = results.get("slirp4netns")
+            for kind, (up, down, cps) in results.items() if ref else ():
                 if kind == "slirp4netns":
                     continue
                 ru = up / ref[0] if ref[0] else 0.0

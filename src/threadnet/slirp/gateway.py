@@ -3,15 +3,18 @@
 The LAN side is a threadnet stack (the gateway, 10.0.2.2) in catch-all mode
 (``Stack.catch_all``): it terminates every TCP connection, UDP flow and ICMP echo the
 guests send, whatever their destination. The host side re-originates each as an
-ordinary kernel socket, as libslirp and passt do, and one event loop thread splices the
-two without blocking the stack's runner:
+ordinary kernel socket, as libslirp and passt do: TCP on the stack's runner thread,
+the rest on the gateway's own event loop thread, none of it blocking:
 
 - TCP: the stack holds the guest's SYN (``TcpLayer.held``) while a non-blocking kernel
   socket connects to its destination, as libslirp does; then it releases it: the
-  connection opens on the catch-all listener (a ``StackSocket`` whose local address is
-  the original destination), or the guest gets a RST (refused) or an ICMP unreachable.
-  A ``Splice`` copies both ways through bounded buffers; a full buffer stops reading its
-  side, so the stack's TCP window closes (backpressure).
+  connection opens on the catch-all listener (its local address is the original
+  destination), or the guest gets a RST (refused) or an ICMP unreachable. All of that
+  runs on the stack's runner thread, under its lock, with no hand-off: the SYN's arrival
+  starts the connect, the host socket's writability releases the SYN, and the guest's
+  ACK makes a ``TcpSplice`` (``tcpsplice.py``) that copies between the connection's
+  buffers and the host socket; a full buffer stops reading its side, so the TCP window
+  closes (backpressure).
 - UDP: one connected kernel socket per flow (guest address and port, destination), in a
   bounded table with an idle timeout (``flows.py``).
 - ICMP echo: to the gateway's own addresses the stack answers; elsewhere through the
@@ -29,6 +32,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import select
 import socket
 import struct
 import threading
@@ -38,6 +42,8 @@ from typing import Any
 from threadnet.loop import EventLoop
 from threadnet.slirp.flows import FlowTable
 from threadnet.slirp.options import SlirpOptions, host_nameservers
+from threadnet.slirp.tcpsplice import CHUNK as TCP_CHUNK
+from threadnet.slirp.tcpsplice import CatchAllListener, TcpSplice
 from threadnet.stack.api import Stack
 from threadnet.stack.tcplayer import CATCH_ALL
 from threadnet.stack.upper import UdpCallbacks
@@ -53,7 +59,8 @@ UDP_BATCH = 64
 
 class Splice:
     """Two connected stream sockets copied into each other, non-blocking, on the gateway's
-    loop: ``ends[i]``'s data waits in ``bufs[i]`` for ``ends[1 - i]``."""
+    loop: ``ends[i]``'s data waits in ``bufs[i]`` for ``ends[1 - i]``. (The host's
+    forwards; the guests' own connections are ``TcpSplice``s.)"""
 
     __slots__ = ("gw", "ends", "bufs", "eof", "shut", "connecting", "closed", "regs")
 
@@ -194,7 +201,7 @@ class _CatchAllOwner:
         self.gw.loop.call_soon_threadsafe(lambda: self.gw.echo(family, src, dst, rest, data))
 
     def on_syn(self, key: tuple) -> None:
-        self.gw.loop.call_soon_threadsafe(lambda: self.gw.syn(key))
+        self.gw.syn(key)  # (the runner's thread, under the lock: no hand-off)
 
 
 class Gateway:
@@ -210,11 +217,15 @@ class Gateway:
         self.stack = stack or Stack(o.config(), link=link, name="slirp")
         self.loop = EventLoop()
         self.loop.on_error = lambda exc: log.exception("slirp: %s", exc, exc_info=exc)
-        self.splices: set[Splice] = set()
+        #: the spliced connections: the guests' (``TcpSplice``) and the forwards' (``Splice``)
+        self.splices: set[Splice | TcpSplice] = set()
         #: host connections made for held SYNs, until the guest's side is accepted:
-        #: (local address, port, remote address, port) -> (socket, when)
+        #: (local address, port, remote address, port) -> (socket, when); this and
+        #: ``_connecting`` (connects under way) under the stack's lock
         self.pending: dict[tuple, tuple[socket.socket, float]] = {}
         self._connecting: dict[tuple, socket.socket] = {}
+        #: where ``TcpSplice``s receive from host sockets (under the stack's lock)
+        self.rx_view = memoryview(bytearray(TCP_CHUNK))
         self.udp = FlowTable(o.max_udp)
         self.counters = {"tcp": 0, "tcp_refused": 0, "tcp_dropped": 0, "udp": 0,
                          "udp_evicted": 0, "echo": 0, "dns": 0, "hostfwd": 0}
@@ -227,14 +238,14 @@ class Gateway:
         self._net4 = ipaddress.ip_network(o.net, strict=False)
         self._net6 = ipaddress.ip_network(o.prefix6, strict=False)
         st = self.stack
-        # the catch-all TCP listener: a StackSocket with IP_TRANSPARENT
-        lsock = st.socket(socket.AF_INET, socket.SOCK_STREAM)
-        lsock.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
-        lsock.listen(256)
-        lsock.setblocking(False)
-        self._tcp_listener = lsock
-        self.loop.add_reader(lsock, self._accept)
+        if st.runner is None:
+            raise ValueError("a slirp gateway's stack needs a runner")
+        self.runner = st.runner
         with st.locked():
+            # the catch-all TCP listener, owned by the gateway itself (no StackSocket)
+            self._tcp_listener = st.tcp.listen(4, CATCH_ALL[0], CATCH_ALL[1], 256,
+                                               st.upper.add(CatchAllListener(self)),
+                                               reuse=True)
             st.udp[CATCH_ALL] = st.upper.add(UdpCallbacks(self._udp_in))
             st.catch_all = st.upper.add(_CatchAllOwner(self))
         for fwd in o.hostfwd:
@@ -263,20 +274,34 @@ class Gateway:
             sp.close()
         for _, flow in self.udp.expire(float("inf")):
             self._close_flow(flow)
-        for host, _ in self.pending.values():
-            host.close()
-        self.pending.clear()
-        for host in self._connecting.values():
-            self.loop.remove_writer(host)
-            host.close()
-        self._connecting.clear()
+        with self.stack.locked():
+            for host, _ in self.pending.values():
+                host.close()
+            self.pending.clear()
+            connecting = list(self._connecting.values())
+            self._connecting.clear()
+            self._tcp_listener.close()
+        loop = self.runner.loop
+
+        def close() -> None:
+            for host in connecting:
+                loop.remove_writer(host.fileno())
+                host.close()
+
+        if connecting:
+            self.runner.call_soon(close)
         for s in self._listeners:
             s.close()
         self._listeners.clear()
-        try:
-            self._tcp_listener.close()
-        except OSError:
-            pass
+
+    def report(self, exc: BaseException) -> None:
+        """A bug met on the runner's thread: to the loop's error handler (tests count
+        them), else the log."""
+        handler = self.loop.on_error
+        if handler is not None:
+            handler(exc)
+        else:
+            log.error("slirp: %r", exc)
 
     def __enter__(self) -> Gateway:
         return self
@@ -306,33 +331,21 @@ class Gateway:
             return None  # the virtual LAN's other hosts are not the host's business
         return (socket.AF_INET if a.version == 4 else socket.AF_INET6), str(a), port
 
-    # -- TCP -----------------------------------------------------------------------------------
-    def _accept(self) -> None:
-        for _ in range(64):
-            try:
-                guest, _peer = self._tcp_listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            self._open_tcp(guest)
-
-    def _open_tcp(self, guest: socket.socket) -> None:
-        guest.setblocking(False)
-        laddr, lport = guest.getsockname()[:2]
-        raddr, rport = guest.getpeername()[:2]
-        key = (ipaddress.ip_address(laddr).packed, lport, ipaddress.ip_address(raddr).packed,
-               rport)
-        entry = self.pending.pop(key, None)
+    # -- TCP (the runner's thread, under the stack's lock) -------------------------------------
+    def accepted(self, ep: Any) -> None:
+        """A guest's connection is established on the catch-all listener: splice it to
+        the host socket its held SYN was connected on."""
+        entry = self.pending.pop(ep.key, None)
         if entry is None:  # (its host connection expired meanwhile)
-            _reset(guest)
+            ep.abort(now=self.stack.clock())
             return
         self.counters["tcp"] += 1
-        self.splices.add(Splice(self, guest, entry[0]))
+        TcpSplice(self, ep, entry[0])
 
     def syn(self, key: tuple) -> None:
         """A guest's SYN, held by the stack: connect to where it leads first, and answer
-        it as the host's answer goes (open, reset, or ICMP unreachable)."""
+        it as the host's answer goes (open, reset, or ICMP unreachable). The connect's
+        completion is watched on the runner's loop."""
         dst, dport = key[0], key[1]
         target = self.host_target(dst, dport, "tcp")
         if target is None:
@@ -357,12 +370,26 @@ class Gateway:
             self.counters["tcp_refused"] += 1
             self._release(key, err)
             return
+        if err == 0 or _writable_now(host):
+            # done already (the loopback's handshake completes within connect): answer
+            # the SYN now, with no trip through the loop
+            self._answer(key, host)
+            return
         self._connecting[key] = host
-        self.loop.add_writer(host, lambda: self._connected(key, host))
+        fd = host.fileno()  # (see TcpSplice.fd)
+        self.runner.call_soon(lambda: self.runner.loop.add_writer(
+            fd, lambda: self._connected(key, host)))
 
     def _connected(self, key: tuple, host: socket.socket) -> None:
-        self.loop.remove_writer(host)
-        self._connecting.pop(key, None)
+        st = self.stack
+        with st.locked():
+            self.runner.loop.remove_writer(host.fileno())
+            if self._connecting.pop(key, None) is not host:
+                return  # the gateway closed meanwhile (and closes the socket)
+            self._answer(key, host)
+
+    def _answer(self, key: tuple, host: socket.socket) -> None:
+        """``host``'s connect is over: release the held SYN as it went."""
         err = host.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             host.close()
@@ -564,10 +591,11 @@ class Gateway:
         now = time.monotonic()
         for _, flow in self.udp.expire(now):
             self._close_flow(flow)
-        for key, (host, when) in list(self.pending.items()):
-            if now - when > 75:  # the guest never completed its handshake
-                del self.pending[key]
-                host.close()
+        with self.stack.locked():
+            for key, (host, when) in list(self.pending.items()):
+                if now - when > 75:  # the guest never completed its handshake
+                    del self.pending[key]
+                    host.close()
 
     # -- ICMP echo -------------------------------------------------------------------------------
     def echo(self, family: int, src: bytes, dst: bytes, rest: int, data: bytes) -> None:
@@ -627,6 +655,12 @@ class Gateway:
                     st.send_ip6(dst, src, ipv6.PROTO_ICMPV6, out)
             except OSError:
                 pass
+
+
+def _writable_now(s: socket.socket) -> bool:
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    return bool(p.poll(0))
 
 
 def _reset(s: socket.socket) -> None:
