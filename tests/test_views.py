@@ -392,7 +392,7 @@ def test_a_refused_connect_and_its_error(lan, netns, procs, sockdir):
 UDP_ECHO = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 7007))
+s.bind((sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 7007))
 while True:
     data, addr = s.recvfrom(65535)
     s.sendto(addr[0].encode() + b" " + data, addr)
@@ -414,12 +414,23 @@ c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 c.connect(peer)
 c.send(b"three")                                         # not trapped: through the pair
 print(c.recv(100).decode(), c.getpeername() == peer)
+s.sendto(b"four", peer)
+print(s.recv(100).decode())            # a plain recv (not trapped): no source asked for
+s.sendto(b"five", (sys.argv[1], 7008))
+data, src = s.recvfrom(100)
+print(data.decode(), src[1])           # the source of this datagram, not of "four"
+for i in range(5000):                  # plain reads only: receiving never stops
+    s.sendto(b"x%d" % i, peer)
+    s.recv(100)
+s.sendto(b"six", (sys.argv[1], 7008))
+print(s.recvfrom(100)[1][1])
 """
 
 
 def test_udp_with_addresses_and_connected(lan, netns, procs):
     d, peer = lan
     procs.popen(netns.exec_cmd(peer.ns, sys.executable, "-c", UDP_ECHO, peer.addr))
+    procs.popen(netns.exec_cmd(peer.ns, sys.executable, "-c", UDP_ECHO, peer.addr, "7008"))
     time.sleep(0.3)
     r = subprocess.run(threadnet_cmd("run", "--seccomp", "--link", f"vde://{d}", "--config",
                                      "eth,ip=10.31.0.16/24", "--", sys.executable, "-c",
@@ -427,7 +438,8 @@ def test_udp_with_addresses_and_connected(lan, netns, procs):
                        capture_output=True, text=True, env=threadnet_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n") == ["10.31.0.16 one", "10.31 True 0.0.0.0 True",
-                                    "10.31.0.16 two True 0", "10.31.0.16 three True", ""]
+                                    "10.31.0.16 two True 0", "10.31.0.16 three True",
+                                    "10.31.0.16 four", "10.31.0.16 five 7008", "7008", ""]
 
 
 def test_names_busybox_nslookup_and_getent_reach_dnsmasq_through_the_stack(lan, netns, procs, sockdir):

@@ -16,9 +16,12 @@ answered by the supervisor, which reads the datagram from its copy of the progra
 and writes data and address into the program's memory (MSG_PEEK, MSG_TRUNC and
 MSG_DONTWAIT as UDP has them).
 
-Known limit: on an *unconnected* socket, a plain ``recv``/``read`` (not trapped) takes a
-datagram without its queued address, and later ``recvfrom`` calls then name the wrong
-sources. Programs that care about sources use recvfrom/recvmsg throughout.
+On an *unconnected* socket a plain ``recv``/``read`` (not trapped) takes a datagram
+without its queued address. So each address is queued with a digest of its datagram's
+bytes, and the call that takes a datagram takes the address queued for those bytes,
+dropping the ones queued before it (their datagrams went to plain reads). Only two
+datagrams with the same bytes from different sources, one of them read plainly, can
+still swap their sources.
 """
 
 from __future__ import annotations
@@ -138,14 +141,17 @@ class Relay:
         fam, packed, port = _HDR.unpack_from(raw)
         if fam == 0:
             return  # a pending error notice (SO_ERROR answers it)
+        payload = raw[_HDR.size:]
         with vs.lock:
             queued = vs.remote is None
             if queued:
                 if len(vs.addrs) >= MAX_QUEUED_ADDRESSES:
-                    return
-                vs.addrs.append(_source(vs, fam, packed, port))
+                    # the oldest: most likely a datagram a plain read took long ago (a
+                    # program that never asks for sources must not stop receiving)
+                    vs.addrs.popleft()
+                vs.addrs.append((hash(payload), _source(vs, fam, packed, port)))
             try:
-                vs.relay.send(raw[_HDR.size:])
+                vs.relay.send(payload)
             except OSError:
                 if queued:
                     vs.addrs.pop()  # the program's queue is full: the datagram is dropped
@@ -240,13 +246,22 @@ def _take(sup: Supervisor, n: kernel.Notification, vs: VSocket, flags: int
             data = vs.prog.recv(MAX_DATAGRAM + 1, MSG_DONTWAIT | (flags & MSG_PEEK))
         except BlockingIOError:
             return None
-        if vs.remote is not None:
-            src = vs.remote
-        elif vs.addrs:
-            src = vs.addrs[0] if flags & MSG_PEEK else vs.addrs.popleft()
-        else:
-            src = None
+        src = vs.remote if vs.remote is not None else \
+            _queued_source(vs.addrs, data, not flags & MSG_PEEK)
     return data, src
+
+
+def _queued_source(addrs: deque, data: bytes, take: bool) -> Any:
+    """The source queued for the datagram ``data`` (None if there is none): the first
+    entry with its digest; the entries before it were for datagrams that plain reads
+    took, and go."""
+    key = hash(data)
+    for i, (digest, src) in enumerate(addrs):
+        if digest == key:
+            for _ in range(i + take):
+                addrs.popleft()
+            return src
+    return None
 
 
 def _receive(sup: Supervisor, n: kernel.Notification, vs: VSocket, flags: int, deliver: Any) -> None:
