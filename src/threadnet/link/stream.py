@@ -99,6 +99,7 @@ class StreamLink(BackloggedLink, Link):
         if not _pollable(read_fd):
             self.read_fd = self._relay_fd = _relay(read_fd)
         self._fd_nonblocking = not os.get_blocking(self.read_fd)
+        self._read_nowait = _write_mode(self.read_fd) == _NOWAIT  # (a blocking pipe or socket)
 
     # -- Link interface ------------------------------------------------------------
     def fileno(self) -> int:
@@ -123,7 +124,14 @@ class StreamLink(BackloggedLink, Link):
         fd = self.read_fd
         while True:
             if not self._fd_nonblocking and not self._blocking:
-                # A blocking fd would block in read(); ask select first instead.
+                # A blocking fd would block in read(): on a pipe or a socket one
+                # preadv with RWF_NOWAIT reads only what is there; elsewhere (a tty, an
+                # older kernel) select says first
+                if self._read_nowait:
+                    chunk = self._read_now(fd, size)
+                    if chunk is not None:
+                        return chunk
+                    continue
                 r, _, _ = select.select([fd], [], [], 0)
                 if not r:
                     raise BlockingIOError(errno.EAGAIN, "no whole record waiting")
@@ -142,6 +150,26 @@ class StreamLink(BackloggedLink, Link):
                 where = " in the middle of a record" if self._decoder.buffered else ""
                 raise LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
             return chunk
+
+    def _read_now(self, fd: int, size: int) -> bytes | None:
+        """One non-blocking read of a blocking pipe or socket; None: RWF_NOWAIT is not
+        supported here after all (select is asked from now on)."""
+        buf = bytearray(size)
+        try:
+            n = os.preadv(fd, (buf,), -1, os.RWF_NOWAIT)
+        except BlockingIOError:
+            raise BlockingIOError(errno.EAGAIN, "no whole record waiting") from None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ESPIPE):
+                self._read_nowait = False
+                return None
+            self.closed_by_peer = True
+            raise LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}") from exc
+        if not n:
+            self.closed_by_peer = True
+            where = " in the middle of a record" if self._decoder.buffered else ""
+            raise LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
+        return bytes(buf) if n == size else bytes(buf[:n])
 
     def tx_fileno(self) -> int:
         return self.write_fd
