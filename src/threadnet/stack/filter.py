@@ -67,8 +67,9 @@ from threadnet.stack.conntrack import (
 )
 from threadnet.stack.ip import ACCEPT, DROP
 from threadnet.stack.nat import MANIP, NEED, Nat
-from threadnet.stack.nftables import Log, RulesetError, parse
+from threadnet.stack.nftables import parse
 from threadnet.stack.nftcompile import NAT_BASE, REJECT_BASE, Compiled, compile_ruleset
+from threadnet.stack.nftrules import Log, RulesetError
 from threadnet.wire import icmp4, icmp6, tcp
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from threadnet.mgmt.commands import (
     parse_int,
     read_script,
 )
-from threadnet.stack.nftables import RulesetError
+from threadnet.stack.nftrules import RulesetError
 
 if TYPE_CHECKING:
     from threadnet.mgmt.commands import Entry

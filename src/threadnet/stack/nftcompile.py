@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from threadnet.stack.nftables import (
+from threadnet.stack.nftrules import (
     HOOKS,
     Chain,
     Counter,
