@@ -399,7 +399,7 @@ def test_published_stack_path_is_bound_safely(unpriv, sockdir):
     """``_bind_listener`` (``threadnet stack PATH``, ``stack.publish``) refuses a parent
     another user can change, and never replaces or follows what another user put there."""
     from threadnet.fsafe import UnsafePathError
-    from threadnet.stack.remote import _bind_listener
+    from threadnet.stack.publication import _bind_listener
 
     hostile = os.path.join(sockdir, "h")
     os.mkdir(hostile)

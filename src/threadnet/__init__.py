@@ -15,7 +15,8 @@ from threadnet.hook import (
 )
 from threadnet.link import Link, open_link, register_scheme
 from threadnet.stack.api import Stack, ip
-from threadnet.stack.remote import Publication, RemoteSocket, RemoteStack
+from threadnet.stack.publication import Publication
+from threadnet.stack.remote import RemoteSocket, RemoteStack
 from threadnet.stack.socket import StackSocket
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from typing import Any
 
 from threadnet.link import Link
 from threadnet.stack import stack as core
-from threadnet.stack.remote import Publication, RemoteStack
+from threadnet.stack.publication import Publication
+from threadnet.stack.remote import RemoteStack
 from threadnet.stack.resolver import Resolver
 from threadnet.stack.runner import default_runner
 from threadnet.stack.socket import StackSocket
