@@ -25,6 +25,8 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+from threadnet.stack.sockpump import low_water  # (the socket pump's: read in large pieces)
+
 if TYPE_CHECKING:
     from threadnet.stack.tcplayer import TcpEndpoint, TcpListener
 
@@ -33,12 +35,6 @@ if TYPE_CHECKING:
 #: (load 1.3-3.9), 1 MiB moved a median 8.3 Gbit/s down and 8.5 up, 256 KiB 7.6 and 7.4.
 CHUNK = 1024 * 1024
 _LINGER0 = b"\1\0\0\0\0\0\0\0"
-
-
-def _low_water(conn: Any) -> int:
-    """Send space worth reading the host socket for (a quarter of the buffer, up to
-    64 KiB, as the socket layer's pump): fewer, larger reads."""
-    return max(1, min(64 * 1024, conn.sndbuf // 4))
 
 
 class TcpSplice:
@@ -90,7 +86,7 @@ class TcpSplice:
             except OSError:
                 pass
         if not self.reading and not self.host_eof and \
-                conn.writable_space >= _low_water(conn):
+                conn.writable_space >= low_water(conn):
             self._from_host()
             if self.closed:
                 return
@@ -133,7 +129,7 @@ class TcpSplice:
         now = self.stack.clock()
         while True:
             space = conn.writable_space
-            if space <= 0 or (space < _low_water(conn) and conn.send_queued):
+            if space <= 0 or (space < low_water(conn) and conn.send_queued):
                 self._want_read(False)
                 return
             try:
