@@ -143,13 +143,18 @@ class StreamLink(BackloggedLink, Link):
                 select.select([fd], [], [])
                 continue
             except OSError as exc:
-                self.closed_by_peer = True
-                raise LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}") from exc
+                raise self._read_failed(exc) from exc
             if not chunk:
-                self.closed_by_peer = True
-                where = " in the middle of a record" if self._decoder.buffered else ""
-                raise LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
+                raise self._read_failed(None)
             return chunk
+
+    def _read_failed(self, exc: OSError | None) -> LinkError:
+        """The error a failed read (``exc``) or the end of the stream (None) raises."""
+        self.closed_by_peer = True
+        if exc is not None:
+            return LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}")
+        where = " in the middle of a record" if self._decoder.buffered else ""
+        return LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
 
     def _read_now(self, fd: int, size: int) -> bytes | None:
         """One non-blocking read of a blocking pipe or socket; None: RWF_NOWAIT is not
@@ -163,12 +168,9 @@ class StreamLink(BackloggedLink, Link):
             if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ESPIPE):
                 self._read_nowait = False
                 return None
-            self.closed_by_peer = True
-            raise LinkError(exc.errno, f"{self.url}: read failed: {exc.strerror}") from exc
+            raise self._read_failed(exc) from exc
         if not n:
-            self.closed_by_peer = True
-            where = " in the middle of a record" if self._decoder.buffered else ""
-            raise LinkError(errno.ECONNRESET, f"{self.url}: peer closed the stream{where}")
+            raise self._read_failed(None)
         return bytes(buf) if n == size else bytes(buf[:n])
 
     def tx_fileno(self) -> int:
