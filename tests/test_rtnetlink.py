@@ -1115,15 +1115,13 @@ def route_get(dst: str, seq: int = 20) -> bytes:
         nl.RTM_F_LOOKUP_TABLE if a.version == 4 else 0) + nl.attr(nl.RTA_DST, a.packed))
 
 
+#: fc00:1::9: the longest match picks the source (RFC 6724 rule 8); 2001:db8::7: of the
+#: two default routes, the one of metric 100 beats the one given none (Linux's 1024)
 ROUTE_GETS = ("1.1.1.1", "10.0.0.7", "192.168.5.5", "10.30.0.1", "10.0.0.5", "127.0.0.1",
-              "fd00::1", "fc00::7", "fd02::9")
+              "fd00::1", "fc00::7", "fd02::9", "fc00:1::9", "2001:db8::7")
 #: destinations whose source address is a tie under RFC 6724 (the same longest match with
 #: several of eth0's addresses): the stack's pick and Linux's may differ, both eth0's.
-#: (Left out, where the stack itself decides otherwise than Linux: a destination on
-#: fc00:1::/64 gets fc00::5, not the longest match fc00:1::5; the default route taken is
-#: the one added without a metric, which the stack keeps as metric 0 and Linux as 1024,
-#: not the one of metric 100.)
-SOURCE_TIES = ("fd00::1", "fd02::9")
+SOURCE_TIES = ("fd00::1", "fd02::9", "2001:db8::7")
 
 
 def test_route_get(rtnl):
