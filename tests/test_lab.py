@@ -90,7 +90,8 @@ def assert_nothing_left(state: dict) -> None:
      r"t.toml:2: .*interfaces\[0\]: unknown key 'swtch'"),
     ("[hosts.h1]\nkind = \"vm\"\n", r"t.toml:2: host h1 kind: 'vm' is not one of stack, netns"),
     ("[hosts.h1]\nip = \"10.0.0.1/24\"\n", r"t.toml:1: host h1: not cabled to anything"),
-    ("[hosts.h1]\nkind = \"netns\"\ndhcp = true\n", r"t.toml:3: .*dhcp is for stack hosts"),
+    ("[hosts.h1]\nkind = \"netns\"\nconfig = \"eth\"\n",
+     r"t.toml:3: .*config \(iothconf items\) is for stack hosts"),
     ("[switches.s1]\n[hosts.s1]\n", r"t.toml:2: .*the name 's1' is taken"),
     ("[switches.'bad name']\n", r"t.toml:1: .*'bad name' is not a node name"),
     ("[switchs.s1]\n", r"t.toml:1: unknown table 'switchs'"),
@@ -296,14 +297,13 @@ name = "nslab"
 [switches.wan]
 [routers.r1]
 interfaces = [
-    { switch = "lan1", ip = "10.8.1.1/24" },
+    { switch = "lan1", ip = "10.8.1.1/24", dhcpd = true },
     { switch = "wan", ip = "10.8.2.1/24", nat = true },
 ]
 [hosts.k1]
 kind = "netns"
 switch = "lan1"
-ip = "10.8.1.10/24"
-gw = "10.8.1.1"
+dhcp = true
 [hosts.k2]
 kind = "netns"
 ip = "10.8.1.11/24"
@@ -346,6 +346,9 @@ def test_namespace_hosts_ping_and_iperf(tmp_path, labdir, via):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "*** Results: 0% dropped (18/18 received)" in r.stdout
         lab = Lab.attach(directory)
+        # k1's address and default route came from the router's DHCP server
+        assert lab.address("k1").startswith("10.8.1.1"), lab.addresses("k1")
+        assert lab.addresses("k1")[0].endswith("/24")
         k2 = lab.ping("k1", "k2", count=3)
         assert min(k2.rtts) >= 0.030, k2  # 15 ms each way on k2's cable
         # kernel to kernel: iperf3; kernel to stack: sockets

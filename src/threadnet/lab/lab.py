@@ -67,6 +67,18 @@ class _Plan:
     cables: list[tuple[str, str, LinkParams]] = field(default_factory=list)  # switch URLs
 
 
+#: what udhcpc runs for a namespace host's lease: the address and the default route only
+_UDHCPC_SCRIPT = """#!/bin/sh
+case "$1" in
+    deconfig) ip addr flush dev "$interface" ;;
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+        for r in $router; do ip route replace default via "$r" dev "$interface"; break; done ;;
+esac
+exit 0
+"""
+
 class Lab:
     """A lab. Build it (``add_switch``, ``add_host``, ``add_router``, ``add_link``) or load
     it (``Lab.from_toml``), then ``start()``; or ``Lab.attach(name)`` to a running one.
@@ -482,7 +494,30 @@ class Lab:
         if host.gw:
             run_ip("-n", ns, *(["-6"] if ":" in host.gw else []), "route", "add", "default",
                    "via", host.gw)
+        if host.dhcp:
+            r = subprocess.run(["ip", "netns", "exec", ns, *self._dhcp_client(host)],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise LabError(f"lab {self.name}: host {host.name}: no DHCP lease on eth0 "
+                               f"({(r.stderr or r.stdout).strip().splitlines()[-1:]})")
         return {"netns": ns, "nsfile": f"/run/netns/{ns}", "exec": ["ip", "netns", "exec", ns]}
+
+    def _dhcp_client(self, host: Host) -> list[str]:
+        """The command that gets a namespace host's eth0 its address and default route by
+        DHCP: busybox's udhcpc, once (-q: no daemon to end later; the lease is not
+        renewed, the address stays), with a script of the lab's own that only sets the
+        interface (udhcpc's default script would rewrite /etc/resolv.conf)."""
+        udhcpc = shutil.which("udhcpc")
+        argv = [udhcpc] if udhcpc else (["busybox", "udhcpc"] if shutil.which("busybox")
+                                        else None)
+        if argv is None:
+            raise LabError(f"lab {self.name}: host {host.name}: dhcp on a namespace host needs "
+                           "udhcpc (Debian's udhcpc or busybox package)")
+        script = self._path(host.name, "dhcp.sh")
+        with open(script, "w") as f:
+            f.write(_UDHCPC_SCRIPT)
+        os.chmod(script, 0o755)
+        return [*argv, "-i", "eth0", "-n", "-q", "-t", "10", "-T", "1", "-s", script]
 
     def _start_userns(self, host: Host, urls: list[str]) -> dict[str, Any]:
         """A namespace host made by ``threadnet ns``: a user and network namespace whose
@@ -496,6 +531,8 @@ class Lab:
         lines += [f"ip addr add {a} dev eth0" + (" nodad" if ":" in a else "") for a in host.ip]
         if host.gw:
             lines.append(("ip -6" if ":" in host.gw else "ip") + f" route add default via {host.gw}")
+        if host.dhcp:
+            lines.append(shlex.join(self._dhcp_client(host)))
         lines.append(f"echo $$ > {shlex.quote(nspid + '.tmp')} && mv {shlex.quote(nspid + '.tmp')} "
                      f"{shlex.quote(nspid)}")
         # what waits names the lab's directory in its command line (so stop() knows it)

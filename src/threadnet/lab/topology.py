@@ -442,9 +442,6 @@ class Topology:
             host.config = _configs(config, f"{what} config")
         if host.dhcp and host.ip:
             raise TopologyError(f"{what}: give either ip or dhcp = true, not both")
-        if kind == "netns" and host.dhcp:
-            raise TopologyError(f"{what}: dhcp is for stack hosts; give a netns host ip "
-                                "(and gw)")
         if kind == "netns" and host.config:
             raise TopologyError(f"{what}: config (iothconf items) is for stack hosts")
         self.hosts[name] = host
