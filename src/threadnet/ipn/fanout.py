@@ -13,12 +13,27 @@ import errno
 import os
 import socket
 import struct
+from typing import Any
 
 from threadnet import mmsg
 
 MSGHDR = 64  # struct mmsghdr on 64-bit Linux
 _SUN = struct.Struct("=H")
 _LEN = struct.Struct("=Q")
+
+
+def _send_all(sendmmsg: Any, fd: int, base: int, start: int, count: int) -> tuple[int, int]:
+    """``sendmmsg`` the prepared headers ``start``..``count`` (at ``base``) without
+    waiting: (index reached, errno), errno 0 when all went."""
+    while start < count:
+        n = sendmmsg(fd, base + start * MSGHDR, count - start, mmsg.MSG_DONTWAIT)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            return start, err
+        start += n
+    return count, 0
 
 
 class Fanout:
@@ -52,16 +67,7 @@ class Fanout:
     def send(self, fd: int, start: int) -> tuple[int, int]:
         """Send the loaded message to addresses ``start``...; (index reached, errno) where
         errno is 0 when all went, else the error of the address at that index."""
-        count = self.count
-        while start < count:
-            n = self._sendmmsg(fd, self.base + start * MSGHDR, count - start, mmsg.MSG_DONTWAIT)
-            if n < 0:
-                err = ctypes.get_errno()
-                if err == errno.EINTR:
-                    continue
-                return start, err
-            start += n
-        return count, 0
+        return _send_all(self._sendmmsg, fd, self.base, start, self.count)
 
 
 class _BatchFan:
@@ -107,16 +113,7 @@ class _BatchFan:
     def send(self, fd: int, d: int, start: int, count: int) -> tuple[int, int]:
         """Send the loaded messages ``start``..``count`` to address ``d``: (index reached,
         errno), errno 0 when all went."""
-        base = self.base + d * self.slots * MSGHDR
-        while start < count:
-            n = self._sendmmsg(fd, base + start * MSGHDR, count - start, mmsg.MSG_DONTWAIT)
-            if n < 0:
-                err = ctypes.get_errno()
-                if err == errno.EINTR:
-                    continue
-                return start, err
-            start += n
-        return count, 0
+        return _send_all(self._sendmmsg, fd, self.base + d * self.slots * MSGHDR, start, count)
 
 
 class Batch:

@@ -459,11 +459,20 @@ class Member:
     def _connect(self, peer: _Peer) -> socket.socket | None:
         """A socket connected to ``peer``'s (broadcast buses); None when nobody is there
         (the peer is then buried)."""
+        s = self._dial(peer, SNDBUF)
+        if s is not None:
+            peer.conn = s
+        return s
+
+    def _dial(self, peer: _Peer, sndbuf: int = 0) -> socket.socket | None:
+        """A non-blocking socket connected to ``peer``'s, or None when nobody is there
+        (the peer is then buried)."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-        except OSError:
-            pass
+        if sndbuf:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            except OSError:
+                pass
         try:
             s.connect(peer.addr)
         except OSError as exc:
@@ -471,7 +480,6 @@ class Member:
             self._failed(peer, exc.errno)
             return None
         s.setblocking(False)
-        peer.conn = s
         return s
 
     def _try(self, peer: _Peer, msg: bytes | bytearray | memoryview) -> int:
@@ -529,15 +537,7 @@ class Member:
         if peer.conn is not None:
             return peer.conn
         if peer.probe is None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                s.connect(peer.addr)
-            except OSError as exc:
-                s.close()
-                self._failed(peer, exc.errno)
-                return None
-            s.setblocking(False)
-            peer.probe = s
+            peer.probe = self._dial(peer)
         return peer.probe
 
     def _wait_room(self, peer: _Peer, timeout: float) -> bool:
