@@ -70,23 +70,40 @@ class Fanout:
         return _send_all(self._sendmmsg, fd, self.base, start, self.count)
 
 
-class _BatchFan:
-    """Up to ``slots`` messages (of up to ``SLOT`` bytes) to each of many addresses: one
-    ``sendmmsg`` per address carries them all (its receiver wakes once for the lot)."""
+class _Slots:
+    """``slots`` message buffers of ``SLOT`` bytes, each with its iovec, for sendmmsg."""
 
     SLOT = 2048
 
-    def __init__(self, addrs: list[str], slots: int) -> None:
-        n = len(addrs)
+    def __init__(self, slots: int) -> None:
         self.slots = slots
         size = self.SLOT
-        self._names = ctypes.create_string_buffer(max(1, n) * 112)
         self.buf = ctypes.create_string_buffer(slots * size)
         self.view = memoryview(self.buf).cast("B")
         base = ctypes.addressof(self.buf)
         self._iov = ctypes.create_string_buffer(slots * 16)
         for j in range(slots):
             mmsg.IOV.pack_into(self._iov, j * 16, base + j * size, 0)
+
+    def load(self, msgs: list) -> None:
+        """Copy ``msgs`` into the first slots and set their lengths."""
+        size = self.SLOT
+        view = self.view
+        iov = self._iov
+        for j, msg in enumerate(msgs):
+            n = len(msg)
+            view[j * size:j * size + n] = msg
+            _LEN.pack_into(iov, j * 16 + 8, n)
+
+
+class _BatchFan(_Slots):
+    """Up to ``slots`` messages (of up to ``SLOT`` bytes) to each of many addresses: one
+    ``sendmmsg`` per address carries them all (its receiver wakes once for the lot)."""
+
+    def __init__(self, addrs: list[str], slots: int) -> None:
+        n = len(addrs)
+        super().__init__(slots)
+        self._names = ctypes.create_string_buffer(max(1, n) * 112)
         self._msgs = ctypes.create_string_buffer(max(1, n) * slots * MSGHDR)
         names = ctypes.addressof(self._names)
         iov = ctypes.addressof(self._iov)
@@ -101,48 +118,21 @@ class _BatchFan:
         self.base = ctypes.addressof(self._msgs)
         self._sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
 
-    def load(self, msgs: list) -> None:
-        size = self.SLOT
-        view = self.view
-        iov = self._iov
-        for j, msg in enumerate(msgs):
-            n = len(msg)
-            view[j * size:j * size + n] = msg
-            struct.pack_into("=Q", iov, j * 16 + 8, n)
-
     def send(self, fd: int, d: int, start: int, count: int) -> tuple[int, int]:
         """Send the loaded messages ``start``..``count`` to address ``d``: (index reached,
         errno), errno 0 when all went."""
         return _send_all(self._sendmmsg, fd, self.base + d * self.slots * MSGHDR, start, count)
 
 
-class Batch:
+class Batch(_Slots):
     """Up to ``slots`` messages (of up to ``SLOT`` bytes each) for one ``sendmmsg`` on a
     connected socket: every member's socket gets the same headers."""
 
-    SLOT = 2048
-
     def __init__(self, slots: int) -> None:
-        self.slots = slots
-        size = self.SLOT
-        self.buf = ctypes.create_string_buffer(slots * size)
-        self.view = memoryview(self.buf).cast("B")
-        base = ctypes.addressof(self.buf)
-        self._iov = ctypes.create_string_buffer(slots * 16)
-        for j in range(slots):
-            mmsg.IOV.pack_into(self._iov, j * 16, base + j * size, 0)
+        super().__init__(slots)
         self._msgs = mmsg._headers(slots, ctypes.addressof(self._iov))
         self.base = ctypes.addressof(self._msgs)
         self._sendmmsg = mmsg._libc.sendmmsg  # type: ignore[union-attr]
-
-    def load(self, msgs: list) -> None:
-        size = self.SLOT
-        view = self.view
-        iov = self._iov
-        for j, msg in enumerate(msgs):
-            n = len(msg)
-            view[j * size:j * size + n] = msg
-            _LEN.pack_into(iov, j * 16 + 8, n)
 
     def send(self, fd: int, start: int, count: int) -> tuple[int, int]:
         """Send the loaded messages ``start``..``count`` on ``fd``: (index reached, errno),

@@ -308,6 +308,14 @@ class Supervisor:
         n.memo = vs if vs is not None else False
         return vs
 
+
+    def _ours(self, n: Notification) -> VSocket | None:
+        """The stack socket the call's first argument names; None when it is not one of
+        ours, and the call has been let through to the kernel."""
+        vs = self._lookup(n, n.args[0])
+        if vs is None:
+            self.listener.cont(n.id)
+        return vs
     def _find(self, n: Notification, fd: int) -> VSocket | None:
         fd = _signed(fd)
         if fd < 0:
@@ -455,9 +463,8 @@ class Supervisor:
 
     # -- connect -----------------------------------------------------------------------------
     def _connect(self, n: Notification) -> None:
-        vs = self._lookup(n, n.args[0])
+        vs = self._ours(n)
         if vs is None:
-            self.listener.cont(n.id)
             return
         size = _signed(n.args[2])
         if size < 0 or size > 128:
@@ -522,9 +529,8 @@ class Supervisor:
 
     # -- bind, listen, accept ---------------------------------------------------------------------
     def _bind(self, n: Notification) -> None:
-        vs = self._lookup(n, n.args[0])
+        vs = self._ours(n)
         if vs is None:
-            self.listener.cont(n.id)
             return
         size = _signed(n.args[2])
         if size < 0 or size > 128:
@@ -533,9 +539,8 @@ class Supervisor:
         self.listener.reply(n.id, 0)
 
     def _listen(self, n: Notification) -> None:
-        vs = self._lookup(n, n.args[0])
+        vs = self._ours(n)
         if vs is None:
-            self.listener.cont(n.id)
             return
         backlog = _signed(n.args[1])
         vs.rpc("listen", backlog=max(1, min(backlog if backlog > 0 else 128, 4096)))
@@ -543,9 +548,8 @@ class Supervisor:
         self.listener.reply(n.id, 0)
 
     def _accept(self, n: Notification) -> None:
-        vs = self._lookup(n, n.args[0])
+        vs = self._ours(n)
         if vs is None:
-            self.listener.cont(n.id)
             return
         if not vs.listening:
             raise OSError(errno.EINVAL, "Invalid argument")
@@ -609,18 +613,16 @@ class Supervisor:
 
     # -- names and options ------------------------------------------------------------------------
     def _getsockname(self, n: Notification) -> None:
-        vs = self._lookup(n, n.args[0])
+        vs = self._ours(n)
         if vs is None:
-            self.listener.cont(n.id)
             return
         local = vs.local or (("0.0.0.0", 0) if vs.family == _socket.AF_INET else ("::", 0, 0, 0))
         self._write_sockaddr(n, n.args[1], n.args[2], sockaddr.encode(local, vs.family))
         self.listener.reply(n.id, 0)
 
     def _getpeername(self, n: Notification) -> None:
-        vs = self._lookup(n, n.args[0])
+        vs = self._ours(n)
         if vs is None:
-            self.listener.cont(n.id)
             return
         if vs.remote is None or self._still_connecting(vs) or vs.listening:
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
